@@ -1,0 +1,66 @@
+import type { Command } from 'commander';
+import { loadRecipe } from '../recipe/recipe.js';
+import type { Run } from '../runs/run.js';
+import type { RunSummary } from '../runs/rundir.js';
+import { backendOption, positiveInt } from './options.js';
+import { followRun, type ProgressMode } from './progress.js';
+
+/** First Ctrl-C stops at the next step with a checkpoint; a second one exits at once. */
+export function interruptOnSigint(run: Run): () => void {
+  let count = 0;
+  const handler = () => {
+    count++;
+    if (count === 1) {
+      process.stderr.write('\ninterrupt: stopping at the next step and writing a checkpoint (Ctrl-C again to abort now)\n');
+      run.interrupt();
+    } else process.exit(130);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}
+
+/** Prints how a run ended and returns the exit code. */
+export function reportEnd(s: RunSummary, dir: string, json: boolean): number {
+  if (json) process.stdout.write(JSON.stringify({ summary: s }) + '\n');
+  else {
+    const bits = [`${s.status} at step ${s.step}/${s.steps}`];
+    if (s.loss !== undefined) bits.push(`loss ${s.loss.toFixed(4)}`);
+    if (s.eval_loss !== undefined) bits.push(`eval_loss ${s.eval_loss.toFixed(4)}`);
+    if (s.tokens_per_s) bits.push(`${s.tokens_per_s} tok/s`);
+    console.log(`run ${dir}: ${bits.join(', ')}`);
+    if (s.error) console.error(`error: ${s.error}`);
+  }
+  return s.status === 'failed' ? 1 : 0;
+}
+
+export function progressMode(json: boolean | undefined): ProgressMode {
+  return json ? 'json' : process.stdout.isTTY ? 'bar' : 'plain';
+}
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('Train a recipe in this process, writing a run directory.')
+    .argument('<recipe>', 'recipe file (.json, .yaml)')
+    .option('--out <dir>', 'run directory to create (default: runs/<name>-<lock id>)')
+    .option('--steps <n>', 'override train.steps', positiveInt('--steps'))
+    .option('--backend <name>', 'cpu, wasm, webgpu or auto (overrides the recipe and LATHE_BACKEND)', backendOption)
+    .option('--stop-after <n>', 'stop after step n as if interrupted (a checkpoint is written; resume continues)', positiveInt('--stop-after'))
+    .option('--json', 'print metrics and events as JSON lines')
+    .action(async (file: string, o: { out?: string; steps?: number; backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto'; stopAfter?: number; json?: boolean }) => {
+      const r = await loadRecipe(file);
+      const run = await r.start({ out: o.out, steps: o.steps, backend: o.backend, stopAfter: o.stopAfter });
+      if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
+      const off = interruptOnSigint(run);
+      try {
+        await followRun(run, progressMode(o.json), run.lock.recipe.train.steps);
+        process.exitCode = reportEnd(await run.done, run.dir.path, !!o.json);
+      } finally {
+        off();
+      }
+    });
+}

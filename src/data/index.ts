@@ -1,0 +1,28 @@
+// Data: reading sources, cleaning, PII scrubbing, near-duplicate detection and scanning.
+
+/** Streamed readers for .txt, .jsonl/.json and .csv sources, and the Doc/Rejection types they produce. */
+export { readSource, fileFormat, validateMessages, firstInvalidUtf8, CHAT_ROLES } from './sources.js';
+/** Types of documents, chat messages, rejections and reader options. */
+export type { Doc, ChatMessage, Rejection, ReadSourceOptions } from './sources.js';
+/** Expands a source's paths (files, folders, globs) into sorted absolute file paths. */
+export { resolveSourceFiles } from './files.js';
+/** The Cleaner (NFC, control characters, PII, length filters, exact and near dedupe) and its counts helpers. */
+export { Cleaner, emptyCleanCounts, diffCleanCounts, copyCleanCounts, hash64, Hash64Set } from './clean.js';
+/** Types of cleaning counts and drop reasons. */
+export type { CleanCounts, DropReason } from './clean.js';
+/** PII scrubbing with typed placeholders, and the checksum validators it uses. */
+export { scrubPii, emptyPiiCounts, PII_PLACEHOLDERS, luhnValid, ibanValid, ipv6Valid } from './pii.js';
+/** Per-kind PII replacement counts. */
+export type { PiiCounts } from './pii.js';
+/** MinHash signatures, LSH parameters and the near-duplicate index. */
+export { MinHasher, NearDuplicateIndex, estimateJaccard, lshParams, candidateProbability, shingleSet, shingleText, jaccard } from './minhash.js';
+/** MinHash and near-duplicate index options. */
+export type { MinHashOptions, NearDupOptions } from './minhash.js';
+/** Scans a recipe's data (read + clean, per-source counts, rejections) and formats the report. */
+export { scanData, scanTable, formatScan, MAX_KEPT_REJECTIONS } from './scan.js';
+/** Scan report types. */
+export type { ScanReport, SourceScan } from './scan.js';
+/** Fixed-width text tables for reports. */
+export { formatTable, formatCell } from './table.js';
+/** Table options. */
+export type { TableOptions } from './table.js';

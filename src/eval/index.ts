@@ -1,0 +1,2 @@
+export { heldOut } from './heldout.js';
+export { evaluateLoss } from '../train/pretrain.js';

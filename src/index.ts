@@ -1,0 +1,16 @@
+/**
+ * Lathe: train your own language models on your own data, from a notebook or the CLI.
+ * Each namespace is one part of the cycle; see DESIGN.md for the contracts.
+ */
+export * as recipe from './recipe/index.js';
+export * as data from './data/index.js';
+export * as tokenizer from './tokenizer/index.js';
+export * as model from './model/index.js';
+export * as train from './train/index.js';
+export * as evaluate from './eval/index.js';
+export * as runs from './runs/index.js';
+export * as backend from './backend/index.js';
+export { Recipe } from './recipe/recipe.js';
+export { Run } from './runs/run.js';
+export { LatheError, RecipeError, DataError } from './errors.js';
+export { VERSION } from './version.js';

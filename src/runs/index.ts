@@ -1,0 +1,69 @@
+import { join } from 'node:path';
+import { useBackend } from '../backend/select.js';
+import { localExecutor } from '../dispatch/local.js';
+import { LatheError } from '../errors.js';
+import { generate as generateTokens, type SampleOptions } from '../model/generate.js';
+import { LanguageModel } from '../model/model.js';
+import { modelSpec } from '../model/spec.js';
+import { Tokenizer } from '../tokenizer/index.js';
+import { loadCheckpoint } from './checkpoint.js';
+import { firstDivergence, verifyLockData, type Divergence } from './reproduce.js';
+import { Run } from './run.js';
+import { RunDir } from './rundir.js';
+
+export { Run } from './run.js';
+export { RunDir, TIMING_KEYS, type Metric, type RunEvent, type RunSummary } from './rundir.js';
+export { liveRuns as live, onRunStart } from './live.js';
+export { saveCheckpoint, loadCheckpoint, type CheckpointState } from './checkpoint.js';
+export { encodeSafetensors, decodeSafetensors, readSafetensors, type StoredTensor } from './safetensors.js';
+export { firstDivergence, type Divergence } from './reproduce.js';
+
+/** Opens a run directory as a (finished or stopped) Run with its metrics. */
+export async function open(dir: string): Promise<Run> {
+  const rd = RunDir.open(dir);
+  return new Run(rd, rd.readLock(), undefined, undefined, await rd.readMetrics());
+}
+
+/** Continues a run from its last checkpoint, in this process. */
+export async function resume(dir: string, opts: { stopAfter?: number } = {}): Promise<Run> {
+  return localExecutor.resume(dir, opts);
+}
+
+/** Re-runs a run's lock into `out` and compares metrics to the bit (timing fields aside). */
+export async function reproduce(dir: string, opts: { out?: string } = {}): Promise<{ run: Run; identical: boolean; divergence?: Divergence }> {
+  const rd = RunDir.open(dir);
+  const lock = rd.readLock();
+  await verifyLockData(lock);
+  const original = await rd.readMetrics();
+  if (!original.length) throw new LatheError(`${dir}: has no metrics to compare`);
+  const run = await localExecutor.start(lock, { out: opts.out ?? `${rd.path}.reproduce-${Date.now()}`, stopAfter: original.at(-1)!.step });
+  await run.done;
+  const divergence = firstDivergence(original, await run.dir.readMetrics());
+  return { run, identical: !divergence, divergence };
+}
+
+/** Loads a run's latest checkpoint as a model with its tokenizer. */
+export async function loadModel(dir: string, opts: { step?: number } = {}): Promise<{ model: LanguageModel; tokenizer: Tokenizer; step: number }> {
+  const rd = RunDir.open(dir);
+  const lock = rd.readLock();
+  const steps = await rd.checkpointSteps();
+  const step = opts.step ?? steps.at(-1);
+  if (step === undefined || !steps.includes(step)) throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''} yet`);
+  await useBackend(lock.backend);
+  const tokenizer = await Tokenizer.load(join(rd.dataDir, 'tokenizer.json'));
+  const ck = await loadCheckpoint(rd.checkpointPath(step));
+  return { model: LanguageModel.fromWeights(modelSpec(lock.recipe.model, tokenizer.vocabSize), ck.weights), tokenizer, step };
+}
+
+/** Samples a completion of `prompt` from a run's latest checkpoint. */
+export async function generate(dir: string, prompt: string, opts: SampleOptions = {}): Promise<string> {
+  const { model, tokenizer } = await loadModel(dir);
+  try {
+    const ids = [tokenizer.special.bos, ...tokenizer.encode(prompt)];
+    const out = await generateTokens(model, ids, { ...opts, stop: opts.stop ?? [tokenizer.special.eos] });
+    return tokenizer.decode(out);
+  } finally {
+    model.dispose();
+  }
+}
+

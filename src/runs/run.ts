@@ -1,0 +1,137 @@
+import { basename } from 'node:path';
+import type { RecipeLock } from '../recipe/lock.js';
+import { RunDir, type Metric, type RunEvent, type RunSummary } from './rundir.js';
+
+/** A run as a live object: its directory, a metric stream, and control (interrupt, cancel). */
+export class Run {
+  readonly dir: RunDir;
+  readonly lock: RecipeLock;
+  /** Resolves with the summary when the run ends (completed, interrupted, cancelled or failed). */
+  readonly done: Promise<RunSummary>;
+  private history: Metric[] = [];
+  private eventLog: RunEvent[] = [];
+  private waiters = new Set<() => void>();
+  private metricListeners = new Set<(m: Metric) => void>();
+  private eventListeners = new Set<(e: RunEvent) => void>();
+  private finished = false;
+  private controls: { interrupt(): void; cancel(): void };
+  private final?: RunSummary;
+
+  /** @internal Executors create runs; users get them from `recipe.run()` or `runs.open()`. */
+  constructor(dir: RunDir, lock: RecipeLock, execution: Promise<RunSummary> | undefined, controls?: { interrupt(): void; cancel(): void }, history: Metric[] = []) {
+    this.dir = dir;
+    this.lock = lock;
+    this.history = history;
+    this.controls = controls ?? { interrupt() {}, cancel() {} };
+    const exec = execution ?? dir.readSummary().then((s) => s ?? missingSummary(dir, lock, history));
+    this.done = exec.then(
+      (s) => this.finish(s),
+      (e: unknown) => {
+        this.finish(undefined);
+        throw e;
+      },
+    );
+    // An unobserved failure still surfaces through done; avoid an unhandled rejection here.
+    this.done.catch(() => {});
+  }
+
+  /** The run id: its directory name. */
+  get id(): string {
+    return basename(this.dir.path);
+  }
+
+  /** Status now. */
+  get status(): RunSummary['status'] {
+    return this.final?.status ?? 'running';
+  }
+
+  /** The summary, once the run has ended. */
+  get summary(): RunSummary | undefined {
+    return this.final;
+  }
+
+  /** Metrics so far (a copy). */
+  get metricsSoFar(): Metric[] {
+    return this.history.slice();
+  }
+
+  /** @internal Called by the executor for each metric line. */
+  pushMetric(m: Metric): void {
+    this.history.push(m);
+    for (const l of this.metricListeners) l(m);
+    this.wake();
+  }
+
+  /** @internal Called by the executor for each event. */
+  pushEvent(e: RunEvent): void {
+    this.eventLog.push(e);
+    for (const l of this.eventListeners) l(e);
+  }
+
+  /** Calls fn for every future metric; returns a function that unsubscribes. */
+  onMetric(fn: (m: Metric) => void): () => void {
+    this.metricListeners.add(fn);
+    return () => this.metricListeners.delete(fn);
+  }
+
+  /** Calls fn for every future event; returns a function that unsubscribes. */
+  onEvent(fn: (e: RunEvent) => void): () => void {
+    this.eventListeners.add(fn);
+    return () => this.eventListeners.delete(fn);
+  }
+
+  /** Every metric from the start, then live ones as they come, until the run ends. */
+  async *metrics(): AsyncGenerator<Metric> {
+    let i = 0;
+    for (;;) {
+      while (i < this.history.length) yield this.history[i++]!;
+      if (this.finished) return;
+      await new Promise<void>((r) => this.waiters.add(r));
+    }
+  }
+
+  /** Events so far. */
+  get events(): RunEvent[] {
+    return this.eventLog.slice();
+  }
+
+  /** Stops at the next step boundary, writing a checkpoint; `resume` continues it. */
+  interrupt(): void {
+    this.controls.interrupt();
+  }
+
+  /** Stops at the next step boundary, writing a checkpoint, and marks the run cancelled. */
+  cancel(): void {
+    this.controls.cancel();
+  }
+
+  private wake(): void {
+    const w = [...this.waiters];
+    this.waiters.clear();
+    for (const f of w) f();
+  }
+
+  private finish(s: RunSummary | undefined): RunSummary {
+    this.final = s;
+    this.finished = true;
+    this.wake();
+    return s!;
+  }
+}
+
+function missingSummary(dir: RunDir, lock: RecipeLock, history: Metric[]): RunSummary {
+  const last = history.at(-1);
+  return {
+    id: basename(dir.path),
+    lockId: lock.id,
+    stage: lock.recipe.stage,
+    status: 'interrupted',
+    step: last?.step ?? 0,
+    steps: lock.recipe.train.steps,
+    loss: last?.loss,
+    tokens: Number(last?.tokens ?? 0),
+    seconds: 0,
+    backend: lock.backend,
+    lathe: lock.lathe,
+  };
+}
