@@ -1,7 +1,7 @@
 // Data: reading sources, cleaning, PII scrubbing, near-duplicate detection and scanning.
 
 /** Streamed readers for .txt, .jsonl/.json and .csv sources, and the Doc/Rejection types they produce. */
-export { readSource, fileFormat, validateMessages, firstInvalidUtf8, CHAT_ROLES } from './sources.js';
+export { readSource, readSourceBatches, fileFormat, validateMessages, firstInvalidUtf8, CHAT_ROLES } from './sources.js';
 /** Types of documents, chat messages, rejections and reader options. */
 export type { Doc, ChatMessage, Rejection, ReadSourceOptions } from './sources.js';
 /** Expands a source's paths (files, folders, globs) into sorted absolute file paths. */

@@ -17,6 +17,9 @@ export interface MinHashOptions {
 }
 
 const EMPTY = 0x7fffffff;
+// Docs compared per LSH bucket, newest first. Only templated corpora fill a bucket this far (many docs share a whole
+// band yet stay under the threshold); the cap keeps them from turning dedupe quadratic, at some loss of recall there.
+const MAX_BUCKET_SCAN = 50;
 
 /** The murmur3 finalizer: a bijection on 32 bits with full avalanche. */
 function fmix32(h: number): number {
@@ -104,10 +107,16 @@ export class MinHasher {
     if (this.hashes.length < count) this.hashes = new Int32Array(count * 2);
     const hashes = this.hashes;
     const s = this.seed;
-    for (let i = 0; i < count; i++) {
-      let h = s ^ 0x811c9dc5;
-      for (let j = 0; j < k; j++) h = Math.imul(h ^ codes[i + j]!, 0x01000193);
-      hashes[i] = fmix32(h ^ k);
+    // Rolling polynomial hash of each k-gram (mod 2^32), then a seeded finalizer.
+    const B = 0x01000193;
+    let bk = 1; // B^(k-1)
+    for (let j = 1; j < k; j++) bk = Math.imul(bk, B);
+    let h = 0;
+    for (let j = 0; j < k; j++) h = (Math.imul(h, B) + codes[j]!) | 0;
+    hashes[0] = fmix32(h ^ s);
+    for (let i = 1; i < count; i++) {
+      h = (Math.imul((h - Math.imul(codes[i - 1]!, bk)) | 0, B) + codes[i + k - 1]!) | 0;
+      hashes[i] = fmix32(h ^ s);
     }
     return count;
   }
@@ -141,7 +150,7 @@ export class MinHasher {
     let nonEmpty = 0;
     for (let i = 0; i < n; i++) {
       const h = hashes[i]!;
-      const bin = Math.floor(((h >>> 0) * K) / 4294967296);
+      const bin = ((h >>> 16) * K) >>> 16;
       if (!filled[bin]) (filled[bin] = 1), nonEmpty++, (out[bin] = h);
       else if (h < out[bin]!) out[bin] = h;
     }
@@ -182,7 +191,7 @@ export function candidateProbability(s: number, bands: number, rows: number): nu
  * LSH bands × rows (bands·rows ≤ perms) for a similarity threshold: minimizes a weighted sum of the missed-pair area
  * above the threshold and the false-candidate area below it. Misses weigh more, as candidates are confirmed anyway.
  */
-export function lshParams(threshold: number, perms: number, missWeight = 0.8): { bands: number; rows: number } {
+export function lshParams(threshold: number, perms: number, missWeight = 0.95): { bands: number; rows: number } {
   const steps = 200;
   const integrate = (f: (s: number) => number, lo: number, hi: number): number => {
     if (hi <= lo) return 0;
@@ -230,6 +239,8 @@ export class NearDuplicateIndex {
   private readonly sig: Int32Array;
   private readonly bandKeys: Int32Array;
   private readonly minEqual: number;
+  private seen = new Int32Array(1024); // per doc: the last query that compared it
+  private query = 0;
 
   constructor(opts: NearDupOptions) {
     this.hasher = new MinHasher(opts);
@@ -260,18 +271,30 @@ export class NearDuplicateIndex {
 
   /** Id of an indexed doc whose signature agrees with `sig` on ≥ threshold of slots, or -1. */
   findDuplicate(sig: Int32Array): number {
-    const { bands, rows, keys, heads, perms, sigs, next, bandKeys } = this;
+    const { bands, rows, keys, heads, perms, sigs, next, bandKeys, minEqual } = this;
     const mask = keys.length - 1;
+    const maxMiss = perms - minEqual;
+    const stamp = ++this.query;
+    if (this.seen.length < this.count) {
+      const grown = new Int32Array(Math.max(1024, this.count * 2));
+      grown.set(this.seen);
+      this.seen = grown;
+    }
+    const seen = this.seen;
     for (let b = 0; b < bands; b++) {
       const key = bandKey(sig, b, rows);
       bandKeys[b] = key;
       let slot = fmix32(key) & mask;
       while (heads[slot] !== 0 && keys[slot] !== key) slot = (slot + 1) & mask;
-      for (let id = heads[slot]! - 1; id >= 0; id = next[id * bands + b]! - 1) {
-        let eq = 0;
+      let scanned = 0;
+      for (let id = heads[slot]! - 1; id >= 0 && scanned < MAX_BUCKET_SCAN; id = next[id * bands + b]! - 1) {
+        if (seen[id] === stamp) continue; // already compared through another band
+        scanned++;
+        seen[id] = stamp;
+        let miss = 0;
         const off = id * perms;
-        for (let p = 0; p < perms; p++) if (sigs[off + p] === (sig[p]! & 0xffff)) eq++;
-        if (eq >= this.minEqual) return id;
+        for (let p = 0; p < perms && miss <= maxMiss; p++) if (sigs[off + p] !== (sig[p]! & 0xffff)) miss++;
+        if (miss <= maxMiss) return id;
       }
     }
     return -1;

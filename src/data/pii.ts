@@ -103,7 +103,7 @@ const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9A-Fa-f]{1,4}|(?:\d{
 // left out: "+12.5 10.25" is finance, not a phone); NANP with (area) or dashes/dots; national with a leading 0.
 // Each digit group must end at a non-digit, so a digit run splits only one way and matching stays linear.
 const PHONE_RE =
-  /(?<![\w+.])\+(?:\d{8,15}|\d{1,3}(?!\d)(?:[ -]?\(?\d{1,10}(?!\d)\)?){1,6})(?![\w]|[.-]\d)|(?<![\w(.-])(?:\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4}|0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4})(?![\w]|[.-]\d)/g;
+  /(?<![\w+.])\+(?:\d{8,15}|\d{1,3}(?!\d)(?:[ -]?(?:\(\d{1,10}\)|\d{1,10}(?!\d))){1,6})(?![\w]|[.-]\d)|(?<![\w(.-])(?:(?:1[ .-])?(?:\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4})|0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4})(?![\w]|[.-]\d)/g;
 
 function countDigits(s: string): number {
   let n = 0;
@@ -154,7 +154,7 @@ const RULES: Rule[] = [
   { kind: 'card', re: CARD_RE, probe: /\d{4}/, replace: (m) => (luhnValid(m.replace(/[ -]/g, '')) ? PII_PLACEHOLDERS.card : undefined) },
   { kind: 'ip', re: IPV6_RE, probe: /:[0-9A-Fa-f]*:/, replace: (m) => (ipv6Ok(m) ? PII_PLACEHOLDERS.ip : undefined) },
   { kind: 'ip', re: IPV4_RE, probe: /\d\.\d+\.\d+\.\d/, replace: () => PII_PLACEHOLDERS.ip },
-  { kind: 'phone', re: PHONE_RE, probe: /\d{3}/, replace: phoneScrub },
+  { kind: 'phone', re: PHONE_RE, probe: /\d/, replace: phoneScrub },
 ];
 
 /** Replaces the PII kinds enabled in cfg with placeholders such as <EMAIL>, adding each replacement to counts. */

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataError, LatheError } from '../errors.js';
 import { SourceSchema, type SourceConfig } from '../recipe/schema.js';
 import { resolveSourceFiles } from './files.js';
-import { firstInvalidUtf8, readSource, type Doc, type ReadSourceOptions, type Rejection } from './sources.js';
+import { firstInvalidUtf8, readSource, readSourceBatches, type Doc, type ReadSourceOptions, type Rejection } from './sources.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -127,11 +127,16 @@ describe('txt', () => {
   it('unknown extensions are an error naming the file, before reading anything', async () => {
     const f = await put('notes.md', 'hello');
     const ok = await put('fine.txt', 'hello');
-    const it = readSource(src(), [ok, f], { source: 's', onError: 'skip' });
-    await expect(it.next()).rejects.toThrow(LatheError);
+    const iter = readSource(src(), [ok, f], { source: 's', onError: 'skip' });
+    await expect(iter.next()).rejects.toThrow(LatheError);
     await expect(readAll(src(), [f])).rejects.toThrow(`${f}: cannot tell the format from the extension ".md"`);
     // An explicit format reads any extension.
     expect((await readAll(src({ format: 'txt', split: 'line' }), [f])).docs.map((d) => d.text)).toEqual(['hello']);
+  });
+
+  it('a missing file is a LatheError naming it', async () => {
+    const f = join(dir, 'nope.txt');
+    await expect(readAll(src(), [f])).rejects.toThrow(`${f}: cannot read: ENOENT`);
   });
 
   it('closes the file when the consumer stops early', async () => {
@@ -312,6 +317,40 @@ describe('csv', () => {
   });
 });
 
+describe('ordering of docs and faults', () => {
+  it('fail mode yields the docs before the bad line, then throws', async () => {
+    const f = await put('order.jsonl', '{"text":"a"}\n{"text":"b"}\n{oops\n{"text":"c"}\n');
+    const seen: string[] = [];
+    const err = await (async () => {
+      for await (const d of readSource(src(), [f], { source: 's', onError: 'fail' })) seen.push(d.text);
+    })().catch((e: unknown) => e);
+    expect(seen).toEqual(['a', 'b']);
+    expect((err as DataError).line).toBe(3);
+  });
+
+  it('skip mode reports rejections in file order with the docs', async () => {
+    const f = await put('order2.jsonl', '{"text":"a"}\n5\n{"text":"b"}\n6\n');
+    const events: string[] = [];
+    for await (const d of readSource(src(), [f], { source: 's', onError: 'skip', onReject: (r) => events.push(`reject ${r.line}`) })) events.push(d.text);
+    expect(events).toEqual(['a', 'reject 2', 'b', 'reject 4']);
+  });
+
+  it('readSourceBatches yields the same docs in arrays', async () => {
+    const f = await put('batches.txt', Array.from({ length: 500 }, (_, i) => `line ${i}`).join('\n'));
+    const batches: Doc[][] = [];
+    for await (const b of readSourceBatches(src({ split: 'line' }), [f], { source: 's', onError: 'fail', highWaterMark: 256 })) batches.push(b);
+    expect(batches.length).toBeGreaterThan(10);
+    expect(batches.flat().map((d) => d.text)).toEqual(Array.from({ length: 500 }, (_, i) => `line ${i}`));
+    const g = await put('batches.jsonl', '{"text":"a"}\n{"text":1}\n{"text":"b"}\n');
+    const got: string[] = [];
+    const err = await (async () => {
+      for await (const b of readSourceBatches(src(), [g], { source: 's', onError: 'fail' })) got.push(...b.map((d) => d.text));
+    })().catch((e: unknown) => e);
+    expect(got).toEqual(['a']);
+    expect((err as DataError).message).toBe(`${g}:2: field "text" must be a string, got number`);
+  });
+});
+
 describe('folders and globs', () => {
   it('reads every file that resolveSourceFiles finds, in sorted order', async () => {
     await put('tree/a/one.txt', 'one\n');
@@ -341,7 +380,7 @@ describe('firstInvalidUtf8', () => {
 describe('bounded memory and speed', () => {
   it('streams a ~200 MB file with bounded RSS and counts every line', async () => {
     const f = join(dir, 'big.txt');
-    const line = 'The quick brown fox jumps over the lazy dog; naïve café — 12345 ' ; // 66 bytes + \n
+    const line = 'The quick brown fox jumps over the lazy dog; naïve café — 12345 '; // with multibyte characters
     const lineBytes = Buffer.byteLength(line) + 1;
     const block = Buffer.from(Array.from({ length: 1000 }, () => line).join('\n') + '\n');
     const blocks = Math.ceil((200 * 1024 * 1024) / block.length);

@@ -103,8 +103,9 @@ async function* scanLines(file: string, hwm: number, sink: LineSink): AsyncGener
       yield;
     }
   } catch (e) {
-    if (e instanceof LatheError) throw e;
-    throw new LatheError(`${file}: cannot read: ${(e as Error).message}`);
+    // File system errors become user-facing; anything else is a bug and keeps its stack.
+    if (typeof (e as NodeJS.ErrnoException).code === 'string' && !(e instanceof LatheError)) throw new LatheError(`${file}: cannot read: ${(e as Error).message}`);
+    throw e;
   } finally {
     stream.destroy();
   }
@@ -189,19 +190,59 @@ export function validateMessages(v: unknown): ChatMessage[] | string {
 
 /**
  * Reads one source's files as documents, streamed with bounded memory. Malformed input is never dropped silently:
- * with onError 'fail' it throws DataError(file, line, reason); with 'skip' it is reported through onReject.
+ * with onError 'fail' it throws DataError(file, line, reason) once the docs before that line are consumed; with
+ * 'skip' it is reported through onReject, in file order with the docs.
  */
 export function readSource(src: SourceConfig, files: string[], opts: ReadSourceOptions): AsyncGenerator<Doc> {
-  return new FlatDocs(readSourceBatches(src, files, opts));
+  return new FlatDocs(readItems(src, files, opts), opts);
 }
 
-/** Like {@link readSource}, but one array of docs per read chunk: several times faster for consumers of short docs. */
+/**
+ * Like {@link readSource}, but one array of docs per read chunk (several times faster for short docs). A batch's
+ * rejections are reported before it is yielded; in fail mode the docs before the bad line are yielded, then it throws.
+ */
 export async function* readSourceBatches(src: SourceConfig, files: string[], opts: ReadSourceOptions): AsyncGenerator<Doc[]> {
+  for await (const items of readItems(src, files, opts)) {
+    let docs: Doc[] = [];
+    for (const it of items) {
+      if (!(it instanceof Fault)) {
+        docs.push(it);
+        continue;
+      }
+      if (opts.onError === 'fail') {
+        if (docs.length) yield docs;
+        throw it.error();
+      }
+      opts.onReject?.(it.rejection(opts.source));
+    }
+    if (docs.length) yield docs;
+    docs = [];
+  }
+}
+
+/** A malformed spot, kept in stream order with the docs around it. */
+class Fault {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly reason: string,
+  ) {}
+  error(): DataError {
+    return new DataError(this.file, this.line, this.reason);
+  }
+  rejection(source: string): Rejection {
+    return { source, file: this.file, line: this.line, reason: this.reason };
+  }
+}
+
+type Item = Doc | Fault;
+
+async function* readItems(src: SourceConfig, files: string[], opts: ReadSourceOptions): AsyncGenerator<Item[]> {
   const formats = files.map((f) => fileFormat(src, f)); // fail on an unknown extension before reading anything
   for (const [i, file] of files.entries()) {
     const fmt = formats[i]!;
-    if (fmt === 'csv') yield* readCsv(src, file, opts);
-    else yield* readLineFile(src, file, fmt, opts);
+    const failed = fmt === 'csv' ? yield* readCsv(src, file, opts) : yield* readLineFile(src, file, fmt, opts);
+    if (failed) return; // fail mode: nothing after the first fault is read
   }
 }
 
@@ -212,17 +253,28 @@ const DONE: IteratorReturnResult<void> = { value: undefined, done: true };
  * short lines; this hands out buffered docs as already-resolved promises.
  */
 class FlatDocs implements AsyncGenerator<Doc, void, unknown> {
-  private buf: Doc[] = [];
+  private buf: Item[] = [];
   private i = 0;
   private finished = false;
-  constructor(private readonly batches: AsyncGenerator<Doc[]>) {}
+  constructor(
+    private readonly batches: AsyncGenerator<Item[]>,
+    private readonly opts: ReadSourceOptions,
+  ) {}
 
   [Symbol.asyncIterator](): this {
     return this;
   }
 
   next(): Promise<IteratorResult<Doc, void>> {
-    if (this.i < this.buf.length) return Promise.resolve({ value: this.buf[this.i++]!, done: false });
+    while (this.i < this.buf.length) {
+      const it = this.buf[this.i++]!;
+      if (!(it instanceof Fault)) return Promise.resolve({ value: it, done: false });
+      if (this.opts.onError === 'fail') {
+        const err = it.error();
+        return this.return().then(() => Promise.reject(err));
+      }
+      this.opts.onReject?.(it.rejection(this.opts.source));
+    }
     if (this.finished) return Promise.resolve(DONE);
     return this.batches.next().then(
       (r) => {
@@ -237,6 +289,7 @@ class FlatDocs implements AsyncGenerator<Doc, void, unknown> {
       },
       (e: unknown) => {
         this.finished = true;
+        this.buf = [];
         throw e;
       },
     );
@@ -250,19 +303,9 @@ class FlatDocs implements AsyncGenerator<Doc, void, unknown> {
   }
 
   async throw(e: unknown): Promise<IteratorResult<Doc, void>> {
-    this.finished = true;
-    this.buf = [];
-    await this.batches.return(undefined);
+    await this.return();
     throw e;
   }
-}
-
-/** Reports a malformed spot: throws in fail mode, else hands it to onReject. */
-function rejecter(file: string, opts: ReadSourceOptions): (line: number, reason: string) => void {
-  return (line, reason) => {
-    if (opts.onError === 'fail') throw new DataError(file, line, reason);
-    opts.onReject?.({ source: opts.source, file, line, reason });
-  };
 }
 
 function utf8Reason(buf: Uint8Array, start: number, end: number): string {
@@ -270,15 +313,21 @@ function utf8Reason(buf: Uint8Array, start: number, end: number): string {
   return at >= 0 ? `invalid UTF-8 (byte 0x${buf[start + at]!.toString(16).padStart(2, '0')} at byte ${at + 1} of the line)` : 'invalid UTF-8';
 }
 
-async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'jsonl', opts: ReadSourceOptions): AsyncGenerator<Doc[]> {
+/** Reads a .txt or JSONL file; returns true when fail mode stopped it at a fault. */
+async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'jsonl', opts: ReadSourceOptions): AsyncGenerator<Item[], boolean> {
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-  const reject = rejecter(file, opts);
   const source = opts.source;
   const requireText = opts.requireText ?? true;
+  const failFast = opts.onError === 'fail';
   const field = src.field;
   const isJsonExt = extname(file).toLowerCase() === '.json';
-  let pending: Doc[] = [];
+  let pending: Item[] = [];
+  let failed = false;
   let sawContent = false;
+  const reject = (line: number, reason: string): void => {
+    pending.push(new Fault(file, line, reason));
+    if (failFast) failed = true;
+  };
 
   // Paragraph / whole-file state: lines gathered so far, first line, and the first bad line inside them.
   let parts: string[] = [];
@@ -301,8 +350,9 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
     } catch {
       const reason = utf8Reason(buf, start, end);
       if (fmt === 'txt' && src.split !== 'line') {
-        // The bad line spoils its whole paragraph/file; report it when that doc is complete.
-        if (!badLine) (badLine = lineNo), (badReason = reason);
+        // The bad line spoils its whole paragraph/file; in skip mode report it when that doc is complete.
+        if (failFast) reject(lineNo, reason);
+        else if (!badLine) (badLine = lineNo), (badReason = reason);
         if (!partsLine) partsLine = lineNo;
         parts.push('');
       } else reject(lineNo, reason);
@@ -313,7 +363,7 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
   let sink: LineSink;
   if (fmt === 'jsonl') {
     sink = (buf, start, end, lineNo) => {
-      if (isBlank(buf, start, end)) return;
+      if (failed || isBlank(buf, start, end)) return;
       sawContent = true;
       const s = decode(buf, start, end, lineNo);
       if (s === undefined) return;
@@ -323,13 +373,9 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
       } catch (e) {
         let hint = '';
         if (isJsonExt && lineNo === 1 && /^\s*[[{]\s*$/.test(s)) hint = ' (expected one JSON object per line, JSON Lines; this looks like a pretty-printed JSON file)';
-        reject(lineNo, `invalid JSON: ${(e as Error).message}${hint}`);
-        return;
+        return reject(lineNo, `invalid JSON: ${(e as Error).message}${hint}`);
       }
-      if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-        reject(lineNo, `expected a JSON object, got ${typeName(obj)}`);
-        return;
-      }
+      if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return reject(lineNo, `expected a JSON object, got ${typeName(obj)}`);
       const row = obj as Record<string, unknown>;
       if (row.messages !== undefined) {
         const msgs = validateMessages(row.messages);
@@ -346,21 +392,21 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
           return;
         }
         const keys = Object.keys(row);
-        reject(lineNo, `missing field "${field}" (and no "messages"); fields present: ${keys.length ? keys.join(', ') : 'none'}`);
-        return;
+        return reject(lineNo, `missing field "${field}" (and no "messages"); fields present: ${keys.length ? keys.join(', ') : 'none'}`);
       }
       if (typeof v !== 'string') return reject(lineNo, `field "${field}" must be a string, got ${typeName(v)}`);
       pending.push({ text: v, source, file, line: lineNo, row });
     };
   } else if (src.split === 'line') {
     sink = (buf, start, end, lineNo) => {
-      if (isBlank(buf, start, end)) return;
+      if (failed || isBlank(buf, start, end)) return;
       sawContent = true;
       const s = decode(buf, start, end, lineNo);
       if (s !== undefined) pending.push({ text: s, source, file, line: lineNo });
     };
   } else if (src.split === 'paragraph') {
     sink = (buf, start, end, lineNo) => {
+      if (failed) return;
       if (isBlank(buf, start, end)) return flushParts();
       sawContent = true;
       const s = decode(buf, start, end, lineNo);
@@ -372,6 +418,7 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
     // Whole file: keep blank lines inside, drop trailing ones.
     let blankRun = 0;
     sink = (buf, start, end, lineNo) => {
+      if (failed) return;
       if (isBlank(buf, start, end)) {
         if (parts.length) blankRun++;
         return;
@@ -386,43 +433,45 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
   }
 
   const lines = scanLines(file, opts.highWaterMark ?? DEFAULT_HWM, sink);
-  let end: ScanEnd | undefined;
-  for (;;) {
-    const step = await lines.next();
-    if (step.done) end = step.value;
-    else if (!pending.length) continue;
-    if (end) flushParts();
-    if (pending.length) {
-      const out = pending;
-      pending = [];
-      yield out;
+  try {
+    for (;;) {
+      const step = await lines.next();
+      if (step.done && !failed) {
+        flushParts();
+        if (!sawContent) reject(1, step.value.bytes === 0 ? 'file is empty' : 'file is empty (only blank lines)');
+      }
+      if (pending.length) {
+        const out = pending;
+        pending = [];
+        yield out;
+      }
+      if (step.done || failed) return failed;
     }
-    if (end) break;
+  } finally {
+    await lines.return({ bytes: 0, lines: 0 });
   }
-  if (!sawContent) reject(1, end!.bytes === 0 ? 'file is empty' : 'file is empty (only blank lines)');
 }
 
-async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions): AsyncGenerator<Doc[]> {
+/** Reads a CSV file; returns true when fail mode stopped it at a fault. */
+async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions): AsyncGenerator<Item[], boolean> {
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const lenient = new TextDecoder('utf-8', { ignoreBOM: true });
   const source = opts.source;
   const requireText = opts.requireText ?? true;
+  const failFast = opts.onError === 'fail';
   const field = src.field;
-  let pending: Doc[] = [];
+  let pending: Item[] = [];
   let header: string[] | undefined;
   let col = -1;
-  let stopped = false; // the header is unusable (or fail mode hit an error): stop reading the file
-  let failure: DataError | undefined;
+  let stopped = false; // the header is unusable, or fail mode hit a fault: read no further
+  let failed = false;
   let records = 0;
   // Lines with invalid UTF-8 that the parser has not passed yet; a record spanning one is rejected.
   const badLines: { line: number; reason: string }[] = [];
 
-  // csv-parse catches what its callbacks throw and reports it later, so failures are kept and thrown after write().
   const reject = (line: number, reason: string): void => {
-    if (opts.onError === 'fail') {
-      failure ??= new DataError(file, line, reason);
-      stopped = true;
-    } else opts.onReject?.({ source, file, line, reason });
+    pending.push(new Fault(file, line, reason));
+    if (failFast) failed = stopped = true;
   };
 
   const onRecord = (rec: string[], lineEnd: number): void => {
@@ -473,7 +522,6 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
   parser.on('error', (e: Error) => (streamError ??= e));
   parser.resume(); // records are taken in on_record; nothing is read from the stream side
   const check = (): void => {
-    if (failure) throw failure;
     if (streamError) throw new LatheError(`${file}: cannot parse CSV: ${streamError.message}`);
   };
   const feed = (s: string): void => {
@@ -485,6 +533,7 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
   let batch = '';
   let sawContent = false;
   const sink: LineSink = (buf, start, end, lineNo) => {
+    if (stopped) return;
     if (!sawContent && !isBlank(buf, start, end)) sawContent = true;
     const bytes = buf.subarray(start, end);
     let s: string;
@@ -492,11 +541,11 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
       s = decoder.decode(bytes);
     } catch {
       const reason = utf8Reason(buf, start, end);
-      if (opts.onError === 'fail') {
-        feed(batch); // errors on earlier lines come first
+      if (failFast) {
+        feed(batch); // faults on earlier lines come first
         batch = '';
-        failure ??= new DataError(file, lineNo, reason);
-        check();
+        if (!stopped) reject(lineNo, reason);
+        return;
       }
       badLines.push({ line: lineNo, reason });
       s = lenient.decode(bytes);
@@ -505,34 +554,28 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
   };
 
   const lines = scanLines(file, opts.highWaterMark ?? DEFAULT_HWM, sink);
-  let endInfo: ScanEnd | undefined;
   try {
     for (;;) {
       const step = await lines.next();
       feed(batch);
       batch = '';
-      if (step.done) {
-        endInfo = step.value;
-        if (!stopped) {
-          const ended = new Promise<void>((res) => parser.once('end', res).once('close', res).once('error', () => res()));
-          parser.end();
-          await ended;
-          check();
-        }
+      if (step.done && !stopped) {
+        const ended = new Promise<void>((res) => parser.once('end', res).once('close', res).once('error', () => res()));
+        parser.end();
+        await ended;
+        check();
+        if (!sawContent) reject(1, step.value.bytes === 0 ? 'file is empty' : 'file is empty (only blank lines)');
+        else if (header && records === 0 && !stopped) reject(2, 'the CSV has a header row but no records');
       }
       if (pending.length) {
         const out = pending;
         pending = [];
         yield out;
       }
-      if (endInfo || stopped) break;
+      if (step.done || stopped) return failed;
     }
   } finally {
-    if (!endInfo) await lines.return({ bytes: 0, lines: 0 });
+    await lines.return({ bytes: 0, lines: 0 });
     parser.destroy();
   }
-  if (!endInfo) return; // stopped at a bad header
-  if (!sawContent) reject(1, endInfo.bytes === 0 ? 'file is empty' : 'file is empty (only blank lines)');
-  else if (header && records === 0 && !stopped) reject(2, 'the CSV has a header row but no records');
-  check();
 }

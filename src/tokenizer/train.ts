@@ -378,6 +378,7 @@ async function learnMerges(
   for (let p = 0; p < nPairs; p++) if (pCount[p]! > 0) push(p, pCount[p]!);
 
   const wStamp = new Int32Array(nWords);
+  let visit = new Int32Array(1024);
   const merges: Array<[number, number]> = [];
   let newTokens = 0;
   let lastYield = Date.now();
@@ -408,8 +409,15 @@ async function learnMerges(
 
     stamp++;
     touched.length = 0;
+    // Visit the words in memory order: far fewer cache misses than list order on big corpora.
+    let nVisit = 0;
     for (let node = pHead[p]!; node !== -1; node = nodeNext[node]!) {
-      const w = nodeWord[node]!;
+      if (nVisit >= visit.length) visit = growInt32(visit, nVisit + 1);
+      visit[nVisit++] = nodeWord[node]!;
+    }
+    const order = visit.subarray(0, nVisit).sort();
+    for (let k = 0; k < nVisit; k++) {
+      const w = order[k]!;
       if (wStamp[w] === stamp) continue;
       wStamp[w] = stamp;
       const s = wStart[w]!;
