@@ -26,3 +26,9 @@ export type { ScanReport, SourceScan } from './scan.js';
 export { formatTable, formatCell } from './table.js';
 /** Table options. */
 export type { TableOptions } from './table.js';
+/** Streamed preparation of a locked recipe's data: clean, split, train the tokenizer, encode to token files. */
+export { prepareData, isHeldOut, type PreparedData, type PreparedSource, type PrepareProgress } from './prepare.js';
+/** Mixing and packing: deterministic, restorable batches; fill-in-the-middle; held-out batches. */
+export { BatchSampler, evalBatches, toFim, type SamplerState, type FimTokens } from './batches.js';
+/** `lathe data inspect`: the pipeline's report on a recipe's data. */
+export { inspectData, formatInspect, reportOf, type InspectReport } from './inspect.js';

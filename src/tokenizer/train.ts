@@ -47,6 +47,8 @@ export interface BpeTrainResult {
 export type TrainInput = AsyncIterable<string> | Iterable<string>;
 
 const YIELD_EVERY_MS = 100;
+// Largest block in a pair's word list (int32 slots).
+const MAX_BLOCK = 4096;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -270,10 +272,11 @@ async function learnMerges(
   let pLast = new Int32Array(pairCap).fill(-1);
   let pTouched = new Int32Array(pairCap);
   let nPairs = 0;
-  // Singly linked word lists; may hold stale or repeated entries, filtered when a pair is merged.
-  let nodeWord = new Int32Array(1 << 16);
-  let nodeNext = new Int32Array(1 << 16);
-  let nNodes = 0;
+  // Word list per pair: a chain of blocks [next, capacity, fill, ...words] in one pool, each block
+  // twice the size of the previous one so long lists are read mostly sequentially. Lists may hold
+  // stale or repeated words; they are filtered when the pair is merged.
+  let pool = new Int32Array(1 << 20);
+  let poolUsed = 0;
 
   let stamp = 1;
   const touched: number[] = [];
@@ -298,13 +301,18 @@ async function learnMerges(
     pCount[p] += delta;
     if (delta > 0) {
       if (pLast[p] !== w) {
-        if (nNodes >= nodeWord.length) {
-          nodeWord = growInt32(nodeWord, nNodes + 1);
-          nodeNext = growInt32(nodeNext, nNodes + 1);
+        let block = pHead[p]!;
+        if (block < 0 || pool[block + 2] === pool[block + 1]) {
+          const cap = block < 0 ? 2 : Math.min(pool[block + 1]! * 2, MAX_BLOCK);
+          if (poolUsed + 3 + cap > pool.length) pool = growInt32(pool, poolUsed + 3 + cap);
+          pool[poolUsed] = block;
+          pool[poolUsed + 1] = cap;
+          pool[poolUsed + 2] = 0;
+          block = poolUsed;
+          poolUsed += 3 + cap;
+          pHead[p] = block;
         }
-        nodeWord[nNodes] = w;
-        nodeNext[nNodes] = pHead[p]!;
-        pHead[p] = nNodes++;
+        pool[block + 3 + pool[block + 2]!++] = w;
         pLast[p] = w;
       }
       if (pTouched[p] !== stamp) {
@@ -411,9 +419,11 @@ async function learnMerges(
     touched.length = 0;
     // Visit the words in memory order: far fewer cache misses than list order on big corpora.
     let nVisit = 0;
-    for (let node = pHead[p]!; node !== -1; node = nodeNext[node]!) {
-      if (nVisit >= visit.length) visit = growInt32(visit, nVisit + 1);
-      visit[nVisit++] = nodeWord[node]!;
+    for (let block = pHead[p]!; block !== -1; block = pool[block]!) {
+      const fill = pool[block + 2]!;
+      if (nVisit + fill > visit.length) visit = growInt32(visit, nVisit + fill);
+      visit.set(pool.subarray(block + 3, block + 3 + fill), nVisit);
+      nVisit += fill;
     }
     const order = visit.subarray(0, nVisit).sort();
     for (let k = 0; k < nVisit; k++) {
