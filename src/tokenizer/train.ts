@@ -47,6 +47,8 @@ export interface BpeTrainResult {
 export type TrainInput = AsyncIterable<string> | Iterable<string>;
 
 const YIELD_EVERY_MS = 100;
+// Int32 slots before a word's symbols: length, count high and low halves.
+const WORD_HEADER = 3;
 // Largest block in a pair's word list (int32 slots).
 const MAX_BLOCK = 4096;
 
@@ -76,11 +78,11 @@ export async function trainBpe(
     );
   }
 
-  const { counts, bytesRead } = await countWords(texts, specialTokens, maxBytes, opts.onProgress);
-  const merges = await learnMerges(counts, opts.vocabSize - baseSize, minFrequency, (m) =>
-    opts.onProgress?.({ phase: 'merge', bytesRead, distinctWords: counts.size, merges: m }),
+  const { words, bytesRead } = await countWords(texts, specialTokens, maxBytes, opts.onProgress);
+  const merges = await learnMerges(words, opts.vocabSize - baseSize, minFrequency, (m) =>
+    opts.onProgress?.({ phase: 'merge', bytesRead, distinctWords: words.size, merges: m }),
   );
-  return { merges, bytesRead, distinctWords: counts.size };
+  return { merges, bytesRead, distinctWords: words.size };
 }
 
 /** Index just past the longest prefix of `text` whose UTF-8 encoding fits in `maxBytes`. */
@@ -111,13 +113,35 @@ function escapeRegExp(s: string): string {
   return s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
 }
 
+/** Distinct words with their counts; a repeated word costs one map lookup. */
+class WordCounts {
+  readonly index = new Map<string, number>();
+  counts = new Float64Array(1024);
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  add(word: string): void {
+    const i = this.index.get(word);
+    if (i !== undefined) {
+      this.counts[i]!++;
+      return;
+    }
+    const n = this.index.size;
+    if (n === this.counts.length) this.counts = growFloat64(this.counts, n + 1);
+    this.counts[n] = 1;
+    this.index.set(word, n);
+  }
+}
+
 async function countWords(
   texts: TrainInput | string,
   specialTokens: readonly string[],
   maxBytes: number,
   onProgress: TrainOptions['onProgress'],
-): Promise<{ counts: Map<string, number>; bytesRead: number }> {
-  const counts = new Map<string, number>();
+): Promise<{ words: WordCounts; bytesRead: number }> {
+  const words = new WordCounts();
   const specials = specialTokens.filter((s) => s.length > 0);
   // Longest first so the alternation finds the longest special token at each position.
   const specialRe = specials.length
@@ -130,8 +154,7 @@ async function countWords(
   const countRange = (text: string): void => {
     for (let i = 0; i < text.length; ) {
       const end = nextPretoken(text, i);
-      const word = text.slice(i, end);
-      counts.set(word, (counts.get(word) ?? 0) + 1);
+      words.add(text.slice(i, end));
       i = end;
     }
   };
@@ -171,7 +194,7 @@ async function countWords(
     const now = Date.now();
     if (now - lastReport < YIELD_EVERY_MS) return;
     lastReport = now;
-    onProgress?.({ phase: 'count', bytesRead, distinctWords: counts.size, merges: 0 });
+    onProgress?.({ phase: 'count', bytesRead, distinctWords: words.size, merges: 0 });
     await yieldToEventLoop();
   };
 
@@ -189,8 +212,8 @@ async function countWords(
       }
     }
   }
-  onProgress?.({ phase: 'count', bytesRead, distinctWords: counts.size, merges: 0 });
-  return { counts, bytesRead };
+  onProgress?.({ phase: 'count', bytesRead, distinctWords: words.size, merges: 0 });
+  return { words, bytesRead };
 }
 
 /** Growable int32 / float64 arrays without per-element boxing. */
@@ -218,44 +241,41 @@ function growFloat64(a: Float64Array<ArrayBuffer>, min: number): Float64Array<Ar
  * are merged tokens. Returns merges as byte-level strings.
  */
 async function learnMerges(
-  counts: Map<string, number>,
+  words: WordCounts,
   maxNewTokens: number,
   minFrequency: number,
   onProgress: (merges: number) => void,
 ): Promise<Array<[string, string]>> {
   const threshold = Math.max(1, minFrequency);
 
-  // Words as symbol runs in one flat array; words of a single byte can never take part in a merge.
-  let totalBytes = 0;
-  let nWords = 0;
-  for (const word of counts.keys()) {
+  // All words in one flat array, each as [length, count high, count low, symbols...]; a word is
+  // identified by the offset of its record, so one visit touches one region of memory. Words of a
+  // single byte never take part in a merge and are left out.
+  let total = 0;
+  for (const word of words.index.keys()) {
     const len = Buffer.byteLength(word, 'utf8');
-    if (len >= 2) {
-      totalBytes += len;
-      nWords++;
-    }
+    if (len >= 2) total += WORD_HEADER + len;
   }
-  const sym = new Int32Array(totalBytes);
-  const wStart = new Int32Array(nWords);
-  const wLen = new Int32Array(nWords);
-  const wCount = new Float64Array(nWords);
+  if (total > 2 ** 31 - 1) throw new RangeError('train: too many distinct words (over 2 GB of them)');
+  const sym = new Int32Array(total);
+  const wordIds: number[] = [];
   {
-    const scratch = new Int32Array(16);
+    let buf = new Int32Array(64);
     let pos = 0;
-    let w = 0;
-    let buf = scratch;
-    for (const [word, count] of counts) {
+    for (const [word, i] of words.index) {
       if (buf.length < word.length * 3) buf = new Int32Array(word.length * 3);
       const len = writeUtf8(word, 0, word.length, buf, 0);
       if (len < 2) continue;
-      sym.set(buf.subarray(0, len), pos);
-      wStart[w] = pos;
-      wLen[w] = len;
-      wCount[w] = count;
-      pos += len;
-      w++;
+      const count = words.counts[i]!;
+      sym[pos] = len;
+      sym[pos + 1] = Math.floor(count / 2 ** 32);
+      sym[pos + 2] = count % 2 ** 32;
+      sym.set(buf.subarray(0, len), pos + WORD_HEADER);
+      wordIds.push(pos);
+      pos += WORD_HEADER + len;
     }
   }
+  const countOf = (w: number): number => sym[w + 1]! * 2 ** 32 + (sym[w + 2]! >>> 0);
 
   // Token contents as Latin-1 strings of raw bytes, for byte-wise lexicographic tie-breaking.
   const raw: string[] = [];
@@ -322,10 +342,11 @@ async function learnMerges(
     }
   };
 
-  for (let w = 0; w < nWords; w++) {
-    const s = wStart[w]!;
-    const end = s + wLen[w]! - 1;
-    for (let i = s; i < end; i++) addPair(sym[i]!, sym[i + 1]!, wCount[w]!, w);
+  for (const w of wordIds) {
+    const s = w + WORD_HEADER;
+    const end = s + sym[w]! - 1;
+    const c = countOf(w);
+    for (let i = s; i < end; i++) addPair(sym[i]!, sym[i + 1]!, c, w);
   }
   touched.length = 0;
 
@@ -385,7 +406,6 @@ async function learnMerges(
   };
   for (let p = 0; p < nPairs; p++) if (pCount[p]! > 0) push(p, pCount[p]!);
 
-  const wStamp = new Int32Array(nWords);
   let visit = new Int32Array(1024);
   const merges: Array<[number, number]> = [];
   let newTokens = 0;
@@ -417,7 +437,7 @@ async function learnMerges(
 
     stamp++;
     touched.length = 0;
-    // Visit the words in memory order: far fewer cache misses than list order on big corpora.
+    // Sorted, the words are visited in memory order (fewer cache misses) and repeats are adjacent.
     let nVisit = 0;
     for (let block = pHead[p]!; block !== -1; block = pool[block]!) {
       const fill = pool[block + 2]!;
@@ -428,11 +448,10 @@ async function learnMerges(
     const order = visit.subarray(0, nVisit).sort();
     for (let k = 0; k < nVisit; k++) {
       const w = order[k]!;
-      if (wStamp[w] === stamp) continue;
-      wStamp[w] = stamp;
-      const s = wStart[w]!;
-      const end = s + wLen[w]!;
-      const c = wCount[w]!;
+      if (k > 0 && order[k - 1] === w) continue;
+      const s = w + WORD_HEADER;
+      const end = s + sym[w]!;
+      const c = countOf(w);
       let o = s;
       for (let i = s; i < end; ) {
         const x = sym[i]!;
@@ -454,7 +473,7 @@ async function learnMerges(
           i++;
         }
       }
-      wLen[w] = o - s;
+      sym[w] = o - s;
     }
     pCount[p] = 0;
     pHead[p] = -1;
