@@ -75,8 +75,8 @@ export class Tokenizer {
   private readonly splitter: AddedTokenSplitter;
   // Two-generation word cache: hits in the old generation are promoted; a full current generation
   // becomes the old one. Values: a single id, or several.
-  private cache = new Map<string, number | Int32Array>();
-  private oldCache = new Map<string, number | Int32Array>();
+  private cache = new Map<string, number | number[]>();
+  private oldCache = new Map<string, number | number[]>();
   private scratch = new Int32Array(256);
 
   private constructor(spec: TokenizerSpec) {
@@ -341,7 +341,7 @@ export class Tokenizer {
   }
 
   /** BPE for one pre-token word (uncached). */
-  private bpe(word: string): number | Int32Array {
+  private bpe(word: string): number | number[] {
     if (this.spec.ignoreMerges) {
       let spelled = '';
       const bytes = Buffer.from(word, 'utf8');
@@ -366,6 +366,9 @@ export class Tokenizer {
       }
     }
     n = this.ranks.apply(sym, n);
-    return n === 1 ? sym[0]! : sym.slice(0, n);
+    if (n === 1) return sym[0]!;
+    const ids = new Array<number>(n);
+    for (let i = 0; i < n; i++) ids[i] = sym[i]!;
+    return ids;
   }
 }
