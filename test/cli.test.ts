@@ -29,6 +29,12 @@ describe('lathe CLI', () => {
     expect(missing.status).toBe(2);
     expect(missing.stderr).toMatch(/data\.sources\[0\]\.path: .*nope\.jsonl does not exist/);
     expect(lathe(['train', join(dir, 'good.json'), '--steps', 'many']).status).toBe(2);
+    // Malformed data with onError: fail stops with file:line, exit 2.
+    await writeFile(join(dir, 'broken.jsonl'), '{"text":"ok"}\n{"text": "unterminated\n');
+    await writeFile(join(dir, 'broken.json'), JSON.stringify({ ...tinyRecipe(join(dir, 'broken.jsonl')), data: { sources: [{ path: 'broken.jsonl' }], onError: 'fail' } }));
+    const broken = lathe(['train', join(dir, 'broken.json'), '--out', join(dir, 'broken-run')]);
+    expect(broken.status).toBe(2);
+    expect(broken.stderr).toMatch(/broken\.jsonl:2: invalid JSON/);
   });
 
   it('recipe schema prints a JSON Schema', () => {

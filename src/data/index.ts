@@ -18,10 +18,6 @@ export type { PiiCounts } from './pii.js';
 export { MinHasher, NearDuplicateIndex, estimateJaccard, lshParams, candidateProbability, shingleSet, shingleText, jaccard } from './minhash.js';
 /** MinHash and near-duplicate index options. */
 export type { MinHashOptions, NearDupOptions } from './minhash.js';
-/** Scans a recipe's data (read + clean, per-source counts, rejections) and formats the report. */
-export { scanData, scanTable, formatScan, MAX_KEPT_REJECTIONS } from './scan.js';
-/** Scan report types. */
-export type { ScanReport, SourceScan } from './scan.js';
 /** Fixed-width text tables for reports. */
 export { formatTable, formatCell } from './table.js';
 /** Table options. */
