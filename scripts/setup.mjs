@@ -26,8 +26,10 @@ const stamp = (path) => (existsSync(path) ? readFileSync(path, 'utf8').trim() : 
 const lockSha = sha('package-lock.json');
 const nodeStamp = join(root, 'node_modules', '.lathe-lock-sha');
 if (stamp(nodeStamp) !== lockSha) {
-  log('installing node dependencies (npm ci)');
-  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error']);
+  // `npm install` honours the lockfile; `npm ci` rejects it because npm leaves other platforms'
+  // optional packages (rollup, esbuild) out of the lock here.
+  log('installing node dependencies (npm install from package-lock.json)');
+  run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error']);
   writeFileSync(nodeStamp, lockSha);
 }
 

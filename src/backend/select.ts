@@ -1,5 +1,5 @@
 import { LatheError } from '../errors.js';
-import { tf } from './tf.js';
+import { quietCpuBanner, tf } from './tf.js';
 import { registerWasmGradientKernels } from './wasm-kernels.js';
 
 /** A concrete tfjs backend Lathe can train on. */
@@ -27,6 +27,7 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
     const ok = await tf.setBackend(name);
     if (!ok) return `tfjs could not initialise the ${name} backend`;
     await tf.ready();
+    quietCpuBanner();
     return undefined;
   } catch (e) {
     return (e as Error).message;

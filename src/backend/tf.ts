@@ -1,11 +1,11 @@
-// The one place that loads tfjs, so every module shares one engine and the Node banner is silenced once.
-const warn = console.warn;
-console.warn = (...args: unknown[]) => {
-  if (typeof args[0] === 'string' && args[0].includes('tfjs-node')) return;
-  warn(...args);
-};
+// The one place that loads tfjs, so every module shares one engine.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-console.warn = warn;
+
+/** Silences the cpu backend's one-time "install tfjs-node" banner: that package cannot install here. */
+export function quietCpuBanner(): void {
+  const cpu = tf.findBackend('cpu') as unknown as { firstUse?: boolean } | null;
+  if (cpu) cpu.firstUse = false;
+}
 
 export { tf };
