@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { resume } from '../runs/index.js';
 import { positiveInt } from './options.js';
-import { followRun } from './progress.js';
-import { interruptOnSigint, progressMode, reportEnd } from './train.js';
+import { watchToEnd } from './train.js';
 
 export function register(program: Command): void {
   program
@@ -13,12 +12,6 @@ export function register(program: Command): void {
     .option('--json', 'print metrics and events as JSON lines')
     .action(async (dir: string, o: { stopAfter?: number; json?: boolean }) => {
       const run = await resume(dir, { stopAfter: o.stopAfter });
-      const off = interruptOnSigint(run);
-      try {
-        await followRun(run, progressMode(o.json), run.lock.recipe.train.steps);
-        process.exitCode = reportEnd(await run.done, run.dir.path, !!o.json);
-      } finally {
-        off();
-      }
+      await watchToEnd(run, !!o.json);
     });
 }

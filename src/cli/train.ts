@@ -55,12 +55,17 @@ export function register(program: Command): void {
       const r = await loadRecipe(file);
       const run = await r.start({ out: o.out, steps: o.steps, backend: o.backend, stopAfter: o.stopAfter });
       if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
-      const off = interruptOnSigint(run);
-      try {
-        await followRun(run, progressMode(o.json), run.lock.recipe.train.steps);
-        process.exitCode = reportEnd(await run.done, run.dir.path, !!o.json);
-      } finally {
-        off();
-      }
+      await watchToEnd(run, !!o.json);
     });
+}
+
+/** Shows a run's progress until it ends (Ctrl-C interrupts it) and sets the exit code. */
+export async function watchToEnd(run: Run, json: boolean): Promise<void> {
+  const off = interruptOnSigint(run);
+  try {
+    await followRun(run, progressMode(json), run.lock.recipe.train.steps);
+    process.exitCode = reportEnd(await run.done, run.dir.path, json);
+  } finally {
+    off();
+  }
 }

@@ -1,5 +1,5 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
 import type { RecipeLock } from '../recipe/lock.js';
@@ -167,9 +167,4 @@ async function readJsonl<T>(path: string): Promise<T[]> {
     }
   }
   return out;
-}
-
-/** Writes a JSON file (not atomically; for small side files). */
-export async function writeJson(path: string, v: unknown): Promise<void> {
-  await writeFile(path, JSON.stringify(v, null, 2) + '\n');
 }
