@@ -3,7 +3,7 @@
 // Uses only Node built-ins, since it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,5 +47,37 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   if (!existsSync(py)) run('python3', ['-m', 'venv', venv]);
   run(py, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '-r', 'requirements.txt']);
   writeFileSync(venvStamp, reqSha);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The Jupyter kernel `lathe` (kernel/, its own package): node deps from its lockfile, build,
+//    and the kernel spec from jupyter-config/ into .venv/share/jupyter/kernels/lathe (never
+//    outside the project).
+{
+  const kernelDir = join(root, 'kernel');
+  const kernelLockSha = sha('kernel/package-lock.json');
+  const kernelStamp = join(kernelDir, 'node_modules', '.lathe-lock-sha');
+  if (stamp(kernelStamp) !== kernelLockSha) {
+    log('installing the kernel\'s node dependencies (npm ci in kernel/)');
+    // Install scripts stay off: zeromq ships a prebuilt binary that loads without its script.
+    run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { cwd: kernelDir });
+    run(process.execPath, ['-e', "import('zeromq').catch((e) => { console.error('zeromq does not load: ' + e.message); process.exit(1); })"], { cwd: kernelDir });
+    writeFileSync(kernelStamp, kernelLockSha);
+  }
+  log('building the kernel (tsc -p kernel)');
+  run(process.execPath, [join(kernelDir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(kernelDir, 'tsconfig.json')]);
+
+  const specDir = join(venv, 'share', 'jupyter', 'kernels', 'lathe');
+  const template = join(root, 'jupyter-config', 'kernels', 'lathe');
+  const spec = readFileSync(join(template, 'kernel.json'), 'utf8')
+    .replace('@NODE@', process.execPath)
+    .replace('@KERNEL_MAIN@', join(kernelDir, 'dist', 'main.js'));
+  mkdirSync(specDir, { recursive: true });
+  const specFile = join(specDir, 'kernel.json');
+  if (stamp(specFile) !== spec.trim()) {
+    log(`installing the kernel spec lathe into ${specDir}`);
+    writeFileSync(specFile, spec);
+  }
+  for (const f of readdirSync(template)) if (f !== 'kernel.json') copyFileSync(join(template, f), join(specDir, f));
 }
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');

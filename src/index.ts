@@ -10,6 +10,7 @@ export * as train from './train/index.js';
 export * as evaluate from './eval/index.js';
 export * as runs from './runs/index.js';
 export * as backend from './backend/index.js';
+export * as exporter from './export/index.js';
 export { Recipe } from './recipe/recipe.js';
 export { Run } from './runs/run.js';
 export { LatheError, RecipeError, DataError } from './errors.js';

@@ -6,7 +6,7 @@ import { lathe, scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 describe('lathe CLI', () => {
   it('every verb has --help', () => {
-    for (const verb of [['init'], ['validate'], ['recipe', 'schema'], ['data', 'inspect'], ['train'], ['resume'], ['reproduce'], ['generate']]) {
+    for (const verb of [['init'], ['validate'], ['recipe', 'schema'], ['data', 'inspect'], ['train'], ['resume'], ['reproduce'], ['generate'], ['eval'], ['compare'], ['export']]) {
       const r = lathe([...verb, '--help']);
       expect(r.status, verb.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/^Usage: lathe /);

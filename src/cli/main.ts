@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { LatheError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { register as registerData } from './data.js';
+import { register as registerEval } from './eval.js';
+import { register as registerExport } from './export.js';
 import { register as registerGenerate } from './generate.js';
 import { register as registerInit } from './init.js';
 import { register as registerRecipe } from './recipe.js';
@@ -17,7 +19,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const reg of [registerInit, registerValidate, registerRecipe, registerData, registerTrain, registerResume, registerReproduce, registerGenerate]) reg(program);
+  for (const reg of [registerInit, registerValidate, registerRecipe, registerData, registerTrain, registerResume, registerReproduce, registerGenerate, registerEval, registerExport]) reg(program);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { LatheError } from '../errors.js';
-import { lockRecipe } from '../recipe/lock.js';
+import { lockPipeline, lockRecipe } from '../recipe/lock.js';
 import { loadRecipe } from '../recipe/recipe.js';
 
 export function register(program: Command): void {
@@ -10,9 +10,10 @@ export function register(program: Command): void {
     .argument('<recipe>', 'recipe file (.json, .yaml)')
     .action(async (file: string) => {
       const r = await loadRecipe(file);
-      // Data paths are part of validity: resolve and hash them as a run would.
+      // Data paths, the base model (`from`) and reward modules are part of validity: resolve and hash them as a run would.
       try {
-        await lockRecipe(r.config, { baseDir: r.baseDir, backend: 'cpu' });
+        if (r.config.stage === 'pipeline') await lockPipeline({ ...r.config, backend: 'cpu' }, { baseDir: r.baseDir, backend: 'cpu' });
+        else await lockRecipe(r.config, { baseDir: r.baseDir, backend: 'cpu' });
       } catch (e) {
         if (e instanceof LatheError) throw new LatheError(`${file}: ${e.message}`);
         throw e;

@@ -74,6 +74,7 @@ export async function prepareData(lock: RecipeLock, dir: string, opts: { onProgr
   if (existing && existing.lock === lock.id) return existing;
   await mkdir(dir, { recursive: true });
   const r = lock.recipe;
+  if (r.stage !== 'pretrain') throw new Error(`prepareData prepares pre-training text; stage ${r.stage} prepares its rows with src/data/post.ts`);
   const cleaner = new Cleaner(r.data.clean, r.seed);
   const rejections: Rejection[] = [];
   let rejected = 0;

@@ -1,4 +1,4 @@
-import type { RecipeLock } from '../recipe/lock.js';
+import type { AnyLock } from '../recipe/lock.js';
 import type { Run } from '../runs/run.js';
 
 /** Options for starting a run on an executor. */
@@ -14,8 +14,8 @@ export interface StartOptions {
 /** Where a run executes: in this process, or on a worker. Small on purpose (tslab's executor style). */
 export interface Executor {
   readonly name: string;
-  /** Starts a locked recipe; the Run streams metrics while it trains. */
-  start(lock: RecipeLock, opts: StartOptions): Promise<Run>;
+  /** Starts a locked recipe (a stage or a pipeline); the Run streams metrics while it trains. */
+  start(lock: AnyLock, opts: StartOptions): Promise<Run>;
   /** Continues a run from its last checkpoint. */
   resume(runDir: string, opts?: Omit<StartOptions, 'out'>): Promise<Run>;
 }

@@ -3,8 +3,11 @@ import { createReadStream } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
 import { resolveSourceFiles } from '../data/files.js';
+import { resolveBase, type BaseModelRef } from '../train/base.js';
 import { VERSION } from '../version.js';
-import type { ResolvedRecipe } from './schema.js';
+import type { ResolvedPipeline, ResolvedRecipe } from './schema.js';
+
+export type { BaseModelRef } from '../train/base.js';
 
 /** The fully resolved, hashed description of a run: what `recipe.lock.json` holds. */
 export interface RecipeLock {
@@ -19,8 +22,14 @@ export interface RecipeLock {
   recipe: ResolvedRecipe;
   /** Every data file with its content hash, per source. */
   data: { source: string; files: { path: string; sha256: string; bytes: number }[] }[];
-  /** The loaded tokenizer file, when the recipe names one. */
+  /** The loaded tokenizer file, when the recipe names one (or the base model's, when starting `from` one). */
   tokenizer?: { path: string; sha256: string };
+  /** Post-training: the pinned starting model (`from`); its architecture is `recipe.model`. */
+  base?: BaseModelRef;
+  /** GRPO / online DPO: the reward module, hashed (its own imports are not). */
+  reward?: { path: string; export: string; sha256: string };
+  /** Online DPO with a reward-model judge: the pinned judge run. */
+  judge?: BaseModelRef;
   /** Directory that relative paths in the recipe resolve against (not part of the identity). */
   baseDir: string;
   createdAt: string;
@@ -60,8 +69,16 @@ export function sourceName(recipe: ResolvedRecipe, i: number): string {
   return recipe.data.sources.filter((o) => !o.name).length > 1 ? `${i}:${base}` : base;
 }
 
-/** Resolves a validated recipe into a lock: hashes data files, pins version, backend and seed. */
-export async function lockRecipe(recipe: ResolvedRecipe, opts: { baseDir: string; backend: 'cpu' | 'wasm' | 'webgpu' }): Promise<RecipeLock> {
+/** Options of {@link lockRecipe}. */
+export interface LockOptions {
+  baseDir: string;
+  backend: 'cpu' | 'wasm' | 'webgpu';
+  /** Pipelines: the stage starts from an earlier stage not trained yet, so `from` is resolved when it starts. */
+  deferBase?: boolean;
+}
+
+/** Resolves a validated recipe into a lock: hashes data files, pins version, backend, seed, the base model and reward module. */
+export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Promise<RecipeLock> {
   const data: RecipeLock['data'] = [];
   for (const [i, src] of recipe.data.sources.entries()) {
     const files = await resolveSourceFiles(src, opts.baseDir, `data.sources[${i}]`);
@@ -70,22 +87,46 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: { baseDir: string
     data.push({ source: sourceName(recipe, i), files: entries });
   }
   let tokenizer: RecipeLock['tokenizer'];
-  if (recipe.tokenizer.path) {
+  let base: BaseModelRef | undefined;
+  let reward: RecipeLock['reward'];
+  let judge: BaseModelRef | undefined;
+  let resolved = recipe;
+  if (recipe.stage !== 'pretrain' && recipe.from !== undefined && !opts.deferBase) {
+    base = await resolveBase(recipe.from, opts.baseDir);
+    // The base model fixes the architecture and the tokenizer.
+    resolved = { ...recipe, model: base.model };
+    tokenizer = { path: base.tokenizer, sha256: (await sha256File(base.tokenizer)).sha256 };
+  } else if (recipe.tokenizer.path) {
     const p = resolve(opts.baseDir, recipe.tokenizer.path);
     const hashed = await sha256File(p).catch(() => undefined);
     if (!hashed) throw new LatheError(`tokenizer.path: ${recipe.tokenizer.path} does not exist (resolved to ${p})`);
     tokenizer = { path: p, sha256: hashed.sha256 };
   }
-  const body = { lathe: VERSION, backend: opts.backend, seed: recipe.seed, recipe, data, tokenizer };
+  const rewardCfg = recipe.stage === 'grpo' ? recipe.reward : recipe.stage === 'online-dpo' ? recipe.judge.reward : undefined;
+  if (rewardCfg) {
+    const where = recipe.stage === 'grpo' ? 'reward.module' : 'judge.reward.module';
+    const p = resolve(opts.baseDir, rewardCfg.module);
+    const hashed = await sha256File(p).catch(() => undefined);
+    if (!hashed) throw new LatheError(`${where}: ${rewardCfg.module} does not exist (resolved to ${p})`);
+    reward = { path: p, export: rewardCfg.export, sha256: hashed.sha256 };
+  }
+  if (recipe.stage === 'online-dpo' && recipe.judge.model !== undefined) judge = await resolveBase(recipe.judge.model, opts.baseDir, 'judge.model');
+  const body = { lathe: VERSION, backend: opts.backend, seed: recipe.seed, recipe: resolved, data, tokenizer, base, reward, judge };
   return { id: lockId(body, opts.baseDir), ...body, baseDir: opts.baseDir, createdAt: new Date().toISOString() };
 }
 
 function lockId(body: Omit<RecipeLock, 'id' | 'baseDir' | 'createdAt'>, baseDir: string): string {
   // Identity follows content, not where the files sit on this machine.
+  const pin = (b: BaseModelRef | undefined) => b && { kind: b.kind, step: b.step, sha256: b.sha256 };
+  const recipe = 'from' in body.recipe ? { ...body.recipe, from: undefined } : body.recipe;
   const portable = {
     ...body,
+    recipe,
     data: body.data.map((d) => ({ ...d, files: d.files.map((f) => ({ ...f, path: relative(baseDir, f.path) })) })),
     tokenizer: body.tokenizer && { sha256: body.tokenizer.sha256 },
+    base: pin(body.base),
+    judge: pin(body.judge),
+    reward: body.reward && { export: body.reward.export, sha256: body.reward.sha256 },
   };
   return createHash('sha256').update(canonicalJson(portable)).digest('hex').slice(0, 16);
 }
@@ -94,4 +135,43 @@ function lockId(body: Omit<RecipeLock, 'id' | 'baseDir' | 'createdAt'>, baseDir:
 export function verifyLockId(lock: RecipeLock): boolean {
   const { id, baseDir, createdAt: _c, ...body } = lock;
   return lockId(body, baseDir) === id;
+}
+
+/** A pipeline's lock: the pipeline recipe and a preliminary lock per stage (stages after the first pin their base when they start). */
+export interface PipelineLock {
+  id: string;
+  lathe: string;
+  backend: 'cpu' | 'wasm' | 'webgpu';
+  /** The first stage's seed. */
+  seed: number;
+  recipe: ResolvedPipeline;
+  stages: RecipeLock[];
+  baseDir: string;
+  createdAt: string;
+}
+
+/** A run directory's lock: one stage, or a pipeline. */
+export type AnyLock = RecipeLock | PipelineLock;
+
+/** True for a pipeline's lock. */
+export function isPipelineLock(lock: AnyLock): lock is PipelineLock {
+  return lock.recipe.stage === 'pipeline';
+}
+
+/** Locks a pipeline: every stage's data and reward hashed now; the first stage's base pinned (from the pipeline's `from`). */
+export async function lockPipeline(pipeline: ResolvedPipeline, opts: Omit<LockOptions, 'deferBase'>): Promise<PipelineLock> {
+  const stages: RecipeLock[] = [];
+  for (const [i, st] of pipeline.stages.entries()) {
+    const stage = { ...st, backend: opts.backend } as ResolvedRecipe;
+    if (i === 0 && pipeline.from !== undefined && stage.stage !== 'pretrain') (stage as { from?: string }).from = pipeline.from;
+    try {
+      stages.push(await lockRecipe(stage, { ...opts, deferBase: i > 0 }));
+    } catch (e) {
+      if (e instanceof LatheError && !(e.message.startsWith('stages['))) throw new LatheError(`stages[${i}].${e.message}`, e.exitCode);
+      throw e;
+    }
+  }
+  const body = { lathe: VERSION, backend: opts.backend, seed: stages[0]!.seed, recipe: pipeline, stages: stages.map((s) => s.id) };
+  const id = createHash('sha256').update(canonicalJson({ ...body, recipe: { ...pipeline, from: undefined }, base: stages[0]!.base?.sha256 })).digest('hex').slice(0, 16);
+  return { id, lathe: VERSION, backend: opts.backend, seed: body.seed, recipe: pipeline, stages, baseDir: opts.baseDir, createdAt: new Date().toISOString() };
 }

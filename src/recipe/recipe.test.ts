@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RecipeError } from '../errors.js';
-import { diff, formatDiff, load, pretrain, schema, validate } from './index.js';
+import { diff, formatDiff, load, pretrain, schema, validate, type Recipe } from './index.js';
 import { lockRecipe, verifyLockId } from './lock.js';
 
 const data = { sources: [{ path: 'train.jsonl' }] };
@@ -62,7 +62,7 @@ describe('recipe files and locks', () => {
     const dir = await mkdtemp(join(tmpdir(), 'lathe-recipe-'));
     await writeFile(join(dir, 'train.jsonl'), '{"text":"hello"}\n');
     await writeFile(join(dir, 'r.yaml'), 'stage: pretrain\ndata:\n  sources:\n    - path: train.jsonl\nmodel:\n  dim: 64\n');
-    const r = await load(join(dir, 'r.yaml'));
+    const r = (await load(join(dir, 'r.yaml'))) as Recipe;
     expect(r.config.model.dim).toBe(64);
     expect(r.baseDir).toBe(dir);
     await writeFile(join(dir, 'bad.json'), '{\n  "stage": "pretrain",\n  "data": {\n    "sources": [,]\n  }\n}\n');

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { RecipeError, type RecipeIssue } from '../errors.js';
-import { RecipeSchema, type ModelConfig, type ResolvedRecipe } from './schema.js';
+import { RecipeSchema, STAGES, type AnyResolvedRecipe, type ModelConfig, type ResolvedPipeline, type ResolvedRecipe } from './schema.js';
 
 // Validation lives here, in one place: schema errors, then cross-field rules, each with a fix hint.
 
@@ -32,16 +32,26 @@ function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-/** Keys the schema allows at a path, to suggest a fix for a typo. */
-function allowedKeys(path: PropertyKey[], stage: unknown): string[] {
-  let node: z.ZodType | undefined = RecipeSchema.options.find((o) => o.shape.stage.value === stage) ?? RecipeSchema.options[0];
+/** Keys the schema allows at a path, to suggest a fix for a typo; unions are resolved by the input's `stage`. */
+function allowedKeys(path: PropertyKey[], input: unknown): string[] {
+  let node: z.ZodType | undefined = RecipeSchema;
+  let value: unknown = input;
+  const pick = (n: z.ZodType, v: unknown): z.ZodType | undefined => {
+    const def = (n as unknown as { def: { type: string; options?: z.ZodType[] } }).def;
+    if (def.type !== 'union' || !def.options) return n;
+    const stage = (v as { stage?: unknown } | null)?.stage;
+    return def.options.find((o) => (o as unknown as { shape?: { stage?: { value?: unknown } } }).shape?.stage?.value === stage) ?? def.options[0];
+  };
+  node = pick(node, value);
   for (const p of path) {
     if (!node) return [];
     node = unwrap(node);
     const def = (node as unknown as { def: { type: string; shape?: Record<string, z.ZodType>; element?: z.ZodType } }).def;
+    value = value && typeof value === 'object' ? (value as Record<PropertyKey, unknown>)[p] : undefined;
     if (def.type === 'object' && typeof p === 'string') node = def.shape?.[p];
     else if (def.type === 'array') node = def.element;
     else return [];
+    if (node) node = pick(unwrap(node), value);
   }
   if (!node) return [];
   const def = (unwrap(node) as unknown as { def: { type: string; shape?: Record<string, unknown> } }).def;
@@ -65,8 +75,7 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
   const got = JSON.stringify(valueAt(input, issue.path));
   switch (issue.code) {
     case 'unrecognized_keys': {
-      const stage = (input as { stage?: unknown } | null)?.stage;
-      const known = allowedKeys(issue.path, stage);
+      const known = allowedKeys(issue.path, input);
       return issue.keys.map((k) => {
         const best = known.map((c) => [c, editDistance(k, c)] as const).sort((a, b) => a[1] - b[1])[0];
         const hint = best && best[1] <= 3 ? `; did you mean "${best[0]}"?` : known.length ? `; allowed: ${known.join(', ')}` : '';
@@ -79,8 +88,12 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
     case 'invalid_value':
       return [{ path, message: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${got}` }];
     case 'invalid_union':
-      if (issue.path.length === 0 || path === 'stage') {
-        return [{ path: 'stage', message: `must be one of "pretrain" (more stages come with post-training), got ${JSON.stringify((input as { stage?: unknown })?.stage)}` }];
+      if (issue.path.at(-1) === 'stage' || issue.path.length === 0) {
+        const at = issue.path.length ? issue.path : ['stage'];
+        const options = (issue as { options?: unknown[] }).options ?? [...STAGES, 'pipeline'];
+        const stage = valueAt(input, at);
+        const hint = at.length > 1 && stage === 'pipeline' ? ' (a pipeline cannot hold a pipeline)' : '';
+        return [{ path: pathString(at), message: `must be one of ${options.map((o) => JSON.stringify(o)).join(', ')}${hint}, got ${JSON.stringify(stage)}` }];
       }
       return [{ path, message: issue.message }];
     case 'too_small':
@@ -94,39 +107,105 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
-/** Rules that span fields; they read raw input defensively so they run even when other fields are wrong. */
-function crossFieldIssues(input: unknown): RecipeIssue[] {
+type Raw = Record<string, Record<string, unknown> | undefined>;
+
+/** Per-stage defaults the cross-field rules need when a field is unset. */
+const STAGE_DEFAULTS: Record<string, { steps: number; warmupSteps: number }> = {
+  pretrain: { steps: 200, warmupSteps: 20 },
+  sft: { steps: 100, warmupSteps: 10 },
+  dpo: { steps: 100, warmupSteps: 10 },
+  'online-dpo': { steps: 50, warmupSteps: 5 },
+  grpo: { steps: 50, warmupSteps: 5 },
+};
+
+const REWARD_EXT = /\.(js|mjs|cjs|ts|mts|cts)$/i;
+
+/** Rules that span fields of one stage recipe; `at` prefixes paths (e.g. `stages[1].`). */
+function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: boolean }): RecipeIssue[] {
   const out: RecipeIssue[] = [];
-  const r = (input ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  const p = (s: string) => at + s;
+  const stage = typeof r.stage === 'string' ? (r.stage as unknown as string) : 'pretrain';
+  const post = stage !== 'pretrain';
   const m = r.model ?? {};
   const dim = num(m.dim) ?? 128;
   const heads = num(m.heads) ?? 4;
   const kvHeads = num(m.kvHeads) ?? heads;
-  if (heads > 0 && dim % heads !== 0) out.push({ path: 'model.heads', message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}` });
-  else if (heads > 0 && (dim / heads) % 2 !== 0) out.push({ path: 'model.heads', message: `head size ${dim}/${heads} = ${dim / heads} must be even for RoPE` });
-  if (kvHeads > 0 && heads % kvHeads !== 0) out.push({ path: 'model.kvHeads', message: `${kvHeads} does not divide model.heads ${heads}` });
-  if (kvHeads > heads) out.push({ path: 'model.kvHeads', message: `${kvHeads} exceeds model.heads ${heads}` });
+  if (heads > 0 && dim % heads !== 0) out.push({ path: p('model.heads'), message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}` });
+  else if (heads > 0 && (dim / heads) % 2 !== 0) out.push({ path: p('model.heads'), message: `head size ${dim}/${heads} = ${dim / heads} must be even for RoPE` });
+  if (kvHeads > 0 && heads % kvHeads !== 0) out.push({ path: p('model.kvHeads'), message: `${kvHeads} does not divide model.heads ${heads}` });
+  if (kvHeads > heads) out.push({ path: p('model.kvHeads'), message: `${kvHeads} exceeds model.heads ${heads}` });
   const experts = num(m.experts) ?? 8;
   const topK = num(m.topK) ?? 2;
-  if (topK > experts) out.push({ path: 'model.topK', message: `${topK} exceeds model.experts ${experts}` });
+  if (topK > experts) out.push({ path: p('model.topK'), message: `${topK} exceeds model.experts ${experts}` });
   const t = r.train ?? {};
-  const steps = num(t.steps) ?? 200;
-  const warm = num(t.warmupSteps) ?? 20;
-  if (warm > steps) out.push({ path: 'train.warmupSteps', message: `${warm} exceeds train.steps ${steps}; lower it or raise steps` });
+  const d = STAGE_DEFAULTS[stage] ?? STAGE_DEFAULTS.pretrain!;
+  const steps = num(t.steps) ?? d.steps;
+  const warm = num(t.warmupSteps) ?? d.warmupSteps;
+  if (warm > steps) out.push({ path: p('train.warmupSteps'), message: `${warm} exceeds train.steps ${steps}; lower it or raise steps` });
   const lr = num(t.lr);
   const minLr = num(t.minLr);
-  if (lr !== undefined && minLr !== undefined && minLr > lr) out.push({ path: 'train.minLr', message: `${minLr} exceeds train.lr ${lr}` });
+  if (lr !== undefined && minLr !== undefined && minLr > lr) out.push({ path: p('train.minLr'), message: `${minLr} exceeds train.lr ${lr}` });
   const tok = r.tokenizer ?? {};
   const ctx = num(m.context) ?? 128;
-  if (ctx > 8192) out.push({ path: 'model.context', message: `${ctx} is too long for this engine; use at most 8192` });
+  if (ctx > 8192) out.push({ path: p('model.context'), message: `${ctx} is too long for this engine; use at most 8192` });
   if (tok.path !== undefined && (tok as Record<string, unknown>).vocabSize !== undefined) {
-    out.push({ path: 'tokenizer.vocabSize', message: 'is set together with tokenizer.path; a loaded tokenizer has its own vocabulary, so remove one' });
+    out.push({ path: p('tokenizer.vocabSize'), message: 'is set together with tokenizer.path; a loaded tokenizer has its own vocabulary, so remove one' });
+  }
+  if (!post) {
+    if (where.inPipeline && !where.first) out.push({ path: p('stage'), message: 'pretrain trains a fresh model, so it can only be the first stage of a pipeline; move it first or use sft to continue training' });
+    return out;
+  }
+  // Where the starting model comes from.
+  const from = (r as Record<string, unknown>).from;
+  const inherited = where.inPipeline && !where.first;
+  if (inherited && from !== undefined) out.push({ path: p('from'), message: "a pipeline stage after the first starts from the previous stage's checkpoint; remove from" });
+  for (const k of ['model', 'tokenizer'] as const) {
+    if (r[k] === undefined) continue;
+    if (inherited) out.push({ path: p(k), message: `comes from the previous stage of the pipeline; remove ${k}` });
+    else if (from !== undefined) out.push({ path: p(k), message: `comes from the base model named by from; remove ${k}, or remove from to train a fresh model` });
+  }
+  const rewardIssues = (rw: Record<string, unknown> | undefined, path: string) => {
+    if (!rw || typeof rw.module !== 'string') return;
+    if (!REWARD_EXT.test(rw.module)) out.push({ path: p(`${path}.module`), message: `${JSON.stringify(rw.module)} is not a JavaScript or TypeScript module; name a .js, .mjs, .cjs, .ts or .mts file` });
+  };
+  if (stage === 'grpo') rewardIssues(r.reward, 'reward');
+  if (stage === 'online-dpo') {
+    const j = r.judge;
+    if (j && typeof j === 'object') {
+      const has = [j.reward !== undefined, j.model !== undefined].filter(Boolean).length;
+      if (has !== 1) out.push({ path: p('judge'), message: has ? 'set only one of judge.reward and judge.model' : 'set judge.reward ({"module": "reward.mjs"}) or judge.model (a reward-model run directory)' });
+      rewardIssues(j.reward as Record<string, unknown> | undefined, 'judge.reward');
+    }
+  }
+  if (stage === 'grpo' || stage === 'online-dpo') {
+    const maxNew = num(t.maxNewTokens) ?? 32;
+    if (from === undefined && !inherited && maxNew >= ctx) out.push({ path: p('train.maxNewTokens'), message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it` });
   }
   return out;
 }
 
+/** Rules that span fields; they read raw input defensively so they run even when other fields are wrong. */
+function crossFieldIssues(input: unknown): RecipeIssue[] {
+  const r = (input ?? {}) as Raw;
+  if ((r.stage as unknown) !== 'pipeline') return stageIssues(r, '', { inPipeline: false, first: true });
+  const stages = (r as Record<string, unknown>).stages;
+  if (!Array.isArray(stages)) return [];
+  const out: RecipeIssue[] = [];
+  const from = (r as Record<string, unknown>).from;
+  stages.forEach((st, i) => {
+    if (!st || typeof st !== 'object') return;
+    const sr = st as Raw;
+    out.push(...stageIssues(sr, `stages[${i}].`, { inPipeline: true, first: i === 0 }));
+    if (i === 0 && from !== undefined) {
+      if ((sr as Record<string, unknown>).from !== undefined) out.push({ path: 'from', message: 'is set on the pipeline and on stages[0]; keep one' });
+      if ((sr.stage as unknown) === 'pretrain') out.push({ path: 'from', message: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft' });
+    }
+  });
+  return out;
+}
+
 /** Validates a recipe object; returns the resolved recipe (defaults filled) or every issue found. */
-export function checkRecipe(raw: unknown): { ok: true; recipe: ResolvedRecipe } | { ok: false; issues: RecipeIssue[] } {
+export function checkRecipe(raw: unknown): { ok: true; recipe: AnyResolvedRecipe } | { ok: false; issues: RecipeIssue[] } {
   const input = normalizeKeys(raw);
   if (!input || typeof input !== 'object' || Array.isArray(input)) {
     return { ok: false, issues: [{ path: '', message: 'a recipe must be an object with at least "stage" and "data"' }] };
@@ -135,7 +214,12 @@ export function checkRecipe(raw: unknown): { ok: true; recipe: ResolvedRecipe } 
   const issues: RecipeIssue[] = parsed.success ? [] : parsed.error.issues.flatMap((i) => describeIssue(i, input));
   issues.push(...crossFieldIssues(input));
   if (issues.length) return { ok: false, issues: dedupeIssues(issues) };
-  return { ok: true, recipe: parsed.data as ResolvedRecipe };
+  const recipe = parsed.data!;
+  if (recipe.stage === 'pipeline') {
+    const steps = recipe.stages.reduce((a, s) => a + s.train.steps, 0);
+    return { ok: true, recipe: { ...recipe, train: { steps } } as ResolvedPipeline };
+  }
+  return { ok: true, recipe: recipe as ResolvedRecipe };
 }
 
 function dedupeIssues(issues: RecipeIssue[]): RecipeIssue[] {
@@ -143,11 +227,18 @@ function dedupeIssues(issues: RecipeIssue[]): RecipeIssue[] {
   return issues.filter((i) => (seen.has(i.path + i.message) ? false : (seen.add(i.path + i.message), true)));
 }
 
-/** Validates a recipe, throwing a RecipeError that lists every issue. */
-export function resolveRecipe(raw: unknown, where?: string): ResolvedRecipe {
+/** Validates a recipe (a stage or a pipeline), throwing a RecipeError that lists every issue. */
+export function resolveAnyRecipe(raw: unknown, where?: string): AnyResolvedRecipe {
   const res = checkRecipe(raw);
   if (!res.ok) throw new RecipeError(res.issues, where);
   return res.recipe;
+}
+
+/** Validates a stage recipe, throwing a RecipeError that lists every issue (a pipeline is an error here). */
+export function resolveRecipe(raw: unknown, where?: string): ResolvedRecipe {
+  const r = resolveAnyRecipe(raw, where);
+  if (r.stage === 'pipeline') throw new RecipeError([{ path: 'stage', message: 'is "pipeline" where one stage is expected; use recipe.pipeline([...]) or load() for pipelines' }], where);
+  return r;
 }
 
 /** The SwiGLU hidden size the model uses when ffnDim is unset. */

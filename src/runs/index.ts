@@ -6,6 +6,7 @@ import { generate as generateTokens, type SampleOptions } from '../model/generat
 import { LanguageModel } from '../model/model.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
+import { modelRunDir } from '../train/base.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { firstDivergence, verifyLockData, type Divergence } from './reproduce.js';
 import { Run } from './run.js';
@@ -44,6 +45,9 @@ export async function reproduce(dir: string, opts: { out?: string } = {}): Promi
 
 /** Loads a run's latest checkpoint as a model with its tokenizer. */
 export async function loadModel(dir: string, opts: { step?: number } = {}): Promise<{ model: LanguageModel; tokenizer: Tokenizer; step: number }> {
+  RunDir.open(dir);
+  // A pipeline's model is its last stage's (stages/<i>-<stage>/ run directories).
+  if (opts.step === undefined) dir = modelRunDir(dir);
   const rd = RunDir.open(dir);
   const lock = rd.readLock();
   const steps = await rd.checkpointSteps();

@@ -1,11 +1,11 @@
 import { basename } from 'node:path';
-import type { RecipeLock } from '../recipe/lock.js';
+import type { AnyLock } from '../recipe/lock.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from './rundir.js';
 
 /** A run as a live object: its directory, a metric stream, and control (interrupt, cancel). */
 export class Run {
   readonly dir: RunDir;
-  readonly lock: RecipeLock;
+  readonly lock: AnyLock;
   /** Resolves with the summary when the run ends (completed, interrupted, cancelled or failed). */
   readonly done: Promise<RunSummary>;
   private history: Metric[] = [];
@@ -18,7 +18,7 @@ export class Run {
   private final?: RunSummary;
 
   /** @internal Executors create runs; users get them from `recipe.run()` or `runs.open()`. */
-  constructor(dir: RunDir, lock: RecipeLock, execution: Promise<RunSummary> | undefined, controls?: { interrupt(): void; cancel(): void }, history: Metric[] = []) {
+  constructor(dir: RunDir, lock: AnyLock, execution: Promise<RunSummary> | undefined, controls?: { interrupt(): void; cancel(): void }, history: Metric[] = []) {
     this.dir = dir;
     this.lock = lock;
     this.history = history;
@@ -119,7 +119,7 @@ export class Run {
   }
 }
 
-function missingSummary(dir: RunDir, lock: RecipeLock, history: Metric[]): RunSummary {
+function missingSummary(dir: RunDir, lock: AnyLock, history: Metric[]): RunSummary {
   const last = history.at(-1);
   return {
     id: basename(dir.path),

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
-import type { RecipeLock } from '../recipe/lock.js';
+import type { AnyLock, RecipeLock } from '../recipe/lock.js';
 import { writeFileAtomic } from './safetensors.js';
 
 /** One line of metrics.jsonl: always step and stage, then whatever applies. */
@@ -77,7 +77,7 @@ export class RunDir {
   }
 
   /** Creates a new run directory for a lock: `out` if given (must be empty), else runs/<name>-<id>[-n]. */
-  static async create(lock: RecipeLock, out?: string): Promise<RunDir> {
+  static async create(lock: AnyLock, out?: string): Promise<RunDir> {
     let dir: string;
     if (out) {
       dir = resolve(out);

@@ -67,6 +67,7 @@ export function flopsPerToken(model: LanguageModel): number {
 export async function pretrain(ctx: StageContext): Promise<StageResult> {
   const { lock, model, prepared, rd } = ctx;
   const r = lock.recipe;
+  if (r.stage !== 'pretrain') throw new Error(`pretrain() got a ${r.stage} recipe`);
   const cfg = r.train;
   const seq = model.spec.context;
   const special = ctx.tokenizer.special;

@@ -1,0 +1,457 @@
+#!/usr/bin/env node
+// `npm run bench`: Lathe against PyTorch / HF tokenizers / numpy on this machine, side by side in
+// one invocation. Prints a fixed-width table and writes bench/results.json:
+//   { machine: {...}, cases: [{ name, ours, reference, unit, ratio, ... }] }
+// ratio is always "higher is better": ours / reference for rates (tokens/s, MB/s, GFLOP/s),
+// reference / ours for memory (MB). See bench/README.md for what each case measures.
+//
+//   node bench/run.mjs [--cases a,b] [--quick] [--out FILE] [--keep] [--list]
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { writeCorpus } from './corpus.mjs';
+import { MODELS } from './configs.mjs';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const here = join(root, 'bench');
+const python = join(root, '.venv', 'bin', 'python');
+
+/** Every case: its rows, whether the default run includes it, and what it costs. */
+const CASES = {
+  'matmul-ceiling': { default: true, about: '1024^2 fp32 matmul GFLOP/s: tfjs wasm and cpu vs the best of numpy and torch' },
+  'train-small-dense': { default: true, about: 'training tokens/s, 6x384 dense, batch 16 x 256, wasm vs torch' },
+  'train-small-moe': { default: true, about: 'training tokens/s, 6x384 MoE 8 experts top-2, wasm vs torch' },
+  'train-tiny-dense': { default: true, about: 'training tokens/s, 2x128 dense, wasm vs torch' },
+  'tokenizer-train': { default: true, about: 'BPE training MB/s on a ~50 MB corpus vs HF tokenizers' },
+  'tokenizer-encode': { default: true, about: 'encode MB/s on the same corpus vs HF tokenizers (encode_batch)' },
+  'peak-memory': { default: true, about: 'peak RSS of the small dense training vs torch (reuses train-small-dense children)' },
+  'train-tiny-dense:cpu': { default: false, about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)' },
+  'train-small-dense:cpu': { default: false, about: 'train-small-dense on the tfjs cpu backend (very slow: an hour or more a step)' },
+};
+
+/** Goals of issue 8, as ratios (higher is better). */
+const GOALS = { 'train-small-dense': 0.5, 'train-small-moe': 0.4, 'tokenizer-encode': 0.3, 'peak-memory': 1 / 1.5 };
+
+const { values: args } = parseArgs({
+  options: {
+    cases: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: join(here, 'results.json') },
+    keep: { type: 'boolean', default: false },
+    list: { type: 'boolean', default: false },
+    'corpus-mb': { type: 'string', default: '50' },
+    micro: { type: 'string' },
+  },
+});
+
+if (args.list) {
+  for (const [name, c] of Object.entries(CASES)) console.log(`${name.padEnd(24)} ${c.default ? 'default' : 'opt-in '}  ${c.about}`);
+  process.exit(0);
+}
+const selected = args.cases ? args.cases.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(CASES).filter((k) => CASES[k].default);
+for (const c of selected) {
+  if (!CASES[c]) {
+    console.error(`bench: unknown case "${c}"; cases: ${Object.keys(CASES).join(', ')}`);
+    process.exit(2);
+  }
+}
+if (!existsSync(python)) {
+  console.error(`bench: ${python} is missing; run \`npm run setup\` (it installs torch, numpy and tokenizers from requirements.txt)`);
+  process.exit(2);
+}
+if (!existsSync(join(root, 'dist', 'src', 'model', 'model.js'))) {
+  console.error('bench: dist/ is missing; run `npm run setup` (or `npm run build`)');
+  process.exit(2);
+}
+
+const quick = args.quick;
+/** Repeats (timed steps of ours after one warm-up step; runs of the tokenizer cases). */
+const REPEATS = {
+  matmul: quick ? 1 : 3,
+  'small-dense': quick ? 1 : 2,
+  'small-moe': quick ? 1 : 2,
+  'tiny-dense': quick ? 2 : 4,
+  tokTrain: quick ? 1 : 2,
+  tokEncode: quick ? 1 : 3,
+};
+/** Micro-batch of our training step per model and backend (see README: the wasm heap is 4 GB). */
+const MICRO = { wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 }, cpu: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 } };
+const STEP_TIMEOUT_S = 30 * 60;
+
+const work = mkdtempSync(join(tmpdir(), 'lathe-bench-'));
+const log = (m) => console.error(`[bench] ${m}`);
+const started = Date.now();
+
+// ---------------------------------------------------------------- child processes
+
+/** Runs a command to completion; resolves to the JSON of its last stdout line. */
+function runJson(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...opts.env } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const timer = opts.timeoutS ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutS * 1000) : undefined;
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const last = out.trim().split('\n').pop();
+      if (code !== 0) return reject(new Error(`${cmd} ${argv.join(' ')} exited ${code ?? signal}${last ? `: ${last}` : ''}`));
+      try {
+        resolve(JSON.parse(last));
+      } catch {
+        reject(new Error(`${cmd} ${argv.join(' ')} printed no JSON: ${out.slice(-500)}`));
+      }
+    });
+  });
+}
+
+/** A child speaking the line protocol of train_step.mjs / reference_llama.py --serve. */
+class Server {
+  constructor(label, cmd, argv) {
+    this.label = label;
+    this.child = spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+    this.exit = new Promise((resolve) => this.child.on('close', (code, signal) => resolve(code ?? signal)));
+  }
+
+  async next() {
+    let timer;
+    const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${this.label}: no answer in ${STEP_TIMEOUT_S} s`)), STEP_TIMEOUT_S * 1000)));
+    const line = this.lines.next().then(async (r) => {
+      if (r.done) throw new Error(`${this.label} exited (${await this.exit}) before answering`);
+      return JSON.parse(r.value);
+    });
+    try {
+      return await Promise.race([line, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async send(cmd) {
+    this.child.stdin.write(`${cmd}\n`);
+    return this.next();
+  }
+
+  async quit() {
+    try {
+      return await this.send('quit');
+    } finally {
+      this.child.stdin.end();
+    }
+  }
+
+  kill() {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
+};
+
+// ---------------------------------------------------------------- cases
+
+let ceiling; // best reference matmul GFLOP/s, for MFU
+const training = {}; // per model+backend: the children's reports (peak-memory reuses them)
+
+async function referenceMatmul() {
+  return runJson(python, [join(here, 'reference_matmul.py'), '--repeats', quick ? '5' : '10']);
+}
+
+async function matmulCeiling() {
+  // Rounds interleave the engines so a noisy neighbour hits them alike; median over rounds.
+  const ref = [];
+  const wasm = [];
+  for (let r = 0; r < REPEATS.matmul; r++) {
+    ref.push(await referenceMatmul());
+    wasm.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5']));
+  }
+  const cpu = await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'cpu', '--repeats', quick ? '1' : '2']);
+  const numpy = median(ref.map((r) => r.numpy));
+  const torch = median(ref.map((r) => r.torch));
+  ceiling = Math.max(numpy, torch);
+  const refName = numpy >= torch ? `numpy (${ref[0].numpyBlas})` : 'torch';
+  const detail = { numpy, torch, numpyBlas: ref[0].numpyBlas, tfjsWasm: median(wasm.map((w) => w.gflops)), tfjsCpu: cpu.gflops, threads: ref[0].threads, n: 1024 };
+  return [
+    { name: 'matmul-ceiling', ours: detail.tfjsWasm, reference: ceiling, unit: 'GFLOP/s', ratio: detail.tfjsWasm / ceiling, note: `tfjs wasm vs ${refName}, 2 threads`, detail },
+    { name: 'matmul-ceiling:cpu', ours: cpu.gflops, reference: ceiling, unit: 'GFLOP/s', ratio: cpu.gflops / ceiling, note: `tfjs cpu vs ${refName}`, detail },
+  ];
+}
+
+/** Ours and the PyTorch reference on one model, steps interleaved: ref, ours, ref, ours, ..., ref. */
+async function trainCase(caseName, model, backend) {
+  const dir = join(work, `${model}-${backend}`);
+  spawnSync('mkdir', ['-p', dir]);
+  const repeats = REPEATS[model];
+  const micro = Number(args.micro ?? MICRO[backend][model]);
+  await runJson(process.execPath, [join(here, 'train_step.mjs'), 'export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)]);
+  const ours = new Server(`ours ${model} ${backend}`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
+  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir]);
+  const oursSteps = [];
+  const refSteps = [];
+  let error;
+  let check = {};
+  let oursInfo;
+  let refInfo;
+  try {
+    oursInfo = await ours.next();
+    refInfo = await ref.next();
+    // Same model: the first batch's loss from the same weights, before any update.
+    const [lo, lr] = [(await ours.send('loss')).initialLoss, (await ref.send('loss')).initialLoss];
+    check = { initialLossOurs: lo, initialLossReference: lr, initialLossDiff: Math.abs(lo - lr), tolerance: 1e-4, pass: Math.abs(lo - lr) <= 1e-4 };
+    log(`${caseName}: initial loss ours ${lo.toFixed(6)} torch ${lr.toFixed(6)} |diff| ${check.initialLossDiff.toExponential(2)} ${check.pass ? 'ok' : 'MISMATCH'}`);
+    // Warm-up step each, then bracket each of our timed steps with reference steps.
+    const warmRef = await ref.send('step');
+    const warmOurs = await ours.send('step');
+    check.firstStepLossOurs = warmOurs.loss;
+    check.firstStepLossReference = warmRef.loss;
+    for (let r = 0; r < repeats; r++) {
+      refSteps.push(await ref.send('step'));
+      oursSteps.push(await ours.send('step'));
+    }
+    refSteps.push(await ref.send('step'));
+    const common = Math.min(oursSteps.length, refSteps.length);
+    check.lossDiffPerStep = [Math.abs(warmOurs.loss - warmRef.loss), ...oursSteps.slice(0, common).map((s, i) => Math.abs(s.loss - refSteps[i].loss))];
+    oursInfo = { ...oursInfo, ...(await ours.quit()) };
+  } catch (e) {
+    error = e.message;
+    log(`${caseName}: ours failed: ${error}`);
+    ours.kill();
+  }
+  try {
+    // The reference carries on alone when ours failed, so the reference column is always filled.
+    while (refSteps.length < repeats + 1) refSteps.push(await ref.send('step'));
+    refInfo = { ...refInfo, ...(await ref.quit()) };
+  } catch (e) {
+    ref.kill();
+    throw new Error(`${caseName}: the PyTorch reference failed: ${e.message}`);
+  }
+  const tokens = oursInfo?.tokensPerStep ?? 16 * MODELS[model].context;
+  const flopsPerToken = oursInfo?.flopsPerToken;
+  const oursTps = oursSteps.length ? tokens / median(oursSteps.map((s) => s.seconds)) : 0;
+  const refTps = tokens / median(refSteps.map((s) => s.seconds));
+  const report = {
+    name: caseName,
+    ours: oursTps,
+    reference: refTps,
+    unit: 'tokens/s',
+    ratio: oursTps / refTps,
+    note: `${backend} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
+    detail: {
+      backend,
+      params: oursInfo?.params ?? refInfo.params,
+      flopsPerToken,
+      microBatch: micro,
+      oursStepSeconds: oursSteps.map((s) => s.seconds),
+      oursStepCpuSeconds: oursSteps.map((s) => s.cpuSeconds),
+      referenceStepSeconds: refSteps.map((s) => s.seconds),
+      referenceStepCpuSeconds: refSteps.map((s) => s.cpuSeconds),
+      pairedRatios: oursSteps.map((s, i) => (refSteps[i].seconds + refSteps[i + 1].seconds) / 2 / s.seconds),
+      oursPeakRssMb: oursInfo?.peakRssMb,
+      referencePeakRssMb: refInfo.peakRssMb,
+      sameModel: check,
+    },
+  };
+  if (error) report.error = error;
+  if (flopsPerToken && ceiling) report.mfu = { ours: (oursTps * flopsPerToken) / (ceiling * 1e9), reference: (refTps * flopsPerToken) / (ceiling * 1e9) };
+  training[`${model}:${backend}`] = report;
+  return [report];
+}
+
+async function ensureCeiling() {
+  if (ceiling) return;
+  const r = await referenceMatmul();
+  ceiling = Math.max(r.numpy, r.torch);
+}
+
+let corpus;
+async function ensureCorpus() {
+  if (corpus) return corpus;
+  const path = join(work, 'corpus.jsonl');
+  log(`generating a ${args['corpus-mb']} MB corpus in ${path}`);
+  const stats = await writeCorpus(path, Number(args['corpus-mb']));
+  corpus = { path, ...stats };
+  return corpus;
+}
+
+let oursTokenizer;
+async function tokenizerTrain() {
+  const c = await ensureCorpus();
+  const ours = [];
+  const ref = [];
+  const oursPath = join(work, 'tokenizer-ours.json');
+  const refPath = join(work, 'tokenizer-hf.json');
+  for (let r = 0; r < REPEATS.tokTrain; r++) {
+    ref.push(await runJson(python, [join(here, 'reference_tokenizers.py'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', refPath]));
+    ours.push(await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', oursPath]));
+  }
+  oursTokenizer = oursPath;
+  const merges = await runJson(python, [join(here, 'reference_tokenizers.py'), 'merges', '--ours', oursPath, '--theirs', refPath]);
+  const o = median(ours.map((x) => x.mbPerSecond));
+  const h = median(ref.map((x) => x.mbPerSecond));
+  return [
+    {
+      name: 'tokenizer-train',
+      ours: o,
+      reference: h,
+      unit: 'MB/s',
+      ratio: o / h,
+      note: `vocab 4096 on ${(c.bytes / 1e6).toFixed(1)} MB; HF tokenizers ${ref[0].threads} threads`,
+      detail: { corpusBytes: c.bytes, docs: c.docs, oursSeconds: ours.map((x) => x.seconds), referenceSeconds: ref.map((x) => x.seconds), oursPeakRssMb: ours[0].peakRssMb, referencePeakRssMb: ref[0].peakRssMb, merges },
+    },
+  ];
+}
+
+async function tokenizerEncode() {
+  const c = await ensureCorpus();
+  if (!oursTokenizer) {
+    oursTokenizer = join(work, 'tokenizer-ours.json');
+    await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', oursTokenizer]);
+  }
+  const ours = [];
+  const ref = [];
+  const script = join(here, 'reference_tokenizers.py');
+  for (let r = 0; r < REPEATS.tokEncode; r++) {
+    ref.push(await runJson(python, [script, 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer]));
+    ours.push(await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer]));
+  }
+  const single = await runJson(python, [script, 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer], { env: { TOKENIZERS_PARALLELISM: 'false' } });
+  const o = median(ours.map((x) => x.mbPerSecond));
+  const h = median(ref.map((x) => x.mbPerSecond));
+  const same = ours[0].tokens === ref[0].tokens && ours[0].checksum === ref[0].checksum;
+  const row = {
+    name: 'tokenizer-encode',
+    ours: o,
+    reference: h,
+    unit: 'MB/s',
+    ratio: o / h,
+    note: `same tokenizer.json; HF encode_batch ${ref[0].threads} threads (1 thread: ${single.mbPerSecond.toFixed(2)} MB/s); ids ${same ? 'identical' : 'DIFFER'}`,
+    detail: { corpusBytes: c.bytes, tokens: ours[0].tokens, referenceTokens: ref[0].tokens, sameIds: same, oursSeconds: ours.map((x) => x.seconds), referenceSeconds: ref.map((x) => x.seconds), referenceOneThreadMbPerSecond: single.mbPerSecond },
+  };
+  if (!same) row.error = `token ids differ from HF: ${ours[0].tokens} vs ${ref[0].tokens} tokens`;
+  return [row];
+}
+
+async function peakMemory() {
+  let t = training['small-dense:wasm'];
+  if (!t) {
+    // Not measured in this invocation: a short session of the same children.
+    const saved = REPEATS['small-dense'];
+    REPEATS['small-dense'] = 1;
+    [t] = await trainCase('train-small-dense', 'small-dense', 'wasm');
+    REPEATS['small-dense'] = saved;
+  }
+  const ours = t.detail.oursPeakRssMb;
+  const ref = t.detail.referencePeakRssMb;
+  const detail = { source: 'VmHWM of the train-small-dense children (wasm; torch batch 16)', oursMicroBatch: t.detail.microBatch };
+  // PyTorch with our micro-batching, for a like-for-like memory comparison (2 steps).
+  if (!quick) {
+    const r = await runJson(python, [join(here, 'reference_llama.py'), '--dir', join(work, 'small-dense-wasm'), '--warmup', '1', '--steps', '1', '--micro', String(t.detail.microBatch)]);
+    detail.referenceSameMicroBatchPeakRssMb = r.peakRssMb;
+  }
+  const row = { name: 'peak-memory', ours: ours ?? NaN, reference: ref, unit: 'MB', ratio: ours ? ref / ours : 0, note: `peak RSS, small dense training; ours micro-batch ${t.detail.microBatch}, torch batch 16`, detail };
+  if (!ours) row.error = t.error ?? 'no measurement';
+  return [row];
+}
+
+const RUNNERS = {
+  'matmul-ceiling': matmulCeiling,
+  'train-small-dense': () => trainCase('train-small-dense', 'small-dense', 'wasm'),
+  'train-small-moe': () => trainCase('train-small-moe', 'small-moe', 'wasm'),
+  'train-tiny-dense': () => trainCase('train-tiny-dense', 'tiny-dense', 'wasm'),
+  'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
+  'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),
+  'tokenizer-train': tokenizerTrain,
+  'tokenizer-encode': tokenizerEncode,
+  'peak-memory': peakMemory,
+};
+
+// ---------------------------------------------------------------- machine, table, results
+
+function machine() {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const flags = (cpuinfo.match(/^flags\s*:(.*)$/m)?.[1] ?? '').trim().split(/\s+/);
+  const py = spawnSync(python, ['-c', 'import sys, json, torch, numpy, tokenizers; print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__, "tokenizers": tokenizers.__version__, "torchThreads": torch.get_num_threads()}))'], { encoding: 'utf8' });
+  const pkg = (p) => JSON.parse(readFileSync(join(root, 'node_modules', p, 'package.json'), 'utf8')).version;
+  const git = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    simd: ['avx2', 'avx512f', 'avx512_vnni', 'amx_tile'].filter((f) => flags.includes(f)),
+    memoryGb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    tfjs: pkg('@tensorflow/tfjs'),
+    tfjsBackendWasm: pkg('@tensorflow/tfjs-backend-wasm'),
+    ...(py.status === 0 ? JSON.parse(py.stdout) : { python: 'unavailable' }),
+    commit: git.status === 0 ? git.stdout.trim() : undefined,
+    date: new Date().toISOString(),
+    loadAverageAtStart: loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+}
+
+const fmt = (x) => (x === undefined || x === null || Number.isNaN(x) ? '-' : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2));
+const pct = (x) => (x === undefined ? '' : `${(x * 100).toFixed(1)}%`);
+
+function table(cases) {
+  const head = ['case', 'ours', 'reference', 'unit', 'ratio', 'goal', 'MFU ours/ref', 'notes'];
+  const rows = cases.map((c) => [
+    c.name,
+    c.error && !c.ours ? 'FAILED' : fmt(c.ours),
+    fmt(c.reference),
+    c.unit,
+    c.error && !c.ours ? '0' : fmt(c.ratio),
+    GOALS[c.name] ? `>=${GOALS[c.name].toFixed(2)} ${c.ratio >= GOALS[c.name] ? 'met' : 'no'}` : '',
+    c.mfu ? `${pct(c.mfu.ours)} / ${pct(c.mfu.reference)}` : '',
+    c.error ? `${c.note}; ERROR: ${c.error.slice(0, 160)}` : (c.note ?? ''),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  widths[widths.length - 1] = 0;
+  const line = (r) => r.map((v, i) => (i === 0 || i >= 6 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ').trimEnd();
+  return [
+    'ratio: higher is better (ours / reference for tokens/s, MB/s, GFLOP/s; reference / ours for MB of memory)',
+    'MFU: achieved model FLOP/s / the best reference 1024^2 matmul GFLOP/s (matmul-ceiling); FLOPs/token = 6 x active params + 12 x layers x dim x context',
+    line(head),
+    line(widths.map((w) => '-'.repeat(w || 5))),
+    ...rows.map(line),
+  ].join('\n');
+}
+
+const m = machine();
+log(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB, load ${m.loadAverageAtStart.join(' ')}; cases: ${selected.join(', ')}${quick ? ' (quick)' : ''}`);
+const results = [];
+let failed = false;
+try {
+  // The ceiling first: the training rows' MFU divides by it.
+  const order = [...selected].sort((a, b) => (a === 'matmul-ceiling' ? -1 : b === 'matmul-ceiling' ? 1 : a === 'peak-memory' ? 1 : b === 'peak-memory' ? -1 : 0));
+  if (order.some((c) => c.startsWith('train-')) && !order.includes('matmul-ceiling')) await ensureCeiling();
+  for (const name of order) {
+    const t0 = Date.now();
+    log(`${name} ...`);
+    try {
+      results.push(...(await RUNNERS[name]()));
+    } catch (e) {
+      failed = true;
+      log(`${name} failed: ${e.message}`);
+      results.push({ name, ours: NaN, reference: NaN, unit: '', ratio: 0, error: e.message });
+    }
+    log(`${name} done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+} finally {
+  if (!args.keep) rmSync(work, { recursive: true, force: true });
+  else log(`kept ${work}`);
+}
+m.loadAverageAtEnd = loadavg().map((x) => Math.round(x * 100) / 100);
+m.benchSeconds = Math.round((Date.now() - started) / 1000);
+m.ceilingGflops = ceiling;
+m.quick = quick;
+const output = { machine: m, cases: results };
+writeFileSync(args.out, `${JSON.stringify(output, null, 2)}\n`);
+console.log(`\nLathe bench: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB; node ${m.node}, tfjs ${m.tfjs}, torch ${m.torch}; load ${m.loadAverageAtStart.join('/')} -> ${m.loadAverageAtEnd.join('/')}; ${m.benchSeconds} s`);
+console.log(table(results));
+console.log(`\nwrote ${args.out}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+// One benchmark child: the training step of src/train/pretrain.ts (variableGrads of lmLoss,
+// global-norm clipping, AdamW) on a benchmark model, timed per step. Prints one JSON line.
+//
+//   node bench/train_step.mjs export --model small-dense --dir D [--batches N]
+//       writes D/weights.safetensors (the seed's initial weights) and D/tokens.bin (int32 batches)
+//   node bench/train_step.mjs train --model small-dense --backend wasm --dir D --warmup 1 --steps 3 [--micro 4] [--tf-profile]
+//       trains on D/tokens.bin from the same seed's weights and reports losses, step times, peak RSS
+//   ... train ... --serve
+//       reads commands from stdin (loss | step | profile | quit) so bench/run.mjs can interleave it with the reference
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { MODELS, TRAIN, flopsPerToken } from './configs.mjs';
+
+const dist = new URL('../dist/src/', import.meta.url);
+const { tf } = await import(new URL('backend/tf.js', dist));
+const { useBackend } = await import(new URL('backend/select.js', dist));
+const { LanguageModel } = await import(new URL('model/model.js', dist));
+const { lmLoss } = await import(new URL('train/loss.js', dist));
+const { AdamW } = await import(new URL('train/optimizer.js', dist));
+const { encodeSafetensors, f32 } = await import(new URL('runs/safetensors.js', dist));
+const { Rng } = await import(new URL('random.js', dist));
+
+const { positionals, values: a } = parseArgs({
+  allowPositionals: true,
+  options: {
+    model: { type: 'string', default: 'small-dense' },
+    backend: { type: 'string', default: 'wasm' },
+    dir: { type: 'string' },
+    batches: { type: 'string', default: '8' },
+    warmup: { type: 'string', default: '1' },
+    steps: { type: 'string', default: '3' },
+    micro: { type: 'string' },
+    'tf-profile': { type: 'boolean', default: false },
+    serve: { type: 'boolean', default: false },
+  },
+});
+const mode = positionals[0];
+const spec = MODELS[a.model];
+if (!spec || !a.dir || !['export', 'train'].includes(mode)) {
+  console.error('usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm] [--warmup N] [--steps N]');
+  process.exit(2);
+}
+const { batch } = TRAIN;
+const seq = spec.context;
+
+function peakRssMb() {
+  const m = readFileSync('/proc/self/status', 'utf8').match(/VmHWM:\s+(\d+) kB/);
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+if (mode === 'export') {
+  await useBackend('cpu', () => {});
+  const model = LanguageModel.init(spec, TRAIN.seed);
+  const tensors = new Map();
+  for (const [name, w] of await model.weights()) tensors.set(name, f32(w.shape, w.data));
+  writeFileSync(join(a.dir, 'weights.safetensors'), encodeSafetensors(tensors));
+  // Batches of random token windows: inputs [B, T] and next-token targets, drawn from one stream.
+  const n = Number(a.batches);
+  const rng = Rng.derive(TRAIN.seed, 7);
+  const toks = new Int32Array(n * batch * (seq + 1));
+  for (let i = 0; i < toks.length; i++) toks[i] = rng.int(spec.vocabSize);
+  writeFileSync(join(a.dir, 'tokens.bin'), new Uint8Array(toks.buffer));
+  writeFileSync(join(a.dir, 'spec.json'), JSON.stringify({ spec, train: TRAIN, batches: n, seq }));
+  console.log(JSON.stringify({ ok: true, params: model.numParams }));
+  process.exit(0);
+}
+
+await useBackend(a.backend, () => {});
+const raw = readFileSync(join(a.dir, 'tokens.bin'));
+const toks = new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+const nBatches = toks.length / (batch * (seq + 1));
+function batchAt(i) {
+  const off = (i % nBatches) * batch * (seq + 1);
+  const inputs = new Int32Array(batch * seq);
+  const targets = new Int32Array(batch * seq);
+  for (let b = 0; b < batch; b++) {
+    const row = off + b * (seq + 1);
+    inputs.set(toks.subarray(row, row + seq), b * seq);
+    targets.set(toks.subarray(row + 1, row + seq + 1), b * seq);
+  }
+  return { inputs, targets, batch, seq };
+}
+
+const model = LanguageModel.init(spec, TRAIN.seed);
+const decay = new Set(model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
+const opt = new AdamW(model.params, decay, TRAIN);
+const varNames = new Map([...model.params].map(([name, v]) => [v.name, name]));
+const vars = [...model.params.values()];
+
+// The step of pretrain(): loss and grads per micro-batch (summed, then scaled by 1/accum), global
+// norm (read back), clip, AdamW. The batch of `batch` sequences is split into micro-batches of
+// `micro` sequences, as a recipe with batchSize=micro and gradAccum=batch/micro would.
+const micro = Number(a.micro || batch);
+if (!(micro > 0 && batch % micro === 0)) throw new Error(`--micro ${a.micro} must divide the batch ${batch}`);
+const accum = batch / micro;
+async function step(i) {
+  const full = batchAt(i);
+  let acc;
+  const ces = [];
+  const totals = [];
+  for (let m = 0; m < accum; m++) {
+    const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+    let ce;
+    const { value, grads } = tf.variableGrads(() => {
+      const l = lmLoss(model, b);
+      ce = tf.keep(l.ce.clone());
+      return l.total;
+    }, vars);
+    totals.push(value);
+    ces.push(ce);
+    if (!acc) acc = new Map(Object.entries(grads).map(([k, t]) => [varNames.get(k), t]));
+    else {
+      for (const [k, t] of Object.entries(grads)) {
+        const name = varNames.get(k);
+        const prev = acc.get(name);
+        // An MoE expert that no token of an earlier micro-batch reached has no gradient there.
+        if (!prev) {
+          acc.set(name, t);
+          continue;
+        }
+        acc.set(name, tf.add(prev, t));
+        prev.dispose();
+        t.dispose();
+      }
+    }
+  }
+  let g = acc;
+  if (accum > 1) {
+    const scaled = new Map([...g].map(([k, t]) => [k, tf.mul(t, 1 / accum)]));
+    tf.dispose([...g.values()]);
+    g = scaled;
+  }
+  const gradNorm = tf.tidy(() => tf.sqrt(tf.addN([...g.values()].map((t) => tf.sum(tf.square(t))))));
+  const norm = (await gradNorm.data())[0];
+  if (TRAIN.gradClip > 0 && norm > TRAIN.gradClip) {
+    const c = TRAIN.gradClip / norm;
+    for (const [k, t] of g) {
+      g.set(k, tf.mul(t, c));
+      t.dispose();
+    }
+  }
+  opt.step(g, TRAIN.lr);
+  const read = await Promise.all([...totals, ...ces].map((t) => t.data()));
+  tf.dispose([...g.values(), gradNorm, ...totals, ...ces]);
+  const mean = (from) => read.slice(from, from + accum).reduce((s, d) => s + d[0], 0) / accum;
+  return { loss: mean(0), ce: mean(accum), gradNorm: norm };
+}
+
+const info = { model: a.model, backend: a.backend, microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
+let done = 0;
+async function timed() {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const r = await step(done++);
+  const c = process.cpuUsage(c0);
+  return { ...r, step: done, seconds: (performance.now() - t0) / 1000, cpuSeconds: (c.user + c.system) / 1e6 };
+}
+
+// Loss of batch i without an update (mean over micro-batches): the same-model check.
+async function forwardLoss(i) {
+  const full = batchAt(i);
+  let sum = 0;
+  for (let m = 0; m < accum; m++) {
+    const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+    const t = tf.tidy(() => lmLoss(model, b).total);
+    sum += (await t.data())[0];
+    t.dispose();
+  }
+  return sum / accum;
+}
+
+// Kernel-level profile of one step: wall time per kernel name, summed, heaviest first.
+async function kernelProfile() {
+  const prof = await tf.profile(() => step(done++));
+  const byKernel = new Map();
+  for (const k of prof.kernels) {
+    const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
+    e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    e.calls += 1;
+    byKernel.set(k.name, e);
+  }
+  return [...byKernel].map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls })).sort((x, y) => y.ms - x.ms);
+}
+
+const log = (r, note = '') => console.error(`[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s${note}`);
+const final = () => ({ peakRssMb: peakRssMb(), tensors: tf.memory().numTensors, ...info });
+
+if (a.serve) {
+  // The orchestrator interleaves our steps with the reference's: `loss` prints the loss of the first
+  // batch without an update, `step` runs one optimizer step and prints its JSON line, `profile` one
+  // step under tf.profile, `quit` prints peak RSS and exits.
+  console.log(JSON.stringify({ ready: true, ...info }));
+  const { createInterface } = await import('node:readline');
+  for await (const line of createInterface({ input: process.stdin })) {
+    const cmd = line.trim();
+    if (cmd === 'step') {
+      const r = await timed();
+      log(r);
+      console.log(JSON.stringify(r));
+    } else if (cmd === 'loss') console.log(JSON.stringify({ initialLoss: await forwardLoss(0) }));
+    else if (cmd === 'profile') console.log(JSON.stringify({ profile: await kernelProfile() }));
+    else if (cmd === 'quit') break;
+  }
+  console.log(JSON.stringify(final()));
+  process.exit(0);
+}
+
+const warmup = Number(a.warmup);
+const steps = Number(a.steps);
+const rs = [];
+for (let i = 0; i < warmup + steps; i++) {
+  rs.push(await timed());
+  log(rs[i], i < warmup ? ' (warm-up)' : '');
+}
+const profile = a['tf-profile'] ? await kernelProfile() : undefined;
+const times = rs.slice(warmup).map((r) => r.seconds).sort((x, y) => x - y);
+const median = (times[(times.length - 1) >> 1] + times[times.length >> 1]) / 2;
+console.log(JSON.stringify({ ...final(), losses: rs.map((r) => r.loss), stepSeconds: times, medianStepSeconds: median, tokensPerSecond: (batch * seq) / median, profile }));
+process.exit(0);

@@ -1,0 +1,35 @@
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../src/kernel.js';
+import { jupyterEnv, python, requireSetup, tempRuns, unittestSummary } from './jupyter.js';
+
+// Each case starts the kernel through jupyter_client and trains the Tally example for a few steps.
+async function protocolCase(name: string): Promise<string> {
+  const env = jupyterEnv({ LATHE_TEST_RECIPE: join(REPO_ROOT, 'examples', 'recipes', 'tally-pretrain.json'), LATHE_TEST_OUT: tempRuns('kernel') });
+  const { code, out } = await python(['-m', 'unittest', '-v', `protocol.${name}`], env, 380_000);
+  const s = unittestSummary(out);
+  expect(code, out).toBe(0);
+  expect(s.ok && s.ran > 0 && s.skipped === 0, out).toBe(true);
+  return out;
+}
+
+describe('kernel protocol through jupyter_client', () => {
+  beforeAll(requireSetup);
+
+  it('interrupts: SIGINT stops training at a step boundary with a checkpoint and "interrupted at step N"; a second interrupt_request aborts the cell at once; a busy loop stops; the kernel stays usable and the run resumes', async () => {
+    const out = await protocolCase('InterruptTests');
+    expect(out).toMatch(/test_interrupt_stops_training_at_step_boundary_with_checkpoint .* ok/);
+    expect(out).toMatch(/test_second_interrupt_aborts_the_cell_at_once .* ok/);
+    expect(out).toMatch(/test_interrupt_stops_a_busy_loop .* ok/);
+  }, 400_000);
+
+  it('comms: lathe.runs lists live runs, follows one (metrics stream), cancels it; comm_info and comm_close; unknown targets are closed', async () => {
+    const out = await protocolCase('CommTests');
+    expect(out).toMatch(/test_runs_comm_lists_follows_and_cancels .* ok/);
+  }, 300_000);
+
+  it('live display: display_data with the run, Plotly, HTML and text, throttled update_display_data, complete final state; tables and recipe card', async () => {
+    const out = await protocolCase('DisplayTests');
+    expect(out).toMatch(/test_live_run_display_updates_in_place_and_ends_complete .* ok/);
+  }, 300_000);
+});

@@ -1,0 +1,31 @@
+import type { Tokenizer } from '../tokenizer/index.js';
+import { promptIds } from './pairs.js';
+import type { Doc } from './sources.js';
+
+// Prompts for the online stages (online DPO, GRPO): {"prompt": string | messages, ...} rows. The
+// whole row goes to the reward function as `example`.
+
+/** A tokenized prompt. */
+export interface PromptExample {
+  ids: number[];
+  /** Token ids that end a completion (eos; and <|end|> for chat prompts). */
+  stop: number[];
+  /** The prompt text as the reward function sees it (a chat prompt: the rendered chat). */
+  text: string;
+}
+
+/** A prompt row as a tokenized prompt; a reason string when malformed or too long. */
+export function promptExample(doc: Doc, tokenizer: Tokenizer, o: { context: number; maxNewTokens: number }): PromptExample | string {
+  const row = doc.row ?? {};
+  if (row.prompt === undefined) {
+    const keys = Object.keys(row);
+    return `missing field "prompt"; fields present: ${keys.length ? keys.join(', ') : 'none'}`;
+  }
+  const p = promptIds(row.prompt, 'prompt', tokenizer);
+  if (typeof p === 'string') return p;
+  if (p.ids.length + o.maxNewTokens > o.context) {
+    return `prompt has ${p.ids.length} tokens; with train.maxNewTokens ${o.maxNewTokens} it exceeds model.context ${o.context}`;
+  }
+  const stop = p.chat ? [tokenizer.special.eos, tokenizer.special.end] : [tokenizer.special.eos];
+  return { ids: p.ids, stop, text: typeof row.prompt === 'string' ? row.prompt : tokenizer.decode(p.ids) };
+}

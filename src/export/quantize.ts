@@ -1,0 +1,104 @@
+/**
+ * Int8 weight quantization for export: symmetric, one scale per output channel (row of an HF
+ * Linear weight [out, in]), scale = max|row| / 127, q = round-half-away-from-zero(w / scale).
+ *
+ * What is quantized: the attention projections (q, k, v, o), the MLP / expert projections
+ * (gate, up, down; Mixtral w1, w2, w3) and an untied lm_head. What stays float32: token
+ * embeddings (and so a tied head), RMSNorm gains and the MoE router, which are small and
+ * sensitive. The export stores the dequantized values (q * scale) as float32, so any
+ * transformers version loads it unchanged; the result measures the accuracy of int8 weights,
+ * not their size.
+ */
+
+/** Named float32 weights, as `LanguageModel.weights()` returns them. */
+export type NamedWeights = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** What {@link quantizeInt8} did. */
+export interface Int8Summary {
+  scheme: 'int8 symmetric per-output-channel, dequantized to float32';
+  /** Names of the quantized tensors. */
+  quantized: string[];
+  /** Names kept in float32. */
+  kept: string[];
+  /** Parameters quantized, and in all. */
+  quantizedParams: number;
+  totalParams: number;
+  /** Largest |w - dequant(q(w))| over all quantized weights. */
+  maxAbsError: number;
+  /** Root mean square of w - dequant(q(w)) over the quantized weights, relative to their RMS. */
+  relativeRmsError: number;
+}
+
+const LINEAR = /(\.self_attn\.[qkvo]_proj\.weight|\.mlp\.(gate|up|down)_proj\.weight|\.experts\.\d+\.w[123]\.weight)$/;
+
+/** Whether a weight is quantized by {@link quantizeInt8}. */
+export function isQuantizedWeight(name: string): boolean {
+  return LINEAR.test(name) || name === 'lm_head.weight';
+}
+
+/**
+ * Quantizes one [rows, cols] matrix per row. Returns the int8 values, the float32 row scales and
+ * the dequantized matrix.
+ */
+export function quantizeRows(data: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array; dequant: Float32Array } {
+  const q = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  const dequant = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    let max = 0;
+    for (let c = 0; c < cols; c++) max = Math.max(max, Math.abs(data[r * cols + c]!));
+    const scale = Math.fround(max / 127);
+    scales[r] = scale;
+    if (scale === 0) continue;
+    for (let c = 0; c < cols; c++) {
+      const x = data[r * cols + c]! / scale;
+      const v = Math.max(-127, Math.min(127, Math.sign(x) * Math.round(Math.abs(x))));
+      q[r * cols + c] = v;
+      dequant[r * cols + c] = v * scale;
+    }
+  }
+  return { q, scales, dequant };
+}
+
+/** Quantize-dequantizes the Linear weights of a model (see the module comment for which). */
+export function quantizeInt8(weights: NamedWeights): { weights: NamedWeights; summary: Int8Summary } {
+  const out: NamedWeights = new Map();
+  const quantized: string[] = [];
+  const kept: string[] = [];
+  let quantizedParams = 0;
+  let totalParams = 0;
+  let maxAbsError = 0;
+  let errSq = 0;
+  let refSq = 0;
+  for (const [name, w] of weights) {
+    totalParams += w.data.length;
+    if (!isQuantizedWeight(name) || w.shape.length !== 2) {
+      out.set(name, w);
+      kept.push(name);
+      continue;
+    }
+    const [rows, cols] = w.shape as [number, number];
+    const { dequant } = quantizeRows(w.data, rows, cols);
+    for (let i = 0; i < dequant.length; i++) {
+      const e = dequant[i]! - w.data[i]!;
+      maxAbsError = Math.max(maxAbsError, Math.abs(e));
+      errSq += e * e;
+      refSq += w.data[i]! * w.data[i]!;
+    }
+    out.set(name, { shape: w.shape.slice(), data: dequant });
+    quantized.push(name);
+    quantizedParams += w.data.length;
+  }
+  return {
+    weights: out,
+    summary: {
+      scheme: 'int8 symmetric per-output-channel, dequantized to float32',
+      quantized,
+      kept,
+      quantizedParams,
+      totalParams,
+      maxAbsError,
+      relativeRmsError: refSq > 0 ? Math.sqrt(errSq / refSq) : 0,
+    },
+  };
+}

@@ -1,0 +1,286 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { tf } from '../backend/tf.js';
+import { promptIds } from '../data/pairs.js';
+import { readPostRows, type PostManifest } from '../data/post.js';
+import { promptExample, type PromptExample } from '../data/prompts.js';
+import { LatheError } from '../errors.js';
+import { sampleToken, type SampleOptions } from '../model/generate.js';
+import { disposeCache, type LanguageModel } from '../model/model.js';
+import { Rng } from '../random.js';
+import type { RecipeLock } from '../recipe/lock.js';
+import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';
+import type { Tokenizer } from '../tokenizer/index.js';
+import { loadBase } from './base.js';
+import { RewardHost, type RewardHostOptions, type RewardOutcome } from './reward.js';
+import { seqBatch, StageFailure, tokenLogProbsData, type PostStageContext } from './stage.js';
+
+// Rollouts for the online stages: n completions of one prompt, sampled together as a batch of n
+// with a KV cache (the prompt is encoded once and its cache shared), from one restorable Rng.
+
+/** One sampled completion. */
+export interface Completion {
+  /** Token ids, including the token that ended it (a stop id, or the one that completed a stop string). */
+  ids: number[];
+  /** The text the judge sees: decoded without special tokens, cut before a stop string. */
+  text: string;
+  /** Ended by a stop token or string (false: hit maxNewTokens or the context). */
+  finished: boolean;
+}
+
+/** Sampling settings of a rollout. */
+export interface RolloutOptions {
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  /** Token ids that end a completion. */
+  stopIds: number[];
+  /** Strings that end a completion. */
+  stopStrings: string[];
+}
+
+/** Cuts text before the first stop string; reports whether one was found. */
+export function cutAtStop(text: string, stops: readonly string[]): { text: string; hit: boolean } {
+  let end = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (end < 0 || i < end)) end = i;
+  }
+  return end < 0 ? { text, hit: false } : { text: text.slice(0, end), hit: true };
+}
+
+/** Samples n completions of `prompt` (token ids) from the model. Greedy when temperature is 0. */
+export async function sampleGroup(model: LanguageModel, tokenizer: Tokenizer, prompt: number[], n: number, o: RolloutOptions, rng: Rng): Promise<Completion[]> {
+  const ctxLen = model.spec.context;
+  if (prompt.length >= ctxLen) throw new Error(`prompt of ${prompt.length} tokens leaves no room in a context of ${ctxLen}`);
+  const cache = model.newCache();
+  const samp: SampleOptions = { temperature: o.temperature, topK: o.topK, topP: o.topP };
+  const out: Completion[] = Array.from({ length: n }, () => ({ ids: [], text: '', finished: false }));
+  const stop = new Set(o.stopIds);
+  try {
+    // Prefill once, then repeat the cache n times along the batch axis.
+    const first = tf.tidy(() => {
+      const { logits } = model.forward(tf.tensor2d([prompt], [1, prompt.length], 'int32'), { cache, pos0: 0 });
+      return tf.slice(logits, [prompt.length - 1, 0], [1, -1]);
+    });
+    const firstData = (await first.data()) as Float32Array;
+    first.dispose();
+    if (n > 1) {
+      for (const c of cache) {
+        const [k, v] = [c.k!, c.v!];
+        c.k = tf.keep(tf.tile(k, [n, 1, 1, 1]));
+        c.v = tf.keep(tf.tile(v, [n, 1, 1, 1]));
+        k.dispose();
+        v.dispose();
+      }
+    }
+    const V = model.spec.vocabSize;
+    let logits: Float32Array[] = Array.from({ length: n }, () => firstData);
+    let pos = prompt.length;
+    let live = n;
+    for (let t = 0; t < o.maxNewTokens && pos < ctxLen && live > 0; t++) {
+      const next = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        const c = out[i]!;
+        if (c.finished) {
+          next[i] = tokenizer.special.pad;
+          continue;
+        }
+        const tok = sampleToken(logits[i]!, samp, rng);
+        next[i] = tok;
+        c.ids.push(tok);
+        if (stop.has(tok)) {
+          c.finished = true;
+          live--;
+          continue;
+        }
+        if (o.stopStrings.length) {
+          const cut = cutAtStop(tokenizer.decode(c.ids, { skipSpecial: true }), o.stopStrings);
+          if (cut.hit) {
+            c.finished = true;
+            live--;
+          }
+        }
+      }
+      pos++;
+      if (live === 0 || t + 1 >= o.maxNewTokens || pos >= ctxLen) break;
+      const step = tf.tidy(() => model.forward(tf.tensor2d(next, [n, 1], 'int32'), { cache, pos0: pos - 1 }).logits);
+      const data = (await step.data()) as Float32Array;
+      step.dispose();
+      logits = Array.from({ length: n }, (_, i) => data.subarray(i * V, (i + 1) * V));
+    }
+  } finally {
+    disposeCache(cache);
+  }
+  for (const c of out) {
+    const ids = c.ids.length && stop.has(c.ids.at(-1)!) ? c.ids.slice(0, -1) : c.ids;
+    c.text = cutAtStop(tokenizer.decode(ids, { skipSpecial: true }), o.stopStrings).text;
+  }
+  return out;
+}
+
+// ---- Prompt data and judging, shared by GRPO and online DPO ----
+
+/** A training or held-out prompt: its tokens and the whole row (the reward's `example`). */
+export interface PromptItem {
+  ids: number[];
+  stop: number[];
+  row: Record<string, unknown>;
+}
+
+/** Reads, checks and tokenizes an online stage's prompts; writes data/prepared.json. */
+export async function preparePrompts(ctx: Pick<PostStageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>): Promise<{ train: PromptItem[]; val: PromptItem[]; manifest: PostManifest }> {
+  const r = ctx.lock.recipe;
+  const rows = await readPostRows(ctx.lock, (doc) => promptExample(doc, ctx.tokenizer, { context: r.model.context, maxNewTokens: r.train.maxNewTokens }));
+  const item = (x: { value: PromptExample; row: Record<string, unknown> }): PromptItem => ({ ids: x.value.ids, stop: x.value.stop, row: x.row });
+  const train = rows.train.map(item);
+  const val = rows.val.map(item);
+  const manifest: PostManifest = {
+    stage: r.stage,
+    lock: ctx.lock.id,
+    examples: { train: train.length, val: val.length },
+    rejected: rows.rejected,
+    rejections: rows.rejections,
+    duplicates: rows.duplicates,
+    truncated: 0,
+    tokens: { train: train.reduce((a, p) => a + p.ids.length, 0), val: val.reduce((a, p) => a + p.ids.length, 0) },
+    vocabSize: ctx.tokenizer.vocabSize,
+  };
+  await writeFile(join(ctx.rd.dataDir, 'prepared.json'), JSON.stringify(manifest, null, 1));
+  return { train, val, manifest };
+}
+
+/** Ranks completions of a prompt: a reward function, or a reward-model run. */
+export interface Judge {
+  readonly label: string;
+  scoreGroup(prompt: PromptItem, completions: Completion[]): Promise<RewardOutcome[]>;
+  close(): Promise<void>;
+}
+
+/** A judge that calls a reward module's function on each completion: (completion text, prompt row). */
+export class RewardJudge implements Judge {
+  private constructor(private readonly host: RewardHost) {}
+
+  static async open(o: RewardHostOptions): Promise<RewardJudge> {
+    return new RewardJudge(await RewardHost.open(o));
+  }
+
+  get label(): string {
+    return this.host.label;
+  }
+
+  async scoreGroup(prompt: PromptItem, completions: Completion[]): Promise<RewardOutcome[]> {
+    const out: RewardOutcome[] = [];
+    for (const c of completions) out.push(await this.host.score(c.text, prompt.row));
+    return out;
+  }
+
+  close(): Promise<void> {
+    return this.host.close();
+  }
+}
+
+/**
+ * A judge that scores a completion by a reward-model run: the mean log-probability that model gives
+ * the completion's tokens (its own tokenization of the completion text, plus the end token when the
+ * completion finished), given the prompt. Higher is better.
+ */
+export class ModelJudge implements Judge {
+  constructor(
+    private readonly model: LanguageModel,
+    private readonly tokenizer: Tokenizer,
+    readonly label: string,
+  ) {}
+
+  async scoreGroup(prompt: PromptItem, completions: Completion[]): Promise<RewardOutcome[]> {
+    const p = promptIds(prompt.row.prompt, 'prompt', this.tokenizer);
+    if (typeof p === 'string') return completions.map(() => ({ error: `judge model cannot read the prompt: ${p}` }));
+    const end = p.chat ? this.tokenizer.special.end : this.tokenizer.special.eos;
+    const ctxLen = this.model.spec.context;
+    const seqs = completions.map((c) => {
+      let ids = this.tokenizer.encode(c.text);
+      if (c.finished || !ids.length) ids = [...ids, end];
+      const room = Math.max(1, ctxLen + 1 - p.ids.length);
+      return { prompt: p.ids.slice(-ctxLen), completion: ids.slice(0, room) };
+    });
+    const b = seqBatch(seqs, this.tokenizer.special.pad);
+    const lp = await tokenLogProbsData(this.model, b);
+    return seqs.map((_, i) => {
+      let sum = 0;
+      let n = 0;
+      for (let t = 0; t < b.seq; t++) if (b.mask[i * b.seq + t]) (sum += lp[i * b.seq + t]!), n++;
+      return { value: n ? sum / n : -Infinity };
+    });
+  }
+
+  async close(): Promise<void> {
+    this.model.dispose();
+  }
+}
+
+/** Opens the judge a lock names: its reward module, or its reward-model run. */
+export async function openJudge(lock: RecipeLock, r: OnlineDpoRecipe | GrpoRecipe): Promise<Judge> {
+  const cfg = r.stage === 'grpo' ? r.reward : r.judge.reward;
+  if (cfg && lock.reward) return RewardJudge.open({ path: lock.reward.path, export: lock.reward.export, timeoutMs: cfg.timeoutMs, where: r.stage === 'grpo' ? 'reward.module' : 'judge.reward.module' });
+  if (lock.judge) {
+    const { model, tokenizer } = await loadBase(lock.judge, 'judge.model');
+    return new ModelJudge(model, tokenizer, `judge.model ${lock.judge.path}`);
+  }
+  throw new LatheError(`${r.stage}: the lock names no judge; set ${r.stage === 'grpo' ? 'reward' : 'judge.reward or judge.model'}`);
+}
+
+/** Reward errors of a step, checked against the recipe's policy. */
+export class RewardErrors {
+  private noticed = new Set<string>();
+
+  constructor(
+    private readonly ctx: Pick<PostStageContext, 'event'>,
+    private readonly label: string,
+    private readonly policy: { onError: 'skip' | 'fail'; maxErrorRate: number } | undefined,
+  ) {}
+
+  /** Reports new kinds of error once as a notice; throws StageFailure when the policy says stop. */
+  check(step: number, outcomes: RewardOutcome[]): number {
+    const errs = outcomes.filter((o): o is { error: string } => 'error' in o);
+    for (const e of errs) {
+      const kind = e.error.replace(/\d+/g, 'N');
+      if (this.noticed.has(kind) || this.noticed.size >= 5) continue;
+      this.noticed.add(kind);
+      this.ctx.event({ type: 'notice', step, message: `${this.label} ${e.error} (step ${step}; such completions are skipped and counted in reward_errors)` });
+    }
+    if (!errs.length || !this.policy) return errs.length;
+    const rate = errs.length / outcomes.length;
+    if (this.policy.onError === 'fail' || rate > this.policy.maxErrorRate || errs.length === outcomes.length) {
+      const why = this.policy.onError === 'fail' ? 'onError is "fail"' : `more than maxErrorRate ${this.policy.maxErrorRate}`;
+      throw new StageFailure(`${this.label}: ${errs.length} of ${outcomes.length} completions failed at step ${step} (${why}; first: ${errs[0]!.error})`);
+    }
+    return errs.length;
+  }
+}
+
+/** Mean and (sample) standard deviation of finite values. */
+export function meanStd(xs: number[]): { mean: number; std: number; n: number } {
+  const v = xs.filter((x) => Number.isFinite(x));
+  const n = v.length;
+  if (!n) return { mean: NaN, std: NaN, n };
+  const mean = v.reduce((a, b) => a + b, 0) / n;
+  const std = n > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  return { mean, std, n };
+}
+
+/** Greedy completions of held-out prompts, judged: the mean score (errors left out and counted). */
+export async function evaluateRollouts(model: LanguageModel, tokenizer: Tokenizer, judge: Judge, prompts: PromptItem[], o: Omit<RolloutOptions, 'stopIds' | 'temperature'>): Promise<{ mean: number; errors: number; length: number }> {
+  const scores: number[] = [];
+  let errors = 0;
+  let length = 0;
+  const rng = new Rng(0);
+  for (const p of prompts) {
+    const [c] = await sampleGroup(model, tokenizer, p.ids, 1, { ...o, temperature: 0, stopIds: p.stop }, rng);
+    length += c!.ids.length;
+    const [s] = await judge.scoreGroup(p, [c!]);
+    if ('value' in s!) scores.push(s.value);
+    else errors++;
+  }
+  return { mean: meanStd(scores).mean, errors, length: prompts.length ? length / prompts.length : 0 };
+}

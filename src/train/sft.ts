@@ -1,0 +1,116 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { tf } from '../backend/tf.js';
+import { fitExample, sftEvalBatches, sftExample, SftSampler, type SftExample } from '../data/chat.js';
+import { readPostRows, type PostManifest } from '../data/post.js';
+import { LatheError } from '../errors.js';
+import type { LanguageModel } from '../model/model.js';
+import type { SftRecipe } from '../recipe/schema.js';
+import { lmLoss, type TokenBatch } from './loss.js';
+import { meanOf, round4, stepLoop, Updater, type PostStageContext, type StageResult } from './stage.js';
+
+// Supervised fine-tuning: chat rows rendered with the tokenizer's chat template, the loss on
+// assistant tokens only (a per-token weight: lmLoss's masked cross-entropy), whole conversations
+// packed into context windows. Metrics: loss and token_accuracy over assistant tokens.
+
+/** Mean assistant-token loss and accuracy over fixed batches. */
+export async function evaluateSft(model: LanguageModel, batches: TokenBatch[]): Promise<{ loss: number; accuracy: number } | undefined> {
+  if (!batches.length) return undefined;
+  let loss = 0;
+  let acc = 0;
+  let weight = 0;
+  for (const b of batches) {
+    const w = b.weights!.reduce((a, x) => a + x, 0);
+    if (!w) continue;
+    const [l, a] = tf.tidy(() => {
+      const p = lmLoss(model, b, { accuracy: true });
+      return [p.ce, p.accuracy!];
+    });
+    loss += (await l.data())[0]! * w;
+    acc += (await a.data())[0]! * w;
+    weight += w;
+    tf.dispose([l, a]);
+  }
+  return weight ? { loss: loss / weight, accuracy: acc / weight } : undefined;
+}
+
+/** Reads, checks and tokenizes a SFT lock's chats; writes data/prepared.json. */
+export async function prepareSft(ctx: Pick<PostStageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>): Promise<{ train: SftExample[]; val: SftExample[]; manifest: PostManifest }> {
+  const r = ctx.lock.recipe;
+  const max = r.model.context + 1;
+  let truncated = 0;
+  const rows = await readPostRows(ctx.lock, (doc) => sftExample(doc, ctx.tokenizer, r.train.assistantOnly));
+  const fit = (xs: { value: SftExample }[]) =>
+    xs.map((x) => {
+      const f = fitExample(x.value, max);
+      if (f.truncated) truncated++;
+      return f.ex;
+    });
+  const train = fit(rows.train);
+  const val = fit(rows.val);
+  const manifest: PostManifest = {
+    stage: 'sft',
+    lock: ctx.lock.id,
+    examples: { train: train.length, val: val.length },
+    rejected: rows.rejected,
+    rejections: rows.rejections,
+    duplicates: rows.duplicates,
+    truncated,
+    tokens: { train: train.reduce((a, e) => a + e.ids.length, 0), val: val.reduce((a, e) => a + e.ids.length, 0) },
+    vocabSize: ctx.tokenizer.vocabSize,
+  };
+  await writeFile(join(ctx.rd.dataDir, 'prepared.json'), JSON.stringify(manifest, null, 1));
+  return { train, val, manifest };
+}
+
+/** Runs SFT. */
+export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult> {
+  const r = ctx.lock.recipe;
+  const cfg = r.train;
+  const seq = ctx.model.spec.context;
+  const { train, val, manifest } = await prepareSft(ctx);
+  announce(ctx, manifest, 'conversations');
+  if (!train.length) throw new LatheError(`data: no training conversations left (${manifest.rejected} rejected, ${manifest.examples.val} held out); check the data or lower data.valFraction`);
+  const pad = ctx.tokenizer.special.pad;
+  const sampler = new SftSampler(train, { seq, batch: cfg.batchSize, seed: r.seed, pad, packing: cfg.packing }, ctx.resume?.state.sampler);
+  const evals = sftEvalBatches(val, { seq, batch: cfg.batchSize, count: r.eval.batches, pad, packing: cfg.packing });
+  const updater = new Updater(ctx.model, cfg, ctx.resume);
+  try {
+    return await stepLoop(ctx, { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart }, {
+      stage: 'sft',
+      updater,
+      state: () => ({ sampler: sampler.position }),
+      async body(_step, lr) {
+        const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
+        const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) => {
+          const l = lmLoss(ctx.model, batches[i]!, { accuracy: true });
+          return { loss: l.total, report: [l.ce, l.accuracy!] };
+        });
+        const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
+        return {
+          metrics: { loss: meanOf(reports, 0), token_accuracy: round4(meanOf(reports, 1)), grad_norm: gradNorm, assistant_tokens: trained, examples: batches.reduce((a, b) => a + b.examples, 0), epoch: round4(sampler.epochs()) },
+          tokens: batches.length * cfg.batchSize * seq,
+        };
+      },
+      evaluate: evals.length
+        ? async (): Promise<Record<string, number>> => {
+            const e = await evaluateSft(ctx.model, evals);
+            return e ? { eval_loss: e.loss, eval_token_accuracy: round4(e.accuracy) } : {};
+          }
+        : undefined,
+    });
+  } finally {
+    updater.dispose();
+  }
+}
+
+/** The 'prepared' event of a post-training stage (fresh starts only). */
+export function announce(ctx: Pick<PostStageContext, 'fresh' | 'event'>, m: PostManifest, what: string): void {
+  if (!ctx.fresh) return;
+  const first = m.rejections[0];
+  ctx.event({
+    type: 'prepared',
+    message: `data ready: ${m.examples.train} ${what} for training, ${m.examples.val} held out; ${m.duplicates} duplicates removed, ${m.rejected} rows rejected${first ? ` (first: ${first.file}:${first.line}: ${first.reason})` : ''}${m.truncated ? `, ${m.truncated} cut to fit the context` : ''}`,
+    rejected: m.rejected,
+  });
+}
