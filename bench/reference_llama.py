@@ -215,6 +215,8 @@ def main():
     ap.add_argument('--dir', required=True)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--micro', type=int, default=0, help='micro-batch (gradient accumulation); 0 = the whole batch')
+    ap.add_argument('--check-micro', type=int, default=0,
+                    help='micro-batch of the `loss` command (match Lathe\'s: the MoE balance loss is per micro-batch); 0 = --micro')
     ap.add_argument('--attn', choices=['sdpa', 'naive'], default='sdpa')
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--steps', type=int, default=3)
@@ -267,9 +269,10 @@ def main():
     def forward_loss(i):
         """Loss of batch i without an update (mean over micro-batches): the same-model check."""
         window = toks[i % toks.shape[0]]
+        mb = a.check_micro or micro
         with torch.no_grad():
-            return sum(model.loss(window[m * micro:(m + 1) * micro, :-1], window[m * micro:(m + 1) * micro, 1:])[0].item()
-                       for m in range(accum)) / accum
+            return sum(model.loss(window[m * mb:(m + 1) * mb, :-1], window[m * mb:(m + 1) * mb, 1:])[0].item()
+                       for m in range(batch // mb)) / (batch // mb)
 
     info = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'microBatch': micro, 'batch': batch,
             'params': sum(p.numel() for p in params), 'attn': a.attn}

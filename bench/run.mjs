@@ -79,7 +79,7 @@ const REPEATS = {
   tokEncode: quick ? 1 : 3,
 };
 /** Micro-batch of our training step per model and backend (see README: the wasm heap is 4 GB). */
-const MICRO = { wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 }, cpu: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 } };
+const MICRO = { wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 }, cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 } };
 const STEP_TIMEOUT_S = 30 * 60;
 
 const work = mkdtempSync(join(tmpdir(), 'lathe-bench-'));
@@ -112,7 +112,13 @@ function runJson(cmd, argv, opts = {}) {
 class Server {
   constructor(label, cmd, argv) {
     this.label = label;
-    this.child = spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+    this.child = spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Passed through, and the tail kept so a crash can be reported with its cause.
+    this.stderrTail = '';
+    this.child.stderr.on('data', (d) => {
+      process.stderr.write(d);
+      this.stderrTail = (this.stderrTail + d).slice(-4000);
+    });
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
     this.exit = new Promise((resolve) => this.child.on('close', (code, signal) => resolve(code ?? signal)));
   }
@@ -121,7 +127,7 @@ class Server {
     let timer;
     const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${this.label}: no answer in ${STEP_TIMEOUT_S} s`)), STEP_TIMEOUT_S * 1000)));
     const line = this.lines.next().then(async (r) => {
-      if (r.done) throw new Error(`${this.label} exited (${await this.exit}) before answering`);
+      if (r.done) throw new Error(`${this.label} exited (${await this.exit}) before answering: ${this.cause()}`);
       return JSON.parse(r.value);
     });
     try {
@@ -129,6 +135,12 @@ class Server {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The error line of a crashed child (e.g. tfjs-wasm's "RuntimeError: Aborted()"). */
+  cause() {
+    const lines = this.stderrTail.split('\n').map((l) => l.trim()).filter(Boolean);
+    return lines.reverse().find((l) => /Error|Abort|out of memory|Killed/i.test(l) && !l.startsWith('at ')) ?? lines[0] ?? 'no message';
   }
 
   async send(cmd) {
@@ -191,7 +203,7 @@ async function trainCase(caseName, model, backend) {
   const micro = Number(args.micro ?? MICRO[backend][model]);
   await runJson(process.execPath, [join(here, 'train_step.mjs'), 'export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)]);
   const ours = new Server(`ours ${model} ${backend}`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
-  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir]);
+  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir, '--check-micro', String(micro)]);
   const oursSteps = [];
   const refSteps = [];
   let error;
@@ -231,6 +243,23 @@ async function trainCase(caseName, model, backend) {
     ref.kill();
     throw new Error(`${caseName}: the PyTorch reference failed: ${e.message}`);
   }
+  let fwdBwd;
+  if (error) {
+    // Our full step cannot run: time the loss and gradients alone in a fresh child, so the table
+    // still shows what the step costs before the optimizer.
+    const probe = new Server(`ours ${model} ${backend} (grads only)`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
+    try {
+      await probe.next();
+      await probe.send('grads');
+      const timed = await probe.send('grads');
+      await probe.quit();
+      fwdBwd = { tokensPerSecond: (16 * MODELS[model].context) / timed.seconds, seconds: timed.seconds };
+      log(`${caseName}: loss+gradients alone (no optimizer): ${fwdBwd.tokensPerSecond.toFixed(1)} tokens/s`);
+    } catch (e) {
+      probe.kill();
+      fwdBwd = { error: e.message };
+    }
+  }
   const tokens = oursInfo?.tokensPerStep ?? 16 * MODELS[model].context;
   const flopsPerToken = oursInfo?.flopsPerToken;
   const oursTps = oursSteps.length ? tokens / median(oursSteps.map((s) => s.seconds)) : 0;
@@ -255,9 +284,12 @@ async function trainCase(caseName, model, backend) {
       oursPeakRssMb: oursInfo?.peakRssMb,
       referencePeakRssMb: refInfo.peakRssMb,
       sameModel: check,
+      ...(fwdBwd ? { oursLossAndGradientsOnly: fwdBwd } : {}),
     },
   };
   if (error) report.error = error;
+  if (check.pass === false) report.note += `; SAME-MODEL CHECK FAILED: initial loss differs by ${check.initialLossDiff.toExponential(2)}`;
+  if (fwdBwd?.tokensPerSecond) report.note += `; ours loss+grads alone ${fwdBwd.tokensPerSecond.toFixed(1)} tokens/s`;
   if (flopsPerToken && ceiling) report.mfu = { ours: (oursTps * flopsPerToken) / (ceiling * 1e9), reference: (refTps * flopsPerToken) / (ceiling * 1e9) };
   training[`${model}:${backend}`] = report;
   return [report];

@@ -7,7 +7,7 @@
 //   node bench/train_step.mjs train --model small-dense --backend wasm --dir D --warmup 1 --steps 3 [--micro 4] [--tf-profile]
 //       trains on D/tokens.bin from the same seed's weights and reports losses, step times, peak RSS
 //   ... train ... --serve
-//       reads commands from stdin (loss | step | profile | quit) so bench/run.mjs can interleave it with the reference
+//       reads commands from stdin (loss | step | grads | profile | quit) so bench/run.mjs can interleave it with the reference
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -171,17 +171,25 @@ async function forwardLoss(i) {
   return sum / accum;
 }
 
-// Kernel-level profile of one step: wall time per kernel name, summed, heaviest first.
+// Kernel-level profile of one step: wall time per kernel name, and per kernel name and input
+// shapes, summed, heaviest first. `forward` is a customGrad op (Lathe's linear): its time
+// includes the kernels it runs, which are also listed on their own.
 async function kernelProfile() {
   const prof = await tf.profile(() => step(done++));
-  const byKernel = new Map();
-  for (const k of prof.kernels) {
-    const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
+  const add = (map, key) => (k) => {
+    const e = map.get(key(k)) ?? { ms: 0, calls: 0 };
     e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
     e.calls += 1;
-    byKernel.set(k.name, e);
+    map.set(key(k), e);
+  };
+  const byKernel = new Map();
+  const byShape = new Map();
+  for (const k of prof.kernels) {
+    add(byKernel, (x) => x.name)(k);
+    add(byShape, (x) => `${x.name} ${JSON.stringify(x.inputShapes)}`)(k);
   }
-  return [...byKernel].map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls })).sort((x, y) => y.ms - x.ms);
+  const list = (m, n) => [...m].map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls })).sort((x, y) => y.ms - x.ms).slice(0, n);
+  return { kernels: list(byKernel, 40), shapes: list(byShape, 40) };
 }
 
 const log = (r, note = '') => console.error(`[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s${note}`);
@@ -189,7 +197,8 @@ const final = () => ({ peakRssMb: peakRssMb(), tensors: tf.memory().numTensors, 
 
 if (a.serve) {
   // The orchestrator interleaves our steps with the reference's: `loss` prints the loss of the first
-  // batch without an update, `step` runs one optimizer step and prints its JSON line, `profile` one
+  // batch without an update, `step` runs one optimizer step and prints its JSON line, `grads` only
+  // the loss and gradients of a step (no optimizer), `profile` one
   // step under tf.profile, `quit` prints peak RSS and exits.
   console.log(JSON.stringify({ ready: true, ...info }));
   const { createInterface } = await import('node:readline');
@@ -199,6 +208,18 @@ if (a.serve) {
       const r = await timed();
       log(r);
       console.log(JSON.stringify(r));
+    } else if (cmd === 'grads') {
+      // Loss and gradients of every micro-batch, no clipping or update: what the step costs
+      // before the optimizer (used when the full step cannot run).
+      const t0 = performance.now();
+      const full = batchAt(done++);
+      for (let m = 0; m < accum; m++) {
+        const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+        const { value, grads } = tf.variableGrads(() => lmLoss(model, b).total, vars);
+        await value.data();
+        tf.dispose([value, ...Object.values(grads)]);
+      }
+      console.log(JSON.stringify({ step: done, seconds: (performance.now() - t0) / 1000 }));
     } else if (cmd === 'loss') console.log(JSON.stringify({ initialLoss: await forwardLoss(0) }));
     else if (cmd === 'profile') console.log(JSON.stringify({ profile: await kernelProfile() }));
     else if (cmd === 'quit') break;

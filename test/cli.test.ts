@@ -99,4 +99,64 @@ describe('lathe CLI', () => {
     const g2 = lathe(['generate', run, '--prompt', 'let ', '--max-tokens', '10', '--seed', '1']);
     expect(g2.stdout).toBe(g.stdout);
   });
+
+  it('init writes runnable recipes for every stage (--from a run, --reward module#export); train, inspect and bad input exit cleanly', async () => {
+    const dir = await scratch();
+    const data = await tallySlice(dir, 300);
+    await writeFile(join(dir, 'base.json'), JSON.stringify(tinyRecipe(data, { backend: 'wasm', train: { steps: 6, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } })));
+    const base = join(dir, 'base');
+    expect(lathe(['train', join(dir, 'base.json'), '--out', base]).status).toBe(0);
+    const chat = ['{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"let px = 1"}]}', '{"messages":[{"role":"assistant","content":"out of order"}]}'];
+    for (let i = 0; i < 20; i++) chat.push(JSON.stringify({ messages: [{ role: 'user', content: `q${i}` }, { role: 'assistant', content: `emit px${i}` }] }));
+    await writeFile(join(dir, 'chat.jsonl'), chat.join('\n') + '\n');
+    const prompts = Array.from({ length: 20 }, (_, i) => JSON.stringify({ prompt: `let px = ${i}\nemit`, expected: String(i) }));
+    await writeFile(join(dir, 'prompts.jsonl'), prompts.join('\n') + '\n');
+    await writeFile(join(dir, 'reward.mjs'), 'export const score = (completion, example) => (completion.trim() === "px" ? 1 : 0);\n');
+
+    // sft --from a run: the model comes from it, so the recipe has no model section.
+    const i1 = lathe(['init', 'sft', '--data', join(dir, 'chat.jsonl'), '--from', base, '--out', join(dir, 'sft.json')]);
+    expect(i1.status, i1.stderr).toBe(0);
+    const sftRecipe = JSON.parse(await readFile(join(dir, 'sft.json'), 'utf8'));
+    expect(sftRecipe).toMatchObject({ stage: 'sft', from: 'base', data: { sources: [{ path: 'chat.jsonl' }], onError: 'skip' } });
+    expect(sftRecipe.model).toBeUndefined();
+    expect(lathe(['validate', join(dir, 'sft.json')]).status).toBe(0);
+    const inspect = lathe(['data', 'inspect', join(dir, 'sft.json')]);
+    expect(inspect.status, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(/chat\.jsonl:2: messages\[0\]\.role is "assistant" where "user" is expected/);
+    const t = lathe(['train', join(dir, 'sft.json'), '--steps', '2', '--backend', 'wasm', '--out', join(dir, 'sft-run'), '--json']);
+    expect(t.status, t.stderr).toBe(0);
+    const lines = t.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.stage === 'sft').map((l) => l.step)).toEqual([1, 2]);
+    expect(lines.at(-1).summary.status).toBe('completed');
+
+    // grpo with module#export; online-dpo with a judge model; every init validates.
+    expect(lathe(['init', 'grpo', '--data', join(dir, 'prompts.jsonl'), '--from', base, '--reward', `${join(dir, 'reward.mjs')}#score`, '--out', join(dir, 'grpo.json')]).status).toBe(0);
+    expect(JSON.parse(await readFile(join(dir, 'grpo.json'), 'utf8')).reward).toEqual({ module: 'reward.mjs', export: 'score' });
+    expect(lathe(['validate', join(dir, 'grpo.json')]).status).toBe(0);
+    const g = lathe(['train', join(dir, 'grpo.json'), '--steps', '1', '--backend', 'wasm', '--out', join(dir, 'grpo-run')]);
+    expect(g.status, g.stderr).toBe(0);
+    expect(lathe(['init', 'online-dpo', '--data', join(dir, 'prompts.jsonl'), '--from', base, '--judge-model', base, '--out', join(dir, 'odpo.json')]).status).toBe(0);
+    expect(lathe(['validate', join(dir, 'odpo.json')]).status).toBe(0);
+    expect(lathe(['init', 'dpo', '--data', join(dir, 'prompts.jsonl'), '--out', join(dir, 'dpo.json')]).status).toBe(0);
+    expect(JSON.parse(await readFile(join(dir, 'dpo.json'), 'utf8')).model).toMatchObject({ dim: 128 });
+
+    // Bad input exits 2 with the reason.
+    const noReward = lathe(['init', 'grpo', '--data', join(dir, 'prompts.jsonl'), '--out', join(dir, 'x.json')]);
+    expect(noReward.status).toBe(2);
+    expect(noReward.stderr).toMatch(/init grpo: pass --reward <module>\[#export\]/);
+    const noBase = lathe(['init', 'sft', '--data', join(dir, 'chat.jsonl'), '--from', join(dir, 'nope'), '--out', join(dir, 'y.json')]);
+    expect(noBase.status).toBe(2);
+    expect(noBase.stderr).toMatch(/--from .*nope: not a directory/);
+    await writeFile(join(dir, 'bad-grpo.json'), JSON.stringify({ ...JSON.parse(await readFile(join(dir, 'grpo.json'), 'utf8')), reward: { module: 'missing.mjs' } }));
+    const missing = lathe(['validate', join(dir, 'bad-grpo.json')]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/reward\.module: missing\.mjs does not exist/);
+    // A reward that always throws: the run stops with a checkpoint and says why (exit 1), no stack.
+    await writeFile(join(dir, 'reward.mjs'), 'export const score = () => { throw new Error("no answer"); };\n');
+    const broken = lathe(['train', join(dir, 'grpo.json'), '--steps', '2', '--backend', 'wasm', '--out', join(dir, 'grpo-broken')]);
+    expect(broken.status).toBe(1);
+    expect(broken.stderr).toMatch(/error: reward\.module .*reward\.mjs#score: \d+ of \d+ completions failed at step 1 .*threw Error: no answer .*stopped with a checkpoint at step 0/);
+    expect(broken.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(dir, 'grpo-broken', 'checkpoints', '0', 'state.json'))).toBe(true);
+  });
 });

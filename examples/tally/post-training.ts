@@ -48,9 +48,9 @@ export function buildPostDatasets(o: PostDatasetOptions): { sft: string; complet
   const rng = createRng(o.seed);
   const held = new Set(o.tasks.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { prompt: string }).prompt));
   const seen = new Set<string>();
-  const fresh = () => {
+  const fresh = (maxChars?: number) => {
     for (;;) {
-      const t = generateTask(rng);
+      const t = generateTask(rng, { maxChars });
       if (held.has(t.prompt) || seen.has(t.prompt)) continue;
       seen.add(t.prompt);
       return t;
@@ -58,15 +58,17 @@ export function buildPostDatasets(o: PostDatasetOptions): { sft: string; complet
   };
   const sft: string[] = [];
   for (let i = 0; i < o.sft; i++) {
-    const t = fresh();
+    // Sized to fit a 128-token context: programs up to 120 characters, a shorter one in the first turn.
+    const t = fresh(120);
     const program = t.prompt.replace(/emit $/, 'emit');
     const messages: { role: string; content: string; weight?: number }[] = [];
     const kind = rng.next();
     if (kind < 0.3) messages.push({ role: 'system', content: SYSTEM });
     if (kind >= 0.7) {
       // A first turn the model is not trained on (weight 0): running a program is the interpreter's job.
-      const full = run(t.source);
-      messages.push({ role: 'user', content: `What does this print?\n${t.source}` }, { role: 'assistant', content: full.ok ? full.output : 'an error', weight: 0 });
+      const first = fresh(70);
+      const full = run(first.source);
+      messages.push({ role: 'user', content: `What does this print?\n${first.source}` }, { role: 'assistant', content: full.ok ? full.output : 'an error', weight: 0 });
     }
     messages.push({ role: 'user', content: `Finish the last line:\n${program}` }, { role: 'assistant', content: `emit ${t.answer}` });
     sft.push(JSON.stringify({ messages }));

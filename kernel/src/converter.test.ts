@@ -36,8 +36,9 @@ describe('CellCompiler', () => {
   });
 
   it('imports lathe and any ESM package by name (tslab#72), and keeps imports for later cells', async () => {
-    await run("import { recipe } from 'lathe';\nimport { parse } from 'yaml';");
-    expect(await run("typeof recipe.pretrain + ' ' + parse('a: 1').a")).toBe('function 1');
+    // chai 5 is ESM-only ("type": "module", no require condition): require() of it is what tslab#72 hits.
+    await run("import { recipe } from 'lathe';\nimport { parse } from 'yaml';\nimport { expect as chaiExpect } from 'chai';");
+    expect(await run("typeof recipe.pretrain + ' ' + parse('a: 1').a + ' ' + typeof chaiExpect")).toBe('function 1 function');
   });
 
   it('reports type errors at the cell line and does not run the cell', () => {

@@ -89,6 +89,8 @@ export class CellCompiler {
   private readonly service: ts.LanguageService;
   private readonly aliases: Record<string, { types: string; url: string }>;
   private carried: Carried[] = [];
+  private readonly snapshots = new Map<string, ts.IScriptSnapshot>();
+  private readonly files = new Map<string, string>();
   private text = '';
   private version = 0;
 
@@ -103,19 +105,38 @@ export class CellCompiler {
     if (Object.keys(paths).length) options.paths = paths;
     if (opts.typeRootsFrom && !hasNodeTypes(opts.cwd)) options.typeRoots = [join(opts.typeRootsFrom, 'node_modules', '@types')];
     const host: ts.LanguageServiceHost = {
+      // Only the cell changes: one project version per cell text spares TypeScript re-checking ~900 file versions per query.
+      getProjectVersion: () => String(this.version),
       getScriptFileNames: () => [this.globalsPath, this.cellPath],
       getScriptVersion: (f) => (f === this.cellPath ? String(this.version) : '0'),
       getScriptSnapshot: (f) => {
         if (f === this.cellPath) return ts.ScriptSnapshot.fromString(this.text);
         if (f === this.globalsPath) return ts.ScriptSnapshot.fromString(opts.globals);
+        // Library declarations (~900 files with lathe's tfjs types) are read once, not once per cell;
+        // the notebook's own files are read again, as they may change between cells.
+        const cached = this.snapshots.get(f);
+        if (cached) return cached;
         const text = ts.sys.readFile(f);
-        return text === undefined ? undefined : ts.ScriptSnapshot.fromString(text);
+        if (text === undefined) return undefined;
+        const snap = ts.ScriptSnapshot.fromString(text);
+        if (f.includes('/node_modules/') || !f.startsWith(opts.cwd)) this.snapshots.set(f, snap);
+        return snap;
       },
       getCurrentDirectory: () => opts.cwd,
       getCompilationSettings: () => options,
       getDefaultLibFileName: (o) => ts.getDefaultLibFilePath(o),
       fileExists: (f) => f === this.cellPath || f === this.globalsPath || ts.sys.fileExists(f),
-      readFile: (f) => (f === this.cellPath ? this.text : f === this.globalsPath ? opts.globals : ts.sys.readFile(f)),
+      readFile: (f) => {
+        if (f === this.cellPath) return this.text;
+        if (f === this.globalsPath) return opts.globals;
+        // package.json files are read for every program (module formats); those of packages are kept.
+        let text = this.files.get(f);
+        if (text === undefined) {
+          text = ts.sys.readFile(f);
+          
+        }
+        return text;
+      },
       readDirectory: ts.sys.readDirectory,
       directoryExists: ts.sys.directoryExists,
       getDirectories: ts.sys.getDirectories,

@@ -107,7 +107,7 @@ export function recipeBundle(r: Lathe.Recipe): MimeBundle {
   const title = c.name ?? `${c.stage} recipe`;
   const html =
     `<div class="lathe-recipe" style="border:1px solid #ccc;border-radius:6px;padding:8px 12px;display:inline-block;font-family:sans-serif;font-size:13px">` +
-    `<div style="font-weight:bold;margin-bottom:4px">🛠 ${esc(title)}</div><table>` +
+    `<div style="font-weight:bold;margin-bottom:4px">${esc(title)}</div><table>` +
     rows.map(([k, v]) => `<tr><td style="color:#666;padding-right:12px;text-align:left">${esc(k)}</td><td style="text-align:left">${esc(v)}</td></tr>`).join('') +
     `</table><details><summary style="cursor:pointer;color:#666">recipe JSON</summary><pre>${esc(JSON.stringify(r.toJSON(), null, 2))}</pre></details></div>`;
   const text = [`Recipe ${title}`, ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`)].join('\n');
@@ -118,8 +118,8 @@ export function recipeBundle(r: Lathe.Recipe): MimeBundle {
   };
 }
 
-/** One line of progress: run id, step of steps, loss, eval loss, speed, status. */
-export function progressLine(run: RunLike): string {
+/** One line of progress: run id, step of steps, loss, eval loss, speed, status (with a bar unless `bar` is false). */
+export function progressLine(run: RunLike, bar = true): string {
   const ms = run.metricsSoFar;
   const last = ms.at(-1);
   const steps = run.summary?.steps ?? run.lock.recipe.train.steps;
@@ -132,8 +132,8 @@ export function progressLine(run: RunLike): string {
   if (typeof last?.tokens_per_s === 'number') parts.push(`${fmt(Math.round(last.tokens_per_s))} tok/s`);
   const ended = run.events.filter((e) => ['interrupted', 'cancelled', 'completed', 'failed'].includes(e.type)).at(-1);
   parts.push(ended && run.status !== 'running' ? `${run.status}: ${ended.message}` : run.status);
-  const bar = steps > 0 ? `[${'█'.repeat(Math.round((20 * step) / steps)).padEnd(20, '·')}] ` : '';
-  return bar + parts.join(' · ');
+  const drawn = bar && steps > 0 ? `[${'█'.repeat(Math.round((20 * step) / steps)).padEnd(20, '·')}] ` : '';
+  return drawn + parts.join(' · ');
 }
 
 function thin<T>(xs: T[]): T[] {
@@ -167,7 +167,14 @@ export function runSeries(run: RunLike, metrics: string[] = ['loss', 'eval_loss'
 export function plotlyFigure(series: Series[], title: string): Record<string, unknown> {
   return {
     data: series.map((s) => ({ type: 'scatter', mode: s.markers ? 'lines+markers' : 'lines', name: s.name, x: s.x, y: s.y })),
-    layout: { title: { text: title }, height: 320, margin: { l: 50, r: 20, t: 40, b: 40 }, xaxis: { title: { text: 'step' } }, yaxis: { title: { text: 'loss' } } },
+    layout: {
+      title: { text: title, font: { size: 13 } },
+      height: 320,
+      margin: { l: 50, r: 20, t: 40, b: 40 },
+      // Whole steps on short runs (Plotly would tick at halves).
+      xaxis: { title: { text: 'step' }, ...(Math.max(0, ...series.flatMap((s) => s.x)) <= 10 ? { dtick: 1 } : {}) },
+      yaxis: { title: { text: 'loss' } },
+    },
   };
 }
 
@@ -204,7 +211,8 @@ export function runBundle(run: RunLike): MimeBundle {
   const metrics = run.metricsSoFar;
   const series = runSeries(run);
   const line = progressLine(run);
-  const title = `${run.lock.recipe.name ?? run.lock.recipe.stage} · ${run.id}`;
+  // The progress line is the chart's title, so it shows whichever renderer the frontend picks.
+  const title = progressLine(run, false);
   return {
     [RUN_MIME]: {
       version: 1,

@@ -51,17 +51,23 @@ export class Executor {
 
   /** Type-checks and runs a cell; resolves with the last expression's value or the error. */
   async execute(source: string, n: number): Promise<Outcome> {
-    const compiled = this.compiler.compile(source, `cell-${n}`);
-    if (compiled.diagnostics.length) return { ok: false, error: compileError(compiled.diagnostics, source, n) };
-    // Scripts are named inside the notebook folder, so imports resolve from there; never written to disk.
-    const filename = join(this.cwd, `.lathe-cell-${++this.seq}.mts`);
-    this.cells.set(filename, { n, compiled });
     let abort!: (e: Error) => void;
     const aborted = new Promise<never>((_, reject) => (abort = reject));
     aborted.catch(() => undefined);
     const exec: Execution = { runs: new Set(), interrupts: 0, abort };
     this.current = exec;
     try {
+      const compiled = this.compiler.compile(source, `cell-${n}`);
+      if (compiled.diagnostics.length) return { ok: false, error: compileError(compiled.diagnostics, source, n) };
+      // A SIGINT that arrived while compiling is handled now, before the script runs: breakOnSigint
+      // only sees signals that arrive while the script's synchronous part runs. Two turns, so the
+      // loop passes through an I/O poll (where libuv delivers signals) even if we are in one now.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      if (exec.interrupts) throw new KeyboardInterrupt('interrupted');
+      // Scripts are named inside the notebook folder, so imports resolve from there; never written to disk.
+      const filename = join(this.cwd, `.lathe-cell-${++this.seq}.mts`);
+      this.cells.set(filename, { n, compiled });
       const script = new vm.Script(compiled.script, { filename, importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
       // breakOnSigint stops synchronous code (a busy loop) on SIGINT; async code is stopped through `aborted`.
       const promise = script.runInThisContext({ breakOnSigint: true }) as Promise<unknown>;

@@ -36,6 +36,10 @@ export interface KernelOptions {
 
 type Queued = { msg: Message; generation: number };
 
+// Jupyter counts cursor positions in code points; JavaScript strings in UTF-16 units.
+const utf16Offset = (code: string, codePoints: number) => [...code].slice(0, Math.max(0, codePoints)).join('').length;
+const codePointOffset = (code: string, units: number) => [...code.slice(0, units)].length;
+
 // Marks display handles, so a cell ending in display(...) shows no extra result.
 const HANDLE = Symbol.for('lathe.displayHandle');
 const handle = (id: string, update: (value: unknown) => void) => ({ id, update, [HANDLE]: true });
@@ -133,18 +137,21 @@ export class LatheKernel {
           await this.server.reply(channel, msg, 'kernel_info_reply', this.kernelInfo());
           break;
         case 'complete_request': {
-          const c = this.executor.compiler.complete(content.code, content.cursor_pos);
+          const code = String(content.code);
+          const cursor = utf16Offset(code, content.cursor_pos);
+          const c = this.quietly(() => this.executor.compiler.complete(code, cursor)) ?? { matches: [], cursorStart: cursor, cursorEnd: cursor, types: [] };
           await this.server.reply(channel, msg, 'complete_reply', {
             status: 'ok',
             matches: c.matches,
-            cursor_start: c.cursorStart,
-            cursor_end: c.cursorEnd,
-            metadata: { _jupyter_types_experimental: c.types },
+            cursor_start: codePointOffset(code, c.cursorStart),
+            cursor_end: codePointOffset(code, c.cursorEnd),
+            metadata: { _jupyter_types_experimental: c.types.map((t) => ({ ...t, start: codePointOffset(code, t.start), end: codePointOffset(code, t.end) })) },
           });
           break;
         }
         case 'inspect_request': {
-          const info = this.executor.compiler.inspect(content.code, content.cursor_pos);
+          const code = String(content.code);
+          const info = this.quietly(() => this.executor.compiler.inspect(code, utf16Offset(code, content.cursor_pos)));
           const data: MimeBundle = info
             ? { 'text/plain': [info.signature, info.doc].filter(Boolean).join('\n\n'), 'text/markdown': '```ts\n' + info.signature + '\n```\n\n' + info.doc }
             : {};
@@ -229,6 +236,16 @@ export class LatheKernel {
       await this.server.reply('shell', msg, 'execute_reply', { status: 'error', execution_count: n, ...err }, { status: 'error' });
     }
     await this.server.publish('status', { execution_state: 'idle' }, msg);
+  }
+
+  // Completion and inspection must always answer; a TypeScript failure answers "nothing found".
+  private quietly<T>(fn: () => T): T | undefined {
+    try {
+      return fn();
+    } catch (e) {
+      this.log(`language service failed: ${(e as Error).message}`);
+      return undefined;
+    }
   }
 
   private resultBundle(value: unknown): MimeBundle | undefined {

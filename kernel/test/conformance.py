@@ -54,5 +54,18 @@ class LatheKernelTests(jupyter_kernel_test.KernelTests):
         self.assertIn("pre-training recipe", text)
 
 
+    # Runtime errors name the user's cell line and quote it, without kernel frames.
+    def test_error_shows_user_line(self):
+        self.flush_channels()
+        reply, output = self.execute_helper("const a = 1;\nconst b = (null as any).missing;", stop_on_error=False)
+        self.assertEqual(reply["content"]["status"], "error")
+        tb = "\n".join(output[0]["content"]["traceback"])
+        self.assertIn("TypeError", tb)
+        self.assertRegex(tb, r"cell \[\d+\], line 2")
+        self.assertIn("> 2 | const b = (null as any).missing;", tb)
+        self.assertNotIn("kernel/dist", tb)
+        self.assertNotIn("node:internal", tb)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

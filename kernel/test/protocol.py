@@ -134,8 +134,9 @@ class InterruptTests(KernelCase):
         wait_for(lambda: [e for e in read_jsonl(os.path.join(out, "events.jsonl")) if e["type"] == "interrupted"], 60, "the run to stop")
         self.assertEqual(self.result_text(self.run_ok("1 + 1")), "2")
 
-    def test_interrupt_stops_a_busy_loop(self):
+    def test_third_interrupt_case_stops_a_busy_loop(self):
         msg_id = self.kc.execute("let spins = 0;\nwhile (true) { spins++; }")
+        wait_for(lambda: self.kc.get_iopub_msg(timeout=30)["msg_type"] == "execute_input", 60, "the cell to start")
         time.sleep(1.0)
         self.km.interrupt_kernel()
         reply = self.reply_for(msg_id, 30)

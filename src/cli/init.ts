@@ -1,33 +1,96 @@
 import type { Command } from 'commander';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { dirname, extname, relative, resolve } from 'node:path';
+import { dirname, extname, join, relative, resolve } from 'node:path';
 import YAML from 'yaml';
 import { LatheError } from '../errors.js';
 import { Recipe } from '../recipe/recipe.js';
-import type { RecipeInput } from '../recipe/schema.js';
+import { STAGES, type RecipeInput } from '../recipe/schema.js';
+import { modelRunDir } from '../train/base.js';
 
-const STAGES = ['pretrain', 'sft', 'dpo', 'online-dpo', 'grpo'] as const;
+/** What `lathe init` was told. */
+export interface InitOptions {
+  /** Data files, folders or globs. */
+  data: string[];
+  /** JSONL field or CSV column with the text (pretrain). */
+  field?: string;
+  /** Starting model: a run directory or a Hugging Face folder. */
+  from?: string;
+  /** Reward module, `file` or `file#export` (grpo; online-dpo's judge). */
+  reward?: string;
+  /** Reward-model run directory (online-dpo's judge). */
+  judgeModel?: string;
+}
 
-/** A recipe that trains on a CPU in a few minutes: a small model, a short schedule. */
-export function starterRecipe(stage: string, data: string[], baseDir: string, field?: string): RecipeInput {
-  if (stage !== 'pretrain') throw new LatheError(`init: stage "${stage}" comes with post-training; this version supports "pretrain"`);
-  return {
-    name: 'starter',
-    stage: 'pretrain',
+const rel = (baseDir: string, p: string) => relative(baseDir, resolve(p)) || '.';
+
+/** The context length of a `--from` model (its lock's model section, or an HF config's max_position_embeddings). */
+function baseContext(from: string): number | undefined {
+  try {
+    const dir = modelRunDir(from);
+    const lockPath = join(dir, 'recipe.lock.json');
+    if (existsSync(lockPath)) return (JSON.parse(readFileSync(lockPath, 'utf8')) as { recipe: { model: { context: number } } }).recipe.model.context;
+    const cfg = JSON.parse(readFileSync(join(from, 'config.json'), 'utf8')) as { max_position_embeddings?: number };
+    return cfg.max_position_embeddings;
+  } catch {
+    return undefined;
+  }
+}
+
+function rewardOf(spec: string, baseDir: string): { module: string; export?: string } {
+  const hash = spec.lastIndexOf('#');
+  const [file, name] = hash > 0 ? [spec.slice(0, hash), spec.slice(hash + 1)] : [spec, undefined];
+  return name ? { module: rel(baseDir, file), export: name } : { module: rel(baseDir, file) };
+}
+
+/** A recipe that trains on a CPU in a few minutes: a small model (or the `from` model), a short schedule. */
+export function starterRecipe(stage: string, data: string[], baseDir: string, field?: string, o: Omit<InitOptions, 'data' | 'field'> = {}): RecipeInput {
+  if (stage === 'pretrain') {
+    if (o.from) throw new LatheError('--from: pretrain trains a fresh model; use sft to continue training a model');
+    return {
+      name: 'starter',
+      stage: 'pretrain',
+      seed: 1337,
+      backend: 'auto',
+      data: {
+        sources: data.map((p) => ({ path: rel(baseDir, p), ...(field ? { field } : {}) })),
+        clean: { dedupe: 'exact' },
+        onError: 'skip',
+        valFraction: 0.05,
+      },
+      tokenizer: { vocabSize: 1024 },
+      model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 },
+      train: { steps: 300, batchSize: 16, lr: 3e-3, minLr: 3e-4, warmupSteps: 30, checkpointEvery: 100 },
+      eval: { every: 50, batches: 4 },
+    };
+  }
+  if (field) throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
+  const common = {
+    name: `starter-${stage}`,
     seed: 1337,
-    backend: 'auto',
-    data: {
-      sources: data.map((p) => ({ path: relative(baseDir, resolve(p)) || '.', ...(field ? { field } : {}) })),
-      clean: { dedupe: 'exact' },
-      onError: 'skip',
-      valFraction: 0.05,
-    },
-    tokenizer: { vocabSize: 1024 },
-    model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 },
-    train: { steps: 300, batchSize: 16, lr: 3e-3, minLr: 3e-4, warmupSteps: 30, checkpointEvery: 100 },
-    eval: { every: 50, batches: 4 },
+    backend: 'auto' as const,
+    ...(o.from ? { from: rel(baseDir, o.from) } : { tokenizer: { vocabSize: 1024 }, model: { arch: 'dense' as const, dim: 128, layers: 2, heads: 4, context: 128 } }),
+    data: { sources: data.map((p) => ({ path: rel(baseDir, p) })), onError: 'skip' as const, valFraction: 0.1 },
   };
+  // Rollouts need room for the prompt: a quarter of the context, at most 32 tokens.
+  const maxNewTokens = Math.max(4, Math.min(32, Math.floor((o.from ? (baseContext(o.from) ?? 128) : 128) / 4)));
+  switch (stage) {
+    case 'sft':
+      return { ...common, stage: 'sft', train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+    case 'dpo':
+      return { ...common, stage: 'dpo', train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+    case 'online-dpo': {
+      if (!o.reward && !o.judgeModel) throw new LatheError('init online-dpo: pass --reward <module> or --judge-model <run-dir> to rank the completions');
+      if (o.reward && o.judgeModel) throw new LatheError('init online-dpo: pass only one of --reward and --judge-model');
+      const judge = o.reward ? { reward: rewardOf(o.reward, baseDir) } : { model: rel(baseDir, o.judgeModel!) };
+      return { ...common, stage: 'online-dpo', judge, train: { steps: 40, batchSize: 4, samplesPerPrompt: 4, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+    }
+    case 'grpo':
+      if (!o.reward) throw new LatheError('init grpo: pass --reward <module>[#export], the reward function (completion, example) => number');
+      return { ...common, stage: 'grpo', reward: rewardOf(o.reward, baseDir), train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+    default:
+      throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
+  }
 }
 
 export function register(program: Command): void {
@@ -35,16 +98,30 @@ export function register(program: Command): void {
     .command('init')
     .description('Write a runnable starter recipe for your data, sized to train on a CPU in a few minutes.')
     .argument('<stage>', `one of ${STAGES.join(', ')}`)
-    .requiredOption('--data <paths...>', 'data files, folders or globs')
-    .option('--field <name>', 'JSONL field or CSV column with the text')
+    .requiredOption('--data <paths...>', 'data files, folders or globs (sft: chat JSONL; dpo: pairs; online-dpo, grpo: prompts)')
+    .option('--from <run-dir|hf-dir>', 'start from this model: a Lathe run directory or a Hugging Face Llama/Mixtral folder (post-training stages)')
+    .option('--reward <module>', 'reward function module, file or file#export (grpo; online-dpo judge)')
+    .option('--judge-model <run-dir>', 'reward-model run that judges online-dpo completions (mean log-prob)')
+    .option('--field <name>', 'JSONL field or CSV column with the text (pretrain)')
     .option('--out <file>', 'recipe file to write (.json or .yaml)', 'recipe.json')
     .option('--force', 'overwrite --out if it exists')
-    .action(async (stage: string, o: { data: string[]; field?: string; out: string; force?: boolean }) => {
+    .action(async (stage: string, o: InitOptions & { out: string; force?: boolean }) => {
       if (!(STAGES as readonly string[]).includes(stage)) throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
       const out = resolve(o.out);
       if (existsSync(out) && !o.force) throw new LatheError(`--out ${o.out}: exists; pass --force to overwrite`);
       for (const p of o.data) if (!/[*?[{]/.test(p) && !existsSync(p)) throw new LatheError(`--data ${p}: does not exist`);
-      const input = starterRecipe(stage, o.data, dirname(out), o.field);
+      if (o.from !== undefined) {
+        if (!existsSync(o.from) || !statSync(o.from).isDirectory()) throw new LatheError(`--from ${o.from}: not a directory; name a run directory or a Hugging Face model folder`);
+        if (!existsSync(resolve(o.from, 'recipe.lock.json')) && !existsSync(resolve(o.from, 'config.json'))) {
+          throw new LatheError(`--from ${o.from}: neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face folder (no config.json)`);
+        }
+      }
+      if (o.reward !== undefined) {
+        const file = o.reward.lastIndexOf('#') > 0 ? o.reward.slice(0, o.reward.lastIndexOf('#')) : o.reward;
+        if (!existsSync(file)) throw new LatheError(`--reward ${file}: does not exist`);
+      }
+      if (o.judgeModel !== undefined && !existsSync(resolve(o.judgeModel, 'recipe.lock.json'))) throw new LatheError(`--judge-model ${o.judgeModel}: not a run directory`);
+      const input = starterRecipe(stage, o.data, dirname(out), o.field, o);
       new Recipe(input, { baseDir: dirname(out) }); // validate before writing
       const text = /\.ya?ml$/i.test(extname(out)) ? YAML.stringify(input) : JSON.stringify(input, null, 2) + '\n';
       await writeFile(out, text);

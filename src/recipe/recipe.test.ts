@@ -96,3 +96,61 @@ describe('recipe files and locks', () => {
     );
   });
 });
+
+describe('post-training recipes', () => {
+  const rows = { sources: [{ path: 'rows.jsonl' }] };
+  const reward = { module: 'reward.mjs' };
+
+  it('has one typed, defaulted config per stage (TRL style) and factories for each', async () => {
+    const { sft, dpo, onlineDpo, grpo, pipeline } = await import('./index.js');
+    const s = sft({ data: rows });
+    expect(s.config.train).toMatchObject({ steps: 100, packing: true, assistantOnly: true, lr: 1e-3 });
+    expect(s.config.data).toMatchObject({ onError: 'fail', valFraction: 0.1, dedupe: true });
+    expect(dpo({ data: rows, train: { label_smoothing: 0.1 } as never }).config.train).toMatchObject({ beta: 0.1, labelSmoothing: 0.1 });
+    expect(onlineDpo({ data: rows, judge: { reward } }).config.train).toMatchObject({ samplesPerPrompt: 4, maxNewTokens: 32, temperature: 1, stop: [] });
+    const g = grpo({ data: rows, reward });
+    expect(g.config.train).toMatchObject({ groupSize: 8, innerSteps: 2, clipEpsilon: 0.2, beta: 0.04, scaleRewards: true });
+    expect(g.config.reward).toEqual({ module: 'reward.mjs', export: 'default', timeoutMs: 5000, onError: 'skip', maxErrorRate: 0.5 });
+    const p = pipeline([pretrain({ data }), s, g]);
+    expect(p.config.stages.map((x) => x.stage)).toEqual(['pretrain', 'sft', 'grpo']);
+    expect(p.config.train.steps).toBe(200 + 100 + 50);
+    const text = JSON.stringify(schema());
+    for (const doc of ['Group relative policy optimisation', 'Completions sampled per prompt', 'Strength of the implicit KL constraint', 'Compute the loss on assistant tokens only', 'Several stages in order']) expect(text).toContain(doc);
+  });
+
+  it('reports cross-field errors with fixes, in stages and in pipelines', () => {
+    const byPath = (xs: { path: string; message: string }[]) => Object.fromEntries(xs.map((i) => [i.path, i.message]));
+    expect(byPath(validate({ stage: 'grpo', data: rows, reward: { module: 'reward.py' }, train: { warmupSteps: 60 } }))).toEqual({
+      'reward.module': '"reward.py" is not a JavaScript or TypeScript module; name a .js, .mjs, .cjs, .ts or .mts file',
+      'train.warmupSteps': '60 exceeds train.steps 50; lower it or raise steps',
+    });
+    expect(validate({ stage: 'grpo', data: rows })).toEqual([{ path: 'reward', message: 'is required (expected object)' }]);
+    expect(byPath(validate({ stage: 'online-dpo', data: rows, judge: {} }))).toEqual({ judge: 'set judge.reward ({"module": "reward.mjs"}) or judge.model (a reward-model run directory)' });
+    expect(byPath(validate({ stage: 'online-dpo', data: rows, judge: { reward, model: 'runs/rm' } }))).toEqual({ judge: 'set only one of judge.reward and judge.model' });
+    expect(byPath(validate({ stage: 'sft', from: 'runs/base', model: { dim: 64 }, data: rows }))).toEqual({
+      model: 'comes from the base model named by from; remove model, or remove from to train a fresh model',
+    });
+    expect(byPath(validate({ stage: 'grpo', data: rows, reward, model: { context: 32 } }))).toEqual({ 'train.maxNewTokens': '32 leaves no room for the prompt in model.context 32; lower it' });
+    const nested = byPath(validate({ stage: 'pipeline', stages: [{ stage: 'pretrain', data }, { stage: 'sft', data: rows, train: { lrr: 1 } }, { stage: 'rlhf', data: rows }] }));
+    expect(nested['stages[1].train.lrr']).toBe('unknown field; did you mean "lr"?');
+    expect(nested['stages[2].stage']).toBe('must be one of "pretrain", "sft", "dpo", "online-dpo", "grpo", got "rlhf"');
+    expect(byPath(validate({ stage: 'pipeline', from: 'runs/x', stages: [{ stage: 'pretrain', data }] }))).toEqual({ from: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft' });
+    expect(validate({ stage: 'pipeline', stages: [] })).toEqual([{ path: 'stages', message: 'add at least one stage' }]);
+  });
+
+  it('loads pipeline files; a lock pins the reward module and the base model', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lathe-post-recipe-'));
+    await writeFile(join(dir, 'rows.jsonl'), '{"prompt":"p"}\n');
+    await writeFile(join(dir, 'train.jsonl'), '{"text":"hello"}\n');
+    await writeFile(join(dir, 'reward.mjs'), 'export default () => 1;\n');
+    await writeFile(join(dir, 'p.yaml'), 'stage: pipeline\nstages:\n  - stage: pretrain\n    data: {sources: [{path: train.jsonl}]}\n  - stage: grpo\n    data: {sources: [{path: rows.jsonl}]}\n    reward: {module: reward.mjs}\n');
+    const p = await load(join(dir, 'p.yaml'));
+    expect(p.stage).toBe('pipeline');
+    const lock = await p.lock({ backend: 'cpu', steps: 3 });
+    expect('stages' in lock && lock.stages[1]!.reward).toMatchObject({ path: join(dir, 'reward.mjs'), export: 'default', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(lock.recipe.train.steps).toBe(6);
+    const { grpo } = await import('./index.js');
+    await expect(grpo({ data: rows, reward: { module: 'missing.mjs' } }, { baseDir: dir }).lock({ backend: 'cpu' })).rejects.toThrow(/reward\.module: missing\.mjs does not exist/);
+    await expect(grpo({ from: 'nowhere', data: rows, reward }, { baseDir: dir }).lock({ backend: 'cpu' })).rejects.toThrow(/^from: nowhere does not exist/);
+  });
+});

@@ -6,7 +6,7 @@ import { readPostRows, type PostManifest } from '../data/post.js';
 import { LatheError } from '../errors.js';
 import type { LanguageModel } from '../model/model.js';
 import type { DpoRecipe } from '../recipe/schema.js';
-import { announce } from './sft.js';
+import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, Updater, type PostStageContext, type StageResult } from './stage.js';
 
 // DPO (Rafailov et al. 2023), sigmoid loss: with h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)),
@@ -108,7 +108,7 @@ export async function dpo(ctx: PostStageContext<DpoRecipe>): Promise<StageResult
   const cfg = r.train;
   const { train, val, manifest } = await preparePairs(ctx);
   announce(ctx, manifest, 'pairs');
-  if (!train.length) throw new LatheError(`data: no training pairs left (${manifest.rejected} rejected, ${manifest.examples.val} held out); check the data or lower data.valFraction`);
+  if (!train.length) throw noRowsError(manifest, 'pairs');
   const pad = ctx.tokenizer.special.pad;
   const order = new ExampleOrder(train.length, r.seed, 0xd90, ctx.resume?.state.sampler);
   const evalPairs = val.slice(0, r.eval.batches * cfg.batchSize);

@@ -36,22 +36,22 @@ describe('GRPO', () => {
         seed: 2,
         data: { sources: [{ path: prompts }] },
         reward: reward as never,
-        train: { steps: 30, batchSize: 8, groupSize: 8, innerSteps: 2, lr: 2e-3, warmupSteps: 2, maxNewTokens: 6, stop: ['\n'], checkpointEvery: 0 },
+        train: { steps: 30, batchSize: 8, groupSize: 8, innerSteps: 2, lr: 4e-3, warmupSteps: 2, maxNewTokens: 6, stop: ['\n'], checkpointEvery: 0 },
         eval: { every: 0, batches: 2 },
         ...over,
       },
       { baseDir: dir },
     );
 
-  it('mean Tally reward rises by more than 0.2 over 30 steps (wasm, mini Tally, the interpreter as the reward)', async () => {
+  it('mean Tally reward rises by more than 0.25 over 30 steps (wasm, mini Tally, the interpreter as the reward)', async () => {
     const run = await recipe().run({ out: join(dir, 'grpo') });
     expect(run.summary!.status).toBe('completed');
     const ms = await run.dir.readMetrics();
     const first = meanMetric(ms, 'reward_mean', 1, 5);
     const last = meanMetric(ms, 'reward_mean', 26, 30);
     if (process.env.LATHE_MEASURE) console.log('GRPO effect', { first, last, ms: ms.map((m) => [m.step, m.reward_mean, m.kl, m.clip_ratio]) });
-    // Measured (wasm, seed 2): mean reward 0.08 over steps 1-5 → 0.39 over steps 26-30.
-    expect(last - first).toBeGreaterThan(0.2);
+    // Measured (wasm, seed 2): mean reward 0.05 over steps 1-5 → 0.42 over steps 26-30 (seeds 1 and 3: +0.37, +0.36).
+    expect(last - first).toBeGreaterThan(0.25);
     for (const m of ms) {
       expect(m.stage).toBe('grpo');
       for (const k of ['reward_mean', 'reward_std', 'kl', 'completion_length', 'reward_errors', 'clip_ratio']) expect(typeof m[k], `${k} at ${m.step}`).toBe('number');

@@ -4,7 +4,7 @@ import type { LanguageModel } from '../model/model.js';
 import { Rng } from '../random.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
 import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, sampleGroup, type Completion, type PromptItem } from './rollout.js';
-import { announce } from './sft.js';
+import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, round4, seqBatch, stepLoop, tokenLogProbs, tokenLogProbsData, Updater, type PostStageContext, type SeqBatch, type StageResult } from './stage.js';
 
 // GRPO (Shao et al. 2024, DeepSeekMath) with verifiable rewards. Each step: sample a group of G
@@ -63,7 +63,7 @@ export async function grpo(ctx: PostStageContext<GrpoRecipe>): Promise<StageResu
   const cfg = r.train;
   const { train, val, manifest } = await preparePrompts(ctx);
   announce(ctx, manifest, 'prompts');
-  if (!train.length) throw new LatheError(`data: no training prompts left (${manifest.rejected} rejected, ${manifest.examples.val} held out); check the data or lower data.valFraction`);
+  if (!train.length) throw noRowsError(manifest, 'prompts');
   const judge = await openJudge(ctx.lock, r);
   const errors = new RewardErrors(ctx, judge.label, r.reward);
   const order = new ExampleOrder(train.length, r.seed, 0x9e0, ctx.resume?.state.sampler);

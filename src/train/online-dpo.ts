@@ -5,7 +5,7 @@ import { Rng } from '../random.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';
 import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, sampleGroup, type Completion, type PromptItem } from './rollout.js';
-import { announce } from './sft.js';
+import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, tokenLogProbsData, Updater, type PostStageContext, type StageResult } from './stage.js';
 
 // Online DPO (Guo et al. 2024): each step the policy samples k completions per prompt, a judge
@@ -20,7 +20,7 @@ export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise
   const cfg = r.train;
   const { train, val, manifest } = await preparePrompts(ctx);
   announce(ctx, manifest, 'prompts');
-  if (!train.length) throw new LatheError(`data: no training prompts left (${manifest.rejected} rejected, ${manifest.examples.val} held out); check the data or lower data.valFraction`);
+  if (!train.length) throw noRowsError(manifest, 'prompts');
   const judge = await openJudge(ctx.lock, r);
   const errors = new RewardErrors(ctx, judge.label, r.judge.reward);
   const order = new ExampleOrder(train.length, r.seed, 0x0d9, ctx.resume?.state.sampler);

@@ -40,11 +40,12 @@ export async function prepareSft(ctx: Pick<PostStageContext<SftRecipe>, 'lock' |
   const max = r.model.context + 1;
   let truncated = 0;
   const rows = await readPostRows(ctx.lock, (doc) => sftExample(doc, ctx.tokenizer, r.train.assistantOnly));
+  // Cut to the context; a conversation whose trained tokens were all cut off is dropped (counted as cut).
   const fit = (xs: { value: SftExample }[]) =>
-    xs.map((x) => {
+    xs.flatMap((x) => {
       const f = fitExample(x.value, max);
       if (f.truncated) truncated++;
-      return f.ex;
+      return f.ex.mask.some((v, i) => v && i > 0) ? [f.ex] : [];
     });
   const train = fit(rows.train);
   const val = fit(rows.val);
@@ -70,7 +71,7 @@ export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult
   const seq = ctx.model.spec.context;
   const { train, val, manifest } = await prepareSft(ctx);
   announce(ctx, manifest, 'conversations');
-  if (!train.length) throw new LatheError(`data: no training conversations left (${manifest.rejected} rejected, ${manifest.examples.val} held out); check the data or lower data.valFraction`);
+  if (!train.length) throw noRowsError(manifest, 'conversations');
   const pad = ctx.tokenizer.special.pad;
   const sampler = new SftSampler(train, { seq, batch: cfg.batchSize, seed: r.seed, pad, packing: cfg.packing }, ctx.resume?.state.sampler);
   const evals = sftEvalBatches(val, { seq, batch: cfg.batchSize, count: r.eval.batches, pad, packing: cfg.packing });
@@ -102,6 +103,14 @@ export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult
   } finally {
     updater.dispose();
   }
+}
+
+/** The error when no training rows are left, with the first rejection's file:line and reason. */
+export function noRowsError(m: PostManifest, what: string): LatheError {
+  const first = m.rejections[0];
+  return new LatheError(
+    `data: no training ${what} left (${m.rejected} rejected${first ? `, first ${first.file}:${first.line}: ${first.reason}` : ''}; ${m.examples.val} held out); check the data or lower data.valFraction`,
+  );
 }
 
 /** The 'prepared' event of a post-training stage (fresh starts only). */
