@@ -13,12 +13,16 @@ const root = join(kernelDir, '..');
 
 /** Measures both kernels; returns bench cases in the `npm run bench` shape ({ name, ours, reference, unit, ratio }). */
 export function benchKernel({ n = 200, warmup = 20 } = {}) {
-  const runtime = join(tmpdir(), 'lathe-jupyter-runtime');
-  mkdirSync(runtime, { recursive: true });
+  // Jupyter's and IPython's files go to a scratch folder, not the user's home.
+  const scratch = join(tmpdir(), 'lathe-jupyter');
+  for (const d of ['runtime', 'data', 'config', 'ipython']) mkdirSync(join(scratch, d), { recursive: true });
   const env = {
     ...process.env,
     JUPYTER_PATH: join(root, '.venv', 'share', 'jupyter'),
-    JUPYTER_RUNTIME_DIR: runtime,
+    JUPYTER_RUNTIME_DIR: join(scratch, 'runtime'),
+    JUPYTER_DATA_DIR: join(scratch, 'data'),
+    JUPYTER_CONFIG_DIR: join(scratch, 'config'),
+    IPYTHONDIR: join(scratch, 'ipython'),
     JUPYTER_PLATFORM_DIRS: '1',
   };
   const py = join(root, '.venv', 'bin', 'python');

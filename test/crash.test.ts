@@ -44,4 +44,26 @@ describe('crash safety', () => {
     expect(res.step % 5).toBe(0);
     expect(strip(await readFile(join(run, 'metrics.jsonl'), 'utf8'))).toEqual(strip(await readFile(join(dir, 'straight', 'metrics.jsonl'), 'utf8')));
   });
+
+  it('Ctrl-C (SIGINT) during lathe train stops at the next step with a checkpoint', async () => {
+    const dir = await scratch();
+    const data = await tallySlice(dir, 400);
+    await writeFile(join(dir, 'r.json'), JSON.stringify(tinyRecipe(data, { train: { steps: 400, batchSize: 4, warmupSteps: 3, checkpointEvery: 0 } })));
+    const run = join(dir, 'interrupted');
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'train', join(dir, 'r.json'), '--out', run], { stdio: 'ignore' });
+    const deadline = Date.now() + 120_000;
+    const metricLines = async () => (await readFile(join(run, 'metrics.jsonl'), 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).length;
+    while ((await metricLines()) < 3) {
+      if (Date.now() > deadline) throw new Error('training did not start within 2 minutes');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(0);
+    const events = (await readFile(join(run, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const last = events.at(-1);
+    expect(last.type).toBe('interrupted');
+    expect(last.step).toBeLessThan(400);
+    expect(existsSync(join(run, 'checkpoints', String(last.step), 'state.json'))).toBe(true);
+  });
 });

@@ -125,7 +125,7 @@ export class CellCompiler {
       getCurrentDirectory: () => opts.cwd,
       getCompilationSettings: () => options,
       getDefaultLibFileName: (o) => ts.getDefaultLibFilePath(o),
-      fileExists: (f) => f === this.cellPath || f === this.globalsPath || ts.sys.fileExists(f),
+      fileExists: (f) => f === this.cellPath || f === this.globalsPath || this.files.has(f) || ts.sys.fileExists(f),
       readFile: (f) => {
         if (f === this.cellPath) return this.text;
         if (f === this.globalsPath) return opts.globals;
@@ -133,7 +133,7 @@ export class CellCompiler {
         let text = this.files.get(f);
         if (text === undefined) {
           text = ts.sys.readFile(f);
-          
+          if (text !== undefined && f.includes('/node_modules/')) this.files.set(f, text);
         }
         return text;
       },

@@ -28,6 +28,7 @@ export interface Message<C = Record<string, unknown>> {
 
 /** Signs and checks messages with the connection file's key (HMAC-SHA256, or none when the key is empty). */
 export class Signer {
+  /** @param key the connection file's key (empty: unsigned) @param scheme its signature_scheme */
   constructor(private readonly key: string, private readonly scheme = 'hmac-sha256') {
     if (key && scheme !== 'hmac-sha256') throw new Error(`unsupported signature scheme ${scheme}`);
   }

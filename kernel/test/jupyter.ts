@@ -20,12 +20,15 @@ export function requireSetup(): void {
 
 /** Environment for Jupyter inside the project: the venv's kernels first, runtime files in a temp dir. */
 export function jupyterEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const runtime = join(tmpdir(), 'lathe-jupyter-runtime');
-  mkdirSync(runtime, { recursive: true });
+  const scratch = join(tmpdir(), 'lathe-jupyter');
+  for (const d of ['runtime', 'data', 'config']) mkdirSync(join(scratch, d), { recursive: true });
   return {
     ...process.env,
     JUPYTER_PATH: join(REPO_ROOT, '.venv', 'share', 'jupyter'),
-    JUPYTER_RUNTIME_DIR: runtime,
+    // Nothing read from or written to the user's own Jupyter folders.
+    JUPYTER_RUNTIME_DIR: join(scratch, 'runtime'),
+    JUPYTER_DATA_DIR: join(scratch, 'data'),
+    JUPYTER_CONFIG_DIR: join(scratch, 'config'),
     JUPYTER_PLATFORM_DIRS: '1',
     PYTHONDONTWRITEBYTECODE: '1',
     LATHE_BACKEND: 'wasm',

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { formatInspect, inspectData, reportOf } from '../data/inspect.js';
 import { formatPostInspect, inspectPost, trainPostTokenizer } from '../data/post.js';
 import { prepareData } from '../data/prepare.js';
-import { lockRecipe, type RecipeLock } from '../recipe/lock.js';
+import type { RecipeLock } from '../recipe/lock.js';
 import { loadRecipe } from '../recipe/recipe.js';
 import { Tokenizer } from '../tokenizer/index.js';
 
@@ -52,7 +52,8 @@ export function register(program: Command): void {
             const rep = reportOf(st, prepared);
             [report, text] = [rep, formatInspect(rep)];
           } else {
-            const sl = i === 0 || !tokenizer ? st : await lockRecipe(st.recipe, { baseDir: st.baseDir, backend: 'cpu', deferBase: true });
+            // Later stages inherit the first stage's model (its context bounds the rows) and tokenizer.
+            const sl = i === 0 ? st : { ...st, recipe: { ...st.recipe, model: stages[0]!.recipe.model } };
             tokenizer ??= await postTokenizer(sl);
             const rep = await inspectPost(sl, tokenizer);
             [report, text] = [rep, formatPostInspect(rep)];

@@ -28,3 +28,8 @@ export { prepareData, isHeldOut, type PreparedData, type PreparedSource, type Pr
 export { BatchSampler, evalBatches, toFim, type SamplerState, type FimTokens } from './batches.js';
 /** `lathe data inspect`: the pipeline's report on a recipe's data. */
 export { inspectData, formatInspect, reportOf, type InspectReport } from './inspect.js';
+/** Post-training rows: SFT chats (roles checked, assistant-only mask, packing), preference pairs, RL prompts. */
+export { readPostRows, inspectPost, formatPostInspect, trainPostTokenizer, type PostRows, type PostManifest, type Located } from './post.js';
+export { sftExample, checkRoles, fitExample, SftSampler, sftEvalBatches, toBatch, type SftExample } from './chat.js';
+export { pairExample, promptIds, fitSequence, type PairExample } from './pairs.js';
+export { promptExample, type PromptExample } from './prompts.js';

@@ -1,7 +1,10 @@
 import { canonicalJson, type RecipeLock } from '../recipe/lock.js';
 import type { PostRecipe, SourceConfig } from '../recipe/schema.js';
 import { DataError } from '../errors.js';
+import { fitExample, sftExample } from './chat.js';
+import { pairExample } from './pairs.js';
 import { isHeldOut } from './prepare.js';
+import { promptExample } from './prompts.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { readSource, type Doc, type Rejection } from './sources.js';
 
@@ -74,7 +77,7 @@ export async function readPostRows<T>(lock: RecipeLock, convert: (doc: Doc) => T
   return out;
 }
 
-/** The manifest a post-training stage writes to data/prepared.json. */
+/** The manifest a post-training stage writes to data/rows.json (pre-training's data/prepared.json is a PreparedData). */
 export interface PostManifest {
   stage: string;
   lock: string;
@@ -122,9 +125,6 @@ export async function trainPostTokenizer(lock: RecipeLock): Promise<Tokenizer> {
 /** `lathe data inspect` for a post-training stage: rows kept, held out, rejected (file:line), duplicates, cut. */
 export async function inspectPost(lock: RecipeLock, tokenizer: Tokenizer): Promise<Omit<PostManifest, 'lock'>> {
   const r = lock.recipe as PostRecipe;
-  const { sftExample, fitExample } = await import('./chat.js');
-  const { pairExample } = await import('./pairs.js');
-  const { promptExample } = await import('./prompts.js');
   const ctxLen = r.model.context;
   const convert = (doc: Doc): { tokens: number; truncated: boolean } | string => {
     if (r.stage === 'sft') {

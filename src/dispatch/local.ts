@@ -266,6 +266,7 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
         event({ type: 'notice', step: offset, message: `stage ${i} (${st.stage}) starts${base ? ` from ${base}` : ''}`, stage_index: i });
       }
       const at = offset;
+      last = undefined; // a stage that throws has no summary of its own here
       const stageSink: Sink = {
         emit: (m) => {
           sub.appendMetric(m);

@@ -1,6 +1,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { RecipeError } from '../errors.js';
 import { diff, formatDiff, load, pretrain, schema, validate, type Recipe } from './index.js';
@@ -152,5 +153,9 @@ describe('post-training recipes', () => {
     const { grpo } = await import('./index.js');
     await expect(grpo({ data: rows, reward: { module: 'missing.mjs' } }, { baseDir: dir }).lock({ backend: 'cpu' })).rejects.toThrow(/reward\.module: missing\.mjs does not exist/);
     await expect(grpo({ from: 'nowhere', data: rows, reward }, { baseDir: dir }).lock({ backend: 'cpu' })).rejects.toThrow(/^from: nowhere does not exist/);
+    // The bundled example pipeline locks: its data and the Tally reward module resolve.
+    const example = await load(fileURLToPath(new URL('../../examples/recipes/tally-pipeline.json', import.meta.url)));
+    const exLock = await example.lock({ backend: 'cpu' });
+    expect('stages' in exLock && exLock.stages.map((s) => s.recipe.stage)).toEqual(['pretrain', 'sft', 'dpo', 'grpo']);
   });
 });

@@ -320,7 +320,7 @@ export const GrpoTrainSchema = z
     groupSize: z.number().int().min(2).default(8).describe('Completions sampled per prompt; advantages are normalised within the group (TRL num_generations).'),
     innerSteps: z.number().int().min(1).default(2).describe('Optimizer updates per rollout batch (TRL num_iterations); above 1 the ratio moves off 1 and the clip matters.'),
     clipEpsilon: z.number().gt(0).lt(1).default(0.2).describe('PPO clip range: the ratio is clipped to [1 - eps, 1 + eps].'),
-    beta: z.number().min(0).default(0.04).describe('Weight of the KL penalty to the reference (k3 estimator); 0 disables it.'),
+    beta: z.number().min(0).default(0.04).describe('Weight of the KL penalty to the reference (k3 estimator); 0 disables it, and the reference is then not loaded (the kl metric reads 0).'),
     scaleRewards: z.boolean().default(true).describe('Divide advantages by the group standard deviation (false: centre only, as in Dr. GRPO).'),
     ...samplingFields,
   })

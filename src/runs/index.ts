@@ -6,6 +6,7 @@ import { generate as generateTokens, type SampleOptions } from '../model/generat
 import { LanguageModel } from '../model/model.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
+import type { AnyLock } from '../recipe/lock.js';
 import { modelRunDir } from '../train/base.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { firstDivergence, verifyLockData, type Divergence } from './reproduce.js';
@@ -33,7 +34,7 @@ export async function resume(dir: string, opts: { stopAfter?: number } = {}): Pr
 /** Re-runs a run's lock into `out` and compares metrics to the bit (timing fields aside). */
 export async function reproduce(dir: string, opts: { out?: string } = {}): Promise<{ run: Run; identical: boolean; divergence?: Divergence }> {
   const rd = RunDir.open(dir);
-  const lock = rd.readLock();
+  const lock = rd.readLock() as AnyLock;
   await verifyLockData(lock);
   const original = await rd.readMetrics();
   if (!original.length) throw new LatheError(`${dir}: has no metrics to compare`);

@@ -1,5 +1,5 @@
 import { LatheError } from '../errors.js';
-import { sha256File, type RecipeLock } from '../recipe/lock.js';
+import { sha256File, type PipelineLock, type RecipeLock } from '../recipe/lock.js';
 import { TIMING_KEYS, type Metric } from './rundir.js';
 
 /** Where two metric streams first differ. */
@@ -25,9 +25,10 @@ export function firstDivergence(expected: Metric[], actual: Metric[]): Divergenc
   return undefined;
 }
 
-/** Checks that the data files a lock names still have their recorded hashes. */
-export async function verifyLockData(lock: RecipeLock): Promise<void> {
-  for (const src of lock.data) {
+/** Checks that the data files a lock names (a pipeline's: every stage's) still have their recorded hashes. */
+export async function verifyLockData(lock: RecipeLock | PipelineLock): Promise<void> {
+  const data = 'stages' in lock ? lock.stages.flatMap((s) => s.data) : lock.data;
+  for (const src of data) {
     for (const f of src.files) {
       const now = await sha256File(f.path).catch(() => undefined);
       if (!now) throw new LatheError(`${f.path}: data file of source ${src.source} is missing; reproduce needs the same data`);

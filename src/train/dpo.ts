@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { tf } from '../backend/tf.js';
 import { pairExample, type PairExample } from '../data/pairs.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
-import { LatheError } from '../errors.js';
 import type { LanguageModel } from '../model/model.js';
 import type { DpoRecipe } from '../recipe/schema.js';
 import { announce, noRowsError } from './sft.js';
@@ -80,7 +79,7 @@ export async function evaluatePairs(model: LanguageModel, reference: LanguageMod
   return { loss: loss / n, accuracy: acc / n, prefAccuracy: pref / n, margin: margin / n };
 }
 
-/** Reads, checks and tokenizes a DPO lock's pairs; writes data/prepared.json. */
+/** Reads, checks and tokenizes a DPO lock's pairs; writes data/rows.json. */
 export async function preparePairs(ctx: Pick<PostStageContext<DpoRecipe>, 'lock' | 'rd' | 'tokenizer'>): Promise<{ train: PairExample[]; val: PairExample[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const rows = await readPostRows(ctx.lock, (doc) => pairExample(doc, ctx.tokenizer, r.model.context));
@@ -98,7 +97,7 @@ export async function preparePairs(ctx: Pick<PostStageContext<DpoRecipe>, 'lock'
     tokens: { train: train.reduce((a, p) => a + len(p), 0), val: val.reduce((a, p) => a + len(p), 0) },
     vocabSize: ctx.tokenizer.vocabSize,
   };
-  await writeFile(join(ctx.rd.dataDir, 'prepared.json'), JSON.stringify(manifest, null, 1));
+  await writeFile(join(ctx.rd.dataDir, 'rows.json'), JSON.stringify(manifest, null, 1));
   return { train, val, manifest };
 }
 

@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { scratch } from '../../test/helpers.js';
 import { meanMetric, miniBase, TALLY_REWARD, untimed } from '../../test/post-helpers.js';
 import { grpo } from '../recipe/index.js';
-import { resume } from '../runs/index.js';
+import { reproduce, resume } from '../runs/index.js';
 import { groupAdvantages } from './grpo.js';
 import { cutAtStop } from './rollout.js';
 
@@ -75,6 +75,7 @@ describe('GRPO', () => {
     const wa = await readFile(join(straight.dir.checkpointPath(4), 'model.safetensors'));
     const wb = await readFile(join(resumed.dir.checkpointPath(4), 'model.safetensors'));
     expect(wa.equals(wb)).toBe(true);
+    expect((await reproduce(straight.dir.path, { out: join(dir, 'again') })).identical).toBe(true);
   });
 
   it('reward functions that throw, hang past the timeout or return NaN are counted and skipped; the run goes on', async () => {

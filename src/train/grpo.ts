@@ -1,5 +1,4 @@
 import { tf } from '../backend/tf.js';
-import { LatheError } from '../errors.js';
 import type { LanguageModel } from '../model/model.js';
 import { Rng } from '../random.js';
 import type { GrpoRecipe } from '../recipe/schema.js';

@@ -1,6 +1,5 @@
 import { tf } from '../backend/tf.js';
 import type { PairExample } from '../data/pairs.js';
-import { LatheError } from '../errors.js';
 import { Rng } from '../random.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';

@@ -7,7 +7,7 @@ import { miniBase, TALLY_REWARD, untimed } from '../../test/post-helpers.js';
 import { miniProgram } from '../../test/tally-mini.js';
 import { Rng } from '../random.js';
 import { dpo, grpo, pipeline, pretrain, sft } from '../recipe/index.js';
-import { generate, loadModel, resume } from '../runs/index.js';
+import { generate, loadModel, reproduce, resume } from '../runs/index.js';
 import type { RunSummary } from '../runs/rundir.js';
 
 describe('pipelines and --from', () => {
@@ -79,6 +79,8 @@ describe('pipelines and --from', () => {
     expect(untimed(await resumed.dir.readMetrics())).toEqual(untimed(ms));
     const events = await resumed.dir.readEvents();
     expect(events.filter((e) => e.type === 'resumed').map((e) => e.message)).toEqual(['sft: resumed from step 2']);
+    // reproduce re-runs the whole chain and compares the global metric stream to the bit.
+    expect((await reproduce(straight.dir.path, { out: join(dir, 'again') })).identical).toBe(true);
     const a = await readFile(join(straight.dir.path, 'stages', '3-grpo', 'checkpoints', '3', 'model.safetensors'));
     const b = await readFile(join(resumed.dir.path, 'stages', '3-grpo', 'checkpoints', '3', 'model.safetensors'));
     expect(a.equals(b)).toBe(true);

@@ -98,6 +98,8 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
 
   try {
     while (step < cfg.steps) {
+      // cpu/wasm reads settle without a macrotask turn; yield one per step so signals, comms and timers run.
+      await new Promise<void>((r) => setImmediate(r));
       if (ctx.stop.reason) break;
       step++;
       const t0 = performance.now();

@@ -129,7 +129,7 @@ export interface PromptItem {
   row: Record<string, unknown>;
 }
 
-/** Reads, checks and tokenizes an online stage's prompts; writes data/prepared.json. */
+/** Reads, checks and tokenizes an online stage's prompts; writes data/rows.json. */
 export async function preparePrompts(ctx: Pick<PostStageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>): Promise<{ train: PromptItem[]; val: PromptItem[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const rows = await readPostRows(ctx.lock, (doc) => promptExample(doc, ctx.tokenizer, { context: r.model.context, maxNewTokens: r.train.maxNewTokens }));
@@ -147,7 +147,7 @@ export async function preparePrompts(ctx: Pick<PostStageContext<OnlineDpoRecipe 
     tokens: { train: train.reduce((a, p) => a + p.ids.length, 0), val: val.reduce((a, p) => a + p.ids.length, 0) },
     vocabSize: ctx.tokenizer.vocabSize,
   };
-  await writeFile(join(ctx.rd.dataDir, 'prepared.json'), JSON.stringify(manifest, null, 1));
+  await writeFile(join(ctx.rd.dataDir, 'rows.json'), JSON.stringify(manifest, null, 1));
   return { train, val, manifest };
 }
 

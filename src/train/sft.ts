@@ -34,7 +34,7 @@ export async function evaluateSft(model: LanguageModel, batches: TokenBatch[]): 
   return weight ? { loss: loss / weight, accuracy: acc / weight } : undefined;
 }
 
-/** Reads, checks and tokenizes a SFT lock's chats; writes data/prepared.json. */
+/** Reads, checks and tokenizes a SFT lock's chats; writes data/rows.json. */
 export async function prepareSft(ctx: Pick<PostStageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>): Promise<{ train: SftExample[]; val: SftExample[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const max = r.model.context + 1;
@@ -60,7 +60,7 @@ export async function prepareSft(ctx: Pick<PostStageContext<SftRecipe>, 'lock' |
     tokens: { train: train.reduce((a, e) => a + e.ids.length, 0), val: val.reduce((a, e) => a + e.ids.length, 0) },
     vocabSize: ctx.tokenizer.vocabSize,
   };
-  await writeFile(join(ctx.rd.dataDir, 'prepared.json'), JSON.stringify(manifest, null, 1));
+  await writeFile(join(ctx.rd.dataDir, 'rows.json'), JSON.stringify(manifest, null, 1));
   return { train, val, manifest };
 }
 

@@ -75,7 +75,7 @@ export class Updater {
   private readonly varNames: Map<string, string>;
 
   constructor(
-    private readonly model: LanguageModel,
+    model: LanguageModel,
     private readonly cfg: StepConfig,
     resume?: PostStageContext['resume'],
   ) {
@@ -186,6 +186,8 @@ export async function stepLoop(
   };
   if (cfg.evalOnStart && hooks.evaluate && step === 0) ctx.emit({ step: 0, stage: hooks.stage, ...(await hooks.evaluate(0)) });
   while (step < cfg.steps) {
+    // cpu/wasm reads settle without a macrotask turn; yield one per step so signals, comms and timers run.
+    await new Promise<void>((r) => setImmediate(r));
     if (ctx.stop.reason) break;
     const lr = learningRate(step + 1, cfg);
     const t0 = performance.now();
