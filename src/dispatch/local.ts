@@ -1,3 +1,4 @@
+import { summarizeGates } from '../eval/gates.js';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -118,6 +119,8 @@ async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: S
       wall_seconds: Math.round(performance.now() - t0) / 1000,
       error: result.error,
     };
+    const gates = summarizeGates(lock.recipe.eval.gates, await rd.readMetrics());
+    if (gates) summary.gates = gates;
     await rd.writeSummary(summary);
     return summary;
   } catch (e) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { evalSuiteFields } from '../eval/schema.js';
 
 // One typed config per part of a recipe, each field with a doc line and a default (TRL's style).
 // Canonical keys are camelCase; files may also use snake_case (see normalize.ts).
@@ -120,6 +121,7 @@ export const EvalSchema = z
   .strictObject({
     every: z.number().int().min(0).default(50).describe('Evaluate held-out loss every N steps (0: only at the end).'),
     batches: z.number().int().positive().default(4).describe('Held-out batches per evaluation.'),
+    ...evalSuiteFields,
   })
   .describe('Evaluation during training.');
 
@@ -233,6 +235,7 @@ export const PostEvalSchema = z
     every: z.number().int().min(0).default(50).describe('Evaluate on held-out rows every N steps (0: only at the end).'),
     batches: z.number().int().positive().default(4).describe('Held-out micro-batches (of train.batchSize rows or prompts) per evaluation.'),
     onStart: z.boolean().default(false).describe('Also evaluate the starting model before the first step: a step-0 line in metrics.jsonl, the baseline of the curves.'),
+    ...evalSuiteFields,
   })
   .describe('Evaluation during post-training.');
 

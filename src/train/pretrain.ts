@@ -1,4 +1,6 @@
 import { tf } from '../backend/tf.js';
+import { describeResult } from '../eval/standalone.js';
+import { TrainingEvals } from '../eval/training.js';
 import { BatchSampler, evalBatches } from '../data/batches.js';
 import type { PreparedData } from '../data/prepare.js';
 import type { LanguageModel } from '../model/model.js';
@@ -72,6 +74,7 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
   const seq = model.spec.context;
   const special = ctx.tokenizer.special;
   const start = ctx.resume?.state.step ?? 0;
+  const suites = await TrainingEvals.load(r.eval, lock.baseDir);
   const sampler = new BatchSampler(
     prepared.sources,
     { seq, batch: cfg.batchSize, seed: r.seed, fimRate: cfg.fimRate, fim: { prefix: special.fimPrefix, suffix: special.fimSuffix, middle: special.fimMiddle } },
@@ -179,7 +182,13 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
       }
       const epochs = sampler.epochs();
       m.epoch = Math.round(Math.max(...epochs) * 1e4) / 1e4;
-      if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue) ctx.emit(m);
+      const suitesDue = suites.due(step, step === cfg.steps);
+      if (suitesDue) {
+        const { metrics, results } = await suites.run(model, ctx.tokenizer, step, step === cfg.steps);
+        Object.assign(m, metrics);
+        ctx.event({ type: 'eval', step, message: results.map(describeResult).join('; ') });
+      }
+      if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue || suitesDue) ctx.emit(m);
       if ((cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) || step === cfg.steps) await checkpoint();
       if (ctx.stopAfter !== undefined && step >= ctx.stopAfter && step < cfg.steps) ctx.stop.reason ??= 'interrupt';
     }
@@ -192,6 +201,7 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
     }
     return { status: 'completed', step, loss: lastLoss, evalLoss: lastEval, tokens, seconds };
   } finally {
+    await suites.close();
     sampler.close();
     opt.dispose();
   }

@@ -1,3 +1,5 @@
+import { describeResult } from '../eval/standalone.js';
+import { TrainingEvals } from '../eval/training.js';
 import { tf } from '../backend/tf.js';
 import type { SamplerState } from '../data/batches.js';
 import type { LanguageModel } from '../model/model.js';
@@ -169,6 +171,7 @@ export async function stepLoop(
   },
 ): Promise<StageResult> {
   const { rd, lock } = ctx;
+  const suites = await TrainingEvals.load(lock.recipe.eval, lock.baseDir);
   let step = ctx.resume?.state.step ?? 0;
   let tokens = ctx.resume?.state.tokens ?? 0;
   let seconds = ctx.resume?.state.seconds ?? 0;
@@ -222,7 +225,13 @@ export async function stepLoop(
       Object.assign(m, ev);
       if (typeof ev.eval_loss === 'number') lastEval = ev.eval_loss;
     }
-    if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue) ctx.emit(m);
+    const suitesDue = suites.due(step, step === cfg.steps);
+    if (suitesDue) {
+      const { metrics, results } = await suites.run(ctx.model, ctx.tokenizer, step, step === cfg.steps);
+      Object.assign(m, metrics);
+      ctx.event({ type: 'eval', step, message: results.map(describeResult).join('; ') });
+    }
+    if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue || suitesDue) ctx.emit(m);
     if ((cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) || step === cfg.steps) await checkpoint(step);
     if (ctx.stopAfter !== undefined && step >= ctx.stopAfter && step < cfg.steps) ctx.stop.reason ??= 'interrupt';
   }
