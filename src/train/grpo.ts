@@ -2,7 +2,7 @@ import { tf } from '../backend/tf.js';
 import type { LanguageModel } from '../model/model.js';
 import { Rng } from '../random.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
-import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, sampleGroup, type Completion, type PromptItem } from './rollout.js';
+import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, rolloutAndJudge, type PromptItem } from './rollout.js';
 import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, round4, seqBatch, stepLoop, tokenLogProbs, tokenLogProbsData, Updater, type PostStageContext, type SeqBatch, type StageResult } from './stage.js';
 
@@ -80,12 +80,7 @@ export async function grpo(ctx: PostStageContext<GrpoRecipe>): Promise<StageResu
       state: () => ({ sampler: order.position, extra: { rng: rng.state } }),
       async body(step, lr) {
         const prompts: PromptItem[] = order.take(cfg.batchSize * cfg.gradAccum).map((i) => train[i]!);
-        const groups: Completion[][] = [];
-        for (const p of prompts) groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, cfg.groupSize, { ...sampling, stopIds: p.stop }, rng));
-        const outcomes = [];
-        for (const [i, p] of prompts.entries()) outcomes.push(await judge.scoreGroup(p, groups[i]!));
-        const stepErrors = errors.check(step, outcomes.flat());
-        const rewards = outcomes.map((g) => g.map((o) => ('value' in o ? o.value : NaN)));
+        const { groups, outcomes, values: rewards, stepErrors } = await rolloutAndJudge(ctx, prompts, cfg.groupSize, sampling, rng, judge, errors, step);
         const advantages = rewards.map((g) => groupAdvantages(g, cfg.scaleRewards));
         // Micro-batches of batchSize prompts × groupSize completions, with π_old and π_ref frozen for the inner updates.
         const micro: RolloutBatch[] = [];

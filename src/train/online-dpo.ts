@@ -3,7 +3,7 @@ import type { PairExample } from '../data/pairs.js';
 import { Rng } from '../random.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';
-import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, sampleGroup, type Completion, type PromptItem } from './rollout.js';
+import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, rolloutAndJudge, type PromptItem } from './rollout.js';
 import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, tokenLogProbsData, Updater, type PostStageContext, type StageResult } from './stage.js';
 
@@ -37,12 +37,7 @@ export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise
       state: () => ({ sampler: order.position, extra: { rng: rng.state } }),
       async body(step, lr) {
         const prompts: PromptItem[] = order.take(cfg.batchSize * cfg.gradAccum).map((i) => train[i]!);
-        const groups: Completion[][] = [];
-        for (const p of prompts) groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, cfg.samplesPerPrompt, { ...sampling, stopIds: p.stop }, rng));
-        const outcomes = [];
-        for (const [i, p] of prompts.entries()) outcomes.push(await judge.scoreGroup(p, groups[i]!));
-        const stepErrors = errors.check(step, outcomes.flat());
-        const scores = outcomes.map((g) => g.map((o) => ('value' in o ? o.value : NaN)));
+        const { groups, outcomes, values: scores, stepErrors } = await rolloutAndJudge(ctx, prompts, cfg.samplesPerPrompt, sampling, rng, judge, errors, step);
         // KL to the reference over every sampled completion (no gradient).
         const all = seqBatch(
           prompts.flatMap((p, i) => groups[i]!.map((c) => ({ prompt: p.ids, completion: c.ids }))),

@@ -284,3 +284,26 @@ export async function evaluateRollouts(model: LanguageModel, tokenizer: Tokenize
   }
   return { mean: meanStd(scores).mean, errors, length: prompts.length ? length / prompts.length : 0 };
 }
+
+/**
+ * One rollout of an online stage: `n` samples per prompt from the policy, then the judge's
+ * scores (NaN where judging failed, counted by `errors`).
+ */
+export async function rolloutAndJudge(
+  ctx: Pick<PostStageContext, 'model' | 'tokenizer'>,
+  prompts: PromptItem[],
+  n: number,
+  sampling: Omit<RolloutOptions, 'stopIds'>,
+  rng: Rng,
+  judge: Judge,
+  errors: RewardErrors,
+  step: number,
+): Promise<{ groups: Completion[][]; outcomes: RewardOutcome[][]; values: number[][]; stepErrors: number }> {
+  const groups: Completion[][] = [];
+  for (const p of prompts) groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, n, { ...sampling, stopIds: p.stop }, rng));
+  const outcomes: RewardOutcome[][] = [];
+  for (const [i, p] of prompts.entries()) outcomes.push(await judge.scoreGroup(p, groups[i]!));
+  const stepErrors = errors.check(step, outcomes.flat());
+  const values = outcomes.map((g) => g.map((o) => ('value' in o ? o.value : NaN)));
+  return { groups, outcomes, values, stepErrors };
+}

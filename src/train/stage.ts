@@ -1,6 +1,6 @@
+import { tf } from '../backend/tf.js';
 import { describeResult } from '../eval/standalone.js';
 import { TrainingEvals } from '../eval/training.js';
-import { tf } from '../backend/tf.js';
 import type { SamplerState } from '../data/batches.js';
 import type { LanguageModel } from '../model/model.js';
 import type { RecipeLock } from '../recipe/lock.js';
@@ -10,27 +10,13 @@ import type { Metric, RunDir, RunEvent } from '../runs/rundir.js';
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { AdamW } from './optimizer.js';
+import type { StageResult, StopSignal } from './pretrain.js';
 import { learningRate } from './schedule.js';
 
 // The step machinery shared by the post-training stages (SFT, DPO, online DPO, GRPO): AdamW with
 // accumulation and global-norm clipping, the step loop (logging, eval, checkpoints, interrupt,
 // clean failure), per-token log-probabilities, and a restorable example order.
 
-/** Why a run stops early; set from outside (interrupt button, cancel, signal handler). */
-export interface StopSignal {
-  reason?: 'interrupt' | 'cancel';
-}
-
-/** How a stage ended. */
-export interface StageResult {
-  status: 'completed' | 'interrupted' | 'cancelled' | 'failed';
-  step: number;
-  loss?: number;
-  evalLoss?: number;
-  tokens: number;
-  seconds: number;
-  error?: string;
-}
 
 /** What a post-training stage gets from the executor. */
 export interface PostStageContext<R extends PostRecipe = PostRecipe> {
@@ -350,3 +336,5 @@ export class ExampleOrder {
 export function round4(x: number): number {
   return Math.round(x * 1e4) / 1e4;
 }
+
+export type { StageResult, StopSignal } from './pretrain.js';
