@@ -5,7 +5,7 @@
 // ratio is always "higher is better": ours / reference for rates (tokens/s, MB/s, GFLOP/s),
 // reference / ours for memory (MB). See bench/README.md for what each case measures.
 //
-//   node bench/run.mjs [--cases a,b] [--quick] [--out FILE] [--keep] [--list]
+//   node bench/run.mjs [--cases a,b] [--quick] [--out FILE] [--keep] [--list] [--micro N] [--ref-threads N] [--corpus-mb N]
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -45,6 +45,7 @@ const { values: args } = parseArgs({
     list: { type: 'boolean', default: false },
     'corpus-mb': { type: 'string', default: '50' },
     micro: { type: 'string' },
+    'ref-threads': { type: 'string', default: '2' },
   },
 });
 
@@ -217,7 +218,7 @@ async function trainCase(caseName, model, backend) {
   const micro = Number(args.micro ?? MICRO[backend][model]);
   await runJson(process.execPath, [join(here, 'train_step.mjs'), 'export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)]);
   const ours = new Server(`ours ${model} ${backend}`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
-  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir, '--check-micro', String(micro)]);
+  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir, '--check-micro', String(micro), '--threads', args['ref-threads']]);
   const oursSteps = [];
   const refSteps = [];
   let error;

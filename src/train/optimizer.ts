@@ -36,10 +36,12 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.cfg;
     const bc1 = 1 - Math.pow(beta1, this.t);
     const bc2 = 1 - Math.pow(beta2, this.t);
-    tf.tidy(() => {
-      for (const [name, p] of this.params) {
+    // One tidy per parameter: a single tidy around the loop keeps every parameter's temporaries
+    // alive to the end, which for large (MoE) models exhausts the wasm heap.
+    for (const [name, p] of this.params) {
+      tf.tidy(() => {
         const g = grads.get(name);
-        if (!g) continue;
+        if (!g) return;
         const m = this.m.get(name)!;
         const v = this.v.get(name)!;
         const m1 = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
@@ -50,8 +52,8 @@ export class AdamW {
         let next = tf.sub(p, tf.mul(update, lr));
         if (weightDecay > 0 && this.decay.has(name)) next = tf.sub(next, tf.mul(p, lr * weightDecay));
         p.assign(next);
-      }
-    });
+      });
+    }
   }
 
   /** Frees the moment buffers. */

@@ -128,10 +128,15 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
         else {
           for (const [k, g] of Object.entries(grads)) {
             const name = varNames.get(k)!;
-            const sum = tf.add(acc.get(name)!, g);
-            acc.get(name)!.dispose();
+            const prev = acc.get(name);
+            // An MoE expert that no token chose in earlier micro-batches has no gradient yet.
+            if (!prev) {
+              acc.set(name, g);
+              continue;
+            }
+            acc.set(name, tf.add(prev, g));
+            prev.dispose();
             g.dispose();
-            acc.set(name, sum);
           }
         }
       }
