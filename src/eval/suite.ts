@@ -2,9 +2,8 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { tf } from '../backend/tf.js';
 import { DataError, LatheError } from '../errors.js';
-import { sampleToken } from '../model/generate.js';
+import { lastLogits, sampleToken } from '../model/generate.js';
 import { disposeCache, type LanguageModel } from '../model/model.js';
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
@@ -192,16 +191,6 @@ export async function complete(model: LanguageModel, tokenizer: Tokenizer, promp
   } finally {
     disposeCache(cache);
   }
-}
-
-async function lastLogits(model: LanguageModel, ids: number[], pos0: number, cache: ReturnType<LanguageModel['newCache']>): Promise<Float32Array> {
-  const t = tf.tidy(() => {
-    const { logits } = model.forward(tf.tensor2d([ids], [1, ids.length], 'int32'), { cache, pos0 });
-    return tf.slice(logits, [ids.length - 1, 0], [1, -1]);
-  });
-  const data = (await t.data()) as Float32Array;
-  t.dispose();
-  return data;
 }
 
 /** The metric keys of a suite: eval/<name>/<what>. */
