@@ -3,7 +3,7 @@
 // Uses only Node built-ins, since it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,6 +21,35 @@ function run(cmd, args, opts = {}) {
 
 const sha = (file) => createHash('sha256').update(readFileSync(join(root, file))).digest('hex');
 const stamp = (path) => (existsSync(path) ? readFileSync(path, 'utf8').trim() : '');
+
+/** `npm ci` in a sub-package, again only when its lockfile changes; install scripts stay off. */
+function installLocked(dir, what) {
+  const lock = join(dir, 'package-lock.json');
+  const want = createHash('sha256').update(readFileSync(lock)).digest('hex');
+  const have = join(dir, 'node_modules', '.lathe-lock-sha');
+  if (stamp(have) === want) return;
+  log(`installing the node dependencies of ${what} (npm ci in ${dir})`);
+  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { cwd: dir, env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } });
+  writeFileSync(have, want);
+}
+
+/** One hash over files and folders (recursively), to rebuild only what changed. */
+function treeSha(base, entries) {
+  const h = createHash('sha256');
+  const walk = (p) => {
+    if (!existsSync(p)) return;
+    if (statSync(p).isDirectory()) for (const f of readdirSync(p).sort()) walk(join(p, f));
+    else h.update(p.slice(base.length)).update(readFileSync(p));
+  };
+  for (const e of entries) walk(join(base, e));
+  return h.digest('hex');
+}
+
+/** The venv's Python version, e.g. "3.11" (site-packages lives under it). */
+function pyVersion() {
+  const r = spawnSync(join(root, '.venv', 'bin', 'python'), ['-c', 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'], { encoding: 'utf8' });
+  return r.stdout.trim();
+}
 
 // 1. Node dependencies, reinstalled when the lockfile changes.
 const lockSha = sha('package-lock.json');
@@ -80,4 +109,42 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   }
   for (const f of readdirSync(template)) if (f !== 'kernel.json') copyFileSync(join(template, f), join(specDir, f));
 }
+
+// 5. The JupyterLab extension (extension/, its own package): node deps from its lockfile, tsc, the
+//    prebuilt labextension (@jupyterlab/builder against the venv's JupyterLab), copied into
+//    .venv/share/jupyter/labextensions. Rebuilt only when its sources change (webpack takes a minute).
+{
+  const extDir = join(root, 'extension');
+  installLocked(extDir, 'the extension');
+  const srcSha = treeSha(extDir, ['src', 'style', 'package.json', 'tsconfig.json']);
+  const out = join(extDir, 'labextension');
+  const builtStamp = join(out, '.lathe-src-sha');
+  if (stamp(builtStamp) !== srcSha) {
+    log('building the JupyterLab extension (tsc, then @jupyterlab/builder)');
+    run(process.execPath, [join(extDir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(extDir, 'tsconfig.json')]);
+    const core = join(venv, 'lib', `python${pyVersion()}`, 'site-packages', 'jupyterlab', 'staging');
+    run(process.execPath, [join(extDir, 'node_modules', '@jupyterlab', 'builder', 'lib', 'build-labextension.js'), '--core-path', core, extDir], { cwd: extDir, stdio: quiet ? 'ignore' : ['ignore', 'ignore', 'inherit'] });
+    writeFileSync(builtStamp, srcSha);
+  }
+  const installed = join(venv, 'share', 'jupyter', 'labextensions', 'lathe-jupyterlab');
+  if (stamp(join(installed, '.lathe-src-sha')) !== srcSha) {
+    log(`installing the labextension into ${installed}`);
+    rmSync(installed, { recursive: true, force: true });
+    cpSync(out, installed, { recursive: true });
+  }
+}
+
+// 6. Browser tests only (`--browser`): their node deps (galata, Playwright; never a browser
+//    download) and Debian's Chromium, installed with apt when /usr/bin/chromium is absent.
+if (process.argv.includes('--browser')) {
+  installLocked(join(root, 'extension', 'ui-tests'), 'the browser tests');
+  if (!existsSync('/usr/bin/chromium')) {
+    log('installing Debian\'s chromium (apt-get) for the browser tests');
+    const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
+    const apt = (args) => run(sudo[0] ?? 'apt-get', [...(sudo.length ? ['apt-get'] : []), ...args], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    apt(['update', '-qq']);
+    apt(['install', '-y', '-qq', '--no-install-recommends', 'chromium']);
+  }
+}
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');
+

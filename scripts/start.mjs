@@ -1,29 +1,46 @@
 #!/usr/bin/env node
-// `npm start`: trains the bundled example language (Tally) on this machine's CPU with a progress
-// bar, then prints samples and whether each one parses in Tally's interpreter.
-import { spawnSync } from 'node:child_process';
+// `npm start [-- <jupyter lab args>]`: the workbench. Set-up has run (scripts/setup.mjs) before this;
+// here JupyterLab starts on the repository with notebooks/quickstart.ipynb open, the `lathe` kernel,
+// the Lathe extension, and prints the URL with its token. Arguments after `--` go to `jupyter lab`.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const lathe = join(root, 'bin', 'lathe.js');
-const recipe = join(root, 'examples', 'recipes', 'tally-pretrain.json');
-const out = join(root, 'runs', `quickstart-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-const extra = process.argv.slice(2);
+const args = process.argv.slice(2).filter((a) => a !== '--');
+const has = (name) => args.some((a) => a === name || a.startsWith(`${name}=`));
 
-console.log(`Training the Tally example (${recipe}) into ${out}\n`);
-const train = spawnSync(process.execPath, [lathe, 'train', recipe, '--out', out, ...extra], { stdio: 'inherit', cwd: root });
-if (train.status !== 0) process.exit(train.status ?? 1);
+// Jupyter masks a token it was given, so choose one here (unless the user did) and print it ourselves.
+const tokenArg = args.find((a) => a.startsWith('--IdentityProvider.token=') || a.startsWith('--ServerApp.token='));
+const token = tokenArg ? tokenArg.slice(tokenArg.indexOf('=') + 1) : randomBytes(24).toString('hex');
+const lab = [
+  `--config=${join(root, 'jupyter-config', 'jupyter_server_config.json')}`,
+  ...(has('--ServerApp.root_dir') || has('--notebook-dir') ? [] : [`--ServerApp.root_dir=${root}`]),
+  ...(tokenArg ? [] : [`--IdentityProvider.token=${token}`]),
+  ...(process.getuid?.() === 0 && !has('--allow-root') ? ['--allow-root'] : []),
+  ...args,
+];
 
-const { parses } = await import(join(root, 'dist', 'examples', 'tally', 'reward.js'));
-console.log('\nSamples from the trained model:\n');
-for (let seed = 1; seed <= 3; seed++) {
-  const g = spawnSync(process.execPath, [lathe, 'generate', out, '--prompt', '', '--max-tokens', '120', '--temperature', '0.7', '--seed', String(seed)], { cwd: root, encoding: 'utf8' });
-  if (g.status !== 0) {
-    process.stderr.write(g.stderr);
-    process.exit(g.status ?? 1);
+const env = {
+  ...process.env,
+  // Kernel spec and labextension live in the project venv; nothing outside the project is read for them.
+  JUPYTER_PATH: [join(root, '.venv', 'share', 'jupyter'), process.env.JUPYTER_PATH].filter(Boolean).join(':'),
+  PATH: `${join(root, '.venv', 'bin')}:${process.env.PATH}`,
+};
+const child = spawn(join(root, '.venv', 'bin', 'jupyter'), ['lab', ...lab], { cwd: root, env, stdio: ['inherit', 'inherit', 'pipe'] });
+
+let announced = false;
+child.stderr.on('data', (chunk) => {
+  process.stderr.write(chunk);
+  if (announced) return;
+  const m = /(https?:\/\/(?:127\.0\.0\.1|localhost|[\w.-]+):(\d+)\/[^\s?]*)/.exec(chunk.toString());
+  if (m && /is running at|127\.0\.0\.1:\d+/.test(chunk.toString())) {
+    announced = true;
+    const url = m[1].replace('localhost', '127.0.0.1');
+    const q = token ? `?token=${token}` : '';
+    console.log(`\nLathe workbench: ${url}${q}\n`);
   }
-  const text = g.stdout.replace(/\n$/, '');
-  console.log(`--- sample ${seed} (${parses(text) ? 'parses' : 'does not parse'} in the Tally interpreter)\n${text}\n`);
-}
-console.log(`Run directory: ${out}\nTry: node bin/lathe.js generate ${out} --prompt "let px = "`);
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
