@@ -7,7 +7,7 @@ import { localExecutor } from '../dispatch/local.js';
 import { LatheError, RecipeError } from '../errors.js';
 import type { Run } from '../runs/run.js';
 import { diffRecipes, type RecipeChange } from './diff.js';
-import { lockPipeline, lockRecipe, type PipelineLock, type RecipeLock } from './lock.js';
+import { lockPipeline, lockRecipe, type AnyLock, type PipelineLock, type RecipeLock } from './lock.js';
 import type { PipelineInput, RecipeInput, ResolvedPipeline, ResolvedRecipe } from './schema.js';
 import { checkRecipe, normalizeKeys, resolveAnyRecipe, resolveRecipe } from './validate.js';
 
@@ -23,6 +23,11 @@ export interface RunOptions {
   out?: string;
   /** Stop as if interrupted after this step, with a checkpoint. */
   stopAfter?: number;
+}
+
+/** An executor that locks recipes itself (a worker: its own backends, its own data); see dispatch/worker.ts. */
+function locksItself(e: Executor | undefined): e is Executor & { lockRecipe(r: Recipe | Pipeline, o: RunOptions): Promise<AnyLock> } {
+  return typeof (e as { lockRecipe?: unknown } | undefined)?.lockRecipe === 'function';
 }
 
 /** A validated stage recipe: plain data plus the directory its relative paths resolve against. */
@@ -70,7 +75,7 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
 
   /** Starts training and returns the live Run at once; `await run.done` waits for the end. */
   async start(opts: RunOptions = {}): Promise<Run> {
-    const lock = await this.lock(opts);
+    const lock = locksItself(opts.on) ? await opts.on.lockRecipe(this, opts) : await this.lock(opts);
     return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter });
   }
 
@@ -165,7 +170,7 @@ export class Pipeline {
 
   /** Starts the pipeline and returns the live Run at once (metrics carry a global step, the stage and stage_step). */
   async start(opts: RunOptions = {}): Promise<Run> {
-    const lock = await this.lock(opts);
+    const lock = locksItself(opts.on) ? await opts.on.lockRecipe(this, opts) : await this.lock(opts);
     return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter });
   }
 

@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { connect } from '../dispatch/worker.js';
+import { LatheError } from '../errors.js';
+import { loadRecipe } from '../recipe/recipe.js';
+import { readTokenFile } from '../worker/auth.js';
+import { backendOption, positiveInt } from './options.js';
+import { followRun } from './progress.js';
+import { progressMode, reportEnd } from './train.js';
+
+/** Reads --ca (a PEM certificate to trust), if given. */
+export function readCa(path: string | undefined): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new LatheError(`--ca ${path}: cannot read it (${(e as Error).message})`);
+  }
+}
+
+interface SubmitOptions {
+  worker: string;
+  tokenFile: string;
+  steps?: number;
+  backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
+  out?: string;
+  wait?: boolean;
+  detach?: boolean;
+  json?: boolean;
+  ca?: string;
+  name?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('submit')
+    .description(
+      'Train a recipe on a worker: uploads the data the worker lacks (by content hash; worker:<path> files stay on the worker), streams progress, ' +
+        'and downloads the run directory (metrics, events, summary, final checkpoint) into --out when the job ends.',
+    )
+    .argument('<recipe>', 'recipe file (.json, .yaml)')
+    .requiredOption('--worker <url>', 'the worker, e.g. ws://gpu-node:8765 or wss://…')
+    .requiredOption('--token-file <file>', "file holding the worker's token")
+    .option('--steps <n>', 'override train.steps', positiveInt('--steps'))
+    .option('--backend <name>', "cpu, wasm, webgpu, or auto (the worker's own; also when the recipe names none)", backendOption)
+    .option('--out <dir>', 'local run directory to mirror into (default: runs/<name>-<lock id>)')
+    .option('--wait', 'stay until the job ends, reconnecting by itself if the connection drops')
+    .option('--detach', 'print the job id and return once the job is queued')
+    .option('--name <name>', 'job name shown by lathe jobs')
+    .option('--ca <file>', 'trust this certificate (PEM) for a wss:// worker with a self-signed one')
+    .option('--json', 'print metrics and events as JSON lines')
+    .action(async (file: string, o: SubmitOptions) => {
+      const r = await loadRecipe(file);
+      const exec = await connect(o.worker, { token: readTokenFile(o.tokenFile), ca: readCa(o.ca), reconnect: !!o.wait, log: (l) => console.error(l) });
+      try {
+        const run = await r.start({ on: exec, steps: o.steps, backend: o.backend, out: o.out });
+        const job = exec.lastJob!;
+        if (!o.json) console.log(`job ${job.id} on ${exec.url} (lock ${run.lock.id}, backend ${run.lock.backend}); mirroring into ${run.dir.path}`);
+        if (o.detach) {
+          if (o.json) process.stdout.write(JSON.stringify({ job }) + '\n');
+          else console.log(`detached; follow it with lathe jobs --worker ${exec.url}, stop it with lathe cancel ${job.id}`);
+          return;
+        }
+        // Ctrl-C leaves the job training on the worker: only this client goes away.
+        const detach = () => {
+          console.error(`\ndetached; job ${job.id} keeps training on the worker (lathe cancel ${job.id} stops it)`);
+          process.exit(130);
+        };
+        process.on('SIGINT', detach);
+        try {
+          await followRun(run, progressMode(o.json), run.lock.recipe.train.steps);
+          process.exitCode = reportEnd(await run.done, run.dir.path, !!o.json);
+        } finally {
+          process.off('SIGINT', detach);
+        }
+      } finally {
+        exec.close();
+      }
+    });
+}
