@@ -11,6 +11,11 @@ import { register as registerReproduce } from './reproduce.js';
 import { register as registerResume } from './resume.js';
 import { register as registerTrain } from './train.js';
 import { register as registerValidate } from './validate.js';
+import { register as registerRooms } from './rooms.js';
+import { register as registerWorker } from './worker.js';
+import { register as registerSubmit } from './submit.js';
+import { register as registerJobs } from './jobs.js';
+import { register as registerCancel } from './cancel.js';
 
 /** Builds the `lathe` command; every verb has --help. */
 export function buildProgram(): Command {
@@ -20,6 +25,11 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   for (const reg of [registerInit, registerValidate, registerRecipe, registerData, registerTrain, registerResume, registerReproduce, registerGenerate, registerEval, registerExport]) reg(program);
+  registerRooms(program);
+  registerWorker(program);
+  registerSubmit(program);
+  registerJobs(program);
+  registerCancel(program);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }
