@@ -27,6 +27,10 @@ const env = {
   // Kernel spec and labextension live in the project venv; nothing outside the project is read for them.
   JUPYTER_PATH: [join(root, '.venv', 'share', 'jupyter'), process.env.JUPYTER_PATH].filter(Boolean).join(':'),
   PATH: `${join(root, '.venv', 'bin')}:${process.env.PATH}`,
+  // The server extension lathe_jupyter (read-only share links) lives in jupyter-config/.
+  PYTHONPATH: [join(root, 'jupyter-config'), process.env.PYTHONPATH].filter(Boolean).join(':'),
+  // Kernels publish every run into its room; the room server starts behind Jupyter's proxy on demand.
+  LATHE_ROOMS_URL: process.env.LATHE_ROOMS_URL ?? 'auto',
 };
 const child = spawn(join(root, '.venv', 'bin', 'jupyter'), ['lab', ...lab], { cwd: root, env, stdio: ['inherit', 'inherit', 'pipe'] });
 

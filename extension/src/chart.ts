@@ -26,6 +26,8 @@ export interface RunPayload {
   summary?: Record<string, unknown> | null;
   /** Kernel's wall clock (ms) when this snapshot left it; the latency benchmark reads it. */
   sentAt?: number;
+  /** The run's room and a read token for it (present when run rooms are on). */
+  roomRef?: { name: string; path: string; param: string; token: string; role: string; expires?: string };
 }
 
 /** Several runs overlaid (`{ runs: [...] }` in the run MIME type). */
@@ -150,6 +152,19 @@ export function runSeries(run: RunPayload, opts: ChartOptions, prefix = ''): Ser
     });
   }
   return out;
+}
+
+const FINISHED = new Set(['completed', 'interrupted', 'cancelled', 'failed']);
+
+/**
+ * The run as shown: the display snapshot, or the room's curve when the room has at least as much
+ * (snapshots are thinned past 2000 points; the room holds every point). A finished status wins.
+ */
+export function mergeRoom(snap: RunPayload, room: { metrics: MetricLine[]; meta: Record<string, unknown> } | null): RunPayload {
+  if (!room || (room.metrics.length < snap.metrics.length && !snap.sampled) || !room.metrics.length) return snap;
+  const roomStatus = room.meta.status as string | undefined;
+  const status = FINISHED.has(snap.status ?? '') ? snap.status : (roomStatus ?? snap.status);
+  return { ...snap, metrics: room.metrics, status, step: room.metrics.at(-1)?.step ?? snap.step };
 }
 
 /** Normalizes the run MIME data: one run or several. */

@@ -2,6 +2,8 @@ import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } fro
 import { ICommandPalette, InputDialog } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { setIdentity } from './room';
 import { RunsPanel } from './runs-panel';
 import { blankNotebook, DATA_HINTS, DEFAULT_DATA, DEFAULT_REWARD, recipeNotebook, STAGE_LABELS, STAGES, type Stage } from './templates';
 
@@ -14,6 +16,13 @@ const runsPlugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null) => {
+    // Presence in run rooms uses JupyterLab's own identity (name and colour).
+    void app.serviceManager.user.ready.then(() => {
+      const id = app.serviceManager.user.identity;
+      if (id) setIdentity({ name: id.display_name || id.name || id.username, color: id.color || '#888888' });
+    });
+    // Starts the run-room server behind Jupyter's proxy now, so the first run's room is ready.
+    void fetch(URLExt.join(PageConfig.getBaseUrl(), 'lathe-rooms', 'healthz'), { credentials: 'same-origin' }).catch(() => undefined);
     const panel = new RunsPanel(app);
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, panel.id);

@@ -1,6 +1,7 @@
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
-import { payloadRuns, type ComparePayload, type RunPayload } from './chart';
+import { mergeRoom, payloadRuns, type ComparePayload, type RunPayload } from './chart';
+import { joinRoom, type RunRoom } from './room';
 import { diffRows, sections, type RecipePayload } from './recipe';
 import { RunChart } from './run-chart';
 
@@ -17,9 +18,36 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, text?: s
 
 /** A run (or several, overlaid) as a live plotly chart; works from saved outputs with no kernel. */
 export class RunRenderer extends RunChart implements IRenderMime.IRenderer {
+  private snapshot: RunPayload[] = [];
+  private room: RunRoom | null = null;
+  private offRoom?: () => void;
+
   renderModel(model: IRenderMime.IMimeModel): Promise<void> {
     const data = model.data[RUN_MIME] as unknown as RunPayload | ComparePayload;
-    return this.setRuns(payloadRuns(data));
+    this.snapshot = payloadRuns(data);
+    const ref = this.snapshot.length === 1 ? this.snapshot[0]!.roomRef : undefined;
+    // Follow the run's room: collaborators see every point live, and late joiners the whole curve.
+    if (ref && !this.room) {
+      this.room = joinRoom(ref);
+      this.offRoom = this.room.onChange(() => void this.refresh());
+    }
+    return this.refresh();
+  }
+
+  private refresh(): Promise<void> {
+    const room = this.room;
+    if (room) {
+      this.setPresence(room.presence(), room.refused);
+      this.node.dataset.roomPoints = String(room.metrics().length);
+      this.node.dataset.roomSynced = String(room.synced);
+    }
+    const runs = room && this.snapshot.length === 1 ? [mergeRoom(this.snapshot[0]!, { metrics: room.metrics(), meta: room.meta() })] : this.snapshot;
+    return this.setRuns(runs);
+  }
+
+  dispose(): void {
+    this.offRoom?.();
+    super.dispose();
   }
 }
 

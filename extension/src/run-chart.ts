@@ -36,6 +36,7 @@ export class RunChart extends Widget {
   private readonly plot = el('div', 'lathe-RunChart-plot');
   private readonly status = el('div', 'lathe-RunChart-status');
   private readonly evals = el('div', 'lathe-RunChart-evals');
+  private readonly presence = el('div', 'lathe-RunChart-presence');
   private drawing: Promise<void> | null = null;
   private dirty = false;
 
@@ -62,13 +63,34 @@ export class RunChart extends Widget {
       return l;
     };
     bar.append(label('x ', x), label(' smoothing ', smooth, smoothValue), label(' log y ', log));
-    this.node.append(this.status, bar, this.plot, this.evals);
+    this.node.append(this.status, this.presence, bar, this.plot, this.evals);
   }
 
   /** Shows these runs (one, or several overlaid); resolves once drawn. */
   setRuns(runs: RunPayload[]): Promise<void> {
     this.runs = runs;
     return this.schedule();
+  }
+
+  /** Shows who is watching this run (its room's presence), or why the room refused us. */
+  setPresence(people: readonly { name: string; color: string; role?: string }[], refused?: string | null): void {
+    this.presence.replaceChildren();
+    if (refused) {
+      this.presence.append(el('span', 'lathe-RunChart-refused', `room refused: ${refused}`));
+      return;
+    }
+    if (!people.length) return;
+    this.presence.append(el('span', 'lathe-RunChart-watching', 'watching: '));
+    for (const p of people) {
+      const chip = el('span', 'lathe-Presence', p.name);
+      chip.style.borderColor = p.color;
+      chip.title = p.role ? `${p.name} (${p.role})` : p.name;
+      const dot = el('span', 'lathe-Presence-dot');
+      dot.style.background = p.color;
+      chip.prepend(dot);
+      this.presence.append(chip);
+    }
+    this.node.dataset.watchers = people.map((p) => p.name).join(',');
   }
 
   /** Changes the chart options and redraws. */

@@ -25,6 +25,8 @@ export interface RunRow {
   kernelId?: string;
   /** Epoch ms the run started, for a live elapsed clock. */
   startedAt?: number;
+  /** The run's room (kernel runs, when run rooms are on). */
+  roomRef?: { name: string; path: string; param: string; token: string; role: string };
 }
 
 /** The kernel's `lathe.runs` RunInfo. */
@@ -39,6 +41,7 @@ export interface KernelRunInfo {
   steps: number;
   loss: number | null;
   live: boolean;
+  roomRef?: RunRow['roomRef'];
 }
 
 /** Path of `abs` relative to the server root, or null when outside it. */
@@ -97,6 +100,7 @@ export function rowFromKernel(info: KernelRunInfo, kernelId: string, serverRoot:
     source: 'kernel',
     kernelId,
     startedAt,
+    ...(info.roomRef ? { roomRef: info.roomRef } : {}),
   };
 }
 

@@ -4,6 +4,7 @@ import { PageConfig } from '@jupyterlab/coreutils';
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 import { parseMetrics, type MetricLine, type RunPayload } from './chart';
+import { currentIdentity, joinRoom, type RunRoom } from './room';
 import { RunChart } from './run-chart';
 import { formatElapsed, mergeRows, rowFromDir, rowFromKernel, type KernelRunInfo, type RunRow } from './runs-model';
 
@@ -81,8 +82,9 @@ class KernelRuns {
     return () => set!.delete(fn);
   }
 
-  cancel(id: string): void {
-    this.comm.send({ type: 'cancel', id });
+  /** Cancels a run; `by` is who asked, recorded in the run's room and events. */
+  cancel(id: string, by: string): void {
+    this.comm.send({ type: 'cancel', id, by });
   }
 
   dispose(): void {
@@ -106,6 +108,7 @@ export class RunsPanel extends Widget {
   private readonly message = document.createElement('div');
   private timer: number | undefined;
   private readonly serverRoot = PageConfig.getOption('serverRoot');
+  private readonly roomSubs = new Map<string, () => void>();
 
   constructor(private readonly app: JupyterFrontEnd) {
     super();
@@ -244,7 +247,7 @@ export class RunsPanel extends Widget {
     const t = this.table;
     t.replaceChildren();
     const head = t.createTHead().insertRow();
-    for (const h of ['', 'run', 'status', 'stage', 'step', 'loss', 'tok/s', 'elapsed', 'where']) {
+    for (const h of ['', 'run', 'status', 'stage', 'step', 'loss', 'tok/s', 'elapsed', 'where', 'who']) {
       const th = document.createElement('th');
       th.textContent = h;
       head.append(th);
@@ -269,10 +272,45 @@ export class RunsPanel extends Widget {
       const first = tr.insertCell();
       first.append(box);
       for (const c of cells) tr.insertCell().textContent = c;
+      const who = tr.insertCell();
+      who.className = 'lathe-RunsPanel-who';
+      const room = this.roomOf(r);
+      if (room) {
+        const meta = room.meta();
+        const by = [meta.startedBy ? `started by ${String(meta.startedBy)}` : '', meta.cancelledBy ? `cancelled by ${String(meta.cancelledBy)}` : ''].filter(Boolean).join(', ');
+        tr.dataset.startedBy = String(meta.startedBy ?? '');
+        tr.dataset.cancelledBy = String(meta.cancelledBy ?? '');
+        tr.dataset.watchers = room.presence().map((p) => p.name).join(',');
+        for (const p of room.presence()) {
+          const dot = document.createElement('span');
+          dot.className = 'lathe-Presence-dot';
+          dot.style.background = p.color;
+          dot.title = p.name;
+          who.append(dot);
+        }
+        if (by) who.title = by;
+      }
       tr.title = r.dir ?? r.id;
       tr.onclick = () => void this.open([r]);
     }
     this.message.textContent = this.rows.length ? '' : 'No runs yet. Train one from a notebook (await r.run()) or the CLI (lathe train).';
+  }
+
+  /** The room of a live run, joined once; its changes re-render the panel. */
+  private roomOf(r: RunRow): RunRoom | null {
+    if (!r.roomRef) return null;
+    const room = joinRoom(r.roomRef);
+    if (!this.roomSubs.has(r.roomRef.name)) this.roomSubs.set(r.roomRef.name, room.onChange(() => this.renderSoon()));
+    return room;
+  }
+
+  private renderTimer = 0;
+  private renderSoon(): void {
+    if (this.renderTimer) return;
+    this.renderTimer = window.setTimeout(() => {
+      this.renderTimer = 0;
+      this.render();
+    }, 250);
   }
 
   private selectedRows(): RunRow[] {
@@ -304,7 +342,7 @@ export class RunsPanel extends Widget {
       this.message.textContent = `${r.name}: not live in a kernel here, cannot cancel`;
       return;
     }
-    k.cancel(r.id);
+    k.cancel(r.id, currentIdentity().name);
   }
 
   /** Opens a chart of these runs in the main area; live runs keep streaming into it. */
@@ -345,6 +383,7 @@ export class RunsPanel extends Widget {
   dispose(): void {
     if (this.isDisposed) return;
     window.clearInterval(this.timer);
+    for (const off of this.roomSubs.values()) off();
     for (const k of this.kernels.values()) {
       k.dispose();
       k.kernel.dispose();

@@ -27,6 +27,30 @@ export interface RunLike {
   events: RunEvent[];
 }
 
+/** How a browser joins a run's room (lathe's `rooms.roomRef`); set by the kernel when rooms are on. */
+let roomRefOf: ((runId: string) => unknown) | undefined;
+const roomRefs = new Map<string, unknown>();
+
+/** Makes run bundles carry `roomRef` (a read token for the run's room), minted once per run. */
+export function setRoomRefProvider(fn: ((runId: string) => unknown) | undefined): void {
+  roomRefOf = fn;
+  roomRefs.clear();
+}
+
+/** The run's room reference for browsers, or undefined when rooms are off. */
+export function roomRefFor(runId: string): unknown {
+  if (!roomRefOf) return undefined;
+  if (!roomRefs.has(runId)) {
+    try {
+      roomRefs.set(runId, roomRefOf(runId));
+    } catch {
+      // No secret readable: the chart then follows display updates only.
+      roomRefs.set(runId, undefined);
+    }
+  }
+  return roomRefs.get(runId);
+}
+
 // Snapshots carry at most this many metric lines; longer runs are thinned evenly (last kept).
 const MAX_POINTS = 2000;
 
@@ -86,34 +110,86 @@ interface CardFields {
   tokenizer?: { path?: string; vocabSize?: number };
   model?: { arch?: string; dim?: number; layers?: number; heads?: number; context?: number; experts?: number; topK?: number };
   train?: Record<string, unknown>;
+  reward?: { module?: string; export?: string };
+  judge?: { reward?: { module?: string; export?: string }; model?: string };
+  /** A pipeline's stage recipes. */
+  stages?: CardFields[];
 }
 
-/** A recipe card: the recipe as written and resolved, a small HTML card and a text summary. */
-export function recipeBundle(r: Lathe.Recipe): MimeBundle {
-  const c = r.config as unknown as CardFields;
+const base = (p: string) => p.split(/[\\/]/).pop() ?? p;
+const moduleName = (r: { module?: string; export?: string }) => `${base(r.module ?? '')}#${r.export ?? 'default'}`;
+
+// What one stage trains on and how: model (only where it is not the base's), data, tokenizer, training.
+function stageRows(c: CardFields): [string, string][] {
   const m = c.model ?? {};
   const t = c.train ?? {};
-  const rows: [string, string][] = [['stage', c.stage]];
-  if (c.from) rows.push(['from', c.from]);
-  if (m.arch) rows.push(['model', `${m.arch} · ${m.layers} layers · dim ${m.dim} · ${m.heads} heads · context ${m.context}${m.arch === 'moe' ? ` · ${m.experts} experts top-${m.topK}` : ''}`]);
+  const rows: [string, string][] = [];
+  // A post-training stage with `from` takes its architecture and tokenizer from that base.
+  const own = !c.from;
+  if (own && m.arch) rows.push(['model', `${m.arch} · ${m.layers} layers · dim ${m.dim} · ${m.heads} heads · context ${m.context}${m.arch === 'moe' ? ` · ${m.experts} experts top-${m.topK}` : ''}`]);
   const sources = c.data?.sources ?? [];
-  if (sources.length) rows.push(['data', sources.map((s) => `${s.name ?? s.path}${s.weight !== undefined ? ` (weight ${s.weight})` : ''}`).join(', ')]);
-  if (c.tokenizer) rows.push(['tokenizer', c.tokenizer.path ?? `BPE, ${c.tokenizer.vocabSize} tokens`]);
-  const training = [t.steps !== undefined && `${t.steps} steps`, t.batchSize !== undefined && `batch ${t.batchSize}`, t.lr !== undefined && `lr ${fmt(t.lr)}`, t.fimRate ? `FIM ${t.fimRate}` : '']
+  if (sources.length) rows.push(['data', sources.map((s) => `${s.name ?? [s.path].flat().map((p) => base(String(p))).join(' + ')}${s.weight !== undefined ? ` (weight ${s.weight})` : ''}`).join(', ')]);
+  if (own && c.tokenizer) rows.push(['tokenizer', c.tokenizer.path ?? `BPE, ${c.tokenizer.vocabSize} tokens`]);
+  const reward = c.reward ?? c.judge?.reward;
+  if (reward) rows.push([c.stage === 'grpo' ? 'reward' : 'judge', moduleName(reward)]);
+  else if (c.judge?.model) rows.push(['judge', `reward model ${c.judge.model}`]);
+  const training = [
+    t.steps !== undefined && `${t.steps} steps`,
+    t.batchSize !== undefined && `batch ${t.batchSize}`,
+    t.lr !== undefined && `lr ${fmt(t.lr)}`,
+    t.fimRate ? `FIM ${t.fimRate}` : '',
+    t.groupSize !== undefined && `${t.groupSize} completions per prompt`,
+    t.samplesPerPrompt !== undefined && `${t.samplesPerPrompt} samples per prompt`,
+    t.beta !== undefined && `β ${fmt(t.beta)}`,
+  ]
     .filter(Boolean)
     .join(' · ');
   if (training) rows.push(['training', training]);
-  if (c.backend) rows.push(['backend', `${c.backend}${c.seed !== undefined ? ` · seed ${c.seed}` : ''}`]);
+  return rows;
+}
+
+const cardHtml = (title: string, rows: [string, string][], extra: string, json: unknown) =>
+  `<div class="lathe-recipe" style="border:1px solid #ccc;border-radius:6px;padding:8px 12px;display:inline-block;font-family:sans-serif;font-size:13px">` +
+  `<div style="font-weight:bold;margin-bottom:4px">${esc(title)}</div><table>` +
+  rows.map(([k, v]) => `<tr><td style="color:#666;padding-right:12px;text-align:left">${esc(k)}</td><td style="text-align:left">${esc(v)}</td></tr>`).join('') +
+  `</table>${extra}<details><summary style="cursor:pointer;color:#666">recipe JSON</summary><pre>${esc(JSON.stringify(json, null, 2))}</pre></details></div>`;
+
+/** A recipe card (a stage recipe or a pipeline): the recipe as written and resolved, a small HTML card and a text summary. */
+export function recipeBundle(r: Lathe.Recipe | Lathe.recipe.Pipeline): MimeBundle {
+  const c = r.config as unknown as CardFields;
   const title = c.name ?? `${c.stage} recipe`;
-  const html =
-    `<div class="lathe-recipe" style="border:1px solid #ccc;border-radius:6px;padding:8px 12px;display:inline-block;font-family:sans-serif;font-size:13px">` +
-    `<div style="font-weight:bold;margin-bottom:4px">${esc(title)}</div><table>` +
-    rows.map(([k, v]) => `<tr><td style="color:#666;padding-right:12px;text-align:left">${esc(k)}</td><td style="text-align:left">${esc(v)}</td></tr>`).join('') +
-    `</table><details><summary style="cursor:pointer;color:#666">recipe JSON</summary><pre>${esc(JSON.stringify(r.toJSON(), null, 2))}</pre></details></div>`;
+  const backend: [string, string][] = c.backend ? [['backend', `${c.backend}${c.seed !== undefined ? ` · seed ${c.seed}` : ''}`]] : [];
+  const payload = { version: 1, name: c.name ?? null, stage: c.stage, file: r.file ?? null, recipe: r.toJSON(), resolved: r.config };
+  if (c.stage === 'pipeline' && c.stages) return pipelineCard(c, c.stages, title, backend, payload);
+  const rows: [string, string][] = [['stage', c.stage], ...(c.from ? [['from', c.from] as [string, string]] : []), ...stageRows(c), ...backend];
   const text = [`Recipe ${title}`, ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`)].join('\n');
+  return { [RECIPE_MIME]: payload, 'text/html': cardHtml(title, rows, '', r.toJSON()), 'text/plain': text };
+}
+
+// A pipeline's card: the chain, then one row per stage saying where it starts, its data and its training.
+function pipelineCard(c: CardFields, stages: CardFields[], title: string, backend: [string, string][], payload: Record<string, unknown>): MimeBundle {
+  const rows: [string, string][] = [
+    ['stages', stages.map((s) => s.stage).join(' → ')],
+    ['training', `${fmt(Number(c.train?.steps ?? stages.reduce((a, s) => a + Number(s.train?.steps ?? 0), 0)))} steps in all, each stage from the previous one's final checkpoint`],
+    ...backend,
+  ];
+  const table = stages.map((s, i) => {
+    const fields = Object.fromEntries(stageRows({ ...s, from: i > 0 ? 'previous stage' : (c.from ?? s.from) }));
+    return {
+      '#': i + 1,
+      stage: s.stage,
+      'starts from': i > 0 ? `stage ${i}'s final checkpoint` : (c.from ?? s.from ?? 'a fresh model'),
+      ...(fields.model ? { model: fields.model } : {}),
+      data: fields.data ?? '',
+      ...(fields.reward || fields.judge ? { reward: fields.reward ?? fields.judge } : {}),
+      training: fields.training ?? '',
+    };
+  });
+  const t = tableBundle(table, ['#', 'stage', 'starts from', 'model', 'data', 'reward', 'training'].filter((k) => table.some((r) => k in r)));
+  const text = [`Pipeline ${title}`, ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`), '', ...String(t['text/plain']).split('\n').map((l) => `  ${l}`)].join('\n');
   return {
-    [RECIPE_MIME]: { version: 1, name: c.name ?? null, stage: c.stage, file: r.file ?? null, recipe: r.toJSON(), resolved: r.config },
-    'text/html': html,
+    [RECIPE_MIME]: { ...payload, stages: table.map((s, i) => ({ index: i, stage: s.stage, steps: Number(stages[i]!.train?.steps ?? 0), from: s['starts from'] })) },
+    'text/html': cardHtml(title, rows, String(t['text/html']), payload.recipe),
     'text/plain': text,
   };
 }
@@ -228,6 +304,9 @@ export function runBundle(run: RunLike): MimeBundle {
       sampled: metrics.length > MAX_POINTS,
       events: run.events.slice(-20),
       summary: run.summary ?? null,
+      // When this snapshot leaves the kernel; the browser benchmark measures metric-to-pixel latency from it.
+      sentAt: Date.now(),
+      ...(roomRefFor(run.id) ? { roomRef: roomRefFor(run.id) } : {}),
     },
     [PLOTLY_MIME]: plotlyFigure(series, title),
     'text/html': `<div class="lathe-run"><div style="font-family:monospace;font-size:12px">${esc(line)}</div>${svgChart(series)}</div>`,

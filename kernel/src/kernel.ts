@@ -8,11 +8,10 @@ import type * as Lathe from 'lathe';
 import ts from 'typescript';
 import { CommManager } from './comms.js';
 import { CellCompiler, isComplete } from './converter.js';
-import { bundleOf, compareBundle, isRun, progressLine, tableBundle, type MimeBundle } from './display.js';
+import { bundleOf, compareBundle, isRun, progressLine, setRoomRefProvider, tableBundle, type MimeBundle } from './display.js';
 import { Executor, type CellError } from './executor.js';
 import { CELL_GLOBALS } from './globals.js';
 import { LiveRunDisplay } from './live.js';
-import { keepEventLoopResponsive } from './responsive.js';
 import { registerRunsTarget } from './runs-comm.js';
 import { KernelServer, type ConnectionInfo, type RequestChannel } from './server.js';
 import { PROTOCOL_VERSION, type Message } from './wire.js';
@@ -101,9 +100,15 @@ export class LatheKernel {
       return this.log(`cannot load lathe: ${(e as Error).message}`);
     }
     const lathe = this.lathe;
-    if (!keepEventLoopResponsive()) this.log('no tfjs engine found: interrupts and comms may wait until training ends');
+    // With run rooms on (npm start sets LATHE_ROOMS_URL), charts in every browser follow the run's room.
+    if (process.env.LATHE_ROOMS_URL) setRoomRefProvider((id) => lathe.rooms.roomRef(id));
     lathe.runs.onRunStart((run) => this.runStarted(run));
-    registerRunsTarget(this.comms, () => [...this.known].sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running')), (fn) => lathe.runs.onRunStart(fn));
+    registerRunsTarget(this.comms, () => [...this.known].sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running')), (fn) => lathe.runs.onRunStart(fn), (run, by) => {
+      const pub = lathe.rooms.autoPublishers().get(run.id);
+      if (!pub) return false;
+      pub.cancelAs(by);
+      return true;
+    });
   }
 
   private runStarted(run: Lathe.Run): void {

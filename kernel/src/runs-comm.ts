@@ -6,6 +6,7 @@
 //                    | {type:'ack', request, id} | {type:'error', request?, id?, message}
 import type * as Lathe from 'lathe';
 import type { Comm, CommManager } from './comms.js';
+import { roomRefFor } from './display.js';
 
 /** The comm target name. */
 export const RUNS_TARGET = 'lathe.runs';
@@ -22,6 +23,8 @@ export interface RunInfo {
   steps: number;
   loss: number | null;
   live: boolean;
+  /** How a browser joins the run's room (a read token), when run rooms are on. */
+  roomRef?: unknown;
 }
 
 /** A run's list entry. */
@@ -38,11 +41,18 @@ export function runInfo(run: Lathe.Run): RunInfo {
     steps: run.summary?.steps ?? run.lock.recipe.train.steps,
     loss: run.summary?.loss ?? last?.loss ?? null,
     live: run.status === 'running',
+    ...(roomRefFor(run.id) ? { roomRef: roomRefFor(run.id) } : {}),
   };
 }
 
 /** Registers `lathe.runs`; `known()` lists the runs this kernel has seen (live first). */
-export function registerRunsTarget(comms: CommManager, known: () => Lathe.Run[], onRunStart: (fn: (run: Lathe.Run) => void) => () => void): void {
+export function registerRunsTarget(
+  comms: CommManager,
+  known: () => Lathe.Run[],
+  onRunStart: (fn: (run: Lathe.Run) => void) => () => void,
+  /** Cancels on behalf of a named collaborator (recorded in the run's room); false when it cannot. */
+  cancelAs: (run: Lathe.Run, by: string) => boolean = () => false,
+): void {
   comms.registerTarget(RUNS_TARGET, (comm: Comm, _data, openMsg) => {
     const follows = new Map<string, () => void>();
     const find = (id: unknown) => known().find((r) => r.id === id);
@@ -86,7 +96,7 @@ export function registerRunsTarget(comms: CommManager, known: () => Lathe.Run[],
           follows.get(run.id)?.();
           return comm.send({ type: 'ack', request: 'unfollow', id: run.id }, msg);
         case 'cancel':
-          run.cancel();
+          if (!(typeof data.by === 'string' && data.by && cancelAs(run, data.by))) run.cancel();
           return comm.send({ type: 'ack', request: 'cancel', id: run.id }, msg);
         case 'interrupt':
           run.interrupt();

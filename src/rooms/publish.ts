@@ -275,6 +275,11 @@ export class RunPublisher {
     meta.set('endedAt', new Date().toISOString());
   }
 
+  /** Cancels the run on behalf of `by` (a collaborator), recorded as meta.cancelledBy and on the event. */
+  cancelAs(by: string): void {
+    this.onCancelRequest({ by, at: new Date().toISOString() } as CancelRequest);
+  }
+
   private onCancelRequest(req: CancelRequest | undefined): void {
     if (!req?.by || this.cancelBy || this.run.status !== 'running') return;
     this.cancelBy = String(req.by);
