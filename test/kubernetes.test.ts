@@ -1,9 +1,12 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { spawnSync } from 'node:child_process';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jobManifests, jobName, kubernetes } from '../src/dispatch/kubernetes.js';
+import { apiErrorMessage, jobManifests, jobName, kubernetes, loadKubeConfig } from '../src/dispatch/kubernetes.js';
 import { Recipe } from '../src/recipe/recipe.js';
 import { WorkerServer } from '../src/worker/server.js';
 import { scratch, tallySlice, tinyRecipe } from './helpers.js';
@@ -23,10 +26,10 @@ interface Recorded {
  * the executor makes the way the real one does (objects echoed back with uid, resourceVersion and
  * timestamps; a Job's pod listed Running and Ready once the Job exists, at the pod IP given).
  */
-function fakeApiServer(podIP: string): { server: Server; requests: Recorded[]; objects: Map<string, Record<string, unknown>> } {
+function fakeApiServer(podIP: string, tls: { key: Buffer; cert: Buffer }): { server: Server; requests: Recorded[]; objects: Map<string, Record<string, unknown>> } {
   const requests: Recorded[] = [];
   const objects = new Map<string, Record<string, unknown>>();
-  const server = createServer(async (req: IncomingMessage, res) => {
+  const handler = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url!, 'http://x');
     let text = '';
     for await (const c of req) text += c;
@@ -38,6 +41,9 @@ function fakeApiServer(podIP: string): { server: Server; requests: Recorded[]; o
     };
     const status = (code: number, reason: string, message: string) => send(code, { apiVersion: 'v1', kind: 'Status', status: code < 300 ? 'Success' : 'Failure', reason, message, code });
     let m: RegExpExecArray | null;
+    if (req.method === 'POST' && url.pathname === '/apis/batch/v1/namespaces/forbidden/jobs') {
+      return status(403, 'Forbidden', 'jobs.batch is forbidden: User "system:serviceaccount:ml:lathe" cannot create resource "jobs" in API group "batch" in the namespace "forbidden"');
+    }
     if (req.method === 'POST' && (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)$/.exec(url.pathname))) {
       const key = `${m[2]}/${m[1]}/${body.metadata.name}`;
       if (objects.has(key)) return status(409, 'AlreadyExists', `${m[2]} "${body.metadata.name}" already exists`);
@@ -60,7 +66,7 @@ function fakeApiServer(podIP: string): { server: Server; requests: Recorded[]; o
         : [];
       return send(200, { apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '1' }, items });
     }
-    if (req.method === 'GET' && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)\/status$/.exec(url.pathname))) {
+    if (req.method === 'GET' && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
       const obj = objects.get(`jobs/${m[1]}/${m[2]}`);
       return obj ? send(200, { ...obj, status: { active: 1 } }) : status(404, 'NotFound', `jobs.batch "${m[2]}" not found`);
     }
@@ -70,8 +76,43 @@ function fakeApiServer(podIP: string): { server: Server; requests: Recorded[]; o
       return status(200, 'Deleted', `${m[3]} deleted`);
     }
     status(404, 'NotFound', `the fake API server does not serve ${req.method} ${url.pathname}`);
-  });
+  };
+  // HTTPS, as an API server serves: the library refuses to send a token over plain http.
+  const server = createHttpsServer(tls, (q, r) => void handler(q, r));
   return { server, requests, objects };
+}
+
+/** A self-signed certificate for 127.0.0.1 (the fake API server's, and the CA the kubeconfig trusts). */
+async function selfSigned(dir: string): Promise<{ key: Buffer; cert: Buffer }> {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
+  return { key: await readFile(key), cert: await readFile(cert) };
+}
+
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return (server.address() as AddressInfo).port;
+}
+
+/** A kubeconfig file as kubectl writes it: one cluster (with its CA), one token user, a context with a namespace. */
+function kubeconfigYaml(server: string, token: string, ca: Buffer, namespace?: string): string {
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'current-context: fake',
+    'contexts:',
+    '- name: fake',
+    `  context: {cluster: fake, user: tester${namespace ? `, namespace: ${namespace}` : ''}}`,
+    'clusters:',
+    '- name: fake',
+    `  cluster: {server: "${server}", certificate-authority-data: ${ca.toString('base64')}}`,
+    'users:',
+    '- name: tester',
+    `  user: {token: ${token}}`,
+    '',
+  ].join('\n');
 }
 
 describe('kubernetes executor', () => {
@@ -128,32 +169,32 @@ describe('kubernetes executor', () => {
     expect(other.template.spec!.containers[0]!.resources).toEqual({ limits: {}, requests: undefined });
   });
 
-  describe('against a fake API server, with a real worker as the pod', () => {
+  describe('against a fake API server, through @kubernetes/client-node, with a real worker as the pod', () => {
     let api: ReturnType<typeof fakeApiServer>;
     let worker: WorkerServer;
     let server: string;
     let dir: string;
+    let kubeconfig: string;
 
     beforeAll(async () => {
       dir = await scratch('lathe-k8s-');
-      api = fakeApiServer('127.0.0.1');
-      await new Promise<void>((r) => api.server.listen(0, '127.0.0.1', () => r()));
+      const tls = await selfSigned(dir);
+      api = fakeApiServer('127.0.0.1', tls);
+      server = `https://127.0.0.1:${await listen(api.server)}`;
       worker = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
-      server = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
+      kubeconfig = join(dir, 'kubeconfig');
+      await writeFile(kubeconfig, kubeconfigYaml(server, 'k8s-bearer', tls.cert, 'ml'));
     });
     afterAll(async () => {
       await worker?.close();
       await new Promise((r) => api?.server.close(r));
     });
 
-    it('creates the Secret and the Job, connects to the pod, trains, and cleans up; cancel deletes the Job', async () => {
+    it('creates the Secret and the Job from a kubeconfig file, connects to the pod, trains, and cleans up', async () => {
       const data = await tallySlice(dir, 150);
-      const ex = kubernetes({ cluster: { server, token: 'k8s-bearer' }, namespace: 'ml', image: 'lathe:test', token: TOKEN, gpus: 1, backend: 'cpu', port: worker.port, data: { claimName: 'corpus' }, pollMs: 50 });
-      // @kubernetes/client-node 2.0.1 needs Node >= 22.19 (undici 8); on older Node the built-in REST client makes the same calls.
-      const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
-      const expected = major > 22 || (major === 22 && minor >= 19) ? 'client-node' : 'rest';
-      expect(await ex.client()).toBe(expected);
-      console.log(`kubernetes API client on Node ${process.version}: ${expected}`);
+      // No namespace option: the kubeconfig context's (ml) is used, as kubectl would.
+      const ex = kubernetes({ kubeconfig, image: 'lathe:test', token: TOKEN, gpus: 1, backend: 'cpu', port: worker.port, data: { claimName: 'corpus' }, pollMs: 50 });
+      expect(await ex.namespace()).toBe('ml');
       const r = new Recipe(tinyRecipe(data, { name: 'tiny', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir });
       const run = await r.run({ on: ex, out: join(dir, 'run') });
       expect(run.summary).toMatchObject({ status: 'completed', step: 3 });
@@ -161,39 +202,125 @@ describe('kubernetes executor', () => {
       expect(rec).toMatchObject({ namespace: 'ml', job: expect.stringMatching(/^lathe-tiny-[0-9a-f]{8}$/), worker: `ws://127.0.0.1:${worker.port}`, status: 'completed' });
 
       const calls = api.requests.map((q) => `${q.method} ${q.path}${q.query}`);
-      expect(calls[0]).toBe('POST /api/v1/namespaces/ml/secrets');
-      expect(calls[1]).toBe('POST /apis/batch/v1/namespaces/ml/jobs');
-      expect(calls[2]).toBe(`GET /api/v1/namespaces/ml/pods?labelSelector=job-name%3D${rec.job}`);
-      expect(calls.at(-1)).toBe(`DELETE /api/v1/namespaces/ml/secrets/${rec.job}-token`);
-      expect(api.requests.every((q) => q.auth === 'Bearer k8s-bearer')).toBe(true);
-      const body = api.requests[1]!.body as { spec: { template: { spec: { containers: { resources: unknown; command: string[] }[] } } } };
-      expect(body.spec.template.spec.containers[0]!.resources).toEqual({ limits: { 'nvidia.com/gpu': '1' } });
-      expect(body.spec.template.spec.containers[0]!.command).toContain('--once');
-      const secret = api.requests[0]!.body as { data: { token: string } };
+      expect(calls).toEqual([
+        'POST /api/v1/namespaces/ml/secrets',
+        'POST /apis/batch/v1/namespaces/ml/jobs',
+        `GET /api/v1/namespaces/ml/pods?labelSelector=job-name%3D${rec.job}`,
+        `DELETE /api/v1/namespaces/ml/secrets/${rec.job}-token`,
+      ]);
+      // The library sent the kubeconfig user's bearer token on every call.
+      expect(api.requests.map((q) => q.auth)).toEqual(Array(4).fill('Bearer k8s-bearer'));
+      // The bodies are the generated manifests, as the library serialised them.
+      const secret = api.requests[0]!.body as { kind: string; metadata: { name: string; namespace: string }; data: { token: string } };
+      expect(secret).toMatchObject({ apiVersion: 'v1', kind: 'Secret', metadata: { name: `${rec.job}-token`, namespace: 'ml' }, type: 'Opaque' });
       expect(Buffer.from(secret.data.token, 'base64').toString()).toBe(TOKEN);
+      const job = api.requests[1]!.body as { apiVersion: string; kind: string; metadata: { name: string }; spec: { backoffLimit: number; template: { spec: { volumes: unknown[]; containers: { resources: unknown; command: string[] }[] } } } };
+      expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: rec.job, namespace: 'ml' }, spec: { backoffLimit: 0 } });
+      const c = job.spec.template.spec.containers[0]!;
+      expect(c.resources).toEqual({ limits: { 'nvidia.com/gpu': '1' } });
+      expect(c.command).toEqual(['lathe', 'worker', '--listen', `0.0.0.0:${worker.port}`, '--token-file', '/var/run/lathe/token', '--state-dir', '/state', '--backend', 'cpu', '--once', '--data-root', '/data']);
+      expect(job.spec.template.spec.volumes).toContainEqual({ name: 'data', persistentVolumeClaim: { claimName: 'corpus', readOnly: true } });
+      expect(JSON.stringify(job)).not.toContain(TOKEN);
+      // readNamespacedJob: GET the Job itself.
       expect(await ex.state(rec.job)).toEqual({ active: 1, succeeded: 0, failed: 0 });
+      expect(api.requests.at(-1)).toMatchObject({ method: 'GET', path: `/apis/batch/v1/namespaces/ml/jobs/${rec.job}`, auth: 'Bearer k8s-bearer' });
+      await expect(ex.state('lathe-gone-00000000')).rejects.toThrow(/reading Job lathe-gone-00000000 in ml failed: HTTP 404: jobs.batch "lathe-gone-00000000" not found/);
+    });
 
-      // Cancel: the run stops at its next step and the Job (with its pod) is deleted. This time the
-      // cluster comes from a kubeconfig file.
-      const kubeconfig = join(dir, 'kubeconfig');
-      await writeFile(
-        kubeconfig,
-        ['apiVersion: v1', 'kind: Config', 'current-context: fake', 'contexts:', '- name: fake', '  context: {cluster: fake, user: tester}', 'clusters:', '- name: fake', `  cluster: {server: "${server}"}`, 'users:', '- name: tester', '  user: {token: k8s-bearer}', ''].join('\n'),
-      );
-      const ex2 = kubernetes({ kubeconfig, namespace: 'ml', image: 'lathe:test', token: TOKEN, gpus: 1, backend: 'cpu', port: worker.port, pollMs: 50 });
-      const long = r.with({ name: 'long', train: { steps: 400, checkpointEvery: 0 } });
-      const running = await long.start({ on: ex2, out: join(dir, 'long') });
+    it('cancel deletes the Job with background propagation, and its Secret (a given KubeConfig, an explicit namespace)', async () => {
+      const data = await tallySlice(dir, 150);
+      const kc = new KubeConfig();
+      kc.loadFromFile(kubeconfig);
+      const ex = kubernetes({ kubeconfig: kc, namespace: 'team', image: 'lathe:test', token: TOKEN, gpus: 0, backend: 'cpu', port: worker.port, pollMs: 50 });
+      const from = api.requests.length;
+      const long = new Recipe(tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }), { baseDir: dir });
+      const running = await long.start({ on: ex, out: join(dir, 'long') });
       await new Promise<void>((resolve) => {
         const off = running.onMetric((m) => m.step >= 2 && (off(), resolve()));
       });
       running.cancel();
       expect((await running.done).status).toBe('cancelled');
       const name = JSON.parse(await readFile(join(dir, 'long', 'kubernetes.json'), 'utf8')).job;
-      const deletes = api.requests.filter((q) => q.method === 'DELETE').map((q) => q.path);
-      expect(deletes).toContain(`/apis/batch/v1/namespaces/ml/jobs/${name}`);
-      expect(api.requests.find((q) => q.method === 'DELETE' && q.path.endsWith(`/jobs/${name}`))!.query).toMatch(/propagationPolicy=Background/);
-      expect(api.objects.has(`jobs/ml/${name}`)).toBe(false);
-      expect(api.objects.has(`secrets/ml/${name}-token`)).toBe(false);
+      const mine = api.requests.slice(from);
+      const del = mine.find((q) => q.method === 'DELETE' && q.path === `/apis/batch/v1/namespaces/team/jobs/${name}`);
+      expect(del?.query).toBe('?propagationPolicy=Background');
+      expect(del?.auth).toBe('Bearer k8s-bearer');
+      expect(mine.filter((q) => q.method === 'DELETE').map((q) => q.path)).toContain(`/api/v1/namespaces/team/secrets/${name}-token`);
+      expect(api.objects.has(`jobs/team/${name}`)).toBe(false);
+      expect(api.objects.has(`secrets/team/${name}-token`)).toBe(false);
+      // Cancelling again: the Job is already gone (404), which is no error.
+      await expect(ex.cancel(name)).resolves.toBeUndefined();
     });
+
+    it('reports the API server\'s refusal in a sentence and removes the Secret it had created', async () => {
+      const ex = kubernetes({ kubeconfig, namespace: 'forbidden', image: 'lathe:test', token: TOKEN, backend: 'cpu', pollMs: 50 });
+      const data = await tallySlice(dir, 150);
+      const r = new Recipe(tinyRecipe(data, { name: 'denied', train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: dir });
+      const from = api.requests.length;
+      await expect(r.start({ on: ex, out: join(dir, 'denied') })).rejects.toThrow(
+        /^kubernetes: creating Job lathe-denied-[0-9a-f]{8} in forbidden failed: HTTP 403: jobs.batch is forbidden: User "system:serviceaccount:ml:lathe" cannot create/,
+      );
+      expect(api.requests.slice(from).map((q) => `${q.method} ${q.path}`)).toEqual([
+        'POST /api/v1/namespaces/forbidden/secrets',
+        'POST /apis/batch/v1/namespaces/forbidden/jobs',
+        expect.stringMatching(/^DELETE \/api\/v1\/namespaces\/forbidden\/secrets\/lathe-denied-[0-9a-f]{8}-token$/),
+      ]);
+      expect([...api.objects.keys()].filter((k) => k.includes('forbidden'))).toEqual([]);
+      expect(apiErrorMessage(new Error('plain'))).toBe('plain');
+    });
+  });
+
+  it('in a pod: the service account\'s token, CA and namespace, over TLS (KubeConfig.loadFromCluster)', async () => {
+    const dir = await scratch('lathe-k8s-pod-');
+    const tls = await selfSigned(dir);
+    const api = fakeApiServer('127.0.0.1', tls);
+    const port = await listen(api.server);
+    // The files a pod's service account mounts, under a prefix (the library reads <prefix>/var/run/secrets/...).
+    const sa = join(dir, 'var', 'run', 'secrets', 'kubernetes.io', 'serviceaccount');
+    await mkdir(sa, { recursive: true });
+    await writeFile(join(sa, 'token'), 'sa-token-123');
+    await writeFile(join(sa, 'ca.crt'), tls.cert);
+    await writeFile(join(sa, 'namespace'), 'pods-ns');
+    const env = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
+    process.env.KUBERNETES_SERVICE_HOST = '127.0.0.1';
+    process.env.KUBERNETES_SERVICE_PORT = String(port);
+    try {
+      const kc = new KubeConfig();
+      kc.loadFromCluster(dir);
+      const ex = kubernetes({ kubeconfig: kc, image: 'lathe:test', token: TOKEN, backend: 'cpu' });
+      expect(await ex.namespace()).toBe('pods-ns');
+      await expect(ex.state('lathe-x-00000000')).rejects.toThrow(/HTTP 404/);
+      expect(api.requests).toEqual([{ method: 'GET', path: '/apis/batch/v1/namespaces/pods-ns/jobs/lathe-x-00000000', query: '', auth: 'Bearer sa-token-123', body: undefined }]);
+      // Not a pod (no service host): inCluster says so instead of guessing.
+      delete process.env.KUBERNETES_SERVICE_HOST;
+      await expect(loadKubeConfig({ inCluster: true })).rejects.toThrow(/inCluster, but this is not a pod/);
+    } finally {
+      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', env.host], ['KUBERNETES_SERVICE_PORT', env.port]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await new Promise((r) => api.server.close(r));
+    }
+  });
+
+  it('says which cluster configuration is missing or wrong', async () => {
+    const dir = await scratch('lathe-k8s-cfg-');
+    await expect(loadKubeConfig({ kubeconfig: join(dir, 'nope') })).rejects.toThrow(`kubeconfig ${join(dir, 'nope')}: no such file`);
+    const saved = { KUBECONFIG: process.env.KUBECONFIG, HOME: process.env.HOME };
+    process.env.HOME = dir;
+    delete process.env.KUBECONFIG;
+    try {
+      await expect(loadKubeConfig({})).rejects.toThrow(/no cluster to talk to: no \$KUBECONFIG, no .*\.kube\/config, and not inside a pod/);
+      // With $KUBECONFIG, kubectl's lookup finds it.
+      const file = join(dir, 'config');
+      await writeFile(file, kubeconfigYaml('https://k8s.example:6443', 't', Buffer.from('not a real CA')));
+      process.env.KUBECONFIG = file;
+      expect((await loadKubeConfig({})).getCurrentCluster()?.server).toBe('https://k8s.example:6443');
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 });

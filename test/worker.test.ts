@@ -10,6 +10,7 @@ import { Pipeline, Recipe } from '../src/recipe/recipe.js';
 import type { Run } from '../src/runs/run.js';
 import type { Metric } from '../src/runs/rundir.js';
 import { TIMING_KEYS } from '../src/runs/rundir.js';
+import { isFinal, WorkerClient } from '../src/worker/client.js';
 import { WorkerServer } from '../src/worker/server.js';
 import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
 
@@ -25,6 +26,35 @@ const until = async (what: string, ok: () => boolean | Promise<boolean>, ms = 12
     await new Promise((r) => setTimeout(r, 50));
   }
 };
+
+/** Complete lines in a file that is being appended to (a torn last line is not counted). */
+const completeLines = async (p: string) => (existsSync(p) ? (await readFile(p, 'utf8')).split('\n').length - 1 : 0);
+
+/**
+ * The built CLI as a child process, without blocking this process (an in-process worker must keep
+ * serving). A process still alive after `ms` is killed and reported with status null, so a CLI that
+ * does not exit by itself fails the test instead of hanging it. `quietMs` is how long it took to
+ * exit after its last output.
+ */
+function latheAsync(args: string[], opts: { env?: Record<string, string>; ms?: number } = {}): Promise<{ status: number | null; stdout: string; stderr: string; quietMs: number }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    let last = Date.now();
+    child.stdout!.on('data', (d: Buffer) => ((stdout += d.toString()), (last = Date.now())));
+    child.stderr!.on('data', (d: Buffer) => ((stderr += d.toString()), (last = Date.now())));
+    const timer = setTimeout(() => {
+      stderr += `\n[test] still running after ${opts.ms ?? 300_000} ms: killed`;
+      child.kill('SIGKILL');
+    }, opts.ms ?? 300_000);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ status: signal ? null : code, stdout, stderr, quietMs: Date.now() - last });
+    });
+  });
+}
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -113,6 +143,16 @@ describe('worker', () => {
       [jobB, 'completed', 0],
     ]);
     expect(await readFile(join(jobDir, 'job.log'), 'utf8')).toMatch(/resuming after the worker stopped, from the checkpoint at step \d+/);
+    // The job's log outlived the worker: a watch from line 0 replays all of it, across the restart, once.
+    const replayed: [number, string][] = [];
+    await new Promise<void>((resolve) => {
+      const wa = w.client.watch(jobA, { log: (l, seq) => replayed.push([seq, l]), state: (j) => isFinal(j.status) && (wa.close(), resolve()) });
+    });
+    const logA = (await readFile(join(jobDir, 'job.log'), 'utf8')).trimEnd().split('\n');
+    expect(replayed).toEqual(logA.map((l, i) => [i, l]));
+    const restartedAt = logA.findIndex((l) => l.endsWith('the worker restarted while this job was running; it resumes from its last checkpoint'));
+    expect(logA.findIndex((l) => l.endsWith('training on cpu'))).toBeLessThan(restartedAt);
+    expect(logA.at(-1)).toMatch(/completed at step 16\/16/);
 
     // The CLI against the same worker: submit --wait downloads the run; jobs; cancel of an unknown job.
     const recipeFile = join(dir, 'r.json');
@@ -283,6 +323,178 @@ describe('worker', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('log lines are kept in job.log and replayed to a client that connects later, numbered like metrics: none lost, none repeated across drops', async () => {
+    const dir = await scratch('lathe-wlog-');
+    const data = await tallySlice(dir, 150);
+    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
+    const jobLog = async (job: string) => (await readFile(join(server.queue.jobDir(job), 'job.log'), 'utf8')).trimEnd().split('\n');
+    try {
+      const w = await connect(server.url, { token: TOKEN });
+      const r = new Recipe(tinyRecipe(data, { name: 'logged', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir });
+      await r.run({ on: w, out: join(dir, 'mirror') });
+      const job = w.lastJob!.id;
+      const lines = await jobLog(job);
+      expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z queued logged \(pretrain, 3 steps, cpu, lock \w+\)$/);
+      expect(lines[1]).toMatch(/Z training on cpu$/);
+      expect(lines.at(-1)).toMatch(/Z completed at step 3\/3, loss \d+\.\d{4}$/);
+
+      // A client that connects after the job ended gets every line, numbered from 0, before the final state.
+      const late = await WorkerClient.connect(server.url, { token: TOKEN });
+      const replay = async (from?: number) => {
+        const got: [number, string][] = [];
+        await new Promise<void>((resolve) => {
+          const watch = late.watch(job, { log: (line, seq) => got.push([seq, line]), state: (j) => isFinal(j.status) && (watch.close(), resolve()) }, { logs: from });
+        });
+        return got;
+      };
+      expect(await replay()).toEqual(lines.map((l, i) => [i, l]));
+      expect(await replay(2)).toEqual(lines.slice(2).map((l, i) => [i + 2, l]));
+      expect(await replay(lines.length)).toEqual([]);
+      late.close();
+
+      // Live: lines written while the client listens arrive at once; lines written while it is away
+      // arrive once it is back, from the line it stopped at.
+      const long = r.with({ name: 'long', train: { steps: 400, checkpointEvery: 0 } });
+      await long.start({ on: w, out: join(dir, 'long') });
+      const lj = w.lastJob!.id;
+      const c = await WorkerClient.connect(server.url, { token: TOKEN });
+      const seen: [number, string][] = [];
+      const ended = new Promise<void>((resolve) => c.watch(lj, { log: (line, seq) => seen.push([seq, line]), state: (j) => isFinal(j.status) && resolve() }));
+      await until('training', () => seen.some(([, l]) => l.endsWith('training on cpu')));
+      server.queue.log(lj, 'note while connected');
+      await until('the note', () => seen.some(([, l]) => l.endsWith('note while connected')));
+      for (let drop = 0; drop < 2; drop++) {
+        const back = new Promise((resolve) => c.once('reconnected', resolve));
+        c.drop();
+        for (let i = 0; i < 3; i++) server.queue.log(lj, `note ${i} while away (${drop})`);
+        await back;
+        server.queue.log(lj, `note after reconnect ${drop}`);
+      }
+      // One entry is one line, even with newlines in it (a stack trace).
+      server.queue.log(lj, 'first line\nsecond line');
+      await server.queue.cancel(lj);
+      await ended;
+      const all = await jobLog(lj);
+      expect(seen).toEqual(all.map((l, i) => [i, l]));
+      expect(all.filter((l) => /note \d while away/.test(l))).toHaveLength(6);
+      expect(all.find((l) => l.includes('first line'))).toMatch(/Z first line \u23ce second line$/);
+      expect(all.at(-1)).toMatch(/cancelled at step \d+\/400/);
+      c.close();
+      w.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('submit --attach follows a running job from its start (metrics, events, log lines) and downloads its run; also an ended one; bad combinations exit 2', async () => {
+    const dir = await scratch('lathe-wattach-');
+    const data = await tallySlice(dir, 200);
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
+    const auth = ['--worker', server.url, '--token-file', tokenFile];
+    try {
+      // A job submitted by another client, which then went away: it trains on.
+      const w = await connect(server.url, { token: TOKEN });
+      const r = new Recipe(tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }), { baseDir: dir });
+      const first = await r.start({ on: w, out: join(dir, 'first') });
+      const job = w.lastJob!.id;
+      await until('3 steps', () => (server.queue.get(job)?.step ?? 0) >= 3);
+      w.close();
+      const firstLock = await readFile(join(dir, 'first', 'recipe.lock.json'), 'utf8');
+
+      // Attach while it runs; it ends (cancelled here) while the CLI follows it.
+      const before = server.queue.get(job)!.step;
+      const attaching = latheAsync(['submit', '--attach', job, ...auth, '--out', join(dir, 'att')]);
+      // Cancel once the mirror holds the history up to the attach and a few live points after it.
+      await until('the mirror to stream', async () => (await completeLines(join(dir, 'att', 'metrics.jsonl'))) >= before + 3);
+      await server.queue.cancel(job);
+      const res = await attaching;
+      expect(res.status, res.stderr).toBe(0);
+      const k = server.queue.get(job)!.step;
+      expect(res.stdout).toMatch(new RegExp(`^attached to job ${job} on ws://127\\.0\\.0\\.1:\\d+ \\(running, step \\d+/400, backend cpu\\); mirroring into ${join(dir, 'att')}\n`));
+      expect(res.stdout).toMatch(new RegExp(`run ${join(dir, 'att')}: cancelled at step ${k}/400`));
+      const remote = await readJsonl(join(server.queue.runDir(job), 'metrics.jsonl'));
+      expect(remote.map((m: Metric) => m.step)).toEqual(Array.from({ length: k }, (_, i) => i + 1));
+      expect(await readJsonl(join(dir, 'att', 'metrics.jsonl'))).toEqual(remote);
+      expect(await readJsonl(join(dir, 'att', 'events.jsonl'))).toEqual(await readJsonl(join(server.queue.runDir(job), 'events.jsonl')));
+      expect(existsSync(join(dir, 'att', 'checkpoints', String(k), 'model.safetensors'))).toBe(true);
+      expect(JSON.parse(await readFile(join(dir, 'att', 'summary.json'), 'utf8'))).toMatchObject({ id: 'att', status: 'cancelled', step: k, worker: { job } });
+      expect(JSON.parse(await readFile(join(dir, 'att', 'worker.json'), 'utf8'))).toEqual({ url: server.url, job });
+      // Its log from the first line (written before this client existed), each line once, on stderr.
+      const log = (await readFile(join(server.queue.jobDir(job), 'job.log'), 'utf8')).trimEnd().split('\n');
+      expect(log[0]).toMatch(/queued long/);
+      expect(res.stderr.split('\n').filter((l) => l.startsWith('worker: ')).map((l) => l.slice('worker: '.length))).toEqual(log);
+
+      // Attach to the ended job, as JSON lines: the whole history once, then the summary.
+      const again = await latheAsync(['submit', '--attach', job, ...auth, '--out', join(dir, 'att2'), '--json']);
+      expect(again.status, again.stderr).toBe(0);
+      const out = again.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      expect(out.filter((o) => typeof o.step === 'number').map((o) => o.step)).toEqual(remote.map((m: Metric) => m.step));
+      expect(out.at(-1)).toMatchObject({ summary: { status: 'cancelled', step: k } });
+      expect(await readJsonl(join(dir, 'att2', 'metrics.jsonl'))).toEqual(remote);
+      expect(JSON.parse(await readFile(join(dir, 'att2', 'recipe.lock.json'), 'utf8')).id).toBe(first.lock.id);
+
+      // Into the mirror the first client left half-done: brought up to date, its own lock kept.
+      const update = await latheAsync(['submit', '--attach', job, ...auth, '--out', join(dir, 'first')]);
+      expect(update.status, update.stderr).toBe(0);
+      expect(await readJsonl(join(dir, 'first', 'metrics.jsonl'))).toEqual(remote);
+      expect(await readFile(join(dir, 'first', 'recipe.lock.json'), 'utf8')).toBe(firstLock);
+      expect(existsSync(join(dir, 'first', 'checkpoints', String(k), 'model.safetensors'))).toBe(true);
+
+      // Bad combinations, each named.
+      await mkdir(join(dir, 'other'));
+      await writeFile(join(dir, 'other', 'recipe.lock.json'), '{}');
+      const recipeFile = join(dir, 'r.json');
+      await writeFile(recipeFile, JSON.stringify(tinyRecipe(data)));
+      const bad: [string[], RegExp][] = [
+        [['submit', '--attach', 'no-such-job', ...auth], /--attach no-such-job: the worker at ws:\/\/127\.0\.0\.1:\d+ has no such job/],
+        [['submit', recipeFile, '--attach', job, ...auth], /give a recipe or --attach \S+, not both/],
+        [['submit', '--attach', job, '--steps', '3', ...auth], /--steps: not with --attach/],
+        [['submit', ...auth], /missing the recipe file \(or --attach <job>/],
+        [['submit', '--attach', job, ...auth, '--out', join(dir, 'other')], /--out .*other: already holds a run, not job/],
+      ];
+      for (const [args, msg] of bad) {
+        const b = await latheAsync(args);
+        expect(b.status, args.join(' ')).toBe(2);
+        expect(b.stderr).toMatch(msg);
+      }
+    } finally {
+      await server.close();
+    }
+  }, 300_000);
+
+  it('exits by itself after using the wasm backend: lathe train (threaded and single-threaded), and a --once worker when its client leaves', async () => {
+    const dir = await scratch('lathe-wexit-');
+    const data = await tallySlice(dir, 150);
+    const recipeFile = join(dir, 'r.json');
+    await writeFile(recipeFile, JSON.stringify(tinyRecipe(data, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 }, eval: { every: 0, batches: 1 } })));
+    for (const threads of ['1', '2']) {
+      const t = await latheAsync(['train', recipeFile, '--backend', 'wasm', '--out', join(dir, `train-${threads}`)], { env: { LATHE_WASM_THREADS: threads }, ms: 120_000 });
+      expect(t.status, `LATHE_WASM_THREADS=${threads}: ${t.stderr}`).toBe(0);
+      expect(t.stdout).toMatch(/backend wasm\)[\s\S]*completed at step 2\/2/);
+      console.log(`lathe train --backend wasm (LATHE_WASM_THREADS=${threads}) exited ${t.quietMs} ms after its last output`);
+      expect(t.quietMs).toBeLessThan(10_000);
+    }
+
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+    const worker = await startWorkerProcess(['--listen', '127.0.0.1:0', '--token-file', tokenFile, '--state-dir', join(dir, 'state'), '--backend', 'wasm', '--once'], join(dir, 'url'));
+    children.push(worker.child);
+    const exited = new Promise<number | null>((r) => worker.child.once('exit', (code) => r(code)));
+    const w = await connect(worker.url, { token: TOKEN });
+    expect(w.client.hello.backend).toBe('wasm');
+    const r = new Recipe(tinyRecipe(data, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: dir });
+    const run = await r.run({ on: w, out: join(dir, 'remote'), backend: 'wasm' });
+    expect(run.summary).toMatchObject({ status: 'completed', backend: 'wasm' });
+    const left = Date.now();
+    w.close();
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 30 s'), 30_000))]);
+    expect(code, worker.stderr()).toBe(0);
+    console.log(`lathe worker --once --backend wasm exited ${Date.now() - left} ms after its client left`);
+    expect(worker.stderr()).toMatch(/once: the job has ended and its clients have left; stopping/);
   });
 
   it('every worker verb has --help', () => {

@@ -58,9 +58,6 @@ export function register(program: Command): void {
       if (!!o.cert !== !!o.key) throw new LatheError(`${o.cert ? '--key' : '--cert'}: TLS needs both --cert and --key`);
       const token = readTokenFile(o.tokenFile);
       if (tokenFileIsShared(o.tokenFile)) console.error(`warning: --token-file ${o.tokenFile} is readable by other users; chmod 600 it`);
-      // The wasm backend leaves a MessagePort open that would keep Node alive after a failed start:
-      // exit once main() has printed the error and set the exit code.
-      const exitSoon = () => setTimeout(() => process.exit(), 200).unref();
       const server = await WorkerServer.start({
         host: o.listen.host,
         port: o.listen.port,
@@ -72,9 +69,6 @@ export function register(program: Command): void {
         once: o.once,
         maxFrameBytes: o.maxFrameBytes,
         chunkBytes: o.chunkBytes,
-      }).catch((e: unknown) => {
-        exitSoon();
-        throw e;
       });
       if (o.announce) await writeFileAtomic(o.announce, server.url + '\n');
       let stopping = 0;
@@ -86,7 +80,9 @@ export function register(program: Command): void {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
       await server.finished;
-      // Likewise after the worker stopped.
-      process.exit(process.exitCode ?? 0);
+      // No process.exit: close() releases every socket and timer, and the wasm backend's threads are
+      // unref'd, so Node ends by itself (the tests check it does, on cpu and on wasm).
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
     });
 }

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { KubeConfig, V1Job, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
+import type { BatchV1Api, CoreV1Api, KubeConfig, V1Job, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
 import { backendFromEnv, type BackendRequest, type EngineBackend } from '../backend/select.js';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
@@ -18,18 +20,22 @@ import { attachRemoteRun, submitLock, withSteps, type LockingExecutor, type Remo
 // Kubernetes: each run is a batch/v1 Job whose pod runs a worker for that run (`lathe worker --once`),
 // asking for GPUs as a resource (nvidia.com/gpu), reading its token from a Secret and its data from a
 // read-only volume mounted as the worker's --data-root. The executor connects to the pod once it is
-// running, submits the lock, streams the run and downloads it; cancel deletes the Job.
+// running, submits the lock, streams the run and downloads it; cancel deletes the Job. Every call to
+// the API server goes through @kubernetes/client-node (CoreV1Api, BatchV1Api), which handles the
+// kubeconfig's auth (tokens, client certificates, exec plugins) and TLS.
 
 /** Where the worker's data comes from: a PersistentVolumeClaim, an NFS export, or a node path. Mounted read-only at /data. */
 export type DataVolume = { claimName: string } | { nfs: { server: string; path: string } } | { hostPath: string };
 
 /** How to run workers as Kubernetes Jobs. */
 export interface KubernetesOptions {
-  /** The cluster: a KubeConfig, a kubeconfig file, or (default) $KUBECONFIG, ~/.kube/config or the in-cluster account. */
+  /** The cluster: a KubeConfig, a kubeconfig file, or (default) $KUBECONFIG, ~/.kube/config or the pod's service account. */
   kubeconfig?: KubeConfig | string;
   /** Or the cluster's API server directly: its URL, a bearer token, and the CA (PEM) that signs its certificate. */
   cluster?: ClusterAccess;
-  /** Namespace for the Job and its Secret (default "default"). */
+  /** Or the service account of the pod this runs in (KUBERNETES_SERVICE_HOST and its token). */
+  inCluster?: boolean;
+  /** Namespace for the Job and its Secret (default: the kubeconfig context's, else "default"). */
   namespace?: string;
   /** A container image with lathe installed (its `lathe` command on the PATH, or set `command`). */
   image: string;
@@ -64,11 +70,15 @@ export interface KubernetesOptions {
   startTimeoutMs?: number;
 }
 
-/** Direct access to an API server. */
+/** Direct access to an API server (made into a KubeConfig with one cluster and one token user). */
 export interface ClusterAccess {
+  /** The API server's URL, e.g. https://k8s.example:6443. */
   server: string;
+  /** A bearer token (a service account's, say). */
   token?: string;
+  /** The CA certificate (PEM) that signs the server's certificate. */
   ca?: string | Buffer;
+  /** Do not check the server's certificate (test clusters only). */
   skipTLSVerify?: boolean;
 }
 
@@ -160,7 +170,7 @@ export class KubernetesExecutor implements LockingExecutor {
   readonly name = 'kubernetes';
   readonly opts: KubernetesOptions;
   private token: string;
-  private apis?: Promise<KubeApi>;
+  private apiPromise?: Promise<KubeApis>;
 
   constructor(opts: KubernetesOptions) {
     this.opts = opts;
@@ -169,18 +179,20 @@ export class KubernetesExecutor implements LockingExecutor {
     this.token = token;
   }
 
-  private get namespace(): string {
-    return this.opts.namespace ?? 'default';
+  /** The API clients and namespace, made once from the options' KubeConfig. */
+  api(): Promise<KubeApis> {
+    if (!this.apiPromise) {
+      const p = kubeApis(this.opts);
+      // A bad kubeconfig is reported again next time, not cached.
+      p.catch(() => this.apiPromise === p && (this.apiPromise = undefined));
+      this.apiPromise = p;
+    }
+    return this.apiPromise;
   }
 
-  /** Which client talks to the API server: @kubernetes/client-node, or (where it cannot load) the built-in REST client. */
-  async client(): Promise<KubeApi['kind']> {
-    return (await this.api()).kind;
-  }
-
-  private api(): Promise<KubeApi> {
-    this.apis ??= connectApi(this.opts);
-    return this.apis;
+  /** The namespace Jobs go to (the option's, else the kubeconfig context's, else "default"). */
+  async namespace(): Promise<string> {
+    return (await this.api()).namespace;
   }
 
   /** The backend the worker will use: a named one as asked, else the executor's, else webgpu with GPUs and cpu without. */
@@ -203,39 +215,52 @@ export class KubernetesExecutor implements LockingExecutor {
 
   /** Creates the Secret and the Job for a run's worker; returns the Job's name. */
   async create(lock: AnyLock): Promise<string> {
-    const api = await this.api();
+    const { core, batch, namespace } = await this.api();
     const name = jobName(lock.recipe.name ?? lock.recipe.stage);
-    const { secret, job } = jobManifests(name, { ...this.opts, token: this.token, backend: lock.backend });
-    await api.createSecret(this.namespace, secret).catch((e: Error) => {
-      throw new LatheError(`kubernetes: creating Secret ${secret.metadata!.name} in ${this.namespace} failed: ${e.message}`, 1);
+    const { secret, job } = jobManifests(name, { ...this.opts, namespace, token: this.token, backend: lock.backend });
+    await core.createNamespacedSecret({ namespace, body: secret }).catch((e: unknown) => {
+      throw new LatheError(`kubernetes: creating Secret ${secret.metadata!.name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
     });
-    await api.createJob(this.namespace, job).catch(async (e: Error) => {
-      await api.deleteSecret(this.namespace, secret.metadata!.name!).catch(() => {});
-      throw new LatheError(`kubernetes: creating Job ${name} in ${this.namespace} failed: ${e.message}`, 1);
+    await batch.createNamespacedJob({ namespace, body: job }).catch(async (e: unknown) => {
+      await this.deleteSecret(name);
+      throw new LatheError(`kubernetes: creating Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
     });
     return name;
   }
 
-  /** The Job's state: active, succeeded or failed counts, as the API server reports them. */
+  /** The Job's state: active, succeeded or failed pod counts, as the API server reports them. */
   async state(name: string): Promise<{ active: number; succeeded: number; failed: number }> {
-    const j = await (await this.api()).readJobStatus(this.namespace, name);
+    const { batch, namespace } = await this.api();
+    const j = await batch.readNamespacedJob({ namespace, name }).catch((e: unknown) => {
+      throw new LatheError(`kubernetes: reading Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+    });
     return { active: j.status?.active ?? 0, succeeded: j.status?.succeeded ?? 0, failed: j.status?.failed ?? 0 };
   }
 
-  /** Deletes a run's Job (its pod is stopped; the worker checkpoints on SIGTERM) and its Secret. */
+  /** Deletes a run's Job with its pods (background propagation; the worker checkpoints on SIGTERM) and its Secret. A Job already gone is no error. */
   async cancel(name: string): Promise<void> {
-    const api = await this.api();
-    await api.deleteJob(this.namespace, name);
-    await api.deleteSecret(this.namespace, `${name}-token`).catch(() => {});
+    const { batch, namespace } = await this.api();
+    await batch.deleteNamespacedJob({ namespace, name, propagationPolicy: 'Background' }).catch((e: unknown) => {
+      if (!notFound(e)) throw new LatheError(`kubernetes: deleting Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+    });
+    await this.deleteSecret(name);
+  }
+
+  // The token Secret goes once the worker has it no more use (or the Job failed to be created); best effort.
+  private async deleteSecret(name: string): Promise<void> {
+    const { core, namespace } = await this.api();
+    await core.deleteNamespacedSecret({ namespace, name: `${name}-token` }).catch(() => {});
   }
 
   /** Waits for the Job's pod to run, and returns the URL of its worker. */
   private async waitForPod(name: string): Promise<string> {
-    const api = await this.api();
+    const { core, namespace } = await this.api();
     const port = this.opts.port ?? 8765;
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 3600_000);
     for (;;) {
-      const pods = await api.listPods(this.namespace, `job-name=${name}`);
+      const pods = await core.listNamespacedPod({ namespace, labelSelector: `job-name=${name}` }).catch((e: unknown) => {
+        throw new LatheError(`kubernetes: listing the pods of Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+      });
       const pod = pods.items.find((p) => p.status?.phase === 'Running' && p.status.podIP && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
       if (pod) return this.opts.url ? this.opts.url(pod, port) : `ws://${pod.status!.podIP}:${port}`;
       const ended = pods.items.find((p) => p.status?.phase === 'Failed' || p.status?.phase === 'Succeeded');
@@ -258,8 +283,9 @@ export class KubernetesExecutor implements LockingExecutor {
       await rm(rd.path, { recursive: true, force: true });
       throw e;
     });
-    opts.onNotice?.(`kubernetes: Job ${this.namespace}/${name} created`);
-    const record = (extra: Record<string, unknown>) => writeFile(join(rd.path, 'kubernetes.json'), JSON.stringify({ namespace: this.namespace, job: name, ...extra }, null, 2) + '\n');
+    const namespace = await this.namespace();
+    opts.onNotice?.(`kubernetes: Job ${namespace}/${name} created`);
+    const record = (extra: Record<string, unknown>) => writeFile(join(rd.path, 'kubernetes.json'), JSON.stringify({ namespace, job: name, ...extra }, null, 2) + '\n');
     await record({});
     let cancelled = false;
     const source = (async () => {
@@ -282,9 +308,10 @@ export class KubernetesExecutor implements LockingExecutor {
         client,
         job: job.id,
         after: async (s: RunSummary) => {
-          client!.close();
+          // A cancelled run's Job goes before we leave (its --once worker would otherwise end by itself, "succeeded").
           if (s.status === 'cancelled') await this.cancel(name).catch(() => {});
-          else await (await this.api()).deleteSecret(this.namespace, `${name}-token`).catch(() => {});
+          else await this.deleteSecret(name);
+          client!.close();
           await record({ worker: url, status: s.status });
         },
       };
@@ -304,155 +331,85 @@ export class KubernetesExecutor implements LockingExecutor {
   }
 }
 
-// ---- talking to the API server ----
+// ---- talking to the API server, through @kubernetes/client-node ----
 
-/** The six calls the executor makes. */
-export interface KubeApi {
-  kind: 'client-node' | 'rest';
-  createSecret(namespace: string, body: V1Secret): Promise<V1Secret>;
-  createJob(namespace: string, body: V1Job): Promise<V1Job>;
-  listPods(namespace: string, labelSelector: string): Promise<{ items: V1Pod[] }>;
-  readJobStatus(namespace: string, name: string): Promise<V1Job>;
-  deleteJob(namespace: string, name: string): Promise<void>;
-  deleteSecret(namespace: string, name: string): Promise<void>;
+/** The clients the executor uses, made from one KubeConfig, and the namespace it works in. */
+export interface KubeApis {
+  kc: KubeConfig;
+  core: CoreV1Api;
+  batch: BatchV1Api;
+  namespace: string;
 }
+
+// The service account files a pod gets (what KubeConfig.loadFromCluster reads).
+const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 /**
- * Connects to the API server through @kubernetes/client-node. That package (2.0.1) loads undici 8,
- * which needs Node >= 22.19; on an older Node it cannot even be imported, and we fall back to a small
- * REST client over node:https that makes the same calls (direct `cluster` access, a kubeconfig file
- * with token or client-certificate users, or the in-cluster service account).
+ * The cluster's KubeConfig: the one given; one built from `cluster`; a kubeconfig file; the pod's
+ * service account (`inCluster`); or kubectl's lookup ($KUBECONFIG, ~/.kube/config, else the service
+ * account). The library is imported here, on first use, so that importing lathe stays quick.
  */
-async function connectApi(o: KubernetesOptions): Promise<KubeApi> {
-  let k8s: typeof import('@kubernetes/client-node') | undefined;
-  let whyNot = '';
-  // undici 8 calls these Node 22 APIs as it loads; without them importing the client throws.
-  const zlib = await import('node:zlib');
-  const wt = await import('node:worker_threads');
-  if (typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress !== 'function' || typeof (wt as { markAsUncloneable?: unknown }).markAsUncloneable !== 'function') {
-    whyNot = `its undici 8 needs Node >= 22.19 (zlib.createZstdDecompress, worker_threads.markAsUncloneable)`;
-  } else {
+export async function loadKubeConfig(o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster'>): Promise<KubeConfig> {
+  // Duck-typed: a KubeConfig from another copy of the library is not an instance of ours.
+  if (o.kubeconfig && typeof o.kubeconfig === 'object' && typeof (o.kubeconfig as KubeConfig).makeApiClient === 'function') return o.kubeconfig;
+  const k8s = await import('@kubernetes/client-node');
+  const kc = new k8s.KubeConfig();
+  if (o.cluster) {
+    const c = o.cluster;
+    kc.loadFromClusterAndUser(
+      { name: 'cluster', server: c.server, caData: c.ca ? Buffer.from(c.ca).toString('base64') : undefined, skipTLSVerify: !!c.skipTLSVerify },
+      { name: 'user', token: c.token },
+    );
+  } else if (typeof o.kubeconfig === 'string') {
+    const file = o.kubeconfig;
+    if (!existsSync(file)) throw new LatheError(`kubeconfig ${file}: no such file`);
     try {
-      k8s = await import('@kubernetes/client-node');
+      kc.loadFromFile(file);
     } catch (e) {
-      whyNot = (e as Error).message;
+      throw new LatheError(`kubeconfig ${file}: ${(e as Error).message}`);
     }
-  }
-  if (k8s) {
-    let kc: KubeConfig;
-    if (o.kubeconfig instanceof k8s.KubeConfig) kc = o.kubeconfig;
-    else {
-      kc = new k8s.KubeConfig();
-      if (o.cluster) {
-        const c = o.cluster;
-        kc.loadFromOptions({
-          clusters: [{ name: 'c', server: c.server, caData: c.ca ? Buffer.from(c.ca).toString('base64') : undefined, skipTLSVerify: !!c.skipTLSVerify }],
-          users: [{ name: 'u', token: c.token }],
-          contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
-          currentContext: 'c',
-        });
-      } else if (typeof o.kubeconfig === 'string') kc.loadFromFile(o.kubeconfig);
-      else kc.loadFromDefault();
+  } else if (o.inCluster) {
+    if (!process.env.KUBERNETES_SERVICE_HOST || !existsSync(`${SERVICE_ACCOUNT}/token`)) {
+      throw new LatheError(`kubernetes: inCluster, but this is not a pod (no KUBERNETES_SERVICE_HOST or no ${SERVICE_ACCOUNT}/token)`);
     }
-    const core = kc.makeApiClient(k8s.CoreV1Api);
-    const batch = kc.makeApiClient(k8s.BatchV1Api);
-    return {
-      kind: 'client-node',
-      createSecret: (namespace, body) => core.createNamespacedSecret({ namespace, body }),
-      createJob: (namespace, body) => batch.createNamespacedJob({ namespace, body }),
-      listPods: (namespace, labelSelector) => core.listNamespacedPod({ namespace, labelSelector }),
-      readJobStatus: (namespace, name) => batch.readNamespacedJobStatus({ namespace, name }),
-      deleteJob: async (namespace, name) => void (await batch.deleteNamespacedJob({ namespace, name, propagationPolicy: 'Background' })),
-      deleteSecret: async (namespace, name) => void (await core.deleteNamespacedSecret({ namespace, name })),
-    };
+    kc.loadFromCluster();
+  } else {
+    // loadFromDefault would fall back to http://localhost:8080 when it finds nothing; say so instead.
+    const home = join(homedir(), '.kube', 'config');
+    if (!process.env.KUBECONFIG && !existsSync(home) && !existsSync(`${SERVICE_ACCOUNT}/token`)) {
+      throw new LatheError(`kubernetes: no cluster to talk to: no $KUBECONFIG, no ${home}, and not inside a pod; pass kubeconfig (a file or a KubeConfig) or cluster: { server, token, ca }`);
+    }
+    kc.loadFromDefault();
   }
-  if (o.kubeconfig !== undefined && typeof o.kubeconfig !== 'string') throw new LatheError(`kubernetes: @kubernetes/client-node cannot load on Node ${process.version} (${whyNot}); pass cluster: { server, token, ca } or a kubeconfig file instead of a KubeConfig`);
-  return restApi(await clusterAccess(o));
+  if (!kc.getCurrentCluster()) throw new LatheError(`kubernetes: the kubeconfig has no current context with a cluster${typeof o.kubeconfig === 'string' ? ` (${o.kubeconfig})` : ''}`);
+  return kc;
 }
 
-/** The API server and credentials for the REST client: `cluster`, a kubeconfig file, or the in-cluster service account. */
-async function clusterAccess(o: KubernetesOptions): Promise<ClusterAccess & { cert?: Buffer; key?: Buffer }> {
-  if (o.cluster) return o.cluster;
-  const { existsSync, readFileSync } = await import('node:fs');
-  const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
-  const file = typeof o.kubeconfig === 'string' ? o.kubeconfig : (process.env.KUBECONFIG?.split(':')[0] ?? join(process.env.HOME ?? '', '.kube', 'config'));
-  if (!existsSync(file)) {
-    if (process.env.KUBERNETES_SERVICE_HOST && existsSync(`${sa}/token`)) {
-      return { server: `https://${process.env.KUBERNETES_SERVICE_HOST}:${process.env.KUBERNETES_SERVICE_PORT ?? 443}`, token: readFileSync(`${sa}/token`, 'utf8').trim(), ca: readFileSync(`${sa}/ca.crt`) };
-    }
-    throw new LatheError(`kubernetes: no kubeconfig at ${file} and not inside a cluster; pass kubeconfig or cluster: { server, token, ca }`);
-  }
-  const YAML = (await import('yaml')).default;
-  type Named<T> = { name: string } & T;
-  const cfg = YAML.parse(readFileSync(file, 'utf8')) as {
-    'current-context'?: string;
-    contexts?: Named<{ context: { cluster: string; user: string } }>[];
-    clusters?: Named<{ cluster: { server: string; 'certificate-authority'?: string; 'certificate-authority-data'?: string; 'insecure-skip-tls-verify'?: boolean } }>[];
-    users?: Named<{ user: { token?: string; 'client-certificate'?: string; 'client-certificate-data'?: string; 'client-key'?: string; 'client-key-data'?: string; exec?: unknown } }>[];
-  };
-  const ctx = cfg.contexts?.find((c) => c.name === cfg['current-context'])?.context;
-  const cluster = cfg.clusters?.find((c) => c.name === ctx?.cluster)?.cluster;
-  const user = cfg.users?.find((u) => u.name === ctx?.user)?.user ?? {};
-  if (!ctx || !cluster) throw new LatheError(`${file}: no current-context with a cluster`);
-  if (user.exec) throw new LatheError(`${file}: user ${ctx.user} authenticates with an exec plugin, which needs @kubernetes/client-node (Node >= 22.19 for version 2.0.1)`);
-  const fileOr = (data: string | undefined, path: string | undefined) => (data ? Buffer.from(data, 'base64') : path ? readFileSync(path) : undefined);
-  return {
-    server: cluster.server,
-    ca: fileOr(cluster['certificate-authority-data'], cluster['certificate-authority']),
-    skipTLSVerify: cluster['insecure-skip-tls-verify'],
-    token: user.token,
-    cert: fileOr(user['client-certificate-data'], user['client-certificate']),
-    key: fileOr(user['client-key-data'], user['client-key']),
-  };
+/** CoreV1Api and BatchV1Api on the cluster; the namespace is the option's, else the context's, else "default". */
+export async function kubeApis(o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster' | 'namespace'>): Promise<KubeApis> {
+  const kc = await loadKubeConfig(o);
+  const k8s = await import('@kubernetes/client-node');
+  const namespace = o.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
+  return { kc, core: kc.makeApiClient(k8s.CoreV1Api), batch: kc.makeApiClient(k8s.BatchV1Api), namespace };
 }
 
-/** A REST client for the six calls, over node:http(s), with JSON bodies and the API server's Status errors. */
-function restApi(c: ClusterAccess & { cert?: Buffer; key?: Buffer }): KubeApi {
-  const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const url = new URL(path, c.server.endsWith('/') ? c.server : `${c.server}/`);
-    const mod = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    return new Promise<T>((resolve, reject) => {
-      const req = mod.request(
-        url,
-        {
-          method,
-          headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json' } : {}), ...(c.token ? { authorization: `Bearer ${c.token}` } : {}) },
-          ca: c.ca,
-          cert: c.cert,
-          key: c.key,
-          rejectUnauthorized: !c.skipTLSVerify,
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (d: string) => (text += d));
-          res.on('end', () => {
-            let obj: { message?: string } | undefined;
-            try {
-              obj = text ? JSON.parse(text) : undefined;
-            } catch {
-              obj = undefined;
-            }
-            if ((res.statusCode ?? 500) >= 300) reject(new Error(`HTTP ${res.statusCode} ${method} ${url.pathname}: ${obj?.message ?? text.slice(0, 200)}`));
-            else resolve(obj as T);
-          });
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
-  };
-  const ns = (n: string) => encodeURIComponent(n);
-  return {
-    kind: 'rest',
-    createSecret: (namespace, body) => call('POST', `api/v1/namespaces/${ns(namespace)}/secrets`, body),
-    createJob: (namespace, body) => call('POST', `apis/batch/v1/namespaces/${ns(namespace)}/jobs`, body),
-    listPods: (namespace, labelSelector) => call('GET', `api/v1/namespaces/${ns(namespace)}/pods?labelSelector=${encodeURIComponent(labelSelector)}`),
-    readJobStatus: (namespace, name) => call('GET', `apis/batch/v1/namespaces/${ns(namespace)}/jobs/${ns(name)}/status`),
-    deleteJob: (namespace, name) => call('DELETE', `apis/batch/v1/namespaces/${ns(namespace)}/jobs/${ns(name)}?propagationPolicy=Background`),
-    deleteSecret: (namespace, name) => call('DELETE', `api/v1/namespaces/${ns(namespace)}/secrets/${ns(name)}`),
-  };
+/** The API server's answer to a failed call, in a sentence: its HTTP code and Status message (the library's own message carries every header). */
+export function apiErrorMessage(e: unknown): string {
+  const x = e as { code?: unknown; body?: unknown; message?: string };
+  if (typeof x.code !== 'number') return x.message ?? String(e);
+  let message: string | undefined;
+  try {
+    const body = typeof x.body === 'string' ? (JSON.parse(x.body) as { message?: string }) : (x.body as { message?: string } | undefined);
+    message = body?.message;
+  } catch {
+    message = typeof x.body === 'string' ? x.body.slice(0, 200) : undefined;
+  }
+  return `HTTP ${x.code}${message ? `: ${message}` : ''}`;
+}
+
+/** True for the API server's 404 (the object is already gone). */
+function notFound(e: unknown): boolean {
+  return (e as { code?: unknown }).code === 404;
 }
 
 /** An executor that runs each job as a Kubernetes Job: `r.run({ on: workers.kubernetes({ image, tokenFile, gpus: 1, data: { claimName } }) })`. */

@@ -237,9 +237,11 @@ export class SlurmExecutor implements LockingExecutor {
         client,
         job: remote,
         after: async (s: RunSummary) => {
-          client.close();
-          // A cancelled run frees its allocation now; otherwise the worker stops by itself once we left.
+          // A cancelled run frees its allocation now, scancel-ed before we leave: once its last client
+          // has gone a --once worker ends by itself, and Slurm would record COMPLETED, not CANCELLED.
+          // Otherwise the worker stops by itself once we left.
           if (s.status === 'cancelled') await this.cancel(job).catch(() => {});
+          client.close();
           const final = await this.waitGone(job);
           await record({ worker: url, job_state: final.state, state_from: final.source });
           opts.onNotice?.(`slurm job ${job}: ${final.state}`);

@@ -120,6 +120,32 @@ export class WorkerExecutor implements LockingExecutor {
     return attachRemoteRun(rd, lock, Promise.resolve({ client: this.client, job: job.id }), { onNotice: opts.onNotice });
   }
 
+  /**
+   * Follows a job already on the worker (submitted from anywhere; queued, running or ended) into a
+   * local run directory: its metrics, events and log lines from the start, without gaps or repeats,
+   * then its files (metrics, events, summary, final checkpoint) once it ends. `out` may be the
+   * mirror an earlier submit or attach of the same job left; it is brought up to date. Otherwise
+   * a new directory holds the lock as the worker holds it (its paths are the worker's).
+   */
+  async attach(job: string, opts: { out?: string; onNotice?: (m: string) => void } = {}): Promise<Run> {
+    const { job: info, lock } = await this.client.job(job).catch((e: unknown) => {
+      throw e instanceof WorkerError && e.code === 'not-found' ? new LatheError(`--attach ${job}: the worker at ${this.url} has no such job (see lathe jobs)`) : e;
+    });
+    this.lastJob = info;
+    let rd: RunDir;
+    let runLock: AnyLock = lock;
+    if (opts.out && existsSync(join(opts.out, 'recipe.lock.json'))) {
+      rd = RunDir.open(opts.out);
+      const ref = readRef(rd);
+      if (ref?.job !== job) throw new LatheError(`--out ${opts.out}: already holds ${ref ? `the mirror of job ${ref.job}` : 'a run'}, not job ${job}; choose another directory`);
+      runLock = rd.readLock() as AnyLock;
+      // The worker streams the whole history again: start the mirror's streams over.
+      await rm(rd.metricsPath, { force: true });
+      await rm(rd.eventsPath, { force: true });
+    } else rd = await RunDir.create(lock, opts.out);
+    return attachRemoteRun(rd, runLock, Promise.resolve({ client: this.client, job }), { onNotice: opts.onNotice });
+  }
+
   /** Follows a remote run again from its local directory (worker.json names the job); an interrupted job is queued again first. */
   async resume(runDir: string, opts: Omit<StartOptions, 'out'> = {}): Promise<Run> {
     const rd = RunDir.open(runDir);
@@ -217,7 +243,7 @@ async function follow(rd: RunDir, run: Run, client: WorkerClient, job: string, o
           appendFileSync(rd.eventsPath, JSON.stringify(e) + '\n');
           run.pushEvent(e);
         },
-        log: (line) => onNotice?.(line),
+        log: (line) => onNotice?.(`worker: ${line}`),
         state: (j) => {
           if (TERMINAL.has(j.status)) resolve(j);
         },

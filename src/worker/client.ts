@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, normalize } from 'node:path';
 import WebSocket from 'ws';
 import { LatheError } from '../errors.js';
 import type { Metric, RunEvent } from '../runs/rundir.js';
+import type { AnyLock } from '../recipe/lock.js';
 import { decodeBinary, encodeBinary, PROTOCOL_VERSION, TERMINAL, type ClientRequest, type JobInfo, type ManifestEntry, type WorkerHello } from './protocol.js';
 
 /** How to reach a worker. */
@@ -38,20 +39,22 @@ export class ConnectionLost extends LatheError {
   }
 }
 
-/** What a watch is told, in order, without gaps or repeats. */
+/** What a watch is told, in order, without gaps or repeats: what the job wrote before the watch began, then what it writes. */
 export interface WatchHandlers {
   metric?(m: Metric, seq: number): void;
   event?(e: RunEvent, seq: number): void;
-  log?(line: string): void;
+  /** A line of the job's log (job.log on the worker), timestamped; `seq` is its line number there. */
+  log?(line: string, seq: number): void;
   state?(job: JobInfo): void;
 }
 
 /** A live subscription to one job; survives reconnects. */
 export interface Watch {
   job: string;
-  /** Next metric and event sequence numbers expected. */
+  /** Next metric, event and log-line sequence numbers expected. */
   metrics: number;
   events: number;
+  logs: number;
   close(): void;
 }
 
@@ -230,7 +233,12 @@ export class WorkerClient extends EventEmitter {
       if (seq !== w.events) return;
       w.events = seq + 1;
       w.handlers.event?.(m.event as RunEvent, seq);
-    } else if (m.type === 'log') w.handlers.log?.(m.line as string);
+    } else if (m.type === 'log') {
+      const seq = m.seq as number;
+      if (seq !== w.logs) return;
+      w.logs = seq + 1;
+      w.handlers.log?.(m.line as string, seq);
+    }
     else if (m.type === 'state') w.handlers.state?.(m.job as unknown as JobInfo);
   }
 
@@ -312,12 +320,13 @@ export class WorkerClient extends EventEmitter {
     return out;
   }
 
-  /** Follows a job from the given sequence numbers; re-issued after every reconnect from where it stopped. */
-  watch(job: string, handlers: WatchHandlers, from: { metrics?: number; events?: number } = {}): Watch {
+  /** Follows a job from the given sequence numbers (default: from its start); re-issued after every reconnect from where it stopped. */
+  watch(job: string, handlers: WatchHandlers, from: { metrics?: number; events?: number; logs?: number } = {}): Watch {
     const w: WatchState = {
       job,
       metrics: from.metrics ?? 0,
       events: from.events ?? 0,
+      logs: from.logs ?? 0,
       handlers,
       closed: false,
       close: () => {
@@ -334,12 +343,18 @@ export class WorkerClient extends EventEmitter {
   private async sendWatch(w: WatchState): Promise<void> {
     // The reply only confirms the watch: the job's final state comes as a push after every point
     // the worker still had to send, so a job that ended while we were away loses nothing.
-    await this.request({ type: 'watch', job: w.job, metrics: w.metrics, events: w.events });
+    await this.request({ type: 'watch', job: w.job, metrics: w.metrics, events: w.events, logs: w.logs });
   }
 
   /** Every job on the worker, oldest first. */
   async jobs(): Promise<JobInfo[]> {
     return (await this.request({ type: 'jobs' })).jobs as JobInfo[];
+  }
+
+  /** One job and the lock it trains (with the worker's paths); a WorkerError `not-found` if there is none. */
+  async job(job: string): Promise<{ job: JobInfo; lock: AnyLock }> {
+    const r = await this.request({ type: 'job', job });
+    return { job: r.job as JobInfo, lock: r.lock as AnyLock };
   }
 
   /** Cancels a job (or interrupts it, leaving it resumable); returns its state after it stopped. */

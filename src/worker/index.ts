@@ -2,7 +2,7 @@
 // start workers through Slurm or Kubernetes, or serve one from this process.
 export { connect, WorkerExecutor, attachRemoteRun, isLockingExecutor, type LockingExecutor, type RemoteStartOptions } from '../dispatch/worker.js';
 export { slurm, SlurmExecutor, type SlurmOptions, type SlurmState } from '../dispatch/slurm.js';
-export { kubernetes, KubernetesExecutor, jobManifests, jobName, type KubernetesOptions, type DataVolume } from '../dispatch/kubernetes.js';
+export { kubernetes, KubernetesExecutor, jobManifests, jobName, loadKubeConfig, type KubernetesOptions, type DataVolume, type ClusterAccess } from '../dispatch/kubernetes.js';
 export { WorkerServer, type WorkerOptions } from './server.js';
 export { WorkerClient, WorkerError, ConnectionLost, type ConnectOptions, type WatchHandlers, type UploadResult } from './client.js';
 export { PROTOCOL_VERSION, type JobInfo, type WorkerHello } from './protocol.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, existsSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { localExecutor } from '../dispatch/local.js';
@@ -12,7 +12,9 @@ import { TERMINAL, type JobInfo } from './protocol.js';
 
 // The worker's job queue, persisted under <state>/jobs/<id>/: job.json (the record, written
 // atomically on every change of status), run/ (the run directory), inputs/ (the job's files) and
-// job.log. Jobs train one at a time in this process, on the same core as a local run. A job found
+// job.log (one line per entry; line n is log entry n, so a client that connects later is sent the
+// lines it has not seen, numbered like metrics). Jobs train one at a time in this process, on the
+// same core as a local run. A job found
 // "running" when the worker starts was cut off (kill -9, a lost node): it resumes from its last
 // checkpoint, which on cpu gives the metrics an uninterrupted run gives, to the bit.
 
@@ -29,7 +31,11 @@ export interface LiveJob {
   earlierEvents: RunEvent[];
 }
 
-/** The persistent queue. Emits 'state' (JobInfo) on every status change, 'live' (id) when a job's Run starts, 'log' (id, line). */
+/**
+ * The persistent queue. Emits 'state' (JobInfo) on every status change, 'live' (id) when a job's Run
+ * starts, 'log' (id, line, seq) for each line written to a job's log, and 'log-failed' (id, line,
+ * error) when a line could not be written.
+ */
 export class JobQueue extends EventEmitter {
   readonly dir: string;
   private records = new Map<string, JobRecord>();
@@ -37,6 +43,8 @@ export class JobQueue extends EventEmitter {
   private stopping = false;
   private wake?: () => void;
   private loop?: Promise<void>;
+  // Lines in each job's job.log, counted from the file on first use and kept from then on.
+  private logLines = new Map<string, number>();
 
   constructor(stateDir: string) {
     super();
@@ -115,6 +123,11 @@ export class JobQueue extends EventEmitter {
     return r && info(r);
   }
 
+  /** The lock a job trains (worker paths). */
+  lock(id: string): AnyLock | undefined {
+    return this.records.get(id)?.lock;
+  }
+
   /** The job's Run while it trains. */
   live(id: string): LiveJob | undefined {
     return this.liveJobs.get(id);
@@ -172,15 +185,60 @@ export class JobQueue extends EventEmitter {
     await this.loop;
   }
 
-  /** Appends a line to a job's log and tells listeners. */
-  log(id: string, line: string): void {
-    const stamped = `${new Date().toISOString()} ${line}`;
-    try {
-      appendFileSync(join(this.jobDir(id), 'job.log'), stamped + '\n');
-    } catch {
-      // the job folder is gone (removed by hand); the line still goes to listeners
+  private logPath(id: string): string {
+    return join(this.jobDir(id), 'job.log');
+  }
+
+  /**
+   * How many lines a job's log holds: the sequence number its next line gets. Counted from job.log
+   * once; a torn last line (the worker killed mid-write) is ended first, so it counts as one line
+   * and the next line does not run into it.
+   */
+  logCount(id: string): number {
+    let n = this.logLines.get(id);
+    if (n === undefined) {
+      let text = '';
+      try {
+        text = readFileSync(this.logPath(id), 'utf8');
+      } catch {
+        text = '';
+      }
+      if (text && !text.endsWith('\n')) {
+        appendFileSync(this.logPath(id), '\n');
+        text += '\n';
+      }
+      n = text ? text.split('\n').length - 1 : 0;
+      this.logLines.set(id, n);
     }
-    this.emit('log', id, stamped);
+    return n;
+  }
+
+  /** A job's log lines from sequence number `from` on, read from job.log. */
+  readLog(id: string, from = 0): string[] {
+    const n = this.logCount(id);
+    if (from >= n) return [];
+    return readFileSync(this.logPath(id), 'utf8').split('\n').slice(from, n);
+  }
+
+  /**
+   * Appends a line to a job's log, then tells listeners with its sequence number. Writing and
+   * telling happen in one synchronous step, so a reader of the file plus the listeners sees every
+   * line once.
+   */
+  log(id: string, line: string): void {
+    // One entry, one line: newlines inside (a stack trace) would shift every later number.
+    const stamped = `${new Date().toISOString()} ${line.replace(/\r?\n/g, ' \u23ce ')}`;
+    const seq = this.logCount(id);
+    try {
+      mkdirSync(this.jobDir(id), { recursive: true });
+      appendFileSync(this.logPath(id), stamped + '\n');
+    } catch (e) {
+      // Not written (disk full?): not numbered either, or replay and live numbers would disagree.
+      this.emit('log-failed', id, stamped, e);
+      return;
+    }
+    this.logLines.set(id, seq + 1);
+    this.emit('log', id, stamped, seq);
   }
 
   private async process(): Promise<void> {

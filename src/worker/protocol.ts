@@ -43,9 +43,19 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
     stopAfter: z.number().int().positive().optional(),
   }),
   z.strictObject({ ...base, type: z.literal('jobs') }),
+  // One job, with the lock it trains (as the worker holds it): what a client needs to follow a job it did not submit.
+  z.strictObject({ ...base, type: z.literal('job'), job: jobId }),
   z.strictObject({ ...base, type: z.literal('cancel'), job: jobId, mode: z.enum(['cancel', 'interrupt']).default('cancel') }),
   z.strictObject({ ...base, type: z.literal('requeue'), job: jobId }),
-  z.strictObject({ ...base, type: z.literal('watch'), job: jobId, metrics: z.number().int().nonnegative().default(0), events: z.number().int().nonnegative().default(0) }),
+  // Stream a job from these sequence numbers on: what it already wrote is sent first, then what comes.
+  z.strictObject({
+    ...base,
+    type: z.literal('watch'),
+    job: jobId,
+    metrics: z.number().int().nonnegative().default(0),
+    events: z.number().int().nonnegative().default(0),
+    logs: z.number().int().nonnegative().default(0),
+  }),
   z.strictObject({ ...base, type: z.literal('unwatch'), job: jobId }),
   z.strictObject({ ...base, type: z.literal('fetch'), job: jobId, what: z.enum(['run', 'checkpoint', 'export']).default('run') }),
 ]);

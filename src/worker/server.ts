@@ -61,8 +61,10 @@ export interface WorkerOptions {
 }
 
 interface Watch {
+  /** The next sequence numbers this client has not been sent. */
   metrics: number;
   events: number;
+  logs: number;
   detach?: () => void;
 }
 
@@ -151,7 +153,8 @@ export class WorkerServer {
     if (resumed.length || queued.length) this.log(`jobs: ${resumed.length} to resume (${resumed.join(', ') || '-'}), ${queued.length} queued`);
     this.hadJob = resumed.length + queued.length > 0;
     this.queue.on('state', (j: JobInfo) => this.onState(j));
-    this.queue.on('log', (id: string, line: string) => this.broadcast(id, { type: 'log', job: id, line }));
+    this.queue.on('log', (id: string, line: string, seq: number) => this.onLog(id, line, seq));
+    this.queue.on('log-failed', (id: string, line: string, e: Error) => this.log(`job ${id}: could not write to its job.log (${e.message}): ${line}`));
     this.queue.on('live', (id: string) => {
       for (const c of this.conns) {
         const w = c.watches.get(id);
@@ -303,6 +306,11 @@ export class WorkerServer {
       }
       case 'jobs':
         return this.reply(c, m.id, 'jobs', { jobs: this.queue.list() });
+      case 'job': {
+        const job = this.queue.get(m.job);
+        if (!job) throw new ProtocolError('not-found', `job: no job "${m.job}" on this worker`, m.id);
+        return this.reply(c, m.id, 'job', { job, lock: this.queue.lock(m.job) });
+      }
       case 'cancel': {
         const before = this.queue.get(m.job);
         if (!before) throw new ProtocolError('not-found', `cancel: no job "${m.job}" on this worker`, m.id);
@@ -315,7 +323,7 @@ export class WorkerServer {
         return this.reply(c, m.id, 'requeued', { job });
       }
       case 'watch':
-        return this.watch(c, m.id, m.job, m.metrics, m.events);
+        return this.watch(c, m.id, m.job, { metrics: m.metrics, events: m.events, logs: m.logs });
       case 'unwatch': {
         c.watches.get(m.job)?.detach?.();
         c.watches.delete(m.job);
@@ -344,14 +352,18 @@ export class WorkerServer {
     }
   }
 
-  // ---- streaming: metrics and events by sequence number (their line in metrics.jsonl / events.jsonl) ----
+  // ---- streaming: metrics, events and log lines by sequence number (their line in metrics.jsonl / events.jsonl / job.log) ----
 
-  private async watch(c: Conn, re: number, job: string, metrics: number, events: number): Promise<void> {
+  private async watch(c: Conn, re: number, job: string, from: { metrics: number; events: number; logs: number }): Promise<void> {
     const info = this.queue.get(job);
     if (!info) throw new ProtocolError('not-found', `watch: no job "${job}" on this worker`, re);
     c.watches.get(job)?.detach?.();
-    const w: Watch = { metrics, events };
+    const w: Watch = { ...from };
     c.watches.set(job, w);
+    // The log lines so far, read in the same synchronous step that makes the watch visible to
+    // onLog: a line is either in the file now or arrives through onLog later, never both or neither.
+    const lines = this.queue.readLog(job, w.logs);
+    for (const line of lines) void this.send(c, { type: 'log', job, seq: w.logs++, line });
     await this.reply(c, re, 'watching', { job: info });
     if (this.queue.live(job)) return this.attachLive(c, job, w);
     // Not training now: what the run directory holds, then (if it is queued) the live stream when it starts.
@@ -403,6 +415,15 @@ export class WorkerServer {
 
   private broadcast(job: string, msg: Record<string, unknown>): void {
     for (const c of this.conns) if (c.watches.has(job)) void this.send(c, msg);
+  }
+
+  private onLog(job: string, line: string, seq: number): void {
+    for (const c of this.conns) {
+      const w = c.watches.get(job);
+      if (!w || seq < w.logs) continue;
+      w.logs = seq + 1;
+      void this.send(c, { type: 'log', job, seq, line });
+    }
   }
 
   private onState(j: JobInfo): void {
