@@ -42,7 +42,8 @@ module.exports = {
     reuseExistingServer: false,
     timeout: 300_000,
     // Short training runs in the tests; the cancel test asks for its own long run explicitly.
-    env: { ...process.env, LATHE_STEPS: '40' },
+    // Its own run-room data dir, so the tests never touch a workbench started from this clone.
+    env: { ...process.env, LATHE_STEPS: '40', LATHE_ROOMS_DIR: join(__dirname, '.rooms') },
     stdout: 'ignore',
     stderr: 'pipe',
   },

@@ -10,5 +10,6 @@ const repo = join(here, '..', '..');
 export const serverRoot = join(here, '.root');
 
 rmSync(serverRoot, { recursive: true, force: true });
+rmSync(join(here, '.rooms'), { recursive: true, force: true });
 mkdirSync(serverRoot, { recursive: true });
 for (const name of ['examples', 'dist', 'node_modules', 'package.json']) if (existsSync(join(repo, name))) symlinkSync(join(repo, name), join(serverRoot, name));

@@ -33,7 +33,7 @@ function roomOption(v: string): string {
   }
 }
 
-/** `lathe rooms serve | token | follow`. */
+/** `lathe rooms serve | token | share | follow`. */
 export function register(program: Command): void {
   const rooms = program.command('rooms').description('Run rooms: live, shared run curves over yjs (serve, mint tokens, follow a room).');
 
@@ -93,6 +93,41 @@ export function register(program: Command): void {
         const g = decodeToken(token)!;
         process.stdout.write(JSON.stringify({ token, room: g.room, role: g.role, expires: new Date(g.exp * 1000).toISOString(), link: o.link ? out : undefined }) + '\n');
       } else process.stdout.write(out + '\n');
+    });
+
+  rooms
+    .command('share')
+    .description('Print a read-only share link to a notebook: the viewer sees it and its live charts in JupyterLab but cannot edit or execute.')
+    .argument('<path>', "notebook path relative to Jupyter's root dir (the repository under npm start); 'dir/*' shares a folder, '*' everything")
+    .option('--ttl <ttl>', 'time to live: 90s, 30m, 1h, 7d', ttlOption, '7d')
+    .option('--base-url <url>', 'the JupyterLab server as viewers reach it (default: env LATHE_JUPYTER_URL or http://127.0.0.1:8888/)')
+    .option('--name <name>', "the viewer's name, shown in presence")
+    .option('--data-dir <dir>', 'rooms data dir holding the secret (default: env LATHE_ROOMS_DIR or <lathe>/.lathe/rooms); Jupyter must use the same')
+    .option('--json', 'print { url, token, scope, expires }')
+    .action((path: string, o: { ttl: string; baseUrl?: string; name?: string; dataDir?: string; json?: boolean }) => {
+      const rel = path.replace(/\\/g, '/').replace(/^(\.\/)+/, '');
+      if (!rel || rel.startsWith('/') || rel.split('/').includes('..')) {
+        throw new LatheError(`path "${path}" must be relative to Jupyter's root dir, without "..", e.g. notebooks/quickstart.ipynb`);
+      }
+      const base = o.baseUrl ?? process.env.LATHE_JUPYTER_URL ?? 'http://127.0.0.1:8888/';
+      let url: URL;
+      try {
+        url = new URL(base.endsWith('/') ? base : `${base}/`);
+      } catch {
+        throw new LatheError(`--base-url "${base}" is not a URL (expected e.g. http://host:8888/ or https://host/user/me/)`);
+      }
+      // The Jupyter server extension (jupyter-config/lathe_jupyter) verifies this with the same secret.
+      const { secret } = loadSecret({ dataDir: o.dataDir ?? defaultDataDir(), create: true });
+      const scope = rel === '*' ? '*' : `notebook:${rel}`;
+      const token = mintToken(secret, { room: scope, role: 'read', ttl: o.ttl, sub: o.name });
+      // A folder share ('dir/*') opens the folder in the file browser, '*' the root.
+      const shown = rel.replace(/\/?\*$/, '');
+      const page = shown ? `lab/tree/${shown.split('/').map(encodeURIComponent).join('/')}` : 'lab';
+      const link = new URL(page, url);
+      link.searchParams.set('lathe_share', token);
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ url: link.href, token, scope, expires: new Date(decodeToken(token)!.exp * 1000).toISOString() }) + '\n');
+      } else process.stdout.write(link.href + '\n');
     });
 
   rooms
