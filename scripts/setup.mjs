@@ -78,6 +78,14 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   writeFileSync(venvStamp, reqSha);
 }
 
+// The Jupyter server extension lathe_jupyter (read-only share links) lives in jupyter-config/; a .pth
+// file makes it importable by every Python of the venv (npm start, tests), with nothing copied.
+{
+  const pth = join(venv, 'lib', `python${pyVersion()}`, 'site-packages', 'lathe_jupyter.pth');
+  const want = join(root, 'jupyter-config');
+  if (stamp(pth) !== want) writeFileSync(pth, `${want}\n`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. The Jupyter kernel `lathe` (kernel/, its own package): node deps from its lockfile, build,
 //    and the kernel spec from jupyter-config/ into .venv/share/jupyter/kernels/lathe (never

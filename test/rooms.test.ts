@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import type { AnyLock } from '../src/recipe/lock.js';
-import { connectRoom, followRun, loadSecret, mintToken, publishRun, RoomStore, runRoom, shareLink, type MetricEntry, type RoomClient, type RunFollower, type RunPublisher } from '../src/rooms/index.js';
+import { connectRoom, followRun, loadSecret, mintToken, publishRun, RoomStore, roomForRun, runRoom, shareLink, type MetricEntry, type RoomClient, type RunFollower, type RunPublisher } from '../src/rooms/index.js';
 import { Run } from '../src/runs/run.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from '../src/runs/rundir.js';
 import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
@@ -401,7 +401,8 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     const metrics = (await readFile(join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Metric);
     const events = (await readFile(join(out, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as RunEvent);
     // The CLI has exited: what the room holds was flushed before exit.
-    const res = await fetch(`${server.http}/run:tiny-run?room_token=${readToken()}`);
+    // Auto-published rooms carry a hash of the run dir (the same recipe in two folders gets two rooms).
+    const res = await fetch(`${server.http}/${roomForRun('tiny-run', out)}?room_token=${readToken()}`);
     expect(res.status).toBe(200);
     const snap = (await res.json()) as { metrics: MetricEntry[]; events: RunEvent[]; evals: { step: number }[]; meta: Record<string, unknown> };
     expect(snap.metrics.map(({ seq, ...m }) => (expect(seq).toBe(m.step - 1), m))).toEqual(metrics);

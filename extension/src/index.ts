@@ -2,6 +2,7 @@ import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } fro
 import { ICommandPalette, InputDialog } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { setIdentity } from './room';
 import { RunsPanel } from './runs-panel';
@@ -99,4 +100,33 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
   },
 };
 
-export default [runsPlugin, launcherPlugin];
+/**
+ * Read-only share links: a viewer (identity.lathe_role === 'viewer', set by the lathe_jupyter server
+ * extension) never starts a kernel and cannot edit; the server refuses both anyway, this keeps the UI
+ * honest (no "Error starting kernel" dialog, no local edits that would silently drift).
+ */
+const viewerPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'lathe-jupyterlab:viewer',
+  description: 'Read-only notebooks and no kernels for share-link viewers.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    void app.serviceManager.user.ready.then(() => {
+      const identity = app.serviceManager.user.identity as { lathe_role?: string } | null;
+      if (identity?.lathe_role !== 'viewer') return;
+      document.body.dataset.latheRole = 'viewer';
+      const lock = (panel: NonNullable<typeof tracker.currentWidget>) => {
+        panel.sessionContext.kernelPreference = { shouldStart: false, canStart: false, autoStartDefault: false };
+        void panel.context.ready.then(() => {
+          for (const cell of panel.content.widgets) cell.readOnly = true;
+          panel.content.model?.cells.changed.connect(() => panel.content.widgets.forEach((c) => (c.readOnly = true)));
+        });
+        panel.title.label = `${panel.context.localPath.split('/').pop()} (view only)`;
+      };
+      tracker.forEach(lock);
+      tracker.widgetAdded.connect((_, panel) => lock(panel));
+    });
+  },
+};
+
+export default [runsPlugin, launcherPlugin, viewerPlugin];

@@ -28,27 +28,28 @@ export interface RunLike {
 }
 
 /** How a browser joins a run's room (lathe's `rooms.roomRef`); set by the kernel when rooms are on. */
-let roomRefOf: ((runId: string) => unknown) | undefined;
+let roomRefOf: ((run: { id: string; dir: { path: string } }) => unknown) | undefined;
 const roomRefs = new Map<string, unknown>();
 
 /** Makes run bundles carry `roomRef` (a read token for the run's room), minted once per run. */
-export function setRoomRefProvider(fn: ((runId: string) => unknown) | undefined): void {
+export function setRoomRefProvider(fn: ((run: { id: string; dir: { path: string } }) => unknown) | undefined): void {
   roomRefOf = fn;
   roomRefs.clear();
 }
 
 /** The run's room reference for browsers, or undefined when rooms are off. */
-export function roomRefFor(runId: string): unknown {
+export function roomRefFor(run: { id: string; dir: { path: string } }): { name?: string } | undefined {
   if (!roomRefOf) return undefined;
-  if (!roomRefs.has(runId)) {
+  const key = run.dir.path;
+  if (!roomRefs.has(key)) {
     try {
-      roomRefs.set(runId, roomRefOf(runId));
+      roomRefs.set(key, roomRefOf(run));
     } catch {
       // No secret readable: the chart then follows display updates only.
-      roomRefs.set(runId, undefined);
+      roomRefs.set(key, undefined);
     }
   }
-  return roomRefs.get(runId);
+  return roomRefs.get(key) as { name?: string } | undefined;
 }
 
 // Snapshots carry at most this many metric lines; longer runs are thinned evenly (last kept).
@@ -293,7 +294,7 @@ export function runBundle(run: RunLike): MimeBundle {
     [RUN_MIME]: {
       version: 1,
       id: run.id,
-      room: `run:${run.id}`,
+      room: roomRefFor(run)?.name ?? `run:${run.id}`,
       dir: run.dir.path,
       lockId: run.lock.id,
       stage: run.lock.recipe.stage,
@@ -306,7 +307,7 @@ export function runBundle(run: RunLike): MimeBundle {
       summary: run.summary ?? null,
       // When this snapshot leaves the kernel; the browser benchmark measures metric-to-pixel latency from it.
       sentAt: Date.now(),
-      ...(roomRefFor(run.id) ? { roomRef: roomRefFor(run.id) } : {}),
+      ...(roomRefFor(run) ? { roomRef: roomRefFor(run) } : {}),
     },
     [PLOTLY_MIME]: plotlyFigure(series, title),
     'text/html': `<div class="lathe-run"><div style="font-family:monospace;font-size:12px">${esc(line)}</div>${svgChart(series)}</div>`,

@@ -101,7 +101,7 @@ export class LatheKernel {
     }
     const lathe = this.lathe;
     // With run rooms on (npm start sets LATHE_ROOMS_URL), charts in every browser follow the run's room.
-    if (process.env.LATHE_ROOMS_URL) setRoomRefProvider((id) => lathe.rooms.roomRef(id));
+    if (process.env.LATHE_ROOMS_URL) setRoomRefProvider((run) => lathe.rooms.roomRef(run.id, { dir: run.dir.path }));
     lathe.runs.onRunStart((run) => this.runStarted(run));
     registerRunsTarget(this.comms, () => [...this.known].sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running')), (fn) => lathe.runs.onRunStart(fn), (run, by) => {
       const pub = lathe.rooms.autoPublishers().get(run.id);

@@ -32,7 +32,7 @@ export function runInfo(run: Lathe.Run): RunInfo {
   const last = run.metricsSoFar.at(-1);
   return {
     id: run.id,
-    room: `run:${run.id}`,
+    room: roomRefFor(run)?.name ?? `run:${run.id}`,
     dir: run.dir.path,
     name: run.lock.recipe.name ?? null,
     stage: run.lock.recipe.stage,
@@ -41,7 +41,7 @@ export function runInfo(run: Lathe.Run): RunInfo {
     steps: run.summary?.steps ?? run.lock.recipe.train.steps,
     loss: run.summary?.loss ?? last?.loss ?? null,
     live: run.status === 'running',
-    ...(roomRefFor(run.id) ? { roomRef: roomRefFor(run.id) } : {}),
+    ...(roomRefFor(run) ? { roomRef: roomRefFor(run) } : {}),
   };
 }
 

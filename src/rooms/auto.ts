@@ -64,7 +64,7 @@ export function autoPublish(opts: AutoPublishOptions = {}): () => void {
   const resolveUrl = roomsUrlResolver(url, dataDir);
   const off = onRunStart((run: Run) => {
     try {
-      const room = roomForRun(run.id);
+      const room = roomForRun(run.id, run.dir.path);
       const token = fixedToken || tokenMinter(room, { dataDir, user, env });
       if (typeof token === 'function') token(); // fail now, with the reason, if there is no secret
       const p = publishRun(run, { url: resolveUrl, token, room, user, log: opts.log });

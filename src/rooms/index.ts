@@ -54,8 +54,8 @@ export interface RoomRef {
  * The "room to follow" for a run, with a token minted from the rooms secret (LATHE_ROOMS_SECRET or
  * `<LATHE_ROOMS_DIR>/secret`). The browser connects to `${baseUrl}${path}?${param}=${token}`.
  */
-export function roomRef(runId: string, opts: { role?: 'read' | 'write'; ttl?: string | number; sub?: string; dataDir?: string } = {}): RoomRef {
-  const name = roomForRun(runId);
+export function roomRef(runId: string, opts: { role?: 'read' | 'write'; ttl?: string | number; sub?: string; dataDir?: string; dir?: string } = {}): RoomRef {
+  const name = roomForRun(runId, opts.dir);
   const dataDir = opts.dataDir ?? defaultDataDir();
   const { secret } = loadSecret({ dataDir });
   const role = opts.role ?? 'read';

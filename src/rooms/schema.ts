@@ -17,6 +17,8 @@
  * key or `metric|<seq>`. Producers skip entries whose seq/key the room already holds; readers
  * ({@link readCurve}, {@link readKeyed}) still sort by seq and drop repeats, in case two producers raced.
  */
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
 import * as Y from 'yjs';
 import { LatheError } from '../errors.js';
 import type { Metric, RunEvent, RunSummary } from '../runs/rundir.js';
@@ -109,9 +111,13 @@ export function runRoom(doc: Y.Doc): RunRoom {
   };
 }
 
-/** The room a run publishes to. The kernel's run MIME bundle carries the same name. */
-export function roomForRun(runId: string): string {
-  return checkRoomName(`run:${runId}`);
+/**
+ * The room a run publishes to. The kernel's run MIME bundle carries the same name. With the run's
+ * directory, the name also carries a hash of its absolute path: run ids are directory names, and the
+ * same recipe run in two folders would otherwise share (and mix) one room.
+ */
+export function roomForRun(runId: string, dir?: string): string {
+  return checkRoomName(dir ? `run:${runId}~${createHash('sha256').update(resolve(dir)).digest('hex').slice(0, 8)}` : `run:${runId}`);
 }
 
 const ROOM_NAME = /^[A-Za-z0-9._:~-]{1,200}$/;

@@ -2,6 +2,7 @@
 // for the notebook, Lathe's run rooms for the charts).
 import { expect, test } from '@jupyterlab/galata';
 import type { Browser, Page } from '@playwright/test';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 
@@ -128,4 +129,49 @@ test('a wrong room token is refused', async ({ page, baseURL }) => {
     });
   }, baseURL);
   expect(result.refused).toBe(true);
+});
+
+test('a read-only share link shows the notebook and its chart but cannot execute; a wrong link is refused', async ({ page, browser, baseURL, tmpPath }) => {
+  const path = `${tmpPath}/shared-view.ipynb`;
+  const metrics = Array.from({ length: 12 }, (_, i) => ({ step: i + 1, stage: 'pretrain', loss: 6 - i * 0.2, lr: 1e-3 }));
+  const nb = {
+    cells: [
+      {
+        cell_type: 'code',
+        id: 'train',
+        metadata: {},
+        execution_count: 1,
+        source: "const run = await r.run();",
+        outputs: [{ output_type: 'display_data', metadata: {}, data: { 'application/vnd.lathe.run+json': { version: 1, id: 'shared-run', name: 'shared-run', stage: 'pretrain', status: 'completed', step: 12, steps: 12, metrics }, 'text/plain': 'shared-run' } }],
+      },
+    ],
+    metadata: { kernelspec: { name: 'lathe', display_name: 'Lathe (TypeScript)', language: 'typescript' } },
+    nbformat: 4,
+    nbformat_minor: 5,
+  };
+  await page.contents.uploadContent(JSON.stringify(nb), 'text', path);
+  const repo = joinPath(__dirname, '..', '..', '..');
+  const out = execFileSync(process.execPath, [joinPath(repo, 'bin', 'lathe.js'), 'rooms', 'share', path, '--ttl', '10m', '--name', 'Vic', '--base-url', `${baseURL}/`, '--data-dir', joinPath(__dirname, '..', '.rooms'), '--json'], { encoding: 'utf8' });
+  const link = JSON.parse(out) as { url: string; token: string };
+
+  const viewer = await (await browser.newContext()).newPage();
+  await viewer.goto(link.url);
+  await viewer.waitForFunction(() => document.body.dataset.latheRole === 'viewer', null, { timeout: 120_000 });
+  await expect(viewer.locator('.jp-OutputArea .lathe-RunChart').first()).toBeVisible({ timeout: 60_000 });
+  await expect(viewer.locator('.jp-OutputArea .lathe-RunChart').first()).toHaveAttribute('data-points', '12');
+  // Try to execute: no kernel may start, the server refuses kernels and sessions for viewers.
+  await viewer.evaluate(() => void (window as any).jupyterapp.commands.execute('notebook:run-all-cells'));
+  await viewer.waitForTimeout(3000);
+  expect(await viewer.evaluate(() => !!(window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel)).toBe(false);
+  const started = await viewer.evaluate(async () => (await fetch('/api/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: 'x.ipynb', type: 'notebook', name: 'x', kernel: { name: 'lathe' } }) })).status);
+  expect(started).toBe(403);
+  await expect(viewer.locator('.jp-InputPrompt').first()).toContainText('1');
+  await viewer.screenshot({ path: test.info().outputPath('viewer.png') });
+  await viewer.context().close();
+
+  // A tampered link is refused.
+  const bad = await (await browser.newContext()).newPage();
+  const res = await bad.goto(link.url.replace(/lathe_share=[^&]+/, `lathe_share=${link.token.slice(0, -4)}AAAA`));
+  expect(res?.status()).toBe(403);
+  await bad.context().close();
 });
