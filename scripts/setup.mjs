@@ -142,9 +142,10 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   }
 }
 
-// 6. Browser tests only (`--browser`): their node deps (galata, Playwright; never a browser
-//    download) and Debian's Chromium, installed with apt when /usr/bin/chromium is absent.
-if (process.argv.includes('--browser')) {
+// 6. Browser tests and benchmarks only (`--browser`, implied by `--tests`): their node deps (galata,
+//    Playwright; never a browser download) and Debian's Chromium, installed with apt when absent.
+const forTests = process.argv.includes('--tests');
+if (forTests || process.argv.includes('--browser')) {
   installLocked(join(root, 'extension', 'ui-tests'), 'the browser tests');
   if (!existsSync('/usr/bin/chromium')) {
     log('installing Debian\'s chromium (apt-get) for the browser tests');
@@ -153,6 +154,13 @@ if (process.argv.includes('--browser')) {
     apt(['update', '-qq']);
     apt(['install', '-y', '-qq', '--no-install-recommends', 'chromium']);
   }
+}
+// 7. Tests only (`--tests`): a real Slurm from Debian's packages (slurm-wlm, munge) for the Slurm
+//    executor's test, which starts and stops its own one-node cluster.
+if (forTests) {
+  const { ensureSlurm } = await import('./slurm.mjs');
+  const r = await ensureSlurm({ log });
+  if (!r.ok) log(`Slurm is not available, the Slurm test will fail saying so: ${r.reason}`);
 }
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');
 
