@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { CommManager } from './comms.js';
-import { bundleOf, PLOTLY_MIME, progressLine, RECIPE_MIME, RUN_MIME, tableBundle, type RunLike } from './display.js';
+import { bundleOf, compareBundle, PLOTLY_MIME, progressLine, RECIPE_MIME, RUN_MIME, tableBundle, type RunLike } from './display.js';
 import { REPO_ROOT } from './kernel.js';
 import { LiveRunDisplay } from './live.js';
 import type { Message } from './wire.js';
@@ -93,6 +93,29 @@ describe('tables and recipe cards', () => {
     expect(b['text/html']).toContain('moe · 2 layers');
     expect(b['text/plain']).toMatch(/^Recipe card/);
   });
+
+  it('renders a pipeline as a card listing its stages, and a post-training stage without the base’s model', async () => {
+    const { recipe } = (await import(join(REPO_ROOT, 'dist', 'src', 'index.js'))) as typeof import('lathe');
+    const p = await recipe.load(join(REPO_ROOT, 'examples', 'recipes', 'tally-pipeline.json'));
+    const b = bundleOf(p);
+    expect(b[RECIPE_MIME]).toMatchObject({ name: 'tally-pipeline', stage: 'pipeline' });
+    expect((b[RECIPE_MIME] as { stages: unknown[] }).stages).toEqual([
+      { index: 0, stage: 'pretrain', steps: 300, from: 'a fresh model' },
+      { index: 1, stage: 'sft', steps: 100, from: "stage 1's final checkpoint" },
+      { index: 2, stage: 'dpo', steps: 60, from: "stage 2's final checkpoint" },
+      { index: 3, stage: 'grpo', steps: 30, from: "stage 3's final checkpoint" },
+    ]);
+    const text = String(b['text/plain']);
+    expect(text).toMatch(/^Pipeline tally-pipeline\n {2}stages {4}pretrain → sft → dpo → grpo\n {2}training {2}490 steps in all/);
+    expect(text).toMatch(/4 {2}grpo {6}stage 3's final checkpoint .* prompts\.jsonl {5}reward\.ts#programReward {2}30 steps · batch 4/);
+    expect(b['text/html']).toContain('<th style="text-align:left">starts from</th>');
+
+    const grpo = bundleOf(await recipe.load(join(REPO_ROOT, 'examples', 'recipes', 'tally-grpo.json')));
+    expect(grpo['text/plain']).toMatch(/from {6}\.\.\/\.\.\/runs\/tally-sft\n/);
+    expect(grpo['text/plain']).toMatch(/reward {4}reward\.ts#programReward\n {2}training {2}30 steps · batch 4 · lr 5\.000e-4 · 8 completions per prompt · β 0\.04/);
+    // The base decides architecture and tokenizer, so the card shows neither.
+    expect(grpo['text/plain']).not.toMatch(/model|tokenizer/);
+  });
 });
 
 describe('comms', () => {
@@ -113,5 +136,23 @@ describe('comms', () => {
     cm.handleOpen(msg({ comm_id: 'c2', target_name: 'nope' }));
     expect(sent.at(-1)![0]).toBe('comm_close');
     expect(got).toEqual([]);
+  });
+});
+
+describe('diffs and comparisons for the extension', () => {
+  it('shows recipe.diff(a, b) as a diff card with a table fallback', () => {
+    const b = bundleOf([
+      { path: 'model.dim', kind: 'changed', before: 128, after: 256 },
+      { path: 'model.experts', kind: 'added', after: 8 },
+    ]);
+    expect(b[RECIPE_MIME]).toEqual({ version: 1, diff: { a: 'before', b: 'after', changes: [{ path: 'model.dim', kind: 'changed', before: 128, after: 256 }, { path: 'model.experts', kind: 'added', after: 8 }] } });
+    expect(b['text/plain']).toMatch(/model\.dim\s+changed\s+128\s+256/);
+  });
+  it('overlays compared runs in one run bundle, each named', () => {
+    const run = (id: string, name: string): RunLike => ({ id, dir: { path: `/r/${id}` }, lock: { id: 'l', recipe: { name, stage: 'pretrain', train: { steps: 2 } } }, status: 'completed', metricsSoFar: [{ step: 1, stage: 'pretrain', loss: 3 }, { step: 2, stage: 'pretrain', loss: 2 }] as never, events: [] });
+    const b = compareBundle([run('a', 'dense'), run('b', 'moe')]);
+    const data = b[RUN_MIME] as { runs: { id: string; name: string; metrics: unknown[] }[] };
+    expect(data.runs.map((r) => [r.id, r.name, r.metrics.length])).toEqual([['a', 'dense', 2], ['b', 'moe', 2]]);
+    expect(b[PLOTLY_MIME]).toBeDefined();
   });
 });

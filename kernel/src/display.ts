@@ -96,6 +96,7 @@ export function bundleOf(value: unknown, lathe?: typeof Lathe): MimeBundle {
   if (isRecipe(value)) return recipeBundle(value);
   if (isRun(value)) return runBundle(value);
   if (isInspectReport(value)) return inspectBundle(value, lathe);
+  if (isRecipeDiff(value)) return diffBundle(value);
   if (isTabular(value)) return tableBundle(Array.isArray(value) ? value : [value]);
   return { 'text/plain': typeof value === 'string' ? value : inspect(value, { depth: 4, maxArrayLength: 100, breakLength: 100 }) };
 }
@@ -294,6 +295,7 @@ export function runBundle(run: RunLike): MimeBundle {
     [RUN_MIME]: {
       version: 1,
       id: run.id,
+      name: run.lock.recipe.name ?? null,
       room: roomRefFor(run)?.name ?? `run:${run.id}`,
       dir: run.dir.path,
       lockId: run.lock.id,
@@ -315,11 +317,28 @@ export function runBundle(run: RunLike): MimeBundle {
   };
 }
 
+type Change = { path: string; kind: 'changed' | 'added' | 'removed'; before?: unknown; after?: unknown };
+
+/** `recipe.diff(a, b)`'s result: a non-empty array of { path, kind, before?, after? }. */
+function isRecipeDiff(v: unknown): v is Change[] {
+  return Array.isArray(v) && v.length > 0 && v.every((c) => !!c && typeof c === 'object' && typeof (c as Change).path === 'string' && ['changed', 'added', 'removed'].includes((c as Change).kind));
+}
+
+/** A recipe diff: the recipe card's diff view (highlighted), with a table as the fallback. */
+export function diffBundle(changes: Change[], a = 'before', b = 'after'): MimeBundle {
+  const rows = changes.map((c) => ({ field: c.path, change: c.kind, [a]: c.kind === 'added' ? '' : fmtAny(c.before), [b]: c.kind === 'removed' ? '' : fmtAny(c.after) }));
+  return { [RECIPE_MIME]: { version: 1, diff: { a, b, changes } }, ...tableBundle(rows, ['field', 'change', a, b]) };
+}
+
+const fmtAny = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+
 /** Several runs on one chart (e.g. dense against MoE). */
 export function compareBundle(runs: RunLike[], metrics: string[] = ['loss']): MimeBundle {
   const series = runs.flatMap((r) => runSeries(r, metrics, `${r.lock.recipe.name ?? r.id} `));
   const text = runs.map((r) => progressLine(r)).join('\n');
   return {
+    // Lathe's chart overlays the runs (with its controls); plotly's figure is the fallback.
+    [RUN_MIME]: { version: 1, runs: runs.map((r) => ({ ...(runBundle(r)[RUN_MIME] as object), name: r.lock.recipe.name ?? r.id })) },
     [PLOTLY_MIME]: plotlyFigure(series, runs.map((r) => r.lock.recipe.name ?? r.id).join(' vs ')),
     'text/html': `<div class="lathe-compare">${svgChart(series)}<pre style="font-size:11px">${esc(text)}</pre></div>`,
     'text/plain': text,
