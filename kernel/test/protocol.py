@@ -95,7 +95,7 @@ class KernelCase(unittest.TestCase):
 class InterruptTests(KernelCase):
     def test_interrupt_stops_training_at_step_boundary_with_checkpoint(self):
         out = os.path.join(OUT, "interrupted")
-        msg_id = self.kc.execute(f"const run = await r.run({{ steps: 200, out: {json.dumps(out)} }});")
+        msg_id = self.kc.execute(f"const run = await r.run({{ steps: 20, out: {json.dumps(out)} }});")
         wait_for(lambda: len(read_jsonl(os.path.join(out, "metrics.jsonl"))) >= 2, 120, "two training steps")
         self.km.interrupt_kernel()  # SIGINT: the spec's interrupt_mode is "signal", like the stop button
         msgs = self.iopub_until_idle(msg_id, 60)
@@ -108,15 +108,27 @@ class InterruptTests(KernelCase):
         stopped = [e for e in events if e["type"] == "interrupted"]
         self.assertEqual(len(stopped), 1, events)
         step = int(re.fullmatch(r"interrupted at step (\d+)", stopped[0]["message"]).group(1))
-        self.assertTrue(2 <= step < 200, step)
+        self.assertTrue(2 <= step < 20, step)
         self.assertTrue(os.path.isdir(os.path.join(out, "checkpoints", str(step))))
 
-        # The kernel stays usable, and the run continues from its checkpoint.
+        # The kernel stays usable, and run.resume() continues from the checkpoint to the planned 20 steps.
         self.assertEqual(self.result_text(self.run_ok("run.status")), "interrupted")
-        self.run_ok(f"const resumed = await runs.resume(run.dir.path, {{ stopAfter: {step + 2} }});\nawait resumed.done;")
+        msgs = self.run_ok("const resumed = await run.resume();\nresumed.summary?.step", timeout=180)
+        self.assertEqual(self.result_text(msgs), "20")
         messages = [e["message"] for e in read_jsonl(os.path.join(out, "events.jsonl"))]
         self.assertIn(f"resumed from step {step}", messages)
-        self.assertIn(f"interrupted at step {step + 2}", messages)
+        self.assertEqual(messages[-1], "completed 20 steps")
+        self.assertEqual([m["step"] for m in read_jsonl(os.path.join(out, "metrics.jsonl"))], list(range(1, 21)))
+        # Shown live as r.run() is: one display, updated in place, ending complete with the steps before the interrupt too.
+        shows = [m for m in msgs if m["msg_type"] == "display_data" and RUN_MIME in m["content"]["data"]]
+        self.assertEqual(len(shows), 1, msgs)
+        display_id = shows[0]["content"]["transient"]["display_id"]
+        updates = [m for m in msgs if m["msg_type"] == "update_display_data" and m["content"]["transient"]["display_id"] == display_id]
+        self.assertGreaterEqual(len(updates), 1)
+        final = updates[-1]["content"]["data"][RUN_MIME]
+        self.assertEqual((final["status"], final["step"], final["steps"]), ("completed", 20, 20))
+        self.assertEqual([m["step"] for m in final["metrics"]], list(range(1, 21)))
+        self.assertIn("resumed from step", " ".join(e["message"] for e in final["events"]))
 
     def test_second_interrupt_aborts_the_cell_at_once(self):
         out = os.path.join(OUT, "aborted")

@@ -1,4 +1,6 @@
 import { basename } from 'node:path';
+import type { Executor } from '../dispatch/executor.js';
+import { LatheError } from '../errors.js';
 import type { AnyLock } from '../recipe/lock.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from './rundir.js';
 
@@ -16,6 +18,9 @@ export class Run {
   private finished = false;
   private controls: { interrupt(): void; cancel(): void };
   private final?: RunSummary;
+  // Whether this object drives a live execution (else it was opened from disk), and whether interrupt()/cancel() was asked: resume() needs both.
+  private readonly attached: boolean;
+  private stopRequested = false;
 
   /** @internal Executors create runs; users get them from `recipe.run()` or `runs.open()`. */
   constructor(dir: RunDir, lock: AnyLock, execution: Promise<RunSummary> | undefined, controls?: { interrupt(): void; cancel(): void }, history: Metric[] = []) {
@@ -23,6 +28,7 @@ export class Run {
     this.lock = lock;
     this.history = history;
     this.controls = controls ?? { interrupt() {}, cancel() {} };
+    this.attached = execution !== undefined;
     const exec = execution ?? dir.readSummary().then((s) => s ?? missingSummary(dir, lock, history));
     this.done = exec.then(
       (s) => this.finish(s),
@@ -97,12 +103,29 @@ export class Run {
 
   /** Stops at the next step boundary, writing a checkpoint; `resume` continues it. */
   interrupt(): void {
+    this.stopRequested = true;
     this.controls.interrupt();
   }
 
   /** Stops at the next step boundary, writing a checkpoint, and marks the run cancelled. */
   cancel(): void {
+    this.stopRequested = true;
     this.controls.cancel();
+  }
+
+  /**
+   * Continues this run from its last checkpoint (in this process, or `on` an executor) and, like
+   * `recipe.run()`, resolves with the new Run once that stops; `runs.resume(dir)` returns at once instead.
+   * After `interrupt()` it first waits for this run to stop; a completed run has nothing to resume.
+   */
+  async resume(opts: { on?: Executor; stopAfter?: number } = {}): Promise<Run> {
+    if (this.attached && !this.finished && !this.stopRequested) throw new LatheError(`run ${this.id} is still running: interrupt() it first, then resume()`);
+    await this.done.catch(() => {});
+    // Loaded on use: the local executor imports this module.
+    const executor = opts.on ?? (await import('../dispatch/local.js')).localExecutor;
+    const next = await executor.resume(this.dir.path, { stopAfter: opts.stopAfter });
+    await next.done;
+    return next;
   }
 
   private wake(): void {
