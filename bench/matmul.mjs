@@ -8,6 +8,8 @@ const dist = new URL('../dist/src/', import.meta.url);
 const { tf } = await import(new URL('backend/tf.js', dist));
 const { useBackend } = await import(new URL('backend/select.js', dist));
 await useBackend(a.backend, () => {});
+const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
+const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
 const n = Number(a.n);
 const init = (seed) => {
   const d = new Float32Array(n * n);
@@ -30,4 +32,4 @@ const times = [];
 for (let i = 0; i < Number(a.repeats); i++) times.push(await once());
 times.sort((p, q) => p - q);
 const median = times[(times.length - 1) >> 1] / 2 + times[times.length >> 1] / 2;
-console.log(JSON.stringify({ backend: a.backend, n, seconds: times, gflops: (2 * n ** 3) / median / 1e9, best: (2 * n ** 3) / times[0] / 1e9 }));
+console.log(JSON.stringify({ backend: a.backend, threads, n, seconds: times, gflops: (2 * n ** 3) / median / 1e9, best: (2 * n ** 3) / times[0] / 1e9 }));

@@ -15,6 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { writeCorpus } from './corpus.mjs';
 import { MODELS } from './configs.mjs';
+import { kernelLatency } from './kernel.mjs';
+import { browserChart } from './browser.mjs';
+import { benchRooms } from './rooms.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const here = join(root, 'bench');
@@ -29,6 +32,9 @@ const CASES = {
   'tokenizer-train': { default: true, about: 'BPE training MB/s on a ~50 MB corpus vs HF tokenizers' },
   'tokenizer-encode': { default: true, about: 'encode MB/s on the same corpus vs HF tokenizers (encode_batch)' },
   'peak-memory': { default: true, about: 'peak RSS of the small dense training vs torch (reuses train-small-dense children)' },
+  'chart-latency': { default: true, about: 'in Chromium: metric leaving the kernel → drawn (p50/p95 ms, goal 1 s) and 100k-point chart redraw (ms, goal 100 ms) (bench/browser.mjs)' },
+  'rooms-propagation': { default: true, about: 'run room: 20 viewers on loopback, propagation p50/p95 (goal p95 <= 100 ms) and server RSS after 100k points, vs stock y-websocket (bench/rooms.mjs)' },
+  'kernel-latency': { default: true, about: 'execute_request round trip of a trivial cell, p50/p95 ms, the lathe kernel vs ipykernel (bench/kernel.mjs)' },
   'train-tiny-dense:cpu': { default: false, about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)' },
   'train-small-dense:cpu': { default: false, about: 'train-small-dense on the tfjs cpu backend (very slow: an hour or more a step)' },
 };
@@ -82,6 +88,8 @@ const REPEATS = {
 /** Micro-batch of our training step per model and backend (see README: the wasm heap is 4 GB). */
 const MICRO = { wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 }, cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 } };
 const STEP_TIMEOUT_S = 30 * 60;
+/** Our children use one wasm thread per core, as PyTorch does (Lathe's default is 1; see src/backend/wasm-threads.ts). */
+const OURS_ENV = { LATHE_WASM_THREADS: process.env.LATHE_WASM_THREADS || 'cores' };
 
 const work = mkdtempSync(join(tmpdir(), 'lathe-bench-'));
 const log = (m) => console.error(`[bench] ${m}`);
@@ -111,9 +119,9 @@ function runJson(cmd, argv, opts = {}) {
 
 /** A child speaking the line protocol of train_step.mjs / reference_llama.py --serve. */
 class Server {
-  constructor(label, cmd, argv) {
+  constructor(label, cmd, argv, env = {}) {
     this.label = label;
-    this.child = spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn(cmd, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     // Passed through, and the tail kept so a crash can be reported with its cause.
     this.stderrTail = '';
     this.child.stderr.on('data', (d) => {
@@ -180,9 +188,11 @@ async function matmulCeiling() {
   // Rounds interleave the engines so a noisy neighbour hits them alike; median over rounds.
   const ref = [];
   const wasm = [];
+  const wasm1 = []; // the same with one thread, to show what the threads add
   for (let r = 0; r < REPEATS.matmul; r++) {
     ref.push(await referenceMatmul());
-    wasm.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5']));
+    wasm.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], { env: OURS_ENV }));
+    wasm1.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], { env: { LATHE_WASM_THREADS: '1' } }));
   }
   const cpu = await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'cpu', '--repeats', quick ? '1' : '2']);
   const numpy = median(ref.map((r) => r.numpy));
@@ -199,13 +209,16 @@ async function matmulCeiling() {
     numpyBlas: ref[0].numpyBlas,
     tfjsWasm: median(wasm.map((w) => w.gflops)),
     tfjsWasmBest: Math.max(...wasm.map((w) => w.best)),
+    tfjsWasmThreads: wasm[0].threads,
+    tfjsWasm1Thread: median(wasm1.map((w) => w.gflops)),
+    tfjsWasm1ThreadBest: Math.max(...wasm1.map((w) => w.best)),
     tfjsCpu: cpu.gflops,
     threads: ref[0].threads,
     n: 1024,
   };
   const note = `medians; tfjs vs ${refName}, 2 threads; MFU ceiling = fastest reference product seen (1024^2 or 2048^2) ${ceiling.toFixed(0)} GFLOP/s`;
   return [
-    { name: 'matmul-ceiling', ours: detail.tfjsWasm, reference: refMedian, unit: 'GFLOP/s', ratio: detail.tfjsWasm / refMedian, note: `wasm ${note}`, detail },
+    { name: 'matmul-ceiling', ours: detail.tfjsWasm, reference: refMedian, unit: 'GFLOP/s', ratio: detail.tfjsWasm / refMedian, note: `wasm ${detail.tfjsWasmThreads} threads (1 thread: ${detail.tfjsWasm1Thread.toFixed(1)}) ${note}`, detail },
     { name: 'matmul-ceiling:cpu', ours: cpu.gflops, reference: refMedian, unit: 'GFLOP/s', ratio: cpu.gflops / refMedian, note: 'tfjs cpu backend', detail },
   ];
 }
@@ -217,7 +230,7 @@ async function trainCase(caseName, model, backend) {
   const repeats = REPEATS[model];
   const micro = Number(args.micro ?? MICRO[backend][model]);
   await runJson(process.execPath, [join(here, 'train_step.mjs'), 'export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)]);
-  const ours = new Server(`ours ${model} ${backend}`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
+  const ours = new Server(`ours ${model} ${backend}`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)], OURS_ENV);
   const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir, '--check-micro', String(micro), '--threads', args['ref-threads']]);
   const oursSteps = [];
   const refSteps = [];
@@ -262,7 +275,7 @@ async function trainCase(caseName, model, backend) {
   if (error) {
     // Our full step cannot run: time the loss and gradients alone in a fresh child, so the table
     // still shows what the step costs before the optimizer.
-    const probe = new Server(`ours ${model} ${backend} (grads only)`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)]);
+    const probe = new Server(`ours ${model} ${backend} (grads only)`, process.execPath, [join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)], OURS_ENV);
     try {
       await probe.next();
       const timed = await probe.send('grads'); // one cold step: the full step already took minutes
@@ -284,7 +297,7 @@ async function trainCase(caseName, model, backend) {
     reference: refTps,
     unit: 'tokens/s',
     ratio: oursTps / refTps,
-    note: `${backend} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
+    note: `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
     detail: {
       backend,
       params: oursInfo?.params ?? refInfo.params,
@@ -297,6 +310,9 @@ async function trainCase(caseName, model, backend) {
       // Noise only ever adds time: the fastest step of each side is the least disturbed estimate.
       bestOfRatio: oursSteps.length ? Math.min(...refSteps.map((x) => x.seconds)) / Math.min(...oursSteps.map((x) => x.seconds)) : 0,
       pairedRatios: oursSteps.map((s, i) => (refSteps[i].seconds + refSteps[i + 1].seconds) / 2 / s.seconds),
+      oursThreads: oursInfo?.threads,
+      oursFusedKernels: oursInfo?.fusedKernels,
+      oursWasmHeapMb: oursInfo?.wasmHeapMb,
       oursPeakRssMb: oursInfo?.peakRssMb,
       referencePeakRssMb: refInfo.peakRssMb,
       sameModel: check,
@@ -418,6 +434,9 @@ const RUNNERS = {
   'tokenizer-train': tokenizerTrain,
   'tokenizer-encode': tokenizerEncode,
   'peak-memory': peakMemory,
+  'kernel-latency': () => kernelLatency({ quick }),
+  'chart-latency': () => browserChart({ quick }),
+  'rooms-propagation': async () => (await benchRooms(quick ? { samples: 100, points: 20_000 } : {})).cases,
 };
 
 // ---------------------------------------------------------------- machine, table, results
@@ -462,7 +481,7 @@ function table(cases) {
   widths[widths.length - 1] = 0;
   const line = (r) => r.map((v, i) => (i === 0 || i >= 6 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ').trimEnd();
   return [
-    'ratio: higher is better (ours / reference for tokens/s, MB/s, GFLOP/s; reference / ours for MB of memory)',
+    'ratio: higher is better (ours / reference for tokens/s, MB/s, GFLOP/s; reference / ours for MB of memory and ms of latency)',
     `MFU: achieved model FLOP/s / the fastest reference matmul seen (${ceiling ? ceiling.toFixed(0) : '?'} GFLOP/s); FLOPs/token = 6 x active params + 12 x layers x dim x context`,
     line(head),
     line(widths.map((w) => '-'.repeat(w || 5))),

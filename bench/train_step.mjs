@@ -148,7 +148,12 @@ async function step(i) {
   return { loss: mean(0), ce: mean(accum), gradNorm: norm };
 }
 
-const info = { model: a.model, backend: a.backend, microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
+// Threads of the wasm backend (LATHE_WASM_THREADS, default one per core) and whether the fused
+// kernels are on (LATHE_FUSED_KERNELS=0 runs the plain tfjs compositions instead).
+const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
+const { fusedKernels } = await import(new URL('model/kernels.js', dist));
+const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
+const info = { model: a.model, backend: a.backend, threads, fusedKernels: fusedKernels(), microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
 let done = 0;
 async function timed() {
   const t0 = performance.now();
@@ -192,8 +197,10 @@ async function kernelProfile() {
   return { kernels: list(byKernel, 40), shapes: list(byShape, 40) };
 }
 
-const log = (r, note = '') => console.error(`[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s${note}`);
-const final = () => ({ peakRssMb: peakRssMb(), tensors: tf.memory().numTensors, ...info });
+const log = (r, note = '') => console.error(`[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`);
+// The wasm heap only grows, so its size is the step's peak; wasm32 stops at 4096 MB.
+const wasmHeapMb = () => (a.backend === 'wasm' ? tf.backend().wasm.HEAPU8.buffer.byteLength / 2 ** 20 : undefined);
+const final = () => ({ peakRssMb: peakRssMb(), wasmHeapMb: wasmHeapMb(), tensors: tf.memory().numTensors, ...info });
 
 if (a.serve) {
   // The orchestrator interleaves our steps with the reference's: `loss` prints the loss of the first
@@ -238,5 +245,5 @@ for (let i = 0; i < warmup + steps; i++) {
 const profile = a['tf-profile'] ? await kernelProfile() : undefined;
 const times = rs.slice(warmup).map((r) => r.seconds).sort((x, y) => x - y);
 const median = (times[(times.length - 1) >> 1] + times[times.length >> 1]) / 2;
-console.log(JSON.stringify({ ...final(), losses: rs.map((r) => r.loss), stepSeconds: times, medianStepSeconds: median, tokensPerSecond: (batch * seq) / median, profile }));
+console.log(JSON.stringify({ ...final(), losses: rs.map((r) => r.loss), stepSeconds: times, stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds), medianStepSeconds: median, tokensPerSecond: (batch * seq) / median, profile }));
 process.exit(0);

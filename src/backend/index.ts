@@ -1,3 +1,6 @@
 export { useBackend, backendFromEnv, type BackendRequest, type EngineBackend } from './select.js';
+export { installLeanBackprop } from './backprop.js';
+export { registerCpuKernels } from './cpu-kernels.js';
 export { registerWasmGradientKernels } from './wasm-kernels.js';
+export { prepareWasmThreads, wasmThreadsFromEnv, type WasmThreadsPlan } from './wasm-threads.js';
 export { tf } from './tf.js';

@@ -1,6 +1,9 @@
 import { LatheError } from '../errors.js';
 import { quietCpuBanner, tf } from './tf.js';
+import { installLeanBackprop } from './backprop.js';
+import { registerCpuKernels } from './cpu-kernels.js';
 import { registerWasmGradientKernels } from './wasm-kernels.js';
+import { prepareWasmThreads, wasmThreadsFromEnv } from './wasm-threads.js';
 
 /** A concrete tfjs backend Lathe can train on. */
 export type EngineBackend = 'cpu' | 'wasm' | 'webgpu';
@@ -23,8 +26,20 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
       const factory = tf.findBackendFactory('webgpu');
       if (!factory) return 'the webgpu backend is not installed in this build (needs a GPU worker with the webgpu package)';
     }
-    if (name === 'wasm') registerWasmGradientKernels();
-    const ok = await tf.setBackend(name);
+    let restore = () => {};
+    installLeanBackprop();
+    if (name === 'cpu') registerCpuKernels();
+    if (name === 'wasm') {
+      registerWasmGradientKernels();
+      // The threaded build can only be chosen before the wasm module is first instantiated.
+      if (!wasmInstantiated()) restore = prepareWasmThreads(wasmThreadsFromEnv()).restore;
+    }
+    let ok: boolean;
+    try {
+      ok = await tf.setBackend(name);
+    } finally {
+      restore();
+    }
     if (!ok) return `tfjs could not initialise the ${name} backend`;
     await tf.ready();
     quietCpuBanner();
@@ -34,9 +49,16 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
   }
 }
 
+function wasmInstantiated(): boolean {
+  const registry = (tf.engine() as unknown as { registry: Record<string, unknown> }).registry;
+  return registry.wasm !== undefined;
+}
+
 /**
  * Activates a backend. A named backend that cannot start is an error (never a silent fallback);
  * `auto` tries webgpu, wasm, cpu in order and reports each one it skipped through `onNotice`.
+ * The first activation of wasm starts tfjs's multi-threaded SIMD build when LATHE_WASM_THREADS
+ * asks for more than one thread (a number, or `cores`); by default it stays single-threaded.
  */
 export async function useBackend(req: BackendRequest, onNotice: (msg: string) => void = (m) => console.error(m)): Promise<EngineBackend> {
   if (req !== 'auto') {

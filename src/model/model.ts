@@ -1,7 +1,7 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../random.js';
 import { denseFfn, denseFfnParams } from './dense.js';
-import { attention, linear, param, rmsNorm, ropeTables, type LayerCache, type Params } from './layers.js';
+import { attention, linear, param, releaseTransposedWeights, rmsNorm, ropeTables, type LayerCache, type Params } from './layers.js';
 import { moeFfn, moeFfnParams, type RouterStats } from './moe.js';
 import { trunkParams, type ModelSpec, type ParamSpec } from './spec.js';
 
@@ -119,6 +119,7 @@ export class LanguageModel {
 
   /** Frees the weights and tables. */
   dispose(): void {
+    releaseTransposedWeights(this.params.values());
     for (const v of this.params.values()) v.dispose();
     this.rope.cos.dispose();
     this.rope.sin.dispose();

@@ -1,0 +1,146 @@
+import { tf } from '../backend/tf.js';
+
+// Fused ops with hand-written gradients, for the hot spots of a training step on tfjs-wasm.
+// tfjs-wasm sends a matmul to XNNPACK only when it is a plain 2-D product (no transposed operand,
+// batch 1); a batched or transposed product falls back to a naive loop about 15x slower. These ops
+// are therefore written as per-head 2-D NN products, with explicit transposes (cheap next to the
+// products) wherever a gradient needs a transposed operand. Every op here has a test comparing
+// its value and gradients with the plain tfjs composition it replaces (kernels.test.ts).
+
+type GradFn = Parameters<typeof tf.customGrad>[0];
+
+let fused = process.env.LATHE_FUSED_KERNELS !== '0';
+
+/**
+ * Whether the model uses the fused ops of this file (default; LATHE_FUSED_KERNELS=0 turns them
+ * off) or the plain tfjs compositions they replace, which tests and the bench compare against.
+ */
+export function fusedKernels(): boolean {
+  return fused;
+}
+
+/** Switches the fused ops on or off (for tests and comparisons); returns the previous setting. */
+export function setFusedKernels(on: boolean): boolean {
+  const prev = fused;
+  fused = on;
+  return prev;
+}
+
+/** Products a[i] b[i] of stacks given as lists of 2-D tensors, restacked: G XNNPACK matmuls. */
+function products(as: tf.Tensor2D[], bs: tf.Tensor2D[]): tf.Tensor3D {
+  return tf.stack(as.map((x, i) => tf.matMul(x, bs[i]!))) as tf.Tensor3D;
+}
+
+const heads = (x: tf.Tensor3D) => tf.unstack(x) as tf.Tensor2D[];
+const t12 = (x: tf.Tensor3D) => tf.transpose(x, [0, 2, 1]) as tf.Tensor3D;
+
+/**
+ * Scaled dot-product attention softmax(q k^T * scale + mask) v for G = batch x heads independent
+ * heads: q [G, T, hd], k and v [G, S, hd], mask an additive [T, S] (or none). Returns [G, T, hd].
+ * The backward pass uses the softmax identity dS = P * (dP - rowsum(dO * O)) and keeps P. It
+ * transposes only the [., hd]-sized operands, never P or dS: dV and dK are computed transposed
+ * (dV^T = dO^T P, dK^T = q^T dS) and turned back, which moves 4x less data when S = 4 hd.
+ */
+export function attentionCore(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, mask?: tf.Tensor2D): tf.Tensor3D {
+  const op = tf.customGrad(((qIn: tf.Tensor3D, kIn: tf.Tensor3D, vIn: tf.Tensor3D, save: tf.GradSaveFunc) => {
+    const qs = tf.mul(qIn, scale) as tf.Tensor3D;
+    const scores = products(heads(qs), heads(t12(kIn)));
+    const probs = tf.softmax(mask ? tf.add(scores, mask) : scores, -1) as tf.Tensor3D;
+    const out = products(heads(probs), heads(vIn));
+    // Everything the backward pass reads is saved (tfjs disposes the forward's intermediates);
+    // the mask is not needed there, since P is 0 wherever it masks.
+    save([qs, kIn, vIn, probs, out]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sq, sk, sv, p, o] = saved as tf.Tensor3D[];
+        const dO = dy as tf.Tensor3D;
+        const dP = products(heads(dO), heads(t12(sv!)));
+        const dV = t12(products(heads(t12(dO)), heads(p!)));
+        const rowDot = tf.sum(tf.mul(dO, o!), -1, true);
+        const dSs = heads(tf.mul(p!, tf.sub(dP, rowDot)) as tf.Tensor3D);
+        const dQ = tf.mul(products(dSs, heads(sk!)), scale);
+        const dK = t12(products(heads(t12(sq!)), dSs));
+        return [dQ, dK, dV];
+      },
+    };
+  }) as unknown as GradFn);
+  return op(q, k, v) as tf.Tensor3D;
+}
+
+/**
+ * RMSNorm over the last axis, y = x * r * w with r = 1 / sqrt(mean(x^2) + eps), for x [N, D] and
+ * w [D]. The backward pass is the closed form dx = r * (g - xr * mean(g * xr)), g = dy * w,
+ * dw = sum over rows of dy * xr: 8 kernels where tfjs's autograd of the composition runs ~15.
+ */
+export function rmsNormOp(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2D {
+  const op = tf.customGrad(((xIn: tf.Tensor2D, wIn: tf.Tensor1D, save: tf.GradSaveFunc) => {
+    const r = tf.rsqrt(tf.add(tf.mean(tf.square(xIn), -1, true), eps));
+    const xr = tf.mul(xIn, r);
+    save([wIn, r, xr]);
+    return {
+      value: tf.mul(xr, wIn),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sw, sr, sxr] = saved as [tf.Tensor1D, tf.Tensor2D, tf.Tensor2D];
+        const d = dy as tf.Tensor2D;
+        const g = tf.mul(d, sw);
+        const dx = tf.mul(sr, tf.sub(g, tf.mul(sxr, tf.mean(tf.mul(g, sxr), -1, true))));
+        const dw = tf.sum(tf.mul(d, sxr), 0);
+        return [dx, dw];
+      },
+    };
+  }) as unknown as GradFn);
+  return op(x, w) as tf.Tensor2D;
+}
+
+const rotations = new Map<string, { r: tf.Tensor2D; rT: tf.Tensor2D }>();
+
+/**
+ * The rotate-half map of RoPE as a matrix R [hd, hd], so that rotate(x) = x R for rows x of
+ * length hd (x R = [-x2, x1] for halves x1, x2), and its transpose. Kept per backend and size:
+ * tfjs-wasm then also keeps XNNPACK's packing of it.
+ */
+function rotation(hd: number): { r: tf.Tensor2D; rT: tf.Tensor2D } {
+  const key = `${tf.getBackend()}:${hd}`;
+  let m = rotations.get(key);
+  if (!m || m.r.isDisposed) {
+    const half = hd / 2;
+    const vals = new Float32Array(hd * hd);
+    for (let i = 0; i < half; i++) {
+      vals[(i + half) * hd + i] = -1; // out[i] = -x[i + half]
+      vals[i * hd + i + half] = 1; // out[i + half] = x[i]
+    }
+    const r = tf.keep(tf.tensor2d(vals, [hd, hd]));
+    m = { r, rT: tf.keep(tf.transpose(r)) };
+    rotations.set(key, m);
+  }
+  return m;
+}
+
+/**
+ * Rotary embedding y = x cos + rotate(x) sin (HF rotate_half layout) for x [..., T, hd] and
+ * tables cos, sin [T, hd]. The rotation is one product with a constant signed permutation matrix
+ * (an XNNPACK matmul) instead of two slices, a negation and a concatenation; the backward pass
+ * is dx = dy cos + (dy sin) R^T.
+ */
+export function ropeOp<T extends tf.Tensor>(x: T, cos: tf.Tensor2D, sin: tf.Tensor2D): T {
+  const hd = x.shape[x.shape.length - 1]!;
+  const { r, rT } = rotation(hd);
+  const rows = x.size / hd;
+  const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
+    // The tables are usually slices made inside the forward pass, which tfjs disposes when the
+    // forward ends: the backward pass must get them through save().
+    save([cos, sin]);
+    const rotated = tf.reshape(tf.matMul(tf.reshape(xIn, [rows, hd]), r), xIn.shape);
+    return {
+      value: tf.add(tf.mul(xIn, cos), tf.mul(rotated, sin)),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [c, s] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const d = dy as tf.Tensor;
+        const back = tf.reshape(tf.matMul(tf.reshape(tf.mul(d, s), [rows, hd]), rT), d.shape);
+        return [tf.add(tf.mul(d, c), back)];
+      },
+    };
+  }) as unknown as GradFn);
+  return op(x) as T;
+}
