@@ -7,6 +7,7 @@ const { values: a } = parseArgs({ options: { backend: { type: 'string', default:
 const dist = new URL('../dist/src/', import.meta.url);
 const { tf } = await import(new URL('backend/tf.js', dist));
 const { useBackend } = await import(new URL('backend/select.js', dist));
+const { nativeStatus } = await import(new URL('backend/native.js', dist));
 await useBackend(a.backend, () => {});
 const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
 const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
@@ -32,4 +33,4 @@ const times = [];
 for (let i = 0; i < Number(a.repeats); i++) times.push(await once());
 times.sort((p, q) => p - q);
 const median = times[(times.length - 1) >> 1] / 2 + times[times.length >> 1] / 2;
-console.log(JSON.stringify({ backend: a.backend, threads, n, seconds: times, gflops: (2 * n ** 3) / median / 1e9, best: (2 * n ** 3) / times[0] / 1e9 }));
+console.log(JSON.stringify({ backend: a.backend, native: nativeStatus(), threads, n, seconds: times, gflops: (2 * n ** 3) / median / 1e9, best: (2 * n ** 3) / times[0] / 1e9 }));

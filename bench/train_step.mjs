@@ -152,8 +152,9 @@ async function step(i) {
 // kernels are on (LATHE_FUSED_KERNELS=0 runs the plain tfjs compositions instead).
 const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
 const { fusedKernels } = await import(new URL('model/kernels.js', dist));
+const { nativeStatus } = await import(new URL('backend/native.js', dist));
 const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
-const info = { model: a.model, backend: a.backend, threads, fusedKernels: fusedKernels(), microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
+const info = { model: a.model, backend: a.backend, threads, native: nativeStatus(), fusedKernels: fusedKernels(), microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
 let done = 0;
 async function timed() {
   const t0 = performance.now();

@@ -58,7 +58,9 @@ if (stamp(nodeStamp) !== lockSha) {
   // `npm install` honours the lockfile; `npm ci` rejects it because npm leaves other platforms'
   // optional packages (rollup, esbuild) out of the lock here.
   log('installing node dependencies (npm install from package-lock.json)');
-  run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error']);
+  // onnxruntime-node carries its CPU library in the package; its install script would only fetch
+  // CUDA add-ons from the network (npm 11 does not run it unless approved; this says so if it does).
+  run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
   writeFileSync(nodeStamp, lockSha);
 }
 

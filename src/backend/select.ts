@@ -3,6 +3,7 @@ import { quietCpuBanner, tf } from './tf.js';
 import { installLeanBackprop } from './backprop.js';
 import { registerCpuKernels } from './cpu-kernels.js';
 import { registerWasmGradientKernels } from './wasm-kernels.js';
+import { registerNativeKernels } from './native-kernels.js';
 import { prepareWasmThreads, wasmThreadsFromEnv } from './wasm-threads.js';
 
 /** A concrete tfjs backend Lathe can train on. */
@@ -29,6 +30,7 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
     let restore = () => {};
     installLeanBackprop();
     if (name === 'cpu') registerCpuKernels();
+    if (name !== 'webgpu') registerNativeKernels(name);
     if (name === 'wasm') {
       registerWasmGradientKernels();
       // The threaded build can only be chosen before the wasm module is first instantiated.
@@ -59,6 +61,8 @@ function wasmInstantiated(): boolean {
  * `auto` tries webgpu, wasm, cpu in order and reports each one it skipped through `onNotice`.
  * The first activation of wasm starts tfjs's multi-threaded SIMD build when LATHE_WASM_THREADS
  * asks for more than one thread (a number, or `cores`); by default it stays single-threaded.
+ * On wasm and cpu, matmuls, exp, softmax and reductions run on onnxruntime-node's native kernels when
+ * it loads (LATHE_NATIVE_KERNELS=0 keeps tfjs's own).
  */
 export async function useBackend(req: BackendRequest, onNotice: (msg: string) => void = (m) => console.error(m)): Promise<EngineBackend> {
   if (req !== 'auto') {

@@ -1,4 +1,5 @@
 import { tf } from '../backend/tf.js';
+import { nativeMatMulActive } from '../backend/native-kernels.js';
 
 // Fused ops with hand-written gradients, for the hot spots of a training step on tfjs-wasm.
 // tfjs-wasm sends a matmul to XNNPACK only when it is a plain 2-D product (no transposed operand,
@@ -44,9 +45,12 @@ const t12 = (x: tf.Tensor3D) => tf.transpose(x, [0, 2, 1]) as tf.Tensor3D;
 export function attentionCore(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, mask?: tf.Tensor2D): tf.Tensor3D {
   const op = tf.customGrad(((qIn: tf.Tensor3D, kIn: tf.Tensor3D, vIn: tf.Tensor3D, save: tf.GradSaveFunc) => {
     const qs = tf.mul(qIn, scale) as tf.Tensor3D;
-    const scores = products(heads(qs), heads(t12(kIn)));
+    // With the native GEMM (backend/native-kernels.ts) each product is one batched call with the
+    // transposes folded in; on tfjs-wasm's own kernel it is G per-head 2-D products.
+    const native = nativeMatMulActive();
+    const scores = native ? tf.matMul(qs, kIn, false, true) : products(heads(qs), heads(t12(kIn)));
     const probs = tf.softmax(mask ? tf.add(scores, mask) : scores, -1) as tf.Tensor3D;
-    const out = products(heads(probs), heads(vIn));
+    const out = native ? tf.matMul(probs, vIn) : products(heads(probs), heads(vIn));
     // Everything the backward pass reads is saved (tfjs disposes the forward's intermediates);
     // the mask is not needed there, since P is 0 wherever it masks.
     save([qs, kIn, vIn, probs, out]);
@@ -55,9 +59,13 @@ export function attentionCore(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, sc
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const [sq, sk, sv, p, o] = saved as tf.Tensor3D[];
         const dO = dy as tf.Tensor3D;
+        const rowDot = tf.sum(tf.mul(dO, o!), -1, true);
+        if (native) {
+          const dS = tf.mul(p!, tf.sub(tf.matMul(dO, sv!, false, true), rowDot)) as tf.Tensor3D;
+          return [tf.mul(tf.matMul(dS, sk!), scale), tf.matMul(dS, sq!, true, false), tf.matMul(p!, dO, true, false)];
+        }
         const dP = products(heads(dO), heads(t12(sv!)));
         const dV = t12(products(heads(t12(dO)), heads(p!)));
-        const rowDot = tf.sum(tf.mul(dO, o!), -1, true);
         const dSs = heads(tf.mul(p!, tf.sub(dP, rowDot)) as tf.Tensor3D);
         const dQ = tf.mul(products(dSs, heads(sk!)), scale);
         const dK = t12(products(heads(t12(sq!)), dSs));

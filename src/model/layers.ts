@@ -1,5 +1,6 @@
 import { tf } from '../backend/tf.js';
 import { attentionCore, fusedKernels, ropeOp, rmsNormOp } from './kernels.js';
+import { nativeMatMulActive } from '../backend/native-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -15,13 +16,17 @@ export function param(p: Params, name: string): tf.Variable {
 // tfjs-wasm runs transposed matmuls (NT, TN) about 10x slower than plain NN ones, and the stock
 // MatMul gradient uses both. Explicit transposes are cheap, so the forward and both gradients
 // are written as NN products.
+// With the native GEMM (backend/native-kernels.ts) transposed operands cost nothing, so the products take
+// W as stored.
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
+  const native = nativeMatMulActive();
   return {
-    value: tf.matMul(x as tf.Tensor2D, transposedWeight(w as tf.Tensor2D)),
+    value: native ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true) : tf.matMul(x as tf.Tensor2D, transposedWeight(w as tf.Tensor2D)),
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
       const g = dy as tf.Tensor2D;
+      if (native) return [tf.matMul(g, sw), tf.matMul(g, sx, true, false)];
       // dW = g^T x rather than (x^T g)^T even where g is the bigger one to transpose: XNNPACK
       // packs the right operand of each product, x is smaller than g there, and layers that read
       // the same x (q, k, v; gate, up) reuse its packing. Measured: x^T g ran at 32 GFLOP/s
@@ -176,7 +181,7 @@ export function attention(
   let heads4: tf.Tensor4D;
   // Per-head products pay for their extra dispatches only on long enough sequences: below ~64k
   // multiply-adds a head (decoding, small models) tfjs's batched product is faster.
-  if (fusedKernels() && seq * total * headDim >= 65_536) {
+  if (fusedKernels() && (nativeMatMulActive() || seq * total * headDim >= 65_536)) {
     const g = batch * heads;
     const o = attentionCore(tf.reshape(q, [g, seq, headDim]), tf.reshape(k, [g, total, headDim]), tf.reshape(v, [g, total, headDim]), 1 / Math.sqrt(headDim), mask);
     heads4 = tf.reshape(o, [batch, heads, seq, headDim]);
