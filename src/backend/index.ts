@@ -4,5 +4,5 @@ export { registerCpuKernels } from './cpu-kernels.js';
 export { registerWasmGradientKernels } from './wasm-kernels.js';
 export { prepareWasmThreads, wasmThreadsFromEnv, type WasmThreadsPlan } from './wasm-threads.js';
 export { nativeAvailable, nativeStatus, runNative, type NativeNode, type NativeOperand } from './native.js';
-export { nativeMatMulActive, planMatMul, registerNativeKernels } from './native-kernels.js';
+export { nativeMatMulActive, planMatMul, registerNativeKernels, setNativeKernels } from './native-kernels.js';
 export { tf } from './tf.js';

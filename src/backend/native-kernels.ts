@@ -25,6 +25,18 @@ type Backend = 'wasm' | 'cpu';
 
 const size = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
 
+let enabled = true;
+
+/**
+ * Switches the registered native kernels off (their stock tfjs kernels run) or back on, for tests
+ * and comparisons; returns the previous setting. LATHE_NATIVE_KERNELS=0 keeps them from registering.
+ */
+export function setNativeKernels(on: boolean): boolean {
+  const prev = enabled;
+  enabled = on;
+  return prev;
+}
+
 /**
  * Runs node on float32 inputs of either backend (seen by the node with the given shapes),
  * allocating the output there with outShape (seen by the node as nodeOut, the same data).
@@ -70,10 +82,16 @@ export function planMatMul(aShape: number[], bShape: number[], transA: boolean, 
   return { a: [na, ar, ac], b: [nb, br, bc], out: [...outBatch, m, n], out3: [Math.max(na, nb), m, n] };
 }
 
-/** Output shape of a reduction, and the axes (non-negative, sorted). */
+/**
+ * A reduction over leading axes [0, k) (the sum over rows of a gradient: tfjs-wasm transposes for
+ * it), as its output shape; undefined for any other axes. Reductions along the contiguous last
+ * axis stay on tfjs: ONNX Runtime's vectorised ones sum in an order that depends on the data's
+ * address, which would break bit-exact resume.
+ */
 function planReduce(x: tf.TensorInfo, axis: number | number[], keepDims: boolean) {
   const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
-  const out = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+  if (axes.length === 0 || axes.length >= x.shape.length || axes.some((a, i) => a !== i)) return undefined;
+  const out = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
   return { axes, out };
 }
 
@@ -97,7 +115,7 @@ function kernels(backend: Backend, stock: (name: string) => tf.KernelFunc): tf.K
       const keepDims = args.attrs!.keepDims as boolean;
       if (!floats(x) || size(x.shape) < MIN_ELEMENTS) return stock(name)(args);
       const p = planReduce(x, args.attrs![axisAttr] as number | number[], keepDims);
-      if (p.axes.length === 0) return stock(name)(args);
+      if (!p) return stock(name)(args);
       return run(backend, args.backend, { op, ranks: [x.shape.length], intLists: { axes: p.axes }, ints: { keepdims: keepDims ? 1 : 0 }, opset: 11 }, [x], [x.shape], p.out);
     },
   });
@@ -133,12 +151,13 @@ export function registerNativeKernels(backend: Backend): boolean {
   const stocks = new Map<string, tf.KernelConfig>();
   const stock = (name: string) => stocks.get(name)!.kernelFunc;
   for (const k of kernels(backend, stock)) {
+    const native = k.kernelFunc;
     const s = tf.getKernel(k.kernelName, backend);
     if (!s) continue;
     stocks.set(k.kernelName, s);
     tf.unregisterKernel(k.kernelName, backend);
     // The stock config's setup (wasm function lookups) still runs: other stock kernels call into it.
-    tf.registerKernel({ ...s, kernelFunc: k.kernelFunc });
+    tf.registerKernel({ ...s, kernelFunc: (args) => (enabled ? native(args) : s.kernelFunc(args)) });
   }
   registered.add(backend);
   return true;
@@ -146,5 +165,5 @@ export function registerNativeKernels(backend: Backend): boolean {
 
 /** Whether the active backend's matmuls run on the native provider (the model then batches its products). */
 export function nativeMatMulActive(): boolean {
-  return registered.has(tf.getBackend() as Backend);
+  return enabled && registered.has(tf.getBackend() as Backend);
 }
