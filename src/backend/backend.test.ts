@@ -25,6 +25,30 @@ describe('backends', () => {
     expect(cpu.slice(4, 8)).toEqual([-2 + 1 - 2, -1 + 2 - 1, 0 - 2 + 0, 1 - 1 + 1]);
   });
 
+  it('wasm gathers (Lathe\'s GatherV2) exactly as cpu does, on any axis, and refuses out-of-range indices', async () => {
+    const run = async (backend: 'cpu' | 'wasm') => {
+      await useBackend(backend);
+      const x = tf.tensor3d(Array.from({ length: 4 * 5 * 6 }, (_, i) => i * 0.5 - 7), [4, 5, 6]);
+      const outs = [
+        tf.gather(x, tf.tensor1d([3, 0, 3, 1], 'int32'), 0),
+        tf.gather(x, tf.tensor2d([[4, 0], [2, 2]], [2, 2], 'int32'), 1),
+        tf.gather(x, tf.tensor1d([5, 1], 'int32'), 2),
+        tf.gather(x, tf.tensor1d([], 'int32'), 0),
+      ];
+      const got = outs.map((t) => ({ shape: t.shape, v: Array.from(t.dataSync()) }));
+      expect(() => tf.gather(x, tf.tensor1d([0, 4], 'int32'), 0)).toThrow(/index value 4 is not in \[0, 3\]/);
+      tf.dispose([x, ...outs]);
+      return got;
+    };
+    const cpu = await run('cpu');
+    const wasm = await run('wasm');
+    expect(wasm).toEqual(cpu);
+    expect(cpu[0]!.shape).toEqual([4, 5, 6]);
+    expect(cpu[1]!.shape).toEqual([4, 2, 2, 6]);
+    expect(cpu[2]!.shape).toEqual([4, 5, 2]);
+    expect(cpu[0]!.v.slice(0, 3)).toEqual([3 * 30 * 0.5 - 7, 3 * 30 * 0.5 - 6.5, 3 * 30 * 0.5 - 6]);
+  });
+
   it('refuses a named backend it cannot start instead of falling back', async () => {
     await expect(useBackend('webgpu')).rejects.toThrow(/backend webgpu is not available/);
   });

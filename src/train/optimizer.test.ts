@@ -1,6 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '../backend/select.js';
 import { tf } from '../backend/tf.js';
+import { setFusedKernels } from '../model/kernels.js';
+import { Rng } from '../random.js';
 import { AdamW } from './optimizer.js';
 import { learningRate } from './schedule.js';
 
@@ -29,6 +31,59 @@ describe('AdamW', () => {
     tf.dispose([...grads.values(), w, g]);
     opt.dispose();
   });
+});
+
+describe('AdamW, fused pass (wasm, cpu) and tensor ops', () => {
+  // The rule in float64, step by step: what both paths must compute, up to float32 storage.
+  function reference(p0: Float32Array, grads: Float32Array[], lr: number, wd: number) {
+    const p = Float64Array.from(p0);
+    const m = new Float64Array(p.length);
+    const v = new Float64Array(p.length);
+    grads.forEach((g, s) => {
+      const bc1 = 1 - 0.9 ** (s + 1);
+      const bc2 = 1 - 0.95 ** (s + 1);
+      for (let i = 0; i < p.length; i++) {
+        m[i] = 0.9 * m[i]! + 0.1 * g[i]!;
+        v[i] = 0.95 * v[i]! + 0.05 * g[i]! * g[i]!;
+        p[i] = p[i]! - lr * (m[i]! / bc1 / (Math.sqrt(v[i]! / bc2) + 1e-8)) - lr * wd * p[i]!;
+      }
+    });
+    return p;
+  }
+
+  for (const backend of ['wasm', 'cpu'] as const) {
+    for (const fused of [true, false]) {
+      it(`${backend}, ${fused ? 'fused' : 'tensor ops'}: 6 steps match the rule in float64 within 2e-6`, async () => {
+        await useBackend(backend);
+        const prev = setFusedKernels(fused);
+        try {
+          const rng = new Rng(17);
+          const n = 3000;
+          const p0 = Float32Array.from({ length: n }, () => rng.normal());
+          const grads = Array.from({ length: 6 }, () => Float32Array.from({ length: n }, () => rng.normal() * 0.1));
+          const w = tf.variable(tf.tensor2d(p0, [60, 50]));
+          const opt = new AdamW(new Map([['w', w]]), new Set(['w']), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+          for (const g of grads) {
+            const gt = tf.tensor2d(g, [60, 50]);
+            opt.step(new Map([['w', gt]]), 3e-3);
+            gt.dispose();
+          }
+          const want = reference(p0, grads, 3e-3, 0.1);
+          const got = w.dataSync();
+          let worst = 0;
+          for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+          expect(worst).toBeLessThan(2e-6);
+          // The weights moved by about lr per step, so this is not vacuous.
+          expect(Math.abs(got[0]! - p0[0]!)).toBeGreaterThan(1e-3);
+          expect(opt.m.get('w')!.shape).toEqual([60, 50]);
+          w.dispose();
+          opt.dispose();
+        } finally {
+          setFusedKernels(prev);
+        }
+      });
+    }
+  }
 });
 
 describe('learning rate schedule', () => {
