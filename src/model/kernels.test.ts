@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '../backend/select.js';
 import { tf } from '../backend/tf.js';
 import { ropeTables } from './layers.js';
-import { attentionCore, ropeOp, rmsNormOp, setFusedKernels } from './kernels.js';
+import { attentionCore, ropeOp, rmsNormOp, setFusedKernels, swigluOp } from './kernels.js';
 
 // Every fused op against the plain tfjs composition it replaces, value and gradients, on random
 // inputs (fixed seeds) and a random upstream gradient. Tolerances are on the largest absolute
@@ -112,9 +112,24 @@ for (const backend of ['cpu', 'wasm'] as const) {
           [x],
           dy,
         );
-        // The rotation is a product with a 0/±1 matrix: exact, so the value is the same bits.
+        // One pass rounding each product to float32 as tfjs's mul does: the value is the same bits.
         expect(maxAbsDiff(fused.y, reference.y)).toBe(0);
         expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!)).toBeLessThan(TOL);
+        expect(tf.max(tf.abs(fused.grads[0]!)).dataSync()[0]!).toBeGreaterThan(0.5);
+      });
+    });
+
+    it('swigluOp matches silu(g) * u and its gradients', () => {
+      tf.tidy(() => {
+        const g = tf.randomNormal([37, 96], 0, 2, 'float32', 51);
+        const u = tf.randomNormal([37, 96], 0, 1, 'float32', 52);
+        const dy = tf.randomNormal([37, 96], 0, 1, 'float32', 53);
+        const fused = valueAndGrads((a, b) => swigluOp(a as tf.Tensor2D, b as tf.Tensor2D), [g, u], dy);
+        const reference = valueAndGrads((a, b) => tf.mul(tf.mul(a!, tf.sigmoid(a!)), b!), [g, u], dy);
+        expect(maxAbsDiff(fused.y, reference.y)).toBe(0);
+        expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!), 'dg').toBeLessThan(TOL);
+        expect(maxAbsDiff(fused.grads[1]!, reference.grads[1]!), 'du').toBeLessThan(TOL);
+        for (const gr of reference.grads) expect(tf.max(tf.abs(gr)).dataSync()[0]!).toBeGreaterThan(0.5);
       });
     });
   });

@@ -1,5 +1,6 @@
 import { tf } from '../backend/tf.js';
 import { nativeMatMulActive } from '../backend/native-kernels.js';
+import { arrayKernel, defineArrayKernel, runArrayKernel } from '../backend/array-kernels.js';
 
 // Fused ops with hand-written gradients, for the hot spots of a training step on tfjs-wasm.
 // tfjs-wasm sends a matmul to XNNPACK only when it is a plain 2-D product (no transposed operand,
@@ -125,14 +126,59 @@ function rotation(hd: number): { r: tf.Tensor2D; rT: tf.Tensor2D } {
   return m;
 }
 
+// RoPE in one pass over x (forward, dir 1) or dy (backward, dir -1), tables [T, hd] applied to
+// every [T, hd] block: y[i] = x[i] c[i] - x[i+h] s[i], y[i+h] = x[i+h] c[i+h] + x[i] s[i+h];
+// the backward pass is its transpose, dx[i] = dy[i] c[i] + dy[i+h] s[i+h],
+// dx[i+h] = dy[i+h] c[i+h] - dy[i] s[i]. Replaces a rotation matmul and three elementwise kernels.
+defineArrayKernel({
+  name: 'LatheRope',
+  outputs: (shapes) => [shapes[0]!],
+  run: ([x, c, s], [y], shapes, attrs) => {
+    const [t, hd] = shapes[1] as [number, number];
+    const h = hd / 2;
+    const block = t * hd;
+    const sign = attrs.dir === -1 ? -1 : 1;
+    for (let base = 0; base < x!.length; base += block) {
+      for (let row = 0; row < block; row += hd) {
+        const o = base + row;
+        for (let i = 0; i < h; i++) {
+          const a = x![o + i]!;
+          const b = x![o + i + h]!;
+          const ci = c![row + i]!;
+          const ch = c![row + i + h]!;
+          // Products rounded to float32 as tfjs's mul would: the forward value is then the same
+          // bits as the tensor-op composition.
+          if (sign === 1) {
+            y![o + i] = Math.fround(a * ci) - Math.fround(b * s![row + i]!);
+            y![o + i + h] = Math.fround(b * ch) + Math.fround(a * s![row + i + h]!);
+          } else {
+            y![o + i] = Math.fround(a * ci) + Math.fround(b * s![row + i + h]!);
+            y![o + i + h] = Math.fround(b * ch) - Math.fround(a * s![row + i]!);
+          }
+        }
+      }
+    }
+  },
+});
+
 /**
  * Rotary embedding y = x cos + rotate(x) sin (HF rotate_half layout) for x [..., T, hd] and
- * tables cos, sin [T, hd]. The rotation is one product with a constant signed permutation matrix
- * (an XNNPACK matmul) instead of two slices, a negation and a concatenation; the backward pass
- * is dx = dy cos + (dy sin) R^T.
+ * tables cos, sin [T, hd]. On wasm and cpu it is one pass each way (LatheRope above); elsewhere
+ * the rotation is one product with a constant signed permutation matrix instead of two slices,
+ * a negation and a concatenation, and the backward pass is dx = dy cos + (dy sin) R^T.
  */
 export function ropeOp<T extends tf.Tensor>(x: T, cos: tf.Tensor2D, sin: tf.Tensor2D): T {
   const hd = x.shape[x.shape.length - 1]!;
+  if (x.dtype === 'float32' && arrayKernel('LatheRope')) {
+    const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([cos, sin]);
+      return {
+        value: runArrayKernel('LatheRope', [xIn, cos, sin], { dir: 1 })[0]!,
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [runArrayKernel('LatheRope', [dy as tf.Tensor, saved[0]!, saved[1]!], { dir: -1 })[0]!],
+      };
+    }) as unknown as GradFn);
+    return op(x) as T;
+  }
   const { r, rT } = rotation(hd);
   const rows = x.size / hd;
   const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -151,4 +197,35 @@ export function ropeOp<T extends tf.Tensor>(x: T, cos: tf.Tensor2D, sin: tf.Tens
     };
   }) as unknown as GradFn);
   return op(x) as T;
+}
+
+// The SwiGLU gradient in one pass: with s = sigmoid(g) saved by the forward pass,
+// du = dh g s and dg = dh u s (1 + g (1 - s)). tfjs's autograd of g * sigmoid(g) * u runs ~9
+// elementwise kernels over the [tokens, ffn] activations.
+defineArrayKernel({
+  name: 'LatheSwigluGrad',
+  outputs: (shapes) => [shapes[1]!, shapes[1]!],
+  run: ([dh, g, u, s], [dg, du]) => {
+    for (let i = 0; i < g!.length; i++) {
+      const gi = g![i]!;
+      const si = s![i]!;
+      const d = dh![i]!;
+      du![i] = d * gi * si;
+      dg![i] = d * u![i]! * si * (1 + gi * (1 - si));
+    }
+  },
+});
+
+/** silu(g) * u for the SwiGLU feed-forward, with the one-pass gradient above (wasm, cpu). */
+export function swigluOp(g: tf.Tensor2D, u: tf.Tensor2D): tf.Tensor2D {
+  if (g.dtype !== 'float32' || u.dtype !== 'float32' || !arrayKernel('LatheSwigluGrad')) return tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
+  const op = tf.customGrad(((gIn: tf.Tensor2D, uIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const s = tf.sigmoid(gIn);
+    save([gIn, uIn, s]);
+    return {
+      value: tf.mul(tf.mul(gIn, s), uIn),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => runArrayKernel('LatheSwigluGrad', [dy as tf.Tensor, saved[0]!, saved[1]!, saved[2]!]),
+    };
+  }) as unknown as GradFn);
+  return op(g, u) as tf.Tensor2D;
 }

@@ -1,5 +1,5 @@
 import { tf } from '../backend/tf.js';
-import { attentionCore, fusedKernels, ropeOp, rmsNormOp } from './kernels.js';
+import { attentionCore, fusedKernels, ropeOp, rmsNormOp, swigluOp } from './kernels.js';
 import { nativeMatMulActive } from '../backend/native-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
@@ -88,6 +88,7 @@ export function rmsNorm(x: tf.Tensor2D, w: tf.Tensor, eps: number): tf.Tensor2D 
 /** SwiGLU feed-forward: down(silu(gate x) * up x). */
 export function swiglu(x: tf.Tensor2D, gate: tf.Tensor, up: tf.Tensor, down: tf.Tensor): tf.Tensor2D {
   const g = linear(x, gate);
+  if (fusedKernels()) return linear(swigluOp(g, linear(x, up)), down);
   const silu = tf.mul(g, tf.sigmoid(g)) as tf.Tensor2D;
   return linear(tf.mul(silu, linear(x, up)) as tf.Tensor2D, down);
 }

@@ -1,4 +1,5 @@
 import { tf } from '../backend/tf.js';
+import { arrayKernel, defineArrayKernel, runArrayKernel } from '../backend/array-kernels.js';
 import { fusedKernels } from '../model/kernels.js';
 
 // The update of one parameter as a single pass over p, g, m and v (float64 arithmetic, float32
@@ -31,42 +32,11 @@ function adamwPass(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32
   }
 }
 
-interface HeapBackend {
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
-interface CpuBackend {
-  data: { get(id: object): { values: Float32Array } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
-}
-
-function registerAdamW(): boolean {
-  const backend = tf.getBackend();
-  if ((backend !== 'wasm' && backend !== 'cpu') || !fusedKernels()) return false;
-  if (tf.getKernel(ADAMW, backend)) return true;
-  tf.registerKernel({
-    kernelName: ADAMW,
-    backendName: backend,
-    kernelFunc: ({ inputs, backend: be, attrs }) => {
-      const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', tf.TensorInfo>;
-      const a = attrs as unknown as AdamWAttrs;
-      if (backend === 'wasm') {
-        const b = be as unknown as HeapBackend;
-        // Allocate first: allocation may grow (and move) the heap that the views look into.
-        const outs = [0, 1, 2].map(() => b.makeOutput(p.shape, 'float32'));
-        const [p1, m1, v1] = outs.map((o) => b.typedArrayFromHeap(o)) as [Float32Array, Float32Array, Float32Array];
-        adamwPass(b.typedArrayFromHeap(p), b.typedArrayFromHeap(g), b.typedArrayFromHeap(m), b.typedArrayFromHeap(v), a, p1, m1, v1);
-        return outs;
-      }
-      const c = be as unknown as CpuBackend;
-      const n = p.shape.reduce((x, y) => x * y, 1);
-      const [p1, m1, v1] = [0, 1, 2].map(() => new Float32Array(n)) as [Float32Array, Float32Array, Float32Array];
-      adamwPass(c.data.get(p.dataId).values, c.data.get(g.dataId).values, c.data.get(m.dataId).values, c.data.get(v.dataId).values, a, p1, m1, v1);
-      return [p1, m1, v1].map((x) => c.makeTensorInfo(p.shape, 'float32', x));
-    },
-  });
-  return true;
-}
+defineArrayKernel({
+  name: ADAMW,
+  outputs: (shapes) => [shapes[0]!, shapes[0]!, shapes[0]!],
+  run: ([p, g, m, v], [p1, m1, v1], _shapes, attrs) => adamwPass(p!, g!, m!, v!, attrs as unknown as AdamWAttrs, p1!, m1!, v1!),
+});
 
 /** AdamW hyper-parameters. */
 export interface AdamWConfig {
@@ -104,7 +74,7 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.cfg;
     const bc1 = 1 - Math.pow(beta1, this.t);
     const bc2 = 1 - Math.pow(beta2, this.t);
-    const fused = registerAdamW();
+    const fused = fusedKernels() && arrayKernel(ADAMW);
     // One tidy per parameter: a single tidy around the loop keeps every parameter's temporaries
     // alive to the end, which for large (MoE) models exhausts the wasm heap.
     for (const [name, p] of this.params) {
@@ -116,7 +86,7 @@ export class AdamW {
         if (fused && p.dtype === 'float32' && g.dtype === 'float32') {
           const decay = weightDecay > 0 && this.decay.has(name) ? weightDecay : 0;
           const attrs = { beta1, beta2, bc1, bc2, eps, lr, decay };
-          const [p1, m1, v1] = tf.engine().runKernel(ADAMW, { p, g, m, v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+          const [p1, m1, v1] = runArrayKernel(ADAMW, [p, g, m, v], attrs);
           m.assign(m1!);
           v.assign(v1!);
           p.assign(p1!);
