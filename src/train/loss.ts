@@ -26,14 +26,30 @@ export interface LossParts {
   accuracy?: tf.Scalar;
 }
 
+/**
+ * Per-token negative log-likelihood -log softmax(logits)[target] for logits [N, V] and one-hot
+ * targets [N, V], with the closed-form gradient (softmax - onehot) dy: three passes over the
+ * [N, V] logits where tfjs's autograd of log-softmax, product and sum runs about seven.
+ */
+export function tokenNll(logits: tf.Tensor2D, onehot: tf.Tensor2D): tf.Tensor1D {
+  const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const logp = tf.logSoftmax(x, -1);
+    save([logp, onehot]);
+    return {
+      value: tf.neg(tf.sum(tf.mul(logp, onehot), -1)),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [tf.mul(tf.sub(tf.exp(saved[0]!), saved[1]!), tf.expandDims(dy as tf.Tensor1D, -1))],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(logits) as tf.Tensor1D;
+}
+
 /** Causal LM loss of a batch. Call inside a tidy or a gradient scope. */
 export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: boolean } = {}): LossParts {
   const ids = tf.tensor2d(b.inputs, [b.batch, b.seq], 'int32');
   const { logits, router } = model.forward(ids);
   const v = model.spec.vocabSize;
-  const targets = tf.oneHot(tf.tensor1d(b.targets, 'int32'), v);
-  const logp = tf.logSoftmax(logits, -1);
-  const nll = tf.neg(tf.sum(tf.mul(logp, targets), -1));
+  // Cast rather than oneHot's dtype argument: tfjs-wasm's OneHot writes int32 bits whatever the dtype.
+  const nll = tokenNll(logits as tf.Tensor2D, tf.cast(tf.oneHot(tf.tensor1d(b.targets, 'int32'), v), 'float32') as tf.Tensor2D);
   let ce: tf.Scalar;
   let weights: tf.Tensor1D | undefined;
   if (b.weights) {
