@@ -1,4 +1,5 @@
 import { tf } from './tf.js';
+import { withFloatArrays } from './array-kernels.js';
 import { nativeAvailable, runNative, type NativeNode } from './native.js';
 
 // tfjs kernels of the wasm and cpu backends re-routed to the native provider (native.ts) where it
@@ -13,14 +14,6 @@ import { nativeAvailable, runNative, type NativeNode } from './native.js';
 const MIN_MACS = 32_768;
 const MIN_ELEMENTS = 16_384;
 
-interface WasmBackend {
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
-interface CpuBackend {
-  data: { get(id: object): { values: Float32Array } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
-}
 type Backend = 'wasm' | 'cpu';
 
 const size = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
@@ -42,17 +35,9 @@ export function setNativeKernels(on: boolean): boolean {
  * allocating the output there with outShape (seen by the node as nodeOut, the same data).
  */
 function run(backend: Backend, be: unknown, node: NativeNode, inputs: tf.TensorInfo[], shapes: number[][], outShape: number[], nodeOut = outShape): tf.TensorInfo {
-  if (backend === 'wasm') {
-    const w = be as WasmBackend;
-    // Allocate first: allocation may grow (and move) the heap that the views look into.
-    const out = w.makeOutput(outShape, 'float32');
-    runNative(node, inputs.map((x, i) => ({ data: w.typedArrayFromHeap(x), shape: shapes[i]! })), { data: w.typedArrayFromHeap(out), shape: nodeOut });
-    return out;
-  }
-  const c = be as CpuBackend;
-  const values = new Float32Array(size(outShape));
-  runNative(node, inputs.map((x, i) => ({ data: c.data.get(x.dataId).values, shape: shapes[i]! })), { data: values, shape: nodeOut });
-  return c.makeTensorInfo(outShape, 'float32', values);
+  return withFloatArrays(backend, be, inputs, [outShape], (ins, [out]) =>
+    runNative(node, ins.map((data, i) => ({ data, shape: shapes[i]! })), { data: out!, shape: nodeOut }),
+  )[0]!;
 }
 
 /**

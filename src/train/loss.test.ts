@@ -24,7 +24,7 @@ describe('tokenNll (closed-form gradient)', () => {
         expect(tf.max(tf.abs(tf.sub(g1, g2))).dataSync()[0]).toBeLessThan(1e-6);
         // Each row's gradient sums to 0 (softmax minus one-hot), and the target's entry is negative.
         expect(tf.max(tf.abs(tf.sum(g1, -1))).dataSync()[0]).toBeLessThan(1e-5);
-        expect(g1.arraySync()[0]![0]).toBeLessThan(0);
+        expect((g1.arraySync() as number[][])[0]![0]).toBeLessThan(0);
       });
     });
   }
