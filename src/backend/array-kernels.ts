@@ -17,8 +17,8 @@ interface CpuBackend {
 /** A fused pass: reads the inputs' data, writes every output (all float32, shapes given). */
 export interface ArrayKernel {
   name: string;
-  /** Output shapes from the input shapes. */
-  outputs(shapes: number[][]): number[][];
+  /** Output shapes from the input shapes (and the attributes). */
+  outputs(shapes: number[][], attrs: Record<string, unknown>): number[][];
   run(inputs: Float32Array[], outputs: Float32Array[], shapes: number[][], attrs: Record<string, unknown>): void;
 }
 
@@ -64,7 +64,7 @@ export function arrayKernel(name: string): boolean {
       const xs = Object.values(inputs) as tf.TensorInfo[];
       for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${name}: expects float32 inputs, got ${x.dtype}`);
       const shapes = xs.map((x) => x.shape);
-      return withFloatArrays(backend, be, xs, k.outputs(shapes), (ins, outs) => k.run(ins, outs, shapes, attrs ?? {}));
+      return withFloatArrays(backend, be, xs, k.outputs(shapes, attrs ?? {}), (ins, outs) => k.run(ins, outs, shapes, attrs ?? {}));
     },
   });
   return true;

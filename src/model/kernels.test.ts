@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useBackend } from '../backend/select.js';
 import { tf } from '../backend/tf.js';
 import { ropeTables } from './layers.js';
-import { attentionCore, ropeOp, rmsNormOp, setFusedKernels, swigluOp } from './kernels.js';
+import { attentionCore, ropeOp, ropeSplitOp, rmsNormOp, setFusedKernels, swigluOp } from './kernels.js';
 
 // Every fused op against the plain tfjs composition it replaces, value and gradients, on random
 // inputs (fixed seeds) and a random upstream gradient. Tolerances are on the largest absolute
@@ -113,6 +113,22 @@ for (const backend of ['cpu', 'wasm'] as const) {
           dy,
         );
         // One pass rounding each product to float32 as tfjs's mul does: the value is the same bits.
+        expect(maxAbsDiff(fused.y, reference.y)).toBe(0);
+        expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!)).toBeLessThan(TOL);
+        expect(tf.max(tf.abs(fused.grads[0]!)).dataSync()[0]!).toBeGreaterThan(0.5);
+      });
+    });
+
+    it('ropeSplitOp matches the head split (reshape, transpose) then RoPE, and its gradient', () => {
+      tf.tidy(() => {
+        const [b, t, h, hd] = [2, 12, 3, 16];
+        const tables = ropeTables(20, hd, 10000);
+        const at = (m: tf.Tensor2D) => tf.slice(m, [8, 0], [t, hd]);
+        const x = tf.randomNormal([b * t, h * hd], 0, 1, 'float32', 43);
+        const dy = tf.randomNormal([b, h, t, hd], 0, 1, 'float32', 44);
+        const fused = valueAndGrads((a) => ropeSplitOp(a as tf.Tensor2D, b, t, h, at(tables.cos), at(tables.sin)), [x], dy);
+        const reference = valueAndGrads((a) => ropeOp(tf.transpose(tf.reshape(a!, [b, t, h, hd]), [0, 2, 1, 3]), at(tables.cos), at(tables.sin)), [x], dy);
+        expect(fused.y.shape).toEqual([b, h, t, hd]);
         expect(maxAbsDiff(fused.y, reference.y)).toBe(0);
         expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!)).toBeLessThan(TOL);
         expect(tf.max(tf.abs(fused.grads[0]!)).dataSync()[0]!).toBeGreaterThan(0.5);

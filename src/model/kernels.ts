@@ -199,6 +199,62 @@ export function ropeOp<T extends tf.Tensor>(x: T, cos: tf.Tensor2D, sin: tf.Tens
   return op(x) as T;
 }
 
+// RoPE fused with the head split of a projection: x [B*T, H*hd] (rows of tokens, heads side by
+// side) to y [B, H, T, hd] rotated (dir 1), and the backward pass from dy [B, H, T, hd] back to
+// [B*T, H*hd] (dir -1). One pass where the model ran a transpose and then RoPE.
+defineArrayKernel({
+  name: 'LatheRopeSplit',
+  outputs: (shapes, attrs) => {
+    const [b, h, t] = [attrs.batch as number, attrs.heads as number, attrs.seq as number];
+    const hd = shapes[1]![1]!;
+    return [attrs.dir === -1 ? [b * t, h * hd] : [b, h, t, hd]];
+  },
+  run: ([x, c, s], [y], shapes, attrs) => {
+    const [nb, nh, nt] = [attrs.batch as number, attrs.heads as number, attrs.seq as number];
+    const hd = shapes[1]![1]!;
+    const half = hd / 2;
+    const fwd = attrs.dir !== -1;
+    for (let b = 0; b < nb; b++)
+      for (let h = 0; h < nh; h++)
+        for (let t = 0; t < nt; t++) {
+          const tokenMajor = ((b * nt + t) * nh + h) * hd;
+          const headMajor = ((b * nh + h) * nt + t) * hd;
+          const src = fwd ? tokenMajor : headMajor;
+          const dst = fwd ? headMajor : tokenMajor;
+          const row = t * hd;
+          for (let i = 0; i < half; i++) {
+            const a = x![src + i]!;
+            const bb = x![src + i + half]!;
+            if (fwd) {
+              y![dst + i] = Math.fround(a * c![row + i]!) - Math.fround(bb * s![row + i]!);
+              y![dst + i + half] = Math.fround(bb * c![row + i + half]!) + Math.fround(a * s![row + i + half]!);
+            } else {
+              y![dst + i] = Math.fround(a * c![row + i]!) + Math.fround(bb * s![row + i + half]!);
+              y![dst + i + half] = Math.fround(bb * c![row + i + half]!) - Math.fround(a * s![row + i]!);
+            }
+          }
+        }
+  },
+});
+
+/**
+ * The heads of a projection x [B*T, H*hd] as [B, H, T, hd] with RoPE applied (tables [T, hd]):
+ * one pass each way on wasm and cpu, else the transpose followed by ropeOp.
+ */
+export function ropeSplitOp(x: tf.Tensor2D, batch: number, seq: number, heads: number, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+  const hd = cos.shape[1];
+  if (x.dtype !== 'float32' || !arrayKernel('LatheRopeSplit')) return ropeOp(tf.transpose(tf.reshape(x, [batch, seq, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D, cos, sin);
+  const attrs = { batch, seq, heads };
+  const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([cos, sin]);
+    return {
+      value: runArrayKernel('LatheRopeSplit', [xIn, cos, sin], { ...attrs, dir: 1 })[0]!,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [runArrayKernel('LatheRopeSplit', [dy as tf.Tensor, saved[0]!, saved[1]!], { ...attrs, dir: -1 })[0]!],
+    };
+  }) as unknown as GradFn);
+  return op(x) as tf.Tensor4D;
+}
+
 // The SwiGLU gradient in one pass: with s = sigmoid(g) saved by the forward pass,
 // du = dh g s and dg = dh u s (1 + g (1 - s)). tfjs's autograd of g * sigmoid(g) * u runs ~9
 // elementwise kernels over the [tokens, ffn] activations.

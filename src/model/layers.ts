@@ -1,5 +1,5 @@
 import { tf } from '../backend/tf.js';
-import { attentionCore, fusedKernels, ropeOp, rmsNormOp, swigluOp } from './kernels.js';
+import { attentionCore, fusedKernels, ropeOp, ropeSplitOp, rmsNormOp, swigluOp } from './kernels.js';
 import { nativeMatMulActive } from '../backend/native-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
@@ -155,8 +155,9 @@ export function attention(
   const split = (t: tf.Tensor2D, h: number) => tf.transpose(tf.reshape(t, [batch, seq, h, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
   const cos = tf.slice(rope.cos, [pos0, 0], [seq, headDim]);
   const sin = tf.slice(rope.sin, [pos0, 0], [seq, headDim]);
-  const q = applyRope(split(linear(x, w.q), heads), cos, sin);
-  let k = applyRope(split(linear(x, w.k), kvHeads), cos, sin);
+  const splitRope = (t: tf.Tensor2D, h: number) => (fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin));
+  const q = splitRope(linear(x, w.q), heads);
+  let k = splitRope(linear(x, w.k), kvHeads);
   let v = split(linear(x, w.v), kvHeads);
   if (cache) {
     if (cache.k && cache.v) {
