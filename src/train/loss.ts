@@ -1,3 +1,4 @@
+import { arrayKernel, defineArrayKernel, runArrayKernel } from '../backend/array-kernels.js';
 import { tf } from '../backend/tf.js';
 import type { LanguageModel } from '../model/model.js';
 
@@ -26,18 +27,62 @@ export interface LossParts {
   accuracy?: tf.Scalar;
 }
 
+// The loss over the vocabulary is memory-bound: the [N, V] logits (16 MB a micro-batch for the
+// bench model) are read and written by every kernel. On wasm and cpu the forward pass makes only
+// the shifted exponentials e = exp(x - max) and their row sums s (max, sub and sum on tfjs, exp
+// native), picks x[target] in one pass, and the backward pass is one pass
+// dx = e dy / s - [j = target] dy: ~130 MB of traffic a micro-batch where log-softmax's
+// autograd with a one-hot product moved ~300 MB. Targets outside [0, V) count 0, gradient 0.
+defineArrayKernel({
+  name: 'LatheNllPick',
+  outputs: (shapes) => [[shapes[0]![0]!]],
+  run: ([x, lse, t], [nll], shapes) => {
+    const [n, v] = shapes[0] as [number, number];
+    for (let r = 0; r < n; r++) {
+      const j = t![r]!;
+      nll![r] = j >= 0 && j < v ? lse![r]! - x![r * v + j]! : 0;
+    }
+  },
+});
+defineArrayKernel({
+  name: 'LatheNllGrad',
+  outputs: (shapes) => [shapes[0]!],
+  run: ([e, sums, dy, t], [dx], shapes) => {
+    const [n, v] = shapes[0] as [number, number];
+    for (let r = 0; r < n; r++) {
+      const j = t![r]!;
+      const o = r * v;
+      if (!(j >= 0 && j < v)) {
+        dx!.fill(0, o, o + v);
+        continue;
+      }
+      const k = dy![r]! / sums![r]!;
+      for (let c = 0; c < v; c++) dx![o + c] = e![o + c]! * k;
+      dx![o + j] = dx![o + j]! - dy![r]!;
+    }
+  },
+});
+
 /**
- * Per-token negative log-likelihood -log softmax(logits)[target] for logits [N, V] and one-hot
- * targets [N, V], with the closed-form gradient (softmax - onehot) dy: three passes over the
- * [N, V] logits where tfjs's autograd of log-softmax, product and sum runs about seven.
+ * Per-token negative log-likelihood -log softmax(logits)[target] for logits [N, V] and targets
+ * [N] (int32; outside [0, V) counts 0), with the closed-form gradient (softmax - onehot) dy.
  */
-export function tokenNll(logits: tf.Tensor2D, onehot: tf.Tensor2D): tf.Tensor1D {
+export function tokenNll(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
+  const [n, v] = logits.shape;
+  if (!(logits.dtype === 'float32' && arrayKernel('LatheNllPick') && arrayKernel('LatheNllGrad'))) {
+    const onehot = tf.cast(tf.oneHot(targets, v), 'float32');
+    return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits, -1), onehot), -1)) as tf.Tensor1D;
+  }
+  const t = tf.cast(targets, 'float32');
   const op = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    const logp = tf.logSoftmax(x, -1);
-    save([logp, onehot]);
+    const max = tf.max(x, -1, true);
+    const e = tf.exp(tf.sub(x, max));
+    const sums = tf.sum(e, -1);
+    const lse = tf.add(tf.reshape(max, [n]), tf.log(sums));
+    save([e, sums, t]);
     return {
-      value: tf.neg(tf.sum(tf.mul(logp, onehot), -1)),
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [tf.mul(tf.sub(tf.exp(saved[0]!), saved[1]!), tf.expandDims(dy as tf.Tensor1D, -1))],
+      value: runArrayKernel('LatheNllPick', [x, lse, t])[0]!,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => runArrayKernel('LatheNllGrad', [saved[0]!, saved[1]!, dy as tf.Tensor, saved[2]!]),
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return op(logits) as tf.Tensor1D;
@@ -48,8 +93,7 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
   const ids = tf.tensor2d(b.inputs, [b.batch, b.seq], 'int32');
   const { logits, router } = model.forward(ids);
   const v = model.spec.vocabSize;
-  // Cast rather than oneHot's dtype argument: tfjs-wasm's OneHot writes int32 bits whatever the dtype.
-  const nll = tokenNll(logits as tf.Tensor2D, tf.cast(tf.oneHot(tf.tensor1d(b.targets, 'int32'), v), 'float32') as tf.Tensor2D);
+  const nll = tokenNll(logits as tf.Tensor2D, tf.tensor1d(b.targets, 'int32'));
   let ce: tf.Scalar;
   let weights: tf.Tensor1D | undefined;
   if (b.weights) {
