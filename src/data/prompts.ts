@@ -8,7 +8,7 @@ import type { Doc } from './sources.js';
 /** A tokenized prompt. */
 export interface PromptExample {
   ids: number[];
-  /** Token ids that end a completion (eos; and <|end|> for chat prompts). */
+  /** Token ids that end a completion: eos and <|end|>, for plain prompts as for chat ones. */
   stop: number[];
   /** The prompt text as the reward function sees it (a chat prompt: the rendered chat). */
   text: string;
@@ -26,6 +26,8 @@ export function promptExample(doc: Doc, tokenizer: Tokenizer, o: { context: numb
   if (p.ids.length + o.maxNewTokens > o.context) {
     return `prompt has ${p.ids.length} tokens; with train.maxNewTokens ${o.maxNewTokens} it exceeds model.context ${o.context}`;
   }
-  const stop = p.chat ? [tokenizer.special.eos, tokenizer.special.end] : [tokenizer.special.eos];
+  // A chat-tuned policy ends its answers with <|end|> even after a plain prompt; stopping only at
+  // eos there let it run on to maxNewTokens, and the reward saw text after the answer.
+  const stop = [tokenizer.special.eos, tokenizer.special.end];
   return { ids: p.ids, stop, text: typeof row.prompt === 'string' ? row.prompt : tokenizer.decode(p.ids) };
 }
