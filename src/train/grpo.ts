@@ -1,10 +1,8 @@
 import { tf } from '../backend/tf.js';
 import type { LanguageModel } from '../model/model.js';
-import { Rng } from '../random.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
-import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, rolloutAndJudge, type PromptItem } from './rollout.js';
-import { announce, noRowsError } from './sft.js';
-import { ExampleOrder, round4, seqBatch, stepLoop, tokenLogProbs, tokenLogProbsData, Updater, type PostStageContext, type SeqBatch, type StageResult } from './stage.js';
+import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
+import { round4, seqBatch, stepLoop, tokenLogProbs, tokenLogProbsData, Updater, type PostStageContext, type SeqBatch, type StageResult } from './stage.js';
 
 // GRPO (Shao et al. 2024, DeepSeekMath) with verifiable rewards. Each step: sample a group of G
 // completions per prompt; reward each with the recipe's reward function; advantage = (r − mean) / std
@@ -60,17 +58,8 @@ export function groupAdvantages(rewards: number[], scale: boolean): number[] {
 export async function grpo(ctx: PostStageContext<GrpoRecipe>): Promise<StageResult> {
   const r = ctx.lock.recipe;
   const cfg = r.train;
-  const { train, val, manifest } = await preparePrompts(ctx);
-  announce(ctx, manifest, 'prompts');
-  if (!train.length) throw noRowsError(manifest, 'prompts');
-  const judge = await openJudge(ctx.lock, r);
-  const errors = new RewardErrors(ctx, judge.label, r.reward);
-  const order = new ExampleOrder(train.length, r.seed, 0x9e0, ctx.resume?.state.sampler);
-  const saved = ctx.resume?.state.extra?.rng as number[] | undefined;
-  const rng = saved ? new Rng(saved) : Rng.derive(r.seed, 0x9e0, 1);
-  const evalPrompts = val.slice(0, r.eval.batches * cfg.batchSize);
+  const { train, judge, errors, order, rng, sampling, evaluate } = await openOnlineStage(ctx, 0x9e0);
   const pad = ctx.tokenizer.special.pad;
-  const sampling = { maxNewTokens: cfg.maxNewTokens, temperature: cfg.temperature, topK: cfg.topK, topP: cfg.topP, stopStrings: cfg.stop };
   const reference = cfg.beta > 0 ? await ctx.reference() : undefined;
   const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
@@ -126,14 +115,7 @@ export async function grpo(ctx: PostStageContext<GrpoRecipe>): Promise<StageResu
           tokens: micro.reduce((a, m) => a + m.b.batch * m.b.seq, 0) * cfg.innerSteps,
         };
       },
-      evaluate: evalPrompts.length
-        ? async () => {
-            const e = await evaluateRollouts(ctx.model, ctx.tokenizer, judge, evalPrompts, sampling);
-            const out: Record<string, number> = { eval_reward_errors: e.errors, eval_completion_length: round4(e.length) };
-            if (Number.isFinite(e.mean)) out.eval_reward_mean = round4(e.mean);
-            return out;
-          }
-        : undefined,
+      evaluate,
     });
   } finally {
     updater.dispose();

@@ -1,11 +1,9 @@
 import { tf } from '../backend/tf.js';
 import type { PairExample } from '../data/pairs.js';
-import { Rng } from '../random.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';
-import { evaluateRollouts, meanStd, openJudge, preparePrompts, RewardErrors, rolloutAndJudge, type PromptItem } from './rollout.js';
-import { announce, noRowsError } from './sft.js';
-import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, tokenLogProbsData, Updater, type PostStageContext, type StageResult } from './stage.js';
+import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
+import { meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, tokenLogProbsData, Updater, type PostStageContext, type StageResult } from './stage.js';
 
 // Online DPO (Guo et al. 2024): each step the policy samples k completions per prompt, a judge
 // scores them (a reward function, or a reward-model run's mean log-prob), and the best and the worst
@@ -17,17 +15,8 @@ import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, tok
 export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise<StageResult> {
   const r = ctx.lock.recipe;
   const cfg = r.train;
-  const { train, val, manifest } = await preparePrompts(ctx);
-  announce(ctx, manifest, 'prompts');
-  if (!train.length) throw noRowsError(manifest, 'prompts');
-  const judge = await openJudge(ctx.lock, r);
-  const errors = new RewardErrors(ctx, judge.label, r.judge.reward);
-  const order = new ExampleOrder(train.length, r.seed, 0x0d9, ctx.resume?.state.sampler);
-  const saved = ctx.resume?.state.extra?.rng as number[] | undefined;
-  const rng = saved ? new Rng(saved) : Rng.derive(r.seed, 0x0d9, 1);
-  const evalPrompts = val.slice(0, r.eval.batches * cfg.batchSize);
+  const { train, judge, errors, order, rng, sampling, evaluate } = await openOnlineStage(ctx, 0x0d9);
   const pad = ctx.tokenizer.special.pad;
-  const sampling = { maxNewTokens: cfg.maxNewTokens, temperature: cfg.temperature, topK: cfg.topK, topP: cfg.topP, stopStrings: cfg.stop };
   const reference = await ctx.reference();
   const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
@@ -100,14 +89,7 @@ export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise
         }
         return { metrics, tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0) };
       },
-      evaluate: evalPrompts.length
-        ? async () => {
-            const e = await evaluateRollouts(ctx.model, ctx.tokenizer, judge, evalPrompts, sampling);
-            const out: Record<string, number> = { eval_reward_errors: e.errors, eval_completion_length: round4(e.length) };
-            if (Number.isFinite(e.mean)) out.eval_reward_mean = round4(e.mean);
-            return out;
-          }
-        : undefined,
+      evaluate,
     });
   } finally {
     updater.dispose();

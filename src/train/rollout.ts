@@ -13,7 +13,8 @@ import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { loadBase } from './base.js';
 import { RewardHost, type RewardHostOptions, type RewardOutcome } from './reward.js';
-import { seqBatch, StageFailure, tokenLogProbsData, type PostStageContext } from './stage.js';
+import { announce, noRowsError } from './sft.js';
+import { ExampleOrder, round4, seqBatch, StageFailure, tokenLogProbsData, type PostStageContext } from './stage.js';
 
 // Rollouts for the online stages: n completions of one prompt, sampled together as a batch of n
 // with a KV cache (the prompt is encoded once and its cache shared), from one restorable Rng.
@@ -283,6 +284,46 @@ export async function evaluateRollouts(model: LanguageModel, tokenizer: Tokenize
     else errors++;
   }
   return { mean: meanStd(scores).mean, errors, length: prompts.length ? length / prompts.length : 0 };
+}
+
+/**
+ * What GRPO and online DPO set up alike: the prompts (announced; none is an error), the judge and
+ * its error policy, the example order and the sampling RNG (both from the checkpoint on resume;
+ * salt keeps the stages' streams apart), the sampling options and the held-out evaluation.
+ */
+export async function openOnlineStage(ctx: PostStageContext<OnlineDpoRecipe | GrpoRecipe>, salt: number) {
+  const r = ctx.lock.recipe;
+  const cfg = r.train;
+  const { train, val, manifest } = await preparePrompts(ctx);
+  announce(ctx, manifest, 'prompts');
+  if (!train.length) throw noRowsError(manifest, 'prompts');
+  const judge = await openJudge(ctx.lock, r);
+  const errors = new RewardErrors(ctx, judge.label, r.stage === 'grpo' ? r.reward : r.judge.reward);
+  const order = new ExampleOrder(train.length, r.seed, salt, ctx.resume?.state.sampler);
+  const saved = ctx.resume?.state.extra?.rng as number[] | undefined;
+  const rng = saved ? new Rng(saved) : Rng.derive(r.seed, salt, 1);
+  const sampling = { maxNewTokens: cfg.maxNewTokens, temperature: cfg.temperature, topK: cfg.topK, topP: cfg.topP, stopStrings: cfg.stop };
+  const evaluate = rolloutEvaluation(ctx, judge, val.slice(0, r.eval.batches * cfg.batchSize), sampling);
+  return { train, judge, errors, order, rng, sampling, evaluate };
+}
+
+/**
+ * The held-out evaluation of an online stage (GRPO, online DPO) as stage metrics: greedy
+ * completions of the eval prompts judged; undefined when there are no eval prompts.
+ */
+export function rolloutEvaluation(
+  ctx: Pick<PostStageContext, 'model' | 'tokenizer'>,
+  judge: Judge,
+  prompts: PromptItem[],
+  o: Omit<RolloutOptions, 'stopIds' | 'temperature'>,
+): (() => Promise<Record<string, number>>) | undefined {
+  if (!prompts.length) return undefined;
+  return async () => {
+    const e = await evaluateRollouts(ctx.model, ctx.tokenizer, judge, prompts, o);
+    const out: Record<string, number> = { eval_reward_errors: e.errors, eval_completion_length: round4(e.length) };
+    if (Number.isFinite(e.mean)) out.eval_reward_mean = round4(e.mean);
+    return out;
+  };
 }
 
 /**
