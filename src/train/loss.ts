@@ -92,8 +92,8 @@ export function tokenNll(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D
 export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: boolean } = {}): LossParts {
   const ids = tf.tensor2d(b.inputs, [b.batch, b.seq], 'int32');
   const { logits, router } = model.forward(ids);
-  const v = model.spec.vocabSize;
-  const nll = tokenNll(logits as tf.Tensor2D, tf.tensor1d(b.targets, 'int32'));
+  const targets = tf.tensor1d(b.targets, 'int32');
+  const nll = tokenNll(logits as tf.Tensor2D, targets);
   let ce: tf.Scalar;
   let weights: tf.Tensor1D | undefined;
   if (b.weights) {
@@ -112,7 +112,7 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
   }
   let accuracy: tf.Scalar | undefined;
   if (opts.accuracy) {
-    const hit = tf.cast(tf.equal(tf.argMax(logits, -1), tf.tensor1d(b.targets, 'int32')), 'float32');
+    const hit = tf.cast(tf.equal(tf.argMax(logits, -1), targets), 'float32');
     accuracy = (weights ? tf.div(tf.sum(tf.mul(hit, weights)), tf.maximum(tf.sum(weights), 1)) : tf.mean(hit)) as tf.Scalar;
   }
   return { total, ce, balance, z, utilization, accuracy };
