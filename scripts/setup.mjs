@@ -55,12 +55,12 @@ function pyVersion() {
 const lockSha = sha('package-lock.json');
 const nodeStamp = join(root, 'node_modules', '.lathe-lock-sha');
 if (stamp(nodeStamp) !== lockSha) {
-  // `npm install` honours the lockfile; `npm ci` rejects it because npm leaves other platforms'
-  // optional packages (rollup, esbuild) out of the lock here.
-  log('installing node dependencies (npm install from package-lock.json)');
-  // onnxruntime-node carries its CPU library in the package; its install script would only fetch
-  // CUDA add-ons from the network (npm 11 does not run it unless approved; this says so if it does).
-  run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
+  // `npm ci` never writes the lockfile, so set-up leaves the tree clean and, once installed, never
+  // reaches the registry again. The committed lock lists every platform's optional packages.
+  log('installing node dependencies (npm ci from package-lock.json)');
+  // Install scripts stay off: onnxruntime-node carries its CPU library in the package, and its script
+  // would only fetch CUDA add-ons from the network.
+  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
   writeFileSync(nodeStamp, lockSha);
 }
 
