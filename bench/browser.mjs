@@ -33,8 +33,20 @@ const quantile = (xs, q) => {
 };
 
 async function startLab(port, serverRoot, steps) {
-  const args = ['--no-browser', `--port=${port}`, '--ServerApp.port_retries=0', '--IdentityProvider.token=', '--ServerApp.disable_check_xsrf=True', '--LabApp.expose_app_in_browser=True', `--ServerApp.root_dir=${serverRoot}`];
-  const child = spawn(process.execPath, [join(root, 'scripts', 'start.mjs'), '--', ...args], { env: { ...process.env, LATHE_STEPS: String(steps) }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const args = [
+    '--no-browser',
+    `--port=${port}`,
+    '--ServerApp.port_retries=0',
+    '--IdentityProvider.token=',
+    '--ServerApp.disable_check_xsrf=True',
+    '--LabApp.expose_app_in_browser=True',
+    `--ServerApp.root_dir=${serverRoot}`,
+  ];
+  const child = spawn(process.execPath, [join(root, 'scripts', 'start.mjs'), '--', ...args], {
+    env: { ...process.env, LATHE_STEPS: String(steps) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
   let log = '';
   child.stderr.on('data', (d) => (log = (log + d).slice(-4000)));
   for (let i = 0; i < 240; i++) {
@@ -51,12 +63,23 @@ async function startLab(port, serverRoot, steps) {
 }
 
 async function upload(port, path, notebook) {
-  const r = await fetch(`http://127.0.0.1:${port}/api/contents/${path}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'notebook', format: 'json', content: notebook }) });
+  const r = await fetch(`http://127.0.0.1:${port}/api/contents/${path}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'notebook', format: 'json', content: notebook }),
+  });
   if (!r.ok) throw new Error(`upload ${path}: ${r.status} ${await r.text()}`);
 }
 
 const notebook = (sources) => ({
-  cells: sources.map((source, i) => ({ cell_type: 'code', id: `b${i}`, metadata: {}, outputs: [], execution_count: null, source })),
+  cells: sources.map((source, i) => ({
+    cell_type: 'code',
+    id: `b${i}`,
+    metadata: {},
+    outputs: [],
+    execution_count: null,
+    source,
+  })),
   metadata: { kernelspec: { name: 'lathe', display_name: 'Lathe (TypeScript)', language: 'typescript' } },
   nbformat: 4,
   nbformat_minor: 5,
@@ -65,7 +88,11 @@ const notebook = (sources) => ({
 async function openAndRun(page, port, path) {
   // A workspace per notebook, so the page holds only this one.
   await page.goto(`http://127.0.0.1:${port}/lab/workspaces/${path.replace(/\W/g, '')}/tree/${path}`);
-  await page.waitForFunction(() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 180_000 });
+  await page.waitForFunction(
+    () => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
+    null,
+    { timeout: 180_000 },
+  );
   await page.evaluate(() => {
     window.__latheDraws = [];
     void window.jupyterapp.commands.execute('notebook:run-all-cells');
@@ -74,7 +101,8 @@ async function openAndRun(page, port, path) {
 
 /** Rows for bench/run.mjs. */
 export async function browserChart({ quick = false } = {}) {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run \`npm run setup -- --browser\` (installs Debian's chromium)`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: run \`npm run setup -- --browser\` (installs Debian's chromium)`);
   const require = createRequire(join(uiTests, 'package.json'));
   const { chromium } = require('playwright-core');
   const serverRoot = mkdtempSync(join(tmpdir(), 'lathe-bench-lab-'));
@@ -87,9 +115,19 @@ export async function browserChart({ quick = false } = {}) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 
     // 1. Metric to pixel, during a real training run.
-    await upload(port, 'latency.ipynb', notebook(["import { recipe } from 'lathe';\nconst r = await recipe.load('examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: Number(process.env.LATHE_STEPS) });\nrun.status"]));
+    await upload(
+      port,
+      'latency.ipynb',
+      notebook([
+        "import { recipe } from 'lathe';\nconst r = await recipe.load('examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: Number(process.env.LATHE_STEPS) });\nrun.status",
+      ]),
+    );
     await openAndRun(page, port, 'latency.ipynb');
-    await page.waitForFunction(() => document.querySelector('.jp-OutputArea .lathe-RunChart')?.getAttribute('data-status') === 'completed', null, { timeout: 600_000 });
+    await page.waitForFunction(
+      () => document.querySelector('.jp-OutputArea .lathe-RunChart')?.getAttribute('data-status') === 'completed',
+      null,
+      { timeout: 600_000 },
+    );
     const draws = await page.evaluate(() => window.__latheDraws.filter((d) => typeof d.sentAt === 'number'));
     const lat = draws.map((d) => d.drawnAt - d.sentAt);
     if (lat.length < 5) throw new Error(`only ${lat.length} timed draws during the run`);
@@ -103,7 +141,11 @@ export async function browserChart({ quick = false } = {}) {
     await openAndRun(page, port, 'redraw.ipynb');
     const chart = page.locator('.jp-NotebookPanel:visible .jp-OutputArea .lathe-RunChart').first();
     await chart.waitFor({ timeout: 300_000 });
-    await page.waitForFunction(() => Number(document.querySelector('.jp-OutputArea .lathe-RunChart')?.getAttribute('data-points')) >= 100000, null, { timeout: 300_000 });
+    await page.waitForFunction(
+      () => Number(document.querySelector('.jp-OutputArea .lathe-RunChart')?.getAttribute('data-points')) >= 100000,
+      null,
+      { timeout: 300_000 },
+    );
     const first = Number(await chart.getAttribute('data-render-ms'));
     const times = [];
     const settings = quick ? [0.3, 0.9, 0] : [0.3, 0.5, 0.7, 0.9, 0.95, 0.2, 0];
@@ -127,9 +169,32 @@ export async function browserChart({ quick = false } = {}) {
     const redraw = quantile(times, 0.5);
     const drawn = Number(await chart.getAttribute('data-drawn-points'));
     return [
-      { name: 'chart-latency', ours: p50, reference: 1000, unit: 'ms', ratio: 1000 / p50, note: `metric leaves the kernel → drawn in Chromium, p50 of ${lat.length} snapshots over a ${steps}-step run (p95 ${p95.toFixed(0)} ms); reference = the goal (1 s; moonshot 250 ms)`, detail: { p50, p95, samples: lat.length } },
-      { name: 'chart-latency:p95', ours: p95, reference: 1000, unit: 'ms', ratio: 1000 / p95, note: 'as chart-latency, 95th percentile' },
-      { name: 'chart-redraw-100k', ours: redraw, reference: 100, unit: 'ms', ratio: 100 / redraw, note: `median of ${times.length} redraws of a 100k-point run (smoothing / log-y changes; ${drawn} points drawn after decimation; first render ${first.toFixed(0)} ms); reference = the goal (100 ms)`, detail: { times, first, drawn } },
+      {
+        name: 'chart-latency',
+        ours: p50,
+        reference: 1000,
+        unit: 'ms',
+        ratio: 1000 / p50,
+        note: `metric leaves the kernel → drawn in Chromium, p50 of ${lat.length} snapshots over a ${steps}-step run (p95 ${p95.toFixed(0)} ms); reference = the goal (1 s; moonshot 250 ms)`,
+        detail: { p50, p95, samples: lat.length },
+      },
+      {
+        name: 'chart-latency:p95',
+        ours: p95,
+        reference: 1000,
+        unit: 'ms',
+        ratio: 1000 / p95,
+        note: 'as chart-latency, 95th percentile',
+      },
+      {
+        name: 'chart-redraw-100k',
+        ours: redraw,
+        reference: 100,
+        unit: 'ms',
+        ratio: 100 / redraw,
+        note: `median of ${times.length} redraws of a 100k-point run (smoothing / log-y changes; ${drawn} points drawn after decimation; first render ${first.toFixed(0)} ms); reference = the goal (100 ms)`,
+        detail: { times, first, drawn },
+      },
     ];
   } finally {
     await browser.close();
@@ -150,5 +215,8 @@ export async function browserChart({ quick = false } = {}) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const rows = await browserChart({ quick: process.argv.includes('--quick') });
-  for (const r of rows) console.log(`${r.name.padEnd(20)} ${r.ours.toFixed(1).padStart(8)} ${r.unit}  ratio ${r.ratio.toFixed(2)}  ${r.note}`);
+  for (const r of rows)
+    console.log(
+      `${r.name.padEnd(20)} ${r.ours.toFixed(1).padStart(8)} ${r.unit}  ratio ${r.ratio.toFixed(2)}  ${r.note}`,
+    );
 }

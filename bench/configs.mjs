@@ -36,16 +36,30 @@ export const TRAIN = {
 
 /** Forward+backward FLOPs per token: 6 x active params + 12 x layers x dim x context (attention). */
 export function flopsPerToken(spec) {
-  const trunk = spec.vocabSize * spec.dim * (spec.tieEmbeddings ? 1 : 2) + spec.layers * (2 * spec.dim + 2 * spec.heads * spec.headDim * spec.dim + 2 * spec.kvHeads * spec.headDim * spec.dim) + spec.dim;
+  const trunk =
+    spec.vocabSize * spec.dim * (spec.tieEmbeddings ? 1 : 2) +
+    spec.layers *
+      (2 * spec.dim + 2 * spec.heads * spec.headDim * spec.dim + 2 * spec.kvHeads * spec.headDim * spec.dim) +
+    spec.dim;
   const ffnPerExpert = 3 * spec.dim * spec.ffnDim;
-  const ffn = spec.arch === 'moe' ? spec.layers * (spec.experts * spec.dim + spec.topK * ffnPerExpert) : spec.layers * ffnPerExpert;
+  const ffn =
+    spec.arch === 'moe'
+      ? spec.layers * (spec.experts * spec.dim + spec.topK * ffnPerExpert)
+      : spec.layers * ffnPerExpert;
   return 6 * (trunk + ffn) + 12 * spec.layers * spec.dim * spec.context;
 }
 
 /** Total parameter count (all experts). */
 export function numParams(spec) {
-  const trunk = spec.vocabSize * spec.dim * (spec.tieEmbeddings ? 1 : 2) + spec.layers * (2 * spec.dim + 2 * spec.heads * spec.headDim * spec.dim + 2 * spec.kvHeads * spec.headDim * spec.dim) + spec.dim;
+  const trunk =
+    spec.vocabSize * spec.dim * (spec.tieEmbeddings ? 1 : 2) +
+    spec.layers *
+      (2 * spec.dim + 2 * spec.heads * spec.headDim * spec.dim + 2 * spec.kvHeads * spec.headDim * spec.dim) +
+    spec.dim;
   const ffnPerExpert = 3 * spec.dim * spec.ffnDim;
-  const ffn = spec.arch === 'moe' ? spec.layers * (spec.experts * spec.dim + spec.experts * ffnPerExpert) : spec.layers * ffnPerExpert;
+  const ffn =
+    spec.arch === 'moe'
+      ? spec.layers * (spec.experts * spec.dim + spec.experts * ffnPerExpert)
+      : spec.layers * ffnPerExpert;
   return trunk + ffn;
 }

@@ -26,10 +26,118 @@ const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => Stri
 
 // Syllable inventories per script; words are 1-4 syllables.
 const SCRIPTS = {
-  latin: { weight: 0.66, syl: ['th', 'e', 'an', 'in', 'er', 'on', 're', 'ing', 'st', 'al', 'ou', 'or', 'it', 'is', 'en', 'ar', 'ti', 'ed', 'to', 'le', 'ch', 'ly', 'pro', 'con', 'ma', 'de', 'ver', 'ble', 'sh', 'wa', 'ke', 'po', 'si', 'nu', 'gr', 'fl', 'qu', 'x', 'z', 'ol'], space: true },
-  european: { weight: 0.1, syl: ['é', 'ü', 'ñ', 'ça', 'ö', 'à', 'ß', 'ø', 'å', 'ei', 'sch', 'ción', 'ung', 'lé', 'mö', 'ná', 'gué', 'zo', 'ri', 'te', 'la', 'ch', 'ão', 'ię', 'ł', 'ż', 'ř', 'š'], space: true },
-  cyrillic: { weight: 0.08, syl: ['ра', 'но', 'ст', 'ко', 'ви', 'ть', 'ли', 'пр', 'ов', 'ени', 'ка', 'то', 'за', 'мо', 'ый', 'ая', 'щ', 'ж', 'ю', 'эт', 'ёл'], space: true },
-  greek: { weight: 0.03, syl: ['κα', 'το', 'λο', 'ση', 'μέ', 'νο', 'πα', 'ρι', 'ει', 'θε', 'ψυ', 'χή', 'ων', 'ές', 'αι'], space: true },
+  latin: {
+    weight: 0.66,
+    syl: [
+      'th',
+      'e',
+      'an',
+      'in',
+      'er',
+      'on',
+      're',
+      'ing',
+      'st',
+      'al',
+      'ou',
+      'or',
+      'it',
+      'is',
+      'en',
+      'ar',
+      'ti',
+      'ed',
+      'to',
+      'le',
+      'ch',
+      'ly',
+      'pro',
+      'con',
+      'ma',
+      'de',
+      'ver',
+      'ble',
+      'sh',
+      'wa',
+      'ke',
+      'po',
+      'si',
+      'nu',
+      'gr',
+      'fl',
+      'qu',
+      'x',
+      'z',
+      'ol',
+    ],
+    space: true,
+  },
+  european: {
+    weight: 0.1,
+    syl: [
+      'é',
+      'ü',
+      'ñ',
+      'ça',
+      'ö',
+      'à',
+      'ß',
+      'ø',
+      'å',
+      'ei',
+      'sch',
+      'ción',
+      'ung',
+      'lé',
+      'mö',
+      'ná',
+      'gué',
+      'zo',
+      'ri',
+      'te',
+      'la',
+      'ch',
+      'ão',
+      'ię',
+      'ł',
+      'ż',
+      'ř',
+      'š',
+    ],
+    space: true,
+  },
+  cyrillic: {
+    weight: 0.08,
+    syl: [
+      'ра',
+      'но',
+      'ст',
+      'ко',
+      'ви',
+      'ть',
+      'ли',
+      'пр',
+      'ов',
+      'ени',
+      'ка',
+      'то',
+      'за',
+      'мо',
+      'ый',
+      'ая',
+      'щ',
+      'ж',
+      'ю',
+      'эт',
+      'ёл',
+    ],
+    space: true,
+  },
+  greek: {
+    weight: 0.03,
+    syl: ['κα', 'το', 'λο', 'ση', 'μέ', 'νο', 'πα', 'ρι', 'ει', 'θε', 'ψυ', 'χή', 'ων', 'ές', 'αι'],
+    space: true,
+  },
   cjk: { weight: 0.07, syl: [...range(0x4e00, 0x4e00 + 900), ...range(0x3041, 0x3093)], space: false },
   arabic: { weight: 0.03, syl: ['ال', 'من', 'كت', 'اب', 'سل', 'ام', 'عر', 'بي', 'ة', 'ون', 'يد', 'قر'], space: true },
   devanagari: { weight: 0.03, syl: ['क', 'ना', 'में', 'है', 'सं', 'स्क', 'ृत', 'भा', 'षा', 'गु', 'रु', 'दे', 'व'], space: true },
@@ -87,8 +195,10 @@ function number(rand) {
   if (k < 0.3) return String(Math.floor(rand() * 100));
   if (k < 0.5) return String(1900 + Math.floor(rand() * 130));
   if (k < 0.65) return `${(rand() * 100).toFixed(1)}%`;
-  if (k < 0.8) return `${Math.floor(rand() * 10000).toLocaleString('en-US')}.${String(Math.floor(rand() * 100)).padStart(2, '0')}`;
-  if (k < 0.9) return `${2000 + Math.floor(rand() * 26)}-${String(1 + Math.floor(rand() * 12)).padStart(2, '0')}-${String(1 + Math.floor(rand() * 28)).padStart(2, '0')}`;
+  if (k < 0.8)
+    return `${Math.floor(rand() * 10000).toLocaleString('en-US')}.${String(Math.floor(rand() * 100)).padStart(2, '0')}`;
+  if (k < 0.9)
+    return `${2000 + Math.floor(rand() * 26)}-${String(1 + Math.floor(rand() * 12)).padStart(2, '0')}-${String(1 + Math.floor(rand() * 28)).padStart(2, '0')}`;
   return `+1 (${100 + Math.floor(rand() * 900)}) 555-${String(Math.floor(rand() * 10000)).padStart(4, '0')}`;
 }
 
@@ -102,7 +212,8 @@ function sentence(rand, lang) {
     if (k < 0.04) w = number(rand);
     else if (k < 0.045) w = EMOJI[Math.floor(rand() * EMOJI.length)];
     else w = lang.word();
-    if (spaced && lang.script === 'latin' && rand() < 0.03) w += ["'s", "'ve", "'re", "'ll", "n't", "'d"][Math.floor(rand() * 6)];
+    if (spaced && lang.script === 'latin' && rand() < 0.03)
+      w += ["'s", "'ve", "'re", "'ll", "n't", "'d"][Math.floor(rand() * 6)];
     if (spaced && i < n - 1 && rand() < 0.08) w += rand() < 0.8 ? ',' : ':';
     if (rand() < 0.02) w = rand() < 0.5 ? `"${w}"` : `(${w})`;
     parts.push(w);
@@ -116,7 +227,8 @@ function sentence(rand, lang) {
 export function generateCorpus(bytes, emit, seed = 20240601) {
   const rand = mulberry32(seed);
   const langs = {};
-  for (const script of Object.keys(SCRIPTS)) langs[script] = new Language(rand, script, script === 'latin' ? 30000 : 6000);
+  for (const script of Object.keys(SCRIPTS))
+    langs[script] = new Language(rand, script, script === 'latin' ? 30000 : 6000);
   const names = Object.keys(SCRIPTS);
   const pick = () => {
     let u = rand();
@@ -136,7 +248,8 @@ export function generateCorpus(bytes, emit, seed = 20240601) {
       let para = ss.join(SCRIPTS[main.script].space ? ' ' : '');
       const k = rand();
       if (k < 0.05) para = CODE[Math.floor(rand() * CODE.length)];
-      else if (k < 0.08) para += ` See https://example.org/${main.word()}/${Math.floor(rand() * 1e4)}?q=${encodeURIComponent(main.word())}.`;
+      else if (k < 0.08)
+        para += ` See https://example.org/${main.word()}/${Math.floor(rand() * 1e4)}?q=${encodeURIComponent(main.word())}.`;
       else if (k < 0.12) para = `- ${para}`;
       paras.push(para);
     }
@@ -172,7 +285,10 @@ export async function writeCorpus(path, megabytes = 50, seed) {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { positionals, values } = parseArgs({ allowPositionals: true, options: { mb: { type: 'string', default: '50' } } });
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { mb: { type: 'string', default: '50' } },
+  });
   if (!positionals[0]) {
     console.error('usage: node bench/corpus.mjs OUT.jsonl [--mb 50]');
     process.exit(2);

@@ -15,7 +15,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 export async function kernelLatency({ quick = false } = {}) {
   const spec = join(root, '.venv', 'share', 'jupyter', 'kernels', 'lathe', 'kernel.json');
   if (!existsSync(spec) || !existsSync(join(root, 'kernel', 'dist', 'main.js'))) {
-    throw new Error('the lathe kernel is not installed: run `npm run setup` (it builds kernel/ and installs the spec into .venv)');
+    throw new Error(
+      'the lathe kernel is not installed: run `npm run setup` (it builds kernel/ and installs the spec into .venv)',
+    );
   }
   const n = quick ? 50 : 200;
   const warmup = quick ? 10 : 20;

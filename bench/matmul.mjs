@@ -3,7 +3,13 @@
 //   node bench/matmul.mjs --backend wasm [--n 1024] [--repeats 5]
 import { parseArgs } from 'node:util';
 
-const { values: a } = parseArgs({ options: { backend: { type: 'string', default: 'wasm' }, n: { type: 'string', default: '1024' }, repeats: { type: 'string', default: '5' } } });
+const { values: a } = parseArgs({
+  options: {
+    backend: { type: 'string', default: 'wasm' },
+    n: { type: 'string', default: '1024' },
+    repeats: { type: 'string', default: '5' },
+  },
+});
 const dist = new URL('../dist/src/', import.meta.url);
 const { tf } = await import(new URL('backend/tf.js', dist));
 const { useBackend } = await import(new URL('backend/select.js', dist));
@@ -33,4 +39,14 @@ const times = [];
 for (let i = 0; i < Number(a.repeats); i++) times.push(await once());
 times.sort((p, q) => p - q);
 const median = times[(times.length - 1) >> 1] / 2 + times[times.length >> 1] / 2;
-console.log(JSON.stringify({ backend: a.backend, native: nativeStatus(), threads, n, seconds: times, gflops: (2 * n ** 3) / median / 1e9, best: (2 * n ** 3) / times[0] / 1e9 }));
+console.log(
+  JSON.stringify({
+    backend: a.backend,
+    native: nativeStatus(),
+    threads,
+    n,
+    seconds: times,
+    gflops: (2 * n ** 3) / median / 1e9,
+    best: (2 * n ** 3) / times[0] / 1e9,
+  }),
+);

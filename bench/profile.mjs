@@ -6,7 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-const { positionals, values: a } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '30' } } });
+const { positionals, values: a } = parseArgs({
+  allowPositionals: true,
+  options: { top: { type: 'string', default: '30' } },
+});
 if (!positionals[0]) {
   console.error('usage: node bench/profile.mjs FILE.cpuprofile [--top N]');
   process.exit(2);
@@ -15,7 +18,8 @@ const prof = JSON.parse(readFileSync(positionals[0], 'utf8'));
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const self = new Map();
 // timeDeltas[i] is the time before samples[i]; attribute it to that sample's node.
-for (let i = 0; i < prof.samples.length; i++) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i] ?? 0));
+for (let i = 0; i < prof.samples.length; i++)
+  self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i] ?? 0));
 const total = [...self.values()].reduce((x, y) => x + y, 0);
 
 const where = (url) => {
@@ -45,4 +49,6 @@ const show = (m, top) =>
     .slice(0, top)
     .map(([k, us]) => `${(us / 1e6).toFixed(2).padStart(8)} s ${((100 * us) / total).toFixed(1).padStart(5)}%  ${k}`)
     .join('\n');
-console.log(`total sampled ${(total / 1e6).toFixed(1)} s\n\nby place:\n${show(groups, 12)}\n\ntop ${a.top} functions by self time:\n${show(fns, Number(a.top))}`);
+console.log(
+  `total sampled ${(total / 1e6).toFixed(1)} s\n\nby place:\n${show(groups, 12)}\n\ntop ${a.top} functions by self time:\n${show(fns, Number(a.top))}`,
+);

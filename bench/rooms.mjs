@@ -23,7 +23,8 @@ const dist = new URL('../dist/src/', import.meta.url);
 async function startServer(kind, dataDir) {
   const env = { ...process.env };
   let args;
-  if (kind === 'lathe') args = [join(root, 'bin', 'lathe.js'), 'rooms', 'serve', '--port', '0', '--data-dir', dataDir, '--quiet'];
+  if (kind === 'lathe')
+    args = [join(root, 'bin', 'lathe.js'), 'rooms', 'serve', '--port', '0', '--data-dir', dataDir, '--quiet'];
   else {
     // The stock server listens on PORT; find a free one first.
     const { createServer } = await import('node:net');
@@ -43,7 +44,8 @@ async function startServer(kind, dataDir) {
     const t = setTimeout(() => reject(new Error(`${kind} server did not start: ${out}`)), 30_000);
     const on = (d) => {
       out += d;
-      const m = kind === 'lathe' ? /serving (ws:\/\/[^/\s]+)/.exec(out) : /running at '([^']+)' on port (\d+)/.exec(out);
+      const m =
+        kind === 'lathe' ? /serving (ws:\/\/[^/\s]+)/.exec(out) : /running at '([^']+)' on port (\d+)/.exec(out);
       if (m) {
         clearTimeout(t);
         resolve(kind === 'lathe' ? m[1] : `ws://${m[1]}:${m[2]}`);
@@ -78,12 +80,20 @@ async function measure(kind, { clients, samples, points, interval }) {
   const dir = mkdtempSync(join(tmpdir(), `lathe-bench-rooms-${kind}-`));
   const server = await startServer(kind, join(dir, 'rooms'));
   const idle = rssMb(server.proc.pid);
-  const secret = kind === 'lathe' ? rooms.loadSecret({ dataDir: join(dir, 'rooms') }).secret : 'unused-by-the-stock-server';
+  const secret =
+    kind === 'lathe' ? rooms.loadSecret({ dataDir: join(dir, 'rooms') }).secret : 'unused-by-the-stock-server';
   const write = rooms.mintToken(secret, { room: 'run:bench', role: 'write', ttl: '1h' });
   const read = rooms.mintToken(secret, { room: 'run:bench', role: 'read', ttl: '1h' });
   const lock = { id: 'bench', backend: 'cpu', recipe: { name: 'bench', stage: 'pretrain', train: { steps: points } } };
   const run = new Run(new RunDir(join(dir, 'bench')), lock, new Promise(() => {}));
-  const pub = rooms.publishRun(run, { url: server.url, token: write, room: 'run:bench', user: 'bench', closeWhenDone: false, log: () => {} });
+  const pub = rooms.publishRun(run, {
+    url: server.url,
+    token: write,
+    room: 'run:bench',
+    user: 'bench',
+    closeWhenDone: false,
+    log: () => {},
+  });
 
   const sentAt = new Map();
   const lat = [];
@@ -119,7 +129,8 @@ async function measure(kind, { clients, samples, points, interval }) {
   const allHave = async (count, timeoutMs) => {
     const t = Date.now();
     while (received.some((r) => r < count)) {
-      if (Date.now() - t > timeoutMs) throw new Error(`${kind}: viewers stuck at ${Math.min(...received)}/${count} points`);
+      if (Date.now() - t > timeoutMs)
+        throw new Error(`${kind}: viewers stuck at ${Math.min(...received)}/${count} points`);
       await sleep(5);
     }
   };
@@ -149,7 +160,10 @@ async function measure(kind, { clients, samples, points, interval }) {
   const flushed = kind === 'lathe' ? await pub.flush(60_000) : true;
   await sleep(1000);
   const mem = rssMb(server.proc.pid);
-  const heapUsedMb = kind === 'lathe' ? (await (await fetch(`${server.url.replace('ws://', 'http://')}/healthz`)).json()).heapUsedMb : undefined;
+  const heapUsedMb =
+    kind === 'lathe'
+      ? (await (await fetch(`${server.url.replace('ws://', 'http://')}/healthz`)).json()).heapUsedMb
+      : undefined;
   const logBytes = kind === 'lathe' ? readdirSize(join(dir, 'rooms', 'logs')) : 0;
 
   pub.close();
@@ -183,7 +197,7 @@ async function measure(kind, { clients, samples, points, interval }) {
 
 /** Total bytes of the files in a folder (0 if it does not exist). */
 function readdirSize(path) {
-  let names = [];
+  let names;
   try {
     names = readdirSync(path);
   } catch {
@@ -221,7 +235,15 @@ export async function benchRooms({ clients = 20, samples = 400, points = 100_000
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const { values: a } = parseArgs({ options: { clients: { type: 'string' }, samples: { type: 'string' }, points: { type: 'string' }, interval: { type: 'string' }, quick: { type: 'boolean', default: false } } });
+  const { values: a } = parseArgs({
+    options: {
+      clients: { type: 'string' },
+      samples: { type: 'string' },
+      points: { type: 'string' },
+      interval: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+    },
+  });
   const num = (v, d) => (v === undefined ? d : Number(v));
   const { cases, detail } = await benchRooms({
     clients: num(a.clients, 20),
@@ -229,11 +251,16 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     points: num(a.points, a.quick ? 20_000 : 100_000),
     interval: num(a.interval, 10),
   });
-  const rows = [['case', 'lathe', 'stock y-websocket', 'ratio (ref/ours)'], ...cases.map((c) => [c.name, `${c.ours} ${c.unit}`, `${c.reference} ${c.unit}`, String(c.ratio)])];
+  const rows = [
+    ['case', 'lathe', 'stock y-websocket', 'ratio (ref/ours)'],
+    ...cases.map((c) => [c.name, `${c.ours} ${c.unit}`, `${c.reference} ${c.unit}`, String(c.ratio)]),
+  ];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join('  '));
   const d = detail.ours;
-  console.log(`lathe: p99 ${round(d.p99)} ms, max ${round(d.max)} ms; fill ${round(d.pointsPerSecond, 0)} points/s; peak RSS ${round(d.peakRssMb, 1)} MB`);
+  console.log(
+    `lathe: p99 ${round(d.p99)} ms, max ${round(d.max)} ms; fill ${round(d.pointsPerSecond, 0)} points/s; peak RSS ${round(d.peakRssMb, 1)} MB`,
+  );
   console.log(JSON.stringify({ cases, detail }));
   process.exit(0);
 }

@@ -25,18 +25,41 @@ const python = join(root, '.venv', 'bin', 'python');
 
 /** Every case: its rows, whether the default run includes it, and what it costs. */
 const CASES = {
-  'matmul-ceiling': { default: true, about: '1024^2 fp32 matmul GFLOP/s: tfjs wasm and cpu vs the best of numpy and torch' },
+  'matmul-ceiling': {
+    default: true,
+    about: '1024^2 fp32 matmul GFLOP/s: tfjs wasm and cpu vs the best of numpy and torch',
+  },
   'train-small-dense': { default: true, about: 'training tokens/s, 6x384 dense, batch 16 x 256, wasm vs torch' },
   'train-small-moe': { default: true, about: 'training tokens/s, 6x384 MoE 8 experts top-2, wasm vs torch' },
   'train-tiny-dense': { default: true, about: 'training tokens/s, 2x128 dense, wasm vs torch' },
   'tokenizer-train': { default: true, about: 'BPE training MB/s on a ~50 MB corpus vs HF tokenizers' },
   'tokenizer-encode': { default: true, about: 'encode MB/s on the same corpus vs HF tokenizers (encode_batch)' },
-  'peak-memory': { default: true, about: 'peak RSS of the small dense training vs torch (reuses train-small-dense children)' },
-  'chart-latency': { default: true, about: 'in Chromium: metric leaving the kernel → drawn (p50/p95 ms, goal 1 s) and 100k-point chart redraw (ms, goal 100 ms) (bench/browser.mjs)' },
-  'rooms-propagation': { default: true, about: 'run room: 20 viewers on loopback, propagation p50/p95 (goal p95 <= 100 ms) and server RSS after 100k points, vs stock y-websocket (bench/rooms.mjs)' },
-  'kernel-latency': { default: true, about: 'execute_request round trip of a trivial cell, p50/p95 ms, the lathe kernel vs ipykernel (bench/kernel.mjs)' },
-  'train-tiny-dense:cpu': { default: false, about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)' },
-  'train-small-dense:cpu': { default: false, about: 'train-small-dense on the tfjs cpu backend (very slow: an hour or more a step)' },
+  'peak-memory': {
+    default: true,
+    about: 'peak RSS of the small dense training vs torch (reuses train-small-dense children)',
+  },
+  'chart-latency': {
+    default: true,
+    about:
+      'in Chromium: metric leaving the kernel → drawn (p50/p95 ms, goal 1 s) and 100k-point chart redraw (ms, goal 100 ms) (bench/browser.mjs)',
+  },
+  'rooms-propagation': {
+    default: true,
+    about:
+      'run room: 20 viewers on loopback, propagation p50/p95 (goal p95 <= 100 ms) and server RSS after 100k points, vs stock y-websocket (bench/rooms.mjs)',
+  },
+  'kernel-latency': {
+    default: true,
+    about: 'execute_request round trip of a trivial cell, p50/p95 ms, the lathe kernel vs ipykernel (bench/kernel.mjs)',
+  },
+  'train-tiny-dense:cpu': {
+    default: false,
+    about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)',
+  },
+  'train-small-dense:cpu': {
+    default: false,
+    about: 'train-small-dense on the tfjs cpu backend (very slow: an hour or more a step)',
+  },
 };
 
 /** Goals of issue 8, as ratios (higher is better). */
@@ -56,10 +79,16 @@ const { values: args } = parseArgs({
 });
 
 if (args.list) {
-  for (const [name, c] of Object.entries(CASES)) console.log(`${name.padEnd(24)} ${c.default ? 'default' : 'opt-in '}  ${c.about}`);
+  for (const [name, c] of Object.entries(CASES))
+    console.log(`${name.padEnd(24)} ${c.default ? 'default' : 'opt-in '}  ${c.about}`);
   process.exit(0);
 }
-const selected = args.cases ? args.cases.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(CASES).filter((k) => CASES[k].default);
+const selected = args.cases
+  ? args.cases
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+  : Object.keys(CASES).filter((k) => CASES[k].default);
 for (const c of selected) {
   if (!CASES[c]) {
     console.error(`bench: unknown case "${c}"; cases: ${Object.keys(CASES).join(', ')}`);
@@ -67,7 +96,9 @@ for (const c of selected) {
   }
 }
 if (!existsSync(python)) {
-  console.error(`bench: ${python} is missing; run \`npm run setup\` (it installs torch, numpy and tokenizers from requirements.txt)`);
+  console.error(
+    `bench: ${python} is missing; run \`npm run setup\` (it installs torch, numpy and tokenizers from requirements.txt)`,
+  );
   process.exit(2);
 }
 if (!existsSync(join(root, 'dist', 'src', 'model', 'model.js'))) {
@@ -86,7 +117,10 @@ const REPEATS = {
   tokEncode: quick ? 1 : 3,
 };
 /** Micro-batch of our training step per model and backend (see README: the wasm heap is 4 GB). */
-const MICRO = { wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 }, cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 } };
+const MICRO = {
+  wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
+  cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
+};
 const STEP_TIMEOUT_S = 30 * 60;
 /**
  * Our children run as Lathe does by default: single-threaded wasm (with the native kernels on, the
@@ -108,14 +142,19 @@ const started = Date.now();
 /** Runs a command to completion; resolves to the JSON of its last stdout line. */
 function runJson(cmd, argv, opts = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...opts.env } });
+    const child = spawn(cmd, argv, {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...opts.env },
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     const timer = opts.timeoutS ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutS * 1000) : undefined;
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const last = out.trim().split('\n').pop();
-      if (code !== 0) return reject(new Error(`${cmd} ${argv.join(' ')} exited ${code ?? signal}${last ? `: ${last}` : ''}`));
+      if (code !== 0)
+        return reject(new Error(`${cmd} ${argv.join(' ')} exited ${code ?? signal}${last ? `: ${last}` : ''}`));
       try {
         resolve(JSON.parse(last));
       } catch {
@@ -142,7 +181,13 @@ class Server {
 
   async next() {
     let timer;
-    const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${this.label}: no answer in ${STEP_TIMEOUT_S} s`)), STEP_TIMEOUT_S * 1000)));
+    const timeout = new Promise(
+      (_, reject) =>
+        (timer = setTimeout(
+          () => reject(new Error(`${this.label}: no answer in ${STEP_TIMEOUT_S} s`)),
+          STEP_TIMEOUT_S * 1000,
+        )),
+    );
     const line = this.lines.next().then(async (r) => {
       if (r.done) throw new Error(`${this.label} exited (${await this.exit}) before answering: ${this.cause()}`);
       return JSON.parse(r.value);
@@ -156,8 +201,15 @@ class Server {
 
   /** The error line of a crashed child (e.g. tfjs-wasm's "RuntimeError: Aborted()"). */
   cause() {
-    const lines = this.stderrTail.split('\n').map((l) => l.trim()).filter(Boolean);
-    return lines.reverse().find((l) => /Error|Abort|out of memory|Killed/i.test(l) && !l.startsWith('at ')) ?? lines[0] ?? 'no message';
+    const lines = this.stderrTail
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    return (
+      lines.reverse().find((l) => /Error|Abort|out of memory|Killed/i.test(l) && !l.startsWith('at ')) ??
+      lines[0] ??
+      'no message'
+    );
   }
 
   async send(cmd) {
@@ -200,11 +252,27 @@ async function matmulCeiling() {
   const xnn1 = [];
   for (let r = 0; r < REPEATS.matmul; r++) {
     ref.push(await referenceMatmul());
-    wasm.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], { env: OURS_ENV }));
-    xnn.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], { env: XNNPACK_ENV }));
-    xnn1.push(await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], { env: { ...XNNPACK_ENV, LATHE_WASM_THREADS: '1' } }));
+    wasm.push(
+      await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], {
+        env: OURS_ENV,
+      }),
+    );
+    xnn.push(
+      await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], {
+        env: XNNPACK_ENV,
+      }),
+    );
+    xnn1.push(
+      await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'wasm', '--repeats', '5'], {
+        env: { ...XNNPACK_ENV, LATHE_WASM_THREADS: '1' },
+      }),
+    );
   }
-  const cpu = await runJson(process.execPath, [join(here, 'matmul.mjs'), '--backend', 'cpu', '--repeats', quick ? '1' : '2'], { env: { LATHE_NATIVE_KERNELS: '0' } });
+  const cpu = await runJson(
+    process.execPath,
+    [join(here, 'matmul.mjs'), '--backend', 'cpu', '--repeats', quick ? '1' : '2'],
+    { env: { LATHE_NATIVE_KERNELS: '0' } },
+  );
   const numpy = median(ref.map((r) => r.numpy));
   const torch = median(ref.map((r) => r.torch));
   const refMedian = Math.max(numpy, torch);
@@ -230,9 +298,33 @@ async function matmulCeiling() {
   };
   const note = `medians; tfjs vs ${refName}, 2 threads; MFU ceiling = fastest reference product seen (1024^2 or 2048^2) ${ceiling.toFixed(0)} GFLOP/s`;
   return [
-    { name: 'matmul-ceiling', ours: detail.tfjsWasm, reference: refMedian, unit: 'GFLOP/s', ratio: detail.tfjsWasm / refMedian, note: `wasm backend as Lathe runs it: ${detail.native}; ${note}`, detail },
-    { name: 'matmul-ceiling:xnnpack', ours: detail.xnnpack, reference: refMedian, unit: 'GFLOP/s', ratio: detail.xnnpack / refMedian, note: `tfjs-wasm's own kernel, ${detail.xnnpackThreads} threads (1 thread: ${detail.xnnpack1Thread.toFixed(1)})`, detail },
-    { name: 'matmul-ceiling:cpu', ours: cpu.gflops, reference: refMedian, unit: 'GFLOP/s', ratio: cpu.gflops / refMedian, note: 'tfjs cpu backend, its own kernel', detail },
+    {
+      name: 'matmul-ceiling',
+      ours: detail.tfjsWasm,
+      reference: refMedian,
+      unit: 'GFLOP/s',
+      ratio: detail.tfjsWasm / refMedian,
+      note: `wasm backend as Lathe runs it: ${detail.native}; ${note}`,
+      detail,
+    },
+    {
+      name: 'matmul-ceiling:xnnpack',
+      ours: detail.xnnpack,
+      reference: refMedian,
+      unit: 'GFLOP/s',
+      ratio: detail.xnnpack / refMedian,
+      note: `tfjs-wasm's own kernel, ${detail.xnnpackThreads} threads (1 thread: ${detail.xnnpack1Thread.toFixed(1)})`,
+      detail,
+    },
+    {
+      name: 'matmul-ceiling:cpu',
+      ours: cpu.gflops,
+      reference: refMedian,
+      unit: 'GFLOP/s',
+      ratio: cpu.gflops / refMedian,
+      note: 'tfjs cpu backend, its own kernel',
+      detail,
+    },
   ];
 }
 
@@ -242,9 +334,45 @@ async function trainCase(caseName, model, backend) {
   spawnSync('mkdir', ['-p', dir]);
   const repeats = REPEATS[model];
   const micro = Number(args.micro ?? MICRO[backend][model]);
-  await runJson(process.execPath, [join(here, 'train_step.mjs'), 'export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)]);
-  const ours = new Server(`ours ${model} ${backend}`, process.execPath, [...NODE_FLAGS, join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)], OURS_ENV);
-  const ref = new Server(`torch ${model}`, python, [join(here, 'reference_llama.py'), '--serve', '--dir', dir, '--check-micro', String(micro), '--threads', args['ref-threads']]);
+  await runJson(process.execPath, [
+    join(here, 'train_step.mjs'),
+    'export',
+    '--model',
+    model,
+    '--dir',
+    dir,
+    '--batches',
+    String(repeats + 4),
+  ]);
+  const ours = new Server(
+    `ours ${model} ${backend}`,
+    process.execPath,
+    [
+      ...NODE_FLAGS,
+      join(here, 'train_step.mjs'),
+      'train',
+      '--serve',
+      '--model',
+      model,
+      '--backend',
+      backend,
+      '--dir',
+      dir,
+      '--micro',
+      String(micro),
+    ],
+    OURS_ENV,
+  );
+  const ref = new Server(`torch ${model}`, python, [
+    join(here, 'reference_llama.py'),
+    '--serve',
+    '--dir',
+    dir,
+    '--check-micro',
+    String(micro),
+    '--threads',
+    args['ref-threads'],
+  ]);
   const oursSteps = [];
   const refSteps = [];
   let error;
@@ -256,8 +384,16 @@ async function trainCase(caseName, model, backend) {
     refInfo = await ref.next();
     // Same model: the first batch's loss from the same weights, before any update.
     const [lo, lr] = [(await ours.send('loss')).initialLoss, (await ref.send('loss')).initialLoss];
-    check = { initialLossOurs: lo, initialLossReference: lr, initialLossDiff: Math.abs(lo - lr), tolerance: 1e-4, pass: Math.abs(lo - lr) <= 1e-4 };
-    log(`${caseName}: initial loss ours ${lo.toFixed(6)} torch ${lr.toFixed(6)} |diff| ${check.initialLossDiff.toExponential(2)} ${check.pass ? 'ok' : 'MISMATCH'}`);
+    check = {
+      initialLossOurs: lo,
+      initialLossReference: lr,
+      initialLossDiff: Math.abs(lo - lr),
+      tolerance: 1e-4,
+      pass: Math.abs(lo - lr) <= 1e-4,
+    };
+    log(
+      `${caseName}: initial loss ours ${lo.toFixed(6)} torch ${lr.toFixed(6)} |diff| ${check.initialLossDiff.toExponential(2)} ${check.pass ? 'ok' : 'MISMATCH'}`,
+    );
     // Warm-up step each, then bracket each of our timed steps with reference steps.
     const warmRef = await ref.send('step');
     const warmOurs = await ours.send('step');
@@ -269,7 +405,10 @@ async function trainCase(caseName, model, backend) {
     }
     refSteps.push(await ref.send('step'));
     const common = Math.min(oursSteps.length, refSteps.length);
-    check.lossDiffPerStep = [Math.abs(warmOurs.loss - warmRef.loss), ...oursSteps.slice(0, common).map((s, i) => Math.abs(s.loss - refSteps[i].loss))];
+    check.lossDiffPerStep = [
+      Math.abs(warmOurs.loss - warmRef.loss),
+      ...oursSteps.slice(0, common).map((s, i) => Math.abs(s.loss - refSteps[i].loss)),
+    ];
     oursInfo = { ...oursInfo, ...(await ours.quit()) };
   } catch (e) {
     error = e.message;
@@ -282,13 +421,31 @@ async function trainCase(caseName, model, backend) {
     refInfo = { ...refInfo, ...(await ref.quit()) };
   } catch (e) {
     ref.kill();
-    throw new Error(`${caseName}: the PyTorch reference failed: ${e.message}`);
+    throw new Error(`${caseName}: the PyTorch reference failed: ${e.message}`, { cause: e });
   }
   let fwdBwd;
   if (error) {
     // Our full step cannot run: time the loss and gradients alone in a fresh child, so the table
     // still shows what the step costs before the optimizer.
-    const probe = new Server(`ours ${model} ${backend} (grads only)`, process.execPath, [...NODE_FLAGS, join(here, 'train_step.mjs'), 'train', '--serve', '--model', model, '--backend', backend, '--dir', dir, '--micro', String(micro)], OURS_ENV);
+    const probe = new Server(
+      `ours ${model} ${backend} (grads only)`,
+      process.execPath,
+      [
+        ...NODE_FLAGS,
+        join(here, 'train_step.mjs'),
+        'train',
+        '--serve',
+        '--model',
+        model,
+        '--backend',
+        backend,
+        '--dir',
+        dir,
+        '--micro',
+        String(micro),
+      ],
+      OURS_ENV,
+    );
     try {
       await probe.next();
       const timed = await probe.send('grads'); // one cold step: the full step already took minutes
@@ -321,7 +478,9 @@ async function trainCase(caseName, model, backend) {
       referenceStepSeconds: refSteps.map((s) => s.seconds),
       referenceStepCpuSeconds: refSteps.map((s) => s.cpuSeconds),
       // Noise only ever adds time: the fastest step of each side is the least disturbed estimate.
-      bestOfRatio: oursSteps.length ? Math.min(...refSteps.map((x) => x.seconds)) / Math.min(...oursSteps.map((x) => x.seconds)) : 0,
+      bestOfRatio: oursSteps.length
+        ? Math.min(...refSteps.map((x) => x.seconds)) / Math.min(...oursSteps.map((x) => x.seconds))
+        : 0,
       pairedRatios: oursSteps.map((s, i) => (refSteps[i].seconds + refSteps[i + 1].seconds) / 2 / s.seconds),
       oursThreads: oursInfo?.threads,
       oursFusedKernels: oursInfo?.fusedKernels,
@@ -334,9 +493,14 @@ async function trainCase(caseName, model, backend) {
   };
   if (error) report.error = error;
   if (oursSteps.length) report.note += `; best-of ratio ${report.detail.bestOfRatio.toFixed(2)}`;
-  if (check.pass === false) report.note += `; SAME-MODEL CHECK FAILED: initial loss differs by ${check.initialLossDiff.toExponential(2)}`;
+  if (check.pass === false)
+    report.note += `; SAME-MODEL CHECK FAILED: initial loss differs by ${check.initialLossDiff.toExponential(2)}`;
   if (fwdBwd?.tokensPerSecond) report.note += `; ours loss+grads alone ${fwdBwd.tokensPerSecond.toFixed(1)} tokens/s`;
-  if (flopsPerToken && ceiling) report.mfu = { ours: (oursTps * flopsPerToken) / (ceiling * 1e9), reference: (refTps * flopsPerToken) / (ceiling * 1e9) };
+  if (flopsPerToken && ceiling)
+    report.mfu = {
+      ours: (oursTps * flopsPerToken) / (ceiling * 1e9),
+      reference: (refTps * flopsPerToken) / (ceiling * 1e9),
+    };
   training[`${model}:${backend}`] = report;
   return [report];
 }
@@ -365,11 +529,40 @@ async function tokenizerTrain() {
   const oursPath = join(work, 'tokenizer-ours.json');
   const refPath = join(work, 'tokenizer-hf.json');
   for (let r = 0; r < REPEATS.tokTrain; r++) {
-    ref.push(await runJson(python, [join(here, 'reference_tokenizers.py'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', refPath]));
-    ours.push(await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', oursPath]));
+    ref.push(
+      await runJson(python, [
+        join(here, 'reference_tokenizers.py'),
+        'train',
+        '--corpus',
+        c.path,
+        '--vocab',
+        '4096',
+        '--out',
+        refPath,
+      ]),
+    );
+    ours.push(
+      await runJson(process.execPath, [
+        join(here, 'tokenizer.mjs'),
+        'train',
+        '--corpus',
+        c.path,
+        '--vocab',
+        '4096',
+        '--out',
+        oursPath,
+      ]),
+    );
   }
   oursTokenizer = oursPath;
-  const merges = await runJson(python, [join(here, 'reference_tokenizers.py'), 'merges', '--ours', oursPath, '--theirs', refPath]);
+  const merges = await runJson(python, [
+    join(here, 'reference_tokenizers.py'),
+    'merges',
+    '--ours',
+    oursPath,
+    '--theirs',
+    refPath,
+  ]);
   const o = median(ours.map((x) => x.mbPerSecond));
   const h = median(ref.map((x) => x.mbPerSecond));
   return [
@@ -380,7 +573,16 @@ async function tokenizerTrain() {
       unit: 'MB/s',
       ratio: o / h,
       note: `vocab 4096 on ${(c.bytes / 1e6).toFixed(1)} MB; HF tokenizers ${ref[0].threads} threads`,
-      detail: { corpusBytes: c.bytes, docs: c.docs, bestOfRatio: Math.min(...ref.map((x) => x.seconds)) / Math.min(...ours.map((x) => x.seconds)), oursSeconds: ours.map((x) => x.seconds), referenceSeconds: ref.map((x) => x.seconds), oursPeakRssMb: ours[0].peakRssMb, referencePeakRssMb: ref[0].peakRssMb, merges },
+      detail: {
+        corpusBytes: c.bytes,
+        docs: c.docs,
+        bestOfRatio: Math.min(...ref.map((x) => x.seconds)) / Math.min(...ours.map((x) => x.seconds)),
+        oursSeconds: ours.map((x) => x.seconds),
+        referenceSeconds: ref.map((x) => x.seconds),
+        oursPeakRssMb: ours[0].peakRssMb,
+        referencePeakRssMb: ref[0].peakRssMb,
+        merges,
+      },
     },
   ];
 }
@@ -389,16 +591,36 @@ async function tokenizerEncode() {
   const c = await ensureCorpus();
   if (!oursTokenizer) {
     oursTokenizer = join(work, 'tokenizer-ours.json');
-    await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'train', '--corpus', c.path, '--vocab', '4096', '--out', oursTokenizer]);
+    await runJson(process.execPath, [
+      join(here, 'tokenizer.mjs'),
+      'train',
+      '--corpus',
+      c.path,
+      '--vocab',
+      '4096',
+      '--out',
+      oursTokenizer,
+    ]);
   }
   const ours = [];
   const ref = [];
   const script = join(here, 'reference_tokenizers.py');
   for (let r = 0; r < REPEATS.tokEncode; r++) {
     ref.push(await runJson(python, [script, 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer]));
-    ours.push(await runJson(process.execPath, [join(here, 'tokenizer.mjs'), 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer]));
+    ours.push(
+      await runJson(process.execPath, [
+        join(here, 'tokenizer.mjs'),
+        'encode',
+        '--corpus',
+        c.path,
+        '--tokenizer',
+        oursTokenizer,
+      ]),
+    );
   }
-  const single = await runJson(python, [script, 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer], { env: { TOKENIZERS_PARALLELISM: 'false' } });
+  const single = await runJson(python, [script, 'encode', '--corpus', c.path, '--tokenizer', oursTokenizer], {
+    env: { TOKENIZERS_PARALLELISM: 'false' },
+  });
   const o = median(ours.map((x) => x.mbPerSecond));
   const h = median(ref.map((x) => x.mbPerSecond));
   const same = ours[0].tokens === ref[0].tokens && ours[0].checksum === ref[0].checksum;
@@ -409,7 +631,16 @@ async function tokenizerEncode() {
     unit: 'MB/s',
     ratio: o / h,
     note: `same tokenizer.json; HF encode_batch ${ref[0].threads} threads (1 thread: ${single.mbPerSecond.toFixed(2)} MB/s); ids ${same ? 'identical' : 'DIFFER'}`,
-    detail: { corpusBytes: c.bytes, bestOfRatio: Math.min(...ref.map((x) => x.seconds)) / Math.min(...ours.map((x) => x.seconds)), tokens: ours[0].tokens, referenceTokens: ref[0].tokens, sameIds: same, oursSeconds: ours.map((x) => x.seconds), referenceSeconds: ref.map((x) => x.seconds), referenceOneThreadMbPerSecond: single.mbPerSecond },
+    detail: {
+      corpusBytes: c.bytes,
+      bestOfRatio: Math.min(...ref.map((x) => x.seconds)) / Math.min(...ours.map((x) => x.seconds)),
+      tokens: ours[0].tokens,
+      referenceTokens: ref[0].tokens,
+      sameIds: same,
+      oursSeconds: ours.map((x) => x.seconds),
+      referenceSeconds: ref.map((x) => x.seconds),
+      referenceOneThreadMbPerSecond: single.mbPerSecond,
+    },
   };
   if (!same) row.error = `token ids differ from HF: ${ours[0].tokens} vs ${ref[0].tokens} tokens`;
   return [row];
@@ -426,13 +657,34 @@ async function peakMemory() {
   }
   const ours = t.detail.oursPeakRssMb;
   const ref = t.detail.referencePeakRssMb;
-  const detail = { source: 'VmHWM of the train-small-dense children (wasm; torch batch 16)', oursMicroBatch: t.detail.microBatch };
+  const detail = {
+    source: 'VmHWM of the train-small-dense children (wasm; torch batch 16)',
+    oursMicroBatch: t.detail.microBatch,
+  };
   // PyTorch with our micro-batching, for a like-for-like memory comparison (2 steps).
   if (!quick) {
-    const r = await runJson(python, [join(here, 'reference_llama.py'), '--dir', join(work, 'small-dense-wasm'), '--warmup', '1', '--steps', '1', '--micro', String(t.detail.microBatch)]);
+    const r = await runJson(python, [
+      join(here, 'reference_llama.py'),
+      '--dir',
+      join(work, 'small-dense-wasm'),
+      '--warmup',
+      '1',
+      '--steps',
+      '1',
+      '--micro',
+      String(t.detail.microBatch),
+    ]);
     detail.referenceSameMicroBatchPeakRssMb = r.peakRssMb;
   }
-  const row = { name: 'peak-memory', ours: ours ?? NaN, reference: ref, unit: 'MB', ratio: ours ? ref / ours : 0, note: `peak RSS, small dense training; ours micro-batch ${t.detail.microBatch}, torch batch 16`, detail };
+  const row = {
+    name: 'peak-memory',
+    ours: ours ?? NaN,
+    reference: ref,
+    unit: 'MB',
+    ratio: ours ? ref / ours : 0,
+    note: `peak RSS, small dense training; ours micro-batch ${t.detail.microBatch}, torch batch 16`,
+    detail,
+  };
   if (!ours) row.error = t.error ?? 'no measurement';
   return [row];
 }
@@ -457,7 +709,14 @@ const RUNNERS = {
 function machine() {
   const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
   const flags = (cpuinfo.match(/^flags\s*:(.*)$/m)?.[1] ?? '').trim().split(/\s+/);
-  const py = spawnSync(python, ['-c', 'import sys, json, torch, numpy, tokenizers; print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__, "tokenizers": tokenizers.__version__, "torchThreads": torch.get_num_threads()}))'], { encoding: 'utf8' });
+  const py = spawnSync(
+    python,
+    [
+      '-c',
+      'import sys, json, torch, numpy, tokenizers; print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__, "tokenizers": tokenizers.__version__, "torchThreads": torch.get_num_threads()}))',
+    ],
+    { encoding: 'utf8' },
+  );
   const pkg = (p) => JSON.parse(readFileSync(join(root, 'node_modules', p, 'package.json'), 'utf8')).version;
   const git = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
   return {
@@ -475,7 +734,14 @@ function machine() {
   };
 }
 
-const fmt = (x) => (x === undefined || x === null || Number.isNaN(x) ? '-' : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2));
+const fmt = (x) =>
+  x === undefined || x === null || Number.isNaN(x)
+    ? '-'
+    : Math.abs(x) >= 100
+      ? x.toFixed(0)
+      : Math.abs(x) >= 10
+        ? x.toFixed(1)
+        : x.toFixed(2);
 const pct = (x) => (x === undefined ? '' : `${(x * 100).toFixed(1)}%`);
 
 function table(cases) {
@@ -492,7 +758,11 @@ function table(cases) {
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   widths[widths.length - 1] = 0;
-  const line = (r) => r.map((v, i) => (i === 0 || i >= 6 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ').trimEnd();
+  const line = (r) =>
+    r
+      .map((v, i) => (i === 0 || i >= 6 ? v.padEnd(widths[i]) : v.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [
     'ratio: higher is better (ours / reference for tokens/s, MB/s, GFLOP/s; reference / ours for MB of memory and ms of latency)',
     `MFU: achieved model FLOP/s / the fastest reference matmul seen (${ceiling ? ceiling.toFixed(0) : '?'} GFLOP/s); FLOPs/token = 6 x active params + 12 x layers x dim x context`,
@@ -503,12 +773,16 @@ function table(cases) {
 }
 
 const m = machine();
-log(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB, load ${m.loadAverageAtStart.join(' ')}; cases: ${selected.join(', ')}${quick ? ' (quick)' : ''}`);
+log(
+  `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB, load ${m.loadAverageAtStart.join(' ')}; cases: ${selected.join(', ')}${quick ? ' (quick)' : ''}`,
+);
 const results = [];
 let failed = false;
 try {
   // The ceiling first: the training rows' MFU divides by it.
-  const order = [...selected].sort((a, b) => (a === 'matmul-ceiling' ? -1 : b === 'matmul-ceiling' ? 1 : a === 'peak-memory' ? 1 : b === 'peak-memory' ? -1 : 0));
+  const order = [...selected].sort((a, b) =>
+    a === 'matmul-ceiling' ? -1 : b === 'matmul-ceiling' ? 1 : a === 'peak-memory' ? 1 : b === 'peak-memory' ? -1 : 0,
+  );
   if (order.some((c) => c.startsWith('train-')) && !order.includes('matmul-ceiling')) await ensureCeiling();
   for (const name of order) {
     const t0 = Date.now();
@@ -532,7 +806,9 @@ m.ceilingGflops = ceiling;
 m.quick = quick;
 const output = { machine: m, cases: results };
 writeFileSync(args.out, `${JSON.stringify(output, null, 2)}\n`);
-console.log(`\nLathe bench: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB; node ${m.node}, tfjs ${m.tfjs}, torch ${m.torch}; load ${m.loadAverageAtStart.join('/')} -> ${m.loadAverageAtEnd.join('/')}; ${m.benchSeconds} s`);
+console.log(
+  `\nLathe bench: ${m.cpu}, ${m.cores} cores, ${m.memoryGb} GB; node ${m.node}, tfjs ${m.tfjs}, torch ${m.torch}; load ${m.loadAverageAtStart.join('/')} -> ${m.loadAverageAtEnd.join('/')}; ${m.benchSeconds} s`,
+);
 console.log(table(results));
 console.log(`\nwrote ${args.out}`);
 process.exit(failed ? 1 : 0);

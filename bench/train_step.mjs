@@ -39,7 +39,9 @@ const { positionals, values: a } = parseArgs({
 const mode = positionals[0];
 const spec = MODELS[a.model];
 if (!spec || !a.dir || !['export', 'train'].includes(mode)) {
-  console.error('usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm] [--warmup N] [--steps N]');
+  console.error(
+    'usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm] [--warmup N] [--steps N]',
+  );
   process.exit(2);
 }
 const { batch } = TRAIN;
@@ -101,7 +103,12 @@ async function step(i) {
   const ces = [];
   const totals = [];
   for (let m = 0; m < accum; m++) {
-    const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+    const b = {
+      inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
+      targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
+      batch: micro,
+      seq,
+    };
     let ce;
     const { value, grads } = tf.variableGrads(() => {
       const l = lmLoss(model, b);
@@ -154,7 +161,18 @@ const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
 const { fusedKernels } = await import(new URL('model/kernels.js', dist));
 const { nativeStatus } = await import(new URL('backend/native.js', dist));
 const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
-const info = { model: a.model, backend: a.backend, threads, native: nativeStatus(), fusedKernels: fusedKernels(), microBatch: micro, batch, params: model.numParams, tokensPerStep: batch * seq, flopsPerToken: flopsPerToken(spec) };
+const info = {
+  model: a.model,
+  backend: a.backend,
+  threads,
+  native: nativeStatus(),
+  fusedKernels: fusedKernels(),
+  microBatch: micro,
+  batch,
+  params: model.numParams,
+  tokensPerStep: batch * seq,
+  flopsPerToken: flopsPerToken(spec),
+};
 let done = 0;
 async function timed() {
   const t0 = performance.now();
@@ -169,7 +187,12 @@ async function forwardLoss(i) {
   const full = batchAt(i);
   let sum = 0;
   for (let m = 0; m < accum; m++) {
-    const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+    const b = {
+      inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
+      targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
+      batch: micro,
+      seq,
+    };
     const t = tf.tidy(() => lmLoss(model, b).total);
     sum += (await t.data())[0];
     t.dispose();
@@ -194,11 +217,18 @@ async function kernelProfile() {
     add(byKernel, (x) => x.name)(k);
     add(byShape, (x) => `${x.name} ${JSON.stringify(x.inputShapes)}`)(k);
   }
-  const list = (m, n) => [...m].map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls })).sort((x, y) => y.ms - x.ms).slice(0, n);
+  const list = (m, n) =>
+    [...m]
+      .map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls }))
+      .sort((x, y) => y.ms - x.ms)
+      .slice(0, n);
   return { kernels: list(byKernel, 40), shapes: list(byShape, 40) };
 }
 
-const log = (r, note = '') => console.error(`[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`);
+const log = (r, note = '') =>
+  console.error(
+    `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`,
+  );
 // The wasm heap only grows, so its size is the step's peak; wasm32 stops at 4096 MB.
 const wasmHeapMb = () => (a.backend === 'wasm' ? tf.backend().wasm.HEAPU8.buffer.byteLength / 2 ** 20 : undefined);
 const final = () => ({ peakRssMb: peakRssMb(), wasmHeapMb: wasmHeapMb(), tensors: tf.memory().numTensors, ...info });
@@ -222,7 +252,12 @@ if (a.serve) {
       const t0 = performance.now();
       const full = batchAt(done++);
       for (let m = 0; m < accum; m++) {
-        const b = { inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq), targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq), batch: micro, seq };
+        const b = {
+          inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
+          targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
+          batch: micro,
+          seq,
+        };
         const { value, grads } = tf.variableGrads(() => lmLoss(model, b).total, vars);
         await value.data();
         tf.dispose([value, ...Object.values(grads)]);
@@ -244,7 +279,20 @@ for (let i = 0; i < warmup + steps; i++) {
   log(rs[i], i < warmup ? ' (warm-up)' : '');
 }
 const profile = a['tf-profile'] ? await kernelProfile() : undefined;
-const times = rs.slice(warmup).map((r) => r.seconds).sort((x, y) => x - y);
+const times = rs
+  .slice(warmup)
+  .map((r) => r.seconds)
+  .sort((x, y) => x - y);
 const median = (times[(times.length - 1) >> 1] + times[times.length >> 1]) / 2;
-console.log(JSON.stringify({ ...final(), losses: rs.map((r) => r.loss), stepSeconds: times, stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds), medianStepSeconds: median, tokensPerSecond: (batch * seq) / median, profile }));
+console.log(
+  JSON.stringify({
+    ...final(),
+    losses: rs.map((r) => r.loss),
+    stepSeconds: times,
+    stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds),
+    medianStepSeconds: median,
+    tokensPerSecond: (batch * seq) / median,
+    profile,
+  }),
+);
 process.exit(0);

@@ -3,7 +3,17 @@
 // Uses only Node built-ins, since it runs before node_modules exists.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,7 +29,10 @@ function run(cmd, args, opts = {}) {
   }
 }
 
-const sha = (file) => createHash('sha256').update(readFileSync(join(root, file))).digest('hex');
+const sha = (file) =>
+  createHash('sha256')
+    .update(readFileSync(join(root, file)))
+    .digest('hex');
 const stamp = (path) => (existsSync(path) ? readFileSync(path, 'utf8').trim() : '');
 
 /** `npm ci` in a sub-package, again only when its lockfile changes; install scripts stay off. */
@@ -29,7 +42,10 @@ function installLocked(dir, what) {
   const have = join(dir, 'node_modules', '.lathe-lock-sha');
   if (stamp(have) === want) return;
   log(`installing the node dependencies of ${what} (npm ci in ${dir})`);
-  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { cwd: dir, env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } });
+  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], {
+    cwd: dir,
+    env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' },
+  });
   writeFileSync(have, want);
 }
 
@@ -47,7 +63,11 @@ function treeSha(base, entries) {
 
 /** The venv's Python version, e.g. "3.11" (site-packages lives under it). */
 function pyVersion() {
-  const r = spawnSync(join(root, '.venv', 'bin', 'python'), ['-c', 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'], { encoding: 'utf8' });
+  const r = spawnSync(
+    join(root, '.venv', 'bin', 'python'),
+    ['-c', 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'],
+    { encoding: 'utf8' },
+  );
   return r.stdout.trim();
 }
 
@@ -60,7 +80,9 @@ if (stamp(nodeStamp) !== lockSha) {
   log('installing node dependencies (npm ci from package-lock.json)');
   // Install scripts stay off: onnxruntime-node carries its CPU library in the package, and its script
   // would only fetch CUDA add-ons from the network.
-  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
+  run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], {
+    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' },
+  });
   writeFileSync(nodeStamp, lockSha);
 }
 
@@ -97,14 +119,25 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   const kernelLockSha = sha('kernel/package-lock.json');
   const kernelStamp = join(kernelDir, 'node_modules', '.lathe-lock-sha');
   if (stamp(kernelStamp) !== kernelLockSha) {
-    log('installing the kernel\'s node dependencies (npm ci in kernel/)');
+    log("installing the kernel's node dependencies (npm ci in kernel/)");
     // Install scripts stay off: zeromq ships a prebuilt binary that loads without its script.
     run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error', '--ignore-scripts'], { cwd: kernelDir });
-    run(process.execPath, ['-e', "import('zeromq').catch((e) => { console.error('zeromq does not load: ' + e.message); process.exit(1); })"], { cwd: kernelDir });
+    run(
+      process.execPath,
+      [
+        '-e',
+        "import('zeromq').catch((e) => { console.error('zeromq does not load: ' + e.message); process.exit(1); })",
+      ],
+      { cwd: kernelDir },
+    );
     writeFileSync(kernelStamp, kernelLockSha);
   }
   log('building the kernel (tsc -p kernel)');
-  run(process.execPath, [join(kernelDir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(kernelDir, 'tsconfig.json')]);
+  run(process.execPath, [
+    join(kernelDir, 'node_modules', 'typescript', 'bin', 'tsc'),
+    '-p',
+    join(kernelDir, 'tsconfig.json'),
+  ]);
 
   const specDir = join(venv, 'share', 'jupyter', 'kernels', 'lathe');
   const template = join(root, 'jupyter-config', 'kernels', 'lathe');
@@ -131,9 +164,22 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
   const builtStamp = join(out, '.lathe-src-sha');
   if (stamp(builtStamp) !== srcSha) {
     log('building the JupyterLab extension (tsc, then @jupyterlab/builder)');
-    run(process.execPath, [join(extDir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(extDir, 'tsconfig.json')]);
+    run(process.execPath, [
+      join(extDir, 'node_modules', 'typescript', 'bin', 'tsc'),
+      '-p',
+      join(extDir, 'tsconfig.json'),
+    ]);
     const core = join(venv, 'lib', `python${pyVersion()}`, 'site-packages', 'jupyterlab', 'staging');
-    run(process.execPath, [join(extDir, 'node_modules', '@jupyterlab', 'builder', 'lib', 'build-labextension.js'), '--core-path', core, extDir], { cwd: extDir, stdio: quiet ? 'ignore' : ['ignore', 'ignore', 'inherit'] });
+    run(
+      process.execPath,
+      [
+        join(extDir, 'node_modules', '@jupyterlab', 'builder', 'lib', 'build-labextension.js'),
+        '--core-path',
+        core,
+        extDir,
+      ],
+      { cwd: extDir, stdio: quiet ? 'ignore' : ['ignore', 'ignore', 'inherit'] },
+    );
     writeFileSync(builtStamp, srcSha);
   }
   const installed = join(venv, 'share', 'jupyter', 'labextensions', 'lathe-jupyterlab');
@@ -150,9 +196,12 @@ const forTests = process.argv.includes('--tests');
 if (forTests || process.argv.includes('--browser')) {
   installLocked(join(root, 'extension', 'ui-tests'), 'the browser tests');
   if (!existsSync('/usr/bin/chromium')) {
-    log('installing Debian\'s chromium (apt-get) for the browser tests');
+    log("installing Debian's chromium (apt-get) for the browser tests");
     const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
-    const apt = (args) => run(sudo[0] ?? 'apt-get', [...(sudo.length ? ['apt-get'] : []), ...args], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    const apt = (args) =>
+      run(sudo[0] ?? 'apt-get', [...(sudo.length ? ['apt-get'] : []), ...args], {
+        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      });
     apt(['update', '-qq']);
     apt(['install', '-y', '-qq', '--no-install-recommends', 'chromium']);
   }
@@ -165,4 +214,3 @@ if (forTests) {
   if (!r.ok) log(`Slurm is not available, the Slurm test will fail saying so: ${r.reason}`);
 }
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');
-

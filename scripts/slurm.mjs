@@ -26,16 +26,32 @@ export async function ensureSlurm({ log = (m) => console.error(m) } = {}) {
   const missing = () => [...DAEMONS, ...CLIENTS].filter((c) => !which(c));
   let installed = false;
   if (missing().length) {
-    if (process.platform !== 'linux' || !which('apt-get')) return { ok: false, reason: `missing ${missing().join(', ')}, and this system has no apt-get to install slurm-wlm and munge` };
-    if (process.getuid?.() !== 0) return { ok: false, reason: `missing ${missing().join(', ')}; install them as root: apt-get install -y slurm-wlm munge` };
+    if (process.platform !== 'linux' || !which('apt-get'))
+      return {
+        ok: false,
+        reason: `missing ${missing().join(', ')}, and this system has no apt-get to install slurm-wlm and munge`,
+      };
+    if (process.getuid?.() !== 0)
+      return {
+        ok: false,
+        reason: `missing ${missing().join(', ')}; install them as root: apt-get install -y slurm-wlm munge`,
+      };
     log('slurm: installing slurm-wlm and munge with apt-get (one time)');
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     for (const args of [['update'], ['install', '-y', '--no-install-recommends', 'slurm-wlm', 'munge']]) {
       const r = spawnSync('apt-get', args, { env, encoding: 'utf8' });
-      if (r.status !== 0) return { ok: false, reason: `apt-get ${args.join(' ')} failed (exit ${r.status}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}` };
+      if (r.status !== 0)
+        return {
+          ok: false,
+          reason: `apt-get ${args.join(' ')} failed (exit ${r.status}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`,
+        };
     }
     installed = true;
-    if (missing().length) return { ok: false, reason: `apt-get installed slurm-wlm and munge, but ${missing().join(', ')} are still missing` };
+    if (missing().length)
+      return {
+        ok: false,
+        reason: `apt-get installed slurm-wlm and munge, but ${missing().join(', ')} are still missing`,
+      };
   }
   const version = execFileSync('slurmctld', ['-V'], { encoding: 'utf8' }).trim();
   return { ok: true, installed, version };
@@ -77,7 +93,19 @@ export async function startSlurm(dir) {
   };
   const socket = d('munge', 'munge.sock');
   // --force: munged refuses to run as root, or with a key in a world-traversable /tmp path, unless told.
-  start('munged', ['-F', '--force', `--key-file=${d('munge', 'munge.key')}`, `--socket=${socket}`, `--pid-file=${d('munge', 'munged.pid')}`, `--log-file=${d('log', 'munged.log')}`, `--seed-file=${d('munge', 'seed')}`], 'munged');
+  start(
+    'munged',
+    [
+      '-F',
+      '--force',
+      `--key-file=${d('munge', 'munge.key')}`,
+      `--socket=${socket}`,
+      `--pid-file=${d('munge', 'munged.pid')}`,
+      `--log-file=${d('log', 'munged.log')}`,
+      `--seed-file=${d('munge', 'seed')}`,
+    ],
+    'munged',
+  );
   await waitFor('munged', () => existsSync(socket), 15_000, d('log', 'munged.log'));
   const [ctld, slurmd] = [await freePort(), await freePort()];
   const conf = d('slurm.conf');
@@ -124,10 +152,17 @@ export async function startSlurm(dir) {
   const stop = async () => {
     // Jobs first: a job step (slurmstepd and its task) outlives slurmd, so cancel every job and wait.
     if (procs.every((p) => p.exitCode === null)) {
-      const ids = spawnSync('squeue', ['-h', '-o', '%i'], { env, encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+      const ids =
+        spawnSync('squeue', ['-h', '-o', '%i'], { env, encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ??
+        [];
       if (ids.length) {
         spawnSync('scancel', ids, { env });
-        await waitFor('cancelled jobs to end', () => !spawnSync('squeue', ['-h', '-o', '%i'], { env, encoding: 'utf8' }).stdout?.trim(), 20_000, d('log')).catch(() => {});
+        await waitFor(
+          'cancelled jobs to end',
+          () => !spawnSync('squeue', ['-h', '-o', '%i'], { env, encoding: 'utf8' }).stdout?.trim(),
+          20_000,
+          d('log'),
+        ).catch(() => {});
       }
     }
     for (const p of procs.reverse()) {
@@ -143,7 +178,8 @@ export async function startSlurm(dir) {
     await waitFor(
       'the node to be idle',
       () => {
-        for (const p of procs) if (p.exitCode !== null) throw new Error(`slurm: ${p.name} exited ${p.exitCode}; see ${d('log')}`);
+        for (const p of procs)
+          if (p.exitCode !== null) throw new Error(`slurm: ${p.name} exited ${p.exitCode}; see ${d('log')}`);
         const r = spawnSync('sinfo', ['-h', '-o', '%T'], { env, encoding: 'utf8' });
         return r.status === 0 && /^idle/m.test(r.stdout);
       },

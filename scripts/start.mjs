@@ -32,7 +32,11 @@ const env = {
   // Kernels publish every run into its room; the room server starts behind Jupyter's proxy on demand.
   LATHE_ROOMS_URL: process.env.LATHE_ROOMS_URL ?? 'auto',
 };
-const child = spawn(join(root, '.venv', 'bin', 'jupyter'), ['lab', ...lab], { cwd: root, env, stdio: ['inherit', 'inherit', 'pipe'] });
+const child = spawn(join(root, '.venv', 'bin', 'jupyter'), ['lab', ...lab], {
+  cwd: root,
+  env,
+  stdio: ['inherit', 'inherit', 'pipe'],
+});
 
 let announced = false;
 child.stderr.on('data', (chunk) => {

@@ -21,7 +21,9 @@ export class RecipeError extends LatheError {
   constructor(issues: RecipeIssue[], where?: string) {
     const head = where ? `${where}: ` : '';
     const n = issues.length;
-    super(`${head}recipe has ${n} error${n === 1 ? '' : 's'}:\n${issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`).join('\n')}`);
+    super(
+      `${head}recipe has ${n} error${n === 1 ? '' : 's'}:\n${issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`).join('\n')}`,
+    );
     this.issues = issues;
   }
 }

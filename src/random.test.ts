@@ -16,7 +16,8 @@ describe('Rng', () => {
 
   it('gives a uniform mean and a unit-variance normal', () => {
     const r = new Rng(7);
-    let s = 0, s2 = 0;
+    let s = 0,
+      s2 = 0;
     const n = 100_000;
     for (let i = 0; i < n; i++) {
       const z = r.normal();

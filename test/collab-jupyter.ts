@@ -17,7 +17,8 @@ const PY = join(ROOT, '.venv', 'bin', 'python');
 const JUPYTER = join(ROOT, '.venv', 'bin', 'jupyter');
 
 /** True when the venv has jupyter-collaboration (npm run setup installs it from requirements.txt). */
-export const hasCollaboration = existsSync(PY) && spawnSync(PY, ['-c', 'import jupyter_server_ydoc, jupyter_server_proxy']).status === 0;
+export const hasCollaboration =
+  existsSync(PY) && spawnSync(PY, ['-c', 'import jupyter_server_ydoc, jupyter_server_proxy']).status === 0;
 
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -34,7 +35,14 @@ export function notebook(...sources: string[]): string {
     nbformat: 4,
     nbformat_minor: 5,
     metadata: { kernelspec: { name: 'lathe', display_name: 'Lathe (TypeScript)', language: 'typescript' } },
-    cells: sources.map((source, i) => ({ cell_type: 'code', id: `cell-${i}`, source, metadata: {}, outputs: [], execution_count: null })),
+    cells: sources.map((source, i) => ({
+      cell_type: 'code',
+      id: `cell-${i}`,
+      source,
+      metadata: {},
+      outputs: [],
+      execution_count: null,
+    })),
   });
 }
 
@@ -63,10 +71,17 @@ export async function startLab(files: Record<string, string>, extraArgs: string[
   const token = 'collab-test-token';
   const base = `http://127.0.0.1:${port}/`;
   const args = [
-    'lab', '--no-browser', `--port=${port}`, '--ip=127.0.0.1', `--IdentityProvider.token=${token}`, '--allow-root',
-    '--config=jupyter-config/jupyter_server_config.json', `--ServerApp.root_dir=${root}`,
+    'lab',
+    '--no-browser',
+    `--port=${port}`,
+    '--ip=127.0.0.1',
+    `--IdentityProvider.token=${token}`,
+    '--allow-root',
+    '--config=jupyter-config/jupyter_server_config.json',
+    `--ServerApp.root_dir=${root}`,
     // Keep collaboration state per server (the defaults are the cwd, shared with other runs).
-    `--SQLiteYStore.db_path=${join(dir, 'ystore.db')}`, `--YDocExtension.session_store_path=${join(dir, 'sessions.json')}`,
+    `--SQLiteYStore.db_path=${join(dir, 'ystore.db')}`,
+    `--YDocExtension.session_store_path=${join(dir, 'sessions.json')}`,
     ...extraArgs,
   ];
   const child: ChildProcess = spawn(JUPYTER, args, {
@@ -87,7 +102,10 @@ export async function startLab(files: Record<string, string>, extraArgs: string[
   child.stdout!.on('data', (d) => (log += d));
   child.stderr!.on('data', (d) => (log += d));
   for (let i = 0; ; i++) {
-    const ok = await fetch(`${base}api/status?token=${token}`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${base}api/status?token=${token}`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (i > 160 || child.exitCode !== null) {
       child.kill('SIGKILL');
@@ -122,7 +140,11 @@ export interface DocSession {
   sessionId: string;
 }
 
-export async function docSession(lab: Lab, path: string, auth: { headers?: Record<string, string>; query?: string } = { headers: lab.auth }): Promise<{ status: number; session?: DocSession; body: string }> {
+export async function docSession(
+  lab: Lab,
+  path: string,
+  auth: { headers?: Record<string, string>; query?: string } = { headers: lab.auth },
+): Promise<{ status: number; session?: DocSession; body: string }> {
   const res = await fetch(`${lab.base}api/collaboration/session/${encodeURI(path)}${auth.query ?? ''}`, {
     method: 'PUT',
     headers: { 'Content-Type': 'application/json', ...auth.headers },
@@ -145,12 +167,17 @@ export class NotebookClient {
         super(url, protocols, { headers });
       }
     };
-    this.provider = new WebsocketProvider(`${lab.base.replace(/^http/, 'ws')}api/collaboration/room`, `${session.format}:${session.type}:${session.fileId}`, this.doc, {
-      params: { sessionId: session.sessionId, ...params },
-      WebSocketPolyfill: WS as unknown as typeof globalThis.WebSocket,
-      disableBc: true,
-      maxBackoffTime: 500,
-    });
+    this.provider = new WebsocketProvider(
+      `${lab.base.replace(/^http/, 'ws')}api/collaboration/room`,
+      `${session.format}:${session.type}:${session.fileId}`,
+      this.doc,
+      {
+        params: { sessionId: session.sessionId, ...params },
+        WebSocketPolyfill: WS as unknown as typeof globalThis.WebSocket,
+        disableBc: true,
+        maxBackoffTime: 500,
+      },
+    );
     this.provider.on('connection-close', (e) => {
       if (e) this.closed = { code: e.code, reason: e.reason };
     });
@@ -187,7 +214,11 @@ export class NotebookClient {
       const timer = setTimeout(() => {
         this.doc.off('update', check);
         this.provider.off('sync', check);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}${this.closed ? ` (closed ${this.closed.code} ${this.closed.reason})` : ''}`));
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}${this.closed ? ` (closed ${this.closed.code} ${this.closed.reason})` : ''}`,
+          ),
+        );
       }, timeoutMs);
       this.doc.on('update', check);
       this.provider.on('sync', check);

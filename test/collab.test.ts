@@ -6,7 +6,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { docSession, hasCollaboration, NotebookClient, notebook, startLab, upgradeStatus, type Lab } from './collab-jupyter.js';
+import {
+  docSession,
+  hasCollaboration,
+  NotebookClient,
+  notebook,
+  startLab,
+  upgradeStatus,
+  type Lab,
+} from './collab-jupyter.js';
 
 describe.skipIf(!hasCollaboration)('notebook collaboration through jupyter-collaboration', () => {
   let lab: Lab;
@@ -55,7 +63,9 @@ describe.skipIf(!hasCollaboration)('notebook collaboration through jupyter-colla
     const sorted = [...ms].sort((x, y) => x - y);
     const p50 = sorted[Math.floor(sorted.length / 2)]!;
     const max = sorted[sorted.length - 1]!;
-    console.log(`collaboration edit propagation over ${ms.length} edits: p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`);
+    console.log(
+      `collaboration edit propagation over ${ms.length} edits: p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`,
+    );
     expect(max).toBeLessThan(1000); // issue 6: an edit in A appears in B within 1 s
     const expected = 'a = 1' + [...Array(20).keys()].map((k) => ` #${k}`).join('');
     expect(a.source(0)).toBe(expected);
@@ -78,7 +88,13 @@ describe.skipIf(!hasCollaboration)('notebook collaboration through jupyter-colla
     // Jupyter rewrites the file in place (after a backup copy), so a read can catch it half written.
     type Nb = { cells: { source: string | string[]; id: string }[] };
     const empty: Nb = { cells: [] };
-    const onDisk = async () => readFile(join(lab.root, 'shared.ipynb'), 'utf8').then((t) => JSON.parse(t) as Nb, () => empty).catch(() => empty);
+    const onDisk = async () =>
+      readFile(join(lab.root, 'shared.ipynb'), 'utf8')
+        .then(
+          (t) => JSON.parse(t) as Nb,
+          () => empty,
+        )
+        .catch(() => empty);
     const deadline = Date.now() + 10_000;
     let nb = await onDisk();
     while (Date.now() < deadline && (nb.cells.length !== 3 || [nb.cells[0]!.source].flat().join('') !== expected)) {
@@ -105,7 +121,10 @@ describe.skipIf(!hasCollaboration)('notebook collaboration through jupyter-colla
     expect(await upgradeStatus(room)).toBe(403);
     expect(await upgradeStatus(`${room}&token=wrong`)).toBe(403);
     expect(await upgradeStatus(`${room}&token=${lab.token}`)).toBe(101);
-    const res = await fetch(`${lab.base}api/collaboration/session/shared.ipynb`, { method: 'PUT', body: JSON.stringify({ format: 'json', type: 'notebook' }) });
+    const res = await fetch(`${lab.base}api/collaboration/session/shared.ipynb`, {
+      method: 'PUT',
+      body: JSON.stringify({ format: 'json', type: 'notebook' }),
+    });
     expect(res.status).toBe(403);
   });
 });

@@ -18,12 +18,17 @@ describe('crash safety', () => {
   it('after kill -9 mid-run, resume continues from the last intact checkpoint and matches an uninterrupted run to the bit', async () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 400);
-    await writeFile(join(dir, 'r.json'), JSON.stringify(tinyRecipe(data, { train: { steps: 30, batchSize: 4, warmupSteps: 3, checkpointEvery: 5 } })));
+    await writeFile(
+      join(dir, 'r.json'),
+      JSON.stringify(tinyRecipe(data, { train: { steps: 30, batchSize: 4, warmupSteps: 3, checkpointEvery: 5 } })),
+    );
     const straight = lathe(['train', join(dir, 'r.json'), '--out', join(dir, 'straight')]);
     expect(straight.status, straight.stderr).toBe(0);
 
     const run = join(dir, 'crashed');
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'train', join(dir, 'r.json'), '--out', run], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'train', join(dir, 'r.json'), '--out', run], {
+      stdio: 'ignore',
+    });
     const deadline = Date.now() + 120_000;
     while (!existsSync(join(run, 'checkpoints', '10', 'state.json'))) {
       if (Date.now() > deadline) throw new Error('no checkpoint at step 10 within 2 minutes');
@@ -38,21 +43,32 @@ describe('crash safety', () => {
 
     const resumed = lathe(['resume', run]);
     expect(resumed.status, resumed.stderr).toBe(0);
-    const events = (await readFile(join(run, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const events = (await readFile(join(run, 'events.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const res = events.find((e) => e.type === 'resumed');
     expect(res.step).toBeGreaterThanOrEqual(10);
     expect(res.step % 5).toBe(0);
-    expect(strip(await readFile(join(run, 'metrics.jsonl'), 'utf8'))).toEqual(strip(await readFile(join(dir, 'straight', 'metrics.jsonl'), 'utf8')));
+    expect(strip(await readFile(join(run, 'metrics.jsonl'), 'utf8'))).toEqual(
+      strip(await readFile(join(dir, 'straight', 'metrics.jsonl'), 'utf8')),
+    );
   });
 
   it('Ctrl-C (SIGINT) during lathe train stops at the next step with a checkpoint', async () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 400);
-    await writeFile(join(dir, 'r.json'), JSON.stringify(tinyRecipe(data, { train: { steps: 400, batchSize: 4, warmupSteps: 3, checkpointEvery: 0 } })));
+    await writeFile(
+      join(dir, 'r.json'),
+      JSON.stringify(tinyRecipe(data, { train: { steps: 400, batchSize: 4, warmupSteps: 3, checkpointEvery: 0 } })),
+    );
     const run = join(dir, 'interrupted');
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'train', join(dir, 'r.json'), '--out', run], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'train', join(dir, 'r.json'), '--out', run], {
+      stdio: 'ignore',
+    });
     const deadline = Date.now() + 120_000;
-    const metricLines = async () => (await readFile(join(run, 'metrics.jsonl'), 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).length;
+    const metricLines = async () =>
+      (await readFile(join(run, 'metrics.jsonl'), 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).length;
     while ((await metricLines()) < 3) {
       if (Date.now() > deadline) throw new Error('training did not start within 2 minutes');
       await new Promise((r) => setTimeout(r, 50));
@@ -60,7 +76,10 @@ describe('crash safety', () => {
     child.kill('SIGINT');
     const code = await new Promise((r) => child.once('exit', r));
     expect(code).toBe(0);
-    const events = (await readFile(join(run, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const events = (await readFile(join(run, 'events.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const last = events.at(-1);
     expect(last.type).toBe('interrupted');
     expect(last.step).toBeLessThan(400);

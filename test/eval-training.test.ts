@@ -17,7 +17,12 @@ describe('eval suites during training', () => {
     const r = new Recipe(
       tinyRecipe(data, {
         train: { steps: 6, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 },
-        eval: { every: 3, batches: 1, suites: [{ name: 'names', path: 'suite.jsonl', scorer: 'contains', maxTokens: 4 }], gates: ['names/accuracy >= 2'] },
+        eval: {
+          every: 3,
+          batches: 1,
+          suites: [{ name: 'names', path: 'suite.jsonl', scorer: 'contains', maxTokens: 4 }],
+          gates: ['names/accuracy >= 2'],
+        },
       }),
       { baseDir: dir },
     );

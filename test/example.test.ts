@@ -11,7 +11,12 @@ import { ROOT, scratch } from './helpers.js';
 const HELD_OUT_BOUND = Number(process.env.LATHE_EXAMPLE_BOUND ?? 1.75);
 const SAMPLES = 24;
 
-async function parseRate(model: LanguageModel, bos: number, eos: number, decode: (ids: number[]) => string): Promise<number> {
+async function parseRate(
+  model: LanguageModel,
+  bos: number,
+  eos: number,
+  decode: (ids: number[]) => string,
+): Promise<number> {
   let ok = 0;
   for (let seed = 1; seed <= SAMPLES; seed++) {
     const ids = await generate(model, [bos], { maxTokens: 100, temperature: 0.7, seed, stop: [eos] });
@@ -39,7 +44,9 @@ describe('the Tally example', () => {
     const run = await r.run({ out: join(dir, 'run') });
     const s = run.summary!;
     expect(s.status).toBe('completed');
-    console.log(`example: held-out loss ${s.eval_loss!.toFixed(4)} after ${s.step} steps at ${s.tokens_per_s} tokens/s (wasm)`);
+    console.log(
+      `example: held-out loss ${s.eval_loss!.toFixed(4)} after ${s.step} steps at ${s.tokens_per_s} tokens/s (wasm)`,
+    );
     expect(s.eval_loss!).toBeLessThan(HELD_OUT_BOUND);
 
     const { model, tokenizer } = await loadModel(run.dir.path);

@@ -24,7 +24,10 @@ export async function tallySlice(dir: string, n: number): Promise<string> {
 }
 
 /** Runs the built `lathe` CLI (dist/, made by npm run setup). */
-export function lathe(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): { status: number; stdout: string; stderr: string } {
+export function lathe(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): { status: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'lathe.js'), ...args], {
     cwd: opts.cwd ?? ROOT,
     encoding: 'utf8',

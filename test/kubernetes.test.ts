@@ -26,7 +26,10 @@ interface Recorded {
  * the executor makes the way the real one does (objects echoed back with uid, resourceVersion and
  * timestamps; a Job's pod listed Running and Ready once the Job exists, at the pod IP given).
  */
-function fakeApiServer(podIP: string, tls: { key: Buffer; cert: Buffer }): { server: Server; requests: Recorded[]; objects: Map<string, Record<string, unknown>> } {
+function fakeApiServer(
+  podIP: string,
+  tls: { key: Buffer; cert: Buffer },
+): { server: Server; requests: Recorded[]; objects: Map<string, Record<string, unknown>> } {
   const requests: Recorded[] = [];
   const objects = new Map<string, Record<string, unknown>>();
   const handler = async (req: IncomingMessage, res: ServerResponse) => {
@@ -34,20 +37,49 @@ function fakeApiServer(podIP: string, tls: { key: Buffer; cert: Buffer }): { ser
     let text = '';
     for await (const c of req) text += c;
     const body = text ? JSON.parse(text) : undefined;
-    requests.push({ method: req.method!, path: url.pathname, query: url.search, auth: req.headers.authorization, body });
+    requests.push({
+      method: req.method!,
+      path: url.pathname,
+      query: url.search,
+      auth: req.headers.authorization,
+      body,
+    });
     const send = (code: number, obj: unknown) => {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(obj));
     };
-    const status = (code: number, reason: string, message: string) => send(code, { apiVersion: 'v1', kind: 'Status', status: code < 300 ? 'Success' : 'Failure', reason, message, code });
+    const status = (code: number, reason: string, message: string) =>
+      send(code, {
+        apiVersion: 'v1',
+        kind: 'Status',
+        status: code < 300 ? 'Success' : 'Failure',
+        reason,
+        message,
+        code,
+      });
     let m: RegExpExecArray | null;
     if (req.method === 'POST' && url.pathname === '/apis/batch/v1/namespaces/forbidden/jobs') {
-      return status(403, 'Forbidden', 'jobs.batch is forbidden: User "system:serviceaccount:ml:lathe" cannot create resource "jobs" in API group "batch" in the namespace "forbidden"');
+      return status(
+        403,
+        'Forbidden',
+        'jobs.batch is forbidden: User "system:serviceaccount:ml:lathe" cannot create resource "jobs" in API group "batch" in the namespace "forbidden"',
+      );
     }
-    if (req.method === 'POST' && (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)$/.exec(url.pathname))) {
+    if (
+      req.method === 'POST' &&
+      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)$/.exec(url.pathname))
+    ) {
       const key = `${m[2]}/${m[1]}/${body.metadata.name}`;
       if (objects.has(key)) return status(409, 'AlreadyExists', `${m[2]} "${body.metadata.name}" already exists`);
-      const obj = { ...body, metadata: { ...body.metadata, uid: `uid-${objects.size}`, resourceVersion: String(100 + objects.size), creationTimestamp: new Date().toISOString() } };
+      const obj = {
+        ...body,
+        metadata: {
+          ...body.metadata,
+          uid: `uid-${objects.size}`,
+          resourceVersion: String(100 + objects.size),
+          creationTimestamp: new Date().toISOString(),
+        },
+      };
       objects.set(key, obj);
       return send(201, obj);
     }
@@ -68,9 +100,14 @@ function fakeApiServer(podIP: string, tls: { key: Buffer; cert: Buffer }): { ser
     }
     if (req.method === 'GET' && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
       const obj = objects.get(`jobs/${m[1]}/${m[2]}`);
-      return obj ? send(200, { ...obj, status: { active: 1 } }) : status(404, 'NotFound', `jobs.batch "${m[2]}" not found`);
+      return obj
+        ? send(200, { ...obj, status: { active: 1 } })
+        : status(404, 'NotFound', `jobs.batch "${m[2]}" not found`);
     }
-    if (req.method === 'DELETE' && (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)\/([^/]+)$/.exec(url.pathname))) {
+    if (
+      req.method === 'DELETE' &&
+      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)\/([^/]+)$/.exec(url.pathname))
+    ) {
       const key = `${m[2]}/${m[1]}/${m[3]}`;
       if (!objects.delete(key)) return status(404, 'NotFound', `${m[2]} "${m[3]}" not found`);
       return status(200, 'Deleted', `${m[3]} deleted`);
@@ -86,7 +123,27 @@ function fakeApiServer(podIP: string, tls: { key: Buffer; cert: Buffer }): { ser
 async function selfSigned(dir: string): Promise<{ key: Buffer; cert: Buffer }> {
   const key = join(dir, 'key.pem');
   const cert = join(dir, 'cert.pem');
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  const r = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { encoding: 'utf8' },
+  );
   if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
   return { key: await readFile(key), cert: await readFile(cert) };
 }
@@ -145,8 +202,25 @@ describe('kubernetes executor', () => {
     expect(pod.nodeSelector).toEqual({ 'nvidia.com/gpu.present': 'true' });
     const c = pod.containers[0]!;
     expect(c.image).toBe('registry.example/lathe:0.1');
-    expect(c.command).toEqual(['lathe', 'worker', '--listen', '0.0.0.0:8765', '--token-file', '/var/run/lathe/token', '--state-dir', '/state', '--backend', 'webgpu', '--once', '--data-root', '/data']);
-    expect(c.resources).toEqual({ limits: { 'nvidia.com/gpu': '2', cpu: '8', memory: '32Gi' }, requests: { cpu: '8', memory: '32Gi' } });
+    expect(c.command).toEqual([
+      'lathe',
+      'worker',
+      '--listen',
+      '0.0.0.0:8765',
+      '--token-file',
+      '/var/run/lathe/token',
+      '--state-dir',
+      '/state',
+      '--backend',
+      'webgpu',
+      '--once',
+      '--data-root',
+      '/data',
+    ]);
+    expect(c.resources).toEqual({
+      limits: { 'nvidia.com/gpu': '2', cpu: '8', memory: '32Gi' },
+      requests: { cpu: '8', memory: '32Gi' },
+    });
     expect(c.volumeMounts).toEqual([
       { name: 'token', mountPath: '/var/run/lathe', readOnly: true },
       { name: 'state', mountPath: '/state' },
@@ -160,7 +234,14 @@ describe('kubernetes executor', () => {
     // The token is only in the Secret, never in the Job.
     expect(JSON.stringify(job)).not.toContain(TOKEN);
     // NFS data, a state claim (retries then resume), no GPUs.
-    const other = jobManifests('x', { image: 'i', token: TOKEN, backend: 'cpu', gpus: 0, data: { nfs: { server: 'nas', path: '/corpus' } }, state: { claimName: 'lathe-state' } }).job.spec!;
+    const other = jobManifests('x', {
+      image: 'i',
+      token: TOKEN,
+      backend: 'cpu',
+      gpus: 0,
+      data: { nfs: { server: 'nas', path: '/corpus' } },
+      state: { claimName: 'lathe-state' },
+    }).job.spec!;
     expect(other.backoffLimit).toBe(3);
     expect(other.template.spec!.volumes!.slice(1)).toEqual([
       { name: 'state', persistentVolumeClaim: { claimName: 'lathe-state' } },
@@ -193,13 +274,30 @@ describe('kubernetes executor', () => {
     it('creates the Secret and the Job from a kubeconfig file, connects to the pod, trains, and cleans up', async () => {
       const data = await tallySlice(dir, 150);
       // No namespace option: the kubeconfig context's (ml) is used, as kubectl would.
-      const ex = kubernetes({ kubeconfig, image: 'lathe:test', token: TOKEN, gpus: 1, backend: 'cpu', port: worker.port, data: { claimName: 'corpus' }, pollMs: 50 });
+      const ex = kubernetes({
+        kubeconfig,
+        image: 'lathe:test',
+        token: TOKEN,
+        gpus: 1,
+        backend: 'cpu',
+        port: worker.port,
+        data: { claimName: 'corpus' },
+        pollMs: 50,
+      });
       expect(await ex.namespace()).toBe('ml');
-      const r = new Recipe(tinyRecipe(data, { name: 'tiny', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir });
+      const r = new Recipe(
+        tinyRecipe(data, { name: 'tiny', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }),
+        { baseDir: dir },
+      );
       const run = await r.run({ on: ex, out: join(dir, 'run') });
       expect(run.summary).toMatchObject({ status: 'completed', step: 3 });
       const rec = JSON.parse(await readFile(join(dir, 'run', 'kubernetes.json'), 'utf8'));
-      expect(rec).toMatchObject({ namespace: 'ml', job: expect.stringMatching(/^lathe-tiny-[0-9a-f]{8}$/), worker: `ws://127.0.0.1:${worker.port}`, status: 'completed' });
+      expect(rec).toMatchObject({
+        namespace: 'ml',
+        job: expect.stringMatching(/^lathe-tiny-[0-9a-f]{8}$/),
+        worker: `ws://127.0.0.1:${worker.port}`,
+        status: 'completed',
+      });
 
       const calls = api.requests.map((q) => `${q.method} ${q.path}${q.query}`);
       expect(calls).toEqual([
@@ -211,29 +309,86 @@ describe('kubernetes executor', () => {
       // The library sent the kubeconfig user's bearer token on every call.
       expect(api.requests.map((q) => q.auth)).toEqual(Array(4).fill('Bearer k8s-bearer'));
       // The bodies are the generated manifests, as the library serialised them.
-      const secret = api.requests[0]!.body as { kind: string; metadata: { name: string; namespace: string }; data: { token: string } };
-      expect(secret).toMatchObject({ apiVersion: 'v1', kind: 'Secret', metadata: { name: `${rec.job}-token`, namespace: 'ml' }, type: 'Opaque' });
+      const secret = api.requests[0]!.body as {
+        kind: string;
+        metadata: { name: string; namespace: string };
+        data: { token: string };
+      };
+      expect(secret).toMatchObject({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: `${rec.job}-token`, namespace: 'ml' },
+        type: 'Opaque',
+      });
       expect(Buffer.from(secret.data.token, 'base64').toString()).toBe(TOKEN);
-      const job = api.requests[1]!.body as { apiVersion: string; kind: string; metadata: { name: string }; spec: { backoffLimit: number; template: { spec: { volumes: unknown[]; containers: { resources: unknown; command: string[] }[] } } } };
-      expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: rec.job, namespace: 'ml' }, spec: { backoffLimit: 0 } });
+      const job = api.requests[1]!.body as {
+        apiVersion: string;
+        kind: string;
+        metadata: { name: string };
+        spec: {
+          backoffLimit: number;
+          template: { spec: { volumes: unknown[]; containers: { resources: unknown; command: string[] }[] } };
+        };
+      };
+      expect(job).toMatchObject({
+        apiVersion: 'batch/v1',
+        kind: 'Job',
+        metadata: { name: rec.job, namespace: 'ml' },
+        spec: { backoffLimit: 0 },
+      });
       const c = job.spec.template.spec.containers[0]!;
       expect(c.resources).toEqual({ limits: { 'nvidia.com/gpu': '1' } });
-      expect(c.command).toEqual(['lathe', 'worker', '--listen', `0.0.0.0:${worker.port}`, '--token-file', '/var/run/lathe/token', '--state-dir', '/state', '--backend', 'cpu', '--once', '--data-root', '/data']);
-      expect(job.spec.template.spec.volumes).toContainEqual({ name: 'data', persistentVolumeClaim: { claimName: 'corpus', readOnly: true } });
+      expect(c.command).toEqual([
+        'lathe',
+        'worker',
+        '--listen',
+        `0.0.0.0:${worker.port}`,
+        '--token-file',
+        '/var/run/lathe/token',
+        '--state-dir',
+        '/state',
+        '--backend',
+        'cpu',
+        '--once',
+        '--data-root',
+        '/data',
+      ]);
+      expect(job.spec.template.spec.volumes).toContainEqual({
+        name: 'data',
+        persistentVolumeClaim: { claimName: 'corpus', readOnly: true },
+      });
       expect(JSON.stringify(job)).not.toContain(TOKEN);
       // readNamespacedJob: GET the Job itself.
       expect(await ex.state(rec.job)).toEqual({ active: 1, succeeded: 0, failed: 0 });
-      expect(api.requests.at(-1)).toMatchObject({ method: 'GET', path: `/apis/batch/v1/namespaces/ml/jobs/${rec.job}`, auth: 'Bearer k8s-bearer' });
-      await expect(ex.state('lathe-gone-00000000')).rejects.toThrow(/reading Job lathe-gone-00000000 in ml failed: HTTP 404: jobs.batch "lathe-gone-00000000" not found/);
+      expect(api.requests.at(-1)).toMatchObject({
+        method: 'GET',
+        path: `/apis/batch/v1/namespaces/ml/jobs/${rec.job}`,
+        auth: 'Bearer k8s-bearer',
+      });
+      await expect(ex.state('lathe-gone-00000000')).rejects.toThrow(
+        /reading Job lathe-gone-00000000 in ml failed: HTTP 404: jobs.batch "lathe-gone-00000000" not found/,
+      );
     });
 
     it('cancel deletes the Job with background propagation, and its Secret (a given KubeConfig, an explicit namespace)', async () => {
       const data = await tallySlice(dir, 150);
       const kc = new KubeConfig();
       kc.loadFromFile(kubeconfig);
-      const ex = kubernetes({ kubeconfig: kc, namespace: 'team', image: 'lathe:test', token: TOKEN, gpus: 0, backend: 'cpu', port: worker.port, pollMs: 50 });
+      const ex = kubernetes({
+        kubeconfig: kc,
+        namespace: 'team',
+        image: 'lathe:test',
+        token: TOKEN,
+        gpus: 0,
+        backend: 'cpu',
+        port: worker.port,
+        pollMs: 50,
+      });
       const from = api.requests.length;
-      const long = new Recipe(tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }), { baseDir: dir });
+      const long = new Recipe(
+        tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }),
+        { baseDir: dir },
+      );
       const running = await long.start({ on: ex, out: join(dir, 'long') });
       await new Promise<void>((resolve) => {
         const off = running.onMetric((m) => m.step >= 2 && (off(), resolve()));
@@ -245,17 +400,29 @@ describe('kubernetes executor', () => {
       const del = mine.find((q) => q.method === 'DELETE' && q.path === `/apis/batch/v1/namespaces/team/jobs/${name}`);
       expect(del?.query).toBe('?propagationPolicy=Background');
       expect(del?.auth).toBe('Bearer k8s-bearer');
-      expect(mine.filter((q) => q.method === 'DELETE').map((q) => q.path)).toContain(`/api/v1/namespaces/team/secrets/${name}-token`);
+      expect(mine.filter((q) => q.method === 'DELETE').map((q) => q.path)).toContain(
+        `/api/v1/namespaces/team/secrets/${name}-token`,
+      );
       expect(api.objects.has(`jobs/team/${name}`)).toBe(false);
       expect(api.objects.has(`secrets/team/${name}-token`)).toBe(false);
       // Cancelling again: the Job is already gone (404), which is no error.
       await expect(ex.cancel(name)).resolves.toBeUndefined();
     });
 
-    it('reports the API server\'s refusal in a sentence and removes the Secret it had created', async () => {
-      const ex = kubernetes({ kubeconfig, namespace: 'forbidden', image: 'lathe:test', token: TOKEN, backend: 'cpu', pollMs: 50 });
+    it("reports the API server's refusal in a sentence and removes the Secret it had created", async () => {
+      const ex = kubernetes({
+        kubeconfig,
+        namespace: 'forbidden',
+        image: 'lathe:test',
+        token: TOKEN,
+        backend: 'cpu',
+        pollMs: 50,
+      });
       const data = await tallySlice(dir, 150);
-      const r = new Recipe(tinyRecipe(data, { name: 'denied', train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: dir });
+      const r = new Recipe(
+        tinyRecipe(data, { name: 'denied', train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }),
+        { baseDir: dir },
+      );
       const from = api.requests.length;
       await expect(r.start({ on: ex, out: join(dir, 'denied') })).rejects.toThrow(
         /^kubernetes: creating Job lathe-denied-[0-9a-f]{8} in forbidden failed: HTTP 403: jobs.batch is forbidden: User "system:serviceaccount:ml:lathe" cannot create/,
@@ -270,7 +437,7 @@ describe('kubernetes executor', () => {
     });
   });
 
-  it('in a pod: the service account\'s token, CA and namespace, over TLS (KubeConfig.loadFromCluster)', async () => {
+  it("in a pod: the service account's token, CA and namespace, over TLS (KubeConfig.loadFromCluster)", async () => {
     const dir = await scratch('lathe-k8s-pod-');
     const tls = await selfSigned(dir);
     const api = fakeApiServer('127.0.0.1', tls);
@@ -290,12 +457,23 @@ describe('kubernetes executor', () => {
       const ex = kubernetes({ kubeconfig: kc, image: 'lathe:test', token: TOKEN, backend: 'cpu' });
       expect(await ex.namespace()).toBe('pods-ns');
       await expect(ex.state('lathe-x-00000000')).rejects.toThrow(/HTTP 404/);
-      expect(api.requests).toEqual([{ method: 'GET', path: '/apis/batch/v1/namespaces/pods-ns/jobs/lathe-x-00000000', query: '', auth: 'Bearer sa-token-123', body: undefined }]);
+      expect(api.requests).toEqual([
+        {
+          method: 'GET',
+          path: '/apis/batch/v1/namespaces/pods-ns/jobs/lathe-x-00000000',
+          query: '',
+          auth: 'Bearer sa-token-123',
+          body: undefined,
+        },
+      ]);
       // Not a pod (no service host): inCluster says so instead of guessing.
       delete process.env.KUBERNETES_SERVICE_HOST;
       await expect(loadKubeConfig({ inCluster: true })).rejects.toThrow(/inCluster, but this is not a pod/);
     } finally {
-      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', env.host], ['KUBERNETES_SERVICE_PORT', env.port]] as const) {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', env.host],
+        ['KUBERNETES_SERVICE_PORT', env.port],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -305,12 +483,16 @@ describe('kubernetes executor', () => {
 
   it('says which cluster configuration is missing or wrong', async () => {
     const dir = await scratch('lathe-k8s-cfg-');
-    await expect(loadKubeConfig({ kubeconfig: join(dir, 'nope') })).rejects.toThrow(`kubeconfig ${join(dir, 'nope')}: no such file`);
+    await expect(loadKubeConfig({ kubeconfig: join(dir, 'nope') })).rejects.toThrow(
+      `kubeconfig ${join(dir, 'nope')}: no such file`,
+    );
     const saved = { KUBECONFIG: process.env.KUBECONFIG, HOME: process.env.HOME };
     process.env.HOME = dir;
     delete process.env.KUBECONFIG;
     try {
-      await expect(loadKubeConfig({})).rejects.toThrow(/no cluster to talk to: no \$KUBECONFIG, no .*\.kube\/config, and not inside a pod/);
+      await expect(loadKubeConfig({})).rejects.toThrow(
+        /no cluster to talk to: no \$KUBECONFIG, no .*\.kube\/config, and not inside a pod/,
+      );
       // With $KUBECONFIG, kubectl's lookup finds it.
       const file = join(dir, 'config');
       await writeFile(file, kubeconfigYaml('https://k8s.example:6443', 't', Buffer.from('not a real CA')));

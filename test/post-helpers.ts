@@ -29,12 +29,16 @@ export async function tallyBase(dir: string, o: { steps?: number; docs?: number 
     { baseDir: dir },
   );
   const run = await r.run({ out: join(dir, 'base') });
-  if (run.summary?.status !== 'completed') throw new Error(`base pre-training ${run.summary?.status}: ${run.summary?.error}`);
+  if (run.summary?.status !== 'completed')
+    throw new Error(`base pre-training ${run.summary?.status}: ${run.summary?.error}`);
   return run.dir.path;
 }
 
 /** Mini Tally (test/tally-mini.ts) and a base pre-trained on it: dim 48, context 48, 40 steps, a few seconds on wasm. */
-export async function miniBase(dir: string, o: { steps?: number; backend?: 'cpu' | 'wasm'; dim?: number } = {}): Promise<{ base: string; prompts: string }> {
+export async function miniBase(
+  dir: string,
+  o: { steps?: number; backend?: 'cpu' | 'wasm'; dim?: number } = {},
+): Promise<{ base: string; prompts: string }> {
   const mini = await writeMini(dir, { programs: 3000, prompts: 400, seed: 5 });
   const r = new Recipe(
     {
@@ -56,7 +60,9 @@ export async function miniBase(dir: string, o: { steps?: number; backend?: 'cpu'
 
 /** Mean of a metric over the lines whose step is in [from, to]. */
 export function meanMetric(ms: Metric[], key: string, from: number, to: number): number {
-  const xs = ms.filter((m) => m.step >= from && m.step <= to && typeof m[key] === 'number').map((m) => m[key] as number);
+  const xs = ms
+    .filter((m) => m.step >= from && m.step <= to && typeof m[key] === 'number')
+    .map((m) => m[key] as number);
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 

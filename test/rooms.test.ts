@@ -9,7 +9,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import type { AnyLock } from '../src/recipe/lock.js';
-import { connectRoom, followRun, loadSecret, mintToken, publishRun, RoomStore, roomForRun, runRoom, shareLink, type MetricEntry, type RoomClient, type RunFollower, type RunPublisher } from '../src/rooms/index.js';
+import {
+  connectRoom,
+  followRun,
+  loadSecret,
+  mintToken,
+  publishRun,
+  RoomStore,
+  roomForRun,
+  runRoom,
+  shareLink,
+  type MetricEntry,
+  type RoomClient,
+  type RunPublisher,
+} from '../src/rooms/index.js';
 import { Run } from '../src/runs/run.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from '../src/runs/rundir.js';
 import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
@@ -29,7 +42,9 @@ interface ServerProc {
 const spawned: ChildProcess[] = [];
 
 async function startServer(dataDir: string, port = 0): Promise<ServerProc> {
-  const proc = spawn(process.execPath, [LATHE, 'rooms', 'serve', '--port', String(port), '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [LATHE, 'rooms', 'serve', '--port', String(port), '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   spawned.push(proc);
   let out = '';
   let err = '';
@@ -59,12 +74,28 @@ async function stopServer(s: ServerProc, signal: NodeJS.Signals = 'SIGTERM'): Pr
 /** A real Run driven by the test: push metrics and events, then end it with a status. */
 function fakeRun(dir: string, id: string, steps = 1000) {
   const rd = new RunDir(join(dir, id));
-  const lock = { id: `lock-${id}`, backend: 'cpu', recipe: { name: 'rooms-test', stage: 'pretrain', train: { steps } } } as unknown as AnyLock;
+  const lock = {
+    id: `lock-${id}`,
+    backend: 'cpu',
+    recipe: { name: 'rooms-test', stage: 'pretrain', train: { steps } },
+  } as unknown as AnyLock;
   let finish!: (s: RunSummary) => void;
   const exec = new Promise<RunSummary>((r) => (finish = r));
   let n = 0;
-  const summary = (status: RunSummary['status']): RunSummary => ({ id, lockId: lock.id, stage: 'pretrain', status, step: n, steps, tokens: n * 8, seconds: 1, backend: 'cpu', lathe: 'test' });
-  const event = (type: RunEvent['type'], message: string): void => run.pushEvent({ time: new Date().toISOString(), type, step: n, message });
+  const summary = (status: RunSummary['status']): RunSummary => ({
+    id,
+    lockId: lock.id,
+    stage: 'pretrain',
+    status,
+    step: n,
+    steps,
+    tokens: n * 8,
+    seconds: 1,
+    backend: 'cpu',
+    lathe: 'test',
+  });
+  const event = (type: RunEvent['type'], message: string): void =>
+    run.pushEvent({ time: new Date().toISOString(), type, step: n, message });
   const run: Run = new Run(rd, lock, exec, {
     interrupt: () => {},
     cancel: () => {
@@ -119,7 +150,8 @@ describe('run rooms (real server process, Node yjs clients)', () => {
   const readToken = (room = 'run:*') => mintToken(secret, { room, role: 'read', ttl: '10m', sub: 'viewer' });
 
   beforeAll(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'rooms.js'))) throw new Error('dist/ is missing the rooms CLI: run npm run build');
+    if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'rooms.js')))
+      throw new Error('dist/ is missing the rooms CLI: run npm run build');
     dir = await scratch('lathe-rooms-');
     dataDir = join(dir, 'rooms');
     server = await startServer(dataDir);
@@ -150,7 +182,15 @@ describe('run rooms (real server process, Node yjs clients)', () => {
       await f.waitFor((x) => x.meta().status === 'completed', 10_000, 'completed');
       expectCompleteCurve(f.curve(), 301);
       expectNoDuplicates(f);
-      expect(f.meta()).toMatchObject({ runId: 'late', room: 'run:late', recipe: 'rooms-test', stage: 'pretrain', startedBy: 'ada', metricCount: 301, status: 'completed' });
+      expect(f.meta()).toMatchObject({
+        runId: 'late',
+        room: 'run:late',
+        recipe: 'rooms-test',
+        stage: 'pretrain',
+        startedBy: 'ada',
+        metricCount: 301,
+        status: 'completed',
+      });
       expect(f.evals().map((e) => e.step)).toEqual([50, 100, 150, 200, 250, 300]);
       expect(f.events().map((e) => e.type)).toEqual(['completed']);
     }
@@ -167,7 +207,10 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     for await (const m of late) seen.push(m.seq);
     expect(seen).toEqual([...Array(301).keys()]);
     // GET on the room URL (the share link form) answers the same curve as JSON.
-    const snap = (await (await fetch(shareLink(server.http, 'run:late', readToken('run:late')))).json()) as { metrics: MetricEntry[]; meta: { status: string } };
+    const snap = (await (await fetch(shareLink(server.http, 'run:late', readToken('run:late')))).json()) as {
+      metrics: MetricEntry[];
+      meta: { status: string };
+    };
     expectCompleteCurve(snap.metrics, 301);
     expect(snap.meta.status).toBe('completed');
   });
@@ -251,7 +294,9 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     expectCompleteCurve(late.curve(), produced);
     expectNoDuplicates(late);
     expect(late.meta().status).toBe('completed');
-    const snap = (await (await fetch(`${s.http}/run:killed?room_token=${tok('read')}`)).json()) as { metrics: MetricEntry[] };
+    const snap = (await (await fetch(`${s.http}/run:killed?room_token=${tok('read')}`)).json()) as {
+      metrics: MetricEntry[];
+    };
     expectCompleteCurve(snap.metrics, produced);
     late.close();
     await sleep(100);
@@ -272,12 +317,20 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     await stopServer(first);
     const dsecret = loadSecret({ dataDir: downDir }).secret;
     const r = fakeRun(dir, 'early-bird');
-    const pub = track(publishRun(r.run, { url: first.url, token: mintToken(dsecret, { room: 'run:*', role: 'write' }), maxBackoffMs: 200 }));
+    const pub = track(
+      publishRun(r.run, {
+        url: first.url,
+        token: mintToken(dsecret, { room: 'run:*', role: 'write' }),
+        maxBackoffMs: 200,
+      }),
+    );
     for (let i = 0; i < 40; i++) r.metric();
     await sleep(300);
     for (let i = 0; i < 10; i++) r.metric();
     const s = await startServer(downDir, port);
-    const f = track(followRun(`${s.url}/run:early-bird`, { token: mintToken(dsecret, { room: 'run:early-bird', role: 'read' }) }));
+    const f = track(
+      followRun(`${s.url}/run:early-bird`, { token: mintToken(dsecret, { room: 'run:early-bird', role: 'read' }) }),
+    );
     await f.waitFor((x) => x.curve().length === 50, 10_000, '50 buffered points');
     r.end();
     expect(await pub.done).toBe(true);
@@ -291,7 +344,11 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     const other = loadSecret({ secret: 'a-different-secret-of-enough-length' }).secret;
     const cases: { token?: string; code: number; reason: RegExp }[] = [
       { token: mintToken(other, { room: 'run:*', role: 'write' }), code: 4401, reason: /signature is wrong/ },
-      { token: mintToken(secret, { room: 'run:*', role: 'write', ttl: 60, now: Math.floor(Date.now() / 1000) - 120 }), code: 4401, reason: /expired at/ },
+      {
+        token: mintToken(secret, { room: 'run:*', role: 'write', ttl: 60, now: Math.floor(Date.now() / 1000) - 120 }),
+        code: 4401,
+        reason: /expired at/,
+      },
       { token: undefined, code: 4401, reason: /no token/ },
       { token: 'not-a-token', code: 4401, reason: /malformed token/ },
       { token: mintToken(secret, { room: 'run:other', role: 'write' }), code: 4403, reason: /is for room "run:other"/ },
@@ -323,7 +380,10 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     expect(corrupt).toBe(1011);
     // GET refuses too, with 401 / 403.
     expect((await fetch(`${server.http}/run:guarded?room_token=nope`)).status).toBe(401);
-    expect((await fetch(`${server.http}/run:guarded?room_token=${mintToken(secret, { room: 'run:x', role: 'read' })}`)).status).toBe(403);
+    expect(
+      (await fetch(`${server.http}/run:guarded?room_token=${mintToken(secret, { room: 'run:x', role: 'read' })}`))
+        .status,
+    ).toBe(403);
     // The server is still up and serving.
     const ok = track(connectRoom(`${server.url}/run:guarded`, { token: tok }));
     await ok.whenSynced();
@@ -337,7 +397,9 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     const r = fakeRun(dir, 'readonly');
     const pub = track(publishRun(r.run, { url: server.url, token: writeToken() }));
     for (let i = 0; i < 20; i++) r.metric();
-    const reader = track(followRun(`${server.url}/run:readonly`, { token: readToken('run:readonly'), presence: { name: 'viewer-vic' } }));
+    const reader = track(
+      followRun(`${server.url}/run:readonly`, { token: readToken('run:readonly'), presence: { name: 'viewer-vic' } }),
+    );
     const writer = track(followRun(`${server.url}/run:readonly`, { token: writeToken('run:readonly') }));
     await Promise.all([reader.whenSynced(), writer.whenSynced()]);
     await reader.waitFor((x) => x.curve().length === 20);
@@ -354,14 +416,21 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     await writer.waitFor((x) => x.presence().some((p) => p.name === 'viewer-vic'), 5000, 'viewer presence');
     r.end();
     await pub.done;
-    const snap = (await (await fetch(`${server.http}/run:readonly?room_token=${readToken()}`)).json()) as { metrics: MetricEntry[]; meta: { status: string } };
+    const snap = (await (await fetch(`${server.http}/run:readonly?room_token=${readToken()}`)).json()) as {
+      metrics: MetricEntry[];
+      meta: { status: string };
+    };
     expect(snap.metrics.map((m) => m.seq)).toEqual([...Array(25).keys()]);
     expect(snap.meta.status).toBe('completed');
   });
 
   it('presence (names and colours) propagates and leaves with its client', async () => {
-    const ada = track(connectRoom(`${server.url}/run:presence`, { token: writeToken(), presence: { name: 'Ada', color: '#ff0000' } }));
-    const bob = track(connectRoom(`${server.url}/run:presence`, { token: readToken(), presence: { name: 'Bob', color: '#00ff00' } }));
+    const ada = track(
+      connectRoom(`${server.url}/run:presence`, { token: writeToken(), presence: { name: 'Ada', color: '#ff0000' } }),
+    );
+    const bob = track(
+      connectRoom(`${server.url}/run:presence`, { token: readToken(), presence: { name: 'Bob', color: '#00ff00' } }),
+    );
     await Promise.all([ada.whenSynced(), bob.whenSynced()]);
     const cy = track(followRun(`${server.url}/run:presence`, { token: readToken(), presence: { name: 'Cy' } }));
     await cy.whenSynced();
@@ -375,7 +444,12 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     expect(cy.presence().some((p) => p.name === 'Ada L.')).toBe(true);
     ada.close();
     for (let i = 0; i < 100 && cy.presence().some((p) => p.name.startsWith('Ada')); i++) await sleep(20);
-    expect(cy.presence().map((p) => p.name).sort()).toEqual(['Bob', 'Cy']);
+    expect(
+      cy
+        .presence()
+        .map((p) => p.name)
+        .sort(),
+    ).toEqual(['Bob', 'Cy']);
   });
 
   it('a cancel request in the room cancels the run and records who cancelled it', async () => {
@@ -394,21 +468,48 @@ describe('run rooms (real server process, Node yjs clients)', () => {
 
   it('lathe train with LATHE_ROOMS_URL publishes the real run: the room holds metrics.jsonl exactly', async () => {
     const data = await tallySlice(dir, 400);
-    await writeFile(join(dir, 'tiny.json'), JSON.stringify(tinyRecipe(data, { train: { steps: 12, batchSize: 4, warmupSteps: 2, checkpointEvery: 0 }, eval: { every: 4, batches: 2 } })));
+    await writeFile(
+      join(dir, 'tiny.json'),
+      JSON.stringify(
+        tinyRecipe(data, {
+          train: { steps: 12, batchSize: 4, warmupSteps: 2, checkpointEvery: 0 },
+          eval: { every: 4, batches: 2 },
+        }),
+      ),
+    );
     const out = join(dir, 'tiny-run');
-    const t = lathe(['train', join(dir, 'tiny.json'), '--out', out], { env: { LATHE_ROOMS_URL: server.url, LATHE_ROOMS_DIR: dataDir, LATHE_USER: 'trainer' } });
+    const t = lathe(['train', join(dir, 'tiny.json'), '--out', out], {
+      env: { LATHE_ROOMS_URL: server.url, LATHE_ROOMS_DIR: dataDir, LATHE_USER: 'trainer' },
+    });
     expect(t.status, t.stderr).toBe(0);
-    const metrics = (await readFile(join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Metric);
-    const events = (await readFile(join(out, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as RunEvent);
+    const metrics = (await readFile(join(out, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Metric);
+    const events = (await readFile(join(out, 'events.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as RunEvent);
     // The CLI has exited: what the room holds was flushed before exit.
     // Auto-published rooms carry a hash of the run dir (the same recipe in two folders gets two rooms).
     const res = await fetch(`${server.http}/${roomForRun('tiny-run', out)}?room_token=${readToken()}`);
     expect(res.status).toBe(200);
-    const snap = (await res.json()) as { metrics: MetricEntry[]; events: RunEvent[]; evals: { step: number }[]; meta: Record<string, unknown> };
+    const snap = (await res.json()) as {
+      metrics: MetricEntry[];
+      events: RunEvent[];
+      evals: { step: number }[];
+      meta: Record<string, unknown>;
+    };
     expect(snap.metrics.map(({ seq, ...m }) => (expect(seq).toBe(m.step - 1), m))).toEqual(metrics);
     expect(snap.events.map((e) => e.message)).toEqual(events.map((e) => e.message));
     expect(snap.events.find((e) => e.type === 'started')).toMatchObject({ by: 'trainer' });
     expect(snap.evals.map((e) => e.step)).toEqual(metrics.filter((m) => m.eval_loss !== undefined).map((m) => m.step));
-    expect(snap.meta).toMatchObject({ runId: 'tiny-run', status: 'completed', startedBy: 'trainer', metricCount: 12, steps: 12 });
+    expect(snap.meta).toMatchObject({
+      runId: 'tiny-run',
+      status: 'completed',
+      startedBy: 'trainer',
+      metricCount: 12,
+      steps: 12,
+    });
   });
 });

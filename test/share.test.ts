@@ -8,7 +8,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecret } from '../src/rooms/datadir.js';
 import { mintToken } from '../src/rooms/token.js';
-import { docSession, hasCollaboration, NotebookClient, notebook, startLab, upgradeStatus, type Lab } from './collab-jupyter.js';
+import {
+  docSession,
+  hasCollaboration,
+  NotebookClient,
+  notebook,
+  startLab,
+  upgradeStatus,
+  type Lab,
+} from './collab-jupyter.js';
 import { lathe } from './helpers.js';
 
 /** The `name=value` pairs of a response's Set-Cookie headers, as a Cookie header. */
@@ -37,8 +45,27 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
   const original = notebook('x = 1', 'y = 2');
 
   beforeAll(async () => {
-    lab = await startLab({ 'shared.ipynb': original, 'private.ipynb': notebook('secret = 42'), 'sub/other.ipynb': notebook('z = 0') }, ['--YDocExtension.document_save_delay=0.2']);
-    const r = lathe(['rooms', 'share', 'shared.ipynb', '--base-url', lab.base, '--ttl', '1h', '--name', 'Vic', '--data-dir', lab.roomsDir, '--json'], { env: { LATHE_ROOMS_SECRET: '' } });
+    lab = await startLab(
+      { 'shared.ipynb': original, 'private.ipynb': notebook('secret = 42'), 'sub/other.ipynb': notebook('z = 0') },
+      ['--YDocExtension.document_save_delay=0.2'],
+    );
+    const r = lathe(
+      [
+        'rooms',
+        'share',
+        'shared.ipynb',
+        '--base-url',
+        lab.base,
+        '--ttl',
+        '1h',
+        '--name',
+        'Vic',
+        '--data-dir',
+        lab.roomsDir,
+        '--json',
+      ],
+      { env: { LATHE_ROOMS_SECRET: '' } },
+    );
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout) as { url: string; token: string; scope: string; expires: string };
@@ -69,14 +96,18 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
 
     const me = await fetch(`${lab.base}api/me`, { headers: viewer });
     expect(me.status).toBe(200);
-    const body = await me.json() as { identity: Record<string, unknown> };
-    expect(body.identity).toMatchObject({ display_name: 'Vic (view only)', lathe_role: 'viewer', lathe_scope: 'notebook:shared.ipynb' });
+    const body = (await me.json()) as { identity: Record<string, unknown> };
+    expect(body.identity).toMatchObject({
+      display_name: 'Vic (view only)',
+      lathe_role: 'viewer',
+      lathe_scope: 'notebook:shared.ipynb',
+    });
     expect(JSON.stringify(body)).not.toContain(shareToken.split('.')[2]!); // the token is not echoed
 
     // The shared notebook reads, marked not writable (JupyterLab shows its read-only indicator).
     const nb = await fetch(`${lab.base}api/contents/shared.ipynb`, { headers: viewer });
     expect(nb.status).toBe(200);
-    const model = await nb.json() as { writable: boolean; content: { cells: { source: string }[] } };
+    const model = (await nb.json()) as { writable: boolean; content: { cells: { source: string }[] } };
     expect(model.writable).toBe(false);
     expect(model.content.cells.map((c) => c.source)).toEqual(['x = 1', 'y = 2']);
     // Lists and specs the JupyterLab page polls are readable.
@@ -97,19 +128,30 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     }
   });
 
-  it('keeps the viewer inside the link\'s scope', async () => {
-    for (const p of ['api/contents/private.ipynb', 'api/contents/sub/other.ipynb', 'api/contents/sub', 'files/private.ipynb', 'view/private.ipynb', 'nbconvert/html/private.ipynb']) {
+  it("keeps the viewer inside the link's scope", async () => {
+    for (const p of [
+      'api/contents/private.ipynb',
+      'api/contents/sub/other.ipynb',
+      'api/contents/sub',
+      'files/private.ipynb',
+      'view/private.ipynb',
+      'nbconvert/html/private.ipynb',
+    ]) {
       const res = await fetch(`${lab.base}${p}`, { headers: viewer, redirect: 'manual' });
       expect(res.status, p).toBe(403);
     }
     const res = await fetch(`${lab.base}api/contents/private.ipynb`, { headers: viewer });
-    expect((await res.json() as { message: string }).message).toMatch(/private\.ipynb is outside this share link \(notebook:shared\.ipynb\)/);
+    expect(((await res.json()) as { message: string }).message).toMatch(
+      /private\.ipynb is outside this share link \(notebook:shared\.ipynb\)/,
+    );
     // The folder holding the shared notebook lists it, and only it (the file browser's view).
     const root = await fetch(`${lab.base}api/contents?content=1`, { headers: viewer });
     expect(root.status).toBe(200);
-    const listing = await root.json() as { content: { path: string; writable: boolean }[] };
+    const listing = (await root.json()) as { content: { path: string; writable: boolean }[] };
     expect(listing.content.map((m) => [m.path, m.writable])).toEqual([['shared.ipynb', false]]);
-    const ownerListing = await (await fetch(`${lab.base}api/contents?content=1`, { headers: lab.auth })).json() as { content: { path: string }[] };
+    const ownerListing = (await (await fetch(`${lab.base}api/contents?content=1`, { headers: lab.auth })).json()) as {
+      content: { path: string }[];
+    };
     expect(ownerListing.content.map((m) => m.path).sort()).toEqual(['private.ipynb', 'shared.ipynb', 'sub']);
   });
 
@@ -119,21 +161,27 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     expect(page.status).toBe(200);
     const folder = browserHeaders(page);
     expect((await fetch(`${lab.base}api/contents/sub/other.ipynb`, { headers: folder })).status).toBe(200);
-    const listing = await (await fetch(`${lab.base}api/contents/sub`, { headers: folder })).json() as { content: { path: string }[] };
+    const listing = (await (await fetch(`${lab.base}api/contents/sub`, { headers: folder })).json()) as {
+      content: { path: string }[];
+    };
     expect(listing.content.map((m) => m.path)).toEqual(['sub/other.ipynb']);
     // `..` inside the path: Jupyter resolves it within its root (the owner gets private.ipynb), so
     // a prefix scope must refuse it. (%2f keeps fetch from normalizing the dots away.)
     const sneaky = 'api/contents/sub/..%2fprivate.ipynb';
     const owner = await fetch(`${lab.base}${sneaky}`, { headers: lab.auth });
     expect(owner.status).toBe(200);
-    expect((await owner.json() as { name: string }).name).toBe('private.ipynb');
+    expect(((await owner.json()) as { name: string }).name).toBe('private.ipynb');
     expect((await fetch(`${lab.base}${sneaky}`, { headers: folder })).status).toBe(403);
     expect((await fetch(`${lab.base}api/contents/shared.ipynb`, { headers: folder })).status).toBe(403);
   });
 
   it('cannot write, execute, or change settings', async () => {
     const refused: [string, string, unknown?][] = [
-      ['PUT', 'api/contents/shared.ipynb', { type: 'notebook', format: 'json', content: JSON.parse(notebook('hacked')) }],
+      [
+        'PUT',
+        'api/contents/shared.ipynb',
+        { type: 'notebook', format: 'json', content: JSON.parse(notebook('hacked')) },
+      ],
       ['PATCH', 'api/contents/shared.ipynb', { path: 'renamed.ipynb' }],
       ['DELETE', 'api/contents/shared.ipynb'],
       ['POST', 'api/contents', { type: 'notebook' }],
@@ -146,15 +194,31 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     ];
     for (const [method, p, body] of refused) {
       // Both ways a viewer authenticates: the cookie, and the share token on the request itself.
-      for (const how of [{ headers: viewer, q: '' }, { headers: {}, q: `?lathe_share=${shareToken}` }]) {
-        const res = await fetch(`${lab.base}${p}${how.q}`, { method, headers: { 'Content-Type': 'application/json', ...how.headers }, body: body === undefined ? undefined : JSON.stringify(body) });
+      for (const how of [
+        { headers: viewer, q: '' },
+        { headers: {}, q: `?lathe_share=${shareToken}` },
+      ]) {
+        const res = await fetch(`${lab.base}${p}${how.q}`, {
+          method,
+          headers: { 'Content-Type': 'application/json', ...how.headers },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
         expect(res.status, `${method} ${p}`).toBe(403);
       }
       // Refused by the share link's rules (logged), not by an XSRF or auth check an owner would also hit.
-      expect(lab.log(), `${method} ${p}`).toMatch(new RegExp(`lathe share: refused ${method} /${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} from 127\\.0\\.0\\.1: a view-only share link cannot`));
-      if (p.startsWith('api/') && p !== 'api/shutdown') { // (shutdown's error page is HTML)
-        const res = await fetch(`${lab.base}${p}`, { method, headers: { 'Content-Type': 'application/json', ...viewer }, body: body === undefined ? undefined : JSON.stringify(body) });
-        expect((await res.json() as { message: string }).message, `${method} ${p}`).toMatch(/view-only share link/);
+      expect(lab.log(), `${method} ${p}`).toMatch(
+        new RegExp(
+          `lathe share: refused ${method} /${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} from 127\\.0\\.0\\.1: a view-only share link cannot`,
+        ),
+      );
+      if (p.startsWith('api/') && p !== 'api/shutdown') {
+        // (shutdown's error page is HTML)
+        const res = await fetch(`${lab.base}${p}`, {
+          method,
+          headers: { 'Content-Type': 'application/json', ...viewer },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        expect(((await res.json()) as { message: string }).message, `${method} ${p}`).toMatch(/view-only share link/);
       }
     }
     // Nothing changed on disk, and no kernel or session was started.
@@ -176,9 +240,13 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     expect(await rooms.json()).toMatchObject({ ok: true, service: 'lathe rooms' });
 
     // The owner (Jupyter's token) still writes, even from a browser holding a viewer cookie.
-    const put = await fetch(`${lab.base}api/contents/shared.ipynb`, { method: 'PUT', headers: { ...lab.auth, ...viewer, 'Content-Type': 'application/json' }, body: JSON.stringify({ type: 'notebook', format: 'json', content: JSON.parse(original) }) });
+    const put = await fetch(`${lab.base}api/contents/shared.ipynb`, {
+      method: 'PUT',
+      headers: { ...lab.auth, ...viewer, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'notebook', format: 'json', content: JSON.parse(original) }),
+    });
     expect(put.status).toBe(200);
-    expect((await put.json() as { writable: boolean }).writable).toBe(true);
+    expect(((await put.json()) as { writable: boolean }).writable).toBe(true);
   });
 
   it('follows the notebook live over the collaboration websocket, and its edits are dropped', async () => {
@@ -195,7 +263,7 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
 
     // The owner's edits reach the viewer live.
     const t0 = performance.now();
-    const arrived = view.until(() => view.source(0) === 'x = 1 # by owner', 5000, 'the owner\'s edit');
+    const arrived = view.until(() => view.source(0) === 'x = 1 # by owner', 5000, "the owner's edit");
     owner.insert(0, 5, ' # by owner');
     await arrived;
     console.log(`owner -> viewer edit propagation: ${(performance.now() - t0).toFixed(1)} ms`);
@@ -216,11 +284,23 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     const deadline = Date.now() + 8000;
     let disk = '';
     // (Jupyter rewrites the file in place: wait for a complete one with the owner's edit.)
-    const complete = (t: string) => { try { return JSON.parse(t) !== null; } catch { return false; } };
-    while (Date.now() < deadline && !((disk = await readFile(join(lab.root, 'shared.ipynb'), 'utf8')).includes('# later') && complete(disk))) await new Promise((r) => setTimeout(r, 200));
+    const complete = (t: string) => {
+      try {
+        return JSON.parse(t) !== null;
+      } catch {
+        return false;
+      }
+    };
+    while (
+      Date.now() < deadline &&
+      !((disk = await readFile(join(lab.root, 'shared.ipynb'), 'utf8')).includes('# later') && complete(disk))
+    )
+      await new Promise((r) => setTimeout(r, 200));
     expect(disk).toContain('# later');
     expect(disk).not.toContain('HACK');
-    expect(lab.log()).toMatch(/viewer viewer-\w+ sent a document edit to \/api\/collaboration\/room\/json:notebook:\S+; dropped \(view-only share link\)/);
+    expect(lab.log()).toMatch(
+      /viewer viewer-\w+ sent a document edit to \/api\/collaboration\/room\/json:notebook:\S+; dropped \(view-only share link\)/,
+    );
 
     // A document outside the link's scope: no room for the viewer.
     const priv = await docSession(lab, 'private.ipynb');
@@ -233,21 +313,33 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     const secret = loadSecret({ dataDir: lab.roomsDir }).secret;
     const now = Math.floor(Date.now() / 1000);
     const cases: [string, string, RegExp][] = [
-      ['other secret', mintToken('some-other-secret-0123456789', { room: 'notebook:shared.ipynb', role: 'read' }), /signature is wrong/],
+      [
+        'other secret',
+        mintToken('some-other-secret-0123456789', { room: 'notebook:shared.ipynb', role: 'read' }),
+        /signature is wrong/,
+      ],
       ['altered', shareToken.replace(/\.(.)/, (_m, c: string) => `.${c === 'e' ? 'f' : 'e'}`), /signature is wrong/],
       ['malformed', 'lr1.not-a-token', /malformed share token/],
-      ['expired', mintToken(secret, { room: 'notebook:shared.ipynb', role: 'read', ttl: 60, now: now - 3600 }), /share token expired at/],
+      [
+        'expired',
+        mintToken(secret, { room: 'notebook:shared.ipynb', role: 'read', ttl: 60, now: now - 3600 }),
+        /share token expired at/,
+      ],
       ['write role', mintToken(secret, { room: 'notebook:shared.ipynb', role: 'write' }), /needs a read token/],
       ['a run room token', mintToken(secret, { room: 'run:*', role: 'read' }), /not a notebook/],
     ];
     for (const [what, token, why] of cases) {
-      const page = await fetch(`${lab.base}lab/tree/shared.ipynb?lathe_share=${encodeURIComponent(token)}`, { redirect: 'manual' });
+      const page = await fetch(`${lab.base}lab/tree/shared.ipynb?lathe_share=${encodeURIComponent(token)}`, {
+        redirect: 'manual',
+      });
       expect(page.status, what).toBe(403);
       expect(cookieOf(page), what).not.toMatch(/username-/); // no login cookie
       const api = await fetch(`${lab.base}api/contents/shared.ipynb?lathe_share=${encodeURIComponent(token)}`);
       expect(api.status, what).toBe(403);
-      expect((await api.json() as { message: string }).message, what).toMatch(why);
-      expect(lab.log(), what).toMatch(new RegExp(`lathe share: refused GET /api/contents/shared\\.ipynb from 127\\.0\\.0\\.1: .*${why.source}`));
+      expect(((await api.json()) as { message: string }).message, what).toMatch(why);
+      expect(lab.log(), what).toMatch(
+        new RegExp(`lathe share: refused GET /api/contents/shared\\.ipynb from 127\\.0\\.0\\.1: .*${why.source}`),
+      );
     }
     // No share link and no Jupyter token: Jupyter's own refusal.
     expect((await fetch(`${lab.base}api/contents/shared.ipynb`)).status).toBe(403);

@@ -29,7 +29,16 @@ afterAll(async () => {
 
 describe('slurm executor (real Slurm)', () => {
   it('builds sbatch arguments with GPU requests', async () => {
-    const ex = slurm({ sharedDir: join(dir, 'shared'), tokenFile, gpus: 2, partition: 'gpu', time: '01:00:00', cpus: 8, mem: '32G', sbatchArgs: ['--exclusive'] });
+    const ex = slurm({
+      sharedDir: join(dir, 'shared'),
+      tokenFile,
+      gpus: 2,
+      partition: 'gpu',
+      time: '01:00:00',
+      cpus: 8,
+      mem: '32G',
+      sbatchArgs: ['--exclusive'],
+    });
     expect(ex.sbatchArgs('/shared/x', 'my run')).toEqual([
       '--parsable',
       '--job-name=lathe-my-run',
@@ -43,13 +52,23 @@ describe('slurm executor (real Slurm)', () => {
       '--exclusive',
     ]);
     expect(ex.backendFor(undefined)).toBe('webgpu');
-    expect(ex.script('/shared/x', 'webgpu')).toMatch(/^exec '.+' '.+bin\/lathe\.js' 'worker' '--listen' '0\.0\.0\.0:0' '--token-file' '.+' '--state-dir' '\/shared\/x\/worker' '--announce' '\/shared\/x\/worker\.url' '--backend' 'webgpu' '--once'$/m);
+    expect(ex.script('/shared/x', 'webgpu')).toMatch(
+      /^exec '.+' '.+bin\/lathe\.js' 'worker' '--listen' '0\.0\.0\.0:0' '--token-file' '.+' '--state-dir' '\/shared\/x\/worker' '--announce' '\/shared\/x\/worker\.url' '--backend' 'webgpu' '--once'$/m,
+    );
   });
 
   it('sbatch-es a worker for the run, streams it, downloads it; squeue tracks it and sacct reports it COMPLETED', async () => {
     const data = await tallySlice(dir, 200);
-    const ex: SlurmExecutor = slurm({ sharedDir: join(dir, 'shared'), tokenFile, env: cluster.env, pollMs: 200, backend: 'cpu' });
-    const r = new Recipe(tinyRecipe(data, { train: { steps: 4, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: dir });
+    const ex: SlurmExecutor = slurm({
+      sharedDir: join(dir, 'shared'),
+      tokenFile,
+      env: cluster.env,
+      pollMs: 200,
+      backend: 'cpu',
+    });
+    const r = new Recipe(tinyRecipe(data, { train: { steps: 4, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), {
+      baseDir: dir,
+    });
     const run = await r.start({ on: ex, out: join(dir, 'run') });
     const seen: number[] = [];
     run.onMetric((m) => seen.push(m.step));
@@ -60,13 +79,18 @@ describe('slurm executor (real Slurm)', () => {
     expect(rec).toMatchObject({ job: expect.stringMatching(/^\d+$/), job_state: 'COMPLETED', state_from: 'sacct' });
     expect(await ex.state(rec.job)).toEqual({ job: rec.job, state: 'COMPLETED', source: 'sacct' });
     expect(existsSync(join(dir, 'run', 'checkpoints', '4', 'model.safetensors'))).toBe(true);
-    expect(await readFile(join(rec.dir, `slurm-${rec.job}.out`), 'utf8')).toMatch(/once: the job has ended and its clients have left; stopping/);
+    expect(await readFile(join(rec.dir, `slurm-${rec.job}.out`), 'utf8')).toMatch(
+      /once: the job has ended and its clients have left; stopping/,
+    );
   });
 
   it('cancel stops the run with a checkpoint and scancel-s its Slurm job (CANCELLED)', async () => {
     const data = await tallySlice(dir, 200);
     const ex = slurm({ sharedDir: join(dir, 'shared'), tokenFile, env: cluster.env, pollMs: 200, backend: 'cpu' });
-    const r = new Recipe(tinyRecipe(data, { train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }), { baseDir: dir });
+    const r = new Recipe(
+      tinyRecipe(data, { train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }),
+      { baseDir: dir },
+    );
     const run = await r.start({ on: ex, out: join(dir, 'cancelled') });
     await new Promise<void>((resolve) => {
       const off = run.onMetric((m) => {
@@ -76,7 +100,9 @@ describe('slurm executor (real Slurm)', () => {
         }
       });
     });
-    expect((await ex.state(JSON.parse(await readFile(join(dir, 'cancelled', 'slurm.json'), 'utf8')).job)).state).toBe('RUNNING');
+    expect((await ex.state(JSON.parse(await readFile(join(dir, 'cancelled', 'slurm.json'), 'utf8')).job)).state).toBe(
+      'RUNNING',
+    );
     run.cancel();
     const s = await run.done;
     expect(s.status).toBe('cancelled');

@@ -9,16 +9,20 @@ const GB = 1024 ** 3;
 
 /** Writes ~size bytes of varied paragraphs (seeded), returning the paragraph count. */
 async function writeCorpus(path: string, size: number): Promise<number> {
-  const words = 'ledger swap coupon notional tenor basis spread yield carry hedge accrual strike vol gamma delta theta desk book trade'.split(' ');
+  const words =
+    'ledger swap coupon notional tenor basis spread yield carry hedge accrual strike vol gamma delta theta desk book trade'.split(
+      ' ',
+    );
   let x = 12345;
-  const rnd = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296);
+  const rnd = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296;
   const ws = createWriteStream(path);
   let written = 0;
   let paras = 0;
   while (written < size) {
     let p = `doc ${paras}:`;
     const n = 300 + Math.floor(rnd() * 500);
-    for (let i = 0; i < n; i++) p += ` ${words[Math.floor(rnd() * words.length)]}${rnd() < 0.1 ? ` ${Math.floor(rnd() * 1e4)}` : ''}`;
+    for (let i = 0; i < n; i++)
+      p += ` ${words[Math.floor(rnd() * words.length)]}${rnd() < 0.1 ? ` ${Math.floor(rnd() * 1e4)}` : ''}`;
     p += '\n\n';
     written += Buffer.byteLength(p);
     paras++;
@@ -42,13 +46,19 @@ describe('streaming data pipeline', () => {
       };
       await writeFile(join(dir, 'r.json'), JSON.stringify(recipe));
       // A small heap: the pipeline must stream, not hold the file.
-      const res = spawnSync(process.execPath, ['--max-old-space-size=384', join(ROOT, 'test', 'stream-1gb.mjs'), join(dir, 'r.json'), join(dir, 'prep')], {
-        encoding: 'utf8',
-        timeout: 1_500_000,
-      });
+      const res = spawnSync(
+        process.execPath,
+        ['--max-old-space-size=384', join(ROOT, 'test', 'stream-1gb.mjs'), join(dir, 'r.json'), join(dir, 'prep')],
+        {
+          encoding: 'utf8',
+          timeout: 1_500_000,
+        },
+      );
       expect(res.status, res.stderr).toBe(0);
       const out = JSON.parse(res.stdout.trim().split('\n').at(-1)!);
-      console.log(`1 GB streaming: ${out.seconds.toFixed(0)} s, peak RSS ${out.peakRssMb.toFixed(0)} MB, phases ${JSON.stringify(out.phases)}`);
+      console.log(
+        `1 GB streaming: ${out.seconds.toFixed(0)} s, peak RSS ${out.peakRssMb.toFixed(0)} MB, phases ${JSON.stringify(out.phases)}`,
+      );
       expect(out.docs.train + out.docs.val).toBe(paras);
       expect(out.bytes).toBeGreaterThan(0.99 * GB);
       expect(out.tokens.train).toBeGreaterThan(out.bytes / 8);

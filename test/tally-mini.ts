@@ -26,7 +26,10 @@ export function miniProgram(rng: Rng): { body: string; answer: string } {
 }
 
 /** Writes dir/mini-train.jsonl (complete programs, for pre-training) and dir/mini-prompts.jsonl ({prompt, expected}). */
-export async function writeMini(dir: string, o: { programs: number; prompts: number; seed: number }): Promise<{ train: string; prompts: string }> {
+export async function writeMini(
+  dir: string,
+  o: { programs: number; prompts: number; seed: number },
+): Promise<{ train: string; prompts: string }> {
   const rng = new Rng(o.seed);
   const train: string[] = [];
   for (let i = 0; i < o.programs; i++) {

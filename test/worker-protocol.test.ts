@@ -36,14 +36,25 @@ describe('worker protocol', () => {
 
   beforeAll(async () => {
     dir = await scratch('lathe-wproto-');
-    server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', maxFrameBytes: 64 * 1024, chunkBytes: 1024, log: (l) => logs.push(l) });
+    server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      maxFrameBytes: 64 * 1024,
+      chunkBytes: 1024,
+      log: (l) => logs.push(l),
+    });
   });
   afterAll(() => server.close());
 
   it('refuses a wrong or missing token with 401, logs the refusal without the token, and keeps serving', async () => {
-    await expect(WorkerClient.connect(server.url, { token: 'not-the-token-at-all', reconnect: false })).rejects.toThrow(/refused the token \(401\)/);
+    await expect(WorkerClient.connect(server.url, { token: 'not-the-token-at-all', reconnect: false })).rejects.toThrow(
+      /refused the token \(401\)/,
+    );
     const noAuth = new WebSocket(server.url);
-    const status = await new Promise<number>((r) => noAuth.once('unexpected-response', (_q, res) => r(res.statusCode!)));
+    const status = await new Promise<number>((r) =>
+      noAuth.once('unexpected-response', (_q, res) => r(res.statusCode!)),
+    );
     expect(status).toBe(401);
     expect(logs.filter((l) => /refused connection from .*: wrong token/.test(l))).toHaveLength(1);
     expect(logs.filter((l) => /refused connection from .*: no bearer token/.test(l))).toHaveLength(1);
@@ -58,9 +69,21 @@ describe('worker protocol', () => {
     const c = await raw(server.url);
     const cases: [string | Buffer, string, RegExp][] = [
       ['{not json', 'bad-frame', /not JSON/],
-      [JSON.stringify({ v: PROTOCOL_VERSION, id: 1, type: 'launch-missiles' }), 'unknown-type', /unknown message type "launch-missiles"/],
-      [JSON.stringify({ v: 0, id: 2, type: 'hello' }), 'version', /protocol version 0 is not supported; this worker speaks version 1/],
-      [JSON.stringify({ v: PROTOCOL_VERSION, id: 3, type: 'upload.begin', sha256: 'xyz', bytes: 1 }), 'bad-message', /upload.begin: field "sha256": expected a lowercase hex sha256/],
+      [
+        JSON.stringify({ v: PROTOCOL_VERSION, id: 1, type: 'launch-missiles' }),
+        'unknown-type',
+        /unknown message type "launch-missiles"/,
+      ],
+      [
+        JSON.stringify({ v: 0, id: 2, type: 'hello' }),
+        'version',
+        /protocol version 0 is not supported; this worker speaks version 1/,
+      ],
+      [
+        JSON.stringify({ v: PROTOCOL_VERSION, id: 3, type: 'upload.begin', sha256: 'xyz', bytes: 1 }),
+        'bad-message',
+        /upload.begin: field "sha256": expected a lowercase hex sha256/,
+      ],
       [JSON.stringify({ v: PROTOCOL_VERSION, id: 4, type: 'watch', job: 'nope' }), 'not-found', /no job "nope"/],
       [JSON.stringify([1, 2]), 'bad-message', /JSON object/],
       [Buffer.from([0, 0, 0, 99, 1]), 'bad-frame', /header length 99 runs past the frame/],
@@ -110,14 +133,27 @@ describe('worker protocol', () => {
     const liar = join(dir, 'liar.bin');
     await writeFile(liar, Buffer.from('not what the hash says'));
     const claimed = createHash('sha256').update('something else').digest('hex');
-    await expect(client.upload({ path: liar, sha256: claimed, bytes: 22 })).rejects.toThrow(/upload.end: the uploaded file has sha256 .* not .*; it was discarded/);
+    await expect(client.upload({ path: liar, sha256: claimed, bytes: 22 })).rejects.toThrow(
+      /upload.end: the uploaded file has sha256 .* not .*; it was discarded/,
+    );
     expect(server.store.has(claimed)).toBe(false);
     // A chunk whose bytes do not match its own sha256 is refused.
     await client.request({ type: 'upload.begin', sha256: claimed, bytes: 22 });
     const ws = (client as unknown as { ws: WebSocket }).ws;
-    const reply = new Promise<Record<string, unknown>>((r) => ws.once('message', (d: Buffer) => r(JSON.parse(d.toString()))));
-    ws.send(encodeBinary({ v: PROTOCOL_VERSION, id: 999, type: 'upload.chunk', sha256: claimed, index: 0, chunkSha256: claimed }, Buffer.from('not what the hash says')));
-    expect(await reply).toMatchObject({ re: 999, code: 'sha-mismatch', message: expect.stringMatching(/chunk 0 .* has sha256/) });
+    const reply = new Promise<Record<string, unknown>>((r) =>
+      ws.once('message', (d: Buffer) => r(JSON.parse(d.toString()))),
+    );
+    ws.send(
+      encodeBinary(
+        { v: PROTOCOL_VERSION, id: 999, type: 'upload.chunk', sha256: claimed, index: 0, chunkSha256: claimed },
+        Buffer.from('not what the hash says'),
+      ),
+    );
+    expect(await reply).toMatchObject({
+      re: 999,
+      code: 'sha-mismatch',
+      message: expect.stringMatching(/chunk 0 .* has sha256/),
+    });
     await expect(client.request({ type: 'jobs' })).resolves.toMatchObject({ type: 'jobs' });
     client.close();
   });
@@ -132,16 +168,46 @@ describe('worker over TLS', () => {
     const dir = await scratch('lathe-wtls-');
     const key = join(dir, 'key.pem');
     const cert = join(dir, 'cert.pem');
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+    const r = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { encoding: 'utf8' },
+    );
     expect(r.status, r.stderr).toBe(0);
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', tls: { cert: await readFile(cert), key: await readFile(key) }, log: () => {} });
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      tls: { cert: await readFile(cert), key: await readFile(key) },
+      log: () => {},
+    });
     try {
       expect(server.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/);
       const c = await WorkerClient.connect(server.url, { token: TOKEN, ca: await readFile(cert), reconnect: false });
       expect(await c.jobs()).toEqual([]);
       c.close();
-      await expect(WorkerClient.connect(server.url, { token: TOKEN, reconnect: false })).rejects.toThrow(/self-signed certificate/);
-      await expect(WorkerClient.connect(server.url.replace('wss', 'ws'), { token: TOKEN, reconnect: false })).rejects.toThrow(/cannot reach the worker|socket hang up|HTTP/);
+      await expect(WorkerClient.connect(server.url, { token: TOKEN, reconnect: false })).rejects.toThrow(
+        /self-signed certificate/,
+      );
+      await expect(
+        WorkerClient.connect(server.url.replace('wss', 'ws'), { token: TOKEN, reconnect: false }),
+      ).rejects.toThrow(/cannot reach the worker|socket hang up|HTTP/);
     } finally {
       await server.close();
     }

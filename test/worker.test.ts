@@ -17,8 +17,13 @@ import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
 const TOKEN = 'worker-test-token-0123456789abcdef';
 
 /** Metrics without their timing fields (what reproduce compares). */
-const strip = (ms: Metric[]) => ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !TIMING_KEYS.has(k))));
-const readJsonl = async (p: string) => (await readFile(p, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+const strip = (ms: Metric[]) =>
+  ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !TIMING_KEYS.has(k))));
+const readJsonl = async (p: string) =>
+  (await readFile(p, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 const until = async (what: string, ok: () => boolean | Promise<boolean>, ms = 120_000) => {
   const deadline = Date.now() + ms;
   while (!(await ok())) {
@@ -36,9 +41,16 @@ const completeLines = async (p: string) => (existsSync(p) ? (await readFile(p, '
  * does not exit by itself fails the test instead of hanging it. `quietMs` is how long it took to
  * exit after its last output.
  */
-function latheAsync(args: string[], opts: { env?: Record<string, string>; ms?: number } = {}): Promise<{ status: number | null; stdout: string; stderr: string; quietMs: number }> {
+function latheAsync(
+  args: string[],
+  opts: { env?: Record<string, string>; ms?: number } = {},
+): Promise<{ status: number | null; stdout: string; stderr: string; quietMs: number }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     children.push(child);
     let stdout = '';
     let stderr = '';
@@ -65,9 +77,14 @@ async function freePort(): Promise<number> {
 }
 
 /** `lathe worker` as a child process (the built CLI), resolved once it listens. */
-async function startWorkerProcess(args: string[], announce: string): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+async function startWorkerProcess(
+  args: string[],
+  announce: string,
+): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
   let err = '';
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'worker', ...args, '--announce', announce], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'lathe.js'), 'worker', ...args, '--announce', announce], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   await until('the worker to listen', () => existsSync(announce) || child.exitCode !== null, 60_000);
   if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}: ${err}`);
@@ -85,8 +102,18 @@ describe('worker', () => {
     const data = await tallySlice(dir, 300);
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
-    const recipe = new Recipe(tinyRecipe(data, { train: { steps: 16, batchSize: 4, warmupSteps: 2, checkpointEvery: 4 } }), { baseDir: dir });
-    const small = new Recipe(tinyRecipe(data, { name: 'small', seed: 5, train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir });
+    const recipe = new Recipe(
+      tinyRecipe(data, { train: { steps: 16, batchSize: 4, warmupSteps: 2, checkpointEvery: 4 } }),
+      { baseDir: dir },
+    );
+    const small = new Recipe(
+      tinyRecipe(data, {
+        name: 'small',
+        seed: 5,
+        train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 },
+      }),
+      { baseDir: dir },
+    );
 
     // The uninterrupted reference, in this process.
     const straight = await localExecutor.start(await recipe.lock({ backend: 'cpu' }), { out: join(dir, 'straight') });
@@ -136,35 +163,65 @@ describe('worker', () => {
     expect(existsSync(join(dir, 'mirror-a', 'checkpoints', '16', 'model.safetensors'))).toBe(true);
     expect(existsSync(join(dir, 'mirror-a', 'checkpoints', '8'))).toBe(false);
     expect(existsSync(join(dir, 'mirror-a', 'data', 'tokenizer.json'))).toBe(true);
-    expect(JSON.parse(await readFile(join(dir, 'mirror-a', 'summary.json'), 'utf8'))).toMatchObject({ id: 'mirror-a', status: 'completed', worker: { job: jobA } });
+    expect(JSON.parse(await readFile(join(dir, 'mirror-a', 'summary.json'), 'utf8'))).toMatchObject({
+      id: 'mirror-a',
+      status: 'completed',
+      worker: { job: jobA },
+    });
     const jobs = await w.jobs();
     expect(jobs.map((j) => [j.id, j.status, j.restarts])).toEqual([
       [jobA, 'completed', 1],
       [jobB, 'completed', 0],
     ]);
-    expect(await readFile(join(jobDir, 'job.log'), 'utf8')).toMatch(/resuming after the worker stopped, from the checkpoint at step \d+/);
+    expect(await readFile(join(jobDir, 'job.log'), 'utf8')).toMatch(
+      /resuming after the worker stopped, from the checkpoint at step \d+/,
+    );
     // The job's log outlived the worker: a watch from line 0 replays all of it, across the restart, once.
     const replayed: [number, string][] = [];
     await new Promise<void>((resolve) => {
-      const wa = w.client.watch(jobA, { log: (l, seq) => replayed.push([seq, l]), state: (j) => isFinal(j.status) && (wa.close(), resolve()) });
+      const wa = w.client.watch(jobA, {
+        log: (l, seq) => replayed.push([seq, l]),
+        state: (j) => isFinal(j.status) && (wa.close(), resolve()),
+      });
     });
     const logA = (await readFile(join(jobDir, 'job.log'), 'utf8')).trimEnd().split('\n');
     expect(replayed).toEqual(logA.map((l, i) => [i, l]));
-    const restartedAt = logA.findIndex((l) => l.endsWith('the worker restarted while this job was running; it resumes from its last checkpoint'));
+    const restartedAt = logA.findIndex((l) =>
+      l.endsWith('the worker restarted while this job was running; it resumes from its last checkpoint'),
+    );
     expect(logA.findIndex((l) => l.endsWith('training on cpu'))).toBeLessThan(restartedAt);
     expect(logA.at(-1)).toMatch(/completed at step 16\/16/);
 
     // The CLI against the same worker: submit --wait downloads the run; jobs; cancel of an unknown job.
     const recipeFile = join(dir, 'r.json');
-    await writeFile(recipeFile, JSON.stringify(tinyRecipe(data, { train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } })));
-    const sub = lathe(['submit', recipeFile, '--worker', second.url, '--token-file', tokenFile, '--steps', '2', '--out', join(dir, 'cli-run'), '--wait']);
+    await writeFile(
+      recipeFile,
+      JSON.stringify(tinyRecipe(data, { train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } })),
+    );
+    const sub = lathe([
+      'submit',
+      recipeFile,
+      '--worker',
+      second.url,
+      '--token-file',
+      tokenFile,
+      '--steps',
+      '2',
+      '--out',
+      join(dir, 'cli-run'),
+      '--wait',
+    ]);
     expect(sub.status, sub.stderr).toBe(0);
     expect(sub.stdout).toMatch(/^job \S+ on ws:\/\/127\.0\.0\.1:\d+ \(lock \w+, backend cpu\)/);
     expect(sub.stdout).toMatch(/completed at step 2\/2/);
     expect(existsSync(join(dir, 'cli-run', 'checkpoints', '2', 'model.safetensors'))).toBe(true);
     const listed = lathe(['jobs', '--worker', second.url, '--token-file', tokenFile, '--json']);
     expect(listed.status, listed.stderr).toBe(0);
-    expect(JSON.parse(listed.stdout).map((j: { status: string }) => j.status)).toEqual(['completed', 'completed', 'completed']);
+    expect(JSON.parse(listed.stdout).map((j: { status: string }) => j.status)).toEqual([
+      'completed',
+      'completed',
+      'completed',
+    ]);
     const table = lathe(['jobs', '--worker', second.url, '--token-file', tokenFile]);
     expect(table.stdout).toMatch(new RegExp(`${jobA}\\s+completed`));
     const nope = lathe(['cancel', 'no-such-job', '--worker', second.url, '--token-file', tokenFile]);
@@ -176,7 +233,11 @@ describe('worker', () => {
     expect(refused.status).toBe(2);
     expect(refused.stderr).toMatch(/refused the token \(401\)/);
     // The refusal is logged (the worker's stderr arrives through a pipe, so wait for it).
-    await until('the refusal in the log', () => /refused connection from 127\.0\.0\.1:\d+: wrong token/.test(second.stderr()), 10_000);
+    await until(
+      'the refusal in the log',
+      () => /refused connection from 127\.0\.0\.1:\d+: wrong token/.test(second.stderr()),
+      10_000,
+    );
     expect(second.stderr()).not.toContain('x'.repeat(32));
 
     w.close();
@@ -188,10 +249,18 @@ describe('worker', () => {
   it('training goes on while a client is away; a client that drops catches up without losing or repeating a point; cancel stops a job', async () => {
     const dir = await scratch('lathe-wdrop-');
     const data = await tallySlice(dir, 300);
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      log: () => {},
+    });
     try {
       const w = await connect(server.url, { token: TOKEN });
-      const r = new Recipe(tinyRecipe(data, { train: { steps: 10, batchSize: 4, warmupSteps: 1, checkpointEvery: 5 } }), { baseDir: dir });
+      const r = new Recipe(
+        tinyRecipe(data, { train: { steps: 10, batchSize: 4, warmupSteps: 1, checkpointEvery: 5 } }),
+        { baseDir: dir },
+      );
       const run = await r.start({ on: w, out: join(dir, 'mirror') });
       const job = w.lastJob!.id;
       let drops = 0;
@@ -233,7 +302,9 @@ describe('worker', () => {
       expect(ps.status).toBe('interrupted');
       const resumed = await w.resume(join(dir, 'paused'));
       await until('a step past the interrupt', () => resumed.metricsSoFar.length > ps.step);
-      expect(resumed.metricsSoFar.slice(0, ps.step).map((m) => m.step)).toEqual(Array.from({ length: ps.step }, (_, i) => i + 1));
+      expect(resumed.metricsSoFar.slice(0, ps.step).map((m) => m.step)).toEqual(
+        Array.from({ length: ps.step }, (_, i) => i + 1),
+      );
       resumed.cancel();
       expect((await resumed.done).status).toBe('cancelled');
       expect(resumed.events.filter((e) => e.type === 'resumed').map((e) => e.step)).toEqual([ps.step]);
@@ -250,10 +321,19 @@ describe('worker', () => {
     await tallySlice(join(root, 'corpus'), 120);
     const outside = await tallySlice(dir, 10);
     await symlink(outside, join(root, 'corpus', 'escape.jsonl'));
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), dataRoot: root, backend: 'cpu', log: () => {} });
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      dataRoot: root,
+      backend: 'cpu',
+      log: () => {},
+    });
     try {
       const w: WorkerExecutor = await connect(server.url, { token: TOKEN });
-      const rec = (path: string) => new Recipe(tinyRecipe(path, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: join(dir, 'client') });
+      const rec = (path: string) =>
+        new Recipe(tinyRecipe(path, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), {
+          baseDir: join(dir, 'client'),
+        });
       const run = await rec('worker:corpus/tally.jsonl').run({ on: w, out: join(dir, 'mirror') });
       expect(run.summary!.status).toBe('completed');
       expect(w.lastUpload).toEqual([]); // nothing was uploaded
@@ -269,26 +349,42 @@ describe('worker', () => {
       expect(existsSync(join(dir, 'ck', 'checkpoints', '2', 'model.safetensors'))).toBe(true);
       expect(existsSync(join(dir, 'ck', 'metrics.jsonl'))).toBe(false);
       await w.client.fetch(job, join(dir, 'hf'), 'export');
-      expect(JSON.parse(await readFile(join(dir, 'hf', 'config.json'), 'utf8')).architectures).toEqual(['LlamaForCausalLM']);
+      expect(JSON.parse(await readFile(join(dir, 'hf', 'config.json'), 'utf8')).architectures).toEqual([
+        'LlamaForCausalLM',
+      ]);
       expect(existsSync(join(dir, 'hf', 'model.safetensors'))).toBe(true);
 
-      await expect(rec('worker:../tally.jsonl').start({ on: w })).rejects.toThrow(/data.sources\[0\].path: worker:..\/tally.jsonl leaves the worker's --data-root/);
+      await expect(rec('worker:../tally.jsonl').start({ on: w })).rejects.toThrow(
+        /data.sources\[0\].path: worker:..\/tally.jsonl leaves the worker's --data-root/,
+      );
       await expect(rec('worker:/etc/passwd').start({ on: w })).rejects.toThrow(/not absolute/);
-      await expect(rec('worker:corpus/escape.jsonl').start({ on: w })).rejects.toThrow(/worker:corpus\/escape.jsonl is a link that leaves the worker's --data-root/);
+      await expect(rec('worker:corpus/escape.jsonl').start({ on: w })).rejects.toThrow(
+        /worker:corpus\/escape.jsonl is a link that leaves the worker's --data-root/,
+      );
       await expect(rec('worker:corpus/*.jsonl').start({ on: w })).rejects.toThrow(/is a link that leaves/);
       await expect(rec('worker:corpus/missing.jsonl').start({ on: w })).rejects.toThrow(/missing.jsonl does not exist/);
 
       // A hand-made lock cannot reach outside either: relative paths that climb, or data it never uploaded.
-      const good = await rec('worker:corpus/tally.jsonl').lock({ backend: 'cpu' }).catch(() => undefined);
+      const good = await rec('worker:corpus/tally.jsonl')
+        .lock({ backend: 'cpu' })
+        .catch(() => undefined);
       expect(good).toBeUndefined(); // the client cannot even lock worker: data itself
-      const forged = structuredClone(run.lock) as unknown as Record<string, unknown> & { data: { files: { path: string }[] }[] };
+      const forged = structuredClone(run.lock) as unknown as Record<string, unknown> & {
+        data: { files: { path: string }[] }[];
+      };
       forged.data[0]!.files[0]!.path = '../../../etc/passwd';
-      await expect(w.client.request({ type: 'submit', lock: forged, files: [] })).rejects.toThrow(/is not among the uploaded files/);
+      await expect(w.client.request({ type: 'submit', lock: forged, files: [] })).rejects.toThrow(
+        /is not among the uploaded files/,
+      );
       forged.data[0]!.files[0]!.path = outside;
-      await expect(w.client.request({ type: 'submit', lock: forged, files: [] })).rejects.toThrow(/is not among the uploaded files/);
+      await expect(w.client.request({ type: 'submit', lock: forged, files: [] })).rejects.toThrow(
+        /is not among the uploaded files/,
+      );
       const climbing = structuredClone(run.lock) as unknown as { recipe: { eval: { suites: unknown[] } } };
       climbing.recipe.eval.suites = [{ name: 'x', path: '../../../../etc/passwd' }];
-      await expect(w.client.request({ type: 'submit', lock: climbing as unknown as Record<string, unknown>, files: [] })).rejects.toThrow(/eval.suites\[0\].path: ..\/..\/..\/..\/etc\/passwd leaves the recipe's folder/);
+      await expect(
+        w.client.request({ type: 'submit', lock: climbing as unknown as Record<string, unknown>, files: [] }),
+      ).rejects.toThrow(/eval.suites\[0\].path: ..\/..\/..\/..\/etc\/passwd leaves the recipe's folder/);
       w.close();
     } finally {
       await server.close();
@@ -299,19 +395,42 @@ describe('worker', () => {
     const dir = await scratch('lathe-wpipe-');
     const data = await tallySlice(dir, 200);
     const chat: string[] = [];
-    for (let i = 0; i < 40; i++) chat.push(JSON.stringify({ messages: [{ role: 'user', content: `let x = ${i}\nemit` }, { role: 'assistant', content: `emit x` }] }));
+    for (let i = 0; i < 40; i++)
+      chat.push(
+        JSON.stringify({
+          messages: [
+            { role: 'user', content: `let x = ${i}\nemit` },
+            { role: 'assistant', content: `emit x` },
+          ],
+        }),
+      );
     await mkdir(join(dir, 'sft'));
     await writeFile(join(dir, 'sft', 'chat.jsonl'), chat.join('\n') + '\n');
     const p = Pipeline.of(
       [
-        new Recipe(tinyRecipe(data, { train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir }),
-        new Recipe({ stage: 'sft', data: { sources: [{ path: 'sft/chat.jsonl' }] }, train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 }, eval: { every: 0, batches: 1 } }, { baseDir: dir }),
+        new Recipe(tinyRecipe(data, { train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), {
+          baseDir: dir,
+        }),
+        new Recipe(
+          {
+            stage: 'sft',
+            data: { sources: [{ path: 'sft/chat.jsonl' }] },
+            train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 },
+            eval: { every: 0, batches: 1 },
+          },
+          { baseDir: dir },
+        ),
       ],
       { baseDir: dir, backend: 'cpu' },
     );
     const local = await p.run({ out: join(dir, 'local') });
     expect(local.summary!.status).toBe('completed');
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      log: () => {},
+    });
     try {
       const w = await connect(server.url, { token: TOKEN });
       const remote = await p.run({ on: w, out: join(dir, 'remote') });
@@ -328,11 +447,20 @@ describe('worker', () => {
   it('log lines are kept in job.log and replayed to a client that connects later, numbered like metrics: none lost, none repeated across drops', async () => {
     const dir = await scratch('lathe-wlog-');
     const data = await tallySlice(dir, 150);
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
-    const jobLog = async (job: string) => (await readFile(join(server.queue.jobDir(job), 'job.log'), 'utf8')).trimEnd().split('\n');
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      log: () => {},
+    });
+    const jobLog = async (job: string) =>
+      (await readFile(join(server.queue.jobDir(job), 'job.log'), 'utf8')).trimEnd().split('\n');
     try {
       const w = await connect(server.url, { token: TOKEN });
-      const r = new Recipe(tinyRecipe(data, { name: 'logged', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }), { baseDir: dir });
+      const r = new Recipe(
+        tinyRecipe(data, { name: 'logged', train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 } }),
+        { baseDir: dir },
+      );
       await r.run({ on: w, out: join(dir, 'mirror') });
       const job = w.lastJob!.id;
       const lines = await jobLog(job);
@@ -345,7 +473,14 @@ describe('worker', () => {
       const replay = async (from?: number) => {
         const got: [number, string][] = [];
         await new Promise<void>((resolve) => {
-          const watch = late.watch(job, { log: (line, seq) => got.push([seq, line]), state: (j) => isFinal(j.status) && (watch.close(), resolve()) }, { logs: from });
+          const watch = late.watch(
+            job,
+            {
+              log: (line, seq) => got.push([seq, line]),
+              state: (j) => isFinal(j.status) && (watch.close(), resolve()),
+            },
+            { logs: from },
+          );
         });
         return got;
       };
@@ -361,7 +496,9 @@ describe('worker', () => {
       const lj = w.lastJob!.id;
       const c = await WorkerClient.connect(server.url, { token: TOKEN });
       const seen: [number, string][] = [];
-      const ended = new Promise<void>((resolve) => c.watch(lj, { log: (line, seq) => seen.push([seq, line]), state: (j) => isFinal(j.status) && resolve() }));
+      const ended = new Promise<void>((resolve) =>
+        c.watch(lj, { log: (line, seq) => seen.push([seq, line]), state: (j) => isFinal(j.status) && resolve() }),
+      );
       await until('training', () => seen.some(([, l]) => l.endsWith('training on cpu')));
       server.queue.log(lj, 'note while connected');
       await until('the note', () => seen.some(([, l]) => l.endsWith('note while connected')));
@@ -393,12 +530,20 @@ describe('worker', () => {
     const data = await tallySlice(dir, 200);
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
-    const server = await WorkerServer.start({ token: TOKEN, stateDir: join(dir, 'state'), backend: 'cpu', log: () => {} });
+    const server = await WorkerServer.start({
+      token: TOKEN,
+      stateDir: join(dir, 'state'),
+      backend: 'cpu',
+      log: () => {},
+    });
     const auth = ['--worker', server.url, '--token-file', tokenFile];
     try {
       // A job submitted by another client, which then went away: it trains on.
       const w = await connect(server.url, { token: TOKEN });
-      const r = new Recipe(tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }), { baseDir: dir });
+      const r = new Recipe(
+        tinyRecipe(data, { name: 'long', train: { steps: 400, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 } }),
+        { baseDir: dir },
+      );
       const first = await r.start({ on: w, out: join(dir, 'first') });
       const job = w.lastJob!.id;
       await until('3 steps', () => (server.queue.get(job)?.step ?? 0) >= 3);
@@ -409,30 +554,54 @@ describe('worker', () => {
       const before = server.queue.get(job)!.step;
       const attaching = latheAsync(['submit', '--attach', job, ...auth, '--out', join(dir, 'att')]);
       // Cancel once the mirror holds the history up to the attach and a few live points after it.
-      await until('the mirror to stream', async () => (await completeLines(join(dir, 'att', 'metrics.jsonl'))) >= before + 3);
+      await until(
+        'the mirror to stream',
+        async () => (await completeLines(join(dir, 'att', 'metrics.jsonl'))) >= before + 3,
+      );
       await server.queue.cancel(job);
       const res = await attaching;
       expect(res.status, res.stderr).toBe(0);
       const k = server.queue.get(job)!.step;
-      expect(res.stdout).toMatch(new RegExp(`^attached to job ${job} on ws://127\\.0\\.0\\.1:\\d+ \\(running, step \\d+/400, backend cpu\\); mirroring into ${join(dir, 'att')}\n`));
+      expect(res.stdout).toMatch(
+        new RegExp(
+          `^attached to job ${job} on ws://127\\.0\\.0\\.1:\\d+ \\(running, step \\d+/400, backend cpu\\); mirroring into ${join(dir, 'att')}\n`,
+        ),
+      );
       expect(res.stdout).toMatch(new RegExp(`run ${join(dir, 'att')}: cancelled at step ${k}/400`));
       const remote = await readJsonl(join(server.queue.runDir(job), 'metrics.jsonl'));
       expect(remote.map((m: Metric) => m.step)).toEqual(Array.from({ length: k }, (_, i) => i + 1));
       expect(await readJsonl(join(dir, 'att', 'metrics.jsonl'))).toEqual(remote);
-      expect(await readJsonl(join(dir, 'att', 'events.jsonl'))).toEqual(await readJsonl(join(server.queue.runDir(job), 'events.jsonl')));
+      expect(await readJsonl(join(dir, 'att', 'events.jsonl'))).toEqual(
+        await readJsonl(join(server.queue.runDir(job), 'events.jsonl')),
+      );
       expect(existsSync(join(dir, 'att', 'checkpoints', String(k), 'model.safetensors'))).toBe(true);
-      expect(JSON.parse(await readFile(join(dir, 'att', 'summary.json'), 'utf8'))).toMatchObject({ id: 'att', status: 'cancelled', step: k, worker: { job } });
+      expect(JSON.parse(await readFile(join(dir, 'att', 'summary.json'), 'utf8'))).toMatchObject({
+        id: 'att',
+        status: 'cancelled',
+        step: k,
+        worker: { job },
+      });
       expect(JSON.parse(await readFile(join(dir, 'att', 'worker.json'), 'utf8'))).toEqual({ url: server.url, job });
       // Its log from the first line (written before this client existed), each line once, on stderr.
       const log = (await readFile(join(server.queue.jobDir(job), 'job.log'), 'utf8')).trimEnd().split('\n');
       expect(log[0]).toMatch(/queued long/);
-      expect(res.stderr.split('\n').filter((l) => l.startsWith('worker: ')).map((l) => l.slice('worker: '.length))).toEqual(log);
+      expect(
+        res.stderr
+          .split('\n')
+          .filter((l) => l.startsWith('worker: '))
+          .map((l) => l.slice('worker: '.length)),
+      ).toEqual(log);
 
       // Attach to the ended job, as JSON lines: the whole history once, then the summary.
       const again = await latheAsync(['submit', '--attach', job, ...auth, '--out', join(dir, 'att2'), '--json']);
       expect(again.status, again.stderr).toBe(0);
-      const out = again.stdout.trim().split('\n').map((l) => JSON.parse(l));
-      expect(out.filter((o) => typeof o.step === 'number').map((o) => o.step)).toEqual(remote.map((m: Metric) => m.step));
+      const out = again.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(out.filter((o) => typeof o.step === 'number').map((o) => o.step)).toEqual(
+        remote.map((m: Metric) => m.step),
+      );
       expect(out.at(-1)).toMatchObject({ summary: { status: 'cancelled', step: k } });
       expect(await readJsonl(join(dir, 'att2', 'metrics.jsonl'))).toEqual(remote);
       expect(JSON.parse(await readFile(join(dir, 'att2', 'recipe.lock.json'), 'utf8')).id).toBe(first.lock.id);
@@ -450,11 +619,17 @@ describe('worker', () => {
       const recipeFile = join(dir, 'r.json');
       await writeFile(recipeFile, JSON.stringify(tinyRecipe(data)));
       const bad: [string[], RegExp][] = [
-        [['submit', '--attach', 'no-such-job', ...auth], /--attach no-such-job: the worker at ws:\/\/127\.0\.0\.1:\d+ has no such job/],
+        [
+          ['submit', '--attach', 'no-such-job', ...auth],
+          /--attach no-such-job: the worker at ws:\/\/127\.0\.0\.1:\d+ has no such job/,
+        ],
         [['submit', recipeFile, '--attach', job, ...auth], /give a recipe or --attach \S+, not both/],
         [['submit', '--attach', job, '--steps', '3', ...auth], /--steps: not with --attach/],
         [['submit', ...auth], /missing the recipe file \(or --attach <job>/],
-        [['submit', '--attach', job, ...auth, '--out', join(dir, 'other')], /--out .*other: already holds a run, not job/],
+        [
+          ['submit', '--attach', job, ...auth, '--out', join(dir, 'other')],
+          /--out .*other: already holds a run, not job/,
+        ],
       ];
       for (const [args, msg] of bad) {
         const b = await latheAsync(args);
@@ -470,28 +645,59 @@ describe('worker', () => {
     const dir = await scratch('lathe-wexit-');
     const data = await tallySlice(dir, 150);
     const recipeFile = join(dir, 'r.json');
-    await writeFile(recipeFile, JSON.stringify(tinyRecipe(data, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 }, eval: { every: 0, batches: 1 } })));
+    await writeFile(
+      recipeFile,
+      JSON.stringify(
+        tinyRecipe(data, {
+          train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 },
+          eval: { every: 0, batches: 1 },
+        }),
+      ),
+    );
     for (const threads of ['1', '2']) {
-      const t = await latheAsync(['train', recipeFile, '--backend', 'wasm', '--out', join(dir, `train-${threads}`)], { env: { LATHE_WASM_THREADS: threads }, ms: 120_000 });
+      const t = await latheAsync(['train', recipeFile, '--backend', 'wasm', '--out', join(dir, `train-${threads}`)], {
+        env: { LATHE_WASM_THREADS: threads },
+        ms: 120_000,
+      });
       expect(t.status, `LATHE_WASM_THREADS=${threads}: ${t.stderr}`).toBe(0);
       expect(t.stdout).toMatch(/backend wasm\)[\s\S]*completed at step 2\/2/);
-      console.log(`lathe train --backend wasm (LATHE_WASM_THREADS=${threads}) exited ${t.quietMs} ms after its last output`);
+      console.log(
+        `lathe train --backend wasm (LATHE_WASM_THREADS=${threads}) exited ${t.quietMs} ms after its last output`,
+      );
       expect(t.quietMs).toBeLessThan(10_000);
     }
 
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
-    const worker = await startWorkerProcess(['--listen', '127.0.0.1:0', '--token-file', tokenFile, '--state-dir', join(dir, 'state'), '--backend', 'wasm', '--once'], join(dir, 'url'));
+    const worker = await startWorkerProcess(
+      [
+        '--listen',
+        '127.0.0.1:0',
+        '--token-file',
+        tokenFile,
+        '--state-dir',
+        join(dir, 'state'),
+        '--backend',
+        'wasm',
+        '--once',
+      ],
+      join(dir, 'url'),
+    );
     children.push(worker.child);
     const exited = new Promise<number | null>((r) => worker.child.once('exit', (code) => r(code)));
     const w = await connect(worker.url, { token: TOKEN });
     expect(w.client.hello.backend).toBe('wasm');
-    const r = new Recipe(tinyRecipe(data, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), { baseDir: dir });
+    const r = new Recipe(tinyRecipe(data, { train: { steps: 2, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 } }), {
+      baseDir: dir,
+    });
     const run = await r.run({ on: w, out: join(dir, 'remote'), backend: 'wasm' });
     expect(run.summary).toMatchObject({ status: 'completed', backend: 'wasm' });
     const left = Date.now();
     w.close();
-    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 30 s'), 30_000))]);
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r('still running after 30 s'), 30_000)),
+    ]);
     expect(code, worker.stderr()).toBe(0);
     console.log(`lathe worker --once --backend wasm exited ${Date.now() - left} ms after its client left`);
     expect(worker.stderr()).toMatch(/once: the job has ended and its clients have left; stopping/);

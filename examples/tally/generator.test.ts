@@ -60,7 +60,24 @@ describe('generateProgram', () => {
   it('covers every statement form and built-in', () => {
     const rng = createRng(5);
     const text = Array.from({ length: 500 }, () => generateProgram(rng).source).join('\n');
-    for (const word of ['let ', 'set ', 'emit ', 'if ', ' then ', ' else ', 'repeat ', ' and ', ' or ', 'round(', 'min(', 'max(', 'abs(', 'bps(', ' / ', '(']) {
+    for (const word of [
+      'let ',
+      'set ',
+      'emit ',
+      'if ',
+      ' then ',
+      ' else ',
+      'repeat ',
+      ' and ',
+      ' or ',
+      'round(',
+      'min(',
+      'max(',
+      'abs(',
+      'bps(',
+      ' / ',
+      '(',
+    ]) {
       expect(text).toContain(word);
     }
   });

@@ -80,7 +80,20 @@ const INPUT_NAMES: Record<Kind, readonly string[]> = {
 };
 
 // Input kinds weighted toward the price * qty core most programs are about.
-const INPUT_KINDS: readonly Kind[] = ['price', 'price', 'price', 'qty', 'qty', 'qty', 'rate', 'rate', 'money', 'money', 'ratio', 'count'];
+const INPUT_KINDS: readonly Kind[] = [
+  'price',
+  'price',
+  'price',
+  'qty',
+  'qty',
+  'qty',
+  'rate',
+  'rate',
+  'money',
+  'money',
+  'ratio',
+  'count',
+];
 
 const GENERIC_NAMES = ['adj', 'val', 'res', 'tmp', 'acc', 'sig', 'score', 'level', 'target', 'base', 'amt', 'x1', 'y2'];
 
@@ -92,25 +105,105 @@ interface Template {
 }
 
 const TEMPLATES: readonly Template[] = [
-  { needs: ['price', 'qty'], out: 'money', names: ['notional', 'value', 'cost', 'gross'], build: ([p, q]) => `${p} * ${q}` },
-  { needs: ['money', 'rate'], out: 'money', names: ['fee', 'tax', 'accrued', 'charge'], build: ([m, r]) => `${m} * ${r}` },
-  { needs: ['money'], out: 'money', names: ['fee', 'commission', 'tax', 'rebate'], build: ([m], g) => `${m} * bps(${bpsLit(g)})` },
-  { needs: ['money', 'money'], out: 'money', names: ['net', 'pnl', 'diff', 'residual'], build: ([a, b]) => `${a} - ${b}` },
+  {
+    needs: ['price', 'qty'],
+    out: 'money',
+    names: ['notional', 'value', 'cost', 'gross'],
+    build: ([p, q]) => `${p} * ${q}`,
+  },
+  {
+    needs: ['money', 'rate'],
+    out: 'money',
+    names: ['fee', 'tax', 'accrued', 'charge'],
+    build: ([m, r]) => `${m} * ${r}`,
+  },
+  {
+    needs: ['money'],
+    out: 'money',
+    names: ['fee', 'commission', 'tax', 'rebate'],
+    build: ([m], g) => `${m} * bps(${bpsLit(g)})`,
+  },
+  {
+    needs: ['money', 'money'],
+    out: 'money',
+    names: ['net', 'pnl', 'diff', 'residual'],
+    build: ([a, b]) => `${a} - ${b}`,
+  },
   { needs: ['money', 'money'], out: 'money', names: ['total', 'gross', 'sum'], build: ([a, b]) => `${a} + ${b}` },
-  { needs: ['price', 'price'], out: 'price', names: ['mid', 'avg_px', 'center'], build: ([a, b]) => `(${a} + ${b}) / 2` },
-  { needs: ['price', 'price'], out: 'price', names: ['spread', 'edge', 'move', 'gap'], build: ([a, b]) => `${a} - ${b}` },
-  { needs: ['price', 'price', 'qty'], out: 'money', names: ['pnl', 'gain', 'upl'], build: ([a, b, q]) => `(${a} - ${b}) * ${q}` },
-  { needs: ['price', 'price'], out: 'ratio', names: ['ret', 'chg', 'drift'], build: ([a, b]) => `(${a} - ${b}) / ${b}` },
-  { needs: ['price', 'price'], out: 'price', names: ['payoff', 'intrinsic', 'itm'], build: ([a, b]) => `max(${a} - ${b}, 0)` },
-  { needs: ['money', 'ratio'], out: 'money', names: ['exposure', 'risk', 'hedge', 'var_amt'], build: ([m, r]) => `${m} * ${r}` },
-  { needs: ['money', 'money'], out: 'money', names: ['alloc', 'capped', 'usable'], build: ([a, b]) => `min(${a}, ${b})` },
+  {
+    needs: ['price', 'price'],
+    out: 'price',
+    names: ['mid', 'avg_px', 'center'],
+    build: ([a, b]) => `(${a} + ${b}) / 2`,
+  },
+  {
+    needs: ['price', 'price'],
+    out: 'price',
+    names: ['spread', 'edge', 'move', 'gap'],
+    build: ([a, b]) => `${a} - ${b}`,
+  },
+  {
+    needs: ['price', 'price', 'qty'],
+    out: 'money',
+    names: ['pnl', 'gain', 'upl'],
+    build: ([a, b, q]) => `(${a} - ${b}) * ${q}`,
+  },
+  {
+    needs: ['price', 'price'],
+    out: 'ratio',
+    names: ['ret', 'chg', 'drift'],
+    build: ([a, b]) => `(${a} - ${b}) / ${b}`,
+  },
+  {
+    needs: ['price', 'price'],
+    out: 'price',
+    names: ['payoff', 'intrinsic', 'itm'],
+    build: ([a, b]) => `max(${a} - ${b}, 0)`,
+  },
+  {
+    needs: ['money', 'ratio'],
+    out: 'money',
+    names: ['exposure', 'risk', 'hedge', 'var_amt'],
+    build: ([m, r]) => `${m} * ${r}`,
+  },
+  {
+    needs: ['money', 'money'],
+    out: 'money',
+    names: ['alloc', 'capped', 'usable'],
+    build: ([a, b]) => `min(${a}, ${b})`,
+  },
   { needs: ['money'], out: 'money', names: ['loss', 'abs_pnl', 'drawdown'], build: ([m]) => `abs(${m})` },
-  { needs: ['price', 'ratio'], out: 'price', names: ['shock_px', 'stress_px', 'down_px'], build: ([p, r]) => `${p} * (1 - ${r})` },
-  { needs: ['price', 'rate'], out: 'price', names: ['net_px', 'exec_px', 'all_in'], build: ([p, r]) => `${p} * (1 + ${r})` },
+  {
+    needs: ['price', 'ratio'],
+    out: 'price',
+    names: ['shock_px', 'stress_px', 'down_px'],
+    build: ([p, r]) => `${p} * (1 - ${r})`,
+  },
+  {
+    needs: ['price', 'rate'],
+    out: 'price',
+    names: ['net_px', 'exec_px', 'all_in'],
+    build: ([p, r]) => `${p} * (1 + ${r})`,
+  },
   { needs: ['money', 'count'], out: 'money', names: ['per_day', 'daily', 'slice'], build: ([m, c]) => `${m} / ${c}` },
-  { needs: ['qty', 'count'], out: 'qty', names: ['total_qty', 'fill', 'child'], build: ([q, c], g) => (g.chance(0.5) ? `${q} * ${c}` : `round(${q} / ${c}, 0)`) },
-  { needs: ['price'], out: 'price', names: ['tick_px', 'rounded', 'quote'], build: ([p], g) => `round(${p} * ${ratioLit(g, 0.9, 1.1)}, 2)` },
-  { needs: ['money', 'price'], out: 'qty', names: ['max_qty', 'can_buy', 'fill_qty'], build: ([m, p]) => `round(${m} / ${p}, 0)` },
+  {
+    needs: ['qty', 'count'],
+    out: 'qty',
+    names: ['total_qty', 'fill', 'child'],
+    build: ([q, c], g) => (g.chance(0.5) ? `${q} * ${c}` : `round(${q} / ${c}, 0)`),
+  },
+  {
+    needs: ['price'],
+    out: 'price',
+    names: ['tick_px', 'rounded', 'quote'],
+    build: ([p], g) => `round(${p} * ${ratioLit(g, 0.9, 1.1)}, 2)`,
+  },
+  {
+    needs: ['money', 'price'],
+    out: 'qty',
+    names: ['max_qty', 'can_buy', 'fill_qty'],
+    build: ([m, p]) => `round(${m} / ${p}, 0)`,
+  },
 ];
 
 function bpsLit(rng: Rng): string {
@@ -167,7 +260,11 @@ function randomExpr(rng: Rng, vars: readonly Var[], depth: number): Node {
   if (depth <= 0 || rng.chance(0.3)) return atom(rng, vars);
   const roll = rng.next();
   if (roll < 0.65) {
-    return binary(rng.pick(['+', '-', '*', '/', '*', '+']), randomExpr(rng, vars, depth - 1), randomExpr(rng, vars, depth - 1));
+    return binary(
+      rng.pick(['+', '-', '*', '/', '*', '+']),
+      randomExpr(rng, vars, depth - 1),
+      randomExpr(rng, vars, depth - 1),
+    );
   }
   if (roll < 0.92) {
     const fn = rng.pick(['round', 'min', 'max', 'abs', 'bps']);
@@ -271,7 +368,12 @@ class Builder {
       const a = rng.pick(this.vars);
       const sameKind = this.ofKind(a.kind).filter((v) => v.name !== a.name);
       // Compare like with like (price vs price, or a plausible literal of the same kind).
-      const rhs = sameKind.length > 0 && rng.chance(0.6) ? rng.pick(sameKind).name : rng.chance(0.25) ? '0' : inputLiteral(rng, a.kind);
+      const rhs =
+        sameKind.length > 0 && rng.chance(0.6)
+          ? rng.pick(sameKind).name
+          : rng.chance(0.25)
+            ? '0'
+            : inputLiteral(rng, a.kind);
       const op = rng.chance(0.06) ? rng.pick(['==', '!=']) : rng.pick(['>', '<', '>=', '<=']);
       return `${a.name} ${op} ${rhs}`;
     };

@@ -27,7 +27,14 @@ describe('arithmetic', () => {
   });
 
   it('binds and updates variables', () => {
-    const src = ['let px = 101.25', 'let qty = 300', 'let notional = px * qty', 'set qty = qty / 2', 'emit notional', 'emit qty'].join('\n');
+    const src = [
+      'let px = 101.25',
+      'let qty = 300',
+      'let notional = px * qty',
+      'set qty = qty / 2',
+      'emit notional',
+      'emit qty',
+    ].join('\n');
     expect(out(src)).toBe('30375\n150');
   });
 
@@ -60,7 +67,13 @@ describe('number formatting', () => {
 describe('control flow', () => {
   it('takes the right if/else branch', () => {
     const src = (px: string): string =>
-      [`let px = ${px}`, 'let strike = 100', 'let payoff = 0', 'if px > strike then set payoff = px - strike else set payoff = 0', 'emit payoff'].join('\n');
+      [
+        `let px = ${px}`,
+        'let strike = 100',
+        'let payoff = 0',
+        'if px > strike then set payoff = px - strike else set payoff = 0',
+        'emit payoff',
+      ].join('\n');
     expect(out(src('112.5'))).toBe('12.5');
     expect(out(src('99'))).toBe('0');
     expect(out('if 1 >= 1 then emit 1 else emit 2\nemit 3')).toBe('1\n3');
@@ -76,7 +89,9 @@ describe('control flow', () => {
   it('repeats exactly N times, nested loops multiply', () => {
     expect(out('let c = 0\nrepeat 5 {\n  set c = c + 1\n}\nemit c')).toBe('5');
     expect(out('let c = 0\nrepeat 3 {\n  repeat 4 {\n    set c = c + 1\n  }\n}\nemit c')).toBe('12');
-    expect(out('let cash = 100\nrepeat 3 {\n  set cash = cash * 2\n  emit cash\n}\nemit cash')).toBe('200\n400\n800\n800');
+    expect(out('let cash = 100\nrepeat 3 {\n  set cash = cash * 2\n  emit cash\n}\nemit cash')).toBe(
+      '200\n400\n800\n800',
+    );
   });
 
   it('rejects bad repeat counts and bodies at parse time', () => {
@@ -92,8 +107,12 @@ describe('control flow', () => {
 describe('step limit', () => {
   it('stops a huge loop with an error instead of hanging', () => {
     const started = Date.now();
-    expect(err('let c = 0\nrepeat 1000000000 {\n  set c = c + 1\n}\nemit c')).toMatch(/^2:1: step limit exceeded \(10000 steps\)$/);
-    expect(err('let c = 0\nrepeat 100000 {\n  repeat 100000 {\n    set c = c + 1\n  }\n}\nemit c')).toMatch(/step limit exceeded/);
+    expect(err('let c = 0\nrepeat 1000000000 {\n  set c = c + 1\n}\nemit c')).toMatch(
+      /^2:1: step limit exceeded \(10000 steps\)$/,
+    );
+    expect(err('let c = 0\nrepeat 100000 {\n  repeat 100000 {\n    set c = c + 1\n  }\n}\nemit c')).toMatch(
+      /step limit exceeded/,
+    );
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
@@ -154,7 +173,12 @@ describe('runtime errors', () => {
     ['emit round(1.5, 5)', '1:6: round digits must be a whole number from 0 to 4'],
   ])('%j -> %s', (src, message) => {
     const res = run(src);
-    expect(res).toEqual({ ok: false, error: message, line: Number(message.split(':')[0]), col: Number(message.split(':')[1]) });
+    expect(res).toEqual({
+      ok: false,
+      error: message,
+      line: Number(message.split(':')[0]),
+      col: Number(message.split(':')[1]),
+    });
   });
 
   it('is deterministic', () => {

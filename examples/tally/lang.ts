@@ -56,13 +56,10 @@ export type Expr =
 
 /** Condition node of an `if`. */
 export type Cond =
-  | (Pos & { kind: 'cmp'; op: CmpOp; left: Expr; right: Expr })
-  | (Pos & { kind: 'and' | 'or'; left: Cond; right: Cond });
+  (Pos & { kind: 'cmp'; op: CmpOp; left: Expr; right: Expr }) | (Pos & { kind: 'and' | 'or'; left: Cond; right: Cond });
 
 /** Statement allowed in `if` branches. */
-export type SimpleStmt =
-  | (Pos & { kind: 'set'; name: string; value: Expr })
-  | (Pos & { kind: 'emit'; value: Expr });
+export type SimpleStmt = (Pos & { kind: 'set'; name: string; value: Expr }) | (Pos & { kind: 'emit'; value: Expr });
 
 /** Statement node. */
 export type Stmt =
@@ -77,14 +74,10 @@ export interface Program {
 }
 
 /** Result of `parse`. */
-export type ParseResult =
-  | { ok: true; program: Program }
-  | { ok: false; error: string; line: number; col: number };
+export type ParseResult = { ok: true; program: Program } | { ok: false; error: string; line: number; col: number };
 
 /** Result of `run`. */
-export type RunResult =
-  | { ok: true; output: string }
-  | { ok: false; error: string; line?: number; col?: number };
+export type RunResult = { ok: true; output: string } | { ok: false; error: string; line?: number; col?: number };
 
 class TallyError extends Error {
   constructor(
@@ -528,6 +521,7 @@ class Machine {
             if (b === 0) throw new TallyError('division by zero', e.line, e.col);
             return this.check(a / b, e);
         }
+        throw new TallyError(`unknown operator "${String(e.op)}"`, e.line, e.col);
       }
       case 'call': {
         const args = e.args.map((a) => this.expr(a));

@@ -11,7 +11,13 @@ describe('Tally post-training datasets', () => {
     const tasks = readFileSync(fileURLToPath(new URL('../data/tally/tasks.jsonl', import.meta.url)), 'utf8');
     const d = buildPostDatasets({ sft: 400, completions: 600, pairs: 600, seed: 7, tasks });
     for (const k of ['sft', 'completions', 'pairs', 'prompts'] as const) expect(d[k], k).toBe(read(`${k}.jsonl`));
-    const prompts = new Set(d.prompts.trim().split('\n').map((l) => (JSON.parse(l) as { prompt: string }).prompt));
-    for (const l of d.pairs.trim().split('\n')) expect(prompts.has((JSON.parse(l) as { prompt: string }).prompt)).toBe(false);
+    const prompts = new Set(
+      d.prompts
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { prompt: string }).prompt),
+    );
+    for (const l of d.pairs.trim().split('\n'))
+      expect(prompts.has((JSON.parse(l) as { prompt: string }).prompt)).toBe(false);
   });
 });

@@ -25,9 +25,26 @@ export interface PostDatasetOptions {
   tasks: string;
 }
 
-const SYSTEM = 'You write Tally, the desk\'s pricing language. Answer with code only.';
+const SYSTEM = "You write Tally, the desk's pricing language. Answer with code only.";
 // Names that look like Tally variables; a rejected completion uses one the prompt never defines.
-const STRANGERS = ['spread', 'vwap', 'pnl', 'notional', 'fee', 'total', 'net', 'mid', 'risk', 'exposure', 'alloc', 'payoff', 'gross', 'ret', 'tick_px', 'fill'];
+const STRANGERS = [
+  'spread',
+  'vwap',
+  'pnl',
+  'notional',
+  'fee',
+  'total',
+  'net',
+  'mid',
+  'risk',
+  'exposure',
+  'alloc',
+  'payoff',
+  'gross',
+  'ret',
+  'tick_px',
+  'fill',
+];
 
 function definedNames(prompt: string): Set<string> {
   return new Set([...prompt.matchAll(/^\s*let ([a-z][a-z0-9_]*) =/gm)].map((m) => m[1]!));
@@ -44,9 +61,19 @@ function rejectedAnswer(prompt: string, answer: string, rng: Rng): string {
 }
 
 /** The three files' contents, byte-identical for identical options. */
-export function buildPostDatasets(o: PostDatasetOptions): { sft: string; completions: string; pairs: string; prompts: string } {
+export function buildPostDatasets(o: PostDatasetOptions): {
+  sft: string;
+  completions: string;
+  pairs: string;
+  prompts: string;
+} {
   const rng = createRng(o.seed);
-  const held = new Set(o.tasks.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { prompt: string }).prompt));
+  const held = new Set(
+    o.tasks
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { prompt: string }).prompt),
+  );
   const seen = new Set<string>();
   const fresh = (maxChars?: number) => {
     for (;;) {
@@ -68,9 +95,15 @@ export function buildPostDatasets(o: PostDatasetOptions): { sft: string; complet
       // A first turn the model is not trained on (weight 0): running a program is the interpreter's job.
       const first = fresh(70);
       const full = run(first.source);
-      messages.push({ role: 'user', content: `What does this print?\n${first.source}` }, { role: 'assistant', content: full.ok ? full.output : 'an error', weight: 0 });
+      messages.push(
+        { role: 'user', content: `What does this print?\n${first.source}` },
+        { role: 'assistant', content: full.ok ? full.output : 'an error', weight: 0 },
+      );
     }
-    messages.push({ role: 'user', content: `Finish the last line:\n${program}` }, { role: 'assistant', content: `emit ${t.answer}` });
+    messages.push(
+      { role: 'user', content: `Finish the last line:\n${program}` },
+      { role: 'assistant', content: `emit ${t.answer}` },
+    );
     sft.push(JSON.stringify({ messages }));
   }
   const completions: string[] = [];
@@ -82,7 +115,9 @@ export function buildPostDatasets(o: PostDatasetOptions): { sft: string; complet
   for (let i = 0; i < o.pairs; i++) {
     const t = fresh();
     const prompt = t.prompt.replace(/ $/, '');
-    pairs.push(JSON.stringify({ prompt, chosen: ` ${t.answer}`, rejected: ` ${rejectedAnswer(prompt, t.answer, rng)}` }));
+    pairs.push(
+      JSON.stringify({ prompt, chosen: ` ${t.answer}`, rejected: ` ${rejectedAnswer(prompt, t.answer, rng)}` }),
+    );
   }
   const prompts = o.tasks
     .split('\n')
@@ -99,10 +134,24 @@ export function buildPostDatasets(o: PostDatasetOptions): { sft: string; complet
 export function main(argv: readonly string[]): string[] {
   const { values } = parseArgs({
     args: [...argv],
-    options: { out: { type: 'string' }, tasks: { type: 'string' }, sft: { type: 'string', default: '400' }, completions: { type: 'string', default: '600' }, pairs: { type: 'string', default: '600' }, seed: { type: 'string', default: '7' } },
+    options: {
+      out: { type: 'string' },
+      tasks: { type: 'string' },
+      sft: { type: 'string', default: '400' },
+      completions: { type: 'string', default: '600' },
+      pairs: { type: 'string', default: '600' },
+      seed: { type: 'string', default: '7' },
+    },
   });
-  if (!values.out || !values.tasks) throw new Error('usage: post-training --out DIR --tasks tasks.jsonl [--sft N] [--pairs M] [--seed S]');
-  const d = buildPostDatasets({ sft: Number(values.sft), completions: Number(values.completions), pairs: Number(values.pairs), seed: Number(values.seed), tasks: readFileSync(values.tasks, 'utf8') });
+  if (!values.out || !values.tasks)
+    throw new Error('usage: post-training --out DIR --tasks tasks.jsonl [--sft N] [--pairs M] [--seed S]');
+  const d = buildPostDatasets({
+    sft: Number(values.sft),
+    completions: Number(values.completions),
+    pairs: Number(values.pairs),
+    seed: Number(values.seed),
+    tasks: readFileSync(values.tasks, 'utf8'),
+  });
   mkdirSync(values.out, { recursive: true });
   const files = (['sft', 'completions', 'pairs', 'prompts'] as const).map((k) => {
     const f = join(values.out!, `${k}.jsonl`);

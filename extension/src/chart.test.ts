@@ -1,11 +1,29 @@
 import { describe, expect, it } from 'vitest';
-import { chartKeys, decimate, ema, evalTable, figure, parseMetrics, payloadRuns, runSeries, DEFAULT_OPTIONS, type RunPayload } from './chart';
+import {
+  chartKeys,
+  decimate,
+  ema,
+  evalTable,
+  figure,
+  parseMetrics,
+  payloadRuns,
+  runSeries,
+  DEFAULT_OPTIONS,
+  type RunPayload,
+} from './chart';
 
 const run = (n: number, extra: (i: number) => Record<string, number> = () => ({})): RunPayload => ({
   id: 'r1',
   name: 'tiny',
   status: 'running',
-  metrics: Array.from({ length: n }, (_, i) => ({ step: i + 1, stage: 'pretrain', loss: 6 - i / n, lr: 1e-3, tokens: (i + 1) * 512, ...extra(i) })),
+  metrics: Array.from({ length: n }, (_, i) => ({
+    step: i + 1,
+    stage: 'pretrain',
+    loss: 6 - i / n,
+    lr: 1e-3,
+    tokens: (i + 1) * 512,
+    ...extra(i),
+  })),
 });
 
 describe('ema', () => {
@@ -18,7 +36,7 @@ describe('ema', () => {
   });
   it('smooths noise: the variance of a noisy constant drops by more than 5x at 0.9', () => {
     let seed = 7;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5;
     const xs = Array.from({ length: 2000 }, () => 1 + rnd());
     const v = (a: number[]) => a.reduce((s, x) => s + (x - 1) ** 2, 0) / a.length;
     expect(v(ema(xs, 0.9).slice(100))).toBeLessThan(v(xs) / 5);
@@ -50,7 +68,9 @@ describe('decimate', () => {
 
 describe('series and figure', () => {
   it('charts loss and eval loss on y, lr on y2, eval suite scores as their own traces', () => {
-    const r = run(100, (i) => (i % 25 === 24 ? { eval_loss: 5, 'eval/tasks/accuracy': i / 100, 'eval/held/loss': 4 } : {}));
+    const r = run(100, (i) =>
+      i % 25 === 24 ? { eval_loss: 5, 'eval/tasks/accuracy': i / 100, 'eval/held/loss': 4 } : {},
+    );
     expect(chartKeys(r.metrics)).toEqual(['loss', 'eval_loss', 'lr', 'eval/held/loss', 'eval/tasks/accuracy']);
     const s = runSeries(r, { ...DEFAULT_OPTIONS, smoothing: 0 });
     const by = Object.fromEntries(s.map((x) => [x.key, x]));

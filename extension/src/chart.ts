@@ -117,7 +117,9 @@ export function chartKeys(metrics: readonly MetricLine[]): string[] {
   for (const m of metrics) for (const k of Object.keys(m)) if (typeof m[k] === 'number') keys.add(k);
   const standard = SERIES.map((s) => s.key).filter((k) => keys.has(k));
   const evals = [...keys].filter((k) => k.startsWith('eval/')).sort();
-  const stage = ['reward', 'reward_mean', 'accuracy', 'margin', 'chosen_reward', 'rejected_reward'].filter((k) => keys.has(k));
+  const stage = ['reward', 'reward_mean', 'accuracy', 'margin', 'chosen_reward', 'rejected_reward'].filter((k) =>
+    keys.has(k),
+  );
   return [...standard, ...evals, ...stage];
 }
 
@@ -146,7 +148,8 @@ export function runSeries(run: RunPayload, opts: ChartOptions, prefix = ''): Ser
       key,
       x: idx.map((i) => xs[i]!),
       y: idx.map((i) => smooth[i]!),
-      axis: spec?.axis ?? (key.startsWith('eval/') && !key.endsWith('/loss') && !key.endsWith('/perplexity') ? 'y2' : 'y'),
+      axis:
+        spec?.axis ?? (key.startsWith('eval/') && !key.endsWith('/loss') && !key.endsWith('/perplexity') ? 'y2' : 'y'),
       dash: spec?.dash,
       mode: dense ? 'lines' : 'lines+markers',
     });
@@ -160,7 +163,10 @@ const FINISHED = new Set(['completed', 'interrupted', 'cancelled', 'failed']);
  * The run as shown: the display snapshot, or the room's curve when the room has at least as much
  * (snapshots are thinned past 2000 points; the room holds every point). A finished status wins.
  */
-export function mergeRoom(snap: RunPayload, room: { metrics: MetricLine[]; meta: Record<string, unknown> } | null): RunPayload {
+export function mergeRoom(
+  snap: RunPayload,
+  room: { metrics: MetricLine[]; meta: Record<string, unknown> } | null,
+): RunPayload {
   if (!room || (room.metrics.length < snap.metrics.length && !snap.sampled) || !room.metrics.length) return snap;
   const roomStatus = room.meta.status as string | undefined;
   const status = FINISHED.has(snap.status ?? '') ? snap.status : (roomStatus ?? snap.status);
@@ -182,7 +188,11 @@ export function progressText(run: RunPayload): string {
 }
 
 /** A plotly figure (data + layout) for one or several runs; scattergl past `glAbove` points per trace. */
-export function figure(runs: readonly RunPayload[], opts: ChartOptions, glAbove = 5000): { data: Record<string, unknown>[]; layout: Record<string, unknown> } {
+export function figure(
+  runs: readonly RunPayload[],
+  opts: ChartOptions,
+  glAbove = 5000,
+): { data: Record<string, unknown>[]; layout: Record<string, unknown> } {
   const many = runs.length > 1;
   const series = runs.flatMap((r) => runSeries(r, opts, many ? `${r.name ?? r.id} ` : ''));
   const hasY2 = series.some((s) => s.axis === 'y2');

@@ -6,7 +6,16 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { setIdentity } from './room';
 import { RunsPanel } from './runs-panel';
-import { blankNotebook, DATA_HINTS, DEFAULT_DATA, DEFAULT_REWARD, recipeNotebook, STAGE_LABELS, STAGES, type Stage } from './templates';
+import {
+  blankNotebook,
+  DATA_HINTS,
+  DEFAULT_DATA,
+  DEFAULT_REWARD,
+  recipeNotebook,
+  STAGE_LABELS,
+  STAGES,
+  type Stage,
+} from './templates';
 
 const CATEGORY = 'Lathe';
 
@@ -23,7 +32,9 @@ const runsPlugin: JupyterFrontEndPlugin<void> = {
       if (id) setIdentity({ name: id.display_name || id.name || id.username, color: id.color || '#888888' });
     });
     // Starts the run-room server behind Jupyter's proxy now, so the first run's room is ready.
-    void fetch(URLExt.join(PageConfig.getBaseUrl(), 'lathe-rooms', 'healthz'), { credentials: 'same-origin' }).catch(() => undefined);
+    void fetch(URLExt.join(PageConfig.getBaseUrl(), 'lathe-rooms', 'healthz'), { credentials: 'same-origin' }).catch(
+      () => undefined,
+    );
     const panel = new RunsPanel(app);
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, panel.id);
@@ -35,16 +46,22 @@ const runsPlugin: JupyterFrontEndPlugin<void> = {
   },
 };
 
-async function createNotebook(app: JupyterFrontEnd, dir: string, stem: string, content: Record<string, unknown>): Promise<void> {
+async function createNotebook(
+  app: JupyterFrontEnd,
+  dir: string,
+  stem: string,
+  content: Record<string, unknown>,
+): Promise<void> {
   const contents = app.serviceManager.contents;
+  // The first of stem.ipynb, stem-1.ipynb, ... that does not exist yet.
   let path = '';
-  for (let i = 0; ; i++) {
-    path = `${dir ? dir + '/' : ''}${stem}${i ? '-' + i : ''}.ipynb`;
-    try {
-      await contents.get(path, { content: false });
-    } catch {
-      break;
-    }
+  for (let i = 0; !path; i++) {
+    const candidate = `${dir ? dir + '/' : ''}${stem}${i ? '-' + i : ''}.ipynb`;
+    const taken = await contents.get(candidate, { content: false }).then(
+      () => true,
+      () => false,
+    );
+    if (!taken) path = candidate;
   }
   await contents.save(path, { type: 'notebook', format: 'json', content });
   await app.commands.execute('docmanager:open', { path, factory: 'Notebook', kernel: { name: 'lathe' } });
@@ -56,7 +73,12 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
   description: 'New Lathe notebook; new recipe from template (pretrain, SFT, DPO, online DPO, GRPO).',
   autoStart: true,
   optional: [ILauncher, ICommandPalette, IDefaultFileBrowser],
-  activate: (app: JupyterFrontEnd, launcher: ILauncher | null, palette: ICommandPalette | null, browser: IDefaultFileBrowser | null) => {
+  activate: (
+    app: JupyterFrontEnd,
+    launcher: ILauncher | null,
+    palette: ICommandPalette | null,
+    browser: IDefaultFileBrowser | null,
+  ) => {
     const cwd = () => browser?.model.path ?? '';
     app.commands.addCommand('lathe:new-notebook', {
       label: (args) => (args.isPalette ? 'New Lathe notebook' : 'Lathe notebook'),
@@ -69,33 +91,55 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
       execute: async (args) => {
         let stage = args.stage as Stage | undefined;
         if (!stage) {
-          const pick = await InputDialog.getItem({ title: 'New recipe from template', items: STAGES.map((s) => STAGE_LABELS[s]) });
+          const pick = await InputDialog.getItem({
+            title: 'New recipe from template',
+            items: STAGES.map((s) => STAGE_LABELS[s]),
+          });
           if (!pick.button.accept || !pick.value) return;
           stage = STAGES.find((s) => STAGE_LABELS[s] === pick.value)!;
         }
-        const data = await InputDialog.getText({ title: `Data for ${STAGE_LABELS[stage]}: ${DATA_HINTS[stage]} (paths from the workspace root, comma-separated)`, text: (args.data as string) ?? DEFAULT_DATA[stage] });
+        const data = await InputDialog.getText({
+          title: `Data for ${STAGE_LABELS[stage]}: ${DATA_HINTS[stage]} (paths from the workspace root, comma-separated)`,
+          text: (args.data as string) ?? DEFAULT_DATA[stage],
+        });
         if (!data.button.accept || !data.value) return;
         let from: string | undefined;
         let reward: string | undefined;
         if (stage !== 'pretrain') {
-          const f = await InputDialog.getText({ title: 'Base model: a run directory or a Hugging Face folder (empty: train a fresh small model)', text: (args.from as string) ?? '' });
+          const f = await InputDialog.getText({
+            title: 'Base model: a run directory or a Hugging Face folder (empty: train a fresh small model)',
+            text: (args.from as string) ?? '',
+          });
           if (!f.button.accept) return;
           from = f.value?.trim() || undefined;
         }
         if (stage === 'grpo' || stage === 'online-dpo') {
-          const r = await InputDialog.getText({ title: 'Reward function module (file#export), (completion, example) => number', text: (args.reward as string) ?? DEFAULT_REWARD });
+          const r = await InputDialog.getText({
+            title: 'Reward function module (file#export), (completion, example) => number',
+            text: (args.reward as string) ?? DEFAULT_REWARD,
+          });
           if (!r.button.accept || !r.value) return;
           reward = r.value.trim();
         }
-        const paths = data.value.split(',').map((p) => p.trim()).filter(Boolean);
-        await createNotebook(app, cwd(), `${stage}-recipe`, recipeNotebook({ stage, data: paths, notebookDir: cwd(), from, reward }));
+        const paths = data.value
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean);
+        await createNotebook(
+          app,
+          cwd(),
+          `${stage}-recipe`,
+          recipeNotebook({ stage, data: paths, notebookDir: cwd(), from, reward }),
+        );
       },
     });
     palette?.addItem({ command: 'lathe:new-notebook', category: CATEGORY, args: { isPalette: true } });
     palette?.addItem({ command: 'lathe:new-recipe', category: CATEGORY });
     if (launcher) {
       launcher.add({ command: 'lathe:new-notebook', category: CATEGORY, rank: 0 });
-      STAGES.forEach((stage, i) => launcher.add({ command: 'lathe:new-recipe', category: CATEGORY, rank: i + 1, args: { stage } }));
+      STAGES.forEach((stage, i) =>
+        launcher.add({ command: 'lathe:new-recipe', category: CATEGORY, rank: i + 1, args: { stage } }),
+      );
     }
   },
 };

@@ -41,7 +41,10 @@ export class RunRenderer extends RunChart implements IRenderMime.IRenderer {
       this.node.dataset.roomPoints = String(room.metrics().length);
       this.node.dataset.roomSynced = String(room.synced);
     }
-    const runs = room && this.snapshot.length === 1 ? [mergeRoom(this.snapshot[0]!, { metrics: room.metrics(), meta: room.meta() })] : this.snapshot;
+    const runs =
+      room && this.snapshot.length === 1
+        ? [mergeRoom(this.snapshot[0]!, { metrics: room.metrics(), meta: room.meta() })]
+        : this.snapshot;
     return this.setRuns(runs);
   }
 

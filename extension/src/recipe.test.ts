@@ -5,11 +5,24 @@ describe('recipe card', () => {
   it('puts scalars under "recipe", objects in their own sections, and marks defaults', () => {
     const s = sections({
       recipe: { name: 'x', stage: 'pretrain', model: { dim: 64 }, data: { sources: [{ path: 'a.txt' }] } },
-      resolved: { name: 'x', stage: 'pretrain', seed: 0, model: { dim: 64, layers: 2 }, data: { sources: [{ path: 'a.txt', weight: 1 }] } },
+      resolved: {
+        name: 'x',
+        stage: 'pretrain',
+        seed: 0,
+        model: { dim: 64, layers: 2 },
+        data: { sources: [{ path: 'a.txt', weight: 1 }] },
+      },
     });
     expect(s.map((x) => x.title)).toEqual(['recipe', 'data', 'model']);
-    expect(s[0]!.rows.map((r) => [r.path, r.default])).toEqual([['stage', false], ['name', false], ['seed', true]]);
-    expect(s[2]!.rows).toEqual([{ path: 'dim', value: '64', default: false }, { path: 'layers', value: '2', default: true }]);
+    expect(s[0]!.rows.map((r) => [r.path, r.default])).toEqual([
+      ['stage', false],
+      ['name', false],
+      ['seed', true],
+    ]);
+    expect(s[2]!.rows).toEqual([
+      { path: 'dim', value: '64', default: false },
+      { path: 'layers', value: '2', default: true },
+    ]);
     expect(s[1]!.rows.find((r) => r.path === 'sources[0].weight')!.default).toBe(true);
   });
   it('formats small numbers in exponent form', () => {

@@ -24,7 +24,22 @@ export interface Section {
   rows: { path: string; value: string; default: boolean }[];
 }
 
-const ORDER = ['stage', 'name', 'from', 'seed', 'backend', 'data', 'tokenizer', 'model', 'train', 'judge', 'reward', 'eval', 'gates', 'stages'];
+const ORDER = [
+  'stage',
+  'name',
+  'from',
+  'seed',
+  'backend',
+  'data',
+  'tokenizer',
+  'model',
+  'train',
+  'judge',
+  'reward',
+  'eval',
+  'gates',
+  'stages',
+];
 
 /** Scalars and short arrays print as they are; the rest as compact JSON. */
 export function formatValue(v: unknown): string {
@@ -51,7 +66,9 @@ export function sections(p: RecipePayload): Section[] {
   const w: [string, unknown][] = [];
   flatten(p.recipe ?? {}, '', w);
   for (const [k] of w) written.add(k);
-  const keys = Object.keys(shown).sort((a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
+  const keys = Object.keys(shown).sort(
+    (a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b),
+  );
   const top: Section = { title: 'recipe', rows: [] };
   const out: Section[] = [top];
   for (const k of keys) {
@@ -59,11 +76,25 @@ export function sections(p: RecipePayload): Section[] {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const rows: [string, unknown][] = [];
       flatten(v, k, rows);
-      out.push({ title: k, rows: rows.map(([path, val]) => ({ path: path.slice(k.length + 1) || k, value: formatValue(val), default: !written.has(path) })) });
+      out.push({
+        title: k,
+        rows: rows.map(([path, val]) => ({
+          path: path.slice(k.length + 1) || k,
+          value: formatValue(val),
+          default: !written.has(path),
+        })),
+      });
     } else if (Array.isArray(v) && v.some((x) => x && typeof x === 'object')) {
       const rows: [string, unknown][] = [];
       flatten(v, k, rows);
-      out.push({ title: k, rows: rows.map(([path, val]) => ({ path: path.slice(k.length), value: formatValue(val), default: !written.has(path) })) });
+      out.push({
+        title: k,
+        rows: rows.map(([path, val]) => ({
+          path: path.slice(k.length),
+          value: formatValue(val),
+          default: !written.has(path),
+        })),
+      });
     } else top.rows.push({ path: k, value: formatValue(v), default: !written.has(k) });
   }
   return out.filter((s) => s.rows.length);

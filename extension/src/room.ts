@@ -70,7 +70,10 @@ export class RunRoom {
     const base = new URL(PageConfig.getBaseUrl(), window.location.href);
     base.protocol = base.protocol === 'https:' ? 'wss:' : 'ws:';
     const server = new URL(ref.path.split('/').slice(0, -1).join('/'), base).href;
-    this.provider = new WebsocketProvider(server, encodeURIComponent(ref.name), this.doc, { params: { [ref.param]: ref.token }, connect: false });
+    this.provider = new WebsocketProvider(server, encodeURIComponent(ref.name), this.doc, {
+      params: { [ref.param]: ref.token },
+      connect: false,
+    });
     // A permission-denied frame carrying a close code is a refusal (Jupyter's proxy drops close codes):
     // stop, instead of y-websocket's retry every 2.5 s; without a code it only says "read-only".
     this.provider.messageHandlers[2] = (_enc, decoder: decoding.Decoder) => {
@@ -109,7 +112,9 @@ export class RunRoom {
 
   /** The curve so far, in order, each point once. */
   metrics(): MetricLine[] {
-    return dedupeBySeq(this.doc.getArray<MetricLine & { seq?: number }>('metrics').toArray()).map(({ seq: _s, ...m }) => m as MetricLine);
+    return dedupeBySeq(this.doc.getArray<MetricLine & { seq?: number }>('metrics').toArray()).map(
+      ({ seq: _s, ...m }) => m as MetricLine,
+    );
   }
 
   meta(): Record<string, unknown> {
@@ -121,7 +126,12 @@ export class RunRoom {
     const out: Presence[] = [];
     for (const [, s] of this.provider.awareness.getStates()) {
       const u = (s as { user?: Presence; lathe?: { role?: string } }).user;
-      if (u?.name) out.push({ name: u.name, color: u.color ?? '#888', role: (s as { lathe?: { role?: string } }).lathe?.role ?? u.role });
+      if (u?.name)
+        out.push({
+          name: u.name,
+          color: u.color ?? '#888',
+          role: (s as { lathe?: { role?: string } }).lathe?.role ?? u.role,
+        });
     }
     return out;
   }

@@ -1,6 +1,14 @@
 import { Widget } from '@lumino/widgets';
 import Plotly from 'plotly.js-dist-min';
-import { DEFAULT_OPTIONS, evalTable, figure, progressText, type ChartOptions, type RunPayload, type XAxis } from './chart';
+import {
+  DEFAULT_OPTIONS,
+  evalTable,
+  figure,
+  progressText,
+  type ChartOptions,
+  type RunPayload,
+  type XAxis,
+} from './chart';
 
 /** A draw the latency benchmark reads: when a snapshot left the kernel and when its points showed. */
 export interface DrawRecord {
@@ -48,7 +56,14 @@ export class RunChart extends Widget {
     for (const v of ['step', 'tokens'] as XAxis[]) x.append(new Option(v, v));
     x.onchange = () => this.set({ x: x.value as XAxis });
     const smooth = el('input', 'lathe-RunChart-smoothing');
-    Object.assign(smooth, { type: 'range', min: '0', max: '0.99', step: '0.01', value: String(this.opts.smoothing), title: 'EMA smoothing' });
+    Object.assign(smooth, {
+      type: 'range',
+      min: '0',
+      max: '0.99',
+      step: '0.01',
+      value: String(this.opts.smoothing),
+      title: 'EMA smoothing',
+    });
     const smoothValue = el('span', 'lathe-RunChart-smoothingValue', this.opts.smoothing.toFixed(2));
     smooth.oninput = () => {
       smoothValue.textContent = Number(smooth.value).toFixed(2);
@@ -123,7 +138,10 @@ export class RunChart extends Widget {
     const t0 = performance.now();
     const fig = figure(this.runs, this.opts);
     this.status.textContent = this.runs.map(progressText).join('\n');
-    await Plotly.react(this.plot, fig.data as Plotly.Data[], fig.layout as Partial<Plotly.Layout>, { displaylogo: false, responsive: true });
+    await Plotly.react(this.plot, fig.data as Plotly.Data[], fig.layout as Partial<Plotly.Layout>, {
+      displaylogo: false,
+      responsive: true,
+    });
     const renderMs = performance.now() - t0;
     const raw = this.runs.reduce((n, r) => n + r.metrics.filter((m) => typeof m.loss === 'number').length, 0);
     this.node.dataset.points = String(raw);
@@ -132,7 +150,14 @@ export class RunChart extends Widget {
     this.node.dataset.status = this.runs.map((r) => r.status ?? '').join(',');
     this.renderEvals();
     const log = (window.__latheDraws ??= []);
-    for (const r of this.runs) log.push({ id: r.id, step: r.step ?? r.metrics.at(-1)?.step ?? 0, sentAt: r.sentAt, drawnAt: Date.now(), renderMs });
+    for (const r of this.runs)
+      log.push({
+        id: r.id,
+        step: r.step ?? r.metrics.at(-1)?.step ?? 0,
+        sentAt: r.sentAt,
+        drawnAt: Date.now(),
+        renderMs,
+      });
     if (log.length > 2000) log.splice(0, log.length - 2000);
   }
 
@@ -143,11 +168,17 @@ export class RunChart extends Widget {
       if (!rows.length) continue;
       const table = el('table', 'lathe-EvalTable');
       const head = table.createTHead().insertRow();
-      for (const h of [this.runs.length > 1 ? `${r.name ?? r.id} suite` : 'suite', 'metric', 'value', 'step']) head.append(el('th', '', h));
+      for (const h of [this.runs.length > 1 ? `${r.name ?? r.id} suite` : 'suite', 'metric', 'value', 'step'])
+        head.append(el('th', '', h));
       const body = table.createTBody();
       for (const row of rows) {
         const tr = body.insertRow();
-        tr.append(el('td', '', row.suite), el('td', '', row.metric), el('td', 'lathe-num', row.value.toPrecision(4)), el('td', 'lathe-num', String(row.step)));
+        tr.append(
+          el('td', '', row.suite),
+          el('td', '', row.metric),
+          el('td', 'lathe-num', row.value.toPrecision(4)),
+          el('td', 'lathe-num', String(row.step)),
+        );
       }
       this.evals.append(table);
     }

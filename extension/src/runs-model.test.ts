@@ -4,16 +4,58 @@ import { formatElapsed, mergeRows, rowFromDir, rowFromKernel, workspacePath } fr
 describe('runs panel rows', () => {
   const lock = { recipe: { name: 'tally', stage: 'pretrain', train: { steps: 300 } } };
   it('reads a finished run from its summary and a running one from its metrics', () => {
-    const done = rowFromDir('runs/a', { lock, summary: { id: 'a1', status: 'completed', step: 300, steps: 300, loss: 1.7, seconds: 95, tokens_per_s: 2000 } });
-    expect(done).toMatchObject({ id: 'a1', name: 'tally', status: 'completed', step: 300, loss: 1.7, elapsed: 95, tokensPerS: 2000, source: 'workspace' });
-    const live = rowFromDir('runs/b', { lock, metrics: [{ step: 1, loss: 6 }, { step: 2, loss: 5.5, tokens_per_s: 1800 }], events: [{ type: 'started', time: '2026-01-01T00:00:00Z' }] });
-    expect(live).toMatchObject({ status: 'running', step: 2, steps: 300, loss: 5.5, tokensPerS: 1800, startedAt: Date.parse('2026-01-01T00:00:00Z') });
+    const done = rowFromDir('runs/a', {
+      lock,
+      summary: { id: 'a1', status: 'completed', step: 300, steps: 300, loss: 1.7, seconds: 95, tokens_per_s: 2000 },
+    });
+    expect(done).toMatchObject({
+      id: 'a1',
+      name: 'tally',
+      status: 'completed',
+      step: 300,
+      loss: 1.7,
+      elapsed: 95,
+      tokensPerS: 2000,
+      source: 'workspace',
+    });
+    const live = rowFromDir('runs/b', {
+      lock,
+      metrics: [
+        { step: 1, loss: 6 },
+        { step: 2, loss: 5.5, tokens_per_s: 1800 },
+      ],
+      events: [{ type: 'started', time: '2026-01-01T00:00:00Z' }],
+    });
+    expect(live).toMatchObject({
+      status: 'running',
+      step: 2,
+      steps: 300,
+      loss: 5.5,
+      tokensPerS: 1800,
+      startedAt: Date.parse('2026-01-01T00:00:00Z'),
+    });
   });
   it('maps kernel run dirs into the workspace and merges them over directory rows', () => {
     expect(workspacePath('/srv/ws/nb/runs/x', '/srv/ws')).toBe('nb/runs/x');
     expect(workspacePath('/elsewhere/x', '/srv/ws')).toBeNull();
     const dirRow = rowFromDir('nb/runs/x', { lock, metrics: [{ step: 1, loss: 6 }] });
-    const k = rowFromKernel({ id: 'x', room: 'run:x', dir: '/srv/ws/nb/runs/x', name: 'tally', stage: 'pretrain', status: 'running', step: 5, steps: 300, loss: 5, live: true }, 'k1', '/srv/ws', { step: 7, loss: 4.5, tokens_per_s: 10 });
+    const k = rowFromKernel(
+      {
+        id: 'x',
+        room: 'run:x',
+        dir: '/srv/ws/nb/runs/x',
+        name: 'tally',
+        stage: 'pretrain',
+        status: 'running',
+        step: 5,
+        steps: 300,
+        loss: 5,
+        live: true,
+      },
+      'k1',
+      '/srv/ws',
+      { step: 7, loss: 4.5, tokens_per_s: 10 },
+    );
     const other = rowFromDir('runs/old', { lock, summary: { status: 'completed', step: 300 } });
     const rows = mergeRows([dirRow, other], [k]);
     expect(rows).toHaveLength(2);

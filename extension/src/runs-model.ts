@@ -52,7 +52,15 @@ export function workspacePath(abs: string, serverRoot: string): string | null {
 }
 
 /** A row from the files of a run directory (any may be missing while a run starts). */
-export function rowFromDir(dir: string, files: { lock?: Record<string, unknown> | null; summary?: Record<string, unknown> | null; metrics?: MetricLine[]; events?: { time?: string; type?: string }[] }): RunRow {
+export function rowFromDir(
+  dir: string,
+  files: {
+    lock?: Record<string, unknown> | null;
+    summary?: Record<string, unknown> | null;
+    metrics?: MetricLine[];
+    events?: { time?: string; type?: string }[];
+  },
+): RunRow {
   const lock = files.lock ?? {};
   const recipe = (lock.recipe ?? {}) as Record<string, unknown>;
   const train = (recipe.train ?? {}) as Record<string, unknown>;
@@ -83,7 +91,13 @@ function num(v: unknown): number | null {
 }
 
 /** A row from a kernel's RunInfo plus the last metric it streamed. */
-export function rowFromKernel(info: KernelRunInfo, kernelId: string, serverRoot: string, last?: MetricLine, startedAt?: number): RunRow {
+export function rowFromKernel(
+  info: KernelRunInfo,
+  kernelId: string,
+  serverRoot: string,
+  last?: MetricLine,
+  startedAt?: number,
+): RunRow {
   const dir = workspacePath(info.dir, serverRoot);
   return {
     key: dir ?? info.id,
@@ -105,15 +119,24 @@ export function rowFromKernel(info: KernelRunInfo, kernelId: string, serverRoot:
 }
 
 /** Kernel rows win over directory rows for the same run (they are live); newest first otherwise. */
-export function mergeRows(workspace: readonly RunRow[], kernel: readonly RunRow[], worker: readonly RunRow[] = []): RunRow[] {
+export function mergeRows(
+  workspace: readonly RunRow[],
+  kernel: readonly RunRow[],
+  worker: readonly RunRow[] = [],
+): RunRow[] {
   const byKey = new Map<string, RunRow>();
   for (const r of workspace) byKey.set(r.key, r);
   for (const r of [...worker, ...kernel]) {
     const prev = byKey.get(r.key);
-    byKey.set(r.key, prev ? { ...prev, ...r, elapsed: r.elapsed ?? prev.elapsed, startedAt: r.startedAt ?? prev.startedAt } : r);
+    byKey.set(
+      r.key,
+      prev ? { ...prev, ...r, elapsed: r.elapsed ?? prev.elapsed, startedAt: r.startedAt ?? prev.startedAt } : r,
+    );
   }
   const live = (r: RunRow) => (r.status === 'running' ? 1 : 0);
-  return [...byKey.values()].sort((a, b) => live(b) - live(a) || (b.startedAt ?? 0) - (a.startedAt ?? 0) || a.key.localeCompare(b.key));
+  return [...byKey.values()].sort(
+    (a, b) => live(b) - live(a) || (b.startedAt ?? 0) - (a.startedAt ?? 0) || a.key.localeCompare(b.key),
+  );
 }
 
 /** "1h 02m", "3m 05s", "42s". */
@@ -127,5 +150,14 @@ export function formatElapsed(seconds: number | null): string {
 
 /** A chart payload from a run directory's files. */
 export function payloadFromDir(row: RunRow, metricsText: string): RunPayload {
-  return { id: row.id, name: row.name, dir: row.dir ?? undefined, stage: row.stage, status: row.status, step: row.step, steps: row.steps, metrics: parseMetrics(metricsText) };
+  return {
+    id: row.id,
+    name: row.name,
+    dir: row.dir ?? undefined,
+    stage: row.stage,
+    status: row.status,
+    step: row.step,
+    steps: row.steps,
+    metrics: parseMetrics(metricsText),
+  };
 }

@@ -143,7 +143,9 @@ export class RunsPanel extends Widget {
   }
 
   private syncKernels(): void {
-    const running = new Map([...this.app.serviceManager.kernels.running()].filter((k) => k.name === KERNEL_NAME).map((k) => [k.id, k]));
+    const running = new Map(
+      [...this.app.serviceManager.kernels.running()].filter((k) => k.name === KERNEL_NAME).map((k) => [k.id, k]),
+    );
     for (const [id, k] of this.kernels)
       if (!running.has(id)) {
         k.dispose();
@@ -195,7 +197,12 @@ export class RunsPanel extends Widget {
       if (!listings.has(parent)) {
         try {
           const m = await this.app.serviceManager.contents.get(parent, { content: true });
-          listings.set(parent, new Set((m.content as { path: string; type: string }[]).filter((i) => i.type === 'directory').map((i) => i.path)));
+          listings.set(
+            parent,
+            new Set(
+              (m.content as { path: string; type: string }[]).filter((i) => i.type === 'directory').map((i) => i.path),
+            ),
+          );
         } catch {
           listings.set(parent, new Set());
         }
@@ -222,13 +229,17 @@ export class RunsPanel extends Widget {
         if (!lock) continue;
         const summary = await this.readJson(`${item.path}/summary.json`);
         const metrics = summary ? [] : parseMetrics(await this.readText(`${item.path}/metrics.jsonl`));
-        const events = (await this.readText(`${item.path}/events.jsonl`)).split('\n').filter(Boolean).slice(0, 3).map((l) => {
-          try {
-            return JSON.parse(l) as { type?: string; time?: string };
-          } catch {
-            return {};
-          }
-        });
+        const events = (await this.readText(`${item.path}/events.jsonl`))
+          .split('\n')
+          .filter(Boolean)
+          .slice(0, 3)
+          .map((l) => {
+            try {
+              return JSON.parse(l) as { type?: string; time?: string };
+            } catch {
+              return {};
+            }
+          });
         rows.push(rowFromDir(item.path, { lock, summary, metrics, events }));
       }
     }
@@ -238,7 +249,9 @@ export class RunsPanel extends Widget {
 
   private kernelRows(): RunRow[] {
     const out: RunRow[] = [];
-    for (const [kid, k] of this.kernels) for (const info of k.infos.values()) out.push(rowFromKernel(info, kid, this.serverRoot, k.last.get(info.id), k.started.get(info.id)));
+    for (const [kid, k] of this.kernels)
+      for (const info of k.infos.values())
+        out.push(rowFromKernel(info, kid, this.serverRoot, k.last.get(info.id), k.started.get(info.id)));
     return out;
   }
 
@@ -268,7 +281,16 @@ export class RunsPanel extends Widget {
         else this.selected.delete(r.key);
       };
       const elapsed = r.elapsed ?? (r.startedAt && r.status === 'running' ? (Date.now() - r.startedAt) / 1000 : null);
-      const cells = [r.name, r.status, r.stage, r.steps ? `${r.step}/${r.steps}` : String(r.step), r.loss === null ? '' : r.loss.toFixed(4), r.tokensPerS === null ? '' : String(Math.round(r.tokensPerS)), formatElapsed(elapsed), r.source];
+      const cells = [
+        r.name,
+        r.status,
+        r.stage,
+        r.steps ? `${r.step}/${r.steps}` : String(r.step),
+        r.loss === null ? '' : r.loss.toFixed(4),
+        r.tokensPerS === null ? '' : String(Math.round(r.tokensPerS)),
+        formatElapsed(elapsed),
+        r.source,
+      ];
       const first = tr.insertCell();
       first.append(box);
       for (const c of cells) tr.insertCell().textContent = c;
@@ -277,10 +299,18 @@ export class RunsPanel extends Widget {
       const room = this.roomOf(r);
       if (room) {
         const meta = room.meta();
-        const by = [meta.startedBy ? `started by ${String(meta.startedBy)}` : '', meta.cancelledBy ? `cancelled by ${String(meta.cancelledBy)}` : ''].filter(Boolean).join(', ');
+        const by = [
+          meta.startedBy ? `started by ${String(meta.startedBy)}` : '',
+          meta.cancelledBy ? `cancelled by ${String(meta.cancelledBy)}` : '',
+        ]
+          .filter(Boolean)
+          .join(', ');
         tr.dataset.startedBy = String(meta.startedBy ?? '');
         tr.dataset.cancelledBy = String(meta.cancelledBy ?? '');
-        tr.dataset.watchers = room.presence().map((p) => p.name).join(',');
+        tr.dataset.watchers = room
+          .presence()
+          .map((p) => p.name)
+          .join(',');
         for (const p of room.presence()) {
           const dot = document.createElement('span');
           dot.className = 'lathe-Presence-dot';
@@ -293,14 +323,20 @@ export class RunsPanel extends Widget {
       tr.title = r.dir ?? r.id;
       tr.onclick = () => void this.open([r]);
     }
-    this.message.textContent = this.rows.length ? '' : 'No runs yet. Train one from a notebook (await r.run()) or the CLI (lathe train).';
+    this.message.textContent = this.rows.length
+      ? ''
+      : 'No runs yet. Train one from a notebook (await r.run()) or the CLI (lathe train).';
   }
 
   /** The room of a live run, joined once; its changes re-render the panel. */
   private roomOf(r: RunRow): RunRoom | null {
     if (!r.roomRef) return null;
     const room = joinRoom(r.roomRef);
-    if (!this.roomSubs.has(r.roomRef.name)) this.roomSubs.set(r.roomRef.name, room.onChange(() => this.renderSoon()));
+    if (!this.roomSubs.has(r.roomRef.name))
+      this.roomSubs.set(
+        r.roomRef.name,
+        room.onChange(() => this.renderSoon()),
+      );
     return room;
   }
 
@@ -360,7 +396,15 @@ export class RunsPanel extends Widget {
     for (const [i, r] of rows.entries()) {
       const k = r.kernelId ? this.kernels.get(r.kernelId) : undefined;
       if (k) {
-        payloads[i] = { id: r.id, name: r.name, stage: r.stage, status: r.status, step: r.step, steps: r.steps, metrics: [] };
+        payloads[i] = {
+          id: r.id,
+          name: r.name,
+          stage: r.stage,
+          status: r.status,
+          step: r.step,
+          steps: r.steps,
+          metrics: [],
+        };
         stops.push(
           k.follow(r.id, (d) => {
             const p = payloads[i]!;
@@ -373,7 +417,15 @@ export class RunsPanel extends Widget {
           }),
         );
       } else if (r.dir) {
-        payloads[i] = { id: r.id, name: r.name, stage: r.stage, status: r.status, step: r.step, steps: r.steps, metrics: parseMetrics(await this.readText(`${r.dir}/metrics.jsonl`)) };
+        payloads[i] = {
+          id: r.id,
+          name: r.name,
+          stage: r.stage,
+          status: r.status,
+          step: r.step,
+          steps: r.steps,
+          metrics: parseMetrics(await this.readText(`${r.dir}/metrics.jsonl`)),
+        };
       }
     }
     widget.disposed.connect(() => stops.forEach((s) => s()));

@@ -25,11 +25,16 @@ describe('recipe templates', () => {
       expect(checked.ok, JSON.stringify(checked)).toBe(true);
     });
   it('writes a lathe-kernel notebook whose recipe cell calls the stage factory', () => {
-    const nb = recipeNotebook({ stage: 'online-dpo', data: ['d/p.jsonl'], notebookDir: 'work', reward: 'r.ts#score' }) as { cells: { source: string }[]; metadata: { kernelspec: { name: string } } };
+    const nb = recipeNotebook({
+      stage: 'online-dpo',
+      data: ['d/p.jsonl'],
+      notebookDir: 'work',
+      reward: 'r.ts#score',
+    }) as { cells: { source: string }[]; metadata: { kernelspec: { name: string } } };
     expect(nb.metadata.kernelspec.name).toBe('lathe');
     const cell = nb.cells[2]!.source;
     expect(cell).toMatch(/^const r = recipe\.onlineDpo\(\{/);
-    expect(cell).toContain("path: \"../d/p.jsonl\"");
+    expect(cell).toContain('path: "../d/p.jsonl"');
     expect(cell).toContain('module: "../r.ts"');
     expect(cell).not.toContain('stage:');
   });

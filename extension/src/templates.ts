@@ -69,7 +69,12 @@ export function starterRecipe(t: TemplateInput): Record<string, unknown> {
       stage: 'pretrain',
       seed: 1337,
       backend: 'auto',
-      data: { sources: t.data.map((p) => ({ path: rel(p) })), clean: { dedupe: 'exact' }, onError: 'skip', valFraction: 0.05 },
+      data: {
+        sources: t.data.map((p) => ({ path: rel(p) })),
+        clean: { dedupe: 'exact' },
+        onError: 'skip',
+        valFraction: 0.05,
+      },
       tokenizer: { vocabSize: 1024 },
       model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 },
       train: { steps: 300, batchSize: 16, lr: 3e-3, minLr: 3e-4, warmupSteps: 30, checkpointEvery: 100 },
@@ -79,7 +84,9 @@ export function starterRecipe(t: TemplateInput): Record<string, unknown> {
     name: `starter-${t.stage}`,
     seed: 1337,
     backend: 'auto',
-    ...(t.from ? { from: rel(t.from) } : { tokenizer: { vocabSize: 1024 }, model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 } }),
+    ...(t.from
+      ? { from: rel(t.from) }
+      : { tokenizer: { vocabSize: 1024 }, model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 } }),
     data: { sources: t.data.map((p) => ({ path: rel(p) })), onError: 'skip', valFraction: 0.1 },
   };
   const reward = rewardOf(t.reward ?? DEFAULT_REWARD, t.notebookDir);
@@ -87,19 +94,62 @@ export function starterRecipe(t: TemplateInput): Record<string, unknown> {
   const maxNewTokens = 32;
   switch (t.stage) {
     case 'sft':
-      return { ...common, stage: 'sft', train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+      return {
+        ...common,
+        stage: 'sft',
+        train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 },
+        eval: { every: 25, batches: 4 },
+      };
     case 'dpo':
-      return { ...common, stage: 'dpo', train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+      return {
+        ...common,
+        stage: 'dpo',
+        train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 },
+        eval: { every: 25, batches: 4 },
+      };
     case 'online-dpo':
-      return { ...common, stage: 'online-dpo', judge: { reward }, train: { steps: 40, batchSize: 4, samplesPerPrompt: 4, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+      return {
+        ...common,
+        stage: 'online-dpo',
+        judge: { reward },
+        train: {
+          steps: 40,
+          batchSize: 4,
+          samplesPerPrompt: 4,
+          lr: 5e-4,
+          warmupSteps: 4,
+          maxNewTokens,
+          checkpointEvery: 20,
+        },
+        eval: { every: 10, batches: 2 },
+      };
     case 'grpo':
-      return { ...common, stage: 'grpo', reward, train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+      return {
+        ...common,
+        stage: 'grpo',
+        reward,
+        train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 },
+        eval: { every: 10, batches: 2 },
+      };
   }
 }
 
-const FACTORY: Record<Stage, string> = { pretrain: 'pretrain', sft: 'sft', dpo: 'dpo', 'online-dpo': 'onlineDpo', grpo: 'grpo' };
+const FACTORY: Record<Stage, string> = {
+  pretrain: 'pretrain',
+  sft: 'sft',
+  dpo: 'dpo',
+  'online-dpo': 'onlineDpo',
+  grpo: 'grpo',
+};
 
-type Cell = { cell_type: 'markdown' | 'code'; id: string; metadata: Record<string, unknown>; source: string; outputs?: unknown[]; execution_count?: null };
+type Cell = {
+  cell_type: 'markdown' | 'code';
+  id: string;
+  metadata: Record<string, unknown>;
+  source: string;
+  outputs?: unknown[];
+  execution_count?: null;
+};
 
 function code(id: string, source: string): Cell {
   return { cell_type: 'code', id, metadata: {}, source, outputs: [], execution_count: null };
@@ -116,10 +166,19 @@ export function recipeNotebook(t: TemplateInput): Record<string, unknown> {
   void _stage;
   const body = JSON.stringify(fields, null, 2).replace(/"([A-Za-z_$][\w$]*)":/g, '$1:');
   const cells: Cell[] = [
-    markdown('lathe-0', `# ${STAGE_LABELS[t.stage]} on your data\n\nA starter recipe sized for a CPU (a few minutes). Edit the fields, run the cells; the chart updates live.\nData: ${t.data.map((d) => '`' + d + '`').join(', ')}.`),
-    code('lathe-1', `import { recipe, runs } from 'lathe';\n\n// Tests set LATHE_STEPS to train a few steps; unset, the recipe's own schedule runs.\nconst steps = process.env.LATHE_STEPS ? Number(process.env.LATHE_STEPS) : undefined;`),
+    markdown(
+      'lathe-0',
+      `# ${STAGE_LABELS[t.stage]} on your data\n\nA starter recipe sized for a CPU (a few minutes). Edit the fields, run the cells; the chart updates live.\nData: ${t.data.map((d) => '`' + d + '`').join(', ')}.`,
+    ),
+    code(
+      'lathe-1',
+      `import { recipe, runs } from 'lathe';\n\n// Tests set LATHE_STEPS to train a few steps; unset, the recipe's own schedule runs.\nconst steps = process.env.LATHE_STEPS ? Number(process.env.LATHE_STEPS) : undefined;`,
+    ),
     code('lathe-2', `const r = recipe.${FACTORY[t.stage]}(${body});\nr`),
-    markdown('lathe-3', 'Train in this kernel. The stop button stops at the next step boundary with a checkpoint; `await run.resume()` continues.'),
+    markdown(
+      'lathe-3',
+      'Train in this kernel. The stop button stops at the next step boundary with a checkpoint; `await run.resume()` continues.',
+    ),
     code('lathe-4', 'const run = await r.run({ steps });\nrun.summary'),
   ];
   return {

@@ -3,7 +3,11 @@ import { randomUUID } from 'node:crypto';
 import type { Message } from './wire.js';
 
 /** Publishes a comm message on iopub, in reply to `parent`. */
-export type CommSend = (type: 'comm_open' | 'comm_msg' | 'comm_close', content: Record<string, unknown>, parent?: Message) => void;
+export type CommSend = (
+  type: 'comm_open' | 'comm_msg' | 'comm_close',
+  content: Record<string, unknown>,
+  parent?: Message,
+) => void;
 
 /** One end of a comm, kernel side. */
 export class Comm {
@@ -13,7 +17,12 @@ export class Comm {
   closed = false;
 
   /** @internal CommManager creates comms. */
-  constructor(readonly id: string, readonly target: string, private readonly sendRaw: CommSend, private readonly forget: (id: string) => void) {}
+  constructor(
+    readonly id: string,
+    readonly target: string,
+    private readonly sendRaw: CommSend,
+    private readonly forget: (id: string) => void,
+  ) {}
 
   /** Sends data to the frontend; `parent` is the message it answers, if any. */
   send(data: Record<string, unknown>, parent?: Message): void {
@@ -60,7 +69,10 @@ export class CommManager {
   private comms = new Map<string, Comm>();
 
   /** @param send publishes comm messages on iopub. @param warn reports a handler's failure. */
-  constructor(private readonly send: CommSend, private readonly warn: (m: string) => void = () => {}) {}
+  constructor(
+    private readonly send: CommSend,
+    private readonly warn: (m: string) => void = () => {},
+  ) {}
 
   /** Registers (or replaces) a target. */
   registerTarget(name: string, target: CommTarget): void {
@@ -77,7 +89,11 @@ export class CommManager {
 
   /** Handles comm_open from the frontend; an unknown target is answered with comm_close, as the spec says. */
   handleOpen(msg: Message): void {
-    const { comm_id, target_name, data = {} } = msg.content as { comm_id: string; target_name: string; data?: Record<string, unknown> };
+    const {
+      comm_id,
+      target_name,
+      data = {},
+    } = msg.content as { comm_id: string; target_name: string; data?: Record<string, unknown> };
     const target = this.targets.get(target_name);
     if (!target) {
       this.send('comm_close', { comm_id, data: { error: `no comm target ${target_name}` } }, msg);

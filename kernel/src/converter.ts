@@ -103,7 +103,8 @@ export class CellCompiler {
     const paths: ts.MapLike<string[]> = {};
     for (const [name, a] of Object.entries(this.aliases)) paths[name] = [a.types];
     if (Object.keys(paths).length) options.paths = paths;
-    if (opts.typeRootsFrom && !hasNodeTypes(opts.cwd)) options.typeRoots = [join(opts.typeRootsFrom, 'node_modules', '@types')];
+    if (opts.typeRootsFrom && !hasNodeTypes(opts.cwd))
+      options.typeRoots = [join(opts.typeRootsFrom, 'node_modules', '@types')];
     const host: ts.LanguageServiceHost = {
       // Only the cell changes: one project version per cell text spares TypeScript re-checking ~900 file versions per query.
       getProjectVersion: () => String(this.version),
@@ -168,10 +169,13 @@ export class CellCompiler {
       includeCompletionsForModuleExports: false,
     });
     const entries = (info?.entries ?? []).filter((e) => e.kind !== ts.ScriptElementKind.warning);
-    const rank = (name: string) => (name.startsWith(word) ? 0 : name.toLowerCase().startsWith(word.toLowerCase()) ? 1 : 2);
+    const rank = (name: string) =>
+      name.startsWith(word) ? 0 : name.toLowerCase().startsWith(word.toLowerCase()) ? 1 : 2;
     const chosen = entries
       .filter((e) => rank(e.name) < 2)
-      .sort((a, b) => rank(a.name) - rank(b.name) || a.sortText.localeCompare(b.sortText) || a.name.localeCompare(b.name));
+      .sort(
+        (a, b) => rank(a.name) - rank(b.name) || a.sortText.localeCompare(b.sortText) || a.name.localeCompare(b.name),
+      );
     const seen = new Set<string>();
     const unique = chosen.filter((e) => !seen.has(e.name) && seen.add(e.name));
     return {
@@ -206,7 +210,10 @@ export class CellCompiler {
 
   // Sets the checked file to carried declarations (less those the cell redeclares) + the cell.
   private load(source: string, declared: Set<string>, exportAll = true): { prefixLength: number } {
-    const prefix = this.carried.filter((c) => !declared.has(c.name)).map((c) => c.text).join('\n');
+    const prefix = this.carried
+      .filter((c) => !declared.has(c.name))
+      .map((c) => c.text)
+      .join('\n');
     const head = `export {};\n${prefix}\n`;
     const names = [...declared];
     this.text = head + source + (exportAll && names.length ? `\n;export { ${names.join(', ')} };\n` : '\n');
@@ -215,7 +222,10 @@ export class CellCompiler {
   }
 
   private diagnostics(prefixLength: number, length: number): CellDiagnostic[] {
-    const all = [...this.service.getSyntacticDiagnostics(this.cellPath), ...this.service.getSemanticDiagnostics(this.cellPath)];
+    const all = [
+      ...this.service.getSyntacticDiagnostics(this.cellPath),
+      ...this.service.getSemanticDiagnostics(this.cellPath),
+    ];
     const out: CellDiagnostic[] = [];
     const cellText = this.text.slice(prefixLength, prefixLength + length);
     for (const d of all) {
@@ -240,10 +250,12 @@ export class CellCompiler {
     const found: Carried[] = [];
     if (out) {
       const sf = ts.createSourceFile('decl.d.mts', out.text, ts.ScriptTarget.ES2022, true);
-      for (const stmt of sf.statements) for (const c of splitDeclaration(stmt, sf)) if (declared.has(c.name)) found.push(c);
+      for (const stmt of sf.statements)
+        for (const c of splitDeclaration(stmt, sf)) if (declared.has(c.name)) found.push(c);
     }
     // A name the emitter could not describe still exists at run time.
-    for (const name of declared) if (!found.some((c) => c.name === name)) found.push({ name, text: `declare let ${name}: any;` });
+    for (const name of declared)
+      if (!found.some((c) => c.name === name)) found.push({ name, text: `declare let ${name}: any;` });
     this.carried = [...this.carried.filter((c) => !declared.has(c.name)), ...found];
   }
 }
@@ -251,11 +263,18 @@ export class CellCompiler {
 /** Whether Jupyter should run the code now, wait for more lines, or reject it. */
 export function isComplete(code: string): { status: 'complete' | 'incomplete' | 'invalid'; indent?: string } {
   if (!code.trim()) return { status: 'complete' };
-  const { diagnostics = [] } = ts.transpileModule(code, { reportDiagnostics: true, fileName: 'cell.mts', compilerOptions: EMIT_OPTIONS });
+  const { diagnostics = [] } = ts.transpileModule(code, {
+    reportDiagnostics: true,
+    fileName: 'cell.mts',
+    compilerOptions: EMIT_OPTIONS,
+  });
   if (!diagnostics.length) return { status: 'complete' };
   const atEnd = diagnostics.some((d) => {
     const msg = ts.flattenDiagnosticMessageText(d.messageText, ' ');
-    return (d.start ?? 0) >= code.trimEnd().length && (/expected\.$/.test(msg) || /^Unterminated (template|regular)/.test(msg));
+    return (
+      (d.start ?? 0) >= code.trimEnd().length &&
+      (/expected\.$/.test(msg) || /^Unterminated (template|regular)/.test(msg))
+    );
   });
   if (!atEnd) return { status: 'invalid' };
   let depth = 0;
@@ -274,14 +293,16 @@ export function declaredNames(source: string): Set<string> {
   for (const s of sf.statements) {
     if (ts.isVariableStatement(s)) s.declarationList.declarations.forEach((d) => bind(d.name));
     else if ((ts.isFunctionDeclaration(s) || ts.isClassDeclaration(s)) && s.name) names.add(s.name.text);
-    else if (ts.isInterfaceDeclaration(s) || ts.isTypeAliasDeclaration(s) || ts.isEnumDeclaration(s)) names.add(s.name.text);
+    else if (ts.isInterfaceDeclaration(s) || ts.isTypeAliasDeclaration(s) || ts.isEnumDeclaration(s))
+      names.add(s.name.text);
     else if (ts.isModuleDeclaration(s) && ts.isIdentifier(s.name)) names.add(s.name.text);
     else if (ts.isImportEqualsDeclaration(s)) names.add(s.name.text);
     else if (ts.isImportDeclaration(s) && s.importClause) {
       const c = s.importClause;
       if (c.name) names.add(c.name.text);
       if (c.namedBindings && ts.isNamespaceImport(c.namedBindings)) names.add(c.namedBindings.name.text);
-      if (c.namedBindings && ts.isNamedImports(c.namedBindings)) c.namedBindings.elements.forEach((e) => names.add(e.name.text));
+      if (c.namedBindings && ts.isNamedImports(c.namedBindings))
+        c.namedBindings.elements.forEach((e) => names.add(e.name.text));
     }
   }
   return names;
@@ -305,14 +326,22 @@ function splitDeclaration(stmt: ts.Statement, sf: ts.SourceFile): Carried[] {
     const out: Carried[] = [];
     if (c.name) out.push({ name: c.name.text, text: `import ${type}${c.name.text} from ${from};` });
     const nb = c.namedBindings;
-    if (nb && ts.isNamespaceImport(nb)) out.push({ name: nb.name.text, text: `import ${type}* as ${nb.name.text} from ${from};` });
-    if (nb && ts.isNamedImports(nb)) for (const e of nb.elements) out.push({ name: e.name.text, text: `import ${type}{ ${e.getText(sf)} } from ${from};` });
+    if (nb && ts.isNamespaceImport(nb))
+      out.push({ name: nb.name.text, text: `import ${type}* as ${nb.name.text} from ${from};` });
+    if (nb && ts.isNamedImports(nb))
+      for (const e of nb.elements)
+        out.push({ name: e.name.text, text: `import ${type}{ ${e.getText(sf)} } from ${from};` });
     return out;
   }
   const named = stmt as ts.Statement & { name?: ts.Node };
   if (named.name && ts.isIdentifier(named.name)) {
     const text = stmt.getText(sf);
-    return [{ name: named.name.text, text: /^(declare|interface|type|import|export)\b/.test(text) ? text : `declare ${text}` }];
+    return [
+      {
+        name: named.name.text,
+        text: /^(declare|interface|type|import|export)\b/.test(text) ? text : `declare ${text}`,
+      },
+    ];
   }
   return [];
 }
@@ -324,7 +353,7 @@ function lineColumn(text: string, pos: number): { line: number; column: number }
 }
 
 function hasNodeTypes(dir: string): boolean {
-  for (let d = dir; ; ) {
+  for (let d = dir; ;) {
     if (existsSync(join(d, 'node_modules', '@types', 'node', 'package.json'))) return true;
     const up = join(d, '..');
     if (up === d) return false;
@@ -343,7 +372,8 @@ class Edits {
   apply(): string {
     let out = this.src;
     // Back to front; at one offset, a replacement goes before an insertion.
-    for (const e of [...this.list].sort((a, b) => b.start - a.start || b.end - a.end)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
+    for (const e of [...this.list].sort((a, b) => b.start - a.start || b.end - a.end))
+      out = out.slice(0, e.start) + e.text + out.slice(e.end);
     return out;
   }
 }
@@ -351,7 +381,11 @@ class Edits {
 const countLines = (s: string) => s.split('\n').length - 1;
 
 /** Emits a cell as an async function body whose top-level bindings are assignments to globals. */
-export function emitCell(source: string, cellName: string, aliases: Record<string, { url: string }> = {}): Pick<CompiledCell, 'script' | 'cellLine'> {
+export function emitCell(
+  source: string,
+  cellName: string,
+  aliases: Record<string, { url: string }> = {},
+): Pick<CompiledCell, 'script' | 'cellLine'> {
   const out = ts.transpileModule(source, { fileName: `${cellName}.mts`, compilerOptions: EMIT_OPTIONS });
   const js = out.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
   const map = new LineMap((JSON.parse(out.sourceMapText ?? '{"mappings":""}') as { mappings: string }).mappings);
@@ -364,7 +398,8 @@ export function emitCell(source: string, cellName: string, aliases: Record<strin
   };
   const stripExport = (node: ts.Node) => {
     for (const m of ts.canHaveModifiers(node) ? (ts.getModifiers(node) ?? []) : []) {
-      if (m.kind === ts.SyntaxKind.ExportKeyword || m.kind === ts.SyntaxKind.DefaultKeyword) edits.replace(m.getStart(sf), m.getEnd(), '');
+      if (m.kind === ts.SyntaxKind.ExportKeyword || m.kind === ts.SyntaxKind.DefaultKeyword)
+        edits.replace(m.getStart(sf), m.getEnd(), '');
     }
   };
   const stmts = sf.statements;
@@ -384,7 +419,9 @@ export function emitCell(source: string, cellName: string, aliases: Record<strin
         if (c.name) parts.push(`${c.name.text} = ${nb.name.text}.default`);
       } else {
         const props: string[] = c.name ? [`default: ${c.name.text}`] : [];
-        if (nb && ts.isNamedImports(nb)) for (const e of nb.elements) props.push(`${JSON.stringify(e.propertyName?.getText(sf) ?? e.name.text)}: ${e.name.text}`);
+        if (nb && ts.isNamedImports(nb))
+          for (const e of nb.elements)
+            props.push(`${JSON.stringify(e.propertyName?.getText(sf) ?? e.name.text)}: ${e.name.text}`);
         parts.push(`({ ${props.join(', ')} } = ${load})`);
       }
       return edits.replace(start, s.getEnd(), `(${parts.join(', ')});`);
@@ -402,7 +439,11 @@ export function emitCell(source: string, cellName: string, aliases: Record<strin
       for (const d of list.declarations) {
         if (d.initializer) continue;
         const name = d.name.getText(sf);
-        edits.replace(d.name.getEnd(), d.name.getEnd(), isVar ? ` = globalThis[${JSON.stringify(name)}]` : ' = undefined');
+        edits.replace(
+          d.name.getEnd(),
+          d.name.getEnd(),
+          isVar ? ` = globalThis[${JSON.stringify(name)}]` : ' = undefined',
+        );
       }
       const end = s.getEnd();
       if (js[end - 1] === ';') edits.replace(end - 1, end, ');');
@@ -427,7 +468,8 @@ export function emitCell(source: string, cellName: string, aliases: Record<strin
       const expr = s.expression.getText(sf);
       return edits.replace(start, s.getEnd(), i === last ? `return (${expr});` : `${expr};`);
     }
-    if (i === last && ts.isExpressionStatement(s)) edits.replace(start, s.getEnd(), `return (${s.expression.getText(sf)});`);
+    if (i === last && ts.isExpressionStatement(s))
+      edits.replace(start, s.getEnd(), `return (${s.expression.getText(sf)});`);
   });
   const body = edits.apply();
   // Line 1 of the script is the wrapper; cell emit starts on line 2.

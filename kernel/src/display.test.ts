@@ -1,7 +1,16 @@
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { CommManager } from './comms.js';
-import { bundleOf, compareBundle, PLOTLY_MIME, progressLine, RECIPE_MIME, RUN_MIME, tableBundle, type RunLike } from './display.js';
+import {
+  bundleOf,
+  compareBundle,
+  PLOTLY_MIME,
+  progressLine,
+  RECIPE_MIME,
+  RUN_MIME,
+  tableBundle,
+  type RunLike,
+} from './display.js';
 import { REPO_ROOT } from './kernel.js';
 import { LiveRunDisplay } from './live.js';
 import type { Message } from './wire.js';
@@ -23,14 +32,32 @@ function fakeRun(steps = 10) {
     onMetric: (fn: (m: unknown) => void) => (metricFns.add(fn), () => metricFns.delete(fn)),
     onEvent: (fn: (e: unknown) => void) => (eventFns.add(fn), () => eventFns.delete(fn)),
     step(step: number) {
-      const m = { step, stage: 'pretrain', loss: 5 - step / 10, tokens_per_s: 2000, ...(step % 5 === 0 ? { eval_loss: 5 - step / 9 } : {}) };
+      const m = {
+        step,
+        stage: 'pretrain',
+        loss: 5 - step / 10,
+        tokens_per_s: 2000,
+        ...(step % 5 === 0 ? { eval_loss: 5 - step / 9 } : {}),
+      };
       run.metricsSoFar.push(m);
       for (const f of metricFns) f(m);
     },
     end() {
       run.status = 'completed';
       run.events.push({ time: '', type: 'completed', step: steps, message: `completed ${steps} steps` });
-      run.summary = { id: run.id, lockId: 'abc', stage: 'pretrain', status: 'completed', step: steps, steps, loss: 4, tokens: 1, seconds: 1, backend: 'wasm', lathe: '0' };
+      run.summary = {
+        id: run.id,
+        lockId: 'abc',
+        stage: 'pretrain',
+        status: 'completed',
+        step: steps,
+        steps,
+        loss: 4,
+        tokens: 1,
+        seconds: 1,
+        backend: 'wasm',
+        lathe: '0',
+      };
       finish();
     },
   };
@@ -43,9 +70,18 @@ describe('run display', () => {
     run.step(1);
     run.step(2);
     const b = bundleOf(run as never);
-    expect(b[RUN_MIME]).toMatchObject({ id: 'tally-abc', room: 'run:tally-abc', step: 2, steps: 10, status: 'running' });
+    expect(b[RUN_MIME]).toMatchObject({
+      id: 'tally-abc',
+      room: 'run:tally-abc',
+      step: 2,
+      steps: 10,
+      status: 'running',
+    });
     expect((b[RUN_MIME] as { metrics: unknown[] }).metrics).toHaveLength(2);
-    expect((b[PLOTLY_MIME] as { data: { name: string; y: number[] }[] }).data[0]).toMatchObject({ name: 'loss', y: [4.9, 4.8] });
+    expect((b[PLOTLY_MIME] as { data: { name: string; y: number[] }[] }).data[0]).toMatchObject({
+      name: 'loss',
+      y: [4.9, 4.8],
+    });
     expect(b['text/html']).toContain('<svg');
     expect(b['text/plain']).toMatch(/step 2\/10 · loss 4.8 · 2,000 tok\/s · running/);
   });
@@ -56,7 +92,11 @@ describe('run display', () => {
       let now = 0;
       const sent: { id: string; update: boolean; step: number }[] = [];
       const run = fakeRun(10);
-      const live = new LiveRunDisplay(run as never, (b, id, update) => sent.push({ id, update, step: (b[RUN_MIME] as { step: number }).step }), { intervalMs: 250, now: () => now });
+      const live = new LiveRunDisplay(
+        run as never,
+        (b, id, update) => sent.push({ id, update, step: (b[RUN_MIME] as { step: number }).step }),
+        { intervalMs: 250, now: () => now },
+      );
       for (let s = 1; s <= 10; s++) {
         now += 50; // 20 metrics a second: far more than the display sends
         vi.advanceTimersByTime(50);
@@ -87,7 +127,11 @@ describe('tables and recipe cards', () => {
 
   it('renders a recipe as a card', async () => {
     const { recipe } = (await import(join(REPO_ROOT, 'dist', 'src', 'index.js'))) as typeof import('lathe');
-    const r = recipe.pretrain({ name: 'card', data: { sources: [{ path: 'x.jsonl' }] }, model: { arch: 'moe', experts: 4 } });
+    const r = recipe.pretrain({
+      name: 'card',
+      data: { sources: [{ path: 'x.jsonl' }] },
+      model: { arch: 'moe', experts: 4 },
+    });
     const b = bundleOf(r);
     expect(b[RECIPE_MIME]).toMatchObject({ name: 'card', stage: 'pretrain', recipe: { name: 'card' } });
     expect(b['text/html']).toContain('moe · 2 layers');
@@ -106,13 +150,19 @@ describe('tables and recipe cards', () => {
       { index: 3, stage: 'grpo', steps: 30, from: "stage 3's final checkpoint" },
     ]);
     const text = String(b['text/plain']);
-    expect(text).toMatch(/^Pipeline tally-pipeline\n {2}stages {4}pretrain → sft → dpo → grpo\n {2}training {2}490 steps in all/);
-    expect(text).toMatch(/4 {2}grpo {6}stage 3's final checkpoint .* prompts\.jsonl {5}reward\.ts#programReward {2}30 steps · batch 4/);
+    expect(text).toMatch(
+      /^Pipeline tally-pipeline\n {2}stages {4}pretrain → sft → dpo → grpo\n {2}training {2}490 steps in all/,
+    );
+    expect(text).toMatch(
+      /4 {2}grpo {6}stage 3's final checkpoint .* prompts\.jsonl {5}reward\.ts#programReward {2}30 steps · batch 4/,
+    );
     expect(b['text/html']).toContain('<th style="text-align:left">starts from</th>');
 
     const grpo = bundleOf(await recipe.load(join(REPO_ROOT, 'examples', 'recipes', 'tally-grpo.json')));
     expect(grpo['text/plain']).toMatch(/from {6}\.\.\/\.\.\/runs\/tally-sft\n/);
-    expect(grpo['text/plain']).toMatch(/reward {4}reward\.ts#programReward\n {2}training {2}30 steps · batch 4 · lr 5\.000e-4 · 8 completions per prompt · β 0\.04/);
+    expect(grpo['text/plain']).toMatch(
+      /reward {4}reward\.ts#programReward\n {2}training {2}30 steps · batch 4 · lr 5\.000e-4 · 8 completions per prompt · β 0\.04/,
+    );
     // The base decides architecture and tokenizer, so the card shows neither.
     expect(grpo['text/plain']).not.toMatch(/model|tokenizer/);
   });
@@ -145,14 +195,37 @@ describe('diffs and comparisons for the extension', () => {
       { path: 'model.dim', kind: 'changed', before: 128, after: 256 },
       { path: 'model.experts', kind: 'added', after: 8 },
     ]);
-    expect(b[RECIPE_MIME]).toEqual({ version: 1, diff: { a: 'before', b: 'after', changes: [{ path: 'model.dim', kind: 'changed', before: 128, after: 256 }, { path: 'model.experts', kind: 'added', after: 8 }] } });
+    expect(b[RECIPE_MIME]).toEqual({
+      version: 1,
+      diff: {
+        a: 'before',
+        b: 'after',
+        changes: [
+          { path: 'model.dim', kind: 'changed', before: 128, after: 256 },
+          { path: 'model.experts', kind: 'added', after: 8 },
+        ],
+      },
+    });
     expect(b['text/plain']).toMatch(/model\.dim\s+changed\s+128\s+256/);
   });
   it('overlays compared runs in one run bundle, each named', () => {
-    const run = (id: string, name: string): RunLike => ({ id, dir: { path: `/r/${id}` }, lock: { id: 'l', recipe: { name, stage: 'pretrain', train: { steps: 2 } } }, status: 'completed', metricsSoFar: [{ step: 1, stage: 'pretrain', loss: 3 }, { step: 2, stage: 'pretrain', loss: 2 }] as never, events: [] });
+    const run = (id: string, name: string): RunLike => ({
+      id,
+      dir: { path: `/r/${id}` },
+      lock: { id: 'l', recipe: { name, stage: 'pretrain', train: { steps: 2 } } },
+      status: 'completed',
+      metricsSoFar: [
+        { step: 1, stage: 'pretrain', loss: 3 },
+        { step: 2, stage: 'pretrain', loss: 2 },
+      ] as never,
+      events: [],
+    });
     const b = compareBundle([run('a', 'dense'), run('b', 'moe')]);
     const data = b[RUN_MIME] as { runs: { id: string; name: string; metrics: unknown[] }[] };
-    expect(data.runs.map((r) => [r.id, r.name, r.metrics.length])).toEqual([['a', 'dense', 2], ['b', 'moe', 2]]);
+    expect(data.runs.map((r) => [r.id, r.name, r.metrics.length])).toEqual([
+      ['a', 'dense', 2],
+      ['b', 'moe', 2],
+    ]);
     expect(b[PLOTLY_MIME]).toBeDefined();
   });
 });

@@ -68,26 +68,53 @@ export function fmt(v: unknown): string {
 
 /** Whether a value is a lathe Recipe (by shape, so two copies of the library both count). */
 export function isRecipe(v: unknown): v is Lathe.Recipe {
-  return !!v && typeof v === 'object' && 'config' in v && 'input' in v && typeof (v as { toJSON?: unknown }).toJSON === 'function' && typeof (v as { lock?: unknown }).lock === 'function';
+  return (
+    !!v &&
+    typeof v === 'object' &&
+    'config' in v &&
+    'input' in v &&
+    typeof (v as { toJSON?: unknown }).toJSON === 'function' &&
+    typeof (v as { lock?: unknown }).lock === 'function'
+  );
 }
 
 /** Whether a value is a lathe Run. */
 export function isRun(v: unknown): v is RunLike & Lathe.Run {
-  return !!v && typeof v === 'object' && 'lock' in v && 'dir' in v && 'done' in v && typeof (v as { onMetric?: unknown }).onMetric === 'function';
+  return (
+    !!v &&
+    typeof v === 'object' &&
+    'lock' in v &&
+    'dir' in v &&
+    'done' in v &&
+    typeof (v as { onMetric?: unknown }).onMetric === 'function'
+  );
 }
 
 /** Whether a value is a data inspection report (`data.inspectData`). */
 export function isInspectReport(v: unknown): v is Lathe.data.InspectReport {
-  return !!v && typeof v === 'object' && Array.isArray((v as { sources?: unknown }).sources) && 'clean' in v && 'tokensPerStep' in v;
+  return (
+    !!v &&
+    typeof v === 'object' &&
+    Array.isArray((v as { sources?: unknown }).sources) &&
+    'clean' in v &&
+    'tokensPerStep' in v
+  );
 }
 
-const isPlain = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
-const isScalar = (v: unknown) => v === null || ['string', 'number', 'boolean', 'undefined', 'bigint'].includes(typeof v);
+const isPlain = (v: unknown): v is Record<string, unknown> =>
+  !!v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype;
+const isScalar = (v: unknown) =>
+  v === null || ['string', 'number', 'boolean', 'undefined', 'bigint'].includes(typeof v);
 const METRIC_KEYS = ['loss', 'eval_loss', 'perplexity', 'accuracy', 'score', 'pass_rate', 'reward'];
 
 /** Whether a value reads best as a table: rows of flat records, or one flat record of metrics (an eval result). */
 export function isTabular(v: unknown): v is Record<string, unknown>[] | Record<string, unknown> {
-  if (Array.isArray(v)) return v.length > 0 && v.length <= 5000 && v.every((r) => isPlain(r) && Object.values(r).every((x) => isScalar(x) || isPlain(x) || Array.isArray(x)));
+  if (Array.isArray(v))
+    return (
+      v.length > 0 &&
+      v.length <= 5000 &&
+      v.every((r) => isPlain(r) && Object.values(r).every((x) => isScalar(x) || isPlain(x) || Array.isArray(x)))
+    );
   return isPlain(v) && Object.values(v).every(isScalar) && METRIC_KEYS.some((k) => typeof v[k] === 'number');
 }
 
@@ -98,7 +125,10 @@ export function bundleOf(value: unknown, lathe?: typeof Lathe): MimeBundle {
   if (isInspectReport(value)) return inspectBundle(value, lathe);
   if (isRecipeDiff(value)) return diffBundle(value);
   if (isTabular(value)) return tableBundle(Array.isArray(value) ? value : [value]);
-  return { 'text/plain': typeof value === 'string' ? value : inspect(value, { depth: 4, maxArrayLength: 100, breakLength: 100 }) };
+  return {
+    'text/plain':
+      typeof value === 'string' ? value : inspect(value, { depth: 4, maxArrayLength: 100, breakLength: 100 }),
+  };
 }
 
 // The parts of a resolved recipe the card reads; every stage has them in some form.
@@ -110,7 +140,15 @@ interface CardFields {
   from?: string;
   data?: { sources?: { name?: string; path?: string | string[]; weight?: number }[] };
   tokenizer?: { path?: string; vocabSize?: number };
-  model?: { arch?: string; dim?: number; layers?: number; heads?: number; context?: number; experts?: number; topK?: number };
+  model?: {
+    arch?: string;
+    dim?: number;
+    layers?: number;
+    heads?: number;
+    context?: number;
+    experts?: number;
+    topK?: number;
+  };
   train?: Record<string, unknown>;
   reward?: { module?: string; export?: string };
   judge?: { reward?: { module?: string; export?: string }; model?: string };
@@ -128,9 +166,28 @@ function stageRows(c: CardFields): [string, string][] {
   const rows: [string, string][] = [];
   // A post-training stage with `from` takes its architecture and tokenizer from that base.
   const own = !c.from;
-  if (own && m.arch) rows.push(['model', `${m.arch} · ${m.layers} layers · dim ${m.dim} · ${m.heads} heads · context ${m.context}${m.arch === 'moe' ? ` · ${m.experts} experts top-${m.topK}` : ''}`]);
+  if (own && m.arch)
+    rows.push([
+      'model',
+      `${m.arch} · ${m.layers} layers · dim ${m.dim} · ${m.heads} heads · context ${m.context}${m.arch === 'moe' ? ` · ${m.experts} experts top-${m.topK}` : ''}`,
+    ]);
   const sources = c.data?.sources ?? [];
-  if (sources.length) rows.push(['data', sources.map((s) => `${s.name ?? [s.path].flat().map((p) => base(String(p))).join(' + ')}${s.weight !== undefined ? ` (weight ${s.weight})` : ''}`).join(', ')]);
+  if (sources.length)
+    rows.push([
+      'data',
+      sources
+        .map(
+          (s) =>
+            `${
+              s.name ??
+              [s.path]
+                .flat()
+                .map((p) => base(String(p)))
+                .join(' + ')
+            }${s.weight !== undefined ? ` (weight ${s.weight})` : ''}`,
+        )
+        .join(', '),
+    ]);
   if (own && c.tokenizer) rows.push(['tokenizer', c.tokenizer.path ?? `BPE, ${c.tokenizer.vocabSize} tokens`]);
   const reward = c.reward ?? c.judge?.reward;
   if (reward) rows.push([c.stage === 'grpo' ? 'reward' : 'judge', moduleName(reward)]);
@@ -153,26 +210,54 @@ function stageRows(c: CardFields): [string, string][] {
 const cardHtml = (title: string, rows: [string, string][], extra: string, json: unknown) =>
   `<div class="lathe-recipe" style="border:1px solid #ccc;border-radius:6px;padding:8px 12px;display:inline-block;font-family:sans-serif;font-size:13px">` +
   `<div style="font-weight:bold;margin-bottom:4px">${esc(title)}</div><table>` +
-  rows.map(([k, v]) => `<tr><td style="color:#666;padding-right:12px;text-align:left">${esc(k)}</td><td style="text-align:left">${esc(v)}</td></tr>`).join('') +
+  rows
+    .map(
+      ([k, v]) =>
+        `<tr><td style="color:#666;padding-right:12px;text-align:left">${esc(k)}</td><td style="text-align:left">${esc(v)}</td></tr>`,
+    )
+    .join('') +
   `</table>${extra}<details><summary style="cursor:pointer;color:#666">recipe JSON</summary><pre>${esc(JSON.stringify(json, null, 2))}</pre></details></div>`;
 
 /** A recipe card (a stage recipe or a pipeline): the recipe as written and resolved, a small HTML card and a text summary. */
 export function recipeBundle(r: Lathe.Recipe | Lathe.recipe.Pipeline): MimeBundle {
   const c = r.config as unknown as CardFields;
   const title = c.name ?? `${c.stage} recipe`;
-  const backend: [string, string][] = c.backend ? [['backend', `${c.backend}${c.seed !== undefined ? ` · seed ${c.seed}` : ''}`]] : [];
-  const payload = { version: 1, name: c.name ?? null, stage: c.stage, file: r.file ?? null, recipe: r.toJSON(), resolved: r.config };
+  const backend: [string, string][] = c.backend
+    ? [['backend', `${c.backend}${c.seed !== undefined ? ` · seed ${c.seed}` : ''}`]]
+    : [];
+  const payload = {
+    version: 1,
+    name: c.name ?? null,
+    stage: c.stage,
+    file: r.file ?? null,
+    recipe: r.toJSON(),
+    resolved: r.config,
+  };
   if (c.stage === 'pipeline' && c.stages) return pipelineCard(c, c.stages, title, backend, payload);
-  const rows: [string, string][] = [['stage', c.stage], ...(c.from ? [['from', c.from] as [string, string]] : []), ...stageRows(c), ...backend];
+  const rows: [string, string][] = [
+    ['stage', c.stage],
+    ...(c.from ? [['from', c.from] as [string, string]] : []),
+    ...stageRows(c),
+    ...backend,
+  ];
   const text = [`Recipe ${title}`, ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`)].join('\n');
   return { [RECIPE_MIME]: payload, 'text/html': cardHtml(title, rows, '', r.toJSON()), 'text/plain': text };
 }
 
 // A pipeline's card: the chain, then one row per stage saying where it starts, its data and its training.
-function pipelineCard(c: CardFields, stages: CardFields[], title: string, backend: [string, string][], payload: Record<string, unknown>): MimeBundle {
+function pipelineCard(
+  c: CardFields,
+  stages: CardFields[],
+  title: string,
+  backend: [string, string][],
+  payload: Record<string, unknown>,
+): MimeBundle {
   const rows: [string, string][] = [
     ['stages', stages.map((s) => s.stage).join(' → ')],
-    ['training', `${fmt(Number(c.train?.steps ?? stages.reduce((a, s) => a + Number(s.train?.steps ?? 0), 0)))} steps in all, each stage from the previous one's final checkpoint`],
+    [
+      'training',
+      `${fmt(Number(c.train?.steps ?? stages.reduce((a, s) => a + Number(s.train?.steps ?? 0), 0)))} steps in all, each stage from the previous one's final checkpoint`,
+    ],
     ...backend,
   ];
   const table = stages.map((s, i) => {
@@ -187,10 +272,28 @@ function pipelineCard(c: CardFields, stages: CardFields[], title: string, backen
       training: fields.training ?? '',
     };
   });
-  const t = tableBundle(table, ['#', 'stage', 'starts from', 'model', 'data', 'reward', 'training'].filter((k) => table.some((r) => k in r)));
-  const text = [`Pipeline ${title}`, ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`), '', ...String(t['text/plain']).split('\n').map((l) => `  ${l}`)].join('\n');
+  const t = tableBundle(
+    table,
+    ['#', 'stage', 'starts from', 'model', 'data', 'reward', 'training'].filter((k) => table.some((r) => k in r)),
+  );
+  const text = [
+    `Pipeline ${title}`,
+    ...rows.map(([k, v]) => `  ${k.padEnd(9)} ${v}`),
+    '',
+    ...String(t['text/plain'])
+      .split('\n')
+      .map((l) => `  ${l}`),
+  ].join('\n');
   return {
-    [RECIPE_MIME]: { ...payload, stages: table.map((s, i) => ({ index: i, stage: s.stage, steps: Number(stages[i]!.train?.steps ?? 0), from: s['starts from'] })) },
+    [RECIPE_MIME]: {
+      ...payload,
+      stages: table.map((s, i) => ({
+        index: i,
+        stage: s.stage,
+        steps: Number(stages[i]!.train?.steps ?? 0),
+        from: s['starts from'],
+      })),
+    },
     'text/html': cardHtml(title, rows, String(t['text/html']), payload.recipe),
     'text/plain': text,
   };
@@ -236,7 +339,12 @@ export function runSeries(run: RunLike, metrics: string[] = ['loss', 'eval_loss'
   return metrics
     .map((key) => {
       const pts = ms.filter((m) => typeof m[key] === 'number');
-      return { name: prefix + key, x: pts.map((m) => m.step), y: pts.map((m) => m[key] as number), markers: key.startsWith('eval') };
+      return {
+        name: prefix + key,
+        x: pts.map((m) => m.step),
+        y: pts.map((m) => m[key] as number),
+        markers: key.startsWith('eval'),
+      };
     })
     .filter((s) => s.x.length > 0);
 }
@@ -244,7 +352,13 @@ export function runSeries(run: RunLike, metrics: string[] = ['loss', 'eval_loss'
 /** A Plotly figure of series over steps. */
 export function plotlyFigure(series: Series[], title: string): Record<string, unknown> {
   return {
-    data: series.map((s) => ({ type: 'scatter', mode: s.markers ? 'lines+markers' : 'lines', name: s.name, x: s.x, y: s.y })),
+    data: series.map((s) => ({
+      type: 'scatter',
+      mode: s.markers ? 'lines+markers' : 'lines',
+      name: s.name,
+      x: s.x,
+      y: s.y,
+    })),
     layout: {
       title: { text: title, font: { size: 13 } },
       height: 320,
@@ -261,10 +375,14 @@ const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'
 /** A static SVG line chart, for frontends without Plotly (and reopened notebooks with no kernel). */
 export function svgChart(series: Series[], width = 480, height = 180): string {
   const pts = series.flatMap((s) => s.x.map((x, i) => [x, s.y[i]!] as const)).filter(([, y]) => Number.isFinite(y));
-  if (!pts.length) return `<svg width="${width}" height="40"><text x="8" y="24" font-size="12" fill="#666">waiting for the first step…</text></svg>`;
+  if (!pts.length)
+    return `<svg width="${width}" height="40"><text x="8" y="24" font-size="12" fill="#666">waiting for the first step…</text></svg>`;
   const [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
   const [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-  const L = 44, R = 8, T = 8, B = 20;
+  const L = 44,
+    R = 8,
+    T = 8,
+    B = 20;
   const sx = (x: number) => L + ((x - x0) / (x1 - x0 || 1)) * (width - L - R);
   const sy = (y: number) => T + (1 - (y - y0) / (y1 - y0 || 1)) * (height - T - B);
   const lines = series.map((s, i) => {
@@ -321,12 +439,27 @@ type Change = { path: string; kind: 'changed' | 'added' | 'removed'; before?: un
 
 /** `recipe.diff(a, b)`'s result: a non-empty array of { path, kind, before?, after? }. */
 function isRecipeDiff(v: unknown): v is Change[] {
-  return Array.isArray(v) && v.length > 0 && v.every((c) => !!c && typeof c === 'object' && typeof (c as Change).path === 'string' && ['changed', 'added', 'removed'].includes((c as Change).kind));
+  return (
+    Array.isArray(v) &&
+    v.length > 0 &&
+    v.every(
+      (c) =>
+        !!c &&
+        typeof c === 'object' &&
+        typeof (c as Change).path === 'string' &&
+        ['changed', 'added', 'removed'].includes((c as Change).kind),
+    )
+  );
 }
 
 /** A recipe diff: the recipe card's diff view (highlighted), with a table as the fallback. */
 export function diffBundle(changes: Change[], a = 'before', b = 'after'): MimeBundle {
-  const rows = changes.map((c) => ({ field: c.path, change: c.kind, [a]: c.kind === 'added' ? '' : fmtAny(c.before), [b]: c.kind === 'removed' ? '' : fmtAny(c.after) }));
+  const rows = changes.map((c) => ({
+    field: c.path,
+    change: c.kind,
+    [a]: c.kind === 'added' ? '' : fmtAny(c.before),
+    [b]: c.kind === 'removed' ? '' : fmtAny(c.after),
+  }));
   return { [RECIPE_MIME]: { version: 1, diff: { a, b, changes } }, ...tableBundle(rows, ['field', 'change', a, b]) };
 }
 
@@ -338,7 +471,10 @@ export function compareBundle(runs: RunLike[], metrics: string[] = ['loss']): Mi
   const text = runs.map((r) => progressLine(r)).join('\n');
   return {
     // Lathe's chart overlays the runs (with its controls); plotly's figure is the fallback.
-    [RUN_MIME]: { version: 1, runs: runs.map((r) => ({ ...(runBundle(r)[RUN_MIME] as object), name: r.lock.recipe.name ?? r.id })) },
+    [RUN_MIME]: {
+      version: 1,
+      runs: runs.map((r) => ({ ...(runBundle(r)[RUN_MIME] as object), name: r.lock.recipe.name ?? r.id })),
+    },
     [PLOTLY_MIME]: plotlyFigure(series, runs.map((r) => r.lock.recipe.name ?? r.id).join(' vs ')),
     'text/html': `<div class="lathe-compare">${svgChart(series)}<pre style="font-size:11px">${esc(text)}</pre></div>`,
     'text/plain': text,
@@ -353,10 +489,22 @@ export function tableBundle(rows: Record<string, unknown>[], columns?: string[])
   const num = cols.map((c) => rows.every((r) => r[c] === undefined || typeof r[c] === 'number'));
   const width = cols.map((c, i) => Math.max(c.length, ...body.map((r) => r[i]!.length)));
   const pad = (s: string, i: number) => (num[i] ? s.padStart(width[i]!) : s.padEnd(width[i]!));
-  const text = [cols.map(pad).join('  '), width.map((w) => '-'.repeat(w)).join('  '), ...body.map((r) => r.map(pad).join('  '))].join('\n');
+  const text = [
+    cols.map(pad).join('  '),
+    width.map((w) => '-'.repeat(w)).join('  '),
+    ...body.map((r) => r.map(pad).join('  ')),
+  ].join('\n');
   const th = cols.map((c, i) => `<th style="text-align:${num[i] ? 'right' : 'left'}">${esc(c)}</th>`).join('');
-  const trs = body.map((r) => `<tr>${r.map((v, i) => `<td style="text-align:${num[i] ? 'right' : 'left'}">${esc(v)}</td>`).join('')}</tr>`).join('');
-  return { 'text/html': `<table class="lathe-table"><thead><tr>${th}</tr></thead><tbody>${trs}</tbody></table>`, 'text/plain': text };
+  const trs = body
+    .map(
+      (r) =>
+        `<tr>${r.map((v, i) => `<td style="text-align:${num[i] ? 'right' : 'left'}">${esc(v)}</td>`).join('')}</tr>`,
+    )
+    .join('');
+  return {
+    'text/html': `<table class="lathe-table"><thead><tr>${th}</tr></thead><tbody>${trs}</tbody></table>`,
+    'text/plain': text,
+  };
 }
 
 /** A data inspection report: a table per source, then cleaning counts and rejected lines. */
@@ -392,6 +540,8 @@ export function inspectBundle(rep: Lathe.data.InspectReport, lathe?: typeof Lath
   const html =
     `<div class="lathe-inspect">${sources['text/html']}` +
     `<p>tokenizer: ${esc(rep.vocabSize)} tokens · training: ${esc(rep.steps)} steps × ${esc(rep.tokensPerStep)} tokens</p>${clean['text/html']}${rejections}</div>`;
-  const text = lathe?.data.formatInspect ? lathe.data.formatInspect(rep) : `${sources['text/plain']}\n\n${clean['text/plain']}`;
+  const text = lathe?.data.formatInspect
+    ? lathe.data.formatInspect(rep)
+    : `${sources['text/plain']}\n\n${clean['text/plain']}`;
   return { 'text/html': html, 'text/plain': text };
 }

@@ -37,7 +37,11 @@ export class Executor {
   private seq = 0;
 
   /** @param cwd the notebook folder: scripts are named inside it so relative and bare imports resolve from there. */
-  constructor(readonly compiler: CellCompiler, private readonly cwd: string, private readonly kernelDir: string) {}
+  constructor(
+    readonly compiler: CellCompiler,
+    private readonly cwd: string,
+    private readonly kernelDir: string,
+  ) {}
 
   /** Whether a cell is running. */
   get busy(): boolean {
@@ -68,7 +72,10 @@ export class Executor {
       // Scripts are named inside the notebook folder, so imports resolve from there; never written to disk.
       const filename = join(this.cwd, `.lathe-cell-${++this.seq}.mts`);
       this.cells.set(filename, { n, compiled });
-      const script = new vm.Script(compiled.script, { filename, importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+      const script = new vm.Script(compiled.script, {
+        filename,
+        importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+      });
       // breakOnSigint stops synchronous code (a busy loop) on SIGINT; async code is stopped through `aborted`.
       const promise = script.runInThisContext({ breakOnSigint: true }) as Promise<unknown>;
       const value = await Promise.race([promise, aborted]);
@@ -92,10 +99,16 @@ export class Executor {
     const live = [...exec.runs].filter((r) => r.status === 'running');
     if (exec.interrupts === 1 && live.length) {
       for (const r of live) r.interrupt();
-      notify(`Interrupt: stopping ${live.map((r) => r.id).join(', ')} at the next step boundary (a checkpoint is written). Interrupt again to abort the cell at once.\n`);
+      notify(
+        `Interrupt: stopping ${live.map((r) => r.id).join(', ')} at the next step boundary (a checkpoint is written). Interrupt again to abort the cell at once.\n`,
+      );
       return 'graceful';
     }
-    exec.abort(new KeyboardInterrupt(live.length ? 'aborted; the run stops at its next step boundary with a checkpoint' : 'interrupted'));
+    exec.abort(
+      new KeyboardInterrupt(
+        live.length ? 'aborted; the run stops at its next step boundary with a checkpoint' : 'interrupted',
+      ),
+    );
     return 'abort';
   }
 
@@ -103,7 +116,8 @@ export class Executor {
   private runtimeError(e: unknown): CellError {
     if (!(e instanceof Error)) return { ename: 'Error', evalue: String(e), traceback: [`Uncaught ${String(e)}`] };
     const ename = e.name || 'Error';
-    if (/Script execution was interrupted by `SIGINT`/.test(e.message)) return { ename: 'KeyboardInterrupt', evalue: 'interrupted', traceback: ['KeyboardInterrupt: interrupted'] };
+    if (/Script execution was interrupted by `SIGINT`/.test(e.message))
+      return { ename: 'KeyboardInterrupt', evalue: 'interrupted', traceback: ['KeyboardInterrupt: interrupted'] };
     const lines = (e.stack ?? '').split('\n');
     const head = `${ename}: ${e.message}`;
     const frames: string[] = [];
@@ -123,7 +137,14 @@ export class Executor {
         if (!excerpt) excerpt = sourceExcerpt(cell.compiled.source, cl);
         continue;
       }
-      if (!file || file.startsWith('node:') || file.startsWith(this.kernelDir) || file.includes('/kernel/dist/') || file === 'evalmachine.<anonymous>') continue;
+      if (
+        !file ||
+        file.startsWith('node:') ||
+        file.startsWith(this.kernelDir) ||
+        file.includes('/kernel/dist/') ||
+        file === 'evalmachine.<anonymous>'
+      )
+        continue;
       frames.push(line.replace(/^\s+/, '    '));
     }
     return { ename, evalue: e.message, traceback: [head, ...(excerpt ?? []), ...frames] };
@@ -144,6 +165,10 @@ export function sourceExcerpt(source: string, line: number, column?: number): st
 
 /** Type errors as a Jupyter error, each with the cell line it names. */
 export function compileError(diags: CellDiagnostic[], source: string, n: number): CellError {
-  const traceback = diags.flatMap((d) => [`cell [${n}], line ${d.line}:${d.column} - error TS${d.code}: ${d.message}`, ...sourceExcerpt(source, d.line, d.column), '']);
+  const traceback = diags.flatMap((d) => [
+    `cell [${n}], line ${d.line}:${d.column} - error TS${d.code}: ${d.message}`,
+    ...sourceExcerpt(source, d.line, d.column),
+    '',
+  ]);
   return { ename: 'TypeScriptError', evalue: diags.map((d) => `line ${d.line}: ${d.message}`).join('; '), traceback };
 }

@@ -8,7 +8,15 @@ import type * as Lathe from 'lathe';
 import ts from 'typescript';
 import { CommManager } from './comms.js';
 import { CellCompiler, isComplete } from './converter.js';
-import { bundleOf, compareBundle, isRun, progressLine, setRoomRefProvider, tableBundle, type MimeBundle } from './display.js';
+import {
+  bundleOf,
+  compareBundle,
+  isRun,
+  progressLine,
+  setRoomRefProvider,
+  tableBundle,
+  type MimeBundle,
+} from './display.js';
 import { Executor, type CellError } from './executor.js';
 import { CELL_GLOBALS } from './globals.js';
 import { LiveRunDisplay } from './live.js';
@@ -86,8 +94,15 @@ export class LatheKernel {
     this.captureOutput();
     this.installGlobals();
     process.on('SIGINT', () => this.interrupt());
-    process.on('unhandledRejection', (reason) => this.stream('stderr', `Unhandled promise rejection: ${reason instanceof Error ? reason.stack : String(reason)}\n`));
-    process.on('uncaughtException', (err) => this.stream('stderr', `Uncaught exception: ${err.stack ?? String(err)}\n`));
+    process.on('unhandledRejection', (reason) =>
+      this.stream(
+        'stderr',
+        `Unhandled promise rejection: ${reason instanceof Error ? reason.stack : String(reason)}\n`,
+      ),
+    );
+    process.on('uncaughtException', (err) =>
+      this.stream('stderr', `Uncaught exception: ${err.stack ?? String(err)}\n`),
+    );
     this.ready = this.loadLibrary();
   }
 
@@ -103,12 +118,17 @@ export class LatheKernel {
     // With run rooms on (npm start sets LATHE_ROOMS_URL), charts in every browser follow the run's room.
     if (process.env.LATHE_ROOMS_URL) setRoomRefProvider((run) => lathe.rooms.roomRef(run.id, { dir: run.dir.path }));
     lathe.runs.onRunStart((run) => this.runStarted(run));
-    registerRunsTarget(this.comms, () => [...this.known].sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running')), (fn) => lathe.runs.onRunStart(fn), (run, by) => {
-      const pub = lathe.rooms.autoPublishers().get(run.id);
-      if (!pub) return false;
-      pub.cancelAs(by);
-      return true;
-    });
+    registerRunsTarget(
+      this.comms,
+      () => [...this.known].sort((a, b) => Number(b.status === 'running') - Number(a.status === 'running')),
+      (fn) => lathe.runs.onRunStart(fn),
+      (run, by) => {
+        const pub = lathe.rooms.autoPublishers().get(run.id);
+        if (!pub) return false;
+        pub.cancelAs(by);
+        return true;
+      },
+    );
   }
 
   private runStarted(run: Lathe.Run): void {
@@ -134,6 +154,7 @@ export class LatheKernel {
   // Requests other than execute are answered at once, even while a cell runs (the Runs panel relies on it).
   private async handle(channel: RequestChannel, msg: Message): Promise<void> {
     const type = msg.header.msg_type;
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each handler reads its own message's fields
     const content = msg.content as Record<string, any>;
     await this.server.publish('status', { execution_state: 'busy' }, msg);
     try {
@@ -144,13 +165,24 @@ export class LatheKernel {
         case 'complete_request': {
           const code = String(content.code);
           const cursor = utf16Offset(code, content.cursor_pos);
-          const c = this.quietly(() => this.executor.compiler.complete(code, cursor)) ?? { matches: [], cursorStart: cursor, cursorEnd: cursor, types: [] };
+          const c = this.quietly(() => this.executor.compiler.complete(code, cursor)) ?? {
+            matches: [],
+            cursorStart: cursor,
+            cursorEnd: cursor,
+            types: [],
+          };
           await this.server.reply(channel, msg, 'complete_reply', {
             status: 'ok',
             matches: c.matches,
             cursor_start: codePointOffset(code, c.cursorStart),
             cursor_end: codePointOffset(code, c.cursorEnd),
-            metadata: { _jupyter_types_experimental: c.types.map((t) => ({ ...t, start: codePointOffset(code, t.start), end: codePointOffset(code, t.end) })) },
+            metadata: {
+              _jupyter_types_experimental: c.types.map((t) => ({
+                ...t,
+                start: codePointOffset(code, t.start),
+                end: codePointOffset(code, t.end),
+              })),
+            },
           });
           break;
         }
@@ -158,7 +190,10 @@ export class LatheKernel {
           const code = String(content.code);
           const info = this.quietly(() => this.executor.compiler.inspect(code, utf16Offset(code, content.cursor_pos)));
           const data: MimeBundle = info
-            ? { 'text/plain': [info.signature, info.doc].filter(Boolean).join('\n\n'), 'text/markdown': '```ts\n' + info.signature + '\n```\n\n' + info.doc }
+            ? {
+                'text/plain': [info.signature, info.doc].filter(Boolean).join('\n\n'),
+                'text/markdown': '```ts\n' + info.signature + '\n```\n\n' + info.doc,
+              }
             : {};
           await this.server.reply(channel, msg, 'inspect_reply', { status: 'ok', found: !!info, data, metadata: {} });
           break;
@@ -167,7 +202,10 @@ export class LatheKernel {
           await this.server.reply(channel, msg, 'is_complete_reply', isComplete(content.code));
           break;
         case 'comm_info_request':
-          await this.server.reply(channel, msg, 'comm_info_reply', { status: 'ok', ...this.comms.info(content.target_name) });
+          await this.server.reply(channel, msg, 'comm_info_reply', {
+            status: 'ok',
+            ...this.comms.info(content.target_name),
+          });
           break;
         case 'comm_open':
           await this.ready;
@@ -231,14 +269,25 @@ export class LatheKernel {
       const data = !silent && outcome.value !== undefined ? this.resultBundle(outcome.value) : undefined;
       if (data) await this.server.publish('execute_result', { execution_count: n, data, metadata: {} }, msg);
       await this.server.iopubDrained();
-      await this.server.reply('shell', msg, 'execute_reply', { status: 'ok', execution_count: n, user_expressions: {}, payload: [] });
+      await this.server.reply('shell', msg, 'execute_reply', {
+        status: 'ok',
+        execution_count: n,
+        user_expressions: {},
+        payload: [],
+      });
     } else {
       const err: CellError = outcome.error;
       // Before the reply: a request the client sends after seeing it must not be aborted.
       if (content.stop_on_error ?? true) this.generation++;
       await this.server.publish('error', { ...err }, msg);
       await this.server.iopubDrained();
-      await this.server.reply('shell', msg, 'execute_reply', { status: 'error', execution_count: n, ...err }, { status: 'error' });
+      await this.server.reply(
+        'shell',
+        msg,
+        'execute_reply',
+        { status: 'error', execution_count: n, ...err },
+        { status: 'error' },
+      );
     }
     await this.server.publish('status', { execution_state: 'idle' }, msg);
   }
@@ -318,7 +367,11 @@ export class LatheKernel {
   }
 
   private sendDisplay(bundle: MimeBundle, displayId: string, update: boolean, parent = this.outputParent): void {
-    void this.server.publish(update ? 'update_display_data' : 'display_data', { data: bundle, metadata: {}, transient: { display_id: displayId } }, parent);
+    void this.server.publish(
+      update ? 'update_display_data' : 'display_data',
+      { data: bundle, metadata: {}, transient: { display_id: displayId } },
+      parent,
+    );
   }
 
   // display(), display.html() … and clearOutput() for cells; their types are in globals.ts.
@@ -333,7 +386,9 @@ export class LatheKernel {
       if (isRun(value) && value.status === 'running') {
         const parent = this.outputParent;
         const live = new LiveRunDisplay(value, (bundle, id, update) => this.sendDisplay(bundle, id, update, parent));
-        return handle(live.displayId, (v: unknown) => this.sendDisplay(bundleOf(v, this.lathe), live.displayId, true, parent));
+        return handle(live.displayId, (v: unknown) =>
+          this.sendDisplay(bundleOf(v, this.lathe), live.displayId, true, parent),
+        );
       }
       return show(bundleOf(value, this.lathe));
     };

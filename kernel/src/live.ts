@@ -30,13 +30,20 @@ export class LiveRunDisplay {
   readonly finished: Promise<void>;
 
   /** Sends the first display at once and follows the run until it ends. */
-  constructor(private readonly run: RunLike & Pick<Lathe.Run, 'onMetric' | 'onEvent' | 'done'>, private readonly sink: DisplaySink, opts: LiveOptions = {}) {
+  constructor(
+    private readonly run: RunLike & Pick<Lathe.Run, 'onMetric' | 'onEvent' | 'done'>,
+    private readonly sink: DisplaySink,
+    opts: LiveOptions = {},
+  ) {
     this.interval = opts.intervalMs ?? 250;
     this.now = opts.now ?? (() => performance.now());
     this.displayId = `lathe-run-${run.id}-${++counter}`;
     this.sink(runBundle(run), this.displayId, false);
     this.last = this.now();
-    this.unsubscribe.push(run.onMetric(() => this.changed()), run.onEvent(() => this.changed()));
+    this.unsubscribe.push(
+      run.onMetric(() => this.changed()),
+      run.onEvent(() => this.changed()),
+    );
     this.finished = run.done.then(
       () => this.close(),
       () => this.close(),

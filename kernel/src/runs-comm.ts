@@ -64,11 +64,18 @@ export function registerRunsTarget(
       const type = data.type;
       if (type === 'list') return comm.send({ type: 'runs', runs: list() }, msg);
       const run = find(data.id);
-      if (!run) return comm.send({ type: 'error', request: type, id: data.id ?? null, message: `no run ${String(data.id)} in this kernel` }, msg);
+      if (!run)
+        return comm.send(
+          { type: 'error', request: type, id: data.id ?? null, message: `no run ${String(data.id)} in this kernel` },
+          msg,
+        );
       switch (type) {
         case 'follow': {
           follows.get(run.id)?.();
-          comm.send({ type: 'snapshot', id: run.id, run: runInfo(run), metrics: run.metricsSoFar, events: run.events }, msg);
+          comm.send(
+            { type: 'snapshot', id: run.id, run: runInfo(run), metrics: run.metricsSoFar, events: run.events },
+            msg,
+          );
           if (run.status !== 'running') {
             comm.send({ type: 'done', id: run.id, summary: run.summary ?? null, run: runInfo(run) }, msg);
             return;
@@ -102,7 +109,10 @@ export function registerRunsTarget(
           run.interrupt();
           return comm.send({ type: 'ack', request: 'interrupt', id: run.id }, msg);
         default:
-          return comm.send({ type: 'error', request: type ?? null, message: `unknown request ${JSON.stringify(type)}` }, msg);
+          return comm.send(
+            { type: 'error', request: type ?? null, message: `unknown request ${JSON.stringify(type)}` },
+            msg,
+          );
       }
     });
     comm.onClose(() => {

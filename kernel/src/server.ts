@@ -45,7 +45,11 @@ export class KernelServer {
   private readonly out = new Map<string, Outbox>();
 
   /** @param onRequest handles each decoded request; its failures go to `log`. */
-  constructor(private readonly conn: ConnectionInfo, private readonly onRequest: (channel: RequestChannel, msg: Message) => void, private readonly log: (m: string) => void) {
+  constructor(
+    private readonly conn: ConnectionInfo,
+    private readonly onRequest: (channel: RequestChannel, msg: Message) => void,
+    private readonly log: (m: string) => void,
+  ) {
     this.signer = new Signer(conn.key, conn.signature_scheme);
     this.out.set('shell', new Outbox(this.shell));
     this.out.set('control', new Outbox(this.control));
@@ -54,7 +58,8 @@ export class KernelServer {
 
   /** Binds every socket and starts reading. */
   async start(): Promise<void> {
-    const addr = (port: number) => `${this.conn.transport}://${this.conn.ip}${this.conn.transport === 'ipc' ? '-' : ':'}${port}`;
+    const addr = (port: number) =>
+      `${this.conn.transport}://${this.conn.ip}${this.conn.transport === 'ipc' ? '-' : ':'}${port}`;
     // Lingering sends must not hold the process open at shutdown.
     for (const s of [this.shell, this.control, this.stdin, this.iopub, this.hb]) s.linger = 0;
     await Promise.all([
@@ -93,16 +98,39 @@ export class KernelServer {
   }
 
   /** Replies to a request on the channel it came from. */
-  reply(channel: RequestChannel, request: Message, type: string, content: Record<string, unknown>, metadata: Record<string, unknown> = {}): Promise<void> {
+  reply(
+    channel: RequestChannel,
+    request: Message,
+    type: string,
+    content: Record<string, unknown>,
+    metadata: Record<string, unknown> = {},
+  ): Promise<void> {
     const header = newHeader(type, request.header.session, request.header.username);
-    return this.out.get(channel)!.send(this.signer.encode({ identities: request.identities, header, parent_header: request.header, metadata, content }));
+    return this.out.get(channel)!.send(
+      this.signer.encode({
+        identities: request.identities,
+        header,
+        parent_header: request.header,
+        metadata,
+        content,
+      }),
+    );
   }
 
   /** Publishes on iopub; `parent` ties the message to the request that caused it. */
-  publish(type: string, content: Record<string, unknown>, parent?: Message, metadata: Record<string, unknown> = {}): Promise<void> {
+  publish(
+    type: string,
+    content: Record<string, unknown>,
+    parent?: Message,
+    metadata: Record<string, unknown> = {},
+  ): Promise<void> {
     const header = newHeader(type, parent?.header.session ?? this.session, parent?.header.username ?? 'kernel');
     const topic = Buffer.from(`kernel.${this.session}.${type}`);
-    return this.out.get('iopub')!.send(this.signer.encode({ identities: [topic], header, parent_header: parent?.header ?? {}, metadata, content }));
+    return this.out
+      .get('iopub')!
+      .send(
+        this.signer.encode({ identities: [topic], header, parent_header: parent?.header ?? {}, metadata, content }),
+      );
   }
 
   /** Resolves once everything published so far has been handed to ZeroMQ. */

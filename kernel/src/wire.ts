@@ -29,7 +29,10 @@ export interface Message<C = Record<string, unknown>> {
 /** Signs and checks messages with the connection file's key (HMAC-SHA256, or none when the key is empty). */
 export class Signer {
   /** @param key the connection file's key (empty: unsigned) @param scheme its signature_scheme */
-  constructor(private readonly key: string, private readonly scheme = 'hmac-sha256') {
+  constructor(
+    private readonly key: string,
+    private readonly scheme = 'hmac-sha256',
+  ) {
     if (key && scheme !== 'hmac-sha256') throw new Error(`unsupported signature scheme ${scheme}`);
   }
 
@@ -53,17 +56,36 @@ export class Signer {
       if (want.length !== got.length || !timingSafeEqual(want, got)) throw new Error('message signature mismatch');
     }
     const [header, parent, metadata, content] = body.map((b) => JSON.parse(b.toString() || '{}'));
-    return { identities: frames.slice(0, at), header, parent_header: parent, metadata, content, buffers: frames.slice(at + 6) };
+    return {
+      identities: frames.slice(0, at),
+      header,
+      parent_header: parent,
+      metadata,
+      content,
+      buffers: frames.slice(at + 6),
+    };
   }
 
   /** Builds signed frames for a message. */
   encode(msg: Omit<Message, 'buffers'> & { buffers?: Buffer[] }): (string | Buffer)[] {
-    const body = [JSON.stringify(msg.header), JSON.stringify(msg.parent_header), JSON.stringify(msg.metadata), JSON.stringify(msg.content)];
+    const body = [
+      JSON.stringify(msg.header),
+      JSON.stringify(msg.parent_header),
+      JSON.stringify(msg.metadata),
+      JSON.stringify(msg.content),
+    ];
     return [...msg.identities, DELIMITER, this.sign(body), ...body, ...(msg.buffers ?? [])];
   }
 }
 
 /** A new header for a message of `type`, in the session of `parent` (or the kernel's own). */
 export function newHeader(type: string, session: string, username = 'kernel'): Header {
-  return { msg_id: randomUUID(), session, username, date: new Date().toISOString(), msg_type: type, version: PROTOCOL_VERSION };
+  return {
+    msg_id: randomUUID(),
+    session,
+    username,
+    date: new Date().toISOString(),
+    msg_type: type,
+    version: PROTOCOL_VERSION,
+  };
 }

@@ -5,7 +5,9 @@ describe('kernel-latency bench case (npm run bench)', () => {
   it('measures the lathe kernel and ipykernel in one run and reports rows in bench/results.json shape', async () => {
     requireSetup();
     // @ts-expect-error: plain ESM module of the bench, without type declarations
-    const { kernelLatency } = (await import('../../bench/kernel.mjs')) as { kernelLatency(o: { quick: boolean }): Promise<Record<string, any>[]> };
+    const { kernelLatency } = (await import('../../bench/kernel.mjs')) as {
+      kernelLatency(o: { quick: boolean }): Promise<Record<string, any>[]>;
+    };
     const rows = await kernelLatency({ quick: true });
     expect(rows.map((r) => [r.name, r.unit])).toEqual([
       ['kernel-latency', 'ms'],

@@ -14,7 +14,9 @@ export const TEST_DIR = join(KERNEL_DIR, 'test');
 export function requireSetup(): void {
   const spec = join(REPO_ROOT, '.venv', 'share', 'jupyter', 'kernels', 'lathe', 'kernel.json');
   if (!existsSync(PYTHON) || !existsSync(spec) || !existsSync(join(KERNEL_DIR, 'dist', 'main.js'))) {
-    throw new Error('the lathe kernel is not installed: run `npm run setup` (it builds kernel/ and installs the spec into .venv)');
+    throw new Error(
+      'the lathe kernel is not installed: run `npm run setup` (it builds kernel/ and installs the spec into .venv)',
+    );
   }
 }
 
@@ -42,7 +44,11 @@ export function tempRuns(prefix: string): string {
 }
 
 /** Runs a Python test script; resolves with its exit code and output. */
-export function python(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 240_000): Promise<{ code: number | null; out: string }> {
+export function python(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 240_000,
+): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
     const p = spawn(PYTHON, args, { cwd: TEST_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -5,7 +5,10 @@ import { jupyterEnv, python, requireSetup, tempRuns, unittestSummary } from './j
 
 // Each case starts the kernel through jupyter_client and trains the Tally example for a few steps.
 async function protocolCase(name: string): Promise<string> {
-  const env = jupyterEnv({ LATHE_TEST_RECIPE: join(REPO_ROOT, 'examples', 'recipes', 'tally-pretrain.json'), LATHE_TEST_OUT: tempRuns('kernel') });
+  const env = jupyterEnv({
+    LATHE_TEST_RECIPE: join(REPO_ROOT, 'examples', 'recipes', 'tally-pretrain.json'),
+    LATHE_TEST_OUT: tempRuns('kernel'),
+  });
   const { code, out } = await python(['-m', 'unittest', '-v', `protocol.${name}`], env, 380_000);
   const s = unittestSummary(out);
   expect(code, out).toBe(0);

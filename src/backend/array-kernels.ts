@@ -26,17 +26,29 @@ export interface ArrayKernel {
  * Gives fn the float32 data of inputs and of new outputs of outShapes on the wasm backend (views
  * of its heap) or the cpu backend (its arrays), and returns the outputs. fn writes every output.
  */
-export function withFloatArrays(backend: 'wasm' | 'cpu', be: unknown, inputs: tf.TensorInfo[], outShapes: number[][], fn: (ins: Float32Array[], outs: Float32Array[]) => void): tf.TensorInfo[] {
+export function withFloatArrays(
+  backend: 'wasm' | 'cpu',
+  be: unknown,
+  inputs: tf.TensorInfo[],
+  outShapes: number[][],
+  fn: (ins: Float32Array[], outs: Float32Array[]) => void,
+): tf.TensorInfo[] {
   if (backend === 'wasm') {
     const b = be as HeapBackend;
     // Allocate first: allocation may grow (and move) the heap that the views look into.
     const outs = outShapes.map((s) => b.makeOutput(s, 'float32'));
-    fn(inputs.map((x) => b.typedArrayFromHeap(x)), outs.map((o) => b.typedArrayFromHeap(o)));
+    fn(
+      inputs.map((x) => b.typedArrayFromHeap(x)),
+      outs.map((o) => b.typedArrayFromHeap(o)),
+    );
     return outs;
   }
   const c = be as CpuBackend;
   const outs = outShapes.map((s) => new Float32Array(s.reduce((p, q) => p * q, 1)));
-  fn(inputs.map((x) => c.data.get(x.dataId).values), outs);
+  fn(
+    inputs.map((x) => c.data.get(x.dataId).values),
+    outs,
+  );
   return outs.map((o, i) => c.makeTensorInfo(outShapes[i]!, 'float32', o));
 }
 
@@ -64,7 +76,9 @@ export function arrayKernel(name: string): boolean {
       const xs = Object.values(inputs) as tf.TensorInfo[];
       for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${name}: expects float32 inputs, got ${x.dtype}`);
       const shapes = xs.map((x) => x.shape);
-      return withFloatArrays(backend, be, xs, k.outputs(shapes, attrs ?? {}), (ins, outs) => k.run(ins, outs, shapes, attrs ?? {}));
+      return withFloatArrays(backend, be, xs, k.outputs(shapes, attrs ?? {}), (ins, outs) =>
+        k.run(ins, outs, shapes, attrs ?? {}),
+      );
     },
   });
   return true;

@@ -10,9 +10,17 @@ describe('backends', () => {
   it('wasm computes the gather gradient (UnsortedSegmentSum, tfjs#8082) exactly as cpu does', async () => {
     const grad = async (backend: 'cpu' | 'wasm') => {
       await useBackend(backend);
-      const w = tf.variable(tf.tensor2d(Array.from({ length: 24 }, (_, i) => i / 7), [6, 4]));
+      const w = tf.variable(
+        tf.tensor2d(
+          Array.from({ length: 24 }, (_, i) => i / 7),
+          [6, 4],
+        ),
+      );
       const ids = tf.tensor1d([1, 3, 1, 5, 0, 1], 'int32');
-      const up = tf.tensor2d(Array.from({ length: 24 }, (_, i) => (i % 5) - 2), [6, 4]);
+      const up = tf.tensor2d(
+        Array.from({ length: 24 }, (_, i) => (i % 5) - 2),
+        [6, 4],
+      );
       const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.gather(w, ids), up)), [w]);
       const out = Array.from(await grads[w.name]!.data());
       tf.dispose([w, ids, up, ...Object.values(grads)]);
@@ -25,13 +33,27 @@ describe('backends', () => {
     expect(cpu.slice(4, 8)).toEqual([-2 + 1 - 2, -1 + 2 - 1, 0 - 2 + 0, 1 - 1 + 1]);
   });
 
-  it('wasm gathers (Lathe\'s GatherV2) exactly as cpu does, on any axis, and refuses out-of-range indices', async () => {
+  it("wasm gathers (Lathe's GatherV2) exactly as cpu does, on any axis, and refuses out-of-range indices", async () => {
     const run = async (backend: 'cpu' | 'wasm') => {
       await useBackend(backend);
-      const x = tf.tensor3d(Array.from({ length: 4 * 5 * 6 }, (_, i) => i * 0.5 - 7), [4, 5, 6]);
+      const x = tf.tensor3d(
+        Array.from({ length: 4 * 5 * 6 }, (_, i) => i * 0.5 - 7),
+        [4, 5, 6],
+      );
       const outs = [
         tf.gather(x, tf.tensor1d([3, 0, 3, 1], 'int32'), 0),
-        tf.gather(x, tf.tensor2d([[4, 0], [2, 2]], [2, 2], 'int32'), 1),
+        tf.gather(
+          x,
+          tf.tensor2d(
+            [
+              [4, 0],
+              [2, 2],
+            ],
+            [2, 2],
+            'int32',
+          ),
+          1,
+        ),
         tf.gather(x, tf.tensor1d([5, 1], 'int32'), 2),
         tf.gather(x, tf.tensor1d([], 'int32'), 0),
       ];
@@ -102,7 +124,7 @@ describe('backends', () => {
     expect(wasm).toEqual(cpu);
   });
 
-  it('cpu UnsortedSegmentSum gives the same bits as tfjs\'s masked-sum formulation', async () => {
+  it("cpu UnsortedSegmentSum gives the same bits as tfjs's masked-sum formulation", async () => {
     await useBackend('cpu');
     tf.tidy(() => {
       const x = tf.randomNormal([200, 7], 0, 3, 'float32', 5);
@@ -111,7 +133,11 @@ describe('backends', () => {
       const ids = tf.tensor1d(idsData, 'int32');
       const fast = tf.unsortedSegmentSum(x, ids, 11);
       // The stock kernel: for each segment, sum(mask * x) over rows.
-      const slow = tf.stack(Array.from({ length: 11 }, (_, s) => tf.sum(tf.mul(tf.cast(tf.equal(ids, s), 'float32').reshape([200, 1]), x), 0)));
+      const slow = tf.stack(
+        Array.from({ length: 11 }, (_, s) =>
+          tf.sum(tf.mul(tf.cast(tf.equal(ids, s), 'float32').reshape([200, 1]), x), 0),
+        ),
+      );
       expect(Array.from(fast.dataSync())).toEqual(Array.from(slow.dataSync()));
     });
   });
@@ -123,7 +149,12 @@ describe('backends', () => {
         env: { ...process.env, LATHE_WASM_THREADS: String(threads) },
         timeout: 60_000, // a child kept alive by its pthread workers fails here
       });
-      return JSON.parse(stdout.trim().split('\n').pop()!) as { threads: number; product: { sha256: string; first: number[] }; loss: number; gradSums: number[] };
+      return JSON.parse(stdout.trim().split('\n').pop()!) as {
+        threads: number;
+        product: { sha256: string; first: number[] };
+        loss: number;
+        gradSums: number[];
+      };
     };
     const one = await run(1);
     const two = await run(2);

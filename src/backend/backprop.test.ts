@@ -5,14 +5,33 @@ import { useBackend } from './select.js';
 import { tf } from './tf.js';
 
 const spec = {
-  arch: 'dense' as const, vocabSize: 64, dim: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, ffnDim: 64, context: 16,
-  ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true, initStd: 0.1, experts: 4, topK: 2, auxLossCoef: 0.01, zLossCoef: 0.001,
+  arch: 'dense' as const,
+  vocabSize: 64,
+  dim: 32,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 8,
+  ffnDim: 64,
+  context: 16,
+  ropeTheta: 10000,
+  normEps: 1e-5,
+  tieEmbeddings: true,
+  initStd: 0.1,
+  experts: 4,
+  topK: 2,
+  auxLossCoef: 0.01,
+  zLossCoef: 0.001,
 };
 
 /** Gradients of a small model's loss, and the peak of live tensor bytes while computing them. */
 function gradsAndPeak(arch: 'dense' | 'moe'): { loss: number; grads: number[][]; peakBytes: number } {
   const m = LanguageModel.init({ ...spec, arch }, 3);
-  const ids = tf.tensor2d(Array.from({ length: 48 }, (_, i) => (i * 5 + 1) % 64), [3, 16], 'int32');
+  const ids = tf.tensor2d(
+    Array.from({ length: 48 }, (_, i) => (i * 5 + 1) % 64),
+    [3, 16],
+    'int32',
+  );
   const engine = tf.engine() as unknown as { runKernelFunc: (...a: unknown[]) => unknown };
   const run = engine.runKernelFunc;
   let peakBytes = 0;
@@ -28,7 +47,11 @@ function gradsAndPeak(arch: 'dense' | 'moe'): { loss: number; grads: number[][];
       for (const r of router) loss = tf.add(loss, r.balance);
       return loss;
     }, [...m.params.values()]);
-    const out = { loss: value.dataSync()[0]!, grads: [...m.params.values()].map((v) => Array.from(grads[v.name]!.dataSync())), peakBytes };
+    const out = {
+      loss: value.dataSync()[0]!,
+      grads: [...m.params.values()].map((v) => Array.from(grads[v.name]!.dataSync())),
+      peakBytes,
+    };
     tf.dispose([value, ...Object.values(grads), ids]);
     return out;
   } finally {
@@ -61,7 +84,7 @@ describe('lean backward pass', () => {
     }
   }
 
-  it('keeps the caller\'s dy and leaves nested (second-order) gradients to tfjs', async () => {
+  it("keeps the caller's dy and leaves nested (second-order) gradients to tfjs", async () => {
     await useBackend('cpu');
     const x = tf.tensor1d([0.5, -1, 2]);
     const dy = tf.tensor1d([1, 2, 3]);

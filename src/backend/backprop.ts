@@ -30,7 +30,12 @@ interface EngineInternals {
   gradients: Gradients;
 }
 
-type Gradients = <T extends tf.Tensor>(f: () => T, xs: tf.Tensor[], dy?: T, allowNoGradients?: boolean) => { value: T; grads: tf.Tensor[] };
+type Gradients = <T extends tf.Tensor>(
+  f: () => T,
+  xs: tf.Tensor[],
+  dy?: T,
+  allowNoGradients?: boolean,
+) => { value: T; grads: tf.Tensor[] };
 
 /**
  * The nodes of the tape on a path from some x to y, each with only the inputs that depend on an
@@ -78,7 +83,9 @@ function leanGradients(engine: EngineInternals, stock: Gradients): Gradients {
     const tape = engine.state.activeTape ?? [];
     const nodes = pathNodes(tape, xs, y);
     if (!allowNoGradients && nodes.length === 0) {
-      throw new Error('Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses all operations that lead from x to y.');
+      throw new Error(
+        'Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses all operations that lead from x to y.',
+      );
     }
     return engine.tidy('backward', () => {
       // Tensors made from here on belong to this pass; nothing older (y, the caller's dy, the
@@ -104,17 +111,26 @@ function leanGradients(engine: EngineInternals, stock: Gradients): Gradients {
       hold(y.id, dy ?? tf.ones(y.shape));
       for (let i = nodes.length - 1; i >= 0; i--) {
         const node = nodes[i]!;
-        if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+        if (!node.gradient)
+          throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
         // Each tensor has one producer: once it has run, nothing reads the outputs' gradients.
         const dys = node.outputs.map((o) => (xIds.has(o.id) ? (grads.get(o.id) ?? null) : (drop(o.id) ?? null)));
         const inputGrads = node.gradient(dys);
         const spent: tf.Tensor[] = [];
         for (const [name, x] of Object.entries(node.inputs)) {
-          if (!(name in inputGrads)) throw new Error(`Cannot backprop through input ${name}. Available gradients found: ${Object.keys(inputGrads)}.`);
+          if (!(name in inputGrads))
+            throw new Error(
+              `Cannot backprop through input ${name}. Available gradients found: ${Object.keys(inputGrads)}.`,
+            );
           const dx = engine.tidy(() => inputGrads[name]!());
-          if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input ${name} must have 'float32' dtype, but has '${dx.dtype}'`);
+          if (dx.dtype !== 'float32')
+            throw new Error(
+              `Error in gradient for op ${node.kernelName}. The gradient of input ${name} must have 'float32' dtype, but has '${dx.dtype}'`,
+            );
           if (!tf.util.arraysEqual(dx.shape, x.shape)) {
-            throw new Error(`Error in gradient for op ${node.kernelName}. The gradient of input '${name}' has shape '${dx.shape}', which does not match the shape of the input '${x.shape}'`);
+            throw new Error(
+              `Error in gradient for op ${node.kernelName}. The gradient of input '${name}' has shape '${dx.shape}', which does not match the shape of the input '${x.shape}'`,
+            );
           }
           const prev = drop(x.id);
           if (prev === undefined) hold(x.id, dx);

@@ -34,9 +34,21 @@ export function setNativeKernels(on: boolean): boolean {
  * Runs node on float32 inputs of either backend (seen by the node with the given shapes),
  * allocating the output there with outShape (seen by the node as nodeOut, the same data).
  */
-function run(backend: Backend, be: unknown, node: NativeNode, inputs: tf.TensorInfo[], shapes: number[][], outShape: number[], nodeOut = outShape): tf.TensorInfo {
+function run(
+  backend: Backend,
+  be: unknown,
+  node: NativeNode,
+  inputs: tf.TensorInfo[],
+  shapes: number[][],
+  outShape: number[],
+  nodeOut = outShape,
+): tf.TensorInfo {
   return withFloatArrays(backend, be, inputs, [outShape], (ins, [out]) =>
-    runNative(node, ins.map((data, i) => ({ data, shape: shapes[i]! })), { data: out!, shape: nodeOut }),
+    runNative(
+      node,
+      ins.map((data, i) => ({ data, shape: shapes[i]! })),
+      { data: out!, shape: nodeOut },
+    ),
   )[0]!;
 }
 
@@ -101,7 +113,14 @@ function kernels(backend: Backend, stock: (name: string) => tf.KernelFunc): tf.K
       if (!floats(x) || size(x.shape) < MIN_ELEMENTS) return stock(name)(args);
       const p = planReduce(x, args.attrs![axisAttr] as number | number[], keepDims);
       if (!p) return stock(name)(args);
-      return run(backend, args.backend, { op, ranks: [x.shape.length], intLists: { axes: p.axes }, ints: { keepdims: keepDims ? 1 : 0 }, opset: 11 }, [x], [x.shape], p.out);
+      return run(
+        backend,
+        args.backend,
+        { op, ranks: [x.shape.length], intLists: { axes: p.axes }, ints: { keepdims: keepDims ? 1 : 0 }, opset: 11 },
+        [x],
+        [x.shape],
+        p.out,
+      );
     },
   });
   return [
@@ -113,7 +132,12 @@ function kernels(backend: Backend, stock: (name: string) => tf.KernelFunc): tf.K
         const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
         const p = floats(a, b) ? planMatMul(a.shape, b.shape, transposeA, transposeB) : undefined;
         if (!p) return stock('BatchMatMul')(args);
-        const node: NativeNode = { op: 'FusedMatMul', domain: 'com.microsoft', ranks: [3, 3], ints: { transA: transposeA ? 1 : 0, transB: transposeB ? 1 : 0 } };
+        const node: NativeNode = {
+          op: 'FusedMatMul',
+          domain: 'com.microsoft',
+          ranks: [3, 3],
+          ints: { transA: transposeA ? 1 : 0, transB: transposeB ? 1 : 0 },
+        };
         return run(backend, args.backend, node, [a, b], [p.a, p.b], p.out, p.out3);
       },
     },

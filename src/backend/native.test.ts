@@ -79,13 +79,20 @@ describe('native kernels (onnxruntime-node)', () => {
           expect(nativeMatMulActive()).toBe(true);
           expect(planMatMul(as, bs, ta, tb), 'this case takes the native path').toBeDefined();
           const rng = new Rng(as.length * 131 + bs[0]! + (ta ? 7 : 0) + (tb ? 11 : 0));
-          const av = randn(rng, as.reduce((x, y) => x * y, 1));
-          const bv = randn(rng, bs.reduce((x, y) => x * y, 1));
+          const av = randn(
+            rng,
+            as.reduce((x, y) => x * y, 1),
+          );
+          const bv = randn(
+            rng,
+            bs.reduce((x, y) => x * y, 1),
+          );
           const c = tf.tidy(() => tf.matMul(tf.tensor(av, as), tf.tensor(bv, bs), ta, tb));
           const { out, mag, k } = refMatMul(av, as, bv, bs, ta, tb);
           const got = c.dataSync();
           expect(got.length).toBe(out.length);
-          for (let i = 0; i < out.length; i++) expect(Math.abs(got[i]! - out[i]!), `element ${i}`).toBeLessThanOrEqual(k * 2 ** -23 * mag[i]! + 1e-6);
+          for (let i = 0; i < out.length; i++)
+            expect(Math.abs(got[i]! - out[i]!), `element ${i}`).toBeLessThanOrEqual(k * 2 ** -23 * mag[i]! + 1e-6);
           c.dispose();
         });
       }
@@ -98,14 +105,18 @@ describe('native kernels (onnxruntime-node)', () => {
         const bv = randn(rng, k * n);
         const wv = randn(rng, m * n);
         const [a, b, w] = [tf.tensor2d(av, [m, k]), tf.tensor2d(bv, [k, n]), tf.tensor2d(wv, [m, n])];
-        const [da, db] = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), w)))([a, b]);
+        const [da, db] = tf.grads((x: tf.Tensor, y: tf.Tensor) =>
+          tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), w)),
+        )([a, b]);
         // dA[i][p] = sum_j w[i][j] b[p][j], dB[p][j] = sum_i a[i][p] w[i][j]
         const refA = refMatMul(wv, [m, n], bv, [k, n], false, true);
         const refB = refMatMul(av, [m, k], wv, [m, n], true, false);
         const ga = da!.dataSync();
         const gb = db!.dataSync();
-        for (let i = 0; i < ga.length; i++) expect(Math.abs(ga[i]! - refA.out[i]!)).toBeLessThanOrEqual(n * 2 ** -23 * refA.mag[i]! + 1e-6);
-        for (let i = 0; i < gb.length; i++) expect(Math.abs(gb[i]! - refB.out[i]!)).toBeLessThanOrEqual(m * 2 ** -23 * refB.mag[i]! + 1e-6);
+        for (let i = 0; i < ga.length; i++)
+          expect(Math.abs(ga[i]! - refA.out[i]!)).toBeLessThanOrEqual(n * 2 ** -23 * refA.mag[i]! + 1e-6);
+        for (let i = 0; i < gb.length; i++)
+          expect(Math.abs(gb[i]! - refB.out[i]!)).toBeLessThanOrEqual(m * 2 ** -23 * refB.mag[i]! + 1e-6);
         tf.dispose([a, b, w, da!, db!]);
       });
 
@@ -114,7 +125,8 @@ describe('native kernels (onnxruntime-node)', () => {
         const rng = new Rng(8);
         const x = Float32Array.from({ length: 300 * 100 }, () => rng.normal() * 6);
         const got = tf.tidy(() => tf.exp(tf.tensor2d(x, [300, 100])).dataSync());
-        for (let i = 0; i < x.length; i++) expect(Math.abs(got[i]! - Math.exp(x[i]!)) / Math.exp(x[i]!), `exp(${x[i]})`).toBeLessThan(3e-7);
+        for (let i = 0; i < x.length; i++)
+          expect(Math.abs(got[i]! - Math.exp(x[i]!)) / Math.exp(x[i]!), `exp(${x[i]})`).toBeLessThan(3e-7);
       });
 
       for (const [name, axis, keep] of [
@@ -150,7 +162,9 @@ describe('native kernels (onnxruntime-node)', () => {
           const got = y.dataSync();
           for (let i = 0; i < acc.length; i++) {
             const want = name === 'mean' ? acc[i]! / cnt : acc[i]!;
-            expect(Math.abs(got[i]! - want), `element ${i}`).toBeLessThanOrEqual(name === 'max' ? 0 : cnt * 2 ** -22 * 4 + 1e-6);
+            expect(Math.abs(got[i]! - want), `element ${i}`).toBeLessThanOrEqual(
+              name === 'max' ? 0 : cnt * 2 ** -22 * 4 + 1e-6,
+            );
           }
           tf.dispose([t, y]);
         });
@@ -158,10 +172,16 @@ describe('native kernels (onnxruntime-node)', () => {
 
       it('leaves what it does not handle to tfjs: int32 sums, small products, shape errors', async () => {
         await useBackend(backend);
-        const ints = tf.tensor2d(Array.from({ length: 200 * 100 }, (_, i) => i % 7), [200, 100], 'int32');
+        const ints = tf.tensor2d(
+          Array.from({ length: 200 * 100 }, (_, i) => i % 7),
+          [200, 100],
+          'int32',
+        );
         const s = tf.sum(ints, 0);
         expect(s.dtype).toBe('int32');
-        expect(s.dataSync()[3]).toBe(Array.from({ length: 200 }, (_, r) => (r * 100 + 3) % 7).reduce((p, q) => p + q, 0));
+        expect(s.dataSync()[3]).toBe(
+          Array.from({ length: 200 }, (_, r) => (r * 100 + 3) % 7).reduce((p, q) => p + q, 0),
+        );
         expect(planMatMul([4, 4], [4, 4], false, false)).toBeUndefined();
         expect(Array.from(tf.matMul(tf.eye(4), tf.ones([4, 4])).dataSync())).toEqual(new Array(16).fill(1));
         expect(() => tf.matMul(tf.ones([64, 300]), tf.ones([200, 64]))).toThrow(/inner shapes|must match/i);
@@ -179,12 +199,17 @@ describe('native kernels (onnxruntime-node)', () => {
     const c = heap.subarray(8 + m * k + k * n);
     a.set(randn(rng, m * k));
     b.set(randn(rng, k * n));
-    runNative({ op: 'FusedMatMul', domain: 'com.microsoft', ranks: [3, 3], ints: { transA: 0, transB: 0 } }, [
-      { data: a, shape: [1, m, k] },
-      { data: b, shape: [1, k, n] },
-    ], { data: c, shape: [1, m, n] });
+    runNative(
+      { op: 'FusedMatMul', domain: 'com.microsoft', ranks: [3, 3], ints: { transA: 0, transB: 0 } },
+      [
+        { data: a, shape: [1, m, k] },
+        { data: b, shape: [1, k, n] },
+      ],
+      { data: c, shape: [1, m, n] },
+    );
     const ref = refMatMul(a, [m, k], b, [k, n], false, false);
-    for (let i = 0; i < c.length; i++) expect(Math.abs(c[i]! - ref.out[i]!)).toBeLessThanOrEqual(k * 2 ** -23 * ref.mag[i]! + 1e-6);
+    for (let i = 0; i < c.length; i++)
+      expect(Math.abs(c[i]! - ref.out[i]!)).toBeLessThanOrEqual(k * 2 ** -23 * ref.mag[i]! + 1e-6);
   });
 
   it('gives the same bits wherever the operands sit in memory (bit-exact resume depends on it)', () => {
@@ -200,9 +225,20 @@ describe('native kernels (onnxruntime-node)', () => {
       a.set(a0);
       b.set(b0);
       const mm = new Float32Array(96 * 80);
-      runNative({ op: 'FusedMatMul', domain: 'com.microsoft', ranks: [3, 3], ints: { transA: 1, transB: 0 } }, [{ data: a, shape: [1, 256, 96] }, { data: b, shape: [1, 256, 80] }], { data: mm, shape: [1, 96, 80] });
+      runNative(
+        { op: 'FusedMatMul', domain: 'com.microsoft', ranks: [3, 3], ints: { transA: 1, transB: 0 } },
+        [
+          { data: a, shape: [1, 256, 96] },
+          { data: b, shape: [1, 256, 80] },
+        ],
+        { data: mm, shape: [1, 96, 80] },
+      );
       const rows = new Float32Array(96);
-      runNative({ op: 'ReduceSum', ranks: [2], intLists: { axes: [0] }, ints: { keepdims: 0 }, opset: 11 }, [{ data: a, shape: [256, 96] }], { data: rows, shape: [96] });
+      runNative(
+        { op: 'ReduceSum', ranks: [2], intLists: { axes: [0] }, ints: { keepdims: 0 }, opset: 11 },
+        [{ data: a, shape: [256, 96] }],
+        { data: rows, shape: [96] },
+      );
       return [...mm, ...rows];
     };
     const ref = bits(0);
@@ -210,8 +246,11 @@ describe('native kernels (onnxruntime-node)', () => {
   });
 
   it('LATHE_NATIVE_KERNELS=0 keeps tfjs kernels (and says so)', async () => {
-    const code = "import('./src/backend/native.ts').then((m) => console.log(JSON.stringify([m.nativeAvailable(), m.nativeStatus()])))";
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '-e', code], { env: { ...process.env, LATHE_NATIVE_KERNELS: '0' } });
+    const code =
+      "import('./src/backend/native.ts').then((m) => console.log(JSON.stringify([m.nativeAvailable(), m.nativeStatus()])))";
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '-e', code], {
+      env: { ...process.env, LATHE_NATIVE_KERNELS: '0' },
+    });
     expect(JSON.parse(stdout.trim())).toEqual([false, 'native kernels off (LATHE_NATIVE_KERNELS=0)']);
   });
 

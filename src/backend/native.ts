@@ -48,7 +48,10 @@ function load(): Ort | null {
   try {
     const require = createRequire(import.meta.url);
     const api = require('onnxruntime-node') as { Tensor: Ort['Tensor'] };
-    const binding = require('onnxruntime-node/dist/binding') as { binding: { InferenceSession: Ort['Session'] }; initOrt(): void };
+    const binding = require('onnxruntime-node/dist/binding') as {
+      binding: { InferenceSession: Ort['Session'] };
+      initOrt(): void;
+    };
     const { onnx } = require('onnx-proto') as { onnx: OnnxProto };
     binding.initOrt();
     ort = { Tensor: api.Tensor, Session: binding.binding.InferenceSession, onnx };
@@ -64,11 +67,17 @@ function encode(o: Ort, n: NativeNode): Uint8Array {
   const elemType = onnx.TensorProto.DataType.FLOAT;
   const value = (name: string, rank: number) => ({
     name,
-    type: { tensorType: { elemType, shape: { dim: Array.from({ length: rank }, (_, d) => ({ dimParam: `${name}_${d}` })) } } },
+    type: {
+      tensorType: { elemType, shape: { dim: Array.from({ length: rank }, (_, d) => ({ dimParam: `${name}_${d}` })) } },
+    },
   });
   const attribute = [
     ...Object.entries(n.ints ?? {}).map(([name, i]) => ({ name, type: onnx.AttributeProto.AttributeType.INT, i })),
-    ...Object.entries(n.intLists ?? {}).map(([name, ints]) => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints })),
+    ...Object.entries(n.intLists ?? {}).map(([name, ints]) => ({
+      name,
+      type: onnx.AttributeProto.AttributeType.INTS,
+      ints,
+    })),
   ];
   const inputs = n.ranks.map((r, i) => value(`i${i}`, r));
   const model = onnx.ModelProto.create({

@@ -17,7 +17,8 @@ const ORDER: EngineBackend[] = ['webgpu', 'wasm', 'cpu'];
 export function backendFromEnv(): BackendRequest | undefined {
   const v = process.env.LATHE_BACKEND;
   if (!v) return undefined;
-  if (!['cpu', 'wasm', 'webgpu', 'auto'].includes(v)) throw new LatheError(`LATHE_BACKEND: "${v}" is not one of cpu, wasm, webgpu, auto`);
+  if (!['cpu', 'wasm', 'webgpu', 'auto'].includes(v))
+    throw new LatheError(`LATHE_BACKEND: "${v}" is not one of cpu, wasm, webgpu, auto`);
   return v as BackendRequest;
 }
 
@@ -25,7 +26,8 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
   try {
     if (name === 'webgpu') {
       const factory = tf.findBackendFactory('webgpu');
-      if (!factory) return 'the webgpu backend is not installed in this build (needs a GPU worker with the webgpu package)';
+      if (!factory)
+        return 'the webgpu backend is not installed in this build (needs a GPU worker with the webgpu package)';
     }
     let restore = () => {};
     installLeanBackprop();
@@ -64,11 +66,17 @@ function wasmInstantiated(): boolean {
  * On wasm and cpu, matmuls, exp, softmax and reductions run on onnxruntime-node's native kernels when
  * it loads (LATHE_NATIVE_KERNELS=0 keeps tfjs's own).
  */
-export async function useBackend(req: BackendRequest, onNotice: (msg: string) => void = (m) => console.error(m)): Promise<EngineBackend> {
+export async function useBackend(
+  req: BackendRequest,
+  onNotice: (msg: string) => void = (m) => console.error(m),
+): Promise<EngineBackend> {
   if (req !== 'auto') {
     if (tf.getBackend() === req) return req;
     const why = await tryBackend(req);
-    if (why) throw new LatheError(`backend ${req} is not available: ${why}. Choose another with --backend or the recipe's "backend".`);
+    if (why)
+      throw new LatheError(
+        `backend ${req} is not available: ${why}. Choose another with --backend or the recipe's "backend".`,
+      );
     return req;
   }
   for (const name of ORDER) {
@@ -79,4 +87,3 @@ export async function useBackend(req: BackendRequest, onNotice: (msg: string) =>
   }
   throw new LatheError('no tfjs backend could start');
 }
-

@@ -22,7 +22,13 @@ interface WasmBackend {
  * Copies the box [begin, begin + size) of x into out (both heap views of x's and out's data).
  * Trailing axes taken whole merge into one contiguous run, copied with one TypedArray.set.
  */
-function copyBox(x: ArrayLike<number> & { subarray(a: number, b: number): ArrayLike<number> }, shape: number[], begin: number[], size: number[], out: { set(src: ArrayLike<number>, at: number): void }): void {
+function copyBox(
+  x: ArrayLike<number> & { subarray(a: number, b: number): ArrayLike<number> },
+  shape: number[],
+  begin: number[],
+  size: number[],
+  out: { set(src: ArrayLike<number>, at: number): void },
+): void {
   const rank = shape.length;
   const strides = new Array<number>(rank);
   let acc = 1;
@@ -67,7 +73,8 @@ function heapGather(b: WasmBackend, x: tf.TensorInfo, indices: tf.TensorInfo, ax
   const outer = x.shape.slice(0, axis).reduce((p, q) => p * q, 1);
   const inner = x.shape.slice(axis + 1).reduce((p, q) => p * q, 1);
   const ids = (b.typedArrayFromHeap(indices) as Int32Array).slice();
-  for (const i of ids) if (!(i >= 0 && i < dim)) throw new Error(`GatherV2: the index value ${i} is not in [0, ${dim - 1}]`);
+  for (const i of ids)
+    if (!(i >= 0 && i < dim)) throw new Error(`GatherV2: the index value ${i} is not in [0, ${dim - 1}]`);
   const out = b.makeOutput([...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)], x.dtype);
   if (out.shape.some((d) => d === 0)) return out;
   const src = b.typedArrayFromHeap(x);
@@ -113,7 +120,10 @@ function heapTranspose(b: WasmBackend, x: tf.TensorInfo, perm: number[]): tf.Ten
   const nA = prod(lead, s);
   const nB = prod(s, tail);
   const inner = prod(tail, rank);
-  const out = b.makeOutput(perm.map((p) => x.shape[p]!), x.dtype);
+  const out = b.makeOutput(
+    perm.map((p) => x.shape[p]!),
+    x.dtype,
+  );
   const src = b.typedArrayFromHeap(x);
   const dst = b.typedArrayFromHeap(out);
   const plane = nA * nB * inner;
@@ -161,7 +171,10 @@ function registerFastKernels(): void {
   replaceKernel({
     kernelName: 'Cast',
     backendName: 'wasm',
-    kernelFunc: (args) => ((args.inputs as { x: tf.TensorInfo }).x.dtype === (args.attrs as unknown as { dtype: string }).dtype ? share(args) : stockCast(args)),
+    kernelFunc: (args) =>
+      (args.inputs as { x: tf.TensorInfo }).x.dtype === (args.attrs as unknown as { dtype: string }).dtype
+        ? share(args)
+        : stockCast(args),
   });
   replaceKernel({
     kernelName: 'Transpose',
@@ -169,7 +182,9 @@ function registerFastKernels(): void {
     kernelFunc: (args) => {
       const x = (args.inputs as { x: tf.TensorInfo }).x;
       const perm = (args.attrs as unknown as { perm: number[] }).perm;
-      return (x.dtype !== 'string' && heapTranspose(args.backend as unknown as WasmBackend, x, perm)) || stockTranspose(args);
+      return (
+        (x.dtype !== 'string' && heapTranspose(args.backend as unknown as WasmBackend, x, perm)) || stockTranspose(args)
+      );
     },
   });
   replaceKernel({

@@ -53,7 +53,10 @@ export function wasmThreadsFromEnv(): number {
 function threadsSupported(): string | undefined {
   if (typeof SharedArrayBuffer === 'undefined') return 'SharedArrayBuffer is not available';
   // A module using an atomic load: validates only where wasm threads are supported.
-  const atomics = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 5, 4, 1, 3, 1, 1, 10, 11, 1, 9, 0, 65, 0, 254, 16, 2, 0, 26, 11]);
+  const atomics = new Uint8Array([
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 5, 4, 1, 3, 1, 1, 10, 11, 1, 9, 0, 65, 0, 254, 16, 2, 0,
+    26, 11,
+  ]);
   const wasm = (globalThis as unknown as { WebAssembly: { validate(bytes: Uint8Array): boolean } }).WebAssembly;
   if (!wasm.validate(atomics)) return 'this WebAssembly engine has no threads';
   return undefined;
@@ -90,8 +93,18 @@ function writeScripts(workerText: string, mainText: string): string {
   const mainPath = join(dir, 'main.cjs');
   const workerPath = join(dir, 'worker.cjs');
   // The main script runs through the worker's importScripts, an indirect eval at global scope.
-  const main = [...lines, 'var commonjsGlobal = globalThis;', `var _scriptDir = ${JSON.stringify(mainPath)};`, TSLIB_HELPERS, mainText].join('\n');
-  const worker = [`URL.createObjectURL = function () { return ${JSON.stringify(mainPath)}; };`, 'URL.revokeObjectURL = function () {};', workerText].join('\n');
+  const main = [
+    ...lines,
+    'var commonjsGlobal = globalThis;',
+    `var _scriptDir = ${JSON.stringify(mainPath)};`,
+    TSLIB_HELPERS,
+    mainText,
+  ].join('\n');
+  const worker = [
+    `URL.createObjectURL = function () { return ${JSON.stringify(mainPath)}; };`,
+    'URL.revokeObjectURL = function () {};',
+    workerText,
+  ].join('\n');
   mkdirSync(dir, { recursive: true });
   for (const [path, text] of [
     [mainPath, main],
@@ -141,7 +154,8 @@ export function prepareWasmThreads(threads: number): WasmThreadsPlan {
   globalThis.Blob = RecordingBlob as typeof Blob;
   URL.createObjectURL = (obj: Blob) => {
     const text = texts.get(obj);
-    if (text !== undefined && mainText !== undefined && /\bWasmBackendModuleThreadedSimd\(Module\)/.test(text)) return writeScripts(text, mainText);
+    if (text !== undefined && mainText !== undefined && /\bWasmBackendModuleThreadedSimd\(Module\)/.test(text))
+      return writeScripts(text, mainText);
     return originalCreate(obj);
   };
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
@@ -154,9 +168,9 @@ export function prepareWasmThreads(threads: number): WasmThreadsPlan {
       os.cpus = originalCpus;
       // emscripten refs a worker while it runs a pthread; XNNPACK's pool threads run for the
       // life of the module, so unref them or Node never exits on its own.
-      const backend = tf.findBackend('wasm') as unknown as { wasm?: { PThread?: { runningWorkers: { unref?: () => void }[] } } } | undefined;
+      const backend = tf.findBackend('wasm') as unknown as
+        { wasm?: { PThread?: { runningWorkers: { unref?: () => void }[] } } } | undefined;
       for (const w of backend?.wasm?.PThread?.runningWorkers ?? []) w.unref?.();
     },
   };
 }
-

@@ -19,7 +19,9 @@ export function register(program: Command): void {
   const data = program.command('data').description('Data tools.');
   data
     .command('inspect')
-    .description('Run a recipe\'s data pipeline and report documents, tokens, duplicates, PII, epochs and rejected lines (post-training stages: rows kept, held out and rejected).')
+    .description(
+      "Run a recipe's data pipeline and report documents, tokens, duplicates, PII, epochs and rejected lines (post-training stages: rows kept, held out and rejected).",
+    )
     .argument('<recipe>', 'recipe file (.json, .yaml)')
     .option('--json', 'print the report as JSON')
     .action(async (file: string, o: { json?: boolean }) => {

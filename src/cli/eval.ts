@@ -33,7 +33,9 @@ export function scorerOption(v: string): ScorerInput {
   if ((BUILTIN_SCORERS as readonly string[]).includes(v)) return v as ScorerInput;
   const [module, exp] = v.split('#') as [string, string | undefined];
   if (!/\.(m?js|cjs|m?ts|cts)$/i.test(module)) {
-    throw new InvalidArgumentError(`--scorer must be one of ${BUILTIN_SCORERS.join(', ')}, or a module path such as ./score.mjs#myScorer; got "${v}"`);
+    throw new InvalidArgumentError(
+      `--scorer must be one of ${BUILTIN_SCORERS.join(', ')}, or a module path such as ./score.mjs#myScorer; got "${v}"`,
+    );
   }
   return exp ? { module, export: exp } : { module };
 }
@@ -42,19 +44,31 @@ export function scorerOption(v: string): ScorerInput {
 function suitesFor(dir: string, o: EvalOptions): SuiteSource[] {
   const recipe = recipeSuites(dir);
   if (!o.suite.length) {
-    if (!recipe.suites.length) throw new LatheError(`${dir}: the recipe has no eval.suites; pass --suite F (a JSONL of {"prompt", "expected"} rows)`);
+    if (!recipe.suites.length)
+      throw new LatheError(
+        `${dir}: the recipe has no eval.suites; pass --suite F (a JSONL of {"prompt", "expected"} rows)`,
+      );
     return recipe.suites.map((config) => ({ config: withFlags(config, o), baseDir: recipe.baseDir }));
   }
-  if (o.name && o.suite.length > 1) throw new LatheError('--name: applies to one --suite; drop it or run the suites one at a time');
+  if (o.name && o.suite.length > 1)
+    throw new LatheError('--name: applies to one --suite; drop it or run the suites one at a time');
   return o.suite.map((s) => {
     const named = recipe.suites.find((r) => r.name === s);
     if (named && !existsSync(s)) return { config: withFlags(named, o), baseDir: recipe.baseDir };
     if (!existsSync(s)) {
       const names = recipe.suites.map((r) => r.name);
-      throw new LatheError(`--suite ${s}: no such file${names.length ? `, and the recipe's suites are ${names.join(', ')}` : ''}`);
+      throw new LatheError(
+        `--suite ${s}: no such file${names.length ? `, and the recipe's suites are ${names.join(', ')}` : ''}`,
+      );
     }
     const name = o.name ?? (basename(s, extname(s)).replace(/[^A-Za-z0-9_.-]+/g, '-') || 'suite');
-    return { config: withFlags({ name, path: resolve(s), scorer: o.scorer ?? (/\.(txt|md)$/i.test(s) ? 'perplexity' : 'exact') }, o), baseDir: process.cwd() };
+    return {
+      config: withFlags(
+        { name, path: resolve(s), scorer: o.scorer ?? (/\.(txt|md)$/i.test(s) ? 'perplexity' : 'exact') },
+        o,
+      ),
+      baseDir: process.cwd(),
+    };
   });
 }
 
@@ -87,42 +101,76 @@ export function formatEvaluation(e: RunEvaluation, opts: { record?: boolean } = 
     errorCount(r),
     r.seconds.toFixed(1),
   ]);
-  const out = [`run ${e.run} at step ${e.step}`, '', formatTable(['suite', 'scorer', 'n', 'metric', 'value', 'scorer errors', 'seconds'], rows)];
+  const out = [
+    `run ${e.run} at step ${e.step}`,
+    '',
+    formatTable(['suite', 'scorer', 'n', 'metric', 'value', 'scorer errors', 'seconds'], rows),
+  ];
   for (const r of e.results) {
     if (!r.failures.length) continue;
     out.push('', `${r.name}: first ${r.failures.length} misses`);
-    for (const f of r.failures) out.push(`  ${r.file}:${f.line}  score ${f.score}  expected ${clip(typeof f.expected === 'string' ? f.expected : JSON.stringify(f.expected) ?? '')}  got ${clip(f.completion)}${f.error ? `  (${f.error})` : ''}`);
+    for (const f of r.failures)
+      out.push(
+        `  ${r.file}:${f.line}  score ${f.score}  expected ${clip(typeof f.expected === 'string' ? f.expected : (JSON.stringify(f.expected) ?? ''))}  got ${clip(f.completion)}${f.error ? `  (${f.error})` : ''}`,
+      );
     const er = r.errors;
-    if (errorCount(r)) out.push(`  scorer errors: ${er.threw} threw, ${er.nan} NaN, ${er.timeout} timed out, ${er.invalid} invalid (each scored 0)`);
+    if (errorCount(r))
+      out.push(
+        `  scorer errors: ${er.threw} threw, ${er.nan} NaN, ${er.timeout} timed out, ${er.invalid} invalid (each scored 0)`,
+      );
   }
   if (e.gates) {
     out.push('', `gates: ${e.gates.status}`);
-    for (const g of e.gates.results) out.push(`  ${g.pass ? 'pass' : 'FAIL'}  ${g.gate}${g.value !== undefined ? `  (${g.metric} = ${g.value})` : ''}${g.reason ? `  ${g.reason}` : ''}`);
+    for (const g of e.gates.results)
+      out.push(
+        `  ${g.pass ? 'pass' : 'FAIL'}  ${g.gate}${g.value !== undefined ? `  (${g.metric} = ${g.value})` : ''}${g.reason ? `  ${g.reason}` : ''}`,
+      );
   }
   const cut = e.results.filter((r) => r.truncated);
-  if (cut.length) out.push('', `prompts cut from the left to fit the model's context with room for --max-tokens: ${cut.map((r) => `${r.name} ${r.truncated}/${r.n}`).join(', ')}`);
-  if (!e.recorded && opts.record !== false) out.push('', 'not recorded: the run has no summary.json yet (still running?)');
+  if (cut.length)
+    out.push(
+      '',
+      `prompts cut from the left to fit the model's context with room for --max-tokens: ${cut.map((r) => `${r.name} ${r.truncated}/${r.n}`).join(', ')}`,
+    );
+  if (!e.recorded && opts.record !== false)
+    out.push('', 'not recorded: the run has no summary.json yet (still running?)');
   return out.join('\n');
 }
 
 export function register(program: Command): void {
   program
     .command('eval')
-    .description("Evaluate a run's latest checkpoint on suites; prints a table and records results (and gates) in summary.json.")
+    .description(
+      "Evaluate a run's latest checkpoint on suites; prints a table and records results (and gates) in summary.json.",
+    )
     .argument('<run-dir>', 'run directory')
-    .option('--suite <file|name>', 'JSONL of {"prompt", "expected"} rows (a .txt is scored by perplexity), or a suite named in the recipe; repeatable (default: the recipe\'s suites)', collect, [])
-    .option('--scorer <s>', `${BUILTIN_SCORERS.join(', ')}, or a module ./file.mjs[#export] with (completion, example) => number | boolean`, scorerOption)
+    .option(
+      '--suite <file|name>',
+      'JSONL of {"prompt", "expected"} rows (a .txt is scored by perplexity), or a suite named in the recipe; repeatable (default: the recipe\'s suites)',
+      collect,
+      [],
+    )
+    .option(
+      '--scorer <s>',
+      `${BUILTIN_SCORERS.join(', ')}, or a module ./file.mjs[#export] with (completion, example) => number | boolean`,
+      scorerOption,
+    )
     .option('--name <name>', 'suite name for the metrics (default: the file name)')
     .option('--field <f>', 'row field with the expected answer (default: expected)')
     .option('--max-tokens <n>', 'tokens to generate per prompt (default: 32)', positiveInt('--max-tokens'))
     .option('--temperature <t>', 'sampling temperature (default: 0, greedy)', finiteNumber('--temperature'))
-    .option('--stop <s>', 'a string that ends a completion; repeatable (e.g. --stop "\\n")', (v: string, acc: string[]) => [...acc, v.replace(/\\n/g, '\n').replace(/\\t/g, '\t')], [])
+    .option(
+      '--stop <s>',
+      'a string that ends a completion; repeatable (e.g. --stop "\\n")',
+      (v: string, acc: string[]) => [...acc, v.replace(/\\n/g, '\n').replace(/\\t/g, '\t')],
+      [],
+    )
     .option('--limit <n>', 'use the first n examples', positiveInt('--limit'))
     .option('--tolerance <x>', 'numeric scorer: absolute tolerance (default: 1e-6)', finiteNumber('--tolerance'))
     .option('--timeout-ms <n>', 'custom scorer: time allowed per example (default: 5000)', positiveInt('--timeout-ms'))
     .option('--step <n>', 'evaluate this checkpoint step instead of the latest', positiveInt('--step'))
     .option('--no-record', 'do not write the results into summary.json')
-    .option('--fail-on-blocked', 'exit 1 when the recipe\'s gates block the run')
+    .option('--fail-on-blocked', "exit 1 when the recipe's gates block the run")
     .option('--json', 'print the results as JSON')
     .action(async (dir: string, o: EvalOptions) => {
       const suites = suitesFor(dir, o);

@@ -17,32 +17,56 @@ export function register(program: Command): void {
     .requiredOption('--format <format>', `export format (${FORMATS.join(', ')})`)
     .requiredOption('--out <dir>', 'output directory (must not exist, or be empty)')
     .option('--step <n>', 'checkpoint step to export (default: the latest)', positiveInt('--step'))
-    .option('--quantize <scheme>', `quantize the Linear weights (${QUANTIZATIONS.join(', ')}); reports the held-out perplexity change`)
-    .option('--eval-batches <n>', 'held-out batches for the --quantize perplexity measurement', positiveInt('--eval-batches'))
+    .option(
+      '--quantize <scheme>',
+      `quantize the Linear weights (${QUANTIZATIONS.join(', ')}); reports the held-out perplexity change`,
+    )
+    .option(
+      '--eval-batches <n>',
+      'held-out batches for the --quantize perplexity measurement',
+      positiveInt('--eval-batches'),
+    )
     .option('--json', 'print the result as JSON')
-    .action(async (dir: string, o: { format: string; out: string; step?: number; quantize?: string; evalBatches?: number; json?: boolean }) => {
-      if (!FORMATS.includes(o.format)) throw new LatheError(`--format: "${o.format}" is not supported; use ${FORMATS.join(', ')}`);
-      if (o.quantize !== undefined && !QUANTIZATIONS.includes(o.quantize)) throw new LatheError(`--quantize: "${o.quantize}" is not supported; use ${QUANTIZATIONS.join(', ')}`);
-      const r = await exportHf(dir, o.out, { step: o.step, quantize: o.quantize as 'int8' | undefined, evalBatches: o.evalBatches });
-      if (o.json) {
-        const { quantization, ...rest } = r;
-        const q = quantization && { ...quantization, quantized: quantization.quantized.length, kept: quantization.kept.length };
-        process.stdout.write(JSON.stringify({ ...rest, quantization: q }) + '\n');
-        return;
-      }
-      const q = r.quantization;
-      if (q) {
-        const pct = `${((100 * q.quantizedParams) / q.totalParams).toFixed(1)}%`;
-        process.stdout.write(`int8: ${q.quantized.length} Linear weights (${pct} of parameters), max |error| ${q.maxAbsError.toExponential(2)}, relative RMS error ${q.relativeRmsError.toExponential(2)}\n`);
-        if (q.heldOut) {
-          const h = q.heldOut;
-          const sign = h.perplexityChangePct >= 0 ? '+' : '';
+    .action(
+      async (
+        dir: string,
+        o: { format: string; out: string; step?: number; quantize?: string; evalBatches?: number; json?: boolean },
+      ) => {
+        if (!FORMATS.includes(o.format))
+          throw new LatheError(`--format: "${o.format}" is not supported; use ${FORMATS.join(', ')}`);
+        if (o.quantize !== undefined && !QUANTIZATIONS.includes(o.quantize))
+          throw new LatheError(`--quantize: "${o.quantize}" is not supported; use ${QUANTIZATIONS.join(', ')}`);
+        const r = await exportHf(dir, o.out, {
+          step: o.step,
+          quantize: o.quantize as 'int8' | undefined,
+          evalBatches: o.evalBatches,
+        });
+        if (o.json) {
+          const { quantization, ...rest } = r;
+          const q = quantization && {
+            ...quantization,
+            quantized: quantization.quantized.length,
+            kept: quantization.kept.length,
+          };
+          process.stdout.write(JSON.stringify({ ...rest, quantization: q }) + '\n');
+          return;
+        }
+        const q = r.quantization;
+        if (q) {
+          const pct = `${((100 * q.quantizedParams) / q.totalParams).toFixed(1)}%`;
           process.stdout.write(
-            `int8: held-out perplexity ${h.perplexity.toFixed(4)} -> ${h.quantizedPerplexity.toFixed(4)} (${sign}${h.perplexityChangePct.toFixed(3)}%), ` +
-              `loss ${h.loss.toFixed(5)} -> ${h.quantizedLoss.toFixed(5)} over ${h.tokens} tokens\n`,
+            `int8: ${q.quantized.length} Linear weights (${pct} of parameters), max |error| ${q.maxAbsError.toExponential(2)}, relative RMS error ${q.relativeRmsError.toExponential(2)}\n`,
           );
-        } else process.stdout.write(`int8: perplexity not measured: ${q.heldOutUnavailable}\n`);
-      }
-      process.stdout.write(`exported step ${r.step} as ${r.architecture} to ${r.dir}\n`);
-    });
+          if (q.heldOut) {
+            const h = q.heldOut;
+            const sign = h.perplexityChangePct >= 0 ? '+' : '';
+            process.stdout.write(
+              `int8: held-out perplexity ${h.perplexity.toFixed(4)} -> ${h.quantizedPerplexity.toFixed(4)} (${sign}${h.perplexityChangePct.toFixed(3)}%), ` +
+                `loss ${h.loss.toFixed(5)} -> ${h.quantizedLoss.toFixed(5)} over ${h.tokens} tokens\n`,
+            );
+          } else process.stdout.write(`int8: perplexity not measured: ${q.heldOutUnavailable}\n`);
+        }
+        process.stdout.write(`exported step ${r.step} as ${r.architecture} to ${r.dir}\n`);
+      },
+    );
 }

@@ -5,7 +5,7 @@ import { finiteNumber, positiveInt } from './options.js';
 export function register(program: Command): void {
   program
     .command('generate')
-    .description('Sample a completion from a run\'s latest checkpoint; the completion is printed last.')
+    .description("Sample a completion from a run's latest checkpoint; the completion is printed last.")
     .argument('<run-dir>', 'run directory')
     .requiredOption('--prompt <text>', 'prompt text (may be empty: "")')
     .option('--max-tokens <n>', 'tokens to generate at most', positiveInt('--max-tokens'), 64)
@@ -13,8 +13,19 @@ export function register(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (0: off)', finiteNumber('--top-k'), 0)
     .option('--top-p <p>', 'nucleus sampling mass (1: off)', finiteNumber('--top-p'), 1)
     .option('--seed <n>', 'sampling seed', finiteNumber('--seed'), 0)
-    .action(async (dir: string, o: { prompt: string; maxTokens: number; temperature: number; topK: number; topP: number; seed: number }) => {
-      const text = await generate(dir, o.prompt, { maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed });
-      process.stdout.write(text + '\n');
-    });
+    .action(
+      async (
+        dir: string,
+        o: { prompt: string; maxTokens: number; temperature: number; topK: number; topP: number; seed: number },
+      ) => {
+        const text = await generate(dir, o.prompt, {
+          maxTokens: o.maxTokens,
+          temperature: o.temperature,
+          topK: o.topK,
+          topP: o.topP,
+          seed: o.seed,
+        });
+        process.stdout.write(text + '\n');
+      },
+    );
 }

@@ -29,7 +29,9 @@ function baseContext(from: string): number | undefined {
   try {
     const dir = modelRunDir(from);
     const lockPath = join(dir, 'recipe.lock.json');
-    if (existsSync(lockPath)) return (JSON.parse(readFileSync(lockPath, 'utf8')) as { recipe: { model: { context: number } } }).recipe.model.context;
+    if (existsSync(lockPath))
+      return (JSON.parse(readFileSync(lockPath, 'utf8')) as { recipe: { model: { context: number } } }).recipe.model
+        .context;
     const cfg = JSON.parse(readFileSync(join(from, 'config.json'), 'utf8')) as { max_position_embeddings?: number };
     return cfg.max_position_embeddings;
   } catch {
@@ -44,7 +46,13 @@ function rewardOf(spec: string, baseDir: string): { module: string; export?: str
 }
 
 /** A recipe that trains on a CPU in a few minutes: a small model (or the `from` model), a short schedule. */
-export function starterRecipe(stage: string, data: string[], baseDir: string, field?: string, o: Omit<InitOptions, 'data' | 'field'> = {}): RecipeInput {
+export function starterRecipe(
+  stage: string,
+  data: string[],
+  baseDir: string,
+  field?: string,
+  o: Omit<InitOptions, 'data' | 'field'> = {},
+): RecipeInput {
   if (stage === 'pretrain') {
     if (o.from) throw new LatheError('--from: pretrain trains a fresh model; use sft to continue training a model');
     return {
@@ -64,30 +72,73 @@ export function starterRecipe(stage: string, data: string[], baseDir: string, fi
       eval: { every: 50, batches: 4 },
     };
   }
-  if (field) throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
+  if (field)
+    throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
   const common = {
     name: `starter-${stage}`,
     seed: 1337,
     backend: 'auto' as const,
-    ...(o.from ? { from: rel(baseDir, o.from) } : { tokenizer: { vocabSize: 1024 }, model: { arch: 'dense' as const, dim: 128, layers: 2, heads: 4, context: 128 } }),
+    ...(o.from
+      ? { from: rel(baseDir, o.from) }
+      : {
+          tokenizer: { vocabSize: 1024 },
+          model: { arch: 'dense' as const, dim: 128, layers: 2, heads: 4, context: 128 },
+        }),
     data: { sources: data.map((p) => ({ path: rel(baseDir, p) })), onError: 'skip' as const, valFraction: 0.1 },
   };
   // Rollouts need room for the prompt: a quarter of the context, at most 32 tokens.
   const maxNewTokens = Math.max(4, Math.min(32, Math.floor((o.from ? (baseContext(o.from) ?? 128) : 128) / 4)));
   switch (stage) {
     case 'sft':
-      return { ...common, stage: 'sft', train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+      return {
+        ...common,
+        stage: 'sft',
+        train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 },
+        eval: { every: 25, batches: 4 },
+      };
     case 'dpo':
-      return { ...common, stage: 'dpo', train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 }, eval: { every: 25, batches: 4 } };
+      return {
+        ...common,
+        stage: 'dpo',
+        train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 },
+        eval: { every: 25, batches: 4 },
+      };
     case 'online-dpo': {
-      if (!o.reward && !o.judgeModel) throw new LatheError('init online-dpo: pass --reward <module> or --judge-model <run-dir> to rank the completions');
-      if (o.reward && o.judgeModel) throw new LatheError('init online-dpo: pass only one of --reward and --judge-model');
+      if (!o.reward && !o.judgeModel)
+        throw new LatheError(
+          'init online-dpo: pass --reward <module> or --judge-model <run-dir> to rank the completions',
+        );
+      if (o.reward && o.judgeModel)
+        throw new LatheError('init online-dpo: pass only one of --reward and --judge-model');
       const judge = o.reward ? { reward: rewardOf(o.reward, baseDir) } : { model: rel(baseDir, o.judgeModel!) };
-      return { ...common, stage: 'online-dpo', judge, train: { steps: 40, batchSize: 4, samplesPerPrompt: 4, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+      return {
+        ...common,
+        stage: 'online-dpo',
+        judge,
+        train: {
+          steps: 40,
+          batchSize: 4,
+          samplesPerPrompt: 4,
+          lr: 5e-4,
+          warmupSteps: 4,
+          maxNewTokens,
+          checkpointEvery: 20,
+        },
+        eval: { every: 10, batches: 2 },
+      };
     }
     case 'grpo':
-      if (!o.reward) throw new LatheError('init grpo: pass --reward <module>[#export], the reward function (completion, example) => number');
-      return { ...common, stage: 'grpo', reward: rewardOf(o.reward, baseDir), train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 }, eval: { every: 10, batches: 2 } };
+      if (!o.reward)
+        throw new LatheError(
+          'init grpo: pass --reward <module>[#export], the reward function (completion, example) => number',
+        );
+      return {
+        ...common,
+        stage: 'grpo',
+        reward: rewardOf(o.reward, baseDir),
+        train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 },
+        eval: { every: 10, batches: 2 },
+      };
     default:
       throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
   }
@@ -98,29 +149,43 @@ export function register(program: Command): void {
     .command('init')
     .description('Write a runnable starter recipe for your data, sized to train on a CPU in a few minutes.')
     .argument('<stage>', `one of ${STAGES.join(', ')}`)
-    .requiredOption('--data <paths...>', 'data files, folders or globs (sft: chat JSONL; dpo: pairs; online-dpo, grpo: prompts)')
-    .option('--from <run-dir|hf-dir>', 'start from this model: a Lathe run directory or a Hugging Face Llama/Mixtral folder (post-training stages)')
+    .requiredOption(
+      '--data <paths...>',
+      'data files, folders or globs (sft: chat JSONL; dpo: pairs; online-dpo, grpo: prompts)',
+    )
+    .option(
+      '--from <run-dir|hf-dir>',
+      'start from this model: a Lathe run directory or a Hugging Face Llama/Mixtral folder (post-training stages)',
+    )
     .option('--reward <module>', 'reward function module, file or file#export (grpo; online-dpo judge)')
     .option('--judge-model <run-dir>', 'reward-model run that judges online-dpo completions (mean log-prob)')
     .option('--field <name>', 'JSONL field or CSV column with the text (pretrain)')
     .option('--out <file>', 'recipe file to write (.json or .yaml)', 'recipe.json')
     .option('--force', 'overwrite --out if it exists')
     .action(async (stage: string, o: InitOptions & { out: string; force?: boolean }) => {
-      if (!(STAGES as readonly string[]).includes(stage)) throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
+      if (!(STAGES as readonly string[]).includes(stage))
+        throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
       const out = resolve(o.out);
       if (existsSync(out) && !o.force) throw new LatheError(`--out ${o.out}: exists; pass --force to overwrite`);
-      for (const p of o.data) if (!/[*?[{]/.test(p) && !existsSync(p)) throw new LatheError(`--data ${p}: does not exist`);
+      for (const p of o.data)
+        if (!/[*?[{]/.test(p) && !existsSync(p)) throw new LatheError(`--data ${p}: does not exist`);
       if (o.from !== undefined) {
-        if (!existsSync(o.from) || !statSync(o.from).isDirectory()) throw new LatheError(`--from ${o.from}: not a directory; name a run directory or a Hugging Face model folder`);
+        if (!existsSync(o.from) || !statSync(o.from).isDirectory())
+          throw new LatheError(
+            `--from ${o.from}: not a directory; name a run directory or a Hugging Face model folder`,
+          );
         if (!existsSync(resolve(o.from, 'recipe.lock.json')) && !existsSync(resolve(o.from, 'config.json'))) {
-          throw new LatheError(`--from ${o.from}: neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face folder (no config.json)`);
+          throw new LatheError(
+            `--from ${o.from}: neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face folder (no config.json)`,
+          );
         }
       }
       if (o.reward !== undefined) {
         const file = o.reward.lastIndexOf('#') > 0 ? o.reward.slice(0, o.reward.lastIndexOf('#')) : o.reward;
         if (!existsSync(file)) throw new LatheError(`--reward ${file}: does not exist`);
       }
-      if (o.judgeModel !== undefined && !existsSync(resolve(o.judgeModel, 'recipe.lock.json'))) throw new LatheError(`--judge-model ${o.judgeModel}: not a run directory`);
+      if (o.judgeModel !== undefined && !existsSync(resolve(o.judgeModel, 'recipe.lock.json')))
+        throw new LatheError(`--judge-model ${o.judgeModel}: not a run directory`);
       const input = starterRecipe(stage, o.data, dirname(out), o.field, o);
       new Recipe(input, { baseDir: dirname(out) }); // validate before writing
       const text = /\.ya?ml$/i.test(extname(out)) ? YAML.stringify(input) : JSON.stringify(input, null, 2) + '\n';

@@ -13,7 +13,11 @@ export function register(program: Command): void {
     .option('--ca <file>', 'trust this certificate (PEM) for a wss:// worker with a self-signed one')
     .option('--json', 'print the jobs as JSON')
     .action(async (o: { worker: string; tokenFile: string; ca?: string; json?: boolean }) => {
-      const client = await WorkerClient.connect(o.worker, { token: readTokenFile(o.tokenFile), ca: readCa(o.ca), reconnect: false });
+      const client = await WorkerClient.connect(o.worker, {
+        token: readTokenFile(o.tokenFile),
+        ca: readCa(o.ca),
+        reconnect: false,
+      });
       try {
         const jobs = await client.jobs();
         if (o.json) {
@@ -24,8 +28,20 @@ export function register(program: Command): void {
           console.log(`no jobs on ${o.worker}`);
           return;
         }
-        const rows = jobs.map((j) => [j.id, j.status, j.name, j.stage, `${j.step}/${j.steps}`, j.loss === undefined ? '-' : j.loss.toFixed(4), j.backend, j.restarts, j.createdAt.slice(0, 19).replace('T', ' ')]);
-        console.log(formatTable(['job', 'status', 'name', 'stage', 'step', 'loss', 'backend', 'restarts', 'created'], rows));
+        const rows = jobs.map((j) => [
+          j.id,
+          j.status,
+          j.name,
+          j.stage,
+          `${j.step}/${j.steps}`,
+          j.loss === undefined ? '-' : j.loss.toFixed(4),
+          j.backend,
+          j.restarts,
+          j.createdAt.slice(0, 19).replace('T', ' '),
+        ]);
+        console.log(
+          formatTable(['job', 'status', 'name', 'stage', 'step', 'loss', 'backend', 'restarts', 'created'], rows),
+        );
       } finally {
         client.close();
       }

@@ -24,7 +24,19 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const reg of [registerInit, registerValidate, registerRecipe, registerData, registerTrain, registerResume, registerReproduce, registerGenerate, registerEval, registerExport]) reg(program);
+  for (const reg of [
+    registerInit,
+    registerValidate,
+    registerRecipe,
+    registerData,
+    registerTrain,
+    registerResume,
+    registerReproduce,
+    registerGenerate,
+    registerEval,
+    registerExport,
+  ])
+    reg(program);
   registerRooms(program);
   registerWorker(program);
   registerSubmit(program);

@@ -20,6 +20,7 @@ export function finiteNumber(name: string) {
 
 /** Commander parser for --backend. */
 export function backendOption(v: string): 'cpu' | 'wasm' | 'webgpu' | 'auto' {
-  if (!['cpu', 'wasm', 'webgpu', 'auto'].includes(v)) throw new InvalidArgumentError(`--backend must be one of cpu, wasm, webgpu, auto; got "${v}"`);
+  if (!['cpu', 'wasm', 'webgpu', 'auto'].includes(v))
+    throw new InvalidArgumentError(`--backend must be one of cpu, wasm, webgpu, auto; got "${v}"`);
   return v as 'cpu' | 'wasm' | 'webgpu' | 'auto';
 }

@@ -19,7 +19,11 @@ export async function followRun(run: Run, mode: ProgressMode, totalSteps: number
     let last = 0;
     for await (const m of run.metrics()) {
       // Plain logs: about 20 lines per run, plus every eval.
-      if (m.step - last >= Math.max(1, Math.floor(totalSteps / 20)) || m.eval_loss !== undefined || m.step === totalSteps) {
+      if (
+        m.step - last >= Math.max(1, Math.floor(totalSteps / 20)) ||
+        m.eval_loss !== undefined ||
+        m.step === totalSteps
+      ) {
         last = m.step;
         console.log(line(m, totalSteps));
       }

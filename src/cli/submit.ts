@@ -52,10 +52,20 @@ export function register(program: Command): void {
     .argument('[recipe]', 'recipe file (.json, .yaml); omit it with --attach')
     .requiredOption('--worker <url>', 'the worker, e.g. ws://gpu-node:8765 or wss://…')
     .requiredOption('--token-file <file>', "file holding the worker's token")
-    .option('--attach <job>', 'follow this job (see lathe jobs) from its start instead of submitting a recipe; reconnects by itself like --wait')
+    .option(
+      '--attach <job>',
+      'follow this job (see lathe jobs) from its start instead of submitting a recipe; reconnects by itself like --wait',
+    )
     .option('--steps <n>', 'override train.steps', positiveInt('--steps'))
-    .option('--backend <name>', "cpu, wasm, webgpu, or auto (the worker's own; also when the recipe names none)", backendOption)
-    .option('--out <dir>', 'local run directory to mirror into (default: runs/<name>-<lock id>); with --attach it may be the mirror an earlier submit of that job made')
+    .option(
+      '--backend <name>',
+      "cpu, wasm, webgpu, or auto (the worker's own; also when the recipe names none)",
+      backendOption,
+    )
+    .option(
+      '--out <dir>',
+      'local run directory to mirror into (default: runs/<name>-<lock id>); with --attach it may be the mirror an earlier submit of that job made',
+    )
     .option('--wait', 'stay until the job ends, reconnecting by itself if the connection drops')
     .option('--detach', 'print the job id and return once the job is queued')
     .option('--name <name>', 'job name shown by lathe jobs')
@@ -63,36 +73,56 @@ export function register(program: Command): void {
     .option('--json', 'print metrics and events as JSON lines')
     .action(async (file: string | undefined, o: SubmitOptions) => {
       if (o.attach !== undefined) {
-        if (file !== undefined) throw new LatheError(`submit: give a recipe or --attach ${o.attach}, not both (${file})`);
+        if (file !== undefined)
+          throw new LatheError(`submit: give a recipe or --attach ${o.attach}, not both (${file})`);
         const clash = SUBMIT_ONLY.find(([k]) => o[k] !== undefined);
         if (clash) throw new LatheError(`${clash[1]}: not with --attach; the job on the worker is already set up`);
-      } else if (file === undefined) throw new LatheError('submit: missing the recipe file (or --attach <job> to follow a job already on the worker)');
+      } else if (file === undefined)
+        throw new LatheError(
+          'submit: missing the recipe file (or --attach <job> to follow a job already on the worker)',
+        );
       // Worker log lines and upload progress go to stderr, so --json output stays clean on stdout.
       const notice = (m: string) => console.error(m);
       const attaching = o.attach !== undefined;
-      const exec = await connect(o.worker, { token: readTokenFile(o.tokenFile), ca: readCa(o.ca), reconnect: attaching || !!o.wait, log: notice });
+      const exec = await connect(o.worker, {
+        token: readTokenFile(o.tokenFile),
+        ca: readCa(o.ca),
+        reconnect: attaching || !!o.wait,
+        log: notice,
+      });
       try {
         let run: Run;
         if (attaching) {
           run = await exec.attach(o.attach!, { out: o.out, onNotice: notice });
           const job = exec.lastJob!;
-          if (!o.json) console.log(`attached to job ${job.id} on ${exec.url} (${job.status}, step ${job.step}/${job.steps}, backend ${job.backend}); mirroring into ${run.dir.path}`);
+          if (!o.json)
+            console.log(
+              `attached to job ${job.id} on ${exec.url} (${job.status}, step ${job.step}/${job.steps}, backend ${job.backend}); mirroring into ${run.dir.path}`,
+            );
         } else {
           const r = await loadRecipe(file!);
           const lock = await exec.lockRecipe(r, { steps: o.steps, backend: o.backend });
           run = await exec.start(lock, { out: o.out, name: o.name, onNotice: notice });
           const job = exec.lastJob!;
-          if (!o.json) console.log(`job ${job.id} on ${exec.url} (lock ${run.lock.id}, backend ${run.lock.backend}); mirroring into ${run.dir.path}`);
+          if (!o.json)
+            console.log(
+              `job ${job.id} on ${exec.url} (lock ${run.lock.id}, backend ${run.lock.backend}); mirroring into ${run.dir.path}`,
+            );
           if (o.detach) {
             if (o.json) process.stdout.write(JSON.stringify({ job }) + '\n');
-            else console.log(`detached; follow it with lathe submit --attach ${job.id} --worker ${exec.url}, stop it with lathe cancel ${job.id}`);
+            else
+              console.log(
+                `detached; follow it with lathe submit --attach ${job.id} --worker ${exec.url}, stop it with lathe cancel ${job.id}`,
+              );
             return;
           }
         }
         const job = exec.lastJob!;
         // Ctrl-C leaves the job training on the worker: only this client goes away.
         const detach = () => {
-          console.error(`\ndetached; job ${job.id} keeps training on the worker (lathe submit --attach ${job.id} follows it again; lathe cancel ${job.id} stops it)`);
+          console.error(
+            `\ndetached; job ${job.id} keeps training on the worker (lathe submit --attach ${job.id} follows it again; lathe cancel ${job.id} stops it)`,
+          );
           process.exit(130);
         };
         process.on('SIGINT', detach);

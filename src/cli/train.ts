@@ -11,7 +11,9 @@ export function interruptOnSigint(run: Run): () => void {
   const handler = () => {
     count++;
     if (count === 1) {
-      process.stderr.write('\ninterrupt: stopping at the next step and writing a checkpoint (Ctrl-C again to abort now)\n');
+      process.stderr.write(
+        '\ninterrupt: stopping at the next step and writing a checkpoint (Ctrl-C again to abort now)\n',
+      );
       run.interrupt();
     } else process.exit(130);
   };
@@ -49,14 +51,29 @@ export function register(program: Command): void {
     .option('--out <dir>', 'run directory to create (default: runs/<name>-<lock id>)')
     .option('--steps <n>', 'override train.steps', positiveInt('--steps'))
     .option('--backend <name>', 'cpu, wasm, webgpu or auto (overrides the recipe and LATHE_BACKEND)', backendOption)
-    .option('--stop-after <n>', 'stop after step n as if interrupted (a checkpoint is written; resume continues)', positiveInt('--stop-after'))
+    .option(
+      '--stop-after <n>',
+      'stop after step n as if interrupted (a checkpoint is written; resume continues)',
+      positiveInt('--stop-after'),
+    )
     .option('--json', 'print metrics and events as JSON lines')
-    .action(async (file: string, o: { out?: string; steps?: number; backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto'; stopAfter?: number; json?: boolean }) => {
-      const r = await loadRecipe(file);
-      const run = await r.start({ out: o.out, steps: o.steps, backend: o.backend, stopAfter: o.stopAfter });
-      if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
-      await watchToEnd(run, !!o.json);
-    });
+    .action(
+      async (
+        file: string,
+        o: {
+          out?: string;
+          steps?: number;
+          backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
+          stopAfter?: number;
+          json?: boolean;
+        },
+      ) => {
+        const r = await loadRecipe(file);
+        const run = await r.start({ out: o.out, steps: o.steps, backend: o.backend, stopAfter: o.stopAfter });
+        if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
+        await watchToEnd(run, !!o.json);
+      },
+    );
 }
 
 /** Shows a run's progress until it ends (Ctrl-C interrupts it) and sets the exit code. */

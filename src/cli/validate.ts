@@ -12,7 +12,8 @@ export function register(program: Command): void {
       const r = await loadRecipe(file);
       // Data paths, the base model (`from`) and reward modules are part of validity: resolve and hash them as a run would.
       try {
-        if (r.config.stage === 'pipeline') await lockPipeline({ ...r.config, backend: 'cpu' }, { baseDir: r.baseDir, backend: 'cpu' });
+        if (r.config.stage === 'pipeline')
+          await lockPipeline({ ...r.config, backend: 'cpu' }, { baseDir: r.baseDir, backend: 'cpu' });
         else await lockRecipe(r.config, { baseDir: r.baseDir, backend: 'cpu' });
       } catch (e) {
         if (e instanceof LatheError) throw new LatheError(`${file}: ${e.message}`);

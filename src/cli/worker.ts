@@ -10,7 +10,8 @@ import { backendOption, positiveInt } from './options.js';
 export function listenOption(v: string): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(v);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new InvalidArgumentError(`--listen must be HOST:PORT, e.g. 0.0.0.0:8765 or 127.0.0.1:0; got "${v}"`);
+  if (!m || port > 65535)
+    throw new InvalidArgumentError(`--listen must be HOST:PORT, e.g. 0.0.0.0:8765 or 127.0.0.1:0; got "${v}"`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
@@ -43,11 +44,26 @@ export function register(program: Command): void {
       'Run a worker: a long-running process that trains submitted recipes on this machine (WebGPU when it has a GPU), one job at a time. ' +
         'Jobs, uploaded data and run directories live in --state-dir; a worker restarted on it resumes a cut-off job from its last checkpoint.',
     )
-    .requiredOption('--listen <host:port>', 'address to listen on, e.g. 0.0.0.0:8765 (port 0: any free port)', listenOption)
-    .requiredOption('--token-file <file>', 'file holding the token clients must present (e.g. openssl rand -hex 32 > token)')
+    .requiredOption(
+      '--listen <host:port>',
+      'address to listen on, e.g. 0.0.0.0:8765 (port 0: any free port)',
+      listenOption,
+    )
+    .requiredOption(
+      '--token-file <file>',
+      'file holding the token clients must present (e.g. openssl rand -hex 32 > token)',
+    )
     .option('--state-dir <dir>', 'jobs, uploaded data and run directories', 'lathe-worker')
-    .option('--data-root <dir>', 'recipes may name files under this folder as worker:<path>; they never leave the cluster')
-    .option('--backend <name>', 'webgpu, wasm, cpu, or auto (the first that runs here, saying why it skips one)', backendOption, 'auto')
+    .option(
+      '--data-root <dir>',
+      'recipes may name files under this folder as worker:<path>; they never leave the cluster',
+    )
+    .option(
+      '--backend <name>',
+      'webgpu, wasm, cpu, or auto (the first that runs here, saying why it skips one)',
+      backendOption,
+      'auto',
+    )
     .option('--cert <file>', 'TLS certificate (PEM): serve wss://')
     .option('--key <file>', 'TLS private key (PEM), with --cert')
     .option('--once', 'stop once the first job has ended and its clients have left (one worker per cluster job)')
@@ -57,7 +73,8 @@ export function register(program: Command): void {
     .action(async (o: WorkerCliOptions) => {
       if (!!o.cert !== !!o.key) throw new LatheError(`${o.cert ? '--key' : '--cert'}: TLS needs both --cert and --key`);
       const token = readTokenFile(o.tokenFile);
-      if (tokenFileIsShared(o.tokenFile)) console.error(`warning: --token-file ${o.tokenFile} is readable by other users; chmod 600 it`);
+      if (tokenFileIsShared(o.tokenFile))
+        console.error(`warning: --token-file ${o.tokenFile} is readable by other users; chmod 600 it`);
       const server = await WorkerServer.start({
         host: o.listen.host,
         port: o.listen.port,
@@ -74,7 +91,9 @@ export function register(program: Command): void {
       let stopping = 0;
       const stop = () => {
         if (++stopping > 1) process.exit(130);
-        console.error('stopping: the running job stops at its next step with a checkpoint and resumes when the worker starts again (signal again to exit now)');
+        console.error(
+          'stopping: the running job stops at its next step with a checkpoint and resumes when the worker starts again (signal again to exit now)',
+        );
         void server.close();
       };
       process.on('SIGINT', stop);

@@ -17,8 +17,18 @@ async function source(dir: string, name: string, tokens: number[], weight: numbe
 describe('BatchSampler', () => {
   it('mixes sources by weight, deterministically from the seed', async () => {
     const dir = await scratch();
-    const a = await source(dir, 'a', Array.from({ length: 4000 }, () => 1), 3);
-    const b = await source(dir, 'b', Array.from({ length: 4000 }, () => 2), 1);
+    const a = await source(
+      dir,
+      'a',
+      Array.from({ length: 4000 }, () => 1),
+      3,
+    );
+    const b = await source(
+      dir,
+      'b',
+      Array.from({ length: 4000 }, () => 2),
+      1,
+    );
     const s = new BatchSampler([a, b], { seq: 8, batch: 16, seed: 5 });
     let fromA = 0;
     let total = 0;
@@ -36,7 +46,9 @@ describe('BatchSampler', () => {
     const first = new BatchSampler([a, b], { seq: 8, batch: 16, seed: 5 }).next(1, 0);
     expect(again.next(1, 0)).toEqual(first);
     expect(other.next(1, 0).inputs).not.toEqual(first.inputs);
-    s.close(); again.close(); other.close();
+    s.close();
+    again.close();
+    other.close();
   });
 
   it('packs windows with targets shifted by one, visits every window once per epoch, and restores its position', async () => {
@@ -69,12 +81,19 @@ describe('BatchSampler', () => {
   it('refuses data too short for one sequence, with a fix', async () => {
     const dir = await scratch();
     const src = await source(dir, 'tiny', [1, 2, 3], 1);
-    expect(() => new BatchSampler([src], { seq: 8, batch: 2, seed: 1 })).toThrow(/no source has enough tokens for one training sequence of 9 tokens; add data or lower model.context/);
+    expect(() => new BatchSampler([src], { seq: 8, batch: 2, seed: 1 })).toThrow(
+      /no source has enough tokens for one training sequence of 9 tokens; add data or lower model.context/,
+    );
   });
 
   it('builds fixed held-out batches', async () => {
     const dir = await scratch();
-    const src = await source(dir, 'v', Array.from({ length: 100 }, (_, i) => i), 1);
+    const src = await source(
+      dir,
+      'v',
+      Array.from({ length: 100 }, (_, i) => i),
+      1,
+    );
     const e1 = evalBatches([src], { seq: 8, batch: 2, count: 3 });
     expect(e1).toHaveLength(3);
     expect(Array.from(e1[0]!.inputs.slice(0, 8))).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);

@@ -85,7 +85,9 @@ export class BatchSampler {
     const total = usable.reduce((a, b) => a + b, 0);
     if (total <= 0) {
       const need = o.seq + 1;
-      throw new LatheError(`data: no source has enough tokens for one training sequence of ${need} tokens; add data or lower model.context`);
+      throw new LatheError(
+        `data: no source has enough tokens for one training sequence of ${need} tokens; add data or lower model.context`,
+      );
     }
     let acc = 0;
     this.cum = usable.map((w) => (acc += w / total));
@@ -146,12 +148,21 @@ export function toFim(window: ArrayLike<number>, fim: FimTokens, rng: Rng): Int3
   let a = rng.int(content.length + 1);
   let b = rng.int(content.length + 1);
   if (a > b) [a, b] = [b, a];
-  return Int32Array.from([fim.prefix, ...content.slice(0, a), fim.suffix, ...content.slice(b), fim.middle, ...content.slice(a, b)]);
+  return Int32Array.from([
+    fim.prefix,
+    ...content.slice(0, a),
+    fim.suffix,
+    ...content.slice(b),
+    fim.middle,
+    ...content.slice(a, b),
+  ]);
 }
 
 /** Fixed held-out batches: the first windows of every source's validation tokens, in order. */
 export function evalBatches(sources: PreparedSource[], o: { seq: number; batch: number; count: number }): TokenBatch[] {
-  const files = sources.map((s) => ({ path: s.val, windows: Math.max(0, Math.floor((statSync(s.val).size / 2 - 1) / o.seq)) })).filter((f) => f.windows > 0);
+  const files = sources
+    .map((s) => ({ path: s.val, windows: Math.max(0, Math.floor((statSync(s.val).size / 2 - 1) / o.seq)) }))
+    .filter((f) => f.windows > 0);
   const out: TokenBatch[] = [];
   if (!files.length) return out;
   const fds = files.map((f) => openSync(f.path, 'r'));

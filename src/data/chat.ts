@@ -18,21 +18,27 @@ export interface SftExample {
  * Checks a chat's roles: optional system messages first, then user and assistant turns in
  * alternation starting with user, ending with an assistant turn; returns a reason or undefined.
  */
-export function checkRoles(messages: readonly ChatMessage[], opts: { endWith: 'assistant' | 'user' } = { endWith: 'assistant' }): string | undefined {
+export function checkRoles(
+  messages: readonly ChatMessage[],
+  opts: { endWith: 'assistant' | 'user' } = { endWith: 'assistant' },
+): string | undefined {
   let i = 0;
   while (i < messages.length && messages[i]!.role === 'system') i++;
   if (i === messages.length) return 'messages has no user or assistant turn';
   let expect: 'user' | 'assistant' = 'user';
   for (; i < messages.length; i++) {
     const m = messages[i]!;
-    if (m.role === 'tool') return `messages[${i}].role "tool" is not supported by the chat template; use system, user and assistant`;
+    if (m.role === 'tool')
+      return `messages[${i}].role "tool" is not supported by the chat template; use system, user and assistant`;
     if (m.role === 'system') return `messages[${i}]: a system message must come before the first user message`;
-    if (m.role !== expect) return `messages[${i}].role is "${m.role}" where "${expect}" is expected: roles out of order (system first, then user and assistant alternating, starting with user)`;
+    if (m.role !== expect)
+      return `messages[${i}].role is "${m.role}" where "${expect}" is expected: roles out of order (system first, then user and assistant alternating, starting with user)`;
     if (m.role === 'assistant' && !m.content.trim()) return `messages[${i}]: empty assistant message`;
     expect = expect === 'user' ? 'assistant' : 'user';
   }
   const last = messages.at(-1)!.role;
-  if (last !== opts.endWith) return `messages must end with ${opts.endWith === 'assistant' ? 'an assistant' : 'a user'} message, not ${last}`;
+  if (last !== opts.endWith)
+    return `messages must end with ${opts.endWith === 'assistant' ? 'an assistant' : 'a user'} message, not ${last}`;
   return undefined;
 }
 
@@ -43,12 +49,14 @@ export function sftExample(doc: Doc, tokenizer: Tokenizer, assistantOnly: boolea
   if (doc.messages) {
     const why = checkRoles(doc.messages);
     if (why) return why;
-    if (assistantOnly && !doc.messages.some((m) => m.role === 'assistant' && m.weight !== 0)) return 'every assistant message has weight 0; nothing to train on';
+    if (assistantOnly && !doc.messages.some((m) => m.role === 'assistant' && m.weight !== 0))
+      return 'every assistant message has weight 0; nothing to train on';
     ex = tokenizer.renderChat(doc.messages as TemplateMessage[]);
   } else if (row.prompt !== undefined || row.completion !== undefined) {
     for (const k of ['prompt', 'completion'] as const) {
       if (row[k] === undefined) return `missing field "${k}"`;
-      if (typeof row[k] !== 'string') return `field "${k}" must be a string, got ${Array.isArray(row[k]) ? 'array' : typeof row[k]} (chat rows use "messages")`;
+      if (typeof row[k] !== 'string')
+        return `field "${k}" must be a string, got ${Array.isArray(row[k]) ? 'array' : typeof row[k]} (chat rows use "messages")`;
     }
     if (!(row.completion as string).trim()) return 'completion is empty';
     const p = [tokenizer.special.bos, ...tokenizer.encode(row.prompt as string)];
@@ -161,7 +169,10 @@ export function toBatch(rows: SftExample[], seq: number, pad: number): TokenBatc
 }
 
 /** Fixed held-out batches: held-out examples packed in file order. */
-export function sftEvalBatches(examples: SftExample[], o: { seq: number; batch: number; count: number; pad: number; packing: boolean }): TokenBatch[] {
+export function sftEvalBatches(
+  examples: SftExample[],
+  o: { seq: number; batch: number; count: number; pad: number; packing: boolean },
+): TokenBatch[] {
   const out: TokenBatch[] = [];
   let i = 0;
   for (let b = 0; b < o.count && i < examples.length; b++) {

@@ -107,7 +107,10 @@ describe('Cleaner', () => {
     expect(out.row).toBe(row); // passed through
     expect(messages[0]!.content).toBe('my mail is jane@example.com\u0007'); // input not mutated
     expect(c.counts).toMatchObject({ nfcChanged: 1, controlCharsRemoved: 1, pii: { email: 1 } });
-    const swapped = messages.map((m) => ({ ...m, role: m.role === 'user' ? ('assistant' as const) : ('user' as const) }));
+    const swapped = messages.map((m) => ({
+      ...m,
+      role: m.role === 'user' ? ('assistant' as const) : ('user' as const),
+    }));
     kept(c.clean(doc('', { messages: swapped })));
     expect(c.clean(doc('', { messages }))).toEqual({ reason: 'exact_duplicate' });
   });
@@ -124,7 +127,13 @@ describe('Cleaner', () => {
     c.clean(doc('a@b.io'));
     c.clean(doc('a@b.io'));
     const d = diffCleanCounts(c.counts, before);
-    expect(d).toEqual({ ...emptyCleanCounts(), docsIn: 2, docsOut: 1, exactDuplicates: 1, pii: { email: 2, phone: 0, iban: 0, card: 0, ip: 0 } });
+    expect(d).toEqual({
+      ...emptyCleanCounts(),
+      docsIn: 2,
+      docsOut: 1,
+      exactDuplicates: 1,
+      pii: { email: 2, phone: 0, iban: 0, card: 0, ip: 0 },
+    });
     expect(JSON.parse(JSON.stringify(c.counts))).toEqual(c.counts);
   });
 });
@@ -154,7 +163,9 @@ describe('speed', () => {
     let s = 1;
     const r = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
     // A 5000-word vocabulary drawn with a skew toward common words, like running text.
-    const vocab = Array.from({ length: 5000 }, () => Array.from({ length: 2 + Math.floor(r() * 8) }, () => String.fromCharCode(97 + Math.floor(r() * 26))).join(''));
+    const vocab = Array.from({ length: 5000 }, () =>
+      Array.from({ length: 2 + Math.floor(r() * 8) }, () => String.fromCharCode(97 + Math.floor(r() * 26))).join(''),
+    );
     const docs = Array.from({ length: 20_000 }, (_, i) => {
       const n = 40 + Math.floor(r() * 120);
       const ws = Array.from({ length: n }, () => vocab[Math.floor(Math.pow(r(), 3) * vocab.length)]);
@@ -169,7 +180,9 @@ describe('speed', () => {
       for (const d of docs) c.clean(doc(d));
       const secs = (performance.now() - t0) / 1000;
       rates[dedupe] = docs.length / secs;
-      console.log(`clean (dedupe ${dedupe}): ${(docs.length / secs).toFixed(0)} docs/s, ${(mb / secs).toFixed(1)} MB/s (${(mb * 1024 / docs.length).toFixed(2)} KB/doc)`);
+      console.log(
+        `clean (dedupe ${dedupe}): ${(docs.length / secs).toFixed(0)} docs/s, ${(mb / secs).toFixed(1)} MB/s (${((mb * 1024) / docs.length).toFixed(2)} KB/doc)`,
+      );
       expect(c.counts.pii.email).toBe(400);
     }
     expect(rates.exact).toBeGreaterThan(20_000);

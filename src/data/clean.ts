@@ -26,7 +26,17 @@ export type DropReason = 'too_short' | 'too_long' | 'exact_duplicate' | 'near_du
 
 /** A zeroed CleanCounts. */
 export function emptyCleanCounts(): CleanCounts {
-  return { docsIn: 0, docsOut: 0, nfcChanged: 0, controlCharsRemoved: 0, tooShort: 0, tooLong: 0, exactDuplicates: 0, nearDuplicates: 0, pii: emptyPiiCounts() };
+  return {
+    docsIn: 0,
+    docsOut: 0,
+    nfcChanged: 0,
+    controlCharsRemoved: 0,
+    tooShort: 0,
+    tooLong: 0,
+    exactDuplicates: 0,
+    nearDuplicates: 0,
+    pii: emptyPiiCounts(),
+  };
 }
 
 /** `a - b`, field by field (e.g. what one source added to a shared Cleaner's counts). */
@@ -52,12 +62,14 @@ export function copyCleanCounts(c: CleanCounts): CleanCounts {
 }
 
 // C0 and C1 controls except \t and \n, DEL, and lone surrogates (which cannot be written as UTF-8).
+/* eslint-disable no-control-regex -- these patterns exist to find control characters */
 const CONTROL_RE = /[\x00-\x08\x0B-\x1F\x7F-\x9F]|\p{Cs}/gu;
 const CONTROL_TEST = /[\x00-\x08\x0B-\x1F\x7F-\x9F]|\p{Cs}/u;
 const LONE_SURROGATE_RE = /\p{Cs}/gu;
 const LONE_SURROGATE_TEST = /\p{Cs}/u;
 // Strings that NFC leaves alone for sure: ASCII plus Latin-1 letters (no combining marks below U+0300).
 const NFC_SAFE = /^[\x00-\u02ff]*$/;
+/* eslint-enable no-control-regex */
 
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
@@ -83,7 +95,7 @@ export function hash64(s: string): [number, number] {
   }
   if (i < n) {
     const k = s.charCodeAt(i);
-    h1 ^= Math.imul(((Math.imul(k, C1) << 15) | (Math.imul(k, C1) >>> 17)), C2);
+    h1 ^= Math.imul((Math.imul(k, C1) << 15) | (Math.imul(k, C1) >>> 17), C2);
     h2 ^= Math.imul(k, 0x165667b1);
   }
   // Cross the lanes so each half depends on both.
@@ -169,7 +181,12 @@ export class Cleaner {
   constructor(cfg: CleanConfig, seed = 0) {
     this.cfg = cfg;
     if (cfg.dedupe === 'near')
-      this.near = new NearDuplicateIndex({ perms: cfg.minhashPerms, shingle: cfg.shingle, threshold: cfg.nearThreshold, seed });
+      this.near = new NearDuplicateIndex({
+        perms: cfg.minhashPerms,
+        shingle: cfg.shingle,
+        threshold: cfg.nearThreshold,
+        seed,
+      });
   }
 
   /** Cleans one doc: the cleaned copy, or why it was dropped. */

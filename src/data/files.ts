@@ -7,7 +7,11 @@ import type { SourceConfig } from '../recipe/schema.js';
 const DATA_EXT = /\.(txt|jsonl|json|csv)$/i;
 
 /** Expands a source's paths (files, folders, globs; relative to baseDir) into sorted absolute file paths. */
-export async function resolveSourceFiles(source: Pick<SourceConfig, 'path'>, baseDir: string, where = 'data.sources'): Promise<string[]> {
+export async function resolveSourceFiles(
+  source: Pick<SourceConfig, 'path'>,
+  baseDir: string,
+  where = 'data.sources',
+): Promise<string[]> {
   const patterns = Array.isArray(source.path) ? source.path : [source.path];
   const files = new Set<string>();
   for (const [i, p] of patterns.entries()) {
@@ -16,7 +20,8 @@ export async function resolveSourceFiles(source: Pick<SourceConfig, 'path'>, bas
     const st = await stat(abs).catch(() => undefined);
     let found: string[];
     if (st?.isFile()) found = [abs];
-    else if (st?.isDirectory()) found = (await glob('**/*', { cwd: abs, absolute: true, onlyFiles: true })).filter((f) => DATA_EXT.test(f));
+    else if (st?.isDirectory())
+      found = (await glob('**/*', { cwd: abs, absolute: true, onlyFiles: true })).filter((f) => DATA_EXT.test(f));
     else if (/[*?[{]/.test(p)) found = await glob(p, { cwd: baseDir, absolute: true, onlyFiles: true });
     else throw new LatheError(`${at}: ${p} does not exist (resolved to ${abs})`);
     if (!found.length) throw new LatheError(`${at}: ${p} matches no data files (.txt, .jsonl, .csv)`);

@@ -1,7 +1,14 @@
 // Data: reading sources, cleaning, PII scrubbing, near-duplicate detection and scanning.
 
 /** Streamed readers for .txt, .jsonl/.json and .csv sources, and the Doc/Rejection types they produce. */
-export { readSource, readSourceBatches, fileFormat, validateMessages, firstInvalidUtf8, CHAT_ROLES } from './sources.js';
+export {
+  readSource,
+  readSourceBatches,
+  fileFormat,
+  validateMessages,
+  firstInvalidUtf8,
+  CHAT_ROLES,
+} from './sources.js';
 /** Types of documents, chat messages, rejections and reader options. */
 export type { Doc, ChatMessage, Rejection, ReadSourceOptions } from './sources.js';
 /** Expands a source's paths (files, folders, globs) into sorted absolute file paths. */
@@ -15,7 +22,16 @@ export { scrubPii, emptyPiiCounts, PII_PLACEHOLDERS, luhnValid, ibanValid, ipv6V
 /** Per-kind PII replacement counts. */
 export type { PiiCounts } from './pii.js';
 /** MinHash signatures, LSH parameters and the near-duplicate index. */
-export { MinHasher, NearDuplicateIndex, estimateJaccard, lshParams, candidateProbability, shingleSet, shingleText, jaccard } from './minhash.js';
+export {
+  MinHasher,
+  NearDuplicateIndex,
+  estimateJaccard,
+  lshParams,
+  candidateProbability,
+  shingleSet,
+  shingleText,
+  jaccard,
+} from './minhash.js';
 /** MinHash and near-duplicate index options. */
 export type { MinHashOptions, NearDupOptions } from './minhash.js';
 /** Fixed-width text tables for reports. */
@@ -29,7 +45,15 @@ export { BatchSampler, evalBatches, toFim, type SamplerState, type FimTokens } f
 /** `lathe data inspect`: the pipeline's report on a recipe's data. */
 export { inspectData, formatInspect, reportOf, type InspectReport } from './inspect.js';
 /** Post-training rows: SFT chats (roles checked, assistant-only mask, packing), preference pairs, RL prompts. */
-export { readPostRows, inspectPost, formatPostInspect, trainPostTokenizer, type PostRows, type PostManifest, type Located } from './post.js';
+export {
+  readPostRows,
+  inspectPost,
+  formatPostInspect,
+  trainPostTokenizer,
+  type PostRows,
+  type PostManifest,
+  type Located,
+} from './post.js';
 export { sftExample, checkRoles, fitExample, SftSampler, sftEvalBatches, toBatch, type SftExample } from './chat.js';
 export { pairExample, promptIds, fitSequence, type PairExample } from './pairs.js';
 export { promptExample, type PromptExample } from './prompts.js';

@@ -66,14 +66,25 @@ export async function inspectData(lock: RecipeLock): Promise<InspectReport> {
 
 /** The report as text: a table per source, cleaning counts, and rejected lines as file:line. */
 export function formatInspect(rep: InspectReport): string {
-  const rows = rep.sources.map((s) => [s.name, s.weight, s.docs, s.heldOutDocs, s.bytes, s.tokens, s.heldOutTokens, s.epochs.toFixed(2)]);
+  const rows = rep.sources.map((s) => [
+    s.name,
+    s.weight,
+    s.docs,
+    s.heldOutDocs,
+    s.bytes,
+    s.tokens,
+    s.heldOutTokens,
+    s.epochs.toFixed(2),
+  ]);
   const c = rep.clean;
   const lines = [
     formatTable(['source', 'weight', 'docs', 'held-out docs', 'bytes', 'tokens', 'held-out tokens', 'epochs'], rows),
     '',
     `tokenizer: ${rep.vocabSize} tokens; training: ${rep.steps} steps × ${rep.tokensPerStep} tokens`,
     `cleaning: ${c.docsIn} docs in, ${c.docsOut} kept; ${c.exactDuplicates} exact and ${c.nearDuplicates} near duplicates removed; ${c.tooShort} too short, ${c.tooLong} too long; ${c.nfcChanged} NFC-normalised; ${c.controlCharsRemoved} control characters removed`,
-    `PII found and scrubbed: ${Object.entries(c.pii).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `PII found and scrubbed: ${Object.entries(c.pii)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     `rejected lines: ${rep.rejected}`,
     ...rep.rejections.map((r) => `  ${r.file}:${r.line}: ${r.reason}`),
   ];

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { candidateProbability, estimateJaccard, jaccard, lshParams, MinHasher, NearDuplicateIndex, shingleSet } from './minhash.js';
+import {
+  candidateProbability,
+  estimateJaccard,
+  jaccard,
+  lshParams,
+  MinHasher,
+  NearDuplicateIndex,
+  shingleSet,
+} from './minhash.js';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;

@@ -40,7 +40,15 @@ function seededInts(seed: number, n: number): Int32Array {
 }
 
 function isSpace(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13) || c === 0xa0 || c === 0x3000 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029;
+  return (
+    c === 32 ||
+    (c >= 9 && c <= 13) ||
+    c === 0xa0 ||
+    c === 0x3000 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029
+  );
 }
 
 /** The text shingles are taken from: lower-cased, whitespace runs collapsed to one space, trimmed. */
@@ -97,8 +105,14 @@ export class MinHasher {
     for (let i = 0; i < t.length; i++) {
       const c = t.charCodeAt(i);
       if (isSpace(c)) {
-        if (!space) (codes[n++] = 32), (space = true);
-      } else (codes[n++] = c), (space = false);
+        if (!space) {
+          codes[n++] = 32;
+          space = true;
+        }
+      } else {
+        codes[n++] = c;
+        space = false;
+      }
     }
     if (n && codes[n - 1] === 32) n--;
     if (!n) return 0;
@@ -151,8 +165,11 @@ export class MinHasher {
     for (let i = 0; i < n; i++) {
       const h = hashes[i]!;
       const bin = ((h >>> 16) * K) >>> 16;
-      if (!filled[bin]) (filled[bin] = 1), nonEmpty++, (out[bin] = h);
-      else if (h < out[bin]!) out[bin] = h;
+      if (!filled[bin]) {
+        filled[bin] = 1;
+        nonEmpty++;
+        out[bin] = h;
+      } else if (h < out[bin]!) out[bin] = h;
     }
     if (nonEmpty < K) {
       // Optimal densification: an empty bin copies the first non-empty bin of its own seeded probe sequence.
@@ -161,7 +178,9 @@ export class MinHasher {
         if (filled[j]) continue;
         let donor = -1;
         for (let t = 1; t <= 64 * K; t++) {
-          const b = Math.floor(((fmix32(Math.imul(j + 1, 0x9e3779b1) ^ Math.imul(t, 0x85ebca77) ^ s) >>> 0) * K) / 4294967296);
+          const b = Math.floor(
+            ((fmix32(Math.imul(j + 1, 0x9e3779b1) ^ Math.imul(t, 0x85ebca77) ^ s) >>> 0) * K) / 4294967296,
+          );
           if (filled[b]) {
             donor = b;
             break;
@@ -208,7 +227,10 @@ export function lshParams(threshold: number, perms: number, missWeight = 0.95): 
       const fp = integrate((s) => candidateProbability(s, bands, rows), 0, threshold);
       const fn = integrate((s) => 1 - candidateProbability(s, bands, rows), threshold, 1);
       const err = (1 - missWeight) * fp + missWeight * fn;
-      if (err < bestErr - 1e-12) (bestErr = err), (best = { bands, rows });
+      if (err < bestErr - 1e-12) {
+        bestErr = err;
+        best = { bands, rows };
+      }
     }
   }
   return best;
@@ -320,7 +342,10 @@ export class NearDuplicateIndex {
       const key = bandKey(sig, b, rows);
       let slot = fmix32(key) & mask;
       while (heads[slot] !== 0 && keys[slot] !== key) slot = (slot + 1) & mask;
-      if (heads[slot] === 0) (keys[slot] = key), this.used++;
+      if (heads[slot] === 0) {
+        keys[slot] = key;
+        this.used++;
+      }
       next[id * bands + b] = heads[slot]!;
       heads[slot] = id + 1;
     }

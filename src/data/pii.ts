@@ -42,12 +42,83 @@ export function luhnValid(digits: string): boolean {
 
 // IBAN length per country (ISO 13616 registry); unknown countries fall back to the 15–34 range.
 const IBAN_LENGTHS: Record<string, number> = {
-  AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BR: 29, BY: 28, CH: 21, CR: 22, CY: 28,
-  CZ: 24, DE: 22, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23, GL: 18,
-  GR: 27, GT: 28, HR: 21, HU: 28, IE: 22, IL: 23, IQ: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32,
-  LI: 21, LT: 20, LU: 20, LV: 21, MC: 27, MD: 24, ME: 22, MK: 19, MR: 27, MT: 31, MU: 30, NL: 18, NO: 15, PK: 24,
-  PL: 28, PS: 29, PT: 25, QA: 29, RO: 24, RS: 22, SA: 24, SC: 31, SE: 24, SI: 19, SK: 24, SM: 27, ST: 25, SV: 28,
-  TL: 23, TN: 24, TR: 26, UA: 29, VA: 22, VG: 24, XK: 20,
+  AD: 24,
+  AE: 23,
+  AL: 28,
+  AT: 20,
+  AZ: 28,
+  BA: 20,
+  BE: 16,
+  BG: 22,
+  BH: 22,
+  BR: 29,
+  BY: 28,
+  CH: 21,
+  CR: 22,
+  CY: 28,
+  CZ: 24,
+  DE: 22,
+  DK: 18,
+  DO: 28,
+  EE: 20,
+  EG: 29,
+  ES: 24,
+  FI: 18,
+  FO: 18,
+  FR: 27,
+  GB: 22,
+  GE: 22,
+  GI: 23,
+  GL: 18,
+  GR: 27,
+  GT: 28,
+  HR: 21,
+  HU: 28,
+  IE: 22,
+  IL: 23,
+  IQ: 23,
+  IS: 26,
+  IT: 27,
+  JO: 30,
+  KW: 30,
+  KZ: 20,
+  LB: 28,
+  LC: 32,
+  LI: 21,
+  LT: 20,
+  LU: 20,
+  LV: 21,
+  MC: 27,
+  MD: 24,
+  ME: 22,
+  MK: 19,
+  MR: 27,
+  MT: 31,
+  MU: 30,
+  NL: 18,
+  NO: 15,
+  PK: 24,
+  PL: 28,
+  PS: 29,
+  PT: 25,
+  QA: 29,
+  RO: 24,
+  RS: 22,
+  SA: 24,
+  SC: 31,
+  SE: 24,
+  SI: 19,
+  SK: 24,
+  SM: 27,
+  ST: 25,
+  SV: 28,
+  TL: 23,
+  TN: 24,
+  TR: 26,
+  UA: 29,
+  VA: 22,
+  VG: 24,
+  XK: 20,
 };
 
 /** True for an IBAN (spaces allowed) whose length fits its country and whose mod-97 checksum is 1. */
@@ -92,11 +163,13 @@ const IPV4_EXACT = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
 
 // Each scrubber finds candidates with a regex, then a check function may veto (checksums, digit counts).
 // Boundaries keep matches off the middle of longer numbers, identifiers and version strings.
-const EMAIL_RE = /(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])/g;
+const EMAIL_RE =
+  /(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])/g;
 // Groups of 4 with optional single spaces; the tail group may be shorter. Trimmed in ibanScrub to a valid prefix.
 const IBAN_RE = /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])/g;
 // Plain 13–19 digits, 4-4-4-4(-3) / 4-4-4-1..3 groups, or Amex/Diners 4-6-4/5, with one separator kind.
-const CARD_RE = /(?<![\d.,-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{4}\2\d{4}\2\d{1,3}|\d{4}([ -])\d{6}\3\d{4,5})(?![\d]|[.,]\d)/g;
+const CARD_RE =
+  /(?<![\d.,-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{4}\2\d{4}\2\d{1,3}|\d{4}([ -])\d{6}\3\d{4,5})(?![\d]|[.,]\d)/g;
 const IPV4_RE = new RegExp(`(?<![\\w.])${OCTET}(?:\\.${OCTET}){3}(?![\\w]|\\.\\d)`, 'g');
 const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:.]*\w)/g;
 // International: + country code then digit groups split by single spaces/dashes or (area) parentheses (dots are
@@ -151,7 +224,12 @@ type Rule = { kind: keyof PiiCounts; re: RegExp; probe: RegExp; replace: (m: str
 const RULES: Rule[] = [
   { kind: 'email', re: EMAIL_RE, probe: /@/, replace: () => PII_PLACEHOLDERS.email },
   { kind: 'iban', re: IBAN_RE, probe: /[A-Z]{2}\d\d/, replace: ibanScrub },
-  { kind: 'card', re: CARD_RE, probe: /\d{4}/, replace: (m) => (luhnValid(m.replace(/[ -]/g, '')) ? PII_PLACEHOLDERS.card : undefined) },
+  {
+    kind: 'card',
+    re: CARD_RE,
+    probe: /\d{4}/,
+    replace: (m) => (luhnValid(m.replace(/[ -]/g, '')) ? PII_PLACEHOLDERS.card : undefined),
+  },
   { kind: 'ip', re: IPV6_RE, probe: /:[0-9A-Fa-f]*:/, replace: (m) => (ipv6Ok(m) ? PII_PLACEHOLDERS.ip : undefined) },
   { kind: 'ip', re: IPV4_RE, probe: /\d\.\d+\.\d+\.\d/, replace: () => PII_PLACEHOLDERS.ip },
   { kind: 'phone', re: PHONE_RE, probe: /\d/, replace: phoneScrub },

@@ -41,7 +41,11 @@ function sourceConfig(src: PostRecipe['data']['sources'][number]): SourceConfig 
  * Reads every row of a post-training lock's data. `convert` returns the stage's value, or a
  * reason string for a malformed row (it may throw a DataError itself).
  */
-export async function readPostRows<T>(lock: RecipeLock, convert: (doc: Doc) => T | string, opts: { onReject?: (r: Rejection) => void } = {}): Promise<PostRows<T>> {
+export async function readPostRows<T>(
+  lock: RecipeLock,
+  convert: (doc: Doc) => T | string,
+  opts: { onReject?: (r: Rejection) => void } = {},
+): Promise<PostRows<T>> {
   const r = lock.recipe;
   if (r.stage === 'pretrain') throw new Error('readPostRows reads post-training rows');
   const out: PostRows<T> = { train: [], val: [], rejected: 0, rejections: [], duplicates: 0 };
@@ -54,7 +58,12 @@ export async function readPostRows<T>(lock: RecipeLock, convert: (doc: Doc) => T
   for (const [i, src] of r.data.sources.entries()) {
     const name = lock.data[i]!.source;
     const files = lock.data[i]!.files.map((f) => f.path);
-    for await (const doc of readSource(sourceConfig(src), files, { source: name, onError: r.data.onError, onReject: reject, requireText: false })) {
+    for await (const doc of readSource(sourceConfig(src), files, {
+      source: name,
+      onError: r.data.onError,
+      onReject: reject,
+      requireText: false,
+    })) {
       const row = doc.row ?? { text: doc.text };
       const value = convert(doc);
       if (typeof value === 'string') {
@@ -98,7 +107,8 @@ function* rowStrings(v: unknown): Generator<string> {
   else if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
     if (typeof o.content === 'string') yield o.content;
-    for (const k of ['messages', 'prompt', 'chosen', 'rejected', 'completion', 'text']) if (o[k] !== undefined) yield* rowStrings(o[k]);
+    for (const k of ['messages', 'prompt', 'chosen', 'rejected', 'completion', 'text'])
+      if (o[k] !== undefined) yield* rowStrings(o[k]);
   }
 }
 
@@ -110,7 +120,11 @@ export async function trainPostTokenizer(lock: RecipeLock): Promise<Tokenizer> {
     let used = 0;
     for (const [i, src] of (r as PostRecipe).data.sources.entries()) {
       const files = lock.data[i]!.files.map((f) => f.path);
-      for await (const doc of readSource(sourceConfig(src), files, { source: lock.data[i]!.source, onError: 'skip', requireText: false })) {
+      for await (const doc of readSource(sourceConfig(src), files, {
+        source: lock.data[i]!.source,
+        onError: 'skip',
+        requireText: false,
+      })) {
         for (const s of rowStrings(doc.row ?? doc.text)) {
           if (used >= r.tokenizer.maxBytes) return;
           used += s.length;
@@ -135,7 +149,9 @@ export async function inspectPost(lock: RecipeLock, tokenizer: Tokenizer): Promi
     }
     if (r.stage === 'dpo') {
       const p = pairExample(doc, tokenizer, ctxLen);
-      return typeof p === 'string' ? p : { tokens: 2 * p.prompt.length + p.chosen.length + p.rejected.length, truncated: p.truncated };
+      return typeof p === 'string'
+        ? p
+        : { tokens: 2 * p.prompt.length + p.chosen.length + p.rejected.length, truncated: p.truncated };
     }
     const p = promptExample(doc, tokenizer, { context: ctxLen, maxNewTokens: r.train.maxNewTokens });
     return typeof p === 'string' ? p : { tokens: p.ids.length, truncated: false };

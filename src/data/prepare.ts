@@ -68,22 +68,43 @@ async function* spoolLines(path: string): AsyncGenerator<string> {
  * Prepares a locked recipe's data in `dir`: cleaned, split, tokenized. Reuses the results when
  * `dir/prepared.json` exists for the same lock (so resume does not redo it).
  */
-export async function prepareData(lock: RecipeLock, dir: string, opts: { onProgress?: (p: PrepareProgress) => void; onNotice?: (m: string) => void } = {}): Promise<PreparedData> {
+export async function prepareData(
+  lock: RecipeLock,
+  dir: string,
+  opts: { onProgress?: (p: PrepareProgress) => void; onNotice?: (m: string) => void } = {},
+): Promise<PreparedData> {
   const manifest = join(dir, 'prepared.json');
-  const existing = await readFile(manifest, 'utf8').then((s) => JSON.parse(s) as PreparedData & { lock: string }).catch(() => undefined);
+  const existing = await readFile(manifest, 'utf8')
+    .then((s) => JSON.parse(s) as PreparedData & { lock: string })
+    .catch(() => undefined);
   if (existing && existing.lock === lock.id) return existing;
   await mkdir(dir, { recursive: true });
   const r = lock.recipe;
-  if (r.stage !== 'pretrain') throw new Error(`prepareData prepares pre-training text; stage ${r.stage} prepares its rows with src/data/post.ts`);
+  if (r.stage !== 'pretrain')
+    throw new Error(`prepareData prepares pre-training text; stage ${r.stage} prepares its rows with src/data/post.ts`);
   const cleaner = new Cleaner(r.data.clean, r.seed);
   const rejections: Rejection[] = [];
   let rejected = 0;
   const t0 = performance.now();
-  const spools: { name: string; weight: number; train: string; val: string; docs: { train: number; val: number }; bytes: number }[] = [];
+  const spools: {
+    name: string;
+    weight: number;
+    train: string;
+    val: string;
+    docs: { train: number; val: number };
+    bytes: number;
+  }[] = [];
   for (const [i, src] of r.data.sources.entries()) {
     const name = lock.data[i]!.source;
     const files = lock.data[i]!.files.map((f) => f.path);
-    const s = { name, weight: src.weight, train: join(dir, `${i}.train.spool`), val: join(dir, `${i}.val.spool`), docs: { train: 0, val: 0 }, bytes: 0 };
+    const s = {
+      name,
+      weight: src.weight,
+      train: join(dir, `${i}.train.spool`),
+      val: join(dir, `${i}.val.spool`),
+      docs: { train: 0, val: 0 },
+      bytes: 0,
+    };
     const wTrain = createWriteStream(s.train);
     const wVal = createWriteStream(s.val);
     const onReject = (rej: Rejection) => {
@@ -133,7 +154,10 @@ export async function prepareData(lock: RecipeLock, dir: string, opts: { onProgr
       }
       for (const it of iters) await it.return?.(undefined);
     }
-    tokenizer = await Tokenizer.train(trainingText(), { vocabSize: r.tokenizer.vocabSize, minFrequency: r.tokenizer.minFrequency });
+    tokenizer = await Tokenizer.train(trainingText(), {
+      vocabSize: r.tokenizer.vocabSize,
+      minFrequency: r.tokenizer.minFrequency,
+    });
   }
   await tokenizer.save(tokenizerPath);
   const t2 = performance.now();
@@ -141,7 +165,15 @@ export async function prepareData(lock: RecipeLock, dir: string, opts: { onProgr
   const sources: PreparedSource[] = [];
   const { bos, eos } = tokenizer.special;
   for (const s of spools) {
-    const out: PreparedSource = { name: s.name, weight: s.weight, docs: s.docs, bytes: s.bytes, tokens: { train: 0, val: 0 }, train: s.train.replace(/\.spool$/, '.bin'), val: s.val.replace(/\.spool$/, '.bin') };
+    const out: PreparedSource = {
+      name: s.name,
+      weight: s.weight,
+      docs: s.docs,
+      bytes: s.bytes,
+      tokens: { train: 0, val: 0 },
+      train: s.train.replace(/\.spool$/, '.bin'),
+      val: s.val.replace(/\.spool$/, '.bin'),
+    };
     for (const split of ['train', 'val'] as const) {
       const ws = createWriteStream(out[split]);
       let buf = new Uint16Array(1 << 16);

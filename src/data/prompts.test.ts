@@ -13,7 +13,11 @@ describe('promptExample', () => {
       expect(p.stop).toEqual([tok.special.eos, tok.special.end]);
     }
     expect(typeof plain !== 'string' && plain.text).toBe('let a = 1\n');
-    expect(promptExample({ text: '', row: { question: 'x' } } as never, tok, o)).toBe('missing field "prompt"; fields present: question');
-    expect(promptExample({ text: '', row: { prompt: 'let a = 1\n'.repeat(20) } } as never, tok, o)).toMatch(/exceeds model.context 64/);
+    expect(promptExample({ text: '', row: { question: 'x' } } as never, tok, o)).toBe(
+      'missing field "prompt"; fields present: question',
+    );
+    expect(promptExample({ text: '', row: { prompt: 'let a = 1\n'.repeat(20) } } as never, tok, o)).toMatch(
+      /exceeds model.context 64/,
+    );
   });
 });

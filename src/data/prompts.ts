@@ -15,7 +15,11 @@ export interface PromptExample {
 }
 
 /** A prompt row as a tokenized prompt; a reason string when malformed or too long. */
-export function promptExample(doc: Doc, tokenizer: Tokenizer, o: { context: number; maxNewTokens: number }): PromptExample | string {
+export function promptExample(
+  doc: Doc,
+  tokenizer: Tokenizer,
+  o: { context: number; maxNewTokens: number },
+): PromptExample | string {
   const row = doc.row ?? {};
   if (row.prompt === undefined) {
     const keys = Object.keys(row);

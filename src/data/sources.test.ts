@@ -6,7 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataError, LatheError } from '../errors.js';
 import { SourceSchema, type SourceConfig } from '../recipe/schema.js';
 import { resolveSourceFiles } from './files.js';
-import { firstInvalidUtf8, readSource, readSourceBatches, type Doc, type ReadSourceOptions, type Rejection } from './sources.js';
+import {
+  firstInvalidUtf8,
+  readSource,
+  readSourceBatches,
+  type Doc,
+  type ReadSourceOptions,
+  type Rejection,
+} from './sources.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -27,10 +34,20 @@ async function put(name: string, content: string | Uint8Array): Promise<string> 
   return p;
 }
 
-async function readAll(s: SourceConfig, files: string[], opts: Partial<ReadSourceOptions> = {}): Promise<{ docs: Doc[]; rejections: Rejection[] }> {
+async function readAll(
+  s: SourceConfig,
+  files: string[],
+  opts: Partial<ReadSourceOptions> = {},
+): Promise<{ docs: Doc[]; rejections: Rejection[] }> {
   const rejections: Rejection[] = [];
   const docs: Doc[] = [];
-  for await (const d of readSource(s, files, { source: 's', onError: 'skip', onReject: (r) => rejections.push(r), ...opts })) docs.push(d);
+  for await (const d of readSource(s, files, {
+    source: 's',
+    onError: 'skip',
+    onReject: (r) => rejections.push(r),
+    ...opts,
+  }))
+    docs.push(d);
   return { docs, rejections };
 }
 
@@ -93,12 +110,20 @@ describe('txt', () => {
   });
 
   it('invalid UTF-8: fail throws file:line, skip rejects the line and reads on', async () => {
-    const bytes = Buffer.concat([Buffer.from('good one\nbad '), Buffer.from([0xff, 0xfe]), Buffer.from('\ngood two\n')]);
+    const bytes = Buffer.concat([
+      Buffer.from('good one\nbad '),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('\ngood two\n'),
+    ]);
     const f = await put('bad-utf8.txt', bytes);
-    expect(await failMessage(src({ split: 'line' }), [f])).toBe(`${f}:2: invalid UTF-8 (byte 0xff at byte 5 of the line)`);
+    expect(await failMessage(src({ split: 'line' }), [f])).toBe(
+      `${f}:2: invalid UTF-8 (byte 0xff at byte 5 of the line)`,
+    );
     const { docs, rejections } = await readAll(src({ split: 'line' }), [f]);
     expect(docs.map((d) => d.text)).toEqual(['good one', 'good two']);
-    expect(rejections).toEqual([{ source: 's', file: f, line: 2, reason: 'invalid UTF-8 (byte 0xff at byte 5 of the line)' }]);
+    expect(rejections).toEqual([
+      { source: 's', file: f, line: 2, reason: 'invalid UTF-8 (byte 0xff at byte 5 of the line)' },
+    ]);
   });
 
   it('invalid UTF-8 inside a paragraph rejects that paragraph at the bad line', async () => {
@@ -121,7 +146,10 @@ describe('txt', () => {
     expect(await failMessage(src(), [blank])).toBe(`${blank}:1: file is empty (only blank lines)`);
     const { docs, rejections } = await readAll(src(), [e, ok, blank]);
     expect(docs.map((d) => d.text)).toEqual(['x']);
-    expect(rejections.map((r) => `${r.file}:${r.line}: ${r.reason}`)).toEqual([`${e}:1: file is empty`, `${blank}:1: file is empty (only blank lines)`]);
+    expect(rejections.map((r) => `${r.file}:${r.line}: ${r.reason}`)).toEqual([
+      `${e}:1: file is empty`,
+      `${blank}:1: file is empty (only blank lines)`,
+    ]);
   });
 
   it('unknown extensions are an error naming the file, before reading anything', async () => {
@@ -142,7 +170,11 @@ describe('txt', () => {
   it('closes the file when the consumer stops early', async () => {
     const f = await put('many.txt', Array.from({ length: 1000 }, (_, i) => `l${i}`).join('\n'));
     let n = 0;
-    for await (const d of readSource(src({ split: 'line' }), [f], { source: 's', onError: 'fail', highWaterMark: 64 })) {
+    for await (const d of readSource(src({ split: 'line' }), [f], {
+      source: 's',
+      onError: 'fail',
+      highWaterMark: 64,
+    })) {
       if (++n === 3) {
         expect(d.text).toBe('l2');
         break;
@@ -198,15 +230,24 @@ describe('jsonl', () => {
     ['{"text": null}', 'field "text" must be a string, got null'],
     ['{"messages": "hi"}', 'messages must be an array, got string'],
     ['{"messages": []}', 'messages is empty'],
-    ['{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}', 'messages[1].role "bot" is not one of system, user, assistant, tool'],
+    [
+      '{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}',
+      'messages[1].role "bot" is not one of system, user, assistant, tool',
+    ],
     ['{"messages": [{"content": "a"}]}', 'messages[0].role is missing'],
     ['{"messages": [{"role": "user", "content": 3}]}', 'messages[0].content must be a string, got number'],
-    ['{"messages": [{"role": "assistant", "content": "a", "weight": 0.5}]}', 'messages[0].weight must be 0 or 1, got 0.5'],
+    [
+      '{"messages": [{"role": "assistant", "content": "a", "weight": 0.5}]}',
+      'messages[0].weight must be 0 or 1, got 0.5',
+    ],
     ['{"messages": ["hi"]}', 'messages[0] must be an object, got string'],
   ];
   for (const [line, reason] of bad) {
     it(`rejects ${line} at its file:line in both modes`, async () => {
-      const f = await put(`bad-${bad.findIndex((b) => b[0] === line)}.jsonl`, `{"text":"first"}\n\n${line}\n{"text":"last"}\n`);
+      const f = await put(
+        `bad-${bad.findIndex((b) => b[0] === line)}.jsonl`,
+        `{"text":"first"}\n\n${line}\n{"text":"last"}\n`,
+      );
       const msg = await failMessage(src(), [f]);
       expect(msg.startsWith(`${f}:3: ${reason}`)).toBe(true);
       const { docs, rejections } = await readAll(src(), [f]);
@@ -226,14 +267,19 @@ describe('jsonl', () => {
   });
 
   it('invalid UTF-8 in a JSONL line names the line', async () => {
-    const f = await put('u.jsonl', Buffer.concat([Buffer.from('{"text":"a"}\n{"text":"'), Buffer.from([0xe2, 0x82]), Buffer.from('"}\n')]));
+    const f = await put(
+      'u.jsonl',
+      Buffer.concat([Buffer.from('{"text":"a"}\n{"text":"'), Buffer.from([0xe2, 0x82]), Buffer.from('"}\n')]),
+    );
     expect(await failMessage(src(), [f])).toBe(`${f}:2: invalid UTF-8 (byte 0xe2 at byte 10 of the line)`);
   });
 
   it('requireText false passes rows without the field', async () => {
     const f = await put('dpo.jsonl', '{"prompt":"p","chosen":"c","rejected":"r"}\n{"text": 3}\n');
     const { docs, rejections } = await readAll(src(), [f], { requireText: false });
-    expect(docs).toEqual([{ text: '', source: 's', file: f, line: 1, row: { prompt: 'p', chosen: 'c', rejected: 'r' } }]);
+    expect(docs).toEqual([
+      { text: '', source: 's', file: f, line: 1, row: { prompt: 'p', chosen: 'c', rejected: 'r' } },
+    ]);
     expect(rejections.map((r) => [r.line, r.reason])).toEqual([[2, 'field "text" must be a string, got number']]);
   });
 
@@ -245,7 +291,10 @@ describe('jsonl', () => {
 
 describe('csv', () => {
   it('reads the named column with record line numbers, multi-line fields and CRLF', async () => {
-    const f = await put('a.csv', 'id,body,extra\r\n1,hello,x\r\n\r\n2,"multi\r\nline, quoted ""text""",y\r\n3,third,z\r\n');
+    const f = await put(
+      'a.csv',
+      'id,body,extra\r\n1,hello,x\r\n\r\n2,"multi\r\nline, quoted ""text""",y\r\n3,third,z\r\n',
+    );
     const { docs, rejections } = await readAll(src({ field: 'body' }), [f]);
     expect(rejections).toEqual([]);
     expect(docs.map((d) => [d.text, d.line])).toEqual([
@@ -286,7 +335,10 @@ describe('csv', () => {
   });
 
   it('invalid UTF-8 rejects the record that spans the bad line', async () => {
-    const f = await put('u.csv', Buffer.concat([Buffer.from('id,text\n1,a\n2,"x\ny'), Buffer.from([0xff]), Buffer.from('"\n3,c\n')]));
+    const f = await put(
+      'u.csv',
+      Buffer.concat([Buffer.from('id,text\n1,a\n2,"x\ny'), Buffer.from([0xff]), Buffer.from('"\n3,c\n')]),
+    );
     expect(await failMessage(src(), [f])).toBe(`${f}:4: invalid UTF-8 (byte 0xff at byte 2 of the line)`);
     const { docs, rejections } = await readAll(src(), [f], { highWaterMark: 3 });
     expect(docs.map((d) => [d.text, d.line])).toEqual([
@@ -331,20 +383,31 @@ describe('ordering of docs and faults', () => {
   it('skip mode reports rejections in file order with the docs', async () => {
     const f = await put('order2.jsonl', '{"text":"a"}\n5\n{"text":"b"}\n6\n');
     const events: string[] = [];
-    for await (const d of readSource(src(), [f], { source: 's', onError: 'skip', onReject: (r) => events.push(`reject ${r.line}`) })) events.push(d.text);
+    for await (const d of readSource(src(), [f], {
+      source: 's',
+      onError: 'skip',
+      onReject: (r) => events.push(`reject ${r.line}`),
+    }))
+      events.push(d.text);
     expect(events).toEqual(['a', 'reject 2', 'b', 'reject 4']);
   });
 
   it('readSourceBatches yields the same docs in arrays', async () => {
     const f = await put('batches.txt', Array.from({ length: 500 }, (_, i) => `line ${i}`).join('\n'));
     const batches: Doc[][] = [];
-    for await (const b of readSourceBatches(src({ split: 'line' }), [f], { source: 's', onError: 'fail', highWaterMark: 256 })) batches.push(b);
+    for await (const b of readSourceBatches(src({ split: 'line' }), [f], {
+      source: 's',
+      onError: 'fail',
+      highWaterMark: 256,
+    }))
+      batches.push(b);
     expect(batches.length).toBeGreaterThan(10);
     expect(batches.flat().map((d) => d.text)).toEqual(Array.from({ length: 500 }, (_, i) => `line ${i}`));
     const g = await put('batches.jsonl', '{"text":"a"}\n{"text":1}\n{"text":"b"}\n');
     const got: string[] = [];
     const err = await (async () => {
-      for await (const b of readSourceBatches(src(), [g], { source: 's', onError: 'fail' })) got.push(...b.map((d) => d.text));
+      for await (const b of readSourceBatches(src(), [g], { source: 's', onError: 'fail' }))
+        got.push(...b.map((d) => d.text));
     })().catch((e: unknown) => e);
     expect(got).toEqual(['a']);
     expect((err as DataError).message).toBe(`${g}:2: field "text" must be a string, got number`);
@@ -359,7 +422,11 @@ describe('folders and globs', () => {
     await put('tree/readme.md', 'not data');
     const s = src({ path: 'tree', split: 'line' });
     const files = await resolveSourceFiles(s, dir);
-    expect(files.map((f) => f.slice(dir.length + 1))).toEqual(['tree/a/one.txt', 'tree/b/three.csv', 'tree/b/two.jsonl']);
+    expect(files.map((f) => f.slice(dir.length + 1))).toEqual([
+      'tree/a/one.txt',
+      'tree/b/three.csv',
+      'tree/b/two.jsonl',
+    ]);
     expect((await readAll(s, files)).docs.map((d) => d.text)).toEqual(['one', 'three', 'two']);
     const g = src({ path: 'tree/**/*.{txt,jsonl}', split: 'line' });
     const gf = await resolveSourceFiles(g, dir);
@@ -417,7 +484,9 @@ describe('bounded memory and speed', () => {
     expect(chars).toBe(expected * line.length);
     const growth = (peak - rss0) / 2 ** 20;
     const mbps = bytes / 2 ** 20 / secs;
-    console.log(`read ${(bytes / 2 ** 20).toFixed(0)} MB in ${secs.toFixed(2)} s: ${mbps.toFixed(0)} MB/s, ${(n / secs / 1e6).toFixed(2)} M lines/s; RSS growth ${growth.toFixed(0)} MB`);
+    console.log(
+      `read ${(bytes / 2 ** 20).toFixed(0)} MB in ${secs.toFixed(2)} s: ${mbps.toFixed(0)} MB/s, ${(n / secs / 1e6).toFixed(2)} M lines/s; RSS growth ${growth.toFixed(0)} MB`,
+    );
     expect(growth).toBeLessThan(150);
     expect(mbps).toBeGreaterThan(50);
   });

@@ -73,7 +73,8 @@ async function* scanLines(file: string, hwm: number, sink: LineSink): AsyncGener
   const emit = (buf: Uint8Array, start: number, end: number): void => {
     lineNo++;
     if (end > start && buf[end - 1] === CR) end--;
-    if (lineNo === 1 && end - start >= 3 && buf[start] === 0xef && buf[start + 1] === 0xbb && buf[start + 2] === 0xbf) start += 3;
+    if (lineNo === 1 && end - start >= 3 && buf[start] === 0xef && buf[start + 1] === 0xbb && buf[start + 2] === 0xbf)
+      start += 3;
     sink(buf, start, end, lineNo);
   };
   try {
@@ -104,7 +105,8 @@ async function* scanLines(file: string, hwm: number, sink: LineSink): AsyncGener
     }
   } catch (e) {
     // File system errors become user-facing; anything else is a bug and keeps its stack.
-    if (typeof (e as NodeJS.ErrnoException).code === 'string' && !(e instanceof LatheError)) throw new LatheError(`${file}: cannot read: ${(e as Error).message}`);
+    if (typeof (e as NodeJS.ErrnoException).code === 'string' && !(e instanceof LatheError))
+      throw new LatheError(`${file}: cannot read: ${(e as Error).message}`);
     throw e;
   } finally {
     stream.destroy();
@@ -121,12 +123,16 @@ export function firstInvalidUtf8(buf: Uint8Array, start = 0, end = buf.length): 
       i++;
       continue;
     }
-    let need: number;
-    let min: number;
-    if (b >= 0xc2 && b <= 0xdf) (need = 1), (min = 0x80);
-    else if (b >= 0xe0 && b <= 0xef) (need = 2), (min = 0x800);
-    else if (b >= 0xf0 && b <= 0xf4) (need = 3), (min = 0x10000);
-    else return i - start;
+    // Continuation bytes a lead byte needs, and the smallest code point it may encode.
+    const [need, min] =
+      b >= 0xc2 && b <= 0xdf
+        ? [1, 0x80]
+        : b >= 0xe0 && b <= 0xef
+          ? [2, 0x800]
+          : b >= 0xf0 && b <= 0xf4
+            ? [3, 0x10000]
+            : [0, 0];
+    if (!need) return i - start;
     if (i + need >= end) return i - start;
     let cp = b & (0x3f >> need);
     for (let k = 1; k <= need; k++) {
@@ -156,7 +162,9 @@ export function fileFormat(src: Pick<SourceConfig, 'format'>, file: string): 'tx
   if (ext === '.txt') return 'txt';
   if (ext === '.jsonl' || ext === '.json') return 'jsonl';
   if (ext === '.csv') return 'csv';
-  throw new LatheError(`${file}: cannot tell the format from the extension "${ext}"; use .txt, .jsonl, .json or .csv, or set the source's format`);
+  throw new LatheError(
+    `${file}: cannot tell the format from the extension "${ext}"; use .txt, .jsonl, .json or .csv, or set the source's format`,
+  );
 }
 
 function typeName(v: unknown): string {
@@ -172,7 +180,8 @@ export function validateMessages(v: unknown): ChatMessage[] | string {
   const out: ChatMessage[] = [];
   for (let i = 0; i < v.length; i++) {
     const m = v[i] as unknown;
-    if (typeof m !== 'object' || m === null || Array.isArray(m)) return `messages[${i}] must be an object, got ${typeName(m)}`;
+    if (typeof m !== 'object' || m === null || Array.isArray(m))
+      return `messages[${i}] must be an object, got ${typeName(m)}`;
     const { role, content, weight } = m as Record<string, unknown>;
     if (role === undefined) return `messages[${i}].role is missing`;
     if (typeof role !== 'string' || !(CHAT_ROLES as readonly string[]).includes(role))
@@ -201,9 +210,13 @@ export function readSource(src: SourceConfig, files: string[], opts: ReadSourceO
  * Like {@link readSource}, but one array of docs per read chunk (several times faster for short docs). A batch's
  * rejections are reported before it is yielded; in fail mode the docs before the bad line are yielded, then it throws.
  */
-export async function* readSourceBatches(src: SourceConfig, files: string[], opts: ReadSourceOptions): AsyncGenerator<Doc[]> {
+export async function* readSourceBatches(
+  src: SourceConfig,
+  files: string[],
+  opts: ReadSourceOptions,
+): AsyncGenerator<Doc[]> {
   for await (const items of readItems(src, files, opts)) {
-    let docs: Doc[] = [];
+    const docs: Doc[] = [];
     for (const it of items) {
       if (!(it instanceof Fault)) {
         docs.push(it);
@@ -216,7 +229,6 @@ export async function* readSourceBatches(src: SourceConfig, files: string[], opt
       opts.onReject?.(it.rejection(opts.source));
     }
     if (docs.length) yield docs;
-    docs = [];
   }
 }
 
@@ -310,11 +322,18 @@ class FlatDocs implements AsyncGenerator<Doc, void, unknown> {
 
 function utf8Reason(buf: Uint8Array, start: number, end: number): string {
   const at = firstInvalidUtf8(buf, start, end);
-  return at >= 0 ? `invalid UTF-8 (byte 0x${buf[start + at]!.toString(16).padStart(2, '0')} at byte ${at + 1} of the line)` : 'invalid UTF-8';
+  return at >= 0
+    ? `invalid UTF-8 (byte 0x${buf[start + at]!.toString(16).padStart(2, '0')} at byte ${at + 1} of the line)`
+    : 'invalid UTF-8';
 }
 
 /** Reads a .txt or JSONL file; returns true when fail mode stopped it at a fault. */
-async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'jsonl', opts: ReadSourceOptions): AsyncGenerator<Item[], boolean> {
+async function* readLineFile(
+  src: SourceConfig,
+  file: string,
+  fmt: 'txt' | 'jsonl',
+  opts: ReadSourceOptions,
+): AsyncGenerator<Item[], boolean> {
   const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const source = opts.source;
   const requireText = opts.requireText ?? true;
@@ -352,7 +371,10 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
       if (fmt === 'txt' && src.split !== 'line') {
         // The bad line spoils its whole paragraph/file; in skip mode report it when that doc is complete.
         if (failFast) reject(lineNo, reason);
-        else if (!badLine) (badLine = lineNo), (badReason = reason);
+        else if (!badLine) {
+          badLine = lineNo;
+          badReason = reason;
+        }
         if (!partsLine) partsLine = lineNo;
         parts.push('');
       } else reject(lineNo, reason);
@@ -372,10 +394,12 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
         obj = JSON.parse(s);
       } catch (e) {
         let hint = '';
-        if (isJsonExt && lineNo === 1 && /^\s*[[{]\s*$/.test(s)) hint = ' (expected one JSON object per line, JSON Lines; this looks like a pretty-printed JSON file)';
+        if (isJsonExt && lineNo === 1 && /^\s*[[{]\s*$/.test(s))
+          hint = ' (expected one JSON object per line, JSON Lines; this looks like a pretty-printed JSON file)';
         return reject(lineNo, `invalid JSON: ${(e as Error).message}${hint}`);
       }
-      if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return reject(lineNo, `expected a JSON object, got ${typeName(obj)}`);
+      if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+        return reject(lineNo, `expected a JSON object, got ${typeName(obj)}`);
       const row = obj as Record<string, unknown>;
       if (row.messages !== undefined) {
         const msgs = validateMessages(row.messages);
@@ -392,7 +416,10 @@ async function* readLineFile(src: SourceConfig, file: string, fmt: 'txt' | 'json
           return;
         }
         const keys = Object.keys(row);
-        return reject(lineNo, `missing field "${field}" (and no "messages"); fields present: ${keys.length ? keys.join(', ') : 'none'}`);
+        return reject(
+          lineNo,
+          `missing field "${field}" (and no "messages"); fields present: ${keys.length ? keys.join(', ') : 'none'}`,
+        );
       }
       if (typeof v !== 'string') return reject(lineNo, `field "${field}" must be a string, got ${typeName(v)}`);
       pending.push({ text: v, source, file, line: lineNo, row });
@@ -492,7 +519,10 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
       col = rec.indexOf(field);
       if (col < 0 && requireText) {
         stopped = true;
-        reject(1, `column "${field}" not found; columns present: ${rec.length ? rec.map((c) => JSON.stringify(c)).join(', ') : 'none'}`);
+        reject(
+          1,
+          `column "${field}" not found; columns present: ${rec.length ? rec.map((c) => JSON.stringify(c)).join(', ') : 'none'}`,
+        );
       }
       return;
     }
@@ -560,7 +590,12 @@ async function* readCsv(src: SourceConfig, file: string, opts: ReadSourceOptions
       feed(batch);
       batch = '';
       if (step.done && !stopped) {
-        const ended = new Promise<void>((res) => parser.once('end', res).once('close', res).once('error', () => res()));
+        const ended = new Promise<void>((res) =>
+          parser
+            .once('end', res)
+            .once('close', res)
+            .once('error', () => res()),
+        );
         parser.end();
         await ended;
         check();

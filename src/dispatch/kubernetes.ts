@@ -87,12 +87,20 @@ const TOKEN_DIR = '/var/run/lathe';
 
 /** A DNS-1123 name for a run's Job: lathe-<name>-<random>, at most 63 characters. */
 export function jobName(runName: string): string {
-  const slug = runName.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'run';
+  const slug =
+    runName
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 40) || 'run';
   return `lathe-${slug}-${randomBytes(4).toString('hex')}`.replace(/-+/g, '-');
 }
 
 /** The Secret and the Job for one run's worker (what the executor creates; pure, so it can be checked). */
-export function jobManifests(name: string, o: KubernetesOptions & { token: string; backend: EngineBackend }): { secret: V1Secret; job: V1Job } {
+export function jobManifests(
+  name: string,
+  o: KubernetesOptions & { token: string; backend: EngineBackend },
+): { secret: V1Secret; job: V1Job } {
   const namespace = o.namespace ?? 'default';
   const port = o.port ?? 8765;
   const gpus = o.gpus ?? 1;
@@ -100,7 +108,9 @@ export function jobManifests(name: string, o: KubernetesOptions & { token: strin
   const secretName = `${name}-token`;
   const volumes: V1Volume[] = [
     { name: 'token', secret: { secretName, defaultMode: 0o400 } },
-    o.state ? { name: 'state', persistentVolumeClaim: { claimName: o.state.claimName } } : { name: 'state', emptyDir: {} },
+    o.state
+      ? { name: 'state', persistentVolumeClaim: { claimName: o.state.claimName } }
+      : { name: 'state', emptyDir: {} },
   ];
   const mounts = [
     { name: 'token', mountPath: TOKEN_DIR, readOnly: true },
@@ -122,7 +132,18 @@ export function jobManifests(name: string, o: KubernetesOptions & { token: strin
   if (gpus > 0) limits[o.gpuResource ?? 'nvidia.com/gpu'] = String(gpus);
   if (o.cpu) limits.cpu = requests.cpu = o.cpu;
   if (o.memory) limits.memory = requests.memory = o.memory;
-  const args = ['worker', '--listen', `0.0.0.0:${port}`, '--token-file', `${TOKEN_DIR}/token`, '--state-dir', '/state', '--backend', o.backend, '--once'];
+  const args = [
+    'worker',
+    '--listen',
+    `0.0.0.0:${port}`,
+    '--token-file',
+    `${TOKEN_DIR}/token`,
+    '--state-dir',
+    '/state',
+    '--backend',
+    o.backend,
+    '--once',
+  ];
   if (o.data) args.push('--data-root', '/data');
   const secret: V1Secret = {
     apiVersion: 'v1',
@@ -203,11 +224,19 @@ export class KubernetesExecutor implements LockingExecutor {
   }
 
   /** Locks a recipe here, for the backend the pod will use. */
-  async lockRecipe(recipe: Recipe | Pipeline, opts: { steps?: number; backend?: BackendRequest } = {}): Promise<AnyLock> {
-    const backend = this.backendFor(opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend);
+  async lockRecipe(
+    recipe: Recipe | Pipeline,
+    opts: { steps?: number; backend?: BackendRequest } = {},
+  ): Promise<AnyLock> {
+    const backend = this.backendFor(
+      opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend,
+    );
     const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
     const bad = recipePathFields(config as unknown as Record<string, unknown>).find((f) => isWorkerPath(f.value));
-    if (bad) throw new LatheError(`${bad.where}: worker: data is not supported through Kubernetes yet; upload it (name a local file)`);
+    if (bad)
+      throw new LatheError(
+        `${bad.where}: worker: data is not supported through Kubernetes yet; upload it (name a local file)`,
+      );
     return config.stage === 'pipeline'
       ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
       : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
@@ -219,7 +248,10 @@ export class KubernetesExecutor implements LockingExecutor {
     const name = jobName(lock.recipe.name ?? lock.recipe.stage);
     const { secret, job } = jobManifests(name, { ...this.opts, namespace, token: this.token, backend: lock.backend });
     await core.createNamespacedSecret({ namespace, body: secret }).catch((e: unknown) => {
-      throw new LatheError(`kubernetes: creating Secret ${secret.metadata!.name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+      throw new LatheError(
+        `kubernetes: creating Secret ${secret.metadata!.name} in ${namespace} failed: ${apiErrorMessage(e)}`,
+        1,
+      );
     });
     await batch.createNamespacedJob({ namespace, body: job }).catch(async (e: unknown) => {
       await this.deleteSecret(name);
@@ -241,7 +273,8 @@ export class KubernetesExecutor implements LockingExecutor {
   async cancel(name: string): Promise<void> {
     const { batch, namespace } = await this.api();
     await batch.deleteNamespacedJob({ namespace, name, propagationPolicy: 'Background' }).catch((e: unknown) => {
-      if (!notFound(e)) throw new LatheError(`kubernetes: deleting Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+      if (!notFound(e))
+        throw new LatheError(`kubernetes: deleting Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
     });
     await this.deleteSecret(name);
   }
@@ -258,19 +291,35 @@ export class KubernetesExecutor implements LockingExecutor {
     const port = this.opts.port ?? 8765;
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 3600_000);
     for (;;) {
-      const pods = await core.listNamespacedPod({ namespace, labelSelector: `job-name=${name}` }).catch((e: unknown) => {
-        throw new LatheError(`kubernetes: listing the pods of Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
-      });
-      const pod = pods.items.find((p) => p.status?.phase === 'Running' && p.status.podIP && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+      const pods = await core
+        .listNamespacedPod({ namespace, labelSelector: `job-name=${name}` })
+        .catch((e: unknown) => {
+          throw new LatheError(
+            `kubernetes: listing the pods of Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`,
+            1,
+          );
+        });
+      const pod = pods.items.find(
+        (p) =>
+          p.status?.phase === 'Running' &&
+          p.status.podIP &&
+          p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
       if (pod) return this.opts.url ? this.opts.url(pod, port) : `ws://${pod.status!.podIP}:${port}`;
       const ended = pods.items.find((p) => p.status?.phase === 'Failed' || p.status?.phase === 'Succeeded');
       if (ended) {
         const why = ended.status?.containerStatuses?.[0]?.state?.terminated;
-        throw new LatheError(`kubernetes: pod ${ended.metadata?.name} of Job ${name} ${ended.status?.phase?.toLowerCase()} before its worker started${why ? ` (${why.reason ?? ''} exit ${why.exitCode}: ${why.message ?? ''})` : ''}`, 1);
+        throw new LatheError(
+          `kubernetes: pod ${ended.metadata?.name} of Job ${name} ${ended.status?.phase?.toLowerCase()} before its worker started${why ? ` (${why.reason ?? ''} exit ${why.exitCode}: ${why.message ?? ''})` : ''}`,
+          1,
+        );
       }
       if (Date.now() > deadline) {
         await this.cancel(name).catch(() => {});
-        throw new LatheError(`kubernetes: Job ${name} had no running pod in time (waiting: ${pods.items.map((p) => p.status?.phase).join(', ') || 'no pod yet'}); deleted it`, 1);
+        throw new LatheError(
+          `kubernetes: Job ${name} had no running pod in time (waiting: ${pods.items.map((p) => p.status?.phase).join(', ') || 'no pod yet'}); deleted it`,
+          1,
+        );
       }
       await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 1000));
     }
@@ -285,7 +334,8 @@ export class KubernetesExecutor implements LockingExecutor {
     });
     const namespace = await this.namespace();
     opts.onNotice?.(`kubernetes: Job ${namespace}/${name} created`);
-    const record = (extra: Record<string, unknown>) => writeFile(join(rd.path, 'kubernetes.json'), JSON.stringify({ namespace, job: name, ...extra }, null, 2) + '\n');
+    const record = (extra: Record<string, unknown>) =>
+      writeFile(join(rd.path, 'kubernetes.json'), JSON.stringify({ namespace, job: name, ...extra }, null, 2) + '\n');
     await record({});
     let cancelled = false;
     const source = (async () => {
@@ -327,7 +377,9 @@ export class KubernetesExecutor implements LockingExecutor {
 
   /** Not yet: with a state volume, Kubernetes restarts a failed pod (backoffLimit) and its worker resumes the job by itself. */
   async resume(runDir: string, _opts: Omit<StartOptions, 'out'> = {}): Promise<Run> {
-    throw new LatheError(`${runDir}: resuming through Kubernetes is not supported yet; give the executor a state volume (state: { claimName }) and the Job's retries resume the run by themselves`);
+    throw new LatheError(
+      `${runDir}: resuming through Kubernetes is not supported yet; give the executor a state volume (state: { claimName }) and the Job's retries resume the run by themselves`,
+    );
   }
 }
 
@@ -349,15 +401,27 @@ const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
  * service account (`inCluster`); or kubectl's lookup ($KUBECONFIG, ~/.kube/config, else the service
  * account). The library is imported here, on first use, so that importing lathe stays quick.
  */
-export async function loadKubeConfig(o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster'>): Promise<KubeConfig> {
+export async function loadKubeConfig(
+  o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster'>,
+): Promise<KubeConfig> {
   // Duck-typed: a KubeConfig from another copy of the library is not an instance of ours.
-  if (o.kubeconfig && typeof o.kubeconfig === 'object' && typeof (o.kubeconfig as KubeConfig).makeApiClient === 'function') return o.kubeconfig;
+  if (
+    o.kubeconfig &&
+    typeof o.kubeconfig === 'object' &&
+    typeof (o.kubeconfig as KubeConfig).makeApiClient === 'function'
+  )
+    return o.kubeconfig;
   const k8s = await import('@kubernetes/client-node');
   const kc = new k8s.KubeConfig();
   if (o.cluster) {
     const c = o.cluster;
     kc.loadFromClusterAndUser(
-      { name: 'cluster', server: c.server, caData: c.ca ? Buffer.from(c.ca).toString('base64') : undefined, skipTLSVerify: !!c.skipTLSVerify },
+      {
+        name: 'cluster',
+        server: c.server,
+        caData: c.ca ? Buffer.from(c.ca).toString('base64') : undefined,
+        skipTLSVerify: !!c.skipTLSVerify,
+      },
       { name: 'user', token: c.token },
     );
   } else if (typeof o.kubeconfig === 'string') {
@@ -370,23 +434,32 @@ export async function loadKubeConfig(o: Pick<KubernetesOptions, 'kubeconfig' | '
     }
   } else if (o.inCluster) {
     if (!process.env.KUBERNETES_SERVICE_HOST || !existsSync(`${SERVICE_ACCOUNT}/token`)) {
-      throw new LatheError(`kubernetes: inCluster, but this is not a pod (no KUBERNETES_SERVICE_HOST or no ${SERVICE_ACCOUNT}/token)`);
+      throw new LatheError(
+        `kubernetes: inCluster, but this is not a pod (no KUBERNETES_SERVICE_HOST or no ${SERVICE_ACCOUNT}/token)`,
+      );
     }
     kc.loadFromCluster();
   } else {
     // loadFromDefault would fall back to http://localhost:8080 when it finds nothing; say so instead.
     const home = join(homedir(), '.kube', 'config');
     if (!process.env.KUBECONFIG && !existsSync(home) && !existsSync(`${SERVICE_ACCOUNT}/token`)) {
-      throw new LatheError(`kubernetes: no cluster to talk to: no $KUBECONFIG, no ${home}, and not inside a pod; pass kubeconfig (a file or a KubeConfig) or cluster: { server, token, ca }`);
+      throw new LatheError(
+        `kubernetes: no cluster to talk to: no $KUBECONFIG, no ${home}, and not inside a pod; pass kubeconfig (a file or a KubeConfig) or cluster: { server, token, ca }`,
+      );
     }
     kc.loadFromDefault();
   }
-  if (!kc.getCurrentCluster()) throw new LatheError(`kubernetes: the kubeconfig has no current context with a cluster${typeof o.kubeconfig === 'string' ? ` (${o.kubeconfig})` : ''}`);
+  if (!kc.getCurrentCluster())
+    throw new LatheError(
+      `kubernetes: the kubeconfig has no current context with a cluster${typeof o.kubeconfig === 'string' ? ` (${o.kubeconfig})` : ''}`,
+    );
   return kc;
 }
 
 /** CoreV1Api and BatchV1Api on the cluster; the namespace is the option's, else the context's, else "default". */
-export async function kubeApis(o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster' | 'namespace'>): Promise<KubeApis> {
+export async function kubeApis(
+  o: Pick<KubernetesOptions, 'kubeconfig' | 'cluster' | 'inCluster' | 'namespace'>,
+): Promise<KubeApis> {
   const kc = await loadKubeConfig(o);
   const k8s = await import('@kubernetes/client-node');
   const namespace = o.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
@@ -399,7 +472,10 @@ export function apiErrorMessage(e: unknown): string {
   if (typeof x.code !== 'number') return x.message ?? String(e);
   let message: string | undefined;
   try {
-    const body = typeof x.body === 'string' ? (JSON.parse(x.body) as { message?: string }) : (x.body as { message?: string } | undefined);
+    const body =
+      typeof x.body === 'string'
+        ? (JSON.parse(x.body) as { message?: string })
+        : (x.body as { message?: string } | undefined);
     message = body?.message;
   } catch {
     message = typeof x.body === 'string' ? x.body.slice(0, 200) : undefined;

@@ -47,7 +47,14 @@ function runSink(rd: RunDir, run: Run): Sink {
 }
 
 /** Runs one stage in this process, writing its run directory as it goes. */
-async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: Sink, stop: StopSignal, opts: StartOptions & { resume: boolean }): Promise<RunSummary> {
+async function executeStage(
+  rd: RunDir,
+  lock: RecipeLock,
+  runId: string,
+  sink: Sink,
+  stop: StopSignal,
+  opts: StartOptions & { resume: boolean },
+): Promise<RunSummary> {
   const { emit, event } = sink;
   const t0 = performance.now();
   let model: LanguageModel | undefined;
@@ -70,7 +77,10 @@ async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: S
       const last = opts.resume ? (await rd.checkpointSteps()).at(-1) : undefined;
       if (last !== undefined) {
         const ck = await loadCheckpoint(rd.checkpointPath(last));
-        if (ck.state.lockId !== lock.id) throw new LatheError(`${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
+        if (ck.state.lockId !== lock.id)
+          throw new LatheError(
+            `${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`,
+          );
         model = LanguageModel.fromWeights(spec, ck.weights);
         resume = { state: ck.state, moments: ck.moments };
         await rd.truncateMetricsAfter(last);
@@ -83,13 +93,38 @@ async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: S
           await rd.truncateMetricsAfter(0);
           await sink.truncate?.(0);
           event({ type: 'resumed', step: 0, message: 'no checkpoint yet; starting from step 0' });
-        } else event({ type: 'started', step: 0, message: `training ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`, params: model.numParams });
+        } else
+          event({
+            type: 'started',
+            step: 0,
+            message: `training ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`,
+            params: model.numParams,
+          });
       }
-      result = await pretrain({ lock, rd, model, tokenizer, prepared, resume, stop, stopAfter: opts.stopAfter, emit, event });
+      result = await pretrain({
+        lock,
+        rd,
+        model,
+        tokenizer,
+        prepared,
+        resume,
+        stop,
+        stopAfter: opts.stopAfter,
+        emit,
+        event,
+      });
     } else {
       const post = await startPost(rd, lock as RecipeLock & { recipe: PostRecipe }, sink, opts.resume);
       model = post.model;
-      const ctx: PostStageContext = { ...post, lock: lock as RecipeLock & { recipe: PostRecipe }, rd, stop, stopAfter: opts.stopAfter, emit, event };
+      const ctx: PostStageContext = {
+        ...post,
+        lock: lock as RecipeLock & { recipe: PostRecipe },
+        rd,
+        stop,
+        stopAfter: opts.stopAfter,
+        emit,
+        event,
+      };
       const r = lock.recipe;
       result =
         r.stage === 'sft'
@@ -100,7 +135,8 @@ async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: S
               ? await onlineDpo(ctx as PostStageContext<typeof r>)
               : await grpo(ctx as PostStageContext<typeof r>);
     }
-    if (result.status === 'completed') event({ type: 'completed', step: result.step, message: `completed ${result.step} steps` });
+    if (result.status === 'completed')
+      event({ type: 'completed', step: result.step, message: `completed ${result.step} steps` });
     const summary: RunSummary = {
       id: runId,
       lockId: lock.id,
@@ -128,8 +164,17 @@ async function executeStage(rd: RunDir, lock: RecipeLock, runId: string, sink: S
     event({ type: 'failed', message });
     const metrics = await rd.readMetrics();
     await rd.writeSummary({
-      id: runId, lockId: lock.id, stage: lock.recipe.stage, status: 'failed', step: metrics.at(-1)?.step ?? 0, steps: lock.recipe.train.steps,
-      tokens: Number(metrics.at(-1)?.tokens ?? 0), seconds: 0, backend: lock.backend, lathe: lock.lathe, error: message,
+      id: runId,
+      lockId: lock.id,
+      stage: lock.recipe.stage,
+      status: 'failed',
+      step: metrics.at(-1)?.step ?? 0,
+      steps: lock.recipe.train.steps,
+      tokens: Number(metrics.at(-1)?.tokens ?? 0),
+      seconds: 0,
+      backend: lock.backend,
+      lathe: lock.lathe,
+      error: message,
     });
     throw e;
   } finally {
@@ -156,7 +201,8 @@ async function startPost(
   if (last !== undefined && existsSync(tokPath)) {
     const tokenizer = await Tokenizer.load(tokPath);
     const ck = await loadCheckpoint(rd.checkpointPath(last));
-    if (ck.state.lockId !== lock.id) throw new LatheError(`${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
+    if (ck.state.lockId !== lock.id)
+      throw new LatheError(`${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
     const model = LanguageModel.fromWeights(modelSpec(r.model, tokenizer.vocabSize), ck.weights);
     await rd.truncateMetricsAfter(last);
     await sink.truncate?.(last);
@@ -181,7 +227,12 @@ async function startPost(
     from = 'from a fresh model (no `from`)';
   }
   await tokenizer.save(tokPath);
-  sink.event({ type: 'started', step: 0, message: `${r.stage} ${from}: ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`, params: model.numParams });
+  sink.event({
+    type: 'started',
+    step: 0,
+    message: `${r.stage} ${from}: ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`,
+    params: model.numParams,
+  });
   return { model, tokenizer, reference, fresh: !resuming };
 }
 
@@ -201,7 +252,13 @@ async function createRunDir(lock: AnyLock, out?: string): Promise<RunDir> {
  * a global `step` (the stages' steps laid end to end), `stage` and `stage_step`. A resume skips the
  * stages that completed and resumes the one that stopped; `stopAfter` counts global steps.
  */
-async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: StopSignal, opts: StartOptions & { resume: boolean }): Promise<RunSummary> {
+async function executePipeline(
+  rd: RunDir,
+  lock: PipelineLock,
+  run: Run,
+  stop: StopSignal,
+  opts: StartOptions & { resume: boolean },
+): Promise<RunSummary> {
   const t0 = performance.now();
   const stagesDir = join(rd.path, 'stages');
   await mkdir(stagesDir, { recursive: true });
@@ -230,7 +287,12 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
     stages,
   });
   // On resume, finished stages replay what they wrote; the resumed stage truncates and replays its own part.
-  if (!opts.resume) event({ type: 'started', step: 0, message: `pipeline of ${lock.recipe.stages.length} stages: ${lock.recipe.stages.map((s) => s.stage).join(' → ')}` });
+  if (!opts.resume)
+    event({
+      type: 'started',
+      step: 0,
+      message: `pipeline of ${lock.recipe.stages.length} stages: ${lock.recipe.stages.map((s) => s.stage).join(' → ')}`,
+    });
   const replayed = opts.resume ? await rd.readMetrics() : [];
   try {
     for (const [i, st] of lock.recipe.stages.entries()) {
@@ -249,7 +311,11 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
       }
       if (opts.stopAfter !== undefined && opts.stopAfter <= offset) stop.reason ??= 'interrupt';
       if (stop.reason) {
-        event({ type: stop.reason === 'cancel' ? 'cancelled' : 'interrupted', step: offset, message: `${stop.reason === 'cancel' ? 'cancelled' : 'interrupted'} before stage ${i} (${st.stage})` });
+        event({
+          type: stop.reason === 'cancel' ? 'cancelled' : 'interrupted',
+          step: offset,
+          message: `${stop.reason === 'cancel' ? 'cancelled' : 'interrupted'} before stage ${i} (${st.stage})`,
+        });
         last = undefined;
         const s = summary(stop.reason === 'cancel' ? 'cancelled' : 'interrupted');
         await rd.writeSummary(s);
@@ -263,10 +329,18 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
         stageLock =
           i === 0
             ? lock.stages[0]!
-            : await lockRecipe({ ...st, backend: lock.backend, from: base } as typeof st, { baseDir: lock.baseDir, backend: lock.backend });
+            : await lockRecipe({ ...st, backend: lock.backend, from: base } as typeof st, {
+                baseDir: lock.baseDir,
+                backend: lock.backend,
+              });
         await mkdir(dir, { recursive: true });
         await RunDir.create(stageLock, dir);
-        event({ type: 'notice', step: offset, message: `stage ${i} (${st.stage}) starts${base ? ` from ${base}` : ''}`, stage_index: i });
+        event({
+          type: 'notice',
+          step: offset,
+          message: `stage ${i} (${st.stage}) starts${base ? ` from ${base}` : ''}`,
+          stage_index: i,
+        });
       }
       const at = offset;
       last = undefined; // a stage that throws has no summary of its own here
@@ -279,16 +353,30 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
         },
         event: (e) => {
           sub.appendEvent(e);
-          event({ ...e, step: typeof e.step === 'number' ? at + e.step : undefined, message: `${st.stage}: ${e.message}`, stage: st.stage, stage_index: i });
+          event({
+            ...e,
+            step: typeof e.step === 'number' ? at + e.step : undefined,
+            message: `${st.stage}: ${e.message}`,
+            stage: st.stage,
+            stage_index: i,
+          });
         },
-        replay: (ms) => ms.forEach((m) => run.pushMetric({ ...m, step: at + m.step, stage_step: m.step, stage_index: i })),
+        replay: (ms) =>
+          ms.forEach((m) => run.pushMetric({ ...m, step: at + m.step, stage_step: m.step, stage_index: i })),
         truncate: async (step) => {
-          const kept = (await rd.readMetrics()).filter((m) => (m.stage_index as number) < i || ((m.stage_index as number) === i && (m.stage_step as number) <= step));
+          const kept = (await rd.readMetrics()).filter(
+            (m) =>
+              (m.stage_index as number) < i || ((m.stage_index as number) === i && (m.stage_step as number) <= step),
+          );
           await writeFileAtomic(rd.metricsPath, kept.map((m) => JSON.stringify(m) + '\n').join(''));
         },
       };
       const stopAfter = opts.stopAfter !== undefined ? opts.stopAfter - offset : undefined;
-      const s = await executeStage(sub, stageLock, `${run.id}/${i}-${st.stage}`, stageSink, stop, { ...opts, stopAfter: stopAfter !== undefined && stopAfter < st.train.steps ? stopAfter : undefined, resume: resumeStage });
+      const s = await executeStage(sub, stageLock, `${run.id}/${i}-${st.stage}`, stageSink, stop, {
+        ...opts,
+        stopAfter: stopAfter !== undefined && stopAfter < st.train.steps ? stopAfter : undefined,
+        resume: resumeStage,
+      });
       stages.push({ index: i, stage: st.stage, dir, status: s.status, step: s.step, steps: s.steps });
       tokens += s.tokens;
       seconds += s.seconds;
@@ -302,8 +390,15 @@ async function executePipeline(rd: RunDir, lock: PipelineLock, run: Run, stop: S
       prevDir = dir;
     }
     last = undefined;
-    event({ type: 'completed', step: offset, message: `pipeline completed: ${stages.map((s) => `${s.stage} ${s.step} steps`).join(', ')}` });
-    const final = { ...summary('completed'), loss: stages.length ? (await new RunDir(stages.at(-1)!.dir).readSummary())?.loss : undefined };
+    event({
+      type: 'completed',
+      step: offset,
+      message: `pipeline completed: ${stages.map((s) => `${s.stage} ${s.step} steps`).join(', ')}`,
+    });
+    const final = {
+      ...summary('completed'),
+      loss: stages.length ? (await new RunDir(stages.at(-1)!.dir).readSummary())?.loss : undefined,
+    };
     await rd.writeSummary(final);
     return final;
   } catch (e) {
@@ -322,7 +417,11 @@ function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolea
     interrupt: () => void (stop.reason ??= 'interrupt'),
     cancel: () => void (stop.reason = 'cancel'),
   });
-  resolveExec(isPipelineLock(lock) ? executePipeline(rd, lock, run, stop, opts) : executeStage(rd, lock, run.id, runSink(rd, run), stop, opts));
+  resolveExec(
+    isPipelineLock(lock)
+      ? executePipeline(rd, lock, run, stop, opts)
+      : executeStage(rd, lock, run.id, runSink(rd, run), stop, opts),
+  );
   registerLive(run);
   return run;
 }
@@ -338,8 +437,8 @@ export const localExecutor: Executor = {
     const rd = RunDir.open(runDir);
     const lock = readAnyLock(rd);
     const summary = await rd.readSummary();
-    if (summary?.status === 'completed') throw new LatheError(`${runDir}: run already completed ${summary.step} steps; nothing to resume`);
+    if (summary?.status === 'completed')
+      throw new LatheError(`${runDir}: run already completed ${summary.step} steps; nothing to resume`);
     return launch(rd, lock, { ...opts, resume: true });
   },
 };
-

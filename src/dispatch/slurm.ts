@@ -92,16 +92,31 @@ export class SlurmExecutor implements LockingExecutor {
 
   /** The backend the job's worker will use: a named one as asked, else the executor's, else webgpu with GPUs and cpu without. */
   backendFor(request: BackendRequest | undefined): EngineBackend {
-    const b = request && request !== 'auto' ? request : this.opts.backend && this.opts.backend !== 'auto' ? this.opts.backend : this.opts.gpus ? 'webgpu' : 'cpu';
+    const b =
+      request && request !== 'auto'
+        ? request
+        : this.opts.backend && this.opts.backend !== 'auto'
+          ? this.opts.backend
+          : this.opts.gpus
+            ? 'webgpu'
+            : 'cpu';
     return b;
   }
 
   /** Locks a recipe here, for the backend the worker will use (the worker does not exist yet to ask). */
-  async lockRecipe(recipe: Recipe | Pipeline, opts: { steps?: number; backend?: BackendRequest } = {}): Promise<AnyLock> {
-    const backend = this.backendFor(opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend);
+  async lockRecipe(
+    recipe: Recipe | Pipeline,
+    opts: { steps?: number; backend?: BackendRequest } = {},
+  ): Promise<AnyLock> {
+    const backend = this.backendFor(
+      opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend,
+    );
     const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
     const bad = recipePathFields(config as unknown as Record<string, unknown>).find((f) => isWorkerPath(f.value));
-    if (bad) throw new LatheError(`${bad.where}: worker: data is not supported through Slurm yet; name the file on the shared filesystem instead`);
+    if (bad)
+      throw new LatheError(
+        `${bad.where}: worker: data is not supported through Slurm yet; name the file on the shared filesystem instead`,
+      );
     return config.stage === 'pipeline'
       ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
       : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
@@ -110,7 +125,12 @@ export class SlurmExecutor implements LockingExecutor {
   /** The sbatch arguments for a job folder (without the script). */
   sbatchArgs(dir: string, name: string): string[] {
     const o = this.opts;
-    const args = ['--parsable', `--job-name=lathe-${name.replace(/[^\w.-]+/g, '-')}`, `--output=${join(dir, 'slurm-%j.out')}`, `--chdir=${dir}`];
+    const args = [
+      '--parsable',
+      `--job-name=lathe-${name.replace(/[^\w.-]+/g, '-')}`,
+      `--output=${join(dir, 'slurm-%j.out')}`,
+      `--chdir=${dir}`,
+    ];
     if (o.partition) args.push(`--partition=${o.partition}`);
     if (o.gpus) args.push(`--gres=gpu:${o.gpus}`);
     if (o.cpus) args.push(`--cpus-per-task=${o.cpus}`);
@@ -139,17 +159,27 @@ export class SlurmExecutor implements LockingExecutor {
       '--once',
       ...(o.dataRoot ? ['--data-root', resolve(o.dataRoot)] : []),
     ];
-    return ['#!/bin/bash', '# A Lathe worker for one run; it stops when the run has ended and its client has left.', `exec ${cmd.map(quote).join(' ')}`, ''].join('\n');
+    return [
+      '#!/bin/bash',
+      '# A Lathe worker for one run; it stops when the run has ended and its client has left.',
+      `exec ${cmd.map(quote).join(' ')}`,
+      '',
+    ].join('\n');
   }
 
   /** Submits a batch job for `lock`'s worker; returns its Slurm job id and folder. */
   async sbatch(lock: AnyLock): Promise<{ job: string; dir: string }> {
-    const dir = join(this.opts.sharedDir, `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomBytes(3).toString('hex')}`);
+    const dir = join(
+      this.opts.sharedDir,
+      `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomBytes(3).toString('hex')}`,
+    );
     await mkdir(dir, { recursive: true });
     const script = join(dir, 'job.sh');
     await writeFile(script, this.script(dir, lock.backend));
     await chmod(script, 0o755);
-    const out = await run('sbatch', [...this.sbatchArgs(dir, lock.recipe.name ?? lock.recipe.stage), script], { env: this.env }).catch((e: Error & { stderr?: string }) => {
+    const out = await run('sbatch', [...this.sbatchArgs(dir, lock.recipe.name ?? lock.recipe.stage), script], {
+      env: this.env,
+    }).catch((e: Error & { stderr?: string }) => {
       throw new LatheError(`sbatch failed: ${(e.stderr || e.message).trim()}`, 1);
     });
     const job = out.stdout.trim().split(';')[0]!;
@@ -162,7 +192,10 @@ export class SlurmExecutor implements LockingExecutor {
     const q = await run('squeue', ['-h', '-j', job, '-o', '%T'], { env: this.env }).catch(() => undefined);
     const s = q?.stdout.trim();
     if (s) return { job, state: s, source: 'squeue' };
-    for (const args of [['-n', '-X', '-P', '-j', job, '-o', 'State'], ['-c', '-n', '-X', '-P', '-j', job, '-o', 'State']]) {
+    for (const args of [
+      ['-n', '-X', '-P', '-j', job, '-o', 'State'],
+      ['-c', '-n', '-X', '-P', '-j', job, '-o', 'State'],
+    ]) {
       const a = await run('sacct', args, { env: this.env }).catch(() => undefined);
       const st = a?.stdout.trim().split('\n')[0]?.split(' ')[0];
       if (st) return { job, state: st, source: 'sacct' };
@@ -187,7 +220,10 @@ export class SlurmExecutor implements LockingExecutor {
       if (st.source !== 'squeue') {
         const out = join(dir, `slurm-${job}.out`);
         const tail = existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').slice(-5).join('\n') : '';
-        throw new LatheError(`slurm job ${job} ended (${st.state}) before its worker started${tail ? `:\n${tail}` : ''}\n(see ${out})`, 1);
+        throw new LatheError(
+          `slurm job ${job} ended (${st.state}) before its worker started${tail ? `:\n${tail}` : ''}\n(see ${out})`,
+          1,
+        );
       }
       if (Date.now() > deadline) {
         await this.cancel(job).catch(() => {});
@@ -218,9 +254,17 @@ export class SlurmExecutor implements LockingExecutor {
     return this.follow(rd, lock, job, dir, opts, async (client) => (await submitLock(client, lock, opts)).job.id);
   }
 
-  private follow(rd: RunDir, lock: AnyLock, job: string, dir: string, opts: Omit<StartOptions, 'out'>, pick: (c: WorkerClient) => Promise<string>): Run {
+  private follow(
+    rd: RunDir,
+    lock: AnyLock,
+    job: string,
+    dir: string,
+    opts: Omit<StartOptions, 'out'>,
+    pick: (c: WorkerClient) => Promise<string>,
+  ): Run {
     let cancelled = false;
-    const record = (extra: Record<string, unknown>) => writeFile(join(rd.path, 'slurm.json'), JSON.stringify({ job, dir, ...extra }, null, 2) + '\n');
+    const record = (extra: Record<string, unknown>) =>
+      writeFile(join(rd.path, 'slurm.json'), JSON.stringify({ job, dir, ...extra }, null, 2) + '\n');
     const source = (async () => {
       await record({});
       let url: string;
@@ -262,12 +306,19 @@ export class SlurmExecutor implements LockingExecutor {
     const rd = RunDir.open(runDir);
     const p = join(rd.path, 'slurm.json');
     const w = join(rd.path, 'worker.json');
-    if (!existsSync(p) || !existsSync(w)) throw new LatheError(`${runDir}: not a run started through Slurm that reached its worker (no slurm.json and worker.json)`);
+    if (!existsSync(p) || !existsSync(w))
+      throw new LatheError(
+        `${runDir}: not a run started through Slurm that reached its worker (no slurm.json and worker.json)`,
+      );
     const prev = JSON.parse(readFileSync(p, 'utf8')) as { dir: string };
     const remote = (JSON.parse(readFileSync(w, 'utf8')) as { job: string }).job;
     const lock = rd.readLock() as AnyLock;
     await writeFile(join(prev.dir, 'job.sh'), this.script(prev.dir, lock.backend));
-    const out = await run('sbatch', [...this.sbatchArgs(prev.dir, lock.recipe.name ?? lock.recipe.stage), join(prev.dir, 'job.sh')], { env: this.env });
+    const out = await run(
+      'sbatch',
+      [...this.sbatchArgs(prev.dir, lock.recipe.name ?? lock.recipe.stage), join(prev.dir, 'job.sh')],
+      { env: this.env },
+    );
     const job = out.stdout.trim().split(';')[0]!;
     await rm(join(prev.dir, 'worker.url'), { force: true });
     await rm(rd.metricsPath, { force: true });
@@ -275,7 +326,8 @@ export class SlurmExecutor implements LockingExecutor {
     return this.follow(rd, lock, job, prev.dir, opts, async (client) => {
       const info = (await client.jobs()).find((j) => j.id === remote);
       if (!info) throw new LatheError(`${runDir}: the worker has no job ${remote}`);
-      if (info.status !== 'running' && info.status !== 'queued' && info.status !== 'completed') await client.requeue(remote);
+      if (info.status !== 'running' && info.status !== 'queued' && info.status !== 'completed')
+        await client.requeue(remote);
       return remote;
     });
   }

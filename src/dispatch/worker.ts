@@ -9,7 +9,14 @@ import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import { registerLive } from '../runs/live.js';
 import { Run } from '../runs/run.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
-import { ConnectionLost, WorkerClient, WorkerError, type ConnectOptions, type UploadResult, type Watch } from '../worker/client.js';
+import {
+  ConnectionLost,
+  WorkerClient,
+  WorkerError,
+  type ConnectOptions,
+  type UploadResult,
+  type Watch,
+} from '../worker/client.js';
 import { isWorkerPath, lockFiles, recipeFiles, recipePathFields } from '../worker/paths.js';
 import { TERMINAL, type JobInfo } from '../worker/protocol.js';
 import type { Executor, StartOptions } from './executor.js';
@@ -89,7 +96,10 @@ export class WorkerExecutor implements LockingExecutor {
   }
 
   /** Locks a recipe for this worker; recipes that name `worker:` data are locked by the worker, which hashes that data where it lives. */
-  async lockRecipe(recipe: Recipe | Pipeline, opts: { steps?: number; backend?: BackendRequest } = {}): Promise<AnyLock> {
+  async lockRecipe(
+    recipe: Recipe | Pipeline,
+    opts: { steps?: number; backend?: BackendRequest } = {},
+  ): Promise<AnyLock> {
     const request = opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend;
     const backend = this.backendFor(request);
     const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
@@ -99,11 +109,20 @@ export class WorkerExecutor implements LockingExecutor {
         ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
         : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
     }
-    if (!this.client.hello.dataRoot) throw new LatheError(`the recipe names worker: data, but the worker at ${this.url} has no --data-root`);
+    if (!this.client.hello.dataRoot)
+      throw new LatheError(`the recipe names worker: data, but the worker at ${this.url} has no --data-root`);
     const stages = config.stage === 'pipeline' ? (config as ResolvedPipeline).stages : [config as ResolvedRecipe];
-    const files = (await Promise.all(stages.map((s) => recipeFiles(s as unknown as Record<string, unknown>, recipe.baseDir)))).flat();
+    const files = (
+      await Promise.all(stages.map((s) => recipeFiles(s as unknown as Record<string, unknown>, recipe.baseDir)))
+    ).flat();
     this.lastUpload = await this.client.uploadAll(files);
-    const r = await this.client.request({ type: 'lock', recipe: config as unknown as Record<string, unknown>, baseDir: recipe.baseDir, backend, files });
+    const r = await this.client.request({
+      type: 'lock',
+      recipe: config as unknown as Record<string, unknown>,
+      baseDir: recipe.baseDir,
+      backend,
+      files,
+    });
     return r.lock as AnyLock;
   }
 
@@ -117,7 +136,9 @@ export class WorkerExecutor implements LockingExecutor {
     });
     this.lastUpload = uploads;
     this.lastJob = job;
-    return attachRemoteRun(rd, lock, Promise.resolve({ client: this.client, job: job.id }), { onNotice: opts.onNotice });
+    return attachRemoteRun(rd, lock, Promise.resolve({ client: this.client, job: job.id }), {
+      onNotice: opts.onNotice,
+    });
   }
 
   /**
@@ -129,7 +150,9 @@ export class WorkerExecutor implements LockingExecutor {
    */
   async attach(job: string, opts: { out?: string; onNotice?: (m: string) => void } = {}): Promise<Run> {
     const { job: info, lock } = await this.client.job(job).catch((e: unknown) => {
-      throw e instanceof WorkerError && e.code === 'not-found' ? new LatheError(`--attach ${job}: the worker at ${this.url} has no such job (see lathe jobs)`) : e;
+      throw e instanceof WorkerError && e.code === 'not-found'
+        ? new LatheError(`--attach ${job}: the worker at ${this.url} has no such job (see lathe jobs)`)
+        : e;
     });
     this.lastJob = info;
     let rd: RunDir;
@@ -137,7 +160,10 @@ export class WorkerExecutor implements LockingExecutor {
     if (opts.out && existsSync(join(opts.out, 'recipe.lock.json'))) {
       rd = RunDir.open(opts.out);
       const ref = readRef(rd);
-      if (ref?.job !== job) throw new LatheError(`--out ${opts.out}: already holds ${ref ? `the mirror of job ${ref.job}` : 'a run'}, not job ${job}; choose another directory`);
+      if (ref?.job !== job)
+        throw new LatheError(
+          `--out ${opts.out}: already holds ${ref ? `the mirror of job ${ref.job}` : 'a run'}, not job ${job}; choose another directory`,
+        );
       runLock = rd.readLock() as AnyLock;
       // The worker streams the whole history again: start the mirror's streams over.
       await rm(rd.metricsPath, { force: true });
@@ -150,10 +176,12 @@ export class WorkerExecutor implements LockingExecutor {
   async resume(runDir: string, opts: Omit<StartOptions, 'out'> = {}): Promise<Run> {
     const rd = RunDir.open(runDir);
     const ref = readRef(rd);
-    if (!ref) throw new LatheError(`${runDir}: not a run of a worker (no worker.json); resume it locally with lathe resume`);
+    if (!ref)
+      throw new LatheError(`${runDir}: not a run of a worker (no worker.json); resume it locally with lathe resume`);
     const info = (await this.client.jobs()).find((j) => j.id === ref.job);
     if (!info) throw new LatheError(`${runDir}: the worker at ${this.url} has no job ${ref.job}`);
-    if (info.status === 'completed') throw new LatheError(`${runDir}: job ${ref.job} already completed ${info.step} steps; nothing to resume`);
+    if (info.status === 'completed')
+      throw new LatheError(`${runDir}: job ${ref.job} already completed ${info.step} steps; nothing to resume`);
     if (TERMINAL.has(info.status)) await this.client.requeue(ref.job);
     // Start the mirror over: the worker streams the whole history again.
     await rm(rd.metricsPath, { force: true });
@@ -178,13 +206,26 @@ export class WorkerExecutor implements LockingExecutor {
 }
 
 /** Uploads the files a lock needs (only what the worker lacks) and submits it; returns the queued job. */
-export async function submitLock(client: WorkerClient, lock: AnyLock, opts: RemoteStartOptions = {}): Promise<{ job: JobInfo; uploads: UploadResult[] }> {
+export async function submitLock(
+  client: WorkerClient,
+  lock: AnyLock,
+  opts: RemoteStartOptions = {},
+): Promise<{ job: JobInfo; uploads: UploadResult[] }> {
   const files = await lockFiles(lock);
   const total = files.reduce((a, f) => a + f.bytes, 0);
   opts.onNotice?.(`uploading what the worker lacks of ${files.length} file(s), ${(total / 1e6).toFixed(1)} MB`);
   const uploads = await client.uploadAll(files);
-  if (files.length) opts.onNotice?.(`uploaded ${uploads.reduce((a, u) => a + u.sent, 0)} chunk(s); ${uploads.filter((u) => u.sent === 0).length} file(s) were already on the worker`);
-  const r = await client.request({ type: 'submit', lock: lock as unknown as Record<string, unknown>, files, name: opts.name, stopAfter: opts.stopAfter });
+  if (files.length)
+    opts.onNotice?.(
+      `uploaded ${uploads.reduce((a, u) => a + u.sent, 0)} chunk(s); ${uploads.filter((u) => u.sent === 0).length} file(s) were already on the worker`,
+    );
+  const r = await client.request({
+    type: 'submit',
+    lock: lock as unknown as Record<string, unknown>,
+    files,
+    name: opts.name,
+    stopAfter: opts.stopAfter,
+  });
   const job = r.job as JobInfo;
   opts.onNotice?.(`submitted job ${job.id} to ${client.url}`);
   return { job, uploads };
@@ -210,14 +251,18 @@ export function attachRemoteRun(
   const exec = new Promise<Promise<RunSummary>>((r) => (settle = r)).then((p) => p);
   let target: { client: WorkerClient; job: string } | undefined;
   const control = (mode: 'cancel' | 'interrupt') => {
-    if (target) void target.client.cancel(target.job, mode).catch((e: Error) => opts.onNotice?.(`${mode}: ${e.message}`));
+    if (target)
+      void target.client.cancel(target.job, mode).catch((e: Error) => opts.onNotice?.(`${mode}: ${e.message}`));
     else if (mode === 'cancel') void opts.onCancel?.();
   };
   const run = new Run(rd, lock, exec, { interrupt: () => control('interrupt'), cancel: () => control('cancel') });
   settle(
     source.then(async ({ client, job, after }) => {
       target = { client, job };
-      await writeFile(join(rd.path, 'worker.json'), JSON.stringify({ url: client.url, job } satisfies RemoteRef, null, 2) + '\n');
+      await writeFile(
+        join(rd.path, 'worker.json'),
+        JSON.stringify({ url: client.url, job } satisfies RemoteRef, null, 2) + '\n',
+      );
       const summary = await follow(rd, run, client, job, opts.onNotice);
       await after?.(summary);
       return summary;
@@ -227,12 +272,24 @@ export function attachRemoteRun(
   return run;
 }
 
-async function follow(rd: RunDir, run: Run, client: WorkerClient, job: string, onNotice?: (m: string) => void): Promise<RunSummary> {
+async function follow(
+  rd: RunDir,
+  run: Run,
+  client: WorkerClient,
+  job: string,
+  onNotice?: (m: string) => void,
+): Promise<RunSummary> {
   let watch: Watch | undefined;
   let lostHandler: ((e: Error) => void) | undefined;
   try {
     const final = await new Promise<JobInfo>((resolve, reject) => {
-      lostHandler = (e: Error) => reject(new LatheError(`${e.message}; job ${job} keeps training on the worker (see lathe jobs; lathe submit --wait reconnects by itself)`, 1));
+      lostHandler = (e: Error) =>
+        reject(
+          new LatheError(
+            `${e.message}; job ${job} keeps training on the worker (see lathe jobs; lathe submit --wait reconnects by itself)`,
+            1,
+          ),
+        );
       client.once('lost', lostHandler);
       watch = client.watch(job, {
         metric: (m) => {
@@ -271,9 +328,23 @@ async function follow(rd: RunDir, run: Run, client: WorkerClient, job: string, o
     }
     const summary: RunSummary =
       fetched ??
-      ({ id: run.id, lockId: final.lockId, stage: final.stage, status: final.status === 'queued' ? 'cancelled' : final.status, step: final.step, steps: final.steps, tokens: 0, seconds: 0, backend: final.backend, lathe: run.lock.lathe, error: final.error, worker: { url: client.url, job } } satisfies RunSummary);
+      ({
+        id: run.id,
+        lockId: final.lockId,
+        stage: final.stage,
+        status: final.status === 'queued' ? 'cancelled' : final.status,
+        step: final.step,
+        steps: final.steps,
+        tokens: 0,
+        seconds: 0,
+        backend: final.backend,
+        lathe: run.lock.lathe,
+        error: final.error,
+        worker: { url: client.url, job },
+      } satisfies RunSummary);
     if (!fetched) await rd.writeSummary(summary);
-    if (summary.status === 'failed') throw new LatheError(`job ${job} on ${client.url} failed: ${summary.error ?? 'no reason given'}`, 1);
+    if (summary.status === 'failed')
+      throw new LatheError(`job ${job} on ${client.url} failed: ${summary.error ?? 'no reason given'}`, 1);
     return summary;
   } finally {
     watch?.close();

@@ -78,10 +78,15 @@ export function resolveGateMetric(name: string, values: Record<string, number>):
   if (!name.includes('/')) {
     const matches = Object.keys(values).filter((k) => k.startsWith('eval/') && k.endsWith(`/${name}`));
     if (matches.length === 1) return { key: matches[0]! };
-    if (matches.length > 1) return { reason: `"${name}" is ambiguous (${matches.join(', ')}); name the suite, e.g. "${matches[0]!.slice(5)}"` };
+    if (matches.length > 1)
+      return {
+        reason: `"${name}" is ambiguous (${matches.join(', ')}); name the suite, e.g. "${matches[0]!.slice(5)}"`,
+      };
   }
   const evalKeys = Object.keys(values).filter((k) => k.startsWith('eval/') || k === 'eval_loss' || k === 'loss');
-  return { reason: `no metric "${name}" yet${evalKeys.length ? ` (have: ${evalKeys.join(', ')})` : ''}; run the suite (lathe eval <run> --suite F) or fix the gate's name` };
+  return {
+    reason: `no metric "${name}" yet${evalKeys.length ? ` (have: ${evalKeys.join(', ')})` : ''}; run the suite (lathe eval <run> --suite F) or fix the gate's name`,
+  };
 }
 
 function compare(a: number, op: GateOp, b: number): boolean {
@@ -105,21 +110,32 @@ function compare(a: number, op: GateOp, b: number): boolean {
  * Checks gates against the latest metrics: `release-ready` when every gate passes, else
  * `blocked`. A missing, ambiguous or non-finite metric blocks, with a reason.
  */
-export function applyGates(gates: readonly (string | Gate)[], latest: Record<string, number> | LatestMetrics): GateReport {
-  const values = 'values' in latest && typeof latest.values === 'object' ? (latest as LatestMetrics).values : (latest as Record<string, number>);
+export function applyGates(
+  gates: readonly (string | Gate)[],
+  latest: Record<string, number> | LatestMetrics,
+): GateReport {
+  const values =
+    'values' in latest && typeof latest.values === 'object'
+      ? (latest as LatestMetrics).values
+      : (latest as Record<string, number>);
   const results = gates.map((g): GateResult => {
     const gate = typeof g === 'string' ? parseGate(g) : g;
     const found = resolveGateMetric(gate.metric, values);
     if ('reason' in found) return { gate: gate.source, pass: false, reason: found.reason };
     const value = values[found.key]!;
-    if (!Number.isFinite(value)) return { gate: gate.source, metric: found.key, value, pass: false, reason: `${found.key} is ${value}` };
+    if (!Number.isFinite(value))
+      return { gate: gate.source, metric: found.key, value, pass: false, reason: `${found.key} is ${value}` };
     return { gate: gate.source, metric: found.key, value, pass: compare(value, gate.op, gate.value) };
   });
   return { status: results.every((r) => r.pass) ? 'release-ready' : 'blocked', results };
 }
 
 /** The gates report for a run's summary, or undefined when the recipe has no gates. */
-export function summarizeGates(gates: readonly string[] | undefined, metrics: readonly Metric[], evals?: Record<string, EvalRecord>): GateReport | undefined {
+export function summarizeGates(
+  gates: readonly string[] | undefined,
+  metrics: readonly Metric[],
+  evals?: Record<string, EvalRecord>,
+): GateReport | undefined {
   if (!gates?.length) return undefined;
   return applyGates(gates, latestMetrics(metrics, evals));
 }

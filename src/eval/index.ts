@@ -49,16 +49,45 @@ export {
 } from './scorers.js';
 
 /** Suites: load a JSONL (file:line errors), complete prompts with stop strings, run and score. */
-export { complete, errorCount, loadSuite, metricKey, runSuite, splitDocuments, type CompleteOptions, type Completion, type Suite, type SuiteFailure, type SuiteResult } from './suite.js';
+export {
+  complete,
+  errorCount,
+  loadSuite,
+  metricKey,
+  runSuite,
+  splitDocuments,
+  type CompleteOptions,
+  type Completion,
+  type Suite,
+  type SuiteFailure,
+  type SuiteResult,
+} from './suite.js';
 
 /** Gates: check thresholds on the latest metrics, giving release-ready or blocked. */
-export { applyGates, latestMetrics, resolveGateMetric, summarizeGates, type EvalRecord, type GateReport, type GateResult, type LatestMetrics } from './gates.js';
+export {
+  applyGates,
+  latestMetrics,
+  resolveGateMetric,
+  summarizeGates,
+  type EvalRecord,
+  type GateReport,
+  type GateResult,
+  type LatestMetrics,
+} from './gates.js';
 
 /** The comparison table across runs. */
 export { compareRuns, formatComparison, type ComparisonRow } from './compare.js';
 
 /** Standalone evaluation of a run's checkpoint, recorded in its summary.json. */
-export { describeResult, evalRecord, evaluateRun, recipeSuites, recordEvals, type RunEvaluation, type SuiteSource } from './standalone.js';
+export {
+  describeResult,
+  evalRecord,
+  evaluateRun,
+  recipeSuites,
+  recordEvals,
+  type RunEvaluation,
+  type SuiteSource,
+} from './standalone.js';
 
 /** The training-loop hook: a recipe's suites, run when due. */
 export { TrainingEvals } from './training.js';

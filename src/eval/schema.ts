@@ -10,14 +10,23 @@ export const BUILTIN_SCORERS = ['exact', 'contains', 'regex', 'numeric', 'perple
 /** A custom scorer: a JS module (or TS, where a TS loader is available) exporting `(completion, example) => number | boolean`. */
 export const ModuleScorerSchema = z
   .strictObject({
-    module: z.string().min(1).describe('Path to the module, relative to the recipe (or the suite file); .js/.mjs, or .ts with tsx installed.'),
-    export: z.string().min(1).default('default').describe('The exported function to call: (completion, example) => number | boolean | Promise of either.'),
+    module: z
+      .string()
+      .min(1)
+      .describe('Path to the module, relative to the recipe (or the suite file); .js/.mjs, or .ts with tsx installed.'),
+    export: z
+      .string()
+      .min(1)
+      .default('default')
+      .describe('The exported function to call: (completion, example) => number | boolean | Promise of either.'),
   })
   .describe('A custom scorer module.');
 
 export const ScorerSchema = z
   .union([z.enum(BUILTIN_SCORERS), ModuleScorerSchema])
-  .describe('How a completion is scored: exact (trimmed), contains, regex (expected is a pattern), numeric (within tolerance), perplexity (path is a text file), or {module, export}.');
+  .describe(
+    'How a completion is scored: exact (trimmed), contains, regex (expected is a pattern), numeric (within tolerance), perplexity (path is a text file), or {module, export}.',
+  );
 
 /** Numeric tolerance: a number is absolute; {abs, rel} passes when |got - expected| <= max(abs, rel·|expected|). */
 export const ToleranceSchema = z
@@ -35,19 +44,42 @@ export const SuiteSchema = z
   .strictObject({
     name: z
       .string()
-      .regex(/^[A-Za-z0-9_.-]+$/, { error: 'use letters, digits, "_", "." or "-" (it becomes the metric key eval/<name>/accuracy)' })
+      .regex(/^[A-Za-z0-9_.-]+$/, {
+        error: 'use letters, digits, "_", "." or "-" (it becomes the metric key eval/<name>/accuracy)',
+      })
       .describe('Suite name; metrics are eval/<name>/accuracy (or eval/<name>/perplexity).'),
-    path: z.string().min(1).describe('JSONL file of {"prompt", "expected", ...} rows (a text file for perplexity), relative to the recipe.'),
+    path: z
+      .string()
+      .min(1)
+      .describe('JSONL file of {"prompt", "expected", ...} rows (a text file for perplexity), relative to the recipe.'),
     scorer: ScorerSchema.default('exact'),
     field: z.string().min(1).default('expected').describe('The row field holding the expected answer.'),
     tolerance: ToleranceSchema.default(1e-6),
     maxTokens: z.number().int().positive().default(32).describe('Tokens to generate per prompt at most.'),
     temperature: z.number().min(0).default(0).describe('Sampling temperature; 0 is greedy (deterministic).'),
     seed: z.number().int().min(0).default(0).describe('Sampling seed when temperature > 0 (example i uses seed + i).'),
-    stop: z.array(z.string().min(1)).optional().describe('Strings that end a completion (cut before them); end-of-sequence always stops.'),
-    every: z.number().int().min(0).optional().describe('Run every N training steps (0: only at the end); defaults to eval.every.'),
-    limit: z.number().int().positive().optional().describe('Use only the first N examples (perplexity: the first N windows).'),
-    timeoutMs: z.number().int().positive().default(5000).describe('Custom scorer: time allowed per call; a call past it scores 0 and is counted.'),
+    stop: z
+      .array(z.string().min(1))
+      .optional()
+      .describe('Strings that end a completion (cut before them); end-of-sequence always stops.'),
+    every: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Run every N training steps (0: only at the end); defaults to eval.every.'),
+    limit: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Use only the first N examples (perplexity: the first N windows).'),
+    timeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .default(5000)
+      .describe('Custom scorer: time allowed per call; a call past it scores 0 and is counted.'),
     split: z
       .enum(['line', 'paragraph', 'file'])
       .default('paragraph')
@@ -70,7 +102,8 @@ export interface Gate {
 }
 
 const GATE_RE = /^\s*([A-Za-z_][\w./-]*)\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$/;
-const GATE_HELP = 'write "<metric> <op> <number>", e.g. "tasks/accuracy >= 0.8" or "eval_loss <= 2.5"; ops: >=, >, <=, <, ==, !=';
+const GATE_HELP =
+  'write "<metric> <op> <number>", e.g. "tasks/accuracy >= 0.8" or "eval_loss <= 2.5"; ops: >=, >, <=, <, ==, !=';
 
 /** Parses a gate string such as `tasks/accuracy >= 0.8`; a bad one throws a LatheError naming it and how to fix it. */
 export function parseGate(source: string): Gate {
@@ -83,9 +116,12 @@ export function parseGate(source: string): Gate {
 export const GateSchema = z
   .string()
   .superRefine((s, ctx) => {
-    if (!GATE_RE.test(s)) ctx.addIssue({ code: 'custom', message: `cannot parse gate ${JSON.stringify(s)}; ${GATE_HELP}` });
+    if (!GATE_RE.test(s))
+      ctx.addIssue({ code: 'custom', message: `cannot parse gate ${JSON.stringify(s)}; ${GATE_HELP}` });
   })
-  .describe('A release gate: "<metric> <op> <number>", e.g. "tasks/accuracy >= 0.8"; metric is eval/<suite>/<name>, <suite>/<name>, a metrics.jsonl key, or accuracy when there is one suite.');
+  .describe(
+    'A release gate: "<metric> <op> <number>", e.g. "tasks/accuracy >= 0.8"; metric is eval/<suite>/<name>, <suite>/<name>, a metrics.jsonl key, or accuracy when there is one suite.',
+  );
 
 /** Fields to add to the recipe's `eval` section (spread into its strictObject). */
 export const evalSuiteFields = {
@@ -94,13 +130,23 @@ export const evalSuiteFields = {
     .superRefine((suites, ctx) => {
       const seen = new Set<string>();
       suites.forEach((s, i) => {
-        if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${s.name}" is used by an earlier suite; suite names must be unique (they key the metrics)` });
+        if (seen.has(s.name))
+          ctx.addIssue({
+            code: 'custom',
+            path: [i, 'name'],
+            message: `"${s.name}" is used by an earlier suite; suite names must be unique (they key the metrics)`,
+          });
         seen.add(s.name);
       });
     })
     .default([])
-    .describe('Evaluation suites run during training (every eval.every steps unless a suite says otherwise) and by lathe eval.'),
-  gates: z.array(GateSchema).default([]).describe('Thresholds on the latest metrics that mark a run release-ready or blocked in summary.json.'),
+    .describe(
+      'Evaluation suites run during training (every eval.every steps unless a suite says otherwise) and by lathe eval.',
+    ),
+  gates: z
+    .array(GateSchema)
+    .default([])
+    .describe('Thresholds on the latest metrics that mark a run release-ready or blocked in summary.json.'),
 };
 
 /** A suite with every default filled in. */
@@ -117,6 +163,8 @@ export type Tolerance = z.output<typeof ToleranceSchema>;
 export function parseSuiteConfig(input: unknown, where = 'suite'): SuiteConfig {
   const r = SuiteSchema.safeParse(input);
   if (r.success) return r.data;
-  const lines = r.error.issues.map((i) => `  ${where}${i.path.length ? '.' + i.path.map(String).join('.') : ''}: ${i.message}`);
+  const lines = r.error.issues.map(
+    (i) => `  ${where}${i.path.length ? '.' + i.path.map(String).join('.') : ''}: ${i.message}`,
+  );
   throw new LatheError(`${where} is invalid:\n${lines.join('\n')}`);
 }

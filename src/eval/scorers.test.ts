@@ -19,7 +19,14 @@ import {
   type ScoredExample,
 } from './scorers.js';
 
-const ex = (row: Record<string, unknown>, extra: Partial<ScoredExample> = {}): ScoredExample => ({ line: 1, prompt: String(row.prompt ?? ''), expected: row.expected, answers: [], row, ...extra });
+const ex = (row: Record<string, unknown>, extra: Partial<ScoredExample> = {}): ScoredExample => ({
+  line: 1,
+  prompt: String(row.prompt ?? ''),
+  expected: row.expected,
+  answers: [],
+  row,
+  ...extra,
+});
 
 describe('built-in scorers', () => {
   it('exact compares trimmed text, any of a list', () => {
@@ -48,7 +55,9 @@ describe('built-in scorers', () => {
 
   it('an invalid regex is a DataError naming file:line', () => {
     expect(() => compilePattern('(unclosed', '/s/suite.jsonl', 7)).toThrow(DataError);
-    expect(() => compilePattern('(unclosed', '/s/suite.jsonl', 7)).toThrow(/^\/s\/suite\.jsonl:7: invalid regex "\(unclosed"/);
+    expect(() => compilePattern('(unclosed', '/s/suite.jsonl', 7)).toThrow(
+      /^\/s\/suite\.jsonl:7: invalid regex "\(unclosed"/,
+    );
   });
 
   it('numeric reads the first number and compares within an absolute or relative tolerance', () => {
@@ -69,10 +78,14 @@ describe('built-in scorers', () => {
   it('expected answers accept strings, numbers and lists; others name file:line', () => {
     expect(expectedAnswers('a', 'f', 1, 'expected')).toEqual(['a']);
     expect(expectedAnswers([1, 'b'], 'f', 1, 'expected')).toEqual(['1', 'b']);
-    expect(() => expectedAnswers({ a: 1 }, 'f.jsonl', 3, 'expected')).toThrow(/^f\.jsonl:3: "expected" must be a string/);
+    expect(() => expectedAnswers({ a: 1 }, 'f.jsonl', 3, 'expected')).toThrow(
+      /^f\.jsonl:3: "expected" must be a string/,
+    );
     expect(() => expectedAnswers([], 'f.jsonl', 4, 'answer')).toThrow(/^f\.jsonl:4: "answer" is an empty list/);
     expect(expectedNumbers(['1,000', '2.5'], 'f', 1, 'expected')).toEqual([1000, 2.5]);
-    expect(() => expectedNumbers(['abc'], 'f.jsonl', 9, 'expected')).toThrow(/^f\.jsonl:9: "expected" must be a number/);
+    expect(() => expectedNumbers(['abc'], 'f.jsonl', 9, 'expected')).toThrow(
+      /^f\.jsonl:9: "expected" must be a number/,
+    );
   });
 
   it('builtinScorer wraps them with the parsed example', async () => {
@@ -108,7 +121,8 @@ describe('custom module scorers', () => {
       ].join('\n'),
     );
     const row = { prompt: 'p', expected: 'yes', extra: 42 };
-    const load = (exp?: string, timeoutMs = 300) => loadModuleScorer({ module: 'score.mjs', export: exp ?? 'default' }, { baseDir: dir, timeoutMs });
+    const load = (exp?: string, timeoutMs = 300) =>
+      loadModuleScorer({ module: 'score.mjs', export: exp ?? 'default' }, { baseDir: dir, timeoutMs });
     const def = await load();
     expect(def.name).toBe('score.mjs');
     expect(await def.score(' yes ', ex(row))).toEqual({ score: 1 });
@@ -159,10 +173,16 @@ describe('custom module scorers', () => {
     const dir = await scratch();
     await writeFile(join(dir, 'ok.mjs'), 'export const a = () => 1;\nexport const b = 2;\n');
     await writeFile(join(dir, 'broken.mjs'), 'export const a = (;\n');
-    await expect(loadModuleScorer({ module: 'nope.mjs', export: 'default' }, { baseDir: dir })).rejects.toThrow(/scorer module nope\.mjs: not found/);
-    await expect(loadModuleScorer({ module: 'ok.mjs', export: 'default' }, { baseDir: dir })).rejects.toThrow(/has no function export "default" \(exports: a, b\)/);
+    await expect(loadModuleScorer({ module: 'nope.mjs', export: 'default' }, { baseDir: dir })).rejects.toThrow(
+      /scorer module nope\.mjs: not found/,
+    );
+    await expect(loadModuleScorer({ module: 'ok.mjs', export: 'default' }, { baseDir: dir })).rejects.toThrow(
+      /has no function export "default" \(exports: a, b\)/,
+    );
     await expect(loadModuleScorer({ module: 'ok.mjs', export: 'b' }, { baseDir: dir })).rejects.toThrow(LatheError);
-    await expect(loadModuleScorer({ module: 'broken.mjs', export: 'a' }, { baseDir: dir })).rejects.toThrow(/scorer module broken\.mjs#a: cannot be imported: Unexpected token/);
+    await expect(loadModuleScorer({ module: 'broken.mjs', export: 'a' }, { baseDir: dir })).rejects.toThrow(
+      /scorer module broken\.mjs#a: cannot be imported: Unexpected token/,
+    );
   });
 
   it('resolves relative to the recipe folder, then the suite file folder', async () => {
@@ -170,14 +190,20 @@ describe('custom module scorers', () => {
     const suites = join(dir, 'suites');
     await import('node:fs/promises').then((fs) => fs.mkdir(suites));
     await writeFile(join(suites, 'near.mjs'), 'export default () => 1;\n');
-    const s = await loadModuleScorer({ module: 'near.mjs', export: 'default' }, { baseDir: dir, suiteFile: join(suites, 'x.jsonl') });
+    const s = await loadModuleScorer(
+      { module: 'near.mjs', export: 'default' },
+      { baseDir: dir, suiteFile: join(suites, 'x.jsonl') },
+    );
     expect((await s.score('', ex({}))).score).toBe(1);
     await s.close();
   });
 
   it('TypeScript modules load in-process where a TS loader is active (here: vitest)', async () => {
     const dir = await scratch();
-    await writeFile(join(dir, 'score.ts'), 'export function score(c: string, ex: { expected: string }): number {\n  return c === ex.expected ? 1 : 0;\n}\nexport const hangs = (): Promise<number> => new Promise(() => {});\n');
+    await writeFile(
+      join(dir, 'score.ts'),
+      'export function score(c: string, ex: { expected: string }): number {\n  return c === ex.expected ? 1 : 0;\n}\nexport const hangs = (): Promise<number> => new Promise(() => {});\n',
+    );
     const s = await loadModuleScorer({ module: 'score.ts', export: 'score' }, { baseDir: dir });
     expect((await s.score('a', ex({ expected: 'a' }))).score).toBe(1);
     const h = await loadModuleScorer({ module: 'score.ts', export: 'hangs' }, { baseDir: dir, timeoutMs: 100 });

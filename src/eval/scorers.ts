@@ -108,7 +108,11 @@ export function expectedAnswers(value: unknown, file: string, line: number, fiel
   return list.map((v) => {
     if (typeof v === 'string') return v;
     if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-    throw new DataError(file, line, `"${field}" must be a string, a number or a list of them, got ${JSON.stringify(v)}`);
+    throw new DataError(
+      file,
+      line,
+      `"${field}" must be a string, a number or a list of them, got ${JSON.stringify(v)}`,
+    );
   });
 }
 
@@ -118,7 +122,11 @@ export function compilePattern(source: string, file: string, line: number): RegE
   try {
     return lit ? new RegExp(lit[1]!, lit[2]!.replace(/[gy]/g, '')) : new RegExp(source);
   } catch (e) {
-    throw new DataError(file, line, `invalid regex ${JSON.stringify(source)}: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`);
+    throw new DataError(
+      file,
+      line,
+      `invalid regex ${JSON.stringify(source)}: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`,
+    );
   }
 }
 
@@ -126,7 +134,8 @@ export function compilePattern(source: string, file: string, line: number): RegE
 export function expectedNumbers(answers: readonly string[], file: string, line: number, field: string): number[] {
   return answers.map((a) => {
     const n = a.trim() === '' ? NaN : Number(a.trim().replace(/,/g, ''));
-    if (!Number.isFinite(n)) throw new DataError(file, line, `"${field}" must be a number for the numeric scorer, got ${JSON.stringify(a)}`);
+    if (!Number.isFinite(n))
+      throw new DataError(file, line, `"${field}" must be a number for the numeric scorer, got ${JSON.stringify(a)}`);
     return n;
   });
 }
@@ -147,15 +156,21 @@ export function builtinScorer(name: 'exact' | 'contains' | 'regex' | 'numeric', 
 /** Turns what a custom scorer returned into an outcome: booleans are 1/0; NaN, ±Infinity and non-numbers score 0, counted. */
 export function outcomeOf(v: unknown): ScoreOutcome {
   if (typeof v === 'boolean') return { score: v ? 1 : 0 };
-  if (typeof v === 'number') return Number.isFinite(v) ? { score: v } : { score: 0, error: 'nan', message: `returned ${v}` };
-  return { score: 0, error: 'invalid', message: `returned ${v === null ? 'null' : typeof v}; return a number or a boolean` };
+  if (typeof v === 'number')
+    return Number.isFinite(v) ? { score: v } : { score: 0, error: 'nan', message: `returned ${v}` };
+  return {
+    score: 0,
+    error: 'invalid',
+    message: `returned ${v === null ? 'null' : typeof v}; return a number or a boolean`,
+  };
 }
 
 /** Resolves a scorer module path: relative to baseDir (the recipe's folder), else to the suite file's folder. */
 export function resolveModulePath(module: string, baseDir: string, suiteFile?: string): string {
   const candidates = [resolve(baseDir, module), ...(suiteFile ? [resolve(dirname(suiteFile), module)] : [])];
   const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new LatheError(`scorer module ${module}: not found (looked at ${[...new Set(candidates)].join(', ')})`);
+  if (!found)
+    throw new LatheError(`scorer module ${module}: not found (looked at ${[...new Set(candidates)].join(', ')})`);
   return found;
 }
 
@@ -224,7 +239,10 @@ class WorkerScorer implements Scorer {
   /** Starts the worker and waits for the module to load; a module that cannot load is a LatheError. */
   start(): Promise<void> {
     if (this.ready) return this.ready;
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { url: pathToFileURL(this.path).href, exportName: this.exportName } });
+    const w = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { url: pathToFileURL(this.path).href, exportName: this.exportName },
+    });
     w.unref();
     this.worker = w;
     this.ready = new Promise<void>((res, rej) => {
@@ -234,7 +252,11 @@ class WorkerScorer implements Scorer {
           loaded = true;
           if (r.error) {
             this.stop();
-            rej(new LatheError(`scorer module ${this.name}: ${r.error}${r.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? '; use a .js/.mjs module' : ''}`));
+            rej(
+              new LatheError(
+                `scorer module ${this.name}: ${r.error}${r.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? '; use a .js/.mjs module' : ''}`,
+              ),
+            );
           } else res();
           return;
         }
@@ -285,7 +307,8 @@ class WorkerScorer implements Scorer {
     });
     if (reply === 'timeout') return { score: 0, error: 'timeout', message: `no answer within ${this.timeoutMs} ms` };
     if (reply.error !== undefined) return { score: 0, error: 'threw', message: reply.error };
-    if (reply.value === undefined) return { score: 0, error: 'invalid', message: `returned ${reply.kind}; return a number or a boolean` };
+    if (reply.value === undefined)
+      return { score: 0, error: 'invalid', message: `returned ${reply.kind}; return a number or a boolean` };
     return outcomeOf(reply.value);
   }
 
@@ -314,7 +337,10 @@ class InlineScorer implements Scorer {
     let timer: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));
-      const v = await Promise.race([Promise.resolve().then(() => this.fn(completion, structuredClone(example.row))), timeout]);
+      const v = await Promise.race([
+        Promise.resolve().then(() => this.fn(completion, structuredClone(example.row))),
+        timeout,
+      ]);
       if (v === 'timeout') return { score: 0, error: 'timeout', message: `no answer within ${this.timeoutMs} ms` };
       return outcomeOf(v);
     } catch (e) {
@@ -330,14 +356,18 @@ class InlineScorer implements Scorer {
 async function importTypeScript(path: string): Promise<Record<string, unknown>> {
   // tsx is optional: a project that adds it can load .ts scorers from the built CLI too.
   const tsxApi = 'tsx/esm/api';
-  const tsx = (await import(tsxApi).catch(() => undefined)) as { tsImport?: (spec: string, parent: string) => Promise<Record<string, unknown>> } | undefined;
+  const tsx = (await import(tsxApi).catch(() => undefined)) as
+    { tsImport?: (spec: string, parent: string) => Promise<Record<string, unknown>> } | undefined;
   if (tsx?.tsImport) return tsx.tsImport(pathToFileURL(path).href, import.meta.url);
   try {
     // Works where a TS loader is active (vitest, node --import tsx, or a Node that strips types).
     return (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ERR_UNKNOWN_FILE_EXTENSION') throw new LatheError(`scorer module ${path}: Node ${process.version} cannot import TypeScript; compile it to .js/.mjs, or install tsx`);
+    if (code === 'ERR_UNKNOWN_FILE_EXTENSION')
+      throw new LatheError(
+        `scorer module ${path}: Node ${process.version} cannot import TypeScript; compile it to .js/.mjs, or install tsx`,
+      );
     throw new LatheError(`scorer module ${path}: cannot be imported: ${(e as Error).message}`);
   }
 }
@@ -346,7 +376,10 @@ async function importTypeScript(path: string): Promise<Record<string, unknown>> 
  * Loads a custom scorer `{ module, export }`: JS modules run in a worker thread (true timeouts);
  * TS modules run in this process through tsx or an active TS loader.
  */
-export async function loadModuleScorer(spec: ModuleScorerConfig, opts: { baseDir: string; suiteFile?: string; timeoutMs?: number }): Promise<Scorer> {
+export async function loadModuleScorer(
+  spec: ModuleScorerConfig,
+  opts: { baseDir: string; suiteFile?: string; timeoutMs?: number },
+): Promise<Scorer> {
   const path = resolveModulePath(spec.module, opts.baseDir, opts.suiteFile);
   const exportName = spec.export ?? 'default';
   const label = `${spec.module}${exportName === 'default' ? '' : `#${exportName}`}`;
@@ -354,7 +387,10 @@ export async function loadModuleScorer(spec: ModuleScorerConfig, opts: { baseDir
   if (TS_EXT.has(extname(path).toLowerCase())) {
     const mod = await importTypeScript(path);
     const fn = mod[exportName];
-    if (typeof fn !== 'function') throw new LatheError(`scorer module ${label}: has no function export "${exportName}" (exports: ${Object.keys(mod).join(', ') || 'none'})`);
+    if (typeof fn !== 'function')
+      throw new LatheError(
+        `scorer module ${label}: has no function export "${exportName}" (exports: ${Object.keys(mod).join(', ') || 'none'})`,
+      );
     return new InlineScorer(label, fn as (c: string, e: Record<string, unknown>) => unknown, timeoutMs);
   }
   const s = new WorkerScorer(path, exportName, timeoutMs, label);
@@ -376,7 +412,12 @@ export interface PerplexityResult {
  * Perplexity of a model on documents: each is wrapped in bos…eos as in training, the stream is cut
  * into windows of the model's context (the tail window shorter), and losses are weighted by tokens.
  */
-export async function textPerplexity(model: LanguageModel, tokenizer: Tokenizer, docs: readonly string[], opts: { limit?: number; batch?: number } = {}): Promise<PerplexityResult> {
+export async function textPerplexity(
+  model: LanguageModel,
+  tokenizer: Tokenizer,
+  docs: readonly string[],
+  opts: { limit?: number; batch?: number } = {},
+): Promise<PerplexityResult> {
   const seq = model.spec.context;
   const stream: number[] = [];
   for (const d of docs) stream.push(tokenizer.special.bos, ...tokenizer.encode(d), tokenizer.special.eos);

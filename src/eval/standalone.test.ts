@@ -36,12 +36,20 @@ async function taskSuite(n: number, name = 'tasks.jsonl'): Promise<string> {
 beforeAll(async () => {
   dir = await scratch('lathe-eval-');
   const data = await tallySlice(dir, 600);
-  const r = new Recipe(tinyRecipe(data, { train: { steps: 40, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 5, checkpointEvery: 20 } }), { baseDir: dir });
+  const r = new Recipe(
+    tinyRecipe(data, {
+      train: { steps: 40, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 5, checkpointEvery: 20 },
+    }),
+    { baseDir: dir },
+  );
   run = join(dir, 'run');
   shortRun = join(dir, 'short');
   await r.run({ out: run });
   await r.run({ out: shortRun, steps: 5 });
-  await writeFile(join(dir, 'corpus.txt'), (await readFile(CORPUS, 'utf8')).split('\n\n').slice(0, 12).join('\n\n') + '\n');
+  await writeFile(
+    join(dir, 'corpus.txt'),
+    (await readFile(CORPUS, 'utf8')).split('\n\n').slice(0, 12).join('\n\n') + '\n',
+  );
 }, 300_000);
 
 describe('suites on a trained model (end to end)', () => {
@@ -50,7 +58,11 @@ describe('suites on a trained model (end to end)', () => {
     try {
       const prompt = 'let px = 10\nemit ';
       const ids = [tokenizer.special.bos, ...tokenizer.encode(prompt)];
-      const ref = await generate(model, ids, { maxTokens: 12, temperature: 0, stop: [tokenizer.special.eos, tokenizer.special.end] });
+      const ref = await generate(model, ids, {
+        maxTokens: 12,
+        temperature: 0,
+        stop: [tokenizer.special.eos, tokenizer.special.end],
+      });
       const ours = await complete(model, tokenizer, prompt, { maxTokens: 12 });
       expect(ours.ids).toEqual(ref);
       expect(ours.text).toBe(tokenizer.decode(ref));
@@ -91,7 +103,17 @@ describe('suites on a trained model (end to end)', () => {
     );
     const { model, tokenizer } = await loadModel(run);
     const exact = await loadSuite(parseSuiteConfig({ name: 'tasks', path, maxTokens: 8, stop: ['\n'] }), dir);
-    const flaky = await loadSuite(parseSuiteConfig({ name: 'flaky', path, maxTokens: 8, stop: ['\n'], scorer: { module: 'flaky.mjs' }, timeoutMs: 300 }), dir);
+    const flaky = await loadSuite(
+      parseSuiteConfig({
+        name: 'flaky',
+        path,
+        maxTokens: 8,
+        stop: ['\n'],
+        scorer: { module: 'flaky.mjs' },
+        timeoutMs: 300,
+      }),
+      dir,
+    );
     try {
       const a = await runSuite(model, tokenizer, exact, { failures: 20 });
       const b = await runSuite(model, tokenizer, exact, { failures: 20 });
@@ -101,7 +123,9 @@ describe('suites on a trained model (end to end)', () => {
       expect(a.failures.map((f) => f.completion)).toEqual(b.failures.map((f) => f.completion));
       expect(a.accuracy).toBe(a.scores.reduce((x, y) => x + y, 0) / 12);
       expect(a.metrics).toEqual({ 'eval/tasks/accuracy': a.accuracy });
-      expect(a.truncated).toBe(exact.examples.filter((e) => tokenizer.encode(e.prompt).length + 1 > model.spec.context - 8).length);
+      expect(a.truncated).toBe(
+        exact.examples.filter((e) => tokenizer.encode(e.prompt).length + 1 > model.spec.context - 8).length,
+      );
       // Completions are not all empty: the model writes something after a (cut) prompt.
       expect(a.failures.some((f) => f.completion.length > 0) || a.accuracy! > 0).toBe(true);
       for (const f of a.failures) {
@@ -114,7 +138,12 @@ describe('suites on a trained model (end to end)', () => {
       const f1 = await runSuite(model, tokenizer, flaky);
       const rows = exact.examples.map((e) => e.prompt);
       const count = (p: string) => rows.filter((r) => r.startsWith(p)).length;
-      expect(f1.errors).toEqual({ threw: count('let qty'), nan: count('let fair'), timeout: count('let nav'), invalid: 0 });
+      expect(f1.errors).toEqual({
+        threw: count('let qty'),
+        nan: count('let fair'),
+        timeout: count('let nav'),
+        invalid: 0,
+      });
       expect(f1.errors.threw + f1.errors.nan + f1.errors.timeout).toBeGreaterThan(0);
       expect(f1.n).toBe(12);
       expect(f1.failures.find((f) => f.error?.startsWith('threw'))?.error).toBe('threw: checker exploded');
@@ -132,7 +161,13 @@ describe('suites on a trained model (end to end)', () => {
     const path = await taskSuite(10, 'program.jsonl');
     const { model, tokenizer } = await loadModel(run);
     const suite = await loadSuite(
-      parseSuiteConfig({ name: 'program', path, maxTokens: 12, stop: ['\n'], scorer: { module: join(ROOT, 'examples', 'tally', 'reward.ts'), export: 'programReward' } }),
+      parseSuiteConfig({
+        name: 'program',
+        path,
+        maxTokens: 12,
+        stop: ['\n'],
+        scorer: { module: join(ROOT, 'examples', 'tally', 'reward.ts'), export: 'programReward' },
+      }),
       dir,
     );
     try {
@@ -174,7 +209,14 @@ describe('suites on a trained model (end to end)', () => {
     const path = await taskSuite(3, 'hook.jsonl');
     await writeFile(join(dir, 'one.mjs'), 'export const one = () => 1;\n');
     const ev = await TrainingEvals.load(
-      { every: 10, suites: [{ name: 'a', path, maxTokens: 2 }, { name: 'b', path, maxTokens: 2, every: 4, scorer: { module: 'one.mjs', export: 'one' } }, { name: 'c', path, every: 0 }] },
+      {
+        every: 10,
+        suites: [
+          { name: 'a', path, maxTokens: 2 },
+          { name: 'b', path, maxTokens: 2, every: 4, scorer: { module: 'one.mjs', export: 'one' } },
+          { name: 'c', path, every: 0 },
+        ],
+      },
       dir,
     );
     expect(ev.size).toBe(3);
@@ -185,14 +227,28 @@ describe('suites on a trained model (end to end)', () => {
       expect((await ev.run(model, tokenizer, 8, false)).metrics).toEqual({ 'eval/b/accuracy': 1 });
       // The custom scorer's worker is stopped between evals and restarts on the next one.
       expect((await ev.run(model, tokenizer, 12, false)).metrics).toEqual({ 'eval/b/accuracy': 1 });
-      expect(Object.keys((await ev.run(model, tokenizer, 20, false)).metrics)).toEqual(['eval/a/accuracy', 'eval/b/accuracy']);
-      expect(Object.keys((await ev.run(model, tokenizer, 21, true)).metrics)).toEqual(['eval/a/accuracy', 'eval/b/accuracy', 'eval/c/accuracy']);
+      expect(Object.keys((await ev.run(model, tokenizer, 20, false)).metrics)).toEqual([
+        'eval/a/accuracy',
+        'eval/b/accuracy',
+      ]);
+      expect(Object.keys((await ev.run(model, tokenizer, 21, true)).metrics)).toEqual([
+        'eval/a/accuracy',
+        'eval/b/accuracy',
+        'eval/c/accuracy',
+      ]);
     } finally {
       model.dispose();
       await ev.close();
     }
-    await expect(TrainingEvals.load({ every: 10, suites: [{ name: 'x', path: 'missing.jsonl' }] }, dir)).rejects.toThrow(/suite "x": missing\.jsonl is not a file/);
-    await expect(TrainingEvals.load({ every: 10, suites: [{ name: 'y', path, scorer: { module: 'one.mjs', export: 'two' } }] }, dir)).rejects.toThrow(/scorer module one\.mjs#two: has no function export "two" \(exports: one\)/);
+    await expect(
+      TrainingEvals.load({ every: 10, suites: [{ name: 'x', path: 'missing.jsonl' }] }, dir),
+    ).rejects.toThrow(/suite "x": missing\.jsonl is not a file/);
+    await expect(
+      TrainingEvals.load(
+        { every: 10, suites: [{ name: 'y', path, scorer: { module: 'one.mjs', export: 'two' } }] },
+        dir,
+      ),
+    ).rejects.toThrow(/scorer module one\.mjs#two: has no function export "two" \(exports: one\)/);
   });
 });
 
@@ -202,16 +258,31 @@ describe('standalone evaluation, gates and comparison', () => {
     // The recipe's gates (what eval.gates in a recipe file becomes in the lock).
     const rd = RunDir.open(run);
     const lock = rd.readLock();
-    (lock.recipe.eval as { gates?: string[] }).gates = ['gated/accuracy >= 0', 'eval_loss <= 100', 'corpus/perplexity < 1'];
+    (lock.recipe.eval as { gates?: string[] }).gates = [
+      'gated/accuracy >= 0',
+      'eval_loss <= 100',
+      'corpus/perplexity < 1',
+    ];
     await writeFile(rd.lockPath, JSON.stringify(lock, null, 2));
 
-    const e = await evaluateRun(run, [{ name: 'gated', path, maxTokens: 6, stop: ['\n'] }, { name: 'corpus', path: join(dir, 'corpus.txt'), scorer: 'perplexity' }]);
+    const e = await evaluateRun(run, [
+      { name: 'gated', path, maxTokens: 6, stop: ['\n'] },
+      { name: 'corpus', path: join(dir, 'corpus.txt'), scorer: 'perplexity' },
+    ]);
     expect(e.step).toBe(40);
     expect(e.recorded).toBe(true);
     expect(e.results.map((r) => r.name)).toEqual(['gated', 'corpus']);
     const summary = (await rd.readSummary())!;
-    const evals = summary.evals as Record<string, { step: number; n: number; accuracy?: number; perplexity?: number; metrics: Record<string, number> }>;
-    expect(evals.gated).toMatchObject({ step: 40, n: 6, accuracy: e.results[0]!.accuracy, metrics: { 'eval/gated/accuracy': e.results[0]!.accuracy } });
+    const evals = summary.evals as Record<
+      string,
+      { step: number; n: number; accuracy?: number; perplexity?: number; metrics: Record<string, number> }
+    >;
+    expect(evals.gated).toMatchObject({
+      step: 40,
+      n: 6,
+      accuracy: e.results[0]!.accuracy,
+      metrics: { 'eval/gated/accuracy': e.results[0]!.accuracy },
+    });
     expect(evals.corpus!.perplexity).toBe(e.results[1]!.perplexity);
     const gates = summary.gates as GateReport;
     expect(gates.status).toBe('blocked');
@@ -234,11 +305,21 @@ describe('standalone evaluation, gates and comparison', () => {
     ]);
     expect(rows[0]!.loss).toBe(summary.loss);
     expect(rows[0]!.eval_loss).toBe(summary.eval_loss);
-    expect(rows[0]!.scores).toEqual({ 'gated/accuracy': e.results[0]!.accuracy, 'corpus/perplexity': again.results[0]!.perplexity, 'corpus/loss': again.results[0]!.loss });
+    expect(rows[0]!.scores).toEqual({
+      'gated/accuracy': e.results[0]!.accuracy,
+      'corpus/perplexity': again.results[0]!.perplexity,
+      'corpus/loss': again.results[0]!.loss,
+    });
     expect(rows[1]!.scores).toEqual({});
     const table = formatComparison(rows).split('\n');
-    expect(table[0]).toMatch(/^run\s+stage\s+status\s+step\s+loss\s+eval_loss\s+corpus\/loss\s+corpus\/perplexity\s+gated\/accuracy\s+gates$/);
-    expect(table[2]).toMatch(new RegExp(`^run\\s+pretrain\\s+completed\\s+40\\s+${summary.loss!.toFixed(4)}\\s+${summary.eval_loss!.toFixed(4)}\\s+.*release-ready$`));
+    expect(table[0]).toMatch(
+      /^run\s+stage\s+status\s+step\s+loss\s+eval_loss\s+corpus\/loss\s+corpus\/perplexity\s+gated\/accuracy\s+gates$/,
+    );
+    expect(table[2]).toMatch(
+      new RegExp(
+        `^run\\s+pretrain\\s+completed\\s+40\\s+${summary.loss!.toFixed(4)}\\s+${summary.eval_loss!.toFixed(4)}\\s+.*release-ready$`,
+      ),
+    );
     expect(table[3]).toMatch(/^short\s+pretrain\s+completed\s+5\s+\S+\s+\S+\s+-\s+-\s+-\s+-$/);
     await expect(compareRuns([join(dir, 'nope')])).rejects.toThrow(/not a run directory/);
   });
@@ -276,8 +357,24 @@ describe('lathe eval / lathe compare', () => {
     expect(text.error).toBeUndefined();
     expect(text.out).toMatch(/^run .* at step 40\n\nsuite\s+scorer\s+n\s+metric\s+value\s+scorer errors\s+seconds\n/);
     expect(text.out).toMatch(/\ncli\s+exact\s+4\s+accuracy\s+\d\.\d{4}\s+0\s+/);
-    const json = await cli(['eval', run, '--suite', path, '--max-tokens', '6', '--stop', '\\n', '--json', '--name', 'cli2']);
-    const parsed = JSON.parse(json.out) as { step: number; results: { name: string; n: number; accuracy: number; scores: number[] }[]; recorded: boolean };
+    const json = await cli([
+      'eval',
+      run,
+      '--suite',
+      path,
+      '--max-tokens',
+      '6',
+      '--stop',
+      '\\n',
+      '--json',
+      '--name',
+      'cli2',
+    ]);
+    const parsed = JSON.parse(json.out) as {
+      step: number;
+      results: { name: string; n: number; accuracy: number; scores: number[] }[];
+      recorded: boolean;
+    };
     expect(parsed).toMatchObject({ step: 40, recorded: true });
     expect(parsed.results[0]).toMatchObject({ name: 'cli2', n: 4 });
     const evals = (await RunDir.open(run).readSummary())!.evals as Record<string, { accuracy: number }>;
@@ -299,7 +396,9 @@ describe('lathe eval / lathe compare', () => {
     }
     await writeFile(join(dir, 'bad.jsonl'), '{"prompt":"a","expected":"1"}\n{"prompt":"b"}\n');
     const bad = await cli(['eval', run, '--suite', join(dir, 'bad.jsonl')]);
-    expect((bad.error as Error).message).toBe(`${join(dir, 'bad.jsonl')}:2: missing "expected" (the expected answer for the exact scorer)`);
+    expect((bad.error as Error).message).toBe(
+      `${join(dir, 'bad.jsonl')}:2: missing "expected" (the expected answer for the exact scorer)`,
+    );
     const scorer = await cli(['eval', run, '--suite', path, '--scorer', 'fuzzy']);
     expect((scorer.error as { code?: string }).code).toBe('commander.invalidArgument');
   });
@@ -318,10 +417,14 @@ describe('lathe eval / lathe compare', () => {
       ['locked', 3],
       ['ppl', 2],
     ]);
-    const one = JSON.parse((await cli(['eval', run, '--suite', 'locked', '--limit', '1', '--json'])).out) as { results: { name: string; n: number }[] };
+    const one = JSON.parse((await cli(['eval', run, '--suite', 'locked', '--limit', '1', '--json'])).out) as {
+      results: { name: string; n: number }[];
+    };
     expect(one.results.map((r) => [r.name, r.n])).toEqual([['locked', 1]]);
     const unknown = await cli(['eval', run, '--suite', 'nosuch']);
-    expect((unknown.error as Error).message).toMatch(/--suite nosuch: no such file, and the recipe's suites are locked, ppl/);
+    expect((unknown.error as Error).message).toMatch(
+      /--suite nosuch: no such file, and the recipe's suites are locked, ppl/,
+    );
   });
 
   it('--help for both verbs', async () => {
@@ -347,8 +450,26 @@ describe('lathe eval / lathe compare', () => {
       'catch (e) { if (e.exitCode === 0) process.exit(0); if (e.name !== "CommanderError") console.error("lathe: " + e.message); process.exit(e.exitCode ?? 1); }',
     ].join('\n');
     const exec = (args: string[]) =>
-      registered ? lathe(args) : ((r) => ({ status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }))(spawnSync(process.execPath, ['--input-type=module', '-e', shim, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 }));
-    const ok = exec(['eval', run, '--suite', path, '--scorer', `${join(dir, 'built-score.mjs')}#score`, '--max-tokens', '4', '--no-record']);
+      registered
+        ? lathe(args)
+        : ((r) => ({ status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }))(
+            spawnSync(process.execPath, ['--input-type=module', '-e', shim, ...args], {
+              cwd: ROOT,
+              encoding: 'utf8',
+              timeout: 300_000,
+            }),
+          );
+    const ok = exec([
+      'eval',
+      run,
+      '--suite',
+      path,
+      '--scorer',
+      `${join(dir, 'built-score.mjs')}#score`,
+      '--max-tokens',
+      '4',
+      '--no-record',
+    ]);
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/\nbuilt\s+.*built-score\.mjs#score\s+3\s+accuracy\s+/);
     await writeFile(join(dir, 'built-bad.jsonl'), '{"prompt":"a","expected":"1"}\n\n{"prompt": oops}\n');

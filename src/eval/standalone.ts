@@ -30,7 +30,16 @@ export function recipeSuites(dir: string): { suites: SuiteInput[]; gates: string
 
 /** The summary.json entry of one suite result. */
 export function evalRecord(r: SuiteResult, step: number): EvalRecord {
-  const rec: EvalRecord = { step, time: new Date().toISOString(), file: r.file, scorer: r.scorer, n: r.n, errors: r.errors, seconds: Math.round(r.seconds * 1000) / 1000, metrics: r.metrics };
+  const rec: EvalRecord = {
+    step,
+    time: new Date().toISOString(),
+    file: r.file,
+    scorer: r.scorer,
+    n: r.n,
+    errors: r.errors,
+    seconds: Math.round(r.seconds * 1000) / 1000,
+    metrics: r.metrics,
+  };
   if (r.accuracy !== undefined) rec.accuracy = r.accuracy;
   if (r.perplexity !== undefined) rec.perplexity = r.perplexity;
   if (r.loss !== undefined) rec.loss = r.loss;
@@ -42,7 +51,11 @@ export function evalRecord(r: SuiteResult, step: number): EvalRecord {
  * Adds results to a run's summary.json under `evals.<suite>` (replacing an earlier entry of that
  * suite) and recomputes `gates` when the recipe has any. Returns the new gates report.
  */
-export async function recordEvals(dir: string, results: readonly SuiteResult[], step: number): Promise<{ recorded: boolean; gates?: GateReport }> {
+export async function recordEvals(
+  dir: string,
+  results: readonly SuiteResult[],
+  step: number,
+): Promise<{ recorded: boolean; gates?: GateReport }> {
   const rd = RunDir.open(dir);
   const summary = await rd.readSummary();
   const evals: Record<string, EvalRecord> = { ...((summary?.evals as Record<string, EvalRecord> | undefined) ?? {}) };
@@ -52,14 +65,20 @@ export async function recordEvals(dir: string, results: readonly SuiteResult[], 
   const next: RunSummary = { ...summary, evals };
   if (gates) next.gates = gates;
   await rd.writeSummary(next);
-  rd.appendEvent({ type: 'eval', step, message: results.map(describeResult).join('; '), suites: results.map((r) => r.name) });
+  rd.appendEvent({
+    type: 'eval',
+    step,
+    message: results.map(describeResult).join('; '),
+    suites: results.map((r) => r.name),
+  });
   return { recorded: true, gates };
 }
 
 /** One line about a result: `tasks: accuracy 0.42 (n=50)` or `corpus: perplexity 7.31`. */
 export function describeResult(r: SuiteResult): string {
   const errs = r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
-  const main = r.kind === 'perplexity' ? `perplexity ${r.perplexity!.toFixed(3)}` : `accuracy ${r.accuracy!.toFixed(3)}`;
+  const main =
+    r.kind === 'perplexity' ? `perplexity ${r.perplexity!.toFixed(3)}` : `accuracy ${r.accuracy!.toFixed(3)}`;
   return `${r.name}: ${main} (n=${r.n}${errs ? `, ${errs} scorer errors` : ''})`;
 }
 
@@ -70,7 +89,12 @@ export function describeResult(r: SuiteResult): string {
 export async function evaluateRun(
   dir: string,
   suites: readonly SuiteSource[],
-  opts: { baseDir?: string; step?: number; record?: boolean; onExample?: (suite: string, done: number, total: number) => void } = {},
+  opts: {
+    baseDir?: string;
+    step?: number;
+    record?: boolean;
+    onExample?: (suite: string, done: number, total: number) => void;
+  } = {},
 ): Promise<RunEvaluation> {
   const rd = RunDir.open(dir);
   const baseDir = opts.baseDir ?? process.cwd();
@@ -80,14 +104,18 @@ export async function evaluateRun(
     for (const [i, src] of suites.entries()) {
       const [input, base] = 'config' in src ? [src.config, src.baseDir] : [src, baseDir];
       const config = parseSuiteConfig(input, `suites[${i}]`);
-      if (names.has(config.name)) throw new LatheError(`suites[${i}].name: "${config.name}" is used twice; give each suite its own name`);
+      if (names.has(config.name))
+        throw new LatheError(`suites[${i}].name: "${config.name}" is used twice; give each suite its own name`);
       names.add(config.name);
       loaded.push(await loadSuite(config, base));
     }
     const { model, tokenizer, step } = await loadModel(rd.path, { step: opts.step });
     const results: SuiteResult[] = [];
     try {
-      for (const s of loaded) results.push(await runSuite(model, tokenizer, s, { onExample: (d, t) => opts.onExample?.(s.config.name, d, t) }));
+      for (const s of loaded)
+        results.push(
+          await runSuite(model, tokenizer, s, { onExample: (d, t) => opts.onExample?.(s.config.name, d, t) }),
+        );
     } finally {
       model.dispose();
     }

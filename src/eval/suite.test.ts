@@ -17,7 +17,12 @@ const cfg = (over: Partial<SuiteInput> & { path: string }) => parseSuiteConfig({
 
 describe('loadSuite', () => {
   it('streams rows in order with their lines; blank lines are skipped; limit keeps the first n', async () => {
-    const { dir } = await suiteFile(['{"prompt":"a","expected":"1"}', '', '{"prompt":"b","expected":2,"id":7}', '{"prompt":"c","expected":["x","y"]}']);
+    const { dir } = await suiteFile([
+      '{"prompt":"a","expected":"1"}',
+      '',
+      '{"prompt":"b","expected":2,"id":7}',
+      '{"prompt":"c","expected":["x","y"]}',
+    ]);
     const s = await loadSuite(cfg({ path: 's.jsonl' }), dir);
     expect(s.kind).toBe('generation');
     expect(s.examples.map((e) => [e.line, e.prompt, e.answers])).toEqual([
@@ -53,10 +58,16 @@ describe('loadSuite', () => {
 
   it('the field option, regex and numeric answers are checked at load, with file:line', async () => {
     const { dir, path } = await suiteFile(['{"prompt":"a","answer":"\\\\d+"}', '{"prompt":"b","answer":"(oops"}']);
-    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'regex', field: 'answer' }), dir)).rejects.toThrow(`${path}:2: invalid regex "(oops"`);
-    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'regex' }), dir)).rejects.toThrow(`${path}:1: missing "expected"`);
+    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'regex', field: 'answer' }), dir)).rejects.toThrow(
+      `${path}:2: invalid regex "(oops"`,
+    );
+    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'regex' }), dir)).rejects.toThrow(
+      `${path}:1: missing "expected"`,
+    );
     const n = await suiteFile(['{"prompt":"a","expected":"1,200"}', '{"prompt":"b","expected":"twelve"}']);
-    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'numeric' }), n.dir)).rejects.toThrow(`${n.path}:2: "expected" must be a number for the numeric scorer, got "twelve"`);
+    await expect(loadSuite(cfg({ path: 's.jsonl', scorer: 'numeric' }), n.dir)).rejects.toThrow(
+      `${n.path}:2: "expected" must be a number for the numeric scorer, got "twelve"`,
+    );
     const ok = await suiteFile(['{"prompt":"a","expected":"1,200"}', '{"prompt":"b","expected":[3, "4.5"]}']);
     const s = await loadSuite(cfg({ path: 's.jsonl', scorer: 'numeric' }), ok.dir);
     expect(s.examples.map((e) => e.numbers)).toEqual([[1200], [3, 4.5]]);
@@ -69,7 +80,9 @@ describe('loadSuite', () => {
     expect(s.examples[0]!.row.tests).toEqual(['t1']);
     expect(await s.scorer!.score('x', s.examples[0]!)).toEqual({ score: 1 });
     await s.close();
-    await expect(loadSuite(cfg({ path: 'nope.jsonl' }), dir)).rejects.toThrow(/suite "s": nope\.jsonl is not a file \(resolved to .*nope\.jsonl\)/);
+    await expect(loadSuite(cfg({ path: 'nope.jsonl' }), dir)).rejects.toThrow(
+      /suite "s": nope\.jsonl is not a file \(resolved to .*nope\.jsonl\)/,
+    );
     const empty = await suiteFile(['', '  ']);
     const err = await loadSuite(cfg({ path: 's.jsonl' }), empty.dir).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LatheError);

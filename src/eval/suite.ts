@@ -89,7 +89,8 @@ export function splitDocuments(text: string, split: SuiteConfig['split']): strin
  */
 export async function loadSuite(config: SuiteConfig, baseDir: string): Promise<Suite> {
   const file = resolve(baseDir, config.path);
-  if (!existsSync(file) || !statSync(file).isFile()) throw new LatheError(`suite "${config.name}": ${config.path} is not a file (resolved to ${file})`);
+  if (!existsSync(file) || !statSync(file).isFile())
+    throw new LatheError(`suite "${config.name}": ${config.path} is not a file (resolved to ${file})`);
   if (config.scorer === 'perplexity') {
     const docs = splitDocuments(await readFile(file, 'utf8'), config.split);
     if (!docs.length) throw new LatheError(`suite "${config.name}": ${file} has no text`);
@@ -111,12 +112,22 @@ export async function loadSuite(config: SuiteConfig, baseDir: string): Promise<S
       } catch (e) {
         throw new DataError(file, line, `invalid JSON: ${(e as Error).message.split('\n')[0]}`);
       }
-      if (!row || typeof row !== 'object' || Array.isArray(row)) throw new DataError(file, line, 'each line must be a JSON object like {"prompt": "...", "expected": "..."}');
+      if (!row || typeof row !== 'object' || Array.isArray(row))
+        throw new DataError(file, line, 'each line must be a JSON object like {"prompt": "...", "expected": "..."}');
       const r = row as Record<string, unknown>;
-      if (typeof r.prompt !== 'string') throw new DataError(file, line, r.prompt === undefined ? 'missing "prompt" (a string)' : `"prompt" must be a string, got ${JSON.stringify(r.prompt)}`);
+      if (typeof r.prompt !== 'string')
+        throw new DataError(
+          file,
+          line,
+          r.prompt === undefined
+            ? 'missing "prompt" (a string)'
+            : `"prompt" must be a string, got ${JSON.stringify(r.prompt)}`,
+        );
       const expected = r[config.field];
-      if (expected === undefined && needsExpected) throw new DataError(file, line, `missing "${config.field}" (the expected answer for the ${scorerName} scorer)`);
-      const answers = expected === undefined ? [] : needsExpected ? expectedAnswers(expected, file, line, config.field) : [];
+      if (expected === undefined && needsExpected)
+        throw new DataError(file, line, `missing "${config.field}" (the expected answer for the ${scorerName} scorer)`);
+      const answers =
+        expected === undefined ? [] : needsExpected ? expectedAnswers(expected, file, line, config.field) : [];
       const ex: ScoredExample = { line, prompt: r.prompt, expected, answers, row: r };
       if (scorerName === 'regex') ex.patterns = answers.map((a) => compilePattern(a, file, line));
       if (scorerName === 'numeric') ex.numbers = expectedNumbers(answers, file, line, config.field);
@@ -125,7 +136,10 @@ export async function loadSuite(config: SuiteConfig, baseDir: string): Promise<S
   } finally {
     rl.close();
   }
-  if (!examples.length) throw new LatheError(`suite "${config.name}": ${file} has no examples; each line is {"prompt": "...", "${config.field}": "..."}`);
+  if (!examples.length)
+    throw new LatheError(
+      `suite "${config.name}": ${file} has no examples; each line is {"prompt": "...", "${config.field}": "..."}`,
+    );
   const scorer =
     typeof config.scorer === 'string'
       ? builtinScorer(config.scorer as 'exact' | 'contains' | 'regex' | 'numeric', config.tolerance)
@@ -158,7 +172,12 @@ export interface Completion {
  * last tokens (counted in `truncated`). Otherwise token for token the same as model.generate
  * without stop strings; with them it ends as soon as one appears, instead of running to maxTokens.
  */
-export async function complete(model: LanguageModel, tokenizer: Tokenizer, prompt: string, o: CompleteOptions): Promise<Completion> {
+export async function complete(
+  model: LanguageModel,
+  tokenizer: Tokenizer,
+  prompt: string,
+  o: CompleteOptions,
+): Promise<Completion> {
   const ids = [tokenizer.special.bos, ...tokenizer.encode(prompt)];
   const stopIds = new Set([tokenizer.special.eos, tokenizer.special.end]);
   const sample = { temperature: o.temperature ?? 0 };
@@ -214,7 +233,17 @@ export async function runSuite(
   if (suite.kind === 'perplexity') {
     const p = await textPerplexity(model, tokenizer, suite.docs, { limit: c.limit });
     return {
-      name: c.name, kind: 'perplexity', scorer: 'perplexity', file: suite.file, n: p.windows, perplexity: p.perplexity, loss: p.loss, scores: [], errors, truncated: 0, failures: [],
+      name: c.name,
+      kind: 'perplexity',
+      scorer: 'perplexity',
+      file: suite.file,
+      n: p.windows,
+      perplexity: p.perplexity,
+      loss: p.loss,
+      scores: [],
+      errors,
+      truncated: 0,
+      failures: [],
       seconds: (performance.now() - t0) / 1000,
       metrics: { [metricKey(c.name, 'perplexity')]: p.perplexity, [metricKey(c.name, 'loss')]: p.loss },
     };
@@ -225,19 +254,40 @@ export async function runSuite(
   const failures: SuiteFailure[] = [];
   let truncated = 0;
   for (const [i, ex] of suite.examples.entries()) {
-    const { text, truncated: cut } = await complete(model, tokenizer, ex.prompt, { maxTokens: c.maxTokens, temperature: c.temperature, seed: c.seed + i, stop: c.stop });
+    const { text, truncated: cut } = await complete(model, tokenizer, ex.prompt, {
+      maxTokens: c.maxTokens,
+      temperature: c.temperature,
+      seed: c.seed + i,
+      stop: c.stop,
+    });
     if (cut) truncated++;
     const out = await scorer.score(text, ex);
     if (out.error) errors[out.error]++;
     scores.push(out.score);
     if (out.score < 1 && failures.length < maxFailures) {
-      failures.push({ line: ex.line, prompt: ex.prompt, completion: text, expected: ex.expected, score: out.score, ...(out.error ? { error: `${out.error}: ${out.message ?? ''}`.trim() } : {}) });
+      failures.push({
+        line: ex.line,
+        prompt: ex.prompt,
+        completion: text,
+        expected: ex.expected,
+        score: out.score,
+        ...(out.error ? { error: `${out.error}: ${out.message ?? ''}`.trim() } : {}),
+      });
     }
     opts.onExample?.(i + 1, suite.examples.length);
   }
   const accuracy = scores.reduce((a, b) => a + b, 0) / scores.length;
   return {
-    name: c.name, kind: 'generation', scorer: scorer.name, file: suite.file, n: scores.length, accuracy, scores, errors, truncated, failures,
+    name: c.name,
+    kind: 'generation',
+    scorer: scorer.name,
+    file: suite.file,
+    n: scores.length,
+    accuracy,
+    scores,
+    errors,
+    truncated,
+    failures,
     seconds: (performance.now() - t0) / 1000,
     metrics: { [metricKey(c.name, 'accuracy')]: accuracy },
   };

@@ -16,16 +16,23 @@ export class TrainingEvals {
   ) {}
 
   /** Loads `eval.suites` (paths relative to baseDir, the lock's); `eval.every` is each suite's default interval. */
-  static async load(evalConfig: { every: number; suites?: readonly SuiteInput[] }, baseDir: string): Promise<TrainingEvals> {
+  static async load(
+    evalConfig: { every: number; suites?: readonly SuiteInput[] },
+    baseDir: string,
+  ): Promise<TrainingEvals> {
     const suites: Suite[] = [];
     try {
-      for (const [i, s] of (evalConfig.suites ?? []).entries()) suites.push(await loadSuite(parseSuiteConfig(s, `eval.suites[${i}]`), baseDir));
+      for (const [i, s] of (evalConfig.suites ?? []).entries())
+        suites.push(await loadSuite(parseSuiteConfig(s, `eval.suites[${i}]`), baseDir));
     } catch (e) {
       await Promise.all(suites.map((s) => s.close()));
       throw e;
     }
     for (const s of suites) s.scorer?.release?.();
-    return new TrainingEvals(suites, suites.map((s) => s.config.every ?? evalConfig.every));
+    return new TrainingEvals(
+      suites,
+      suites.map((s) => s.config.every ?? evalConfig.every),
+    );
   }
 
   /** Number of suites. */
@@ -39,7 +46,12 @@ export class TrainingEvals {
   }
 
   /** Runs the suites due at this step; `metrics` goes into the step's metrics.jsonl line. */
-  async run(model: LanguageModel, tokenizer: Tokenizer, step: number, last: boolean): Promise<{ metrics: Record<string, number>; results: SuiteResult[] }> {
+  async run(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    step: number,
+    last: boolean,
+  ): Promise<{ metrics: Record<string, number>; results: SuiteResult[] }> {
     const metrics: Record<string, number> = {};
     const results: SuiteResult[] = [];
     for (const [i, s] of this.suites.entries()) {

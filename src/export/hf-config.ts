@@ -74,7 +74,15 @@ export function hfConfigOf(spec: ModelSpec, ids: HfTokenIds): Record<string, unk
 
 // transformers 5 validates config types strictly: these must be JSON floats, and JSON.stringify
 // writes 0.0 as 0 and 10000.0 as 10000.
-const FLOAT_FIELDS = ['rope_theta', 'rms_norm_eps', 'initializer_range', 'attention_dropout', 'router_jitter_noise', 'router_aux_loss_coef', 'z_loss_coef'];
+const FLOAT_FIELDS = [
+  'rope_theta',
+  'rms_norm_eps',
+  'initializer_range',
+  'attention_dropout',
+  'router_jitter_noise',
+  'router_aux_loss_coef',
+  'z_loss_coef',
+];
 
 /** Serialises an HF config (pretty, newline-terminated), writing float fields with a decimal point. */
 export function hfConfigJson(config: Record<string, unknown>): string {
@@ -143,7 +151,11 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * Reads an HF config.json object into a {@link ModelSpec}. `file` names the file in errors, which
  * also name the offending field, e.g. `dir/config.json: rope_scaling: ...`.
  */
-export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOptions = {}): { spec: ModelSpec; info: HfConfigInfo } {
+export function specFromHfConfig(
+  cfg: unknown,
+  file: string,
+  opts: SpecFromHfOptions = {},
+): { spec: ModelSpec; info: HfConfigInfo } {
   const fail = (field: string, why: string): never => {
     throw new LatheError(`${file}: ${field}: ${why}`);
   };
@@ -154,7 +166,8 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   let arch: 'dense' | 'moe' | undefined;
   const archs = cfg.architectures;
   if (archs !== undefined && archs !== null) {
-    if (!Array.isArray(archs) || archs.length !== 1 || typeof archs[0] !== 'string') fail('architectures', `expected one architecture name, got ${JSON.stringify(archs)}`);
+    if (!Array.isArray(archs) || archs.length !== 1 || typeof archs[0] !== 'string')
+      fail('architectures', `expected one architecture name, got ${JSON.stringify(archs)}`);
     const name = (archs as string[])[0]!;
     if (name === HF_ARCHITECTURES.dense) arch = 'dense';
     else if (name === HF_ARCHITECTURES.moe) arch = 'moe';
@@ -163,8 +176,10 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   const modelType = cfg.model_type;
   if (modelType !== undefined) {
     const fromType = modelType === 'llama' ? 'dense' : modelType === 'mixtral' ? 'moe' : undefined;
-    if (!fromType) fail('model_type', `"${String(modelType)}" is not supported; Lathe imports model_type "llama" and "mixtral"`);
-    if (arch && arch !== fromType) fail('model_type', `"${String(modelType)}" does not match architectures ${JSON.stringify(archs)}`);
+    if (!fromType)
+      fail('model_type', `"${String(modelType)}" is not supported; Lathe imports model_type "llama" and "mixtral"`);
+    if (arch && arch !== fromType)
+      fail('model_type', `"${String(modelType)}" does not match architectures ${JSON.stringify(archs)}`);
     arch = fromType;
   }
   if (!arch) return fail('architectures', `missing (and no model_type); Lathe imports ${supported}`);
@@ -173,17 +188,20 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   const raw = (key: string): unknown => (cfg[key] === undefined ? defaults[key] : cfg[key]);
   const posInt = (key: string): number => {
     const v = raw(key);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+      fail(key, `must be a positive integer, got ${JSON.stringify(v)}`);
     return v as number;
   };
   const posNum = (key: string, v: unknown = raw(key)): number => {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(key, `must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      fail(key, `must be a positive number, got ${JSON.stringify(v)}`);
     return v as number;
   };
   const optInt = (key: string): number | undefined => {
     const v = raw(key);
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail(key, `must be a token id (a non-negative integer) or null, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+      fail(key, `must be a token id (a non-negative integer) or null, got ${JSON.stringify(v)}`);
     return v as number;
   };
   const mustBeFalse = (key: string, what: string) => {
@@ -193,10 +211,14 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
 
   if (cfg.quantization_config !== undefined && cfg.quantization_config !== null) {
     const m = isObject(cfg.quantization_config) ? cfg.quantization_config.quant_method : undefined;
-    fail('quantization_config', `quantized checkpoints${m ? ` (${String(m)})` : ''} are not supported; import the unquantized model`);
+    fail(
+      'quantization_config',
+      `quantized checkpoints${m ? ` (${String(m)})` : ''} are not supported; import the unquantized model`,
+    );
   }
   const act = cfg.hidden_act ?? 'silu';
-  if (act !== 'silu' && act !== 'swish') fail('hidden_act', `"${String(act)}" is not supported; Lathe's SwiGLU uses silu`);
+  if (act !== 'silu' && act !== 'swish')
+    fail('hidden_act', `"${String(act)}" is not supported; Lathe's SwiGLU uses silu`);
   mustBeFalse('attention_bias', "Lathe's attention projections have no bias");
   mustBeFalse('mlp_bias', "Lathe's MLP projections have no bias");
 
@@ -205,19 +227,30 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   const scaling = cfg.rope_scaling;
   if (scaling !== undefined && scaling !== null) {
     const type = isObject(scaling) ? (scaling.rope_type ?? scaling.type) : undefined;
-    if (type !== 'default') fail('rope_scaling', `${JSON.stringify(scaling)} is not supported; Lathe implements plain RoPE (rope_scaling must be null)`);
+    if (type !== 'default')
+      fail(
+        'rope_scaling',
+        `${JSON.stringify(scaling)} is not supported; Lathe implements plain RoPE (rope_scaling must be null)`,
+      );
   }
   const params = cfg.rope_parameters;
   if (params !== undefined && params !== null) {
     if (!isObject(params)) return fail('rope_parameters', `must be an object, got ${JSON.stringify(params)}`);
     const type = params.rope_type ?? params.type ?? 'default';
-    if (type !== 'default') fail('rope_parameters.rope_type', `"${String(type)}" is not supported; Lathe implements plain RoPE ("default")`);
-    if (params.partial_rotary_factor !== undefined && params.partial_rotary_factor !== 1) fail('rope_parameters.partial_rotary_factor', `${JSON.stringify(params.partial_rotary_factor)} is not supported (must be 1)`);
+    if (type !== 'default')
+      fail('rope_parameters.rope_type', `"${String(type)}" is not supported; Lathe implements plain RoPE ("default")`);
+    if (params.partial_rotary_factor !== undefined && params.partial_rotary_factor !== 1)
+      fail(
+        'rope_parameters.partial_rotary_factor',
+        `${JSON.stringify(params.partial_rotary_factor)} is not supported (must be 1)`,
+      );
     if (params.rope_theta !== undefined) ropeTheta = posNum('rope_parameters.rope_theta', params.rope_theta);
   }
-  if (cfg.partial_rotary_factor !== undefined && cfg.partial_rotary_factor !== 1) fail('partial_rotary_factor', `${JSON.stringify(cfg.partial_rotary_factor)} is not supported (must be 1)`);
+  if (cfg.partial_rotary_factor !== undefined && cfg.partial_rotary_factor !== 1)
+    fail('partial_rotary_factor', `${JSON.stringify(cfg.partial_rotary_factor)} is not supported (must be 1)`);
   if (ropeTheta === undefined) ropeTheta = posNum('rope_theta');
-  else if (cfg.rope_theta !== undefined && cfg.rope_theta !== ropeTheta) fail('rope_theta', `${JSON.stringify(cfg.rope_theta)} disagrees with rope_parameters.rope_theta ${ropeTheta}`);
+  else if (cfg.rope_theta !== undefined && cfg.rope_theta !== ropeTheta)
+    fail('rope_theta', `${JSON.stringify(cfg.rope_theta)} disagrees with rope_parameters.rope_theta ${ropeTheta}`);
 
   const dim = posInt('hidden_size');
   const heads = posInt('num_attention_heads');
@@ -226,7 +259,8 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   if (heads % kvHeads !== 0) fail('num_key_value_heads', `${kvHeads} must divide num_attention_heads ${heads}`);
   let headDim: number;
   if (cfg.head_dim === undefined || cfg.head_dim === null) {
-    if (dim % heads !== 0) fail('head_dim', `missing, and hidden_size ${dim} is not a multiple of num_attention_heads ${heads}`);
+    if (dim % heads !== 0)
+      fail('head_dim', `missing, and hidden_size ${dim} is not a multiple of num_attention_heads ${heads}`);
     headDim = dim / heads;
   } else headDim = posInt('head_dim');
   if (headDim % 2 !== 0) fail('head_dim', `${headDim} must be even for RoPE`);
@@ -235,13 +269,19 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
   let context = maxPos;
   if (opts.context !== undefined) {
     if (!Number.isInteger(opts.context) || opts.context < 1 || opts.context > maxPos) {
-      throw new LatheError(`context: ${opts.context} must be a positive integer at most ${file} max_position_embeddings ${maxPos}`);
+      throw new LatheError(
+        `context: ${opts.context} must be a positive integer at most ${file} max_position_embeddings ${maxPos}`,
+      );
     }
     context = opts.context;
   }
   const window = cfg.sliding_window;
   if (window !== undefined && window !== null && cfg.use_sliding_window !== false) {
-    if (typeof window !== 'number' || window < context) fail('sliding_window', `${JSON.stringify(window)} is shorter than the context ${context}; Lathe has no sliding-window attention (import with a context of at most the window)`);
+    if (typeof window !== 'number' || window < context)
+      fail(
+        'sliding_window',
+        `${JSON.stringify(window)} is shorter than the context ${context}; Lathe has no sliding-window attention (import with a context of at most the window)`,
+      );
   }
 
   const tie = raw('tie_word_embeddings');
@@ -267,7 +307,8 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
     initStd: posNum('initializer_range'),
     experts: arch === 'moe' ? posInt('num_local_experts') : lathe.experts,
     topK: arch === 'moe' ? posInt('num_experts_per_tok') : lathe.topK,
-    auxLossCoef: arch === 'moe' ? nonNegative('router_aux_loss_coef', raw('router_aux_loss_coef'), fail) : lathe.auxLossCoef,
+    auxLossCoef:
+      arch === 'moe' ? nonNegative('router_aux_loss_coef', raw('router_aux_loss_coef'), fail) : lathe.auxLossCoef,
     zLossCoef: zLoss,
   };
   if (spec.topK > spec.experts) fail('num_experts_per_tok', `${spec.topK} exceeds num_local_experts ${spec.experts}`);
@@ -286,7 +327,8 @@ export function specFromHfConfig(cfg: unknown, file: string, opts: SpecFromHfOpt
 }
 
 function nonNegative(key: string, v: unknown, fail: (field: string, why: string) => never): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(key, `must be a non-negative number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    fail(key, `must be a non-negative number, got ${JSON.stringify(v)}`);
   return v as number;
 }
 
@@ -296,7 +338,9 @@ function nonNegative(key: string, v: unknown, fail: (field: string, why: string)
  */
 export function modelConfigOf(spec: ModelSpec): ModelConfig {
   if (spec.headDim * spec.heads !== spec.dim) {
-    throw new LatheError(`head_dim: ${spec.headDim} is not hidden_size / num_attention_heads (${spec.dim} / ${spec.heads}); a recipe's model section cannot express it`);
+    throw new LatheError(
+      `head_dim: ${spec.headDim} is not hidden_size / num_attention_heads (${spec.dim} / ${spec.heads}); a recipe's model section cannot express it`,
+    );
   }
   return {
     arch: spec.arch,

@@ -52,7 +52,9 @@ export async function importHf(dir: string, opts: ImportHfOptions = {}): Promise
   let grownVocab: [number, number] | undefined;
   if (tokenizer.vocabSize > spec.vocabSize) {
     if (opts.growVocab === false) {
-      throw new LatheError(`${join(dir, 'tokenizer.json')}: has ${tokenizer.vocabSize} ids (with Lathe's special tokens), more than ${configPath} vocab_size ${spec.vocabSize}`);
+      throw new LatheError(
+        `${join(dir, 'tokenizer.json')}: has ${tokenizer.vocabSize} ids (with Lathe's special tokens), more than ${configPath} vocab_size ${spec.vocabSize}`,
+      );
     }
     grownVocab = [spec.vocabSize, tokenizer.vocabSize];
     for (const name of ['model.embed_tokens.weight', 'lm_head.weight']) {
@@ -65,7 +67,10 @@ export async function importHf(dir: string, opts: ImportHfOptions = {}): Promise
 }
 
 /** {@link importHf}, then the model built from it (on the current tfjs backend). */
-export async function loadHf(dir: string, opts: ImportHfOptions = {}): Promise<{ model: LanguageModel; tokenizer: Tokenizer; imported: HfImport }> {
+export async function loadHf(
+  dir: string,
+  opts: ImportHfOptions = {},
+): Promise<{ model: LanguageModel; tokenizer: Tokenizer; imported: HfImport }> {
   const imported = await importHf(dir, opts);
   return { model: LanguageModel.fromWeights(imported.spec, imported.weights), tokenizer: imported.tokenizer, imported };
 }
@@ -75,7 +80,9 @@ async function readJson(path: string): Promise<unknown> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new LatheError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message})`);
+    throw new LatheError(
+      `${path}: cannot read (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message})`,
+    );
   }
   try {
     return JSON.parse(text);
@@ -85,7 +92,9 @@ async function readJson(path: string): Promise<unknown> {
 }
 
 /** Reads every tensor of the folder's safetensors weights; `owner` says which file held each. */
-async function readWeights(dir: string): Promise<{ tensors: Map<string, StoredTensor>; files: string[]; owner: Map<string, string> }> {
+async function readWeights(
+  dir: string,
+): Promise<{ tensors: Map<string, StoredTensor>; files: string[]; owner: Map<string, string> }> {
   const indexPath = join(dir, 'model.safetensors.index.json');
   const single = join(dir, 'model.safetensors');
   let files: string[];
@@ -93,14 +102,19 @@ async function readWeights(dir: string): Promise<{ tensors: Map<string, StoredTe
   if (existsSync(indexPath)) {
     const index = await readJson(indexPath);
     const map = (index as { weight_map?: unknown }).weight_map;
-    if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new LatheError(`${indexPath}: weight_map: missing or not an object`);
+    if (typeof map !== 'object' || map === null || Array.isArray(map))
+      throw new LatheError(`${indexPath}: weight_map: missing or not an object`);
     expected = new Map();
     for (const [name, file] of Object.entries(map)) {
-      if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) throw new LatheError(`${indexPath}: weight_map.${name}: must be a file name in the folder, got ${JSON.stringify(file)}`);
+      if (typeof file !== 'string' || file.includes('/') || file.includes('\\'))
+        throw new LatheError(
+          `${indexPath}: weight_map.${name}: must be a file name in the folder, got ${JSON.stringify(file)}`,
+        );
       expected.set(name, join(dir, file));
     }
     files = [...new Set(expected.values())];
-    for (const f of files) if (!existsSync(f)) throw new LatheError(`${f}: missing (listed in ${indexPath} weight_map)`);
+    for (const f of files)
+      if (!existsSync(f)) throw new LatheError(`${f}: missing (listed in ${indexPath} weight_map)`);
   } else if (existsSync(single)) {
     files = [single];
   } else {
@@ -119,7 +133,8 @@ async function readWeights(dir: string): Promise<{ tensors: Map<string, StoredTe
     }
   }
   if (expected) {
-    for (const [name, f] of expected) if (owner.get(name) !== f) throw new LatheError(`${f}: lacks tensor ${name} (listed in ${indexPath} weight_map)`);
+    for (const [name, f] of expected)
+      if (owner.get(name) !== f) throw new LatheError(`${f}: lacks tensor ${name} (listed in ${indexPath} weight_map)`);
   }
   return { tensors, files, owner };
 }
@@ -128,11 +143,17 @@ async function readWeights(dir: string): Promise<{ tensors: Map<string, StoredTe
 const IGNORED = /\.rotary_emb\.inv_freq$/;
 
 /** Checks and converts the stored tensors into the spec's parameters (float32). */
-function mapWeights(spec: ModelSpec, tensors: Map<string, StoredTensor>, owner: Map<string, string>, configPath: string): NamedWeights {
+function mapWeights(
+  spec: ModelSpec,
+  tensors: Map<string, StoredTensor>,
+  owner: Map<string, string>,
+  configPath: string,
+): NamedWeights {
   const where = (name: string) => owner.get(name) ?? 'model.safetensors';
   const anyFile = owner.values().next().value ?? 'model.safetensors';
   const toF32 = (name: string, t: StoredTensor): Float32Array => {
-    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw new LatheError(`${where(name)}: tensor ${name}: dtype ${t.dtype} is not supported (F32, F16 or BF16)`);
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16')
+      throw new LatheError(`${where(name)}: tensor ${name}: dtype ${t.dtype} is not supported (F32, F16 or BF16)`);
     return toFloat32(t);
   };
   const pending = new Map(tensors);
@@ -149,28 +170,48 @@ function mapWeights(spec: ModelSpec, tensors: Map<string, StoredTensor>, owner: 
       const down = `model.layers.${i}.mlp.experts.down_proj`;
       const router = `model.layers.${i}.mlp.gate.weight`;
       const legacy = `model.layers.${i}.block_sparse_moe`;
-      if (pending.has(router)) got.set(`${legacy}.gate.weight`, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
+      if (pending.has(router))
+        got.set(`${legacy}.gate.weight`, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
       if (pending.has(fused)) {
         const t = take(fused);
         const [e, twoF, d] = t.shape as [number, number, number];
         if (t.shape.length !== 3 || e !== spec.experts || twoF !== 2 * spec.ffnDim || d !== spec.dim) {
-          throw new LatheError(`${where(fused)}: tensor ${fused}: shape [${t.shape}] does not match [${spec.experts}, ${2 * spec.ffnDim}, ${spec.dim}] from ${configPath}`);
+          throw new LatheError(
+            `${where(fused)}: tensor ${fused}: shape [${t.shape}] does not match [${spec.experts}, ${2 * spec.ffnDim}, ${spec.dim}] from ${configPath}`,
+          );
         }
         const data = toF32(fused, t);
         const block = spec.ffnDim * spec.dim;
         for (let x = 0; x < e; x++) {
-          got.set(`${legacy}.experts.${x}.w1.weight`, { shape: [spec.ffnDim, spec.dim], data: data.slice((2 * x) * block, (2 * x + 1) * block) });
-          got.set(`${legacy}.experts.${x}.w3.weight`, { shape: [spec.ffnDim, spec.dim], data: data.slice((2 * x + 1) * block, (2 * x + 2) * block) });
+          got.set(`${legacy}.experts.${x}.w1.weight`, {
+            shape: [spec.ffnDim, spec.dim],
+            data: data.slice(2 * x * block, (2 * x + 1) * block),
+          });
+          got.set(`${legacy}.experts.${x}.w3.weight`, {
+            shape: [spec.ffnDim, spec.dim],
+            data: data.slice((2 * x + 1) * block, (2 * x + 2) * block),
+          });
         }
       }
       if (pending.has(down)) {
         const t = take(down);
-        if (t.shape.length !== 3 || t.shape[0] !== spec.experts || t.shape[1] !== spec.dim || t.shape[2] !== spec.ffnDim) {
-          throw new LatheError(`${where(down)}: tensor ${down}: shape [${t.shape}] does not match [${spec.experts}, ${spec.dim}, ${spec.ffnDim}] from ${configPath}`);
+        if (
+          t.shape.length !== 3 ||
+          t.shape[0] !== spec.experts ||
+          t.shape[1] !== spec.dim ||
+          t.shape[2] !== spec.ffnDim
+        ) {
+          throw new LatheError(
+            `${where(down)}: tensor ${down}: shape [${t.shape}] does not match [${spec.experts}, ${spec.dim}, ${spec.ffnDim}] from ${configPath}`,
+          );
         }
         const data = toF32(down, t);
         const block = spec.dim * spec.ffnDim;
-        for (let x = 0; x < spec.experts; x++) got.set(`${legacy}.experts.${x}.w2.weight`, { shape: [spec.dim, spec.ffnDim], data: data.slice(x * block, (x + 1) * block) });
+        for (let x = 0; x < spec.experts; x++)
+          got.set(`${legacy}.experts.${x}.w2.weight`, {
+            shape: [spec.dim, spec.ffnDim],
+            data: data.slice(x * block, (x + 1) * block),
+          });
       }
     }
   }
@@ -184,7 +225,9 @@ function mapWeights(spec: ModelSpec, tensors: Map<string, StoredTensor>, owner: 
       throw new LatheError(`${anyFile}: tensor ${ps.name}: missing${why}`);
     }
     if (t.shape.join(',') !== ps.shape.join(',')) {
-      throw new LatheError(`${where(ps.name)}: tensor ${ps.name}: shape [${t.shape}] does not match [${ps.shape}] from ${configPath}`);
+      throw new LatheError(
+        `${where(ps.name)}: tensor ${ps.name}: shape [${t.shape}] does not match [${ps.shape}] from ${configPath}`,
+      );
     }
     got.set(ps.name, { shape: ps.shape.slice(), data: toF32(ps.name, take(ps.name)) });
   }
@@ -193,7 +236,9 @@ function mapWeights(spec: ModelSpec, tensors: Map<string, StoredTensor>, owner: 
     const names = [...pending.keys()].sort();
     const first = names[0]!;
     const hint = /\.bias$/.test(first) ? " (Lathe's Llama has no biases)" : '';
-    throw new LatheError(`${where(first)}: tensor ${first}: not part of a ${spec.arch === 'moe' ? 'Mixtral' : 'Llama'} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`);
+    throw new LatheError(
+      `${where(first)}: tensor ${first}: not part of a ${spec.arch === 'moe' ? 'Mixtral' : 'Llama'} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`,
+    );
   }
   return got;
 }
@@ -202,7 +247,9 @@ async function readTokenizer(dir: string): Promise<Tokenizer> {
   const path = join(dir, 'tokenizer.json');
   if (!existsSync(path)) {
     const slow = ['tokenizer.model', 'vocab.json'].find((f) => existsSync(join(dir, f)));
-    throw new LatheError(`${path}: missing; Lathe needs a fast (tokenizer.json) ByteLevel BPE tokenizer${slow ? ` (${slow} alone is not enough: save the fast tokenizer with AutoTokenizer.save_pretrained)` : ''}`);
+    throw new LatheError(
+      `${path}: missing; Lathe needs a fast (tokenizer.json) ByteLevel BPE tokenizer${slow ? ` (${slow} alone is not enough: save the fast tokenizer with AutoTokenizer.save_pretrained)` : ''}`,
+    );
   }
   try {
     return await Tokenizer.load(path);

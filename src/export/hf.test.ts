@@ -33,9 +33,24 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: 'dense, tied embeddings', model: { dim: 32, layers: 1, heads: 2, context: 32 }, arch: 'LlamaForCausalLM', tied: true },
-  { name: 'dense, untied embeddings, GQA', model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 32, tieEmbeddings: false }, arch: 'LlamaForCausalLM', tied: false },
-  { name: 'MoE (4 experts, top-2), GQA', model: { arch: 'moe', experts: 4, topK: 2, dim: 32, layers: 2, heads: 4, kvHeads: 1, context: 32 }, arch: 'MixtralForCausalLM', tied: true },
+  {
+    name: 'dense, tied embeddings',
+    model: { dim: 32, layers: 1, heads: 2, context: 32 },
+    arch: 'LlamaForCausalLM',
+    tied: true,
+  },
+  {
+    name: 'dense, untied embeddings, GQA',
+    model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 32, tieEmbeddings: false },
+    arch: 'LlamaForCausalLM',
+    tied: false,
+  },
+  {
+    name: 'MoE (4 experts, top-2), GQA',
+    model: { arch: 'moe', experts: 4, topK: 2, dim: 32, layers: 2, heads: 4, kvHeads: 1, context: 32 },
+    arch: 'MixtralForCausalLM',
+    tied: true,
+  },
 ];
 
 async function allLogits(model: LanguageModel, ids: number[]): Promise<number[][]> {
@@ -54,7 +69,8 @@ async function logitsData(model: LanguageModel, ids: number[]): Promise<Float32A
 
 describe('HF export', () => {
   let dir: string;
-  const exported: { c: Case; run: string; out: string; model: LanguageModel; tokenizer: Tokenizer; ids: number[] }[] = [];
+  const exported: { c: Case; run: string; out: string; model: LanguageModel; tokenizer: Tokenizer; ids: number[] }[] =
+    [];
   let hf: HfCheck[] = [];
   // A missing venv or transformers fails each transformers test with the setup hint (not a skip).
   let hfError: unknown;
@@ -66,7 +82,11 @@ describe('HF export', () => {
     for (const [i, c] of CASES.entries()) {
       const run = join(dir, `run-${i}`);
       const recipe = new Recipe(
-        tinyRecipe(data, { model: c.model, train: { steps: 12, batchSize: 4, warmupSteps: 2, checkpointEvery: 0 }, eval: { every: 0, batches: 1 } }),
+        tinyRecipe(data, {
+          model: c.model,
+          train: { steps: 12, batchSize: 4, warmupSteps: 2, checkpointEvery: 0 },
+          eval: { every: 0, batches: 1 },
+        }),
         { baseDir: dir },
       );
       await recipe.run({ out: run });
@@ -78,7 +98,16 @@ describe('HF export', () => {
     }
     // One Python process for all three (importing torch dominates its time).
     try {
-      hf = runHf(exported.map((e) => ({ op: 'check', dir: e.out, prompt: e.ids, max_new_tokens: 10, texts: [PROMPT, 'emit pnl * bps(20)\n'], chat: CHAT }))) as HfCheck[];
+      hf = runHf(
+        exported.map((e) => ({
+          op: 'check',
+          dir: e.out,
+          prompt: e.ids,
+          max_new_tokens: 10,
+          texts: [PROMPT, 'emit pnl * bps(20)\n'],
+          chat: CHAT,
+        })),
+      ) as HfCheck[];
     } catch (e) {
       hfError = e;
     }
@@ -116,7 +145,13 @@ describe('HF export', () => {
           attention_bias: false,
           mlp_bias: false,
         });
-        if (c.arch === 'MixtralForCausalLM') expect(cfg).toMatchObject({ num_local_experts: 4, num_experts_per_tok: 2, output_router_logits: false, router_aux_loss_coef: s.auxLossCoef });
+        if (c.arch === 'MixtralForCausalLM')
+          expect(cfg).toMatchObject({
+            num_local_experts: 4,
+            num_experts_per_tok: 2,
+            output_router_logits: false,
+            router_aux_loss_coef: s.auxLossCoef,
+          });
         for (const f of HF_FILES) expect(await readFile(join(out, f))).toBeTruthy();
         const st = await readSafetensors(join(out, 'model.safetensors'));
         expect(st.metadata).toEqual({ format: 'pt' });
@@ -134,10 +169,16 @@ describe('HF export', () => {
         expect(r.class).toBe(c.arch);
         const ours = await allLogits(model, ids);
         const diff = maxAbsDiff(ours, r.logits);
-        console.log(`[export] ${c.name}: max |logit diff| vs transformers over ${ids.length} positions x ${ours[0]!.length} = ${diff.toExponential(3)}`);
+        console.log(
+          `[export] ${c.name}: max |logit diff| vs transformers over ${ids.length} positions x ${ours[0]!.length} = ${diff.toExponential(3)}`,
+        );
         expect(diff).toBeLessThanOrEqual(1e-4);
         // Same stop tokens as the exported generation_config (eos, end).
-        const greedy = await generate(model, ids, { maxTokens: 10, temperature: 0, stop: [tokenizer.special.eos, tokenizer.special.end] });
+        const greedy = await generate(model, ids, {
+          maxTokens: 10,
+          temperature: 0,
+          stop: [tokenizer.special.eos, tokenizer.special.end],
+        });
         const stops = new Set([tokenizer.special.eos, tokenizer.special.end]);
         const hfGreedy = r.greedy.slice(0, (r.greedy.findIndex((t) => stops.has(t)) + 1 || r.greedy.length + 1) - 1);
         console.log(`[export] ${c.name}: greedy ${JSON.stringify(greedy)} ${JSON.stringify(tokenizer.decode(greedy))}`);
@@ -159,7 +200,8 @@ describe('HF export', () => {
           const a = await model.weights();
           const b = await back.model.weights();
           expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-          for (const [name, w] of a) expect(Buffer.from(b.get(name)!.data.buffer).equals(Buffer.from(w.data.buffer)), name).toBe(true);
+          for (const [name, w] of a)
+            expect(Buffer.from(b.get(name)!.data.buffer).equals(Buffer.from(w.data.buffer)), name).toBe(true);
           const la = await logitsData(model, ids);
           const lb = await logitsData(back.model, ids);
           expect(Buffer.from(lb.buffer).equals(Buffer.from(la.buffer))).toBe(true);

@@ -63,7 +63,14 @@ export interface ExportHfResult {
 }
 
 /** Files an HF export holds. */
-export const HF_FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json'] as const;
+export const HF_FILES = [
+  'config.json',
+  'generation_config.json',
+  'model.safetensors',
+  'special_tokens_map.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+] as const;
 
 /**
  * Writes a run's checkpoint as an HF model folder at `outDir`: config.json,
@@ -76,7 +83,8 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
   const rd = RunDir.open(runDir);
   const out = resolve(outDir);
   checkOutDir(outDir, out);
-  if (opts.quantize !== undefined && opts.quantize !== 'int8') throw new LatheError(`quantize: "${String(opts.quantize)}" is not supported; use int8`);
+  if (opts.quantize !== undefined && opts.quantize !== 'int8')
+    throw new LatheError(`quantize: "${String(opts.quantize)}" is not supported; use int8`);
   const { model, tokenizer, step } = await loadModel(runDir, { step: opts.step });
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
@@ -110,7 +118,13 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
     // An empty directory that was already there is replaced; anything else was refused above.
     if (existsSync(out)) await rmdir(out);
     await rename(tmp, out);
-    return { dir: out, step, architecture: HF_ARCHITECTURES[spec.arch], files: Object.keys(files).sort(), quantization };
+    return {
+      dir: out,
+      step,
+      architecture: HF_ARCHITECTURES[spec.arch],
+      files: Object.keys(files).sort(),
+      quantization,
+    };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
@@ -123,7 +137,10 @@ function checkOutDir(given: string, out: string): void {
   if (!existsSync(out)) return;
   if (!statSync(out).isDirectory()) throw new LatheError(`--out ${given}: exists and is not a directory`);
   const entries = readdirSync(out);
-  if (entries.length) throw new LatheError(`--out ${given}: exists and is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}); choose a new directory`);
+  if (entries.length)
+    throw new LatheError(
+      `--out ${given}: exists and is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}); choose a new directory`,
+    );
 }
 
 const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
@@ -141,11 +158,21 @@ function storedTensors(spec: ModelSpec, weights: NamedWeights): Map<string, Stor
 
 function specialTokensMap(tokenizer: Tokenizer): Record<string, unknown> {
   const cfg = tokenizer.hfTokenizerConfig();
-  return { bos_token: cfg.bos_token, eos_token: cfg.eos_token, pad_token: cfg.pad_token, additional_special_tokens: cfg.additional_special_tokens };
+  return {
+    bos_token: cfg.bos_token,
+    eos_token: cfg.eos_token,
+    pad_token: cfg.pad_token,
+    additional_special_tokens: cfg.additional_special_tokens,
+  };
 }
 
 /** A run's own held-out loss with its weights, and with the quantized ones. */
-async function measureHeldOut(rd: RunDir, model: LanguageModel, quantized: NamedWeights, count?: number): Promise<Pick<QuantizationReport, 'heldOut' | 'heldOutUnavailable'>> {
+async function measureHeldOut(
+  rd: RunDir,
+  model: LanguageModel,
+  quantized: NamedWeights,
+  count?: number,
+): Promise<Pick<QuantizationReport, 'heldOut' | 'heldOutUnavailable'>> {
   const lock = rd.readLock();
   const preparedPath = join(rd.dataDir, 'prepared.json');
   let prepared: PreparedData;
@@ -156,17 +183,28 @@ async function measureHeldOut(rd: RunDir, model: LanguageModel, quantized: Named
     return { heldOut: null, heldOutUnavailable: `${preparedPath} is missing or unreadable` };
   }
   // Token files are named absolutely; a run directory that moved still has them in data/.
-  const sources: PreparedSource[] = prepared.sources.map((s) => ({ ...s, val: existsSync(s.val) ? s.val : join(rd.dataDir, basename(s.val)) }));
+  const sources: PreparedSource[] = prepared.sources.map((s) => ({
+    ...s,
+    val: existsSync(s.val) ? s.val : join(rd.dataDir, basename(s.val)),
+  }));
   // Any stage's lock (or a pipeline's) may be here: read the sizes defensively.
   const r = lock.recipe as { train?: { batchSize?: number }; eval?: { batches?: number } };
   const batch = r.train?.batchSize ?? 8;
   let batches: ReturnType<typeof evalBatches>;
   try {
-    batches = evalBatches(sources, { seq: model.spec.context, batch, count: count ?? Math.max(4, r.eval?.batches ?? 0) });
+    batches = evalBatches(sources, {
+      seq: model.spec.context,
+      batch,
+      count: count ?? Math.max(4, r.eval?.batches ?? 0),
+    });
   } catch (e) {
     return { heldOut: null, heldOutUnavailable: `cannot read the held-out tokens (${(e as Error).message})` };
   }
-  if (!batches.length) return { heldOut: null, heldOutUnavailable: 'the run has no held-out tokens (data.valFraction 0, or too little data)' };
+  if (!batches.length)
+    return {
+      heldOut: null,
+      heldOutUnavailable: 'the run has no held-out tokens (data.valFraction 0, or too little data)',
+    };
   const loss = (await evaluateLoss(model, batches))!;
   const qModel = LanguageModel.fromWeights(model.spec, quantized);
   let quantizedLoss: number;

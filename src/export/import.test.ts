@@ -29,13 +29,29 @@ interface Saved {
 }
 
 const SAVED: Saved[] = [
-  { name: 'Llama fp32, one file, untied, GQA', job: { arch: 'llama', dtype: 'float32', tied: false, seed: 1 }, expect: { arch: 'dense', tied: false, headDim: 8, grown: false } },
+  {
+    name: 'Llama fp32, one file, untied, GQA',
+    job: { arch: 'llama', dtype: 'float32', tied: false, seed: 1 },
+    expect: { arch: 'dense', tied: false, headDim: 8, grown: false },
+  },
   {
     name: 'Llama bf16, sharded, tied, head_dim 16, vocab_size = tokenizer size',
-    job: { arch: 'llama', dtype: 'bfloat16', shard: '20KB', tied: true, seed: 2, head_dim: 16, vocab_size: 'tokenizer' },
+    job: {
+      arch: 'llama',
+      dtype: 'bfloat16',
+      shard: '20KB',
+      tied: true,
+      seed: 2,
+      head_dim: 16,
+      vocab_size: 'tokenizer',
+    },
     expect: { arch: 'dense', tied: true, headDim: 16, grown: true },
   },
-  { name: 'Mixtral fp16, sharded', job: { arch: 'mixtral', dtype: 'float16', shard: '40KB', tied: false, seed: 3 }, expect: { arch: 'moe', tied: false, headDim: 8, grown: false } },
+  {
+    name: 'Mixtral fp16, sharded',
+    job: { arch: 'mixtral', dtype: 'float16', shard: '40KB', tied: false, seed: 3 },
+    expect: { arch: 'moe', tied: false, headDim: 8, grown: false },
+  },
 ];
 
 describe('HF import of folders saved by transformers', () => {
@@ -47,7 +63,11 @@ describe('HF import of folders saved by transformers', () => {
   beforeAll(async () => {
     await useBackend('cpu');
     dir = await scratch('lathe-import-');
-    const texts = (await readFile(TALLY, 'utf8')).split('\n').filter(Boolean).slice(0, 300).map((l) => (JSON.parse(l) as { text: string }).text);
+    const texts = (await readFile(TALLY, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .slice(0, 300)
+      .map((l) => (JSON.parse(l) as { text: string }).text);
     const jobs = SAVED.flatMap((s, i) => [
       { op: 'make' as const, dir: join(dir, `saved-${i}`), texts, ...s.job },
       { op: 'check' as const, dir: join(dir, `saved-${i}`), prompt: PROMPT, max_new_tokens: 10, tokenizer: false },
@@ -67,7 +87,15 @@ describe('HF import of folders saved by transformers', () => {
       if (hfError) throw hfError;
       const { model, tokenizer, imported } = await loadHf(join(dir, `saved-${i}`));
       try {
-        expect(imported.spec).toMatchObject({ arch: s.expect.arch, tieEmbeddings: s.expect.tied, headDim: s.expect.headDim, heads: 4, kvHeads: 2, layers: 2, context: 64 });
+        expect(imported.spec).toMatchObject({
+          arch: s.expect.arch,
+          tieEmbeddings: s.expect.tied,
+          headDim: s.expect.headDim,
+          heads: 4,
+          kvHeads: 2,
+          layers: 2,
+          context: 64,
+        });
         expect(imported.files.length > 1).toBe(Boolean(s.job.shard));
         const hf = results[i]!;
         const hfVocab = hf.logits[0]!.length;
@@ -87,7 +115,8 @@ describe('HF import of folders saved by transformers', () => {
           expect(greedy).toEqual(end >= 0 ? hf.greedy.slice(0, end) : hf.greedy);
         }
         // The spec can seed a recipe (`--from`) unless its head size is not dim / heads.
-        if (s.expect.headDim * 4 === 32) expect(modelConfigOf(imported.spec)).toMatchObject({ dim: 32, kvHeads: 2, context: 64 });
+        if (s.expect.headDim * 4 === 32)
+          expect(modelConfigOf(imported.spec)).toMatchObject({ dim: 32, kvHeads: 2, context: 64 });
         else expect(() => modelConfigOf(imported.spec)).toThrow(/head_dim: 16/);
       } finally {
         model.dispose();
@@ -99,8 +128,24 @@ describe('HF import of folders saved by transformers', () => {
 /** A small valid export-shaped folder written without transformers, for the bad-input cases. */
 async function validFolder(root: string, name: string, tok: Tokenizer, over: Partial<ModelSpec> = {}): Promise<string> {
   const spec: ModelSpec = {
-    arch: 'dense', vocabSize: tok.vocabSize, dim: 16, layers: 1, heads: 2, kvHeads: 2, headDim: 8, ffnDim: 32, context: 16,
-    ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true, initStd: 0.02, experts: 2, topK: 1, auxLossCoef: 0.01, zLossCoef: 0.001, ...over,
+    arch: 'dense',
+    vocabSize: tok.vocabSize,
+    dim: 16,
+    layers: 1,
+    heads: 2,
+    kvHeads: 2,
+    headDim: 8,
+    ffnDim: 32,
+    context: 16,
+    ropeTheta: 10000,
+    normEps: 1e-5,
+    tieEmbeddings: true,
+    initStd: 0.02,
+    experts: 2,
+    topK: 1,
+    auxLossCoef: 0.01,
+    zLossCoef: 0.001,
+    ...over,
   };
   const d = join(root, name);
   await mkdir(d, { recursive: true });
@@ -108,7 +153,10 @@ async function validFolder(root: string, name: string, tok: Tokenizer, over: Par
   const tensors = new Map([...(await model.weights())].map(([k, w]) => [k, f32(w.shape, w.data)]));
   model.dispose();
   await writeFile(join(d, 'model.safetensors'), encodeSafetensors(tensors, { format: 'pt' }));
-  await writeFile(join(d, 'config.json'), hfConfigJson(hfConfigOf(spec, { bos: tok.special.bos, eos: tok.special.eos, pad: tok.special.pad })));
+  await writeFile(
+    join(d, 'config.json'),
+    hfConfigJson(hfConfigOf(spec, { bos: tok.special.bos, eos: tok.special.eos, pad: tok.special.pad })),
+  );
   await tok.save(join(d, 'tokenizer.json'));
   return d;
 }
@@ -156,7 +204,9 @@ describe('HF import: bad input', () => {
   it('rope scaling in rope_parameters (transformers 5 spelling)', async () => {
     const d = await validFolder(root, 'rope5', tok);
     await editConfig(d, (c) => (c.rope_parameters = { rope_type: 'linear', rope_theta: 10000, factor: 2 }));
-    expect((await importError(d)).message).toMatch(/config\.json: rope_parameters\.rope_type: "linear" is not supported/);
+    expect((await importError(d)).message).toMatch(
+      /config\.json: rope_parameters\.rope_type: "linear" is not supported/,
+    );
   });
 
   it('an unknown architecture', async () => {
@@ -165,7 +215,9 @@ describe('HF import: bad input', () => {
       c.architectures = ['GPT2LMHeadModel'];
       c.model_type = 'gpt2';
     });
-    expect((await importError(d)).message).toMatch(/\/gpt2\/config\.json: architectures: "GPT2LMHeadModel" is not supported; Lathe imports LlamaForCausalLM and MixtralForCausalLM/);
+    expect((await importError(d)).message).toMatch(
+      /\/gpt2\/config\.json: architectures: "GPT2LMHeadModel" is not supported; Lathe imports LlamaForCausalLM and MixtralForCausalLM/,
+    );
     await editConfig(d, (c) => delete c.architectures);
     expect((await importError(d)).message).toMatch(/config\.json: model_type: "gpt2" is not supported/);
   });
@@ -178,8 +230,20 @@ describe('HF import: bad input', () => {
       [(c) => (c.hidden_act = 'gelu'), /config\.json: hidden_act: "gelu" is not supported/],
       [(c) => (c.num_key_value_heads = 3), /config\.json: num_key_value_heads: 3 must divide num_attention_heads 2/],
       [(c) => (c.hidden_size = 'big'), /config\.json: hidden_size: must be a positive integer/],
-      [(c) => (c.quantization_config = { quant_method: 'gptq' }), /config\.json: quantization_config: quantized checkpoints \(gptq\)/],
-      [(c) => Object.assign(c, { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', num_local_experts: 2, sliding_window: 8 }), /config\.json: sliding_window: 8 is shorter than the context 16/],
+      [
+        (c) => (c.quantization_config = { quant_method: 'gptq' }),
+        /config\.json: quantization_config: quantized checkpoints \(gptq\)/,
+      ],
+      [
+        (c) =>
+          Object.assign(c, {
+            architectures: ['MixtralForCausalLM'],
+            model_type: 'mixtral',
+            num_local_experts: 2,
+            sliding_window: 8,
+          }),
+        /config\.json: sliding_window: 8 is shorter than the context 16/,
+      ],
     ];
     const original = await readFile(join(d, 'config.json'), 'utf8');
     for (const [edit, re] of cases) {
@@ -193,41 +257,87 @@ describe('HF import: bad input', () => {
     const d = await validFolder(root, 'weights', tok);
     const weights = await readFile(join(d, 'model.safetensors'));
     await rm(join(d, 'model.safetensors'));
-    expect((await importError(d)).message).toMatch(/\/weights\/model\.safetensors: missing \(and no model\.safetensors\.index\.json\)/);
+    expect((await importError(d)).message).toMatch(
+      /\/weights\/model\.safetensors: missing \(and no model\.safetensors\.index\.json\)/,
+    );
     await writeFile(join(d, 'pytorch_model.bin'), 'pickle');
-    expect((await importError(d)).message).toMatch(/pytorch_model\.bin is a pickle checkpoint.*safe_serialization=True/);
+    expect((await importError(d)).message).toMatch(
+      /pytorch_model\.bin is a pickle checkpoint.*safe_serialization=True/,
+    );
     // A shard index naming a file that is not there.
-    await writeFile(join(d, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: { 'model.norm.weight': 'model-00001-of-00002.safetensors' } }));
-    expect((await importError(d)).message).toMatch(/model-00001-of-00002\.safetensors: missing \(listed in .*model\.safetensors\.index\.json weight_map\)/);
+    await writeFile(
+      join(d, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: { 'model.norm.weight': 'model-00001-of-00002.safetensors' } }),
+    );
+    expect((await importError(d)).message).toMatch(
+      /model-00001-of-00002\.safetensors: missing \(listed in .*model\.safetensors\.index\.json weight_map\)/,
+    );
     await writeFile(join(d, 'model.safetensors.index.json'), JSON.stringify({ metadata: {} }));
     expect((await importError(d)).message).toMatch(/model\.safetensors\.index\.json: weight_map: missing/);
     await rm(join(d, 'model.safetensors.index.json'));
     // Untied config, but no lm_head in the file.
     await writeFile(join(d, 'model.safetensors'), weights);
     await editConfig(d, (c) => (c.tie_word_embeddings = false));
-    expect((await importError(d)).message).toMatch(/model\.safetensors: tensor lm_head\.weight: missing \(.*config\.json tie_word_embeddings is false\)/);
+    expect((await importError(d)).message).toMatch(
+      /model\.safetensors: tensor lm_head\.weight: missing \(.*config\.json tie_word_embeddings is false\)/,
+    );
     // A shape that disagrees with the config.
     await editConfig(d, (c) => Object.assign(c, { tie_word_embeddings: true, intermediate_size: 48 }));
-    expect((await importError(d)).message).toMatch(/model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight: shape \[32,16\] does not match \[48,16\] from .*config\.json/);
+    expect((await importError(d)).message).toMatch(
+      /model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight: shape \[32,16\] does not match \[48,16\] from .*config\.json/,
+    );
   });
 
   it('a missing config.json or tokenizer.json', async () => {
     const d = await validFolder(root, 'files', tok);
     await rm(join(d, 'tokenizer.json'));
-    expect((await importError(d)).message).toMatch(/\/files\/tokenizer\.json: missing; Lathe needs a fast \(tokenizer\.json\) ByteLevel BPE tokenizer/);
+    expect((await importError(d)).message).toMatch(
+      /\/files\/tokenizer\.json: missing; Lathe needs a fast \(tokenizer\.json\) ByteLevel BPE tokenizer/,
+    );
     await rm(join(d, 'config.json'));
     expect((await importError(d)).message).toMatch(/\/files\/config\.json: cannot read \(no such file\)/);
     expect(existsSync(join(d, 'model.safetensors'))).toBe(true);
   });
 
   it('config defaults follow transformers (LlamaConfig / MixtralConfig) for omitted fields', () => {
-    const minimal = { architectures: ['LlamaForCausalLM'], hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 300 };
+    const minimal = {
+      architectures: ['LlamaForCausalLM'],
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      vocab_size: 300,
+    };
     const { spec, info } = specFromHfConfig(minimal, 'config.json');
-    expect(spec).toMatchObject({ kvHeads: 2, headDim: 8, context: 2048, ropeTheta: 10000, normEps: 1e-6, tieEmbeddings: false, initStd: 0.02 });
+    expect(spec).toMatchObject({
+      kvHeads: 2,
+      headDim: 8,
+      context: 2048,
+      ropeTheta: 10000,
+      normEps: 1e-6,
+      tieEmbeddings: false,
+      initStd: 0.02,
+    });
     expect(info).toMatchObject({ bosTokenId: 1, eosTokenId: 2, padTokenId: undefined });
-    const mixtral = specFromHfConfig({ ...minimal, architectures: ['MixtralForCausalLM'], num_attention_heads: 8, hidden_size: 64 }, 'config.json').spec;
-    expect(mixtral).toMatchObject({ arch: 'moe', kvHeads: 8, experts: 8, topK: 2, ropeTheta: 1e6, normEps: 1e-5, context: 131072, auxLossCoef: 0.001 });
-    expect(specFromHfConfig({ ...minimal, max_position_embeddings: 4096 }, 'config.json', { context: 256 }).spec.context).toBe(256);
-    expect(() => specFromHfConfig({ ...minimal, max_position_embeddings: 64 }, 'config.json', { context: 256 })).toThrow(/context: 256 must be a positive integer at most config\.json max_position_embeddings 64/);
+    const mixtral = specFromHfConfig(
+      { ...minimal, architectures: ['MixtralForCausalLM'], num_attention_heads: 8, hidden_size: 64 },
+      'config.json',
+    ).spec;
+    expect(mixtral).toMatchObject({
+      arch: 'moe',
+      kvHeads: 8,
+      experts: 8,
+      topK: 2,
+      ropeTheta: 1e6,
+      normEps: 1e-5,
+      context: 131072,
+      auxLossCoef: 0.001,
+    });
+    expect(
+      specFromHfConfig({ ...minimal, max_position_embeddings: 4096 }, 'config.json', { context: 256 }).spec.context,
+    ).toBe(256);
+    expect(() =>
+      specFromHfConfig({ ...minimal, max_position_embeddings: 64 }, 'config.json', { context: 256 }),
+    ).toThrow(/context: 256 must be a positive integer at most config\.json max_position_embeddings 64/);
   });
 });

@@ -45,19 +45,44 @@ describe('int8 quantization', () => {
     }
     expect(dequant[cols + 5]).toBe(0);
     // Symmetric: negating the input negates the codes.
-    expect(Array.from(quantizeRows(data.map((x) => -x), rows, cols).q)).toEqual(Array.from(q, (v) => (v === 0 ? 0 : -v)));
+    expect(
+      Array.from(
+        quantizeRows(
+          data.map((x) => -x),
+          rows,
+          cols,
+        ).q,
+      ),
+    ).toEqual(Array.from(q, (v) => (v === 0 ? 0 : -v)));
   });
 
   it('quantizes Linear weights (incl. experts and an untied head); keeps embeddings, norms and the router', () => {
-    for (const n of ['model.layers.3.self_attn.q_proj.weight', 'model.layers.0.mlp.down_proj.weight', 'model.layers.1.block_sparse_moe.experts.7.w2.weight', 'lm_head.weight']) expect(isQuantizedWeight(n), n).toBe(true);
-    for (const n of ['model.embed_tokens.weight', 'model.norm.weight', 'model.layers.0.input_layernorm.weight', 'model.layers.0.block_sparse_moe.gate.weight']) expect(isQuantizedWeight(n), n).toBe(false);
+    for (const n of [
+      'model.layers.3.self_attn.q_proj.weight',
+      'model.layers.0.mlp.down_proj.weight',
+      'model.layers.1.block_sparse_moe.experts.7.w2.weight',
+      'lm_head.weight',
+    ])
+      expect(isQuantizedWeight(n), n).toBe(true);
+    for (const n of [
+      'model.embed_tokens.weight',
+      'model.norm.weight',
+      'model.layers.0.input_layernorm.weight',
+      'model.layers.0.block_sparse_moe.gate.weight',
+    ])
+      expect(isQuantizedWeight(n), n).toBe(false);
     const w = new Map([
       ['model.norm.weight', { shape: [4], data: new Float32Array([1, 2, 3, 4]) }],
       ['lm_head.weight', { shape: [2, 2], data: new Float32Array([0.5, -0.25, 1, 0.3]) }],
     ]);
     const { weights, summary } = quantizeInt8(w);
     expect(weights.get('model.norm.weight')!.data).toBe(w.get('model.norm.weight')!.data);
-    expect(summary).toMatchObject({ quantized: ['lm_head.weight'], kept: ['model.norm.weight'], quantizedParams: 4, totalParams: 8 });
+    expect(summary).toMatchObject({
+      quantized: ['lm_head.weight'],
+      kept: ['model.norm.weight'],
+      quantizedParams: 4,
+      totalParams: 8,
+    });
   });
 });
 
@@ -66,7 +91,9 @@ async function runCli(args: string[]): Promise<string> {
   let out = '';
   program.configureOutput({ writeOut: (s) => (out += s), writeErr: (s) => (out += s) });
   register(program);
-  program.commands.forEach((c) => c.exitOverride().configureOutput({ writeOut: (s) => (out += s), writeErr: (s) => (out += s) }));
+  program.commands.forEach((c) =>
+    c.exitOverride().configureOutput({ writeOut: (s) => (out += s), writeErr: (s) => (out += s) }),
+  );
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
     out += String(s);
     return true;
@@ -91,7 +118,14 @@ describe('lathe export', () => {
     const data = await tallySlice(dir, 400);
     run = join(dir, 'run');
     // Untied, so the head is quantized too.
-    await new Recipe(tinyRecipe(data, { model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 32, tieEmbeddings: false }, train: { steps: 40, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 4, checkpointEvery: 20 }, eval: { every: 0, batches: 2 } }), { baseDir: dir }).run({ out: run });
+    await new Recipe(
+      tinyRecipe(data, {
+        model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 32, tieEmbeddings: false },
+        train: { steps: 40, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 4, checkpointEvery: 20 },
+        eval: { every: 0, batches: 2 },
+      }),
+      { baseDir: dir },
+    ).run({ out: run });
   }, 300_000);
   afterEach(() => vi.restoreAllMocks());
   afterAll(async () => {
@@ -100,7 +134,18 @@ describe('lathe export', () => {
 
   it('--quantize int8 prints and writes the held-out perplexity change, and transformers loads the result', async () => {
     const out = join(dir, 'int8');
-    const text = await runCli(['export', run, '--format', 'hf', '--out', out, '--quantize', 'int8', '--eval-batches', '8']);
+    const text = await runCli([
+      'export',
+      run,
+      '--format',
+      'hf',
+      '--out',
+      out,
+      '--quantize',
+      'int8',
+      '--eval-batches',
+      '8',
+    ]);
     console.log(`[int8] ${text.trim().replace(/\n/g, '\n[int8] ')}`);
     expect(text).toMatch(/int8: held-out perplexity [\d.]+ -> [\d.]+ \([+-][\d.]+%\)/);
     expect(text).toMatch(/exported step 40 as LlamaForCausalLM to /);
@@ -149,7 +194,15 @@ describe('lathe export', () => {
     expect(err).toBeInstanceOf(CommanderError);
     expect((err as CommanderError).exitCode).toBe(0);
     const help = (err as { output: string }).output;
-    for (const flag of ['<run-dir>', '--format <format>', '--out <dir>', '--step <n>', '--quantize <scheme>', 'LlamaForCausalLM']) expect(help).toContain(flag);
+    for (const flag of [
+      '<run-dir>',
+      '--format <format>',
+      '--out <dir>',
+      '--step <n>',
+      '--quantize <scheme>',
+      'LlamaForCausalLM',
+    ])
+      expect(help).toContain(flag);
   });
 
   it('bad input: unknown format or quantization, missing run, missing step, existing non-empty --out', async () => {
@@ -162,9 +215,18 @@ describe('lathe export', () => {
       expect((e as LatheError).exitCode).toBe(2);
       expect((e as Error).message).toMatch(re);
     };
-    await fail(['export', run, '--format', 'gguf', '--out', join(dir, 'x1')], /--format: "gguf" is not supported; use hf/);
-    await fail(['export', run, '--format', 'hf', '--out', join(dir, 'x2'), '--quantize', 'int4'], /--quantize: "int4" is not supported; use int8/);
-    await fail(['export', join(dir, 'nope'), '--format', 'hf', '--out', join(dir, 'x3')], /nope: not a run directory \(no recipe\.lock\.json\)/);
+    await fail(
+      ['export', run, '--format', 'gguf', '--out', join(dir, 'x1')],
+      /--format: "gguf" is not supported; use hf/,
+    );
+    await fail(
+      ['export', run, '--format', 'hf', '--out', join(dir, 'x2'), '--quantize', 'int4'],
+      /--quantize: "int4" is not supported; use int8/,
+    );
+    await fail(
+      ['export', join(dir, 'nope'), '--format', 'hf', '--out', join(dir, 'x3')],
+      /nope: not a run directory \(no recipe\.lock\.json\)/,
+    );
     await fail(['export', run, '--format', 'hf', '--out', join(dir, 'x4'), '--step', '7'], /no checkpoint at step 7/);
     const busy = join(dir, 'busy');
     await mkdir(busy);

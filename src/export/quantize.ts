@@ -40,7 +40,11 @@ export function isQuantizedWeight(name: string): boolean {
  * Quantizes one [rows, cols] matrix per row. Returns the int8 values, the float32 row scales and
  * the dequantized matrix.
  */
-export function quantizeRows(data: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array; dequant: Float32Array } {
+export function quantizeRows(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+): { q: Int8Array; scales: Float32Array; dequant: Float32Array } {
   const q = new Int8Array(rows * cols);
   const scales = new Float32Array(rows);
   const dequant = new Float32Array(rows * cols);

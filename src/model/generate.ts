@@ -88,7 +88,12 @@ export async function generate(model: LanguageModel, prompt: number[], o: Sample
 }
 
 /** Runs ids through the model at pos0 with a KV cache and returns the last position's logits. */
-export async function lastLogits(model: LanguageModel, ids: number[], pos0: number, cache: ReturnType<LanguageModel['newCache']>): Promise<Float32Array> {
+export async function lastLogits(
+  model: LanguageModel,
+  ids: number[],
+  pos0: number,
+  cache: ReturnType<LanguageModel['newCache']>,
+): Promise<Float32Array> {
   const t = tf.tidy(() => {
     const { logits } = model.forward(tf.tensor2d([ids], [1, ids.length], 'int32'), { cache, pos0 });
     return tf.slice(logits, [ids.length - 1, 0], [1, -1]);

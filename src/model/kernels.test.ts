@@ -17,7 +17,11 @@ function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
 }
 
 /** Value and input gradients of sum(f(xs) * dy). */
-function valueAndGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): { y: tf.Tensor; grads: tf.Tensor[] } {
+function valueAndGrads(
+  f: (...xs: tf.Tensor[]) => tf.Tensor,
+  xs: tf.Tensor[],
+  dy: tf.Tensor,
+): { y: tf.Tensor; grads: tf.Tensor[] } {
   const y = f(...xs);
   const grads = tf.grads((...ins: tf.Tensor[]) => tf.sum(tf.mul(f(...ins), dy)))(xs);
   return { y, grads };
@@ -57,7 +61,11 @@ for (const backend of ['cpu', 'wasm'] as const) {
           const v = tf.randomNormal([g, s, hd], 0, 1, 'float32', 13);
           const dy = tf.randomNormal([g, t, hd], 0, 1, 'float32', 14);
           const mask = masked ? causalMask(t, s) : undefined;
-          const fused = valueAndGrads((a, b, c) => attentionCore(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, scale, mask), [q, k, v], dy);
+          const fused = valueAndGrads(
+            (a, b, c) => attentionCore(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, scale, mask),
+            [q, k, v],
+            dy,
+          );
           const reference = valueAndGrads(
             (a, b, c) => {
               let scores = tf.mul(tf.matMul(a, b, false, true), scale);
@@ -68,7 +76,8 @@ for (const backend of ['cpu', 'wasm'] as const) {
             dy,
           );
           expect(maxAbsDiff(fused.y, reference.y)).toBeLessThan(TOL);
-          for (let i = 0; i < 3; i++) expect(maxAbsDiff(fused.grads[i]!, reference.grads[i]!), `gradient ${'qkv'[i]}`).toBeLessThan(TOL);
+          for (let i = 0; i < 3; i++)
+            expect(maxAbsDiff(fused.grads[i]!, reference.grads[i]!), `gradient ${'qkv'[i]}`).toBeLessThan(TOL);
           // The gradients are not trivially zero: the comparison means something.
           for (const gr of reference.grads) expect(tf.max(tf.abs(gr)).dataSync()[0]!).toBeGreaterThan(0.05);
         });
@@ -82,7 +91,11 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const dy = tf.randomNormal([37, 24], 0, 1, 'float32', 33);
         const eps = 1e-5;
         const fused = valueAndGrads((a, b) => rmsNormOp(a as tf.Tensor2D, b as tf.Tensor1D, eps), [x, w], dy);
-        const reference = valueAndGrads((a, b) => tf.mul(tf.mul(a, tf.rsqrt(tf.add(tf.mean(tf.square(a), -1, true), eps))), b), [x, w], dy);
+        const reference = valueAndGrads(
+          (a, b) => tf.mul(tf.mul(a, tf.rsqrt(tf.add(tf.mean(tf.square(a), -1, true), eps))), b),
+          [x, w],
+          dy,
+        );
         expect(maxAbsDiff(fused.y, reference.y)).toBeLessThan(TOL);
         expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!), 'dx').toBeLessThan(TOL);
         // dw sums 37 rows of O(1) terms, so its float32 rounding is larger.
@@ -126,8 +139,16 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const at = (m: tf.Tensor2D) => tf.slice(m, [8, 0], [t, hd]);
         const x = tf.randomNormal([b * t, h * hd], 0, 1, 'float32', 43);
         const dy = tf.randomNormal([b, h, t, hd], 0, 1, 'float32', 44);
-        const fused = valueAndGrads((a) => ropeSplitOp(a as tf.Tensor2D, b, t, h, at(tables.cos), at(tables.sin)), [x], dy);
-        const reference = valueAndGrads((a) => ropeOp(tf.transpose(tf.reshape(a!, [b, t, h, hd]), [0, 2, 1, 3]), at(tables.cos), at(tables.sin)), [x], dy);
+        const fused = valueAndGrads(
+          (a) => ropeSplitOp(a as tf.Tensor2D, b, t, h, at(tables.cos), at(tables.sin)),
+          [x],
+          dy,
+        );
+        const reference = valueAndGrads(
+          (a) => ropeOp(tf.transpose(tf.reshape(a!, [b, t, h, hd]), [0, 2, 1, 3]), at(tables.cos), at(tables.sin)),
+          [x],
+          dy,
+        );
         expect(fused.y.shape).toEqual([b, h, t, hd]);
         expect(maxAbsDiff(fused.y, reference.y)).toBe(0);
         expect(maxAbsDiff(fused.grads[0]!, reference.grads[0]!)).toBeLessThan(TOL);

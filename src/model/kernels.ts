@@ -43,7 +43,13 @@ const t12 = (x: tf.Tensor3D) => tf.transpose(x, [0, 2, 1]) as tf.Tensor3D;
  * transposes only the [., hd]-sized operands, never P or dS: dV and dK are computed transposed
  * (dV^T = dO^T P, dK^T = q^T dS) and turned back, which moves 4x less data when S = 4 hd.
  */
-export function attentionCore(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, mask?: tf.Tensor2D): tf.Tensor3D {
+export function attentionCore(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  scale: number,
+  mask?: tf.Tensor2D,
+): tf.Tensor3D {
   const op = tf.customGrad(((qIn: tf.Tensor3D, kIn: tf.Tensor3D, vIn: tf.Tensor3D, save: tf.GradSaveFunc) => {
     const qs = tf.mul(qIn, scale) as tf.Tensor3D;
     // With the native GEMM (backend/native-kernels.ts) each product is one batched call with the
@@ -174,7 +180,9 @@ export function ropeOp<T extends tf.Tensor>(x: T, cos: tf.Tensor2D, sin: tf.Tens
       save([cos, sin]);
       return {
         value: runArrayKernel('LatheRope', [xIn, cos, sin], { dir: 1 })[0]!,
-        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [runArrayKernel('LatheRope', [dy as tf.Tensor, saved[0]!, saved[1]!], { dir: -1 })[0]!],
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+          runArrayKernel('LatheRope', [dy as tf.Tensor, saved[0]!, saved[1]!], { dir: -1 })[0]!,
+        ],
       };
     }) as unknown as GradFn);
     return op(x) as T;
@@ -241,15 +249,25 @@ defineArrayKernel({
  * The heads of a projection x [B*T, H*hd] as [B, H, T, hd] with RoPE applied (tables [T, hd]):
  * one pass each way on wasm and cpu, else the transpose followed by ropeOp.
  */
-export function ropeSplitOp(x: tf.Tensor2D, batch: number, seq: number, heads: number, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+export function ropeSplitOp(
+  x: tf.Tensor2D,
+  batch: number,
+  seq: number,
+  heads: number,
+  cos: tf.Tensor2D,
+  sin: tf.Tensor2D,
+): tf.Tensor4D {
   const hd = cos.shape[1];
-  if (x.dtype !== 'float32' || !arrayKernel('LatheRopeSplit')) return ropeOp(tf.transpose(tf.reshape(x, [batch, seq, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D, cos, sin);
+  if (x.dtype !== 'float32' || !arrayKernel('LatheRopeSplit'))
+    return ropeOp(tf.transpose(tf.reshape(x, [batch, seq, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D, cos, sin);
   const attrs = { batch, seq, heads };
   const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
     save([cos, sin]);
     return {
       value: runArrayKernel('LatheRopeSplit', [xIn, cos, sin], { ...attrs, dir: 1 })[0]!,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [runArrayKernel('LatheRopeSplit', [dy as tf.Tensor, saved[0]!, saved[1]!], { ...attrs, dir: -1 })[0]!],
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        runArrayKernel('LatheRopeSplit', [dy as tf.Tensor, saved[0]!, saved[1]!], { ...attrs, dir: -1 })[0]!,
+      ],
     };
   }) as unknown as GradFn);
   return op(x) as tf.Tensor4D;
@@ -274,13 +292,15 @@ defineArrayKernel({
 
 /** silu(g) * u for the SwiGLU feed-forward, with the one-pass gradient above (wasm, cpu). */
 export function swigluOp(g: tf.Tensor2D, u: tf.Tensor2D): tf.Tensor2D {
-  if (g.dtype !== 'float32' || u.dtype !== 'float32' || !arrayKernel('LatheSwigluGrad')) return tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
+  if (g.dtype !== 'float32' || u.dtype !== 'float32' || !arrayKernel('LatheSwigluGrad'))
+    return tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
   const op = tf.customGrad(((gIn: tf.Tensor2D, uIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
     const s = tf.sigmoid(gIn);
     save([gIn, uIn, s]);
     return {
       value: tf.mul(tf.mul(gIn, s), uIn),
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => runArrayKernel('LatheSwigluGrad', [dy as tf.Tensor, saved[0]!, saved[1]!, saved[2]!]),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        runArrayKernel('LatheSwigluGrad', [dy as tf.Tensor, saved[0]!, saved[1]!, saved[2]!]),
     };
   }) as unknown as GradFn);
   return op(g, u) as tf.Tensor2D;

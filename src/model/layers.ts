@@ -22,7 +22,9 @@ const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFu
   save([x, w]);
   const native = nativeMatMulActive();
   return {
-    value: native ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true) : tf.matMul(x as tf.Tensor2D, transposedWeight(w as tf.Tensor2D)),
+    value: native
+      ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true)
+      : tf.matMul(x as tf.Tensor2D, transposedWeight(w as tf.Tensor2D)),
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
       const g = dy as tf.Tensor2D;
@@ -152,10 +154,12 @@ export function attention(
   cache?: LayerCache,
 ): tf.Tensor2D {
   const { heads, kvHeads, headDim } = shape;
-  const split = (t: tf.Tensor2D, h: number) => tf.transpose(tf.reshape(t, [batch, seq, h, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
+  const split = (t: tf.Tensor2D, h: number) =>
+    tf.transpose(tf.reshape(t, [batch, seq, h, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
   const cos = tf.slice(rope.cos, [pos0, 0], [seq, headDim]);
   const sin = tf.slice(rope.sin, [pos0, 0], [seq, headDim]);
-  const splitRope = (t: tf.Tensor2D, h: number) => (fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin));
+  const splitRope = (t: tf.Tensor2D, h: number) =>
+    fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin);
   const q = splitRope(linear(x, w.q), heads);
   let k = splitRope(linear(x, w.k), kvHeads);
   let v = split(linear(x, w.v), kvHeads);
@@ -175,7 +179,12 @@ export function attention(
     const rep = heads / kvHeads;
     const expand = (t: tf.Tensor4D) =>
       // Same head order as HF repeat_kv (head = kv * rep + r); rank 3 because tile's gradient stops at rank 4.
-      tf.reshape(tf.tile(tf.reshape(t, [batch * kvHeads, 1, total * headDim]), [1, rep, 1]), [batch, heads, total, headDim]) as tf.Tensor4D;
+      tf.reshape(tf.tile(tf.reshape(t, [batch * kvHeads, 1, total * headDim]), [1, rep, 1]), [
+        batch,
+        heads,
+        total,
+        headDim,
+      ]) as tf.Tensor4D;
     k = expand(k);
     v = expand(v);
   }
@@ -185,7 +194,13 @@ export function attention(
   // multiply-adds a head (decoding, small models) tfjs's batched product is faster.
   if (fusedKernels() && (nativeMatMulActive() || seq * total * headDim >= 65_536)) {
     const g = batch * heads;
-    const o = attentionCore(tf.reshape(q, [g, seq, headDim]), tf.reshape(k, [g, total, headDim]), tf.reshape(v, [g, total, headDim]), 1 / Math.sqrt(headDim), mask);
+    const o = attentionCore(
+      tf.reshape(q, [g, seq, headDim]),
+      tf.reshape(k, [g, total, headDim]),
+      tf.reshape(v, [g, total, headDim]),
+      1 / Math.sqrt(headDim),
+      mask,
+    );
     heads4 = tf.reshape(o, [batch, heads, seq, headDim]);
   } else {
     let scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim));

@@ -19,7 +19,14 @@ import type { ModelSpec } from './spec.js';
 // of ~8.4.
 const TOL = 5e-5;
 
-async function lossCurve(spec: ModelSpec, fused: boolean, steps: number, batch: number, seq: number, native = true): Promise<number[]> {
+async function lossCurve(
+  spec: ModelSpec,
+  fused: boolean,
+  steps: number,
+  batch: number,
+  seq: number,
+  native = true,
+): Promise<number[]> {
   const prev = setFusedKernels(fused);
   const prevNative = setNativeKernels(native);
   const model = LanguageModel.init(spec, TRAIN.seed);
@@ -37,7 +44,10 @@ async function lossCurve(spec: ModelSpec, fused: boolean, steps: number, batch: 
         inputs.set(toks.subarray(b * (seq + 1), b * (seq + 1) + seq), b * seq);
         targets.set(toks.subarray(b * (seq + 1) + 1, (b + 1) * (seq + 1)), b * seq);
       }
-      const { value, grads } = tf.variableGrads(() => lmLoss(model, { inputs, targets, batch, seq }).total, [...model.params.values()]);
+      const { value, grads } = tf.variableGrads(
+        () => lmLoss(model, { inputs, targets, batch, seq }).total,
+        [...model.params.values()],
+      );
       losses.push((await value.data())[0]!);
       const g = new Map(Object.entries(grads).map(([k, t]) => [names.get(k)!, t]));
       const norm = tf.tidy(() => tf.sqrt(tf.addN([...g.values()].map((t) => tf.sum(tf.square(t))))).dataSync()[0]!);
@@ -69,8 +79,10 @@ describe('bench models: fused kernels against plain tfjs ops (wasm)', () => {
       const spec = MODELS[name] as ModelSpec;
       const plain = await lossCurve(spec, false, steps, 2, 64);
       const fused = await lossCurve(spec, true, steps, 2, 64);
-      if (process.env.LATHE_SHOW_CURVES) console.log(name, { plain, fused, maxDiff: Math.max(...plain.map((p, s) => Math.abs(p - fused[s]!))) });
-      for (let s = 0; s < steps; s++) expect(Math.abs(fused[s]! - plain[s]!), `step ${s + 1}: ${fused[s]} vs ${plain[s]}`).toBeLessThan(TOL);
+      if (process.env.LATHE_SHOW_CURVES)
+        console.log(name, { plain, fused, maxDiff: Math.max(...plain.map((p, s) => Math.abs(p - fused[s]!))) });
+      for (let s = 0; s < steps; s++)
+        expect(Math.abs(fused[s]! - plain[s]!), `step ${s + 1}: ${fused[s]} vs ${plain[s]}`).toBeLessThan(TOL);
       // The curve moves, so agreement is not trivial: later losses differ from the first.
       expect(Math.max(...plain.slice(1).map((l) => Math.abs(l - plain[0]!)))).toBeGreaterThan(1e-3);
     });
@@ -83,7 +95,7 @@ describe('bench models: fused kernels against plain tfjs ops (wasm)', () => {
 // 1.9e-6 (MoE) over these steps; the tolerance is 2e-4 on losses of ~8.4.
 const NATIVE_TOL = 2e-4;
 
-describe('bench models: native kernels against tfjs-wasm\'s own (wasm)', () => {
+describe("bench models: native kernels against tfjs-wasm's own (wasm)", () => {
   for (const [name, steps] of [
     ['small-dense', 5],
     ['small-moe', 3],
@@ -93,8 +105,10 @@ describe('bench models: native kernels against tfjs-wasm\'s own (wasm)', () => {
       const spec = MODELS[name] as ModelSpec;
       const own = await lossCurve(spec, true, steps, 2, 64, false);
       const native = await lossCurve(spec, true, steps, 2, 64, true);
-      if (process.env.LATHE_SHOW_CURVES) console.log(name, { own, native, maxDiff: Math.max(...own.map((p, s) => Math.abs(p - native[s]!))) });
-      for (let s = 0; s < steps; s++) expect(Math.abs(native[s]! - own[s]!), `step ${s + 1}: ${native[s]} vs ${own[s]}`).toBeLessThan(NATIVE_TOL);
+      if (process.env.LATHE_SHOW_CURVES)
+        console.log(name, { own, native, maxDiff: Math.max(...own.map((p, s) => Math.abs(p - native[s]!))) });
+      for (let s = 0; s < steps; s++)
+        expect(Math.abs(native[s]! - own[s]!), `step ${s + 1}: ${native[s]} vs ${own[s]}`).toBeLessThan(NATIVE_TOL);
       expect(Math.max(...own.slice(1).map((l) => Math.abs(l - own[0]!)))).toBeGreaterThan(1e-3);
     });
   }

@@ -6,8 +6,23 @@ import { LanguageModel } from './model.js';
 import type { ModelSpec } from './spec.js';
 
 const base: ModelSpec = {
-  arch: 'dense', vocabSize: 50, dim: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, ffnDim: 64, context: 16,
-  ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: false, initStd: 0.1, experts: 4, topK: 2, auxLossCoef: 0.01, zLossCoef: 0.001,
+  arch: 'dense',
+  vocabSize: 50,
+  dim: 32,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 8,
+  ffnDim: 64,
+  context: 16,
+  ropeTheta: 10000,
+  normEps: 1e-5,
+  tieEmbeddings: false,
+  initStd: 0.1,
+  experts: 4,
+  topK: 2,
+  auxLossCoef: 0.01,
+  zLossCoef: 0.001,
 };
 
 for (const backend of ['cpu', 'wasm'] as const) {
@@ -29,21 +44,36 @@ for (const backend of ['cpu', 'wasm'] as const) {
           step.push((await l.array())[0]!);
           l.dispose();
         }
-        for (let t = 0; t < ids.length; t++) for (let v = 0; v < 50; v++) expect(step[t]![v]!).toBeCloseTo(fullData[t]![v]!, 4);
+        for (let t = 0; t < ids.length; t++)
+          for (let v = 0; v < 50; v++) expect(step[t]![v]!).toBeCloseTo(fullData[t]![v]!, 4);
         // Changing a later token must not change earlier logits.
         const other = tf.tidy(() => m.forward(tf.tensor2d([[1, 7, 3, 9, 4, 2, 5]], [1, 7], 'int32')).logits);
         const o = await other.array();
         for (let t = 0; t < 6; t++) expect(o[t]![0]!).toBeCloseTo(fullData[t]![0]!, 5);
         expect(Math.abs(o[6]![0]! - fullData[6]![0]!)).toBeGreaterThan(0);
-        for (const c of cache) { c.k?.dispose(); c.v?.dispose(); }
-        full.dispose(); other.dispose(); m.dispose();
+        for (const c of cache) {
+          c.k?.dispose();
+          c.v?.dispose();
+        }
+        full.dispose();
+        other.dispose();
+        m.dispose();
       });
 
       it(`${arch}: every parameter gets a finite, non-zero gradient`, () => {
         const m = LanguageModel.init({ ...base, arch }, 5);
         const vars = [...m.params.values()];
         const { grads, value } = tf.variableGrads(() => {
-          const { logits, router } = m.forward(tf.tensor2d([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]], [2, 6], 'int32'));
+          const { logits, router } = m.forward(
+            tf.tensor2d(
+              [
+                [1, 2, 3, 4, 5, 6],
+                [6, 5, 4, 3, 2, 1],
+              ],
+              [2, 6],
+              'int32',
+            ),
+          );
           let loss = tf.mean(tf.square(logits)) as tf.Scalar;
           for (const r of router) loss = tf.add(loss, tf.add(r.balance, r.z));
           return loss;
@@ -57,7 +87,9 @@ for (const backend of ['cpu', 'wasm'] as const) {
           // An expert that no token in this tiny batch chose legitimately gets zero.
           if (!name.includes('.experts.')) expect(n, name).toBeGreaterThan(0);
         }
-        tf.dispose(grads); value.dispose(); m.dispose();
+        tf.dispose(grads);
+        value.dispose();
+        m.dispose();
       });
     }
 
@@ -72,11 +104,19 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const last = (await l.array())[1]!;
       expect(g[0]).toBe(last.indexOf(Math.max(...last)));
       const stopAt = a[3]!;
-      const c = await generate(m, [1, 2], { maxTokens: 8, temperature: 0.9, topK: 10, topP: 0.9, seed: 4, stop: [stopAt] });
+      const c = await generate(m, [1, 2], {
+        maxTokens: 8,
+        temperature: 0.9,
+        topK: 10,
+        topP: 0.9,
+        seed: 4,
+        stop: [stopAt],
+      });
       expect(c).toEqual(a.slice(0, a.indexOf(stopAt)));
       // The context bounds the output: 16 positions, 2 used by the prompt.
       expect((await generate(m, [1, 2], { maxTokens: 100, seed: 1 })).length).toBe(14);
-      l.dispose(); m.dispose();
+      l.dispose();
+      m.dispose();
     });
   });
 }

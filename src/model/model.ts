@@ -1,7 +1,16 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../random.js';
 import { denseFfn, denseFfnParams } from './dense.js';
-import { attention, linear, param, releaseTransposedWeights, rmsNorm, ropeTables, type LayerCache, type Params } from './layers.js';
+import {
+  attention,
+  linear,
+  param,
+  releaseTransposedWeights,
+  rmsNorm,
+  ropeTables,
+  type LayerCache,
+  type Params,
+} from './layers.js';
 import { moeFfn, moeFfnParams, type RouterStats } from './moe.js';
 import { trunkParams, type ModelSpec, type ParamSpec } from './spec.js';
 
@@ -43,7 +52,10 @@ export class LanguageModel {
         const std = ps.init === 'scaled' ? scaledStd : spec.initStd;
         for (let i = 0; i < size; i++) data[i] = rng.normal() * std;
       }
-      params.set(ps.name, tf.tidy(() => tf.variable(tf.tensor(data, ps.shape), true)));
+      params.set(
+        ps.name,
+        tf.tidy(() => tf.variable(tf.tensor(data, ps.shape), true)),
+      );
     }
     return new LanguageModel(spec, params);
   }
@@ -54,8 +66,12 @@ export class LanguageModel {
     for (const ps of paramSpecsOf(spec)) {
       const w = weights.get(ps.name);
       if (!w) throw new Error(`weights lack ${ps.name}`);
-      if (w.shape.join(',') !== ps.shape.join(',')) throw new Error(`${ps.name}: shape [${w.shape}] does not match the model's [${ps.shape}]`);
-      params.set(ps.name, tf.tidy(() => tf.variable(tf.tensor(w.data, ps.shape), true)));
+      if (w.shape.join(',') !== ps.shape.join(','))
+        throw new Error(`${ps.name}: shape [${w.shape}] does not match the model's [${ps.shape}]`);
+      params.set(
+        ps.name,
+        tf.tidy(() => tf.variable(tf.tensor(w.data, ps.shape), true)),
+      );
     }
     return new LanguageModel(spec, params);
   }
@@ -113,7 +129,8 @@ export class LanguageModel {
   /** Weights as plain arrays, keyed by HF name. */
   async weights(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
     const out = new Map<string, { shape: number[]; data: Float32Array }>();
-    for (const [name, v] of this.params) out.set(name, { shape: v.shape.slice(), data: (await v.data()) as Float32Array });
+    for (const [name, v] of this.params)
+      out.set(name, { shape: v.shape.slice(), data: (await v.data()) as Float32Array });
     return out;
   }
 

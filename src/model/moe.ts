@@ -64,7 +64,12 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
     if (!rows.length) continue;
     offset += rows.length;
     const idx = tf.tensor1d(rows, 'int32');
-    const ye = swiglu(tf.gather(x, idx), param(p, `${m}.experts.${e}.w1.weight`), param(p, `${m}.experts.${e}.w3.weight`), param(p, `${m}.experts.${e}.w2.weight`));
+    const ye = swiglu(
+      tf.gather(x, idx),
+      param(p, `${m}.experts.${e}.w1.weight`),
+      param(p, `${m}.experts.${e}.w3.weight`),
+      param(p, `${m}.experts.${e}.w2.weight`),
+    );
     outputs.push(tf.mul(ye, tf.gather(tf.slice(gates, [0, e], [n, 1]), idx)) as tf.Tensor2D);
   }
   const all = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0);

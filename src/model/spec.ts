@@ -56,7 +56,9 @@ export interface ParamSpec {
 
 /** Parameters of the trunk shared by both architectures (embeddings, attention, norms, head). */
 export function trunkParams(s: ModelSpec): ParamSpec[] {
-  const out: ParamSpec[] = [{ name: 'model.embed_tokens.weight', shape: [s.vocabSize, s.dim], init: 'normal', decay: true }];
+  const out: ParamSpec[] = [
+    { name: 'model.embed_tokens.weight', shape: [s.vocabSize, s.dim], init: 'normal', decay: true },
+  ];
   for (let i = 0; i < s.layers; i++) {
     const p = `model.layers.${i}`;
     out.push(

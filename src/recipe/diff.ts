@@ -13,7 +13,8 @@ export function diffRecipes(a: unknown, b: unknown, path = ''): RecipeChange[] {
     const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
     return keys.flatMap((k) => {
       const p = path ? `${path}.${k}` : k;
-      if (!(k in a) || a[k] === undefined) return b[k] === undefined ? [] : [{ path: p, kind: 'added' as const, after: b[k] }];
+      if (!(k in a) || a[k] === undefined)
+        return b[k] === undefined ? [] : [{ path: p, kind: 'added' as const, after: b[k] }];
       if (!(k in b) || b[k] === undefined) return [{ path: p, kind: 'removed' as const, before: a[k] }];
       return diffRecipes(a[k], b[k], p);
     });
@@ -40,6 +41,12 @@ export function formatDiff(changes: RecipeChange[]): string {
   if (!changes.length) return '(no differences)';
   const j = (v: unknown) => JSON.stringify(v);
   return changes
-    .map((c) => (c.kind === 'changed' ? `~ ${c.path}: ${j(c.before)} → ${j(c.after)}` : c.kind === 'added' ? `+ ${c.path}: ${j(c.after)}` : `- ${c.path}: ${j(c.before)}`))
+    .map((c) =>
+      c.kind === 'changed'
+        ? `~ ${c.path}: ${j(c.before)} → ${j(c.after)}`
+        : c.kind === 'added'
+          ? `+ ${c.path}: ${j(c.after)}`
+          : `- ${c.path}: ${j(c.before)}`,
+    )
     .join('\n');
 }

@@ -1,11 +1,38 @@
 import { Pipeline, Recipe, type RunOptions } from './recipe.js';
-import type { DpoRecipe, GrpoRecipe, OnlineDpoRecipe, PipelineInput, PretrainRecipe, RecipeInput, SftRecipe } from './schema.js';
+import type {
+  DpoRecipe,
+  GrpoRecipe,
+  OnlineDpoRecipe,
+  PipelineInput,
+  PretrainRecipe,
+  RecipeInput,
+  SftRecipe,
+} from './schema.js';
 
-export { Recipe, Pipeline, loadRecipe as load, diff, validateRecipe as validate, parseRecipeText, type RunOptions } from './recipe.js';
+export {
+  Recipe,
+  Pipeline,
+  loadRecipe as load,
+  diff,
+  validateRecipe as validate,
+  parseRecipeText,
+  type RunOptions,
+} from './recipe.js';
 export { recipeJsonSchema as schema, STAGES } from './schema.js';
 export type * from './schema.js';
 export { formatDiff, type RecipeChange } from './diff.js';
-export { lockRecipe, lockPipeline, isPipelineLock, verifyLockId, canonicalJson, sha256File, type RecipeLock, type PipelineLock, type AnyLock, type BaseModelRef } from './lock.js';
+export {
+  lockRecipe,
+  lockPipeline,
+  isPipelineLock,
+  verifyLockId,
+  canonicalJson,
+  sha256File,
+  type RecipeLock,
+  type PipelineLock,
+  type AnyLock,
+  type BaseModelRef,
+} from './lock.js';
 export { checkRecipe, resolveRecipe, resolveAnyRecipe, normalizeKeys } from './validate.js';
 
 type StageInput<S extends RecipeInput['stage']> = Omit<Extract<RecipeInput, { stage: S }>, 'stage'>;

@@ -102,7 +102,8 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
     if (!hashed) throw new LatheError(`tokenizer.path: ${recipe.tokenizer.path} does not exist (resolved to ${p})`);
     tokenizer = { path: p, sha256: hashed.sha256 };
   }
-  const rewardCfg = recipe.stage === 'grpo' ? recipe.reward : recipe.stage === 'online-dpo' ? recipe.judge.reward : undefined;
+  const rewardCfg =
+    recipe.stage === 'grpo' ? recipe.reward : recipe.stage === 'online-dpo' ? recipe.judge.reward : undefined;
   if (rewardCfg) {
     const where = recipe.stage === 'grpo' ? 'reward.module' : 'judge.reward.module';
     const p = resolve(opts.baseDir, rewardCfg.module);
@@ -110,8 +111,19 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
     if (!hashed) throw new LatheError(`${where}: ${rewardCfg.module} does not exist (resolved to ${p})`);
     reward = { path: p, export: rewardCfg.export, sha256: hashed.sha256 };
   }
-  if (recipe.stage === 'online-dpo' && recipe.judge.model !== undefined) judge = await resolveBase(recipe.judge.model, opts.baseDir, 'judge.model');
-  const body = { lathe: VERSION, backend: opts.backend, seed: recipe.seed, recipe: resolved, data, tokenizer, base, reward, judge };
+  if (recipe.stage === 'online-dpo' && recipe.judge.model !== undefined)
+    judge = await resolveBase(recipe.judge.model, opts.baseDir, 'judge.model');
+  const body = {
+    lathe: VERSION,
+    backend: opts.backend,
+    seed: recipe.seed,
+    recipe: resolved,
+    data,
+    tokenizer,
+    base,
+    reward,
+    judge,
+  };
   return { id: lockId(body, opts.baseDir), ...body, baseDir: opts.baseDir, createdAt: new Date().toISOString() };
 }
 
@@ -159,19 +171,42 @@ export function isPipelineLock(lock: AnyLock): lock is PipelineLock {
 }
 
 /** Locks a pipeline: every stage's data and reward hashed now; the first stage's base pinned (from the pipeline's `from`). */
-export async function lockPipeline(pipeline: ResolvedPipeline, opts: Omit<LockOptions, 'deferBase'>): Promise<PipelineLock> {
+export async function lockPipeline(
+  pipeline: ResolvedPipeline,
+  opts: Omit<LockOptions, 'deferBase'>,
+): Promise<PipelineLock> {
   const stages: RecipeLock[] = [];
   for (const [i, st] of pipeline.stages.entries()) {
     const stage = { ...st, backend: opts.backend } as ResolvedRecipe;
-    if (i === 0 && pipeline.from !== undefined && stage.stage !== 'pretrain') (stage as { from?: string }).from = pipeline.from;
+    if (i === 0 && pipeline.from !== undefined && stage.stage !== 'pretrain')
+      (stage as { from?: string }).from = pipeline.from;
     try {
       stages.push(await lockRecipe(stage, { ...opts, deferBase: i > 0 }));
     } catch (e) {
-      if (e instanceof LatheError && !(e.message.startsWith('stages['))) throw new LatheError(`stages[${i}].${e.message}`, e.exitCode);
+      if (e instanceof LatheError && !e.message.startsWith('stages['))
+        throw new LatheError(`stages[${i}].${e.message}`, e.exitCode);
       throw e;
     }
   }
-  const body = { lathe: VERSION, backend: opts.backend, seed: stages[0]!.seed, recipe: pipeline, stages: stages.map((s) => s.id) };
-  const id = createHash('sha256').update(canonicalJson({ ...body, recipe: { ...pipeline, from: undefined }, base: stages[0]!.base?.sha256 })).digest('hex').slice(0, 16);
-  return { id, lathe: VERSION, backend: opts.backend, seed: body.seed, recipe: pipeline, stages, baseDir: opts.baseDir, createdAt: new Date().toISOString() };
+  const body = {
+    lathe: VERSION,
+    backend: opts.backend,
+    seed: stages[0]!.seed,
+    recipe: pipeline,
+    stages: stages.map((s) => s.id),
+  };
+  const id = createHash('sha256')
+    .update(canonicalJson({ ...body, recipe: { ...pipeline, from: undefined }, base: stages[0]!.base?.sha256 }))
+    .digest('hex')
+    .slice(0, 16);
+  return {
+    id,
+    lathe: VERSION,
+    backend: opts.backend,
+    seed: body.seed,
+    recipe: pipeline,
+    stages,
+    baseDir: opts.baseDir,
+    createdAt: new Date().toISOString(),
+  };
 }

@@ -26,7 +26,9 @@ export interface RunOptions {
 }
 
 /** An executor that locks recipes itself (a worker: its own backends, its own data); see dispatch/worker.ts. */
-function locksItself(e: Executor | undefined): e is Executor & { lockRecipe(r: Recipe | Pipeline, o: RunOptions): Promise<AnyLock> } {
+function locksItself(
+  e: Executor | undefined,
+): e is Executor & { lockRecipe(r: Recipe | Pipeline, o: RunOptions): Promise<AnyLock> } {
   return typeof (e as { lockRecipe?: unknown } | undefined)?.lockRecipe === 'function';
 }
 
@@ -62,7 +64,8 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
   async lock(opts: Pick<RunOptions, 'backend' | 'steps'> = {}): Promise<RecipeLock> {
     let config = this.config;
     if (opts.steps !== undefined) {
-      if (!Number.isInteger(opts.steps) || opts.steps < 1) throw new LatheError(`--steps: must be a positive integer, got ${opts.steps}`);
+      if (!Number.isInteger(opts.steps) || opts.steps < 1)
+        throw new LatheError(`--steps: must be a positive integer, got ${opts.steps}`);
       config = structuredClone(config);
       config.train.steps = opts.steps;
       config.train.warmupSteps = Math.min(config.train.warmupSteps, Math.max(0, opts.steps - 1));
@@ -103,7 +106,8 @@ function absolutizePaths(input: Record<string, unknown>, baseDir: string): Recor
   const abs = (p: unknown) => (typeof p === 'string' && !isAbsolute(p) ? resolve(baseDir, p) : p);
   const out = structuredClone(input);
   const data = out.data as { sources?: { path?: unknown }[] } | undefined;
-  for (const src of data?.sources ?? []) if (src && src.path !== undefined) src.path = Array.isArray(src.path) ? src.path.map(abs) : abs(src.path);
+  for (const src of data?.sources ?? [])
+    if (src && src.path !== undefined) src.path = Array.isArray(src.path) ? src.path.map(abs) : abs(src.path);
   if (out.from !== undefined) out.from = abs(out.from);
   const tok = out.tokenizer as { path?: unknown } | undefined;
   if (tok?.path !== undefined) tok.path = abs(tok.path);
@@ -130,7 +134,10 @@ export class Pipeline {
   constructor(input: unknown, opts: { baseDir?: string; file?: string } = {}) {
     this.input = normalizeKeys(input) as PipelineInput;
     const r = resolveAnyRecipe(this.input, opts.file);
-    if (r.stage !== 'pipeline') throw new LatheError(`${opts.file ? `${opts.file}: ` : ''}stage: expected "pipeline", got ${JSON.stringify(r.stage)}`);
+    if (r.stage !== 'pipeline')
+      throw new LatheError(
+        `${opts.file ? `${opts.file}: ` : ''}stage: expected "pipeline", got ${JSON.stringify(r.stage)}`,
+      );
     this.config = r;
     this.baseDir = resolve(opts.baseDir ?? process.cwd());
     this.file = opts.file;
@@ -155,7 +162,8 @@ export class Pipeline {
   async lock(opts: Pick<RunOptions, 'backend' | 'steps'> = {}): Promise<PipelineLock> {
     let config = this.config;
     if (opts.steps !== undefined) {
-      if (!Number.isInteger(opts.steps) || opts.steps < 1) throw new LatheError(`--steps: must be a positive integer, got ${opts.steps}`);
+      if (!Number.isInteger(opts.steps) || opts.steps < 1)
+        throw new LatheError(`--steps: must be a positive integer, got ${opts.steps}`);
       config = structuredClone(config);
       for (const st of config.stages) {
         st.train.steps = opts.steps;
@@ -194,9 +202,20 @@ export class Pipeline {
    * Builds a pipeline from stage recipes (Recipe objects or plain stage inputs). Paths of Recipe
    * objects made elsewhere are made absolute so they still resolve from the pipeline's baseDir.
    */
-  static of(stages: (Recipe | RecipeInput)[], opts: { baseDir?: string; name?: string; backend?: PipelineInput['backend']; from?: string } = {}): Pipeline {
-    const baseDir = resolve(opts.baseDir ?? (stages.find((s): s is Recipe => s instanceof Recipe)?.baseDir ?? process.cwd()));
-    const inputs = stages.map((s) => (s instanceof Recipe ? (s.baseDir === baseDir ? s.input : absolutizePaths(s.input as Record<string, unknown>, s.baseDir)) : s));
+  static of(
+    stages: (Recipe | RecipeInput)[],
+    opts: { baseDir?: string; name?: string; backend?: PipelineInput['backend']; from?: string } = {},
+  ): Pipeline {
+    const baseDir = resolve(
+      opts.baseDir ?? stages.find((s): s is Recipe => s instanceof Recipe)?.baseDir ?? process.cwd(),
+    );
+    const inputs = stages.map((s) =>
+      s instanceof Recipe
+        ? s.baseDir === baseDir
+          ? s.input
+          : absolutizePaths(s.input as Record<string, unknown>, s.baseDir)
+        : s,
+    );
     const input: Record<string, unknown> = { stage: 'pipeline', stages: inputs };
     if (opts.name) input.name = opts.name;
     if (opts.backend) input.backend = opts.backend;
@@ -245,7 +264,8 @@ export async function loadRecipe(path: string): Promise<Recipe | Pipeline> {
     throw new LatheError(`${path}: cannot read recipe (${e.code === 'ENOENT' ? 'no such file' : e.message})`);
   });
   const raw = normalizeKeys(parseRecipeText(text, path));
-  if (raw && typeof raw === 'object' && (raw as { stage?: unknown }).stage === 'pipeline') return new Pipeline(raw, { baseDir: dirname(file), file: path });
+  if (raw && typeof raw === 'object' && (raw as { stage?: unknown }).stage === 'pipeline')
+    return new Pipeline(raw, { baseDir: dirname(file), file: path });
   return new Recipe(raw, { baseDir: dirname(file), file: path });
 }
 
@@ -256,7 +276,10 @@ export function validateRecipe(raw: unknown): { path: string; message: string }[
 }
 
 /** Lists the fields that differ between two recipes, defaults filled in. */
-export function diff(a: Recipe | Pipeline | RecipeInput | PipelineInput, b: Recipe | Pipeline | RecipeInput | PipelineInput): RecipeChange[] {
+export function diff(
+  a: Recipe | Pipeline | RecipeInput | PipelineInput,
+  b: Recipe | Pipeline | RecipeInput | PipelineInput,
+): RecipeChange[] {
   const ca = a instanceof Recipe || a instanceof Pipeline ? a.config : resolveAnyRecipe(a);
   const cb = b instanceof Recipe || b instanceof Pipeline ? b.config : resolveAnyRecipe(b);
   return diffRecipes(ca, cb);

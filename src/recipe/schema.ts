@@ -23,8 +23,14 @@ export const SourceSchema = z
     split: z
       .enum(['line', 'paragraph', 'file'])
       .default('paragraph')
-      .describe('How a .txt file splits into documents: each line, blank-line separated paragraphs, or the whole file.'),
-    weight: z.number().positive().default(1).describe('Mixing weight: the share of training sequences drawn from this source.'),
+      .describe(
+        'How a .txt file splits into documents: each line, blank-line separated paragraphs, or the whole file.',
+      ),
+    weight: z
+      .number()
+      .positive()
+      .default(1)
+      .describe('Mixing weight: the share of training sequences drawn from this source.'),
   })
   .describe('A data source.');
 
@@ -50,7 +56,12 @@ export const CleanSchema = z
       .enum(['none', 'exact', 'near'])
       .default('exact')
       .describe('Remove exact duplicates, or also near duplicates (MinHash + LSH).'),
-    nearThreshold: z.number().gt(0).lte(1).default(0.85).describe('Estimated Jaccard similarity above which a document is a near duplicate.'),
+    nearThreshold: z
+      .number()
+      .gt(0)
+      .lte(1)
+      .default(0.85)
+      .describe('Estimated Jaccard similarity above which a document is a near duplicate.'),
     minhashPerms: z.number().int().min(16).max(512).default(128).describe('MinHash permutations (signature length).'),
     shingle: z.number().int().min(1).max(32).default(5).describe('Shingle size in characters for near-dedupe.'),
     pii: PiiSchema.prefault({}).describe('PII scrubbing per kind.'),
@@ -59,33 +70,65 @@ export const CleanSchema = z
 
 export const DataSchema = z
   .strictObject({
-    sources: z.array(SourceSchema).min(1, { error: 'add at least one source, e.g. {"path": "data/train.jsonl"}' }).describe('Data sources, mixed by weight.'),
+    sources: z
+      .array(SourceSchema)
+      .min(1, { error: 'add at least one source, e.g. {"path": "data/train.jsonl"}' })
+      .describe('Data sources, mixed by weight.'),
     clean: CleanSchema.prefault({}).describe('Cleaning, dedupe and PII scrubbing.'),
     onError: z
       .enum(['skip', 'fail'])
       .default('fail')
       .describe('On a malformed line: stop with file:line (fail), or skip it and count it (skip).'),
-    valFraction: z.number().min(0).max(0.5).default(0.05).describe('Share of documents held out for evaluation, chosen by content hash.'),
+    valFraction: z
+      .number()
+      .min(0)
+      .max(0.5)
+      .default(0.05)
+      .describe('Share of documents held out for evaluation, chosen by content hash.'),
   })
   .describe('Data: sources, cleaning and mixing.');
 
 export const TokenizerSchema = z
   .strictObject({
     path: z.string().min(1).optional().describe('Load this HF tokenizer.json instead of training one.'),
-    vocabSize: z.number().int().min(300).max(65_536).default(1024).describe('Vocabulary size when training (bytes, specials and merges).'),
+    vocabSize: z
+      .number()
+      .int()
+      .min(300)
+      .max(65_536)
+      .default(1024)
+      .describe('Vocabulary size when training (bytes, specials and merges).'),
     minFrequency: z.number().int().min(1).default(2).describe('A pair must occur this often to be merged.'),
-    maxBytes: z.number().int().positive().default(64 * 1024 * 1024).describe('Train on at most this many bytes of cleaned text.'),
+    maxBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024)
+      .describe('Train on at most this many bytes of cleaned text.'),
   })
   .describe('Tokenizer: byte-level BPE, trained on the recipe data or loaded.');
 
 export const ModelSchema = z
   .strictObject({
-    arch: z.enum(['dense', 'moe']).default('dense').describe('Llama-style dense decoder, or Mixtral-style mixture of experts.'),
+    arch: z
+      .enum(['dense', 'moe'])
+      .default('dense')
+      .describe('Llama-style dense decoder, or Mixtral-style mixture of experts.'),
     dim: z.number().int().positive().default(128).describe('Hidden size.'),
     layers: z.number().int().positive().default(2).describe('Number of decoder blocks.'),
     heads: z.number().int().positive().default(4).describe('Attention heads.'),
-    kvHeads: z.number().int().positive().optional().describe('Key/value heads for grouped-query attention; defaults to heads.'),
-    ffnDim: z.number().int().positive().optional().describe('SwiGLU hidden size; defaults to 8/3·dim rounded up to a multiple of 32.'),
+    kvHeads: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Key/value heads for grouped-query attention; defaults to heads.'),
+    ffnDim: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('SwiGLU hidden size; defaults to 8/3·dim rounded up to a multiple of 32.'),
     context: z.number().int().min(8).default(128).describe('Sequence length in tokens.'),
     ropeTheta: z.number().positive().default(10_000).describe('RoPE base.'),
     normEps: z.number().positive().default(1e-5).describe('RMSNorm epsilon.'),
@@ -111,7 +154,12 @@ export const PretrainSchema = z
     beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2.'),
     eps: z.number().positive().default(1e-8).describe('AdamW epsilon.'),
     gradClip: z.number().min(0).default(1).describe('Clip the global gradient norm to this; 0 disables.'),
-    fimRate: z.number().min(0).max(1).default(0).describe('Share of sequences turned into fill-in-the-middle examples.'),
+    fimRate: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0)
+      .describe('Share of sequences turned into fill-in-the-middle examples.'),
     logEvery: z.number().int().positive().default(1).describe('Write metrics every N steps.'),
     checkpointEvery: z.number().int().min(0).default(100).describe('Checkpoint every N steps (0: only at the end).'),
   })
@@ -127,9 +175,21 @@ export const EvalSchema = z
 
 export const BackendSchema = z.enum(['cpu', 'wasm', 'webgpu', 'auto']);
 
-const nameField = z.string().min(1).optional().describe('A name for humans; not part of the run identity beyond the lock.');
-const seedField = z.number().int().min(0).max(2 ** 32 - 1).default(1337).describe('Seed for init, data order and sampling.');
-const backendField = BackendSchema.default('cpu').describe('tfjs backend: cpu, wasm, webgpu, or auto (best available, said aloud).');
+const nameField = z
+  .string()
+  .min(1)
+  .optional()
+  .describe('A name for humans; not part of the run identity beyond the lock.');
+const seedField = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 32 - 1)
+  .default(1337)
+  .describe('Seed for init, data order and sampling.');
+const backendField = BackendSchema.default('cpu').describe(
+  'tfjs backend: cpu, wasm, webgpu, or auto (best available, said aloud).',
+);
 
 export const PretrainRecipeSchema = z
   .strictObject({
@@ -154,25 +214,46 @@ export const PostSourceSchema = z
     path: z
       .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
       .describe('A file, a folder (read recursively) or a glob, relative to the recipe file; or a list of them.'),
-    format: z.enum(['auto', 'jsonl', 'csv']).default('auto').describe('File format; auto picks by extension (.jsonl/.json, .csv).'),
+    format: z
+      .enum(['auto', 'jsonl', 'csv'])
+      .default('auto')
+      .describe('File format; auto picks by extension (.jsonl/.json, .csv).'),
   })
   .describe('A post-training data source.');
 
 /** Rows for a post-training stage: which files, what to do with a malformed row, what to hold out. */
 export const PostDataSchema = z
   .strictObject({
-    sources: z.array(PostSourceSchema).min(1, { error: 'add at least one source, e.g. {"path": "data/chat.jsonl"}' }).describe('Data files; their rows are concatenated.'),
+    sources: z
+      .array(PostSourceSchema)
+      .min(1, { error: 'add at least one source, e.g. {"path": "data/chat.jsonl"}' })
+      .describe('Data files; their rows are concatenated.'),
     onError: z
       .enum(['skip', 'fail'])
       .default('fail')
-      .describe('On a malformed row (bad JSON, a missing field, roles out of order, an empty completion): stop with file:line (fail), or skip and count it (skip).'),
-    valFraction: z.number().min(0).max(0.5).default(0.1).describe('Share of rows held out for evaluation, chosen by content hash.'),
+      .describe(
+        'On a malformed row (bad JSON, a missing field, roles out of order, an empty completion): stop with file:line (fail), or skip and count it (skip).',
+      ),
+    valFraction: z
+      .number()
+      .min(0)
+      .max(0.5)
+      .default(0.1)
+      .describe('Share of rows held out for evaluation, chosen by content hash.'),
     dedupe: z.boolean().default(true).describe('Drop rows that repeat an earlier row exactly.'),
   })
   .describe('Post-training data.');
 
 /** Optimizer and schedule fields shared by every post-training stage; defaults differ per stage. */
-function optimizerFields(d: { steps: number; batchSize: number; lr: number; minLr: number; warmupSteps: number; weightDecay: number; checkpointEvery: number }) {
+function optimizerFields(d: {
+  steps: number;
+  batchSize: number;
+  lr: number;
+  minLr: number;
+  warmupSteps: number;
+  weightDecay: number;
+  checkpointEvery: number;
+}) {
   return {
     steps: z.number().int().positive().default(d.steps).describe('Optimizer steps.'),
     batchSize: z.number().int().positive().default(d.batchSize).describe('Examples per micro-batch.'),
@@ -180,44 +261,75 @@ function optimizerFields(d: { steps: number; batchSize: number; lr: number; minL
     lr: z.number().positive().default(d.lr).describe('Peak learning rate.'),
     minLr: z.number().min(0).default(d.minLr).describe('Learning rate at the end of the cosine decay.'),
     warmupSteps: z.number().int().min(0).default(d.warmupSteps).describe('Linear warmup steps.'),
-    weightDecay: z.number().min(0).default(d.weightDecay).describe('AdamW decoupled weight decay (not applied to norms).'),
+    weightDecay: z
+      .number()
+      .min(0)
+      .default(d.weightDecay)
+      .describe('AdamW decoupled weight decay (not applied to norms).'),
     beta1: z.number().min(0).lt(1).default(0.9).describe('AdamW beta1.'),
     beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2.'),
     eps: z.number().positive().default(1e-8).describe('AdamW epsilon.'),
     gradClip: z.number().min(0).default(1).describe('Clip the global gradient norm to this; 0 disables.'),
     logEvery: z.number().int().positive().default(1).describe('Write metrics every N steps.'),
-    checkpointEvery: z.number().int().min(0).default(d.checkpointEvery).describe('Checkpoint every N steps (0: only at the end).'),
+    checkpointEvery: z
+      .number()
+      .int()
+      .min(0)
+      .default(d.checkpointEvery)
+      .describe('Checkpoint every N steps (0: only at the end).'),
   };
 }
 
 /** Sampling fields of the online stages (the policy generates its own completions). */
 const samplingFields = {
-  maxNewTokens: z.number().int().positive().default(32).describe('Completion length limit in tokens (TRL max_completion_length).'),
+  maxNewTokens: z
+    .number()
+    .int()
+    .positive()
+    .default(32)
+    .describe('Completion length limit in tokens (TRL max_completion_length).'),
   temperature: z.number().gt(0).default(1).describe('Sampling temperature for rollouts.'),
   topK: z.number().int().min(0).default(0).describe('Sample among the k most likely tokens (0: off).'),
   topP: z.number().gt(0).lte(1).default(1).describe('Nucleus sampling mass (1: off).'),
   stop: z
     .array(z.string().min(1))
     .default([])
-    .describe('Strings that end a completion (cut before them), besides the end-of-sequence token; e.g. ["\\n"] for one-line answers.'),
+    .describe(
+      'Strings that end a completion (cut before them), besides the end-of-sequence token; e.g. ["\\n"] for one-line answers.',
+    ),
 };
 
 /** A reward function: a JS/TS module's export called as (completion, example) => number | Promise<number>. */
 export const RewardSchema = z
   .strictObject({
     module: z.string().min(1).describe('The module file (.js, .mjs, .cjs, .ts, .mts), relative to the recipe file.'),
-    export: z.string().min(1).default('default').describe('The exported function: (completion: string, example: row) => number | Promise<number>; example is the whole prompt row.'),
-    timeoutMs: z.number().int().positive().default(5000).describe('A call that takes longer is abandoned (its worker is restarted) and counted in reward_errors.'),
+    export: z
+      .string()
+      .min(1)
+      .default('default')
+      .describe(
+        'The exported function: (completion: string, example: row) => number | Promise<number>; example is the whole prompt row.',
+      ),
+    timeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .default(5000)
+      .describe('A call that takes longer is abandoned (its worker is restarted) and counted in reward_errors.'),
     onError: z
       .enum(['skip', 'fail'])
       .default('skip')
-      .describe('When a call throws, times out or returns a non-finite number: skip that completion and count it (skip), or stop the run with a checkpoint (fail).'),
+      .describe(
+        'When a call throws, times out or returns a non-finite number: skip that completion and count it (skip), or stop the run with a checkpoint (fail).',
+      ),
     maxErrorRate: z
       .number()
       .min(0)
       .max(1)
       .default(0.5)
-      .describe('With onError skip: stop the run (with a checkpoint) when more than this share of a step\'s completions fail.'),
+      .describe(
+        "With onError skip: stop the run (with a checkpoint) when more than this share of a step's completions fail.",
+      ),
   })
   .describe('A reward function.');
 
@@ -232,9 +344,24 @@ const fromField = z
 /** Evaluation during a post-training stage. */
 export const PostEvalSchema = z
   .strictObject({
-    every: z.number().int().min(0).default(50).describe('Evaluate on held-out rows every N steps (0: only at the end).'),
-    batches: z.number().int().positive().default(4).describe('Held-out micro-batches (of train.batchSize rows or prompts) per evaluation.'),
-    onStart: z.boolean().default(false).describe('Also evaluate the starting model before the first step: a step-0 line in metrics.jsonl, the baseline of the curves.'),
+    every: z
+      .number()
+      .int()
+      .min(0)
+      .default(50)
+      .describe('Evaluate on held-out rows every N steps (0: only at the end).'),
+    batches: z
+      .number()
+      .int()
+      .positive()
+      .default(4)
+      .describe('Held-out micro-batches (of train.batchSize rows or prompts) per evaluation.'),
+    onStart: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Also evaluate the starting model before the first step: a step-0 line in metrics.jsonl, the baseline of the curves.',
+      ),
     ...evalSuiteFields,
   })
   .describe('Evaluation during post-training.');
@@ -246,15 +373,33 @@ function postRecipeFields() {
     backend: backendField,
     from: fromField,
     tokenizer: TokenizerSchema.prefault({}).describe('Tokenizer, when not starting `from` a model.'),
-    model: ModelSchema.prefault({}).describe('Model, when not starting `from` a model (otherwise the base model\'s architecture is used).'),
+    model: ModelSchema.prefault({}).describe(
+      "Model, when not starting `from` a model (otherwise the base model's architecture is used).",
+    ),
   };
 }
 
 export const SftTrainSchema = z
   .strictObject({
-    ...optimizerFields({ steps: 100, batchSize: 8, lr: 1e-3, minLr: 1e-4, warmupSteps: 10, weightDecay: 0, checkpointEvery: 50 }),
-    packing: z.boolean().default(true).describe('Pack several conversations into each context window (whole conversations, never split); false: one per row, padded.'),
-    assistantOnly: z.boolean().default(true).describe('Compute the loss on assistant tokens only (TRL assistant_only_loss); false trains on every token.'),
+    ...optimizerFields({
+      steps: 100,
+      batchSize: 8,
+      lr: 1e-3,
+      minLr: 1e-4,
+      warmupSteps: 10,
+      weightDecay: 0,
+      checkpointEvery: 50,
+    }),
+    packing: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Pack several conversations into each context window (whole conversations, never split); false: one per row, padded.',
+      ),
+    assistantOnly: z
+      .boolean()
+      .default(true)
+      .describe('Compute the loss on assistant tokens only (TRL assistant_only_loss); false trains on every token.'),
   })
   .describe('SFT hyper-parameters.');
 
@@ -262,7 +407,9 @@ export const SftRecipeSchema = z
   .strictObject({
     ...postRecipeFields(),
     stage: z.literal('sft').describe('Supervised fine-tuning on chat data.'),
-    data: PostDataSchema.describe('Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant", "content", "weight"?}]} per line (Mistral format; weight 0 excludes an assistant message from the loss), or {"prompt", "completion"} strings.'),
+    data: PostDataSchema.describe(
+      'Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant", "content", "weight"?}]} per line (Mistral format; weight 0 excludes an assistant message from the loss), or {"prompt", "completion"} strings.',
+    ),
     train: SftTrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: PostEvalSchema.prefault({}).describe('Held-out assistant-token loss every N steps.'),
   })
@@ -270,9 +417,26 @@ export const SftRecipeSchema = z
 
 export const DpoTrainSchema = z
   .strictObject({
-    ...optimizerFields({ steps: 100, batchSize: 8, lr: 5e-4, minLr: 5e-5, warmupSteps: 10, weightDecay: 0, checkpointEvery: 50 }),
-    beta: z.number().positive().default(0.1).describe('Strength of the implicit KL constraint to the reference (DPO beta).'),
-    labelSmoothing: z.number().min(0).lt(0.5).default(0).describe('Assumed share of flipped labels (conservative DPO); 0 is plain sigmoid DPO.'),
+    ...optimizerFields({
+      steps: 100,
+      batchSize: 8,
+      lr: 5e-4,
+      minLr: 5e-5,
+      warmupSteps: 10,
+      weightDecay: 0,
+      checkpointEvery: 50,
+    }),
+    beta: z
+      .number()
+      .positive()
+      .default(0.1)
+      .describe('Strength of the implicit KL constraint to the reference (DPO beta).'),
+    labelSmoothing: z
+      .number()
+      .min(0)
+      .lt(0.5)
+      .default(0)
+      .describe('Assumed share of flipped labels (conservative DPO); 0 is plain sigmoid DPO.'),
   })
   .describe('DPO hyper-parameters.');
 
@@ -280,7 +444,9 @@ export const DpoRecipeSchema = z
   .strictObject({
     ...postRecipeFields(),
     stage: z.literal('dpo').describe('Direct preference optimisation on preference pairs.'),
-    data: PostDataSchema.describe('JSONL pairs {"prompt", "chosen", "rejected"}; each a string, or a list of chat messages (TRL conversational format).'),
+    data: PostDataSchema.describe(
+      'JSONL pairs {"prompt", "chosen", "rejected"}; each a string, or a list of chat messages (TRL conversational format).',
+    ),
     train: DpoTrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: PostEvalSchema.prefault({}).describe('Held-out preference accuracy every N steps.'),
   })
@@ -288,8 +454,21 @@ export const DpoRecipeSchema = z
 
 export const OnlineDpoTrainSchema = z
   .strictObject({
-    ...optimizerFields({ steps: 50, batchSize: 4, lr: 5e-4, minLr: 5e-5, warmupSteps: 5, weightDecay: 0, checkpointEvery: 25 }),
-    samplesPerPrompt: z.number().int().min(2).default(4).describe('Completions the policy samples per prompt each step (k); the judge\'s best and worst form the pair.'),
+    ...optimizerFields({
+      steps: 50,
+      batchSize: 4,
+      lr: 5e-4,
+      minLr: 5e-5,
+      warmupSteps: 5,
+      weightDecay: 0,
+      checkpointEvery: 25,
+    }),
+    samplesPerPrompt: z
+      .number()
+      .int()
+      .min(2)
+      .default(4)
+      .describe("Completions the policy samples per prompt each step (k); the judge's best and worst form the pair."),
     beta: z.number().positive().default(0.1).describe('DPO beta.'),
     ...samplingFields,
   })
@@ -302,14 +481,18 @@ export const JudgeSchema = z
       .string()
       .min(1)
       .optional()
-      .describe("Rank completions by a reward-model run (a Lathe run directory, relative to the recipe): score = that model's mean log-probability per completion token, given the prompt."),
+      .describe(
+        "Rank completions by a reward-model run (a Lathe run directory, relative to the recipe): score = that model's mean log-probability per completion token, given the prompt.",
+      ),
   })
   .describe('The judge: a reward function or a reward-model run (exactly one).');
 
 export const OnlineDpoRecipeSchema = z
   .strictObject({
     ...postRecipeFields(),
-    stage: z.literal('online-dpo').describe('Online DPO: the policy samples, a judge ranks, best vs worst is a DPO pair.'),
+    stage: z
+      .literal('online-dpo')
+      .describe('Online DPO: the policy samples, a judge ranks, best vs worst is a DPO pair.'),
     data: PostDataSchema.describe('JSONL prompts: {"prompt": string | messages, ...any other fields the judge reads}.'),
     judge: JudgeSchema.describe('How completions are ranked.'),
     train: OnlineDpoTrainSchema.prefault({}).describe('Training hyper-parameters.'),
@@ -319,12 +502,46 @@ export const OnlineDpoRecipeSchema = z
 
 export const GrpoTrainSchema = z
   .strictObject({
-    ...optimizerFields({ steps: 50, batchSize: 4, lr: 5e-4, minLr: 5e-5, warmupSteps: 5, weightDecay: 0, checkpointEvery: 25 }),
-    groupSize: z.number().int().min(2).default(8).describe('Completions sampled per prompt; advantages are normalised within the group (TRL num_generations).'),
-    innerSteps: z.number().int().min(1).default(2).describe('Optimizer updates per rollout batch (TRL num_iterations); above 1 the ratio moves off 1 and the clip matters.'),
-    clipEpsilon: z.number().gt(0).lt(1).default(0.2).describe('PPO clip range: the ratio is clipped to [1 - eps, 1 + eps].'),
-    beta: z.number().min(0).default(0.04).describe('Weight of the KL penalty to the reference (k3 estimator); 0 disables it, and the reference is then not loaded (the kl metric reads 0).'),
-    scaleRewards: z.boolean().default(true).describe('Divide advantages by the group standard deviation (false: centre only, as in Dr. GRPO).'),
+    ...optimizerFields({
+      steps: 50,
+      batchSize: 4,
+      lr: 5e-4,
+      minLr: 5e-5,
+      warmupSteps: 5,
+      weightDecay: 0,
+      checkpointEvery: 25,
+    }),
+    groupSize: z
+      .number()
+      .int()
+      .min(2)
+      .default(8)
+      .describe('Completions sampled per prompt; advantages are normalised within the group (TRL num_generations).'),
+    innerSteps: z
+      .number()
+      .int()
+      .min(1)
+      .default(2)
+      .describe(
+        'Optimizer updates per rollout batch (TRL num_iterations); above 1 the ratio moves off 1 and the clip matters.',
+      ),
+    clipEpsilon: z
+      .number()
+      .gt(0)
+      .lt(1)
+      .default(0.2)
+      .describe('PPO clip range: the ratio is clipped to [1 - eps, 1 + eps].'),
+    beta: z
+      .number()
+      .min(0)
+      .default(0.04)
+      .describe(
+        'Weight of the KL penalty to the reference (k3 estimator); 0 disables it, and the reference is then not loaded (the kl metric reads 0).',
+      ),
+    scaleRewards: z
+      .boolean()
+      .default(true)
+      .describe('Divide advantages by the group standard deviation (false: centre only, as in Dr. GRPO).'),
     ...samplingFields,
   })
   .describe('GRPO hyper-parameters; batchSize is prompts per micro-batch.');
@@ -333,7 +550,9 @@ export const GrpoRecipeSchema = z
   .strictObject({
     ...postRecipeFields(),
     stage: z.literal('grpo').describe('Group relative policy optimisation with verifiable rewards.'),
-    data: PostDataSchema.describe('JSONL prompts: {"prompt": string | messages, ...any other fields the reward reads}.'),
+    data: PostDataSchema.describe(
+      'JSONL prompts: {"prompt": string | messages, ...any other fields the reward reads}.',
+    ),
     reward: RewardSchema.describe('The reward function.'),
     train: GrpoTrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: PostEvalSchema.prefault({}).describe('Held-out greedy reward every N steps.'),
@@ -341,20 +560,40 @@ export const GrpoRecipeSchema = z
   .describe('A Lathe GRPO recipe.');
 
 /** The recipe of one training stage. */
-export const StageRecipeSchema = z.discriminatedUnion('stage', [PretrainRecipeSchema, SftRecipeSchema, DpoRecipeSchema, OnlineDpoRecipeSchema, GrpoRecipeSchema]);
+export const StageRecipeSchema = z.discriminatedUnion('stage', [
+  PretrainRecipeSchema,
+  SftRecipeSchema,
+  DpoRecipeSchema,
+  OnlineDpoRecipeSchema,
+  GrpoRecipeSchema,
+]);
 
 export const PipelineRecipeSchema = z
   .strictObject({
     name: nameField,
-    stage: z.literal('pipeline').describe('Several stages in order; each starts from the previous stage\'s final checkpoint.'),
+    stage: z
+      .literal('pipeline')
+      .describe("Several stages in order; each starts from the previous stage's final checkpoint."),
     backend: BackendSchema.optional().describe("tfjs backend for every stage; defaults to the first stage's."),
-    from: fromField.describe('Start the first stage from this model (a run directory or an HF folder), as its own `from` would.'),
-    stages: z.array(StageRecipeSchema).min(1, { error: 'add at least one stage' }).describe('The stage recipes, run in order.'),
+    from: fromField.describe(
+      'Start the first stage from this model (a run directory or an HF folder), as its own `from` would.',
+    ),
+    stages: z
+      .array(StageRecipeSchema)
+      .min(1, { error: 'add at least one stage' })
+      .describe('The stage recipes, run in order.'),
   })
   .describe('A Lathe pipeline recipe.');
 
 /** The recipe schema, one branch per stage, and pipelines. */
-export const RecipeSchema = z.discriminatedUnion('stage', [PretrainRecipeSchema, SftRecipeSchema, DpoRecipeSchema, OnlineDpoRecipeSchema, GrpoRecipeSchema, PipelineRecipeSchema]);
+export const RecipeSchema = z.discriminatedUnion('stage', [
+  PretrainRecipeSchema,
+  SftRecipeSchema,
+  DpoRecipeSchema,
+  OnlineDpoRecipeSchema,
+  GrpoRecipeSchema,
+  PipelineRecipeSchema,
+]);
 
 /** The stages a recipe (or a pipeline step) can train. */
 export const STAGES = ['pretrain', 'sft', 'dpo', 'online-dpo', 'grpo'] as const;

@@ -1,6 +1,13 @@
 import type { z } from 'zod';
 import { RecipeError, type RecipeIssue } from '../errors.js';
-import { RecipeSchema, STAGES, type AnyResolvedRecipe, type ModelConfig, type ResolvedPipeline, type ResolvedRecipe } from './schema.js';
+import {
+  RecipeSchema,
+  STAGES,
+  type AnyResolvedRecipe,
+  type ModelConfig,
+  type ResolvedPipeline,
+  type ResolvedRecipe,
+} from './schema.js';
 
 // Validation lives here, in one place: schema errors, then cross-field rules, each with a fix hint.
 
@@ -40,13 +47,18 @@ function allowedKeys(path: PropertyKey[], input: unknown): string[] {
     const def = (n as unknown as { def: { type: string; options?: z.ZodType[] } }).def;
     if (def.type !== 'union' || !def.options) return n;
     const stage = (v as { stage?: unknown } | null)?.stage;
-    return def.options.find((o) => (o as unknown as { shape?: { stage?: { value?: unknown } } }).shape?.stage?.value === stage) ?? def.options[0];
+    return (
+      def.options.find(
+        (o) => (o as unknown as { shape?: { stage?: { value?: unknown } } }).shape?.stage?.value === stage,
+      ) ?? def.options[0]
+    );
   };
   node = pick(node, value);
   for (const p of path) {
     if (!node) return [];
     node = unwrap(node);
-    const def = (node as unknown as { def: { type: string; shape?: Record<string, z.ZodType>; element?: z.ZodType } }).def;
+    const def = (node as unknown as { def: { type: string; shape?: Record<string, z.ZodType>; element?: z.ZodType } })
+      .def;
     value = value && typeof value === 'object' ? (value as Record<PropertyKey, unknown>)[p] : undefined;
     if (def.type === 'object' && typeof p === 'string') node = def.shape?.[p];
     else if (def.type === 'array') node = def.element;
@@ -60,7 +72,8 @@ function allowedKeys(path: PropertyKey[], input: unknown): string[] {
 
 function unwrap(node: z.ZodType): z.ZodType {
   let n = node as unknown as { def: { type: string; innerType?: z.ZodType } };
-  while (n.def.innerType && ['default', 'prefault', 'optional', 'nullable'].includes(n.def.type)) n = n.def.innerType as never;
+  while (n.def.innerType && ['default', 'prefault', 'optional', 'nullable'].includes(n.def.type))
+    n = n.def.innerType as never;
   return n as unknown as z.ZodType;
 }
 
@@ -78,7 +91,8 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
       const known = allowedKeys(issue.path, input);
       return issue.keys.map((k) => {
         const best = known.map((c) => [c, editDistance(k, c)] as const).sort((a, b) => a[1] - b[1])[0];
-        const hint = best && best[1] <= 3 ? `; did you mean "${best[0]}"?` : known.length ? `; allowed: ${known.join(', ')}` : '';
+        const hint =
+          best && best[1] <= 3 ? `; did you mean "${best[0]}"?` : known.length ? `; allowed: ${known.join(', ')}` : '';
         return { path: path ? `${path}.${k}` : k, message: `unknown field${hint}` };
       });
     }
@@ -93,13 +107,27 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
         const options = (issue as { options?: unknown[] }).options ?? [...STAGES, 'pipeline'];
         const stage = valueAt(input, at);
         const hint = at.length > 1 && stage === 'pipeline' ? ' (a pipeline cannot hold a pipeline)' : '';
-        return [{ path: pathString(at), message: `must be one of ${options.map((o) => JSON.stringify(o)).join(', ')}${hint}, got ${JSON.stringify(stage)}` }];
+        return [
+          {
+            path: pathString(at),
+            message: `must be one of ${options.map((o) => JSON.stringify(o)).join(', ')}${hint}, got ${JSON.stringify(stage)}`,
+          },
+        ];
       }
       return [{ path, message: issue.message }];
     case 'too_small':
-      return [{ path, message: issue.message.startsWith('add ') ? issue.message : `must be ${issue.inclusive === false ? '>' : '>='} ${String(issue.minimum)}, got ${got}` }];
+      return [
+        {
+          path,
+          message: issue.message.startsWith('add ')
+            ? issue.message
+            : `must be ${issue.inclusive === false ? '>' : '>='} ${String(issue.minimum)}, got ${got}`,
+        },
+      ];
     case 'too_big':
-      return [{ path, message: `must be ${issue.inclusive === false ? '<' : '<='} ${String(issue.maximum)}, got ${got}` }];
+      return [
+        { path, message: `must be ${issue.inclusive === false ? '<' : '<='} ${String(issue.maximum)}, got ${got}` },
+      ];
     default:
       return [{ path, message: issue.message }];
   }
@@ -130,9 +158,15 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const dim = num(m.dim) ?? 128;
   const heads = num(m.heads) ?? 4;
   const kvHeads = num(m.kvHeads) ?? heads;
-  if (heads > 0 && dim % heads !== 0) out.push({ path: p('model.heads'), message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}` });
-  else if (heads > 0 && (dim / heads) % 2 !== 0) out.push({ path: p('model.heads'), message: `head size ${dim}/${heads} = ${dim / heads} must be even for RoPE` });
-  if (kvHeads > 0 && heads % kvHeads !== 0) out.push({ path: p('model.kvHeads'), message: `${kvHeads} does not divide model.heads ${heads}` });
+  if (heads > 0 && dim % heads !== 0)
+    out.push({
+      path: p('model.heads'),
+      message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}`,
+    });
+  else if (heads > 0 && (dim / heads) % 2 !== 0)
+    out.push({ path: p('model.heads'), message: `head size ${dim}/${heads} = ${dim / heads} must be even for RoPE` });
+  if (kvHeads > 0 && heads % kvHeads !== 0)
+    out.push({ path: p('model.kvHeads'), message: `${kvHeads} does not divide model.heads ${heads}` });
   if (kvHeads > heads) out.push({ path: p('model.kvHeads'), message: `${kvHeads} exceeds model.heads ${heads}` });
   const experts = num(m.experts) ?? 8;
   const topK = num(m.topK) ?? 2;
@@ -141,45 +175,81 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const d = STAGE_DEFAULTS[stage] ?? STAGE_DEFAULTS.pretrain!;
   const steps = num(t.steps) ?? d.steps;
   const warm = num(t.warmupSteps) ?? d.warmupSteps;
-  if (warm > steps) out.push({ path: p('train.warmupSteps'), message: `${warm} exceeds train.steps ${steps}; lower it or raise steps` });
+  if (warm > steps)
+    out.push({
+      path: p('train.warmupSteps'),
+      message: `${warm} exceeds train.steps ${steps}; lower it or raise steps`,
+    });
   const lr = num(t.lr);
   const minLr = num(t.minLr);
-  if (lr !== undefined && minLr !== undefined && minLr > lr) out.push({ path: p('train.minLr'), message: `${minLr} exceeds train.lr ${lr}` });
+  if (lr !== undefined && minLr !== undefined && minLr > lr)
+    out.push({ path: p('train.minLr'), message: `${minLr} exceeds train.lr ${lr}` });
   const tok = r.tokenizer ?? {};
   const ctx = num(m.context) ?? 128;
-  if (ctx > 8192) out.push({ path: p('model.context'), message: `${ctx} is too long for this engine; use at most 8192` });
+  if (ctx > 8192)
+    out.push({ path: p('model.context'), message: `${ctx} is too long for this engine; use at most 8192` });
   if (tok.path !== undefined && (tok as Record<string, unknown>).vocabSize !== undefined) {
-    out.push({ path: p('tokenizer.vocabSize'), message: 'is set together with tokenizer.path; a loaded tokenizer has its own vocabulary, so remove one' });
+    out.push({
+      path: p('tokenizer.vocabSize'),
+      message: 'is set together with tokenizer.path; a loaded tokenizer has its own vocabulary, so remove one',
+    });
   }
   if (!post) {
-    if (where.inPipeline && !where.first) out.push({ path: p('stage'), message: 'pretrain trains a fresh model, so it can only be the first stage of a pipeline; move it first or use sft to continue training' });
+    if (where.inPipeline && !where.first)
+      out.push({
+        path: p('stage'),
+        message:
+          'pretrain trains a fresh model, so it can only be the first stage of a pipeline; move it first or use sft to continue training',
+      });
     return out;
   }
   // Where the starting model comes from.
   const from = (r as Record<string, unknown>).from;
   const inherited = where.inPipeline && !where.first;
-  if (inherited && from !== undefined) out.push({ path: p('from'), message: "a pipeline stage after the first starts from the previous stage's checkpoint; remove from" });
+  if (inherited && from !== undefined)
+    out.push({
+      path: p('from'),
+      message: "a pipeline stage after the first starts from the previous stage's checkpoint; remove from",
+    });
   for (const k of ['model', 'tokenizer'] as const) {
     if (r[k] === undefined) continue;
     if (inherited) out.push({ path: p(k), message: `comes from the previous stage of the pipeline; remove ${k}` });
-    else if (from !== undefined) out.push({ path: p(k), message: `comes from the base model named by from; remove ${k}, or remove from to train a fresh model` });
+    else if (from !== undefined)
+      out.push({
+        path: p(k),
+        message: `comes from the base model named by from; remove ${k}, or remove from to train a fresh model`,
+      });
   }
   const rewardIssues = (rw: Record<string, unknown> | undefined, path: string) => {
     if (!rw || typeof rw.module !== 'string') return;
-    if (!REWARD_EXT.test(rw.module)) out.push({ path: p(`${path}.module`), message: `${JSON.stringify(rw.module)} is not a JavaScript or TypeScript module; name a .js, .mjs, .cjs, .ts or .mts file` });
+    if (!REWARD_EXT.test(rw.module))
+      out.push({
+        path: p(`${path}.module`),
+        message: `${JSON.stringify(rw.module)} is not a JavaScript or TypeScript module; name a .js, .mjs, .cjs, .ts or .mts file`,
+      });
   };
   if (stage === 'grpo') rewardIssues(r.reward, 'reward');
   if (stage === 'online-dpo') {
     const j = r.judge;
     if (j && typeof j === 'object') {
       const has = [j.reward !== undefined, j.model !== undefined].filter(Boolean).length;
-      if (has !== 1) out.push({ path: p('judge'), message: has ? 'set only one of judge.reward and judge.model' : 'set judge.reward ({"module": "reward.mjs"}) or judge.model (a reward-model run directory)' });
+      if (has !== 1)
+        out.push({
+          path: p('judge'),
+          message: has
+            ? 'set only one of judge.reward and judge.model'
+            : 'set judge.reward ({"module": "reward.mjs"}) or judge.model (a reward-model run directory)',
+        });
       rewardIssues(j.reward as Record<string, unknown> | undefined, 'judge.reward');
     }
   }
   if (stage === 'grpo' || stage === 'online-dpo') {
     const maxNew = num(t.maxNewTokens) ?? 32;
-    if (from === undefined && !inherited && maxNew >= ctx) out.push({ path: p('train.maxNewTokens'), message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it` });
+    if (from === undefined && !inherited && maxNew >= ctx)
+      out.push({
+        path: p('train.maxNewTokens'),
+        message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it`,
+      });
   }
   return out;
 }
@@ -197,18 +267,28 @@ function crossFieldIssues(input: unknown): RecipeIssue[] {
     const sr = st as Raw;
     out.push(...stageIssues(sr, `stages[${i}].`, { inPipeline: true, first: i === 0 }));
     if (i === 0 && from !== undefined) {
-      if ((sr as Record<string, unknown>).from !== undefined) out.push({ path: 'from', message: 'is set on the pipeline and on stages[0]; keep one' });
-      if ((sr.stage as unknown) === 'pretrain') out.push({ path: 'from', message: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft' });
+      if ((sr as Record<string, unknown>).from !== undefined)
+        out.push({ path: 'from', message: 'is set on the pipeline and on stages[0]; keep one' });
+      if ((sr.stage as unknown) === 'pretrain')
+        out.push({
+          path: 'from',
+          message: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft',
+        });
     }
   });
   return out;
 }
 
 /** Validates a recipe object; returns the resolved recipe (defaults filled) or every issue found. */
-export function checkRecipe(raw: unknown): { ok: true; recipe: AnyResolvedRecipe } | { ok: false; issues: RecipeIssue[] } {
+export function checkRecipe(
+  raw: unknown,
+): { ok: true; recipe: AnyResolvedRecipe } | { ok: false; issues: RecipeIssue[] } {
   const input = normalizeKeys(raw);
   if (!input || typeof input !== 'object' || Array.isArray(input)) {
-    return { ok: false, issues: [{ path: '', message: 'a recipe must be an object with at least "stage" and "data"' }] };
+    return {
+      ok: false,
+      issues: [{ path: '', message: 'a recipe must be an object with at least "stage" and "data"' }],
+    };
   }
   const parsed = RecipeSchema.safeParse(input);
   const issues: RecipeIssue[] = parsed.success ? [] : parsed.error.issues.flatMap((i) => describeIssue(i, input));
@@ -237,7 +317,16 @@ export function resolveAnyRecipe(raw: unknown, where?: string): AnyResolvedRecip
 /** Validates a stage recipe, throwing a RecipeError that lists every issue (a pipeline is an error here). */
 export function resolveRecipe(raw: unknown, where?: string): ResolvedRecipe {
   const r = resolveAnyRecipe(raw, where);
-  if (r.stage === 'pipeline') throw new RecipeError([{ path: 'stage', message: 'is "pipeline" where one stage is expected; use recipe.pipeline([...]) or load() for pipelines' }], where);
+  if (r.stage === 'pipeline')
+    throw new RecipeError(
+      [
+        {
+          path: 'stage',
+          message: 'is "pipeline" where one stage is expected; use recipe.pipeline([...]) or load() for pipelines',
+        },
+      ],
+      where,
+    );
   return r;
 }
 

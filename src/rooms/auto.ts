@@ -42,7 +42,10 @@ export function roomsUrlResolver(url: string, dataDir: string): string | (() => 
 }
 
 /** Mints write tokens for one room on demand (a fresh one at every reconnect, so expiry never bites). */
-export function tokenMinter(room: string, opts: { dataDir?: string; user?: string; env?: NodeJS.ProcessEnv } = {}): () => string {
+export function tokenMinter(
+  room: string,
+  opts: { dataDir?: string; user?: string; env?: NodeJS.ProcessEnv } = {},
+): () => string {
   return () => {
     const { secret } = loadSecret({ dataDir: opts.dataDir, env: opts.env });
     return mintToken(secret, { room, role: 'write', ttl: '1h', sub: opts.user });
@@ -71,7 +74,9 @@ export function autoPublish(opts: AutoPublishOptions = {}): () => void {
       publishers.set(run.id, p);
       void p.done.finally(() => publishers.delete(run.id));
     } catch (e) {
-      (opts.log ?? ((l: string) => process.stderr.write(`lathe rooms: ${l}\n`)))(`not publishing run ${run.id}: ${(e as Error).message}`);
+      (opts.log ?? ((l: string) => process.stderr.write(`lathe rooms: ${l}\n`)))(
+        `not publishing run ${run.id}: ${(e as Error).message}`,
+      );
     }
   });
   active = () => {

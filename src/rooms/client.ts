@@ -10,7 +10,17 @@ import * as Y from 'yjs';
 import type { Awareness } from 'y-protocols/awareness';
 import { LatheError } from '../errors.js';
 import { MESSAGE_AUTH, MESSAGE_STATE, readPermissionDenied } from './protocol.js';
-import { isEnded, readCurve, readKeyed, runRoom, type EvalEntry, type EventEntry, type MetricEntry, type RoomMeta, type RunRoom } from './schema.js';
+import {
+  isEnded,
+  readCurve,
+  readKeyed,
+  runRoom,
+  type EvalEntry,
+  type EventEntry,
+  type MetricEntry,
+  type RoomMeta,
+  type RunRoom,
+} from './schema.js';
 import { parseRoomUrl, TOKEN_PARAM } from './token.js';
 
 /** A collaborator's presence, kept in awareness under `user` (JupyterLab's field name) and `lathe`. */
@@ -42,7 +52,18 @@ export interface RoomClientOptions {
 }
 
 /** Colours for presence, picked by name so one person keeps one colour. */
-const COLOURS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4', '#f032e6', '#bfef45', '#469990', '#9a6324'];
+const COLOURS = [
+  '#e6194b',
+  '#3cb44b',
+  '#4363d8',
+  '#f58231',
+  '#911eb4',
+  '#42d4f4',
+  '#f032e6',
+  '#bfef45',
+  '#469990',
+  '#9a6324',
+];
 
 /** A stable colour for a name. */
 export function colourFor(name: string): string {
@@ -69,7 +90,12 @@ export function presenceList(awareness: Awareness): Presence[] {
   for (const [clientId, state] of awareness.getStates()) {
     const user = (state as { user?: { name?: string; color?: string } }).user;
     if (!user?.name) continue;
-    out.push({ clientId, name: user.name, color: user.color ?? colourFor(user.name), role: (state as { lathe?: { role?: Presence['role'] } }).lathe?.role });
+    out.push({
+      clientId,
+      name: user.name,
+      color: user.color ?? colourFor(user.name),
+      role: (state as { lathe?: { role?: Presence['role'] } }).lathe?.role,
+    });
   }
   return out;
 }
@@ -175,8 +201,17 @@ export class RoomClient {
         else resolve();
       };
       const onSync = (s: boolean) => s && done();
-      const onClosed = (e: { code: number; reason: string }) => done(new LatheError(`room ${this.room} refused (${e.code}): ${this.denied ?? e.reason}`));
-      const timer = setTimeout(() => done(new LatheError(`room ${this.room}: not synced within ${timeoutMs} ms${this.denied ? ` (${this.denied})` : ''}`)), timeoutMs);
+      const onClosed = (e: { code: number; reason: string }) =>
+        done(new LatheError(`room ${this.room} refused (${e.code}): ${this.denied ?? e.reason}`));
+      const timer = setTimeout(
+        () =>
+          done(
+            new LatheError(
+              `room ${this.room}: not synced within ${timeoutMs} ms${this.denied ? ` (${this.denied})` : ''}`,
+            ),
+          ),
+        timeoutMs,
+      );
       this.provider.on('sync', onSync);
       this.provider.on('closed', onClosed);
     });
@@ -185,7 +220,10 @@ export class RoomClient {
   /** Resolves with the next permission-denied reason the server sends. */
   nextDenied(timeoutMs = 10_000): Promise<string> {
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new LatheError(`room ${this.room}: no permission-denied within ${timeoutMs} ms`)), timeoutMs);
+      const t = setTimeout(
+        () => reject(new LatheError(`room ${this.room}: no permission-denied within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.deniedWaiters.push((r) => {
         clearTimeout(t);
         resolve(r);
@@ -284,7 +322,11 @@ export class RunFollower extends RoomClient {
       });
       const t = setTimeout(() => {
         off();
-        reject(new LatheError(`room ${this.room}: ${what} not reached within ${timeoutMs} ms (${this.curve().length} points, status ${this.meta().status ?? 'unknown'})`));
+        reject(
+          new LatheError(
+            `room ${this.room}: ${what} not reached within ${timeoutMs} ms (${this.curve().length} points, status ${this.meta().status ?? 'unknown'})`,
+          ),
+        );
       }, timeoutMs);
     });
   }
@@ -313,7 +355,8 @@ export class RunFollower extends RoomClient {
         }
         const meta = this.meta();
         if (isEnded(meta) && yielded.size >= (meta.metricCount ?? 0)) return;
-        if (this.closed) throw new LatheError(`room ${this.room} closed (${this.closed.code}): ${this.denied ?? this.closed.reason}`);
+        if (this.closed)
+          throw new LatheError(`room ${this.room} closed (${this.closed.code}): ${this.denied ?? this.closed.reason}`);
         await new Promise<void>((r) => (wake = r));
         wake = undefined;
       }

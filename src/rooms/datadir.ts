@@ -9,7 +9,17 @@
  * Jupyter finds the secret (to mint tokens) and the server's address (to publish) without configuration.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LatheError } from '../errors.js';
@@ -55,13 +65,19 @@ export interface SecretSource {
  * The signing secret: `opts.secret`, else env LATHE_ROOMS_SECRET, else `<dataDir>/secret` (created,
  * mode 0600, when `create` is set and it does not exist yet).
  */
-export function loadSecret(opts: { dataDir?: string; secret?: string; secretFile?: string; create?: boolean; env?: NodeJS.ProcessEnv } = {}): SecretSource {
+export function loadSecret(
+  opts: { dataDir?: string; secret?: string; secretFile?: string; create?: boolean; env?: NodeJS.ProcessEnv } = {},
+): SecretSource {
   const env = opts.env ?? process.env;
   if (opts.secret) return { secret: checkSecret(opts.secret, 'the secret option'), from: 'option' };
-  if (!opts.secretFile && env.LATHE_ROOMS_SECRET) return { secret: checkSecret(env.LATHE_ROOMS_SECRET, 'LATHE_ROOMS_SECRET'), from: 'env' };
+  if (!opts.secretFile && env.LATHE_ROOMS_SECRET)
+    return { secret: checkSecret(env.LATHE_ROOMS_SECRET, 'LATHE_ROOMS_SECRET'), from: 'env' };
   const file = resolve(opts.secretFile ?? join(opts.dataDir ?? defaultDataDir(env), 'secret'));
   if (!existsSync(file)) {
-    if (!opts.create) throw new LatheError(`${file}: no room secret; start the room server once (lathe rooms serve) or set LATHE_ROOMS_SECRET`);
+    if (!opts.create)
+      throw new LatheError(
+        `${file}: no room secret; start the room server once (lathe rooms serve) or set LATHE_ROOMS_SECRET`,
+      );
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     try {
       // 'wx' so two servers starting at once cannot both write a different secret.
@@ -103,7 +119,10 @@ export function clearServerInfo(dataDir: string, pid = process.pid): void {
 }
 
 /** The running server's address, or undefined if none is recorded or its process is gone. */
-export function readServerInfo(dataDir: string = defaultDataDir(), opts: { checkAlive?: boolean } = {}): ServerInfo | undefined {
+export function readServerInfo(
+  dataDir: string = defaultDataDir(),
+  opts: { checkAlive?: boolean } = {},
+): ServerInfo | undefined {
   let info: ServerInfo;
   try {
     info = JSON.parse(readFileSync(join(dataDir, 'server.json'), 'utf8')) as ServerInfo;

@@ -14,12 +14,45 @@ import { roomForRun } from './schema.js';
 import { mintToken, TOKEN_PARAM } from './token.js';
 import type { RoomServer, RoomServerOptions } from './server.js';
 
-export { runRoom, roomForRun, checkRoomName, readCurve, readKeyed, snapshot, eventKey, isEnded, ROOM_SCHEMA } from './schema.js';
+export {
+  runRoom,
+  roomForRun,
+  checkRoomName,
+  readCurve,
+  readKeyed,
+  snapshot,
+  eventKey,
+  isEnded,
+  ROOM_SCHEMA,
+} from './schema.js';
 export type { MetricEntry, EventEntry, EvalEntry, RoomMeta, RoomSnapshot, RunRoom, CancelRequest } from './schema.js';
-export { mintToken, verifyToken, decodeToken, roomMatches, parseTtl, shareLink, parseRoomUrl, RoomAuthError, TOKEN_PARAM, type RoomGrant } from './token.js';
+export {
+  mintToken,
+  verifyToken,
+  decodeToken,
+  roomMatches,
+  parseTtl,
+  shareLink,
+  parseRoomUrl,
+  RoomAuthError,
+  TOKEN_PARAM,
+  type RoomGrant,
+} from './token.js';
 export { defaultDataDir, loadSecret, readServerInfo, type ServerInfo } from './datadir.js';
 export { RoomStore, readLog } from './store.js';
-export { connectRoom, followRun, RoomClient, RunFollower, setPresence, presenceList, colourFor, localUser, toWsUrl, type Presence, type RoomClientOptions } from './client.js';
+export {
+  connectRoom,
+  followRun,
+  RoomClient,
+  RunFollower,
+  setPresence,
+  presenceList,
+  colourFor,
+  localUser,
+  toWsUrl,
+  type Presence,
+  type RoomClientOptions,
+} from './client.js';
 export { publishRun, RunPublisher, type PublishOptions } from './publish.js';
 export { autoPublish, autoPublishers, tokenMinter, roomsUrlResolver, type AutoPublishOptions } from './auto.js';
 export type { RoomServer, RoomServerOptions } from './server.js';
@@ -54,7 +87,10 @@ export interface RoomRef {
  * The "room to follow" for a run, with a token minted from the rooms secret (LATHE_ROOMS_SECRET or
  * `<LATHE_ROOMS_DIR>/secret`). The browser connects to `${baseUrl}${path}?${param}=${token}`.
  */
-export function roomRef(runId: string, opts: { role?: 'read' | 'write'; ttl?: string | number; sub?: string; dataDir?: string; dir?: string } = {}): RoomRef {
+export function roomRef(
+  runId: string,
+  opts: { role?: 'read' | 'write'; ttl?: string | number; sub?: string; dataDir?: string; dir?: string } = {},
+): RoomRef {
   const name = roomForRun(runId, opts.dir);
   const dataDir = opts.dataDir ?? defaultDataDir();
   const { secret } = loadSecret({ dataDir });
@@ -63,7 +99,15 @@ export function roomRef(runId: string, opts: { role?: 'read' | 'write'; ttl?: st
   const token = mintToken(secret, { room: name, role, ttl, sub: opts.sub });
   const exp = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number };
   const server = readServerInfo(dataDir);
-  return { name, path: `${JUPYTER_ROOMS_PATH}/${encodeURIComponent(name)}`, param: TOKEN_PARAM, token, role, expires: new Date(exp.exp * 1000).toISOString(), url: server ? `${server.url}/${encodeURIComponent(name)}` : undefined };
+  return {
+    name,
+    path: `${JUPYTER_ROOMS_PATH}/${encodeURIComponent(name)}`,
+    param: TOKEN_PARAM,
+    token,
+    role,
+    expires: new Date(exp.exp * 1000).toISOString(),
+    url: server ? `${server.url}/${encodeURIComponent(name)}` : undefined,
+  };
 }
 
 // Runs publish themselves when the environment names a room server (see auto.ts).

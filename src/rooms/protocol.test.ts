@@ -18,9 +18,14 @@ describe('frame inspection', () => {
     const doc = new Y.Doc();
     expect(inspectFrame(syncFrame((e) => syncProtocol.writeSyncStep1(e, doc)))).toEqual({ kind: 'sync-step1' });
     // A client with nothing new answers the server's step1 with an empty step2: not a write.
-    expect(inspectFrame(syncFrame((e) => syncProtocol.writeSyncStep2(e, doc, Y.encodeStateVector(doc))))).toMatchObject({ kind: 'update', empty: true });
+    expect(inspectFrame(syncFrame((e) => syncProtocol.writeSyncStep2(e, doc, Y.encodeStateVector(doc))))).toMatchObject(
+      { kind: 'update', empty: true },
+    );
     doc.getArray('metrics').push([{ seq: 0 }]);
-    expect(inspectFrame(syncFrame((e) => syncProtocol.writeUpdate(e, Y.encodeStateAsUpdate(doc))))).toMatchObject({ kind: 'update', empty: false });
+    expect(inspectFrame(syncFrame((e) => syncProtocol.writeUpdate(e, Y.encodeStateAsUpdate(doc))))).toMatchObject({
+      kind: 'update',
+      empty: false,
+    });
     const aw = new awarenessProtocol.Awareness(doc);
     aw.setLocalState({ user: { name: 'Ada' } });
     const e = encoding.createEncoder();
@@ -52,7 +57,16 @@ describe('frame inspection', () => {
   });
 
   it('reads a curve sorted by seq with repeats dropped', () => {
-    const c = readCurve([{ seq: 2, step: 3, stage: 's' }, { seq: 0, step: 1, stage: 's' }, { seq: 2, step: 99, stage: 's' }, { seq: 1, step: 2, stage: 's' }]);
-    expect(c.map((m) => [m.seq, m.step])).toEqual([[0, 1], [1, 2], [2, 3]]);
+    const c = readCurve([
+      { seq: 2, step: 3, stage: 's' },
+      { seq: 0, step: 1, stage: 's' },
+      { seq: 2, step: 99, stage: 's' },
+      { seq: 1, step: 2, stage: 's' },
+    ]);
+    expect(c.map((m) => [m.seq, m.step])).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+    ]);
   });
 });

@@ -13,7 +13,15 @@ import { LatheError } from '../errors.js';
 import type { Run } from '../runs/run.js';
 import type { Metric, RunEvent, RunSummary } from '../runs/rundir.js';
 import { colourFor, localUser, RoomClient } from './client.js';
-import { eventKey, roomForRun, ROOM_SCHEMA, type CancelRequest, type EvalEntry, type EventEntry, type MetricEntry } from './schema.js';
+import {
+  eventKey,
+  roomForRun,
+  ROOM_SCHEMA,
+  type CancelRequest,
+  type EvalEntry,
+  type EventEntry,
+  type MetricEntry,
+} from './schema.js';
 
 /** Metric entries per yjs item (see appendMetric). */
 const METRICS_CHUNK = 256;
@@ -81,10 +89,12 @@ export class RunPublisher {
     const history = run.metricsSoFar;
     this.metricCount = history.length;
     history.forEach((m, i) => this.write(() => this.appendMetric(m, i)));
-    this.unsubscribe.push(run.onMetric((m) => {
-      const seq = this.metricCount++;
-      this.write(() => this.appendMetric(m, seq));
-    }));
+    this.unsubscribe.push(
+      run.onMetric((m) => {
+        const seq = this.metricCount++;
+        this.write(() => this.appendMetric(m, seq));
+      }),
+    );
     // events.jsonl holds what happened before this publisher (a resumed run's earlier events); live
     // events wait for it so the room keeps the file's order.
     const early: RunEvent[] = [...run.events];
@@ -111,7 +121,10 @@ export class RunPublisher {
     const limit = this.opts.flushTimeoutMs ?? 30_000;
     const ok = await this.flush(this.ready ? limit : this.client ? Math.min(limit, 5000) : 0);
     const keep = this.opts.closeWhenDone === false;
-    if (!ok && !this.stopped) this.log(`room ${this.room}: the server does not hold the whole run yet (unreachable?); ${keep ? 'still trying' : 'giving up, the run directory has everything'}`);
+    if (!ok && !this.stopped)
+      this.log(
+        `room ${this.room}: the server does not hold the whole run yet (unreachable?); ${keep ? 'still trying' : 'giving up, the run directory has everything'}`,
+      );
     if (!keep) this.close();
     return ok;
   }
@@ -159,7 +172,8 @@ export class RunPublisher {
       const reason = client.denied ?? e.reason;
       if (typeof this.opts.token === 'function' && e.code === 4401) {
         // A minted token may just have expired: the next attempt carries a fresh one.
-        if (!this.warnedRefused) this.log(`room ${this.room}: refused (${e.code}): ${reason}; retrying with a fresh token`);
+        if (!this.warnedRefused)
+          this.log(`room ${this.room}: refused (${e.code}): ${reason}; retrying with a fresh token`);
         this.warnedRefused = true;
         setTimeout(() => {
           if (this.stopped) return;
@@ -215,7 +229,16 @@ export class RunPublisher {
     const key = `metric|${seq}`;
     if (typeof m.eval_loss === 'number' && !this.seenKey.has(`eval|${key}`)) {
       this.seenKey.add(`eval|${key}`);
-      shared.evals.push([{ key, time: new Date().toISOString(), step: m.step, stage: m.stage, eval_loss: m.eval_loss, message: `eval_loss ${m.eval_loss.toFixed(4)}` }]);
+      shared.evals.push([
+        {
+          key,
+          time: new Date().toISOString(),
+          step: m.step,
+          stage: m.stage,
+          eval_loss: m.eval_loss,
+          message: `eval_loss ${m.eval_loss.toFixed(4)}`,
+        },
+      ]);
     }
   }
 
@@ -242,7 +265,11 @@ export class RunPublisher {
 
   private writeStart(): void {
     const { meta } = this.client!.shared;
-    const lock = this.run.lock as { id?: string; backend?: string; recipe?: { name?: string; stage?: string; train?: { steps?: number } } };
+    const lock = this.run.lock as {
+      id?: string;
+      backend?: string;
+      recipe?: { name?: string; stage?: string; train?: { steps?: number } };
+    };
     const fields: Record<string, unknown> = {
       schema: ROOM_SCHEMA,
       runId: this.run.id,
@@ -291,6 +318,9 @@ export class RunPublisher {
 /** Mirrors a run into its room until it ends; see {@link PublishOptions}. */
 export function publishRun(run: Run, opts: PublishOptions): RunPublisher {
   if (!opts?.url) throw new LatheError('publishRun needs the room server url (e.g. ws://127.0.0.1:1234)');
-  if (!opts.token) throw new LatheError('publishRun needs a write token for the room (lathe rooms token --room run:<id> --role write)');
+  if (!opts.token)
+    throw new LatheError(
+      'publishRun needs a write token for the room (lathe rooms token --room run:<id> --role write)',
+    );
   return new RunPublisher(run, opts);
 }

@@ -117,7 +117,9 @@ export function runRoom(doc: Y.Doc): RunRoom {
  * same recipe run in two folders would otherwise share (and mix) one room.
  */
 export function roomForRun(runId: string, dir?: string): string {
-  return checkRoomName(dir ? `run:${runId}~${createHash('sha256').update(resolve(dir)).digest('hex').slice(0, 8)}` : `run:${runId}`);
+  return checkRoomName(
+    dir ? `run:${runId}~${createHash('sha256').update(resolve(dir)).digest('hex').slice(0, 8)}` : `run:${runId}`,
+  );
 }
 
 const ROOM_NAME = /^[A-Za-z0-9._:~-]{1,200}$/;
@@ -125,7 +127,9 @@ const ROOM_NAME = /^[A-Za-z0-9._:~-]{1,200}$/;
 /** Returns the name if it is a valid room name (letters, digits, `. _ : ~ -`, at most 200), else throws. */
 export function checkRoomName(name: string): string {
   if (!ROOM_NAME.test(name) || name === '.' || name === '..') {
-    throw new LatheError(`room name "${name.slice(0, 80)}" is not valid: use 1-200 letters, digits or . _ : ~ - (e.g. run:<run id>)`);
+    throw new LatheError(
+      `room name "${name.slice(0, 80)}" is not valid: use 1-200 letters, digits or . _ : ~ - (e.g. run:<run id>)`,
+    );
   }
   return name;
 }
@@ -158,7 +162,13 @@ export function readKeyed<T extends { key: string }>(arr: Y.Array<T> | T[]): T[]
 /** The room's content as plain JSON, deduplicated. */
 export function snapshot(doc: Y.Doc, room?: string): RoomSnapshot {
   const r = runRoom(doc);
-  return { room, meta: r.meta.toJSON() as RoomMeta, metrics: readCurve(r.metrics), events: readKeyed(r.events), evals: readKeyed(r.evals) };
+  return {
+    room,
+    meta: r.meta.toJSON() as RoomMeta,
+    metrics: readCurve(r.metrics),
+    events: readKeyed(r.events),
+    evals: readKeyed(r.evals),
+  };
 }
 
 /** True once the producer marked the run ended (completed, interrupted, cancelled or failed). */

@@ -64,7 +64,8 @@ let running = false;
 
 /** Starts the room server; resolves once it listens. */
 export async function startRoomServer(opts: RoomServerOptions): Promise<RoomServer> {
-  if (running) throw new LatheError('a room server already runs in this process (@y/websocket-server keeps rooms per process)');
+  if (running)
+    throw new LatheError('a room server already runs in this process (@y/websocket-server keeps rooms per process)');
   const log = opts.log ?? ((line: string) => process.stderr.write(`lathe rooms: ${line}\n`));
   const dataDir = ensureDataDir(opts.dataDir);
   const { secret } = loadSecret({ dataDir, secret: opts.secret, secretFile: opts.secretFile, create: true });
@@ -92,7 +93,10 @@ export async function startRoomServer(opts: RoomServerOptions): Promise<RoomServ
       room = checkRoomName(decodeURIComponent(u.pathname.replace(/^\/+/, '').replace(/\/+$/, '')));
       grant = verifyToken(secret, u.searchParams.get(TOKEN_PARAM) ?? headerToken(req), room);
     } catch (e) {
-      refusal = { code: e instanceof RoomAuthError ? e.code : 4400, reason: e instanceof Error ? e.message : String(e) };
+      refusal = {
+        code: e instanceof RoomAuthError ? e.code : 4400,
+        reason: e instanceof Error ? e.message : String(e),
+      };
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (refusal || !grant) {
@@ -108,7 +112,15 @@ export async function startRoomServer(opts: RoomServerOptions): Promise<RoomServ
   });
 
   await new Promise<void>((resolve, reject) => {
-    http.once('error', (e: NodeJS.ErrnoException) => reject(new LatheError(e.code === 'EADDRINUSE' ? `port ${opts.port} is in use; pick another with --port` : `cannot listen: ${e.message}`)));
+    http.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new LatheError(
+          e.code === 'EADDRINUSE'
+            ? `port ${opts.port} is in use; pick another with --port`
+            : `cannot listen: ${e.message}`,
+        ),
+      ),
+    );
     http.listen(opts.port ?? 1234, opts.host ?? '127.0.0.1', () => resolve());
   });
   running = true;
@@ -148,7 +160,14 @@ function headerToken(req: IncomingMessage): string | undefined {
  * Hands an authorized socket to setupWSConnection, with every incoming frame checked first: malformed
  * frames are refused (close 1007), read-only updates dropped, the state query answered here.
  */
-function attach(ws: WebSocket, req: IncomingMessage, room: string, grant: RoomGrant, log: (line: string) => void, store: RoomStore): void {
+function attach(
+  ws: WebSocket,
+  req: IncomingMessage,
+  room: string,
+  grant: RoomGrant,
+  log: (line: string) => void,
+  store: RoomStore,
+): void {
   const who = `${grant.sub ?? 'anonymous'}@${req.socket.remoteAddress ?? '?'}`;
   try {
     // Before setupWSConnection: a log that fails to load there would leave a half-made doc behind.
@@ -230,7 +249,11 @@ function toBytes(data: RawData): Uint8Array {
 }
 
 /** GET /healthz, GET /<room>?room_token= (JSON snapshot); everything else is 404 with a hint. */
-function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: { secret: string; store: RoomStore; log: (line: string) => void }): void {
+function handleHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: { secret: string; store: RoomStore; log: (line: string) => void },
+): void {
   const send = (status: number, body: unknown) => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(body));
@@ -238,10 +261,17 @@ function handleHttp(req: IncomingMessage, res: ServerResponse, ctx: { secret: st
   try {
     const u = new URL(req.url ?? '/', 'http://rooms');
     const path = u.pathname.replace(/^\/+/, '').replace(/\/+$/, '');
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'only GET; rooms sync over WebSocket' });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return send(405, { error: 'only GET; rooms sync over WebSocket' });
     if (path === '' || path === 'healthz') {
       const m = process.memoryUsage();
-      return send(200, { ok: true, service: 'lathe rooms', rooms: docs.size, rssMb: Math.round(m.rss / 1e5) / 10, heapUsedMb: Math.round(m.heapUsed / 1e5) / 10 });
+      return send(200, {
+        ok: true,
+        service: 'lathe rooms',
+        rooms: docs.size,
+        rssMb: Math.round(m.rss / 1e5) / 10,
+        heapUsedMb: Math.round(m.heapUsed / 1e5) / 10,
+      });
     }
     const room = checkRoomName(decodeURIComponent(path));
     verifyToken(ctx.secret, u.searchParams.get(TOKEN_PARAM) ?? headerToken(req), room);

@@ -20,7 +20,11 @@ describe('room store', () => {
 
     const again = new Y.Doc();
     store.bind('run:a', again);
-    expect(runRoom(again).metrics.toArray().map((m) => m.seq)).toEqual([...Array(100).keys()]);
+    expect(
+      runRoom(again)
+        .metrics.toArray()
+        .map((m) => m.seq),
+    ).toEqual([...Array(100).keys()]);
     expect(readLog(store.pathOf('run:a')).frames.length).toBe(1);
     store.close();
   });

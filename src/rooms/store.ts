@@ -59,7 +59,8 @@ export class RoomStore {
     try {
       const head = Buffer.alloc(MAGIC.length);
       const n = readSync(fd, head, 0, MAGIC.length, 0);
-      if (n < MAGIC.length || !head.equals(MAGIC)) throw new Error(`${path}: not a lathe room log (bad magic); move it away to start the room empty`);
+      if (n < MAGIC.length || !head.equals(MAGIC))
+        throw new Error(`${path}: not a lathe room log (bad magic); move it away to start the room empty`);
     } finally {
       closeSync(fd);
     }
@@ -84,7 +85,8 @@ export class RoomStore {
     if (this.open.has(room)) this.unbind(room);
     const path = this.pathOf(room);
     const { frames, tornBytes } = readLog(path);
-    if (tornBytes) this.log(`room ${room}: ignored a torn last frame of ${tornBytes} bytes in ${path} (the producer resends it)`);
+    if (tornBytes)
+      this.log(`room ${room}: ignored a torn last frame of ${tornBytes} bytes in ${path} (the producer resends it)`);
     if (frames.length) Y.applyUpdate(doc, Y.mergeUpdates(frames), LOADING);
     const fd = this.rewrite(path, doc);
     const entry: OpenLog = { fd, frames: 1, doc, listener: () => {} };

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { decodeToken, mintToken, parseRoomUrl, parseTtl, roomMatches, RoomAuthError, shareLink, verifyToken } from './token.js';
+import {
+  decodeToken,
+  mintToken,
+  parseRoomUrl,
+  parseTtl,
+  roomMatches,
+  RoomAuthError,
+  shareLink,
+  verifyToken,
+} from './token.js';
 
 const SECRET = 'unit-test-secret-0123456789';
 
@@ -7,7 +16,12 @@ describe('room tokens', () => {
   it('round-trips a grant and refuses tampering, expiry, other rooms and other secrets', () => {
     const now = 1_700_000_000;
     const t = mintToken(SECRET, { room: 'run:abc', role: 'read', ttl: '1h', sub: 'vic', now });
-    expect(verifyToken(SECRET, t, 'run:abc', now + 10)).toEqual({ room: 'run:abc', role: 'read', exp: now + 3600, sub: 'vic' });
+    expect(verifyToken(SECRET, t, 'run:abc', now + 10)).toEqual({
+      room: 'run:abc',
+      role: 'read',
+      exp: now + 3600,
+      sub: 'vic',
+    });
     expect(() => verifyToken(SECRET, t, 'run:abc', now + 3600)).toThrow(/expired at 2023-11-14T23:13:20.000Z/);
     expect(() => verifyToken(SECRET, t, 'run:abd', now)).toThrow(/is for room "run:abc"/);
     expect(() => verifyToken('another-secret-of-length', t, 'run:abc', now)).toThrow(/signature is wrong/);
@@ -34,7 +48,9 @@ describe('room tokens', () => {
     expect(roomMatches('run:*', 'run:x')).toBe(true);
     expect(roomMatches('run:*', 'notebook:x')).toBe(false);
     expect(roomMatches('run:x', 'run:xy')).toBe(false);
-    expect([parseTtl('90s'), parseTtl('30m'), parseTtl('1h'), parseTtl('7d'), parseTtl('15'), parseTtl(2)]).toEqual([90, 1800, 3600, 604800, 15, 2]);
+    expect([parseTtl('90s'), parseTtl('30m'), parseTtl('1h'), parseTtl('7d'), parseTtl('15'), parseTtl(2)]).toEqual([
+      90, 1800, 3600, 604800, 15, 2,
+    ]);
     expect(() => parseTtl('soon')).toThrow(/e.g. 90s/);
     expect(() => parseTtl('0h')).toThrow();
     expect(() => mintToken(SECRET, { room: 'run:x', role: 'admin' as 'read' })).toThrow(/read or write/);
@@ -44,9 +60,21 @@ describe('room tokens', () => {
     const t = mintToken(SECRET, { room: 'run:abc', role: 'read' });
     const link = shareLink('https://hub.example/user/ada/lathe-rooms/', 'run:abc', t);
     expect(link).toBe(`https://hub.example/user/ada/lathe-rooms/run%3Aabc?room_token=${t}`);
-    expect(parseRoomUrl(link)).toEqual({ base: 'https://hub.example/user/ada/lathe-rooms', room: 'run:abc', token: t, params: {} });
-    expect(parseRoomUrl('ws://127.0.0.1:9/run:x?token=jupyter')).toEqual({ base: 'ws://127.0.0.1:9', room: 'run:x', token: undefined, params: { token: 'jupyter' } });
-    expect(() => shareLink('http://h', 'run:abc', mintToken(SECRET, { room: 'run:abc', role: 'write' }))).toThrow(/read token/);
+    expect(parseRoomUrl(link)).toEqual({
+      base: 'https://hub.example/user/ada/lathe-rooms',
+      room: 'run:abc',
+      token: t,
+      params: {},
+    });
+    expect(parseRoomUrl('ws://127.0.0.1:9/run:x?token=jupyter')).toEqual({
+      base: 'ws://127.0.0.1:9',
+      room: 'run:x',
+      token: undefined,
+      params: { token: 'jupyter' },
+    });
+    expect(() => shareLink('http://h', 'run:abc', mintToken(SECRET, { room: 'run:abc', role: 'write' }))).toThrow(
+      /read token/,
+    );
     expect(() => parseRoomUrl('not a url')).toThrow(/not a room URL/);
   });
 });

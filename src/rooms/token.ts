@@ -43,8 +43,12 @@ export function parseTtl(ttl: string | number): number {
 }
 
 /** Mints a signed token for a room (or pattern), role and time to live. */
-export function mintToken(secret: string, grant: { room: string; role: 'read' | 'write'; ttl?: string | number; sub?: string; now?: number }): string {
-  if (grant.role !== 'read' && grant.role !== 'write') throw new LatheError(`role must be read or write, got "${String(grant.role)}"`);
+export function mintToken(
+  secret: string,
+  grant: { room: string; role: 'read' | 'write'; ttl?: string | number; sub?: string; now?: number },
+): string {
+  if (grant.role !== 'read' && grant.role !== 'write')
+    throw new LatheError(`role must be read or write, got "${String(grant.role)}"`);
   if (!grant.room) throw new LatheError('a token needs a room (a name, or a pattern such as run:* or *)');
   const now = grant.now ?? Math.floor(Date.now() / 1000);
   const payload: RoomGrant = { room: grant.room, role: grant.role, exp: now + parseTtl(grant.ttl ?? '1h') };
@@ -65,20 +69,37 @@ export function decodeToken(token: string): RoomGrant | undefined {
 }
 
 /** Checks a token for a room; returns its grant or throws RoomAuthError with a reason fit to show the user. */
-export function verifyToken(secret: string, token: string | undefined | null, room: string, now = Date.now() / 1000): RoomGrant {
-  if (!token) throw new RoomAuthError(`room ${room}: no token; pass ?room_token=<token> (mint one with: lathe rooms token --room ${room})`, 4401);
+export function verifyToken(
+  secret: string,
+  token: string | undefined | null,
+  room: string,
+  now = Date.now() / 1000,
+): RoomGrant {
+  if (!token)
+    throw new RoomAuthError(
+      `room ${room}: no token; pass ?room_token=<token> (mint one with: lathe rooms token --room ${room})`,
+      4401,
+    );
   const parts = token.split('.');
-  if (parts.length !== 3 || parts[0] !== PREFIX) throw new RoomAuthError(`room ${room}: malformed token (expected ${PREFIX}.<payload>.<signature>)`, 4401);
+  if (parts.length !== 3 || parts[0] !== PREFIX)
+    throw new RoomAuthError(`room ${room}: malformed token (expected ${PREFIX}.<payload>.<signature>)`, 4401);
   const expected = Buffer.from(sign(secret, `${PREFIX}.${parts[1]}`));
   const given = Buffer.from(parts[2]!);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw new RoomAuthError(`room ${room}: token signature is wrong (minted with another secret, or altered)`, 4401);
   }
   const grant = decodeToken(token);
-  if (!grant || typeof grant.room !== 'string' || typeof grant.exp !== 'number') throw new RoomAuthError(`room ${room}: token payload is not valid`, 4401);
-  if (grant.role !== 'read' && grant.role !== 'write') throw new RoomAuthError(`room ${room}: token role "${String(grant.role)}" is not read or write`, 4401);
-  if (grant.exp <= now) throw new RoomAuthError(`room ${room}: token expired at ${new Date(grant.exp * 1000).toISOString()}; mint a new one`, 4401);
-  if (!roomMatches(grant.room, room)) throw new RoomAuthError(`room ${room}: token is for room "${grant.room}", not this one`, 4403);
+  if (!grant || typeof grant.room !== 'string' || typeof grant.exp !== 'number')
+    throw new RoomAuthError(`room ${room}: token payload is not valid`, 4401);
+  if (grant.role !== 'read' && grant.role !== 'write')
+    throw new RoomAuthError(`room ${room}: token role "${String(grant.role)}" is not read or write`, 4401);
+  if (grant.exp <= now)
+    throw new RoomAuthError(
+      `room ${room}: token expired at ${new Date(grant.exp * 1000).toISOString()}; mint a new one`,
+      4401,
+    );
+  if (!roomMatches(grant.room, room))
+    throw new RoomAuthError(`room ${room}: token is for room "${grant.room}", not this one`, 4403);
   return grant;
 }
 
@@ -104,12 +125,18 @@ export const TOKEN_PARAM = 'room_token';
  */
 export function shareLink(base: string, room: string, readToken: string): string {
   const grant = decodeToken(readToken);
-  if (grant && grant.role !== 'read') throw new LatheError('a share link must carry a read token (mint it with --role read)');
+  if (grant && grant.role !== 'read')
+    throw new LatheError('a share link must carry a read token (mint it with --role read)');
   return `${base.replace(/\/+$/, '')}/${encodeURIComponent(room)}?${TOKEN_PARAM}=${encodeURIComponent(readToken)}`;
 }
 
 /** Splits a room URL (`<base>/<room>?room_token=…`) into the server base URL, room, token and other query parameters. */
-export function parseRoomUrl(roomUrl: string): { base: string; room: string; token?: string; params: Record<string, string> } {
+export function parseRoomUrl(roomUrl: string): {
+  base: string;
+  room: string;
+  token?: string;
+  params: Record<string, string>;
+} {
   let u: URL;
   try {
     u = new URL(roomUrl);

@@ -6,7 +6,14 @@ import { LatheError } from '../errors.js';
 import type { LanguageModel } from '../model/model.js';
 import type { AdamW } from '../train/optimizer.js';
 import type { RunDir } from './rundir.js';
-import { encodeSafetensors, f32, readSafetensors, toFloat32, writeFileAtomic, type StoredTensor } from './safetensors.js';
+import {
+  encodeSafetensors,
+  f32,
+  readSafetensors,
+  toFloat32,
+  writeFileAtomic,
+  type StoredTensor,
+} from './safetensors.js';
 
 /** The JSON state beside a checkpoint's tensors: everything needed to continue to the bit. */
 export interface CheckpointState {
@@ -24,7 +31,9 @@ export interface CheckpointState {
 /** Tensors read back from a checkpoint, by name. */
 export type Weights = Map<string, { shape: number[]; data: Float32Array }>;
 
-async function tensorsOf(vars: Map<string, { shape: number[]; data(): Promise<unknown> }>): Promise<Map<string, StoredTensor>> {
+async function tensorsOf(
+  vars: Map<string, { shape: number[]; data(): Promise<unknown> }>,
+): Promise<Map<string, StoredTensor>> {
   const out = new Map<string, StoredTensor>();
   for (const [name, v] of vars) out.set(name, f32(v.shape.slice(), (await v.data()) as Float32Array));
   return out;
@@ -34,12 +43,20 @@ async function tensorsOf(vars: Map<string, { shape: number[]; data(): Promise<un
  * Writes checkpoints/<step>/ atomically: files go to a temp folder that is renamed into place,
  * so a crash leaves the previous checkpoint as the latest intact one.
  */
-export async function saveCheckpoint(rd: RunDir, model: LanguageModel, opt: AdamW | undefined, state: CheckpointState): Promise<string> {
+export async function saveCheckpoint(
+  rd: RunDir,
+  model: LanguageModel,
+  opt: AdamW | undefined,
+  state: CheckpointState,
+): Promise<string> {
   const final = rd.checkpointPath(state.step);
   const tmp = join(rd.checkpointsDir, `.tmp-${state.step}-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
-  await writeFileAtomic(join(tmp, 'model.safetensors'), encodeSafetensors(await tensorsOf(model.params), { format: 'pt' }));
+  await writeFileAtomic(
+    join(tmp, 'model.safetensors'),
+    encodeSafetensors(await tensorsOf(model.params), { format: 'pt' }),
+  );
   if (opt) {
     const moments = new Map<string, StoredTensor>();
     for (const [k, v] of await tensorsOf(opt.m)) moments.set(`m.${k}`, v);
@@ -53,7 +70,9 @@ export async function saveCheckpoint(rd: RunDir, model: LanguageModel, opt: Adam
 }
 
 /** Reads a checkpoint folder: model weights, optimizer moments (if saved) and state. */
-export async function loadCheckpoint(dir: string): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
+export async function loadCheckpoint(
+  dir: string,
+): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
   let state: CheckpointState;
   try {
     state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
@@ -61,12 +80,14 @@ export async function loadCheckpoint(dir: string): Promise<{ weights: Weights; m
     throw new LatheError(`${dir}: not a readable checkpoint (${(e as Error).message})`);
   }
   const weights: Weights = new Map();
-  for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors) weights.set(k, { shape: t.shape, data: toFloat32(t) });
+  for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors)
+    weights.set(k, { shape: t.shape, data: toFloat32(t) });
   const opt = await readSafetensors(join(dir, 'optimizer.safetensors')).catch(() => undefined);
   let moments: { m: Weights; v: Weights } | undefined;
   if (opt) {
     moments = { m: new Map(), v: new Map() };
-    for (const [k, t] of opt.tensors) (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
+    for (const [k, t] of opt.tensors)
+      (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
   }
   return { weights, moments, state };
 }

@@ -32,20 +32,29 @@ export async function resume(dir: string, opts: { stopAfter?: number } = {}): Pr
 }
 
 /** Re-runs a run's lock into `out` and compares metrics to the bit (timing fields aside). */
-export async function reproduce(dir: string, opts: { out?: string } = {}): Promise<{ run: Run; identical: boolean; divergence?: Divergence }> {
+export async function reproduce(
+  dir: string,
+  opts: { out?: string } = {},
+): Promise<{ run: Run; identical: boolean; divergence?: Divergence }> {
   const rd = RunDir.open(dir);
   const lock = rd.readLock() as AnyLock;
   await verifyLockData(lock);
   const original = await rd.readMetrics();
   if (!original.length) throw new LatheError(`${dir}: has no metrics to compare`);
-  const run = await localExecutor.start(lock, { out: opts.out ?? `${rd.path}.reproduce-${Date.now()}`, stopAfter: original.at(-1)!.step });
+  const run = await localExecutor.start(lock, {
+    out: opts.out ?? `${rd.path}.reproduce-${Date.now()}`,
+    stopAfter: original.at(-1)!.step,
+  });
   await run.done;
   const divergence = firstDivergence(original, await run.dir.readMetrics());
   return { run, identical: !divergence, divergence };
 }
 
 /** Loads a run's latest checkpoint as a model with its tokenizer. */
-export async function loadModel(dir: string, opts: { step?: number } = {}): Promise<{ model: LanguageModel; tokenizer: Tokenizer; step: number }> {
+export async function loadModel(
+  dir: string,
+  opts: { step?: number } = {},
+): Promise<{ model: LanguageModel; tokenizer: Tokenizer; step: number }> {
   RunDir.open(dir);
   // A pipeline's model is its last stage's (stages/<i>-<stage>/ run directories).
   if (opts.step === undefined) dir = modelRunDir(dir);
@@ -53,11 +62,16 @@ export async function loadModel(dir: string, opts: { step?: number } = {}): Prom
   const lock = rd.readLock();
   const steps = await rd.checkpointSteps();
   const step = opts.step ?? steps.at(-1);
-  if (step === undefined || !steps.includes(step)) throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''} yet`);
+  if (step === undefined || !steps.includes(step))
+    throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''} yet`);
   await useBackend(lock.backend);
   const tokenizer = await Tokenizer.load(join(rd.dataDir, 'tokenizer.json'));
   const ck = await loadCheckpoint(rd.checkpointPath(step));
-  return { model: LanguageModel.fromWeights(modelSpec(lock.recipe.model, tokenizer.vocabSize), ck.weights), tokenizer, step };
+  return {
+    model: LanguageModel.fromWeights(modelSpec(lock.recipe.model, tokenizer.vocabSize), ck.weights),
+    tokenizer,
+    step,
+  };
 }
 
 /** Samples a completion of `prompt` from a run's latest checkpoint. */
@@ -71,4 +85,3 @@ export async function generate(dir: string, prompt: string, opts: SampleOptions 
     model.dispose();
   }
 }
-

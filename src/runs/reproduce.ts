@@ -31,8 +31,12 @@ export async function verifyLockData(lock: RecipeLock | PipelineLock): Promise<v
   for (const src of data) {
     for (const f of src.files) {
       const now = await sha256File(f.path).catch(() => undefined);
-      if (!now) throw new LatheError(`${f.path}: data file of source ${src.source} is missing; reproduce needs the same data`);
-      if (now.sha256 !== f.sha256) throw new LatheError(`${f.path}: data changed since the run (sha256 ${now.sha256.slice(0, 12)}… ≠ ${f.sha256.slice(0, 12)}…)`);
+      if (!now)
+        throw new LatheError(`${f.path}: data file of source ${src.source} is missing; reproduce needs the same data`);
+      if (now.sha256 !== f.sha256)
+        throw new LatheError(
+          `${f.path}: data changed since the run (sha256 ${now.sha256.slice(0, 12)}… ≠ ${f.sha256.slice(0, 12)}…)`,
+        );
     }
   }
 }

@@ -6,13 +6,20 @@ import { open, resume } from './index.js';
 import { TIMING_KEYS, type Metric } from './rundir.js';
 
 // Timing fields differ between runs; everything else must match to the bit.
-const strip = (ms: Metric[]) => ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !TIMING_KEYS.has(k))));
+const strip = (ms: Metric[]) =>
+  ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !TIMING_KEYS.has(k))));
 
 describe('Run.resume()', () => {
   it('after an interrupt, continues from the checkpoint to the planned step count, as if never stopped', async () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 300);
-    const r = new Recipe(tinyRecipe(data, { train: { steps: 12, batchSize: 2, lr: 0.01, warmupSteps: 2, checkpointEvery: 100 }, eval: { every: 6, batches: 1 } }), { baseDir: dir });
+    const r = new Recipe(
+      tinyRecipe(data, {
+        train: { steps: 12, batchSize: 2, lr: 0.01, warmupSteps: 2, checkpointEvery: 100 },
+        eval: { every: 6, batches: 1 },
+      }),
+      { baseDir: dir },
+    );
     const straight = await r.run({ out: join(dir, 'straight') });
 
     const run = await r.start({ out: join(dir, 'split') });
@@ -46,7 +53,13 @@ describe('Run.resume()', () => {
   it('refuses a run that is still training, and a completed one; works on a run opened from disk', async () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 200);
-    const r = new Recipe(tinyRecipe(data, { train: { steps: 6, batchSize: 2, warmupSteps: 1, checkpointEvery: 100 }, eval: { every: 0, batches: 1 } }), { baseDir: dir });
+    const r = new Recipe(
+      tinyRecipe(data, {
+        train: { steps: 6, batchSize: 2, warmupSteps: 1, checkpointEvery: 100 },
+        eval: { every: 0, batches: 1 },
+      }),
+      { baseDir: dir },
+    );
     const run = await r.start({ out: join(dir, 'run'), stopAfter: 3 });
     await expect(run.resume()).rejects.toThrow(/still running: interrupt\(\) it first/);
     await run.done;

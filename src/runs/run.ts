@@ -23,7 +23,13 @@ export class Run {
   private stopRequested = false;
 
   /** @internal Executors create runs; users get them from `recipe.run()` or `runs.open()`. */
-  constructor(dir: RunDir, lock: AnyLock, execution: Promise<RunSummary> | undefined, controls?: { interrupt(): void; cancel(): void }, history: Metric[] = []) {
+  constructor(
+    dir: RunDir,
+    lock: AnyLock,
+    execution: Promise<RunSummary> | undefined,
+    controls?: { interrupt(): void; cancel(): void },
+    history: Metric[] = [],
+  ) {
     this.dir = dir;
     this.lock = lock;
     this.history = history;
@@ -119,7 +125,8 @@ export class Run {
    * After `interrupt()` it first waits for this run to stop; a completed run has nothing to resume.
    */
   async resume(opts: { on?: Executor; stopAfter?: number } = {}): Promise<Run> {
-    if (this.attached && !this.finished && !this.stopRequested) throw new LatheError(`run ${this.id} is still running: interrupt() it first, then resume()`);
+    if (this.attached && !this.finished && !this.stopRequested)
+      throw new LatheError(`run ${this.id} is still running: interrupt() it first, then resume()`);
     await this.done.catch(() => {});
     // Loaded on use: the local executor imports this module.
     const executor = opts.on ?? (await import('../dispatch/local.js')).localExecutor;

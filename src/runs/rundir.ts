@@ -20,7 +20,17 @@ export interface Metric {
 /** One line of events.jsonl. */
 export interface RunEvent {
   time: string;
-  type: 'started' | 'prepared' | 'checkpoint' | 'eval' | 'interrupted' | 'cancelled' | 'resumed' | 'completed' | 'failed' | 'notice';
+  type:
+    | 'started'
+    | 'prepared'
+    | 'checkpoint'
+    | 'eval'
+    | 'interrupted'
+    | 'cancelled'
+    | 'resumed'
+    | 'completed'
+    | 'failed'
+    | 'notice';
   step?: number;
   message: string;
   [key: string]: unknown;
@@ -81,9 +91,13 @@ export class RunDir {
     let dir: string;
     if (out) {
       dir = resolve(out);
-      if (existsSync(join(dir, 'recipe.lock.json'))) throw new LatheError(`--out ${out}: already holds a run; use lathe resume ${out}, or choose another directory`);
+      if (existsSync(join(dir, 'recipe.lock.json')))
+        throw new LatheError(`--out ${out}: already holds a run; use lathe resume ${out}, or choose another directory`);
     } else {
-      const base = resolve(process.env.LATHE_RUNS_DIR ?? 'runs', `${(lock.recipe.name ?? lock.recipe.stage).replace(/[^\w.-]+/g, '-')}-${lock.id.slice(0, 8)}`);
+      const base = resolve(
+        process.env.LATHE_RUNS_DIR ?? 'runs',
+        `${(lock.recipe.name ?? lock.recipe.stage).replace(/[^\w.-]+/g, '-')}-${lock.id.slice(0, 8)}`,
+      );
       dir = base;
       for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
     }
@@ -132,7 +146,9 @@ export class RunDir {
   }
 
   async readSummary(): Promise<RunSummary | undefined> {
-    return readFile(this.summaryPath, 'utf8').then((t) => JSON.parse(t) as RunSummary).catch(() => undefined);
+    return readFile(this.summaryPath, 'utf8')
+      .then((t) => JSON.parse(t) as RunSummary)
+      .catch(() => undefined);
   }
 
   /** Steps that have a complete checkpoint, ascending. */

@@ -5,7 +5,13 @@ describe('safetensors', () => {
   it('round-trips tensors with 8-byte aligned data and metadata', () => {
     const a = Float32Array.from([1, -2.5, 3e-8, 4]);
     const b = Float32Array.from([0.1, 0.2, 0.3]);
-    const buf = encodeSafetensors(new Map([['layer.b', f32([3], b)], ['layer.a', f32([2, 2], a)]]), { format: 'pt' });
+    const buf = encodeSafetensors(
+      new Map([
+        ['layer.b', f32([3], b)],
+        ['layer.a', f32([2, 2], a)],
+      ]),
+      { format: 'pt' },
+    );
     const n = Number(buf.readBigUInt64LE(0));
     expect((8 + n) % 8).toBe(0);
     const header = JSON.parse(buf.subarray(8, 8 + n).toString());
@@ -28,6 +34,8 @@ describe('safetensors', () => {
     expect(() => decodeSafetensors(new Uint8Array(4), 'x.safetensors')).toThrow(/x\.safetensors: file is too short/);
     const bad = Buffer.alloc(16);
     bad.writeBigUInt64LE(100n, 0);
-    expect(() => decodeSafetensors(bad, 'y.safetensors')).toThrow(/y\.safetensors: header length 100 runs past the end/);
+    expect(() => decodeSafetensors(bad, 'y.safetensors')).toThrow(
+      /y\.safetensors: header length 100 runs past the end/,
+    );
   });
 });

@@ -45,12 +45,18 @@ export function encodeSafetensors(tensors: Map<string, StoredTensor>, metadata: 
 const DTYPE_BYTES: Record<StoredTensor['dtype'], number> = { F32: 4, F16: 2, BF16: 2, I32: 4, I8: 1, U8: 1, I64: 8 };
 
 /** Parses a safetensors buffer; `where` names the file in errors. */
-export function decodeSafetensors(buf: Uint8Array, where = 'safetensors'): { tensors: Map<string, StoredTensor>; metadata: Record<string, string> } {
+export function decodeSafetensors(
+  buf: Uint8Array,
+  where = 'safetensors',
+): { tensors: Map<string, StoredTensor>; metadata: Record<string, string> } {
   if (buf.byteLength < 8) throw new LatheError(`${where}: file is too short to be safetensors`);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n = Number(view.getBigUint64(0, true));
   if (8 + n > buf.byteLength) throw new LatheError(`${where}: header length ${n} runs past the end of the file`);
-  let header: Record<string, { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+  let header: Record<
+    string,
+    { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] } | Record<string, string>
+  >;
   try {
     header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8'));
   } catch (e) {
@@ -67,7 +73,8 @@ export function decodeSafetensors(buf: Uint8Array, where = 'safetensors'): { ten
     const t = info as { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] };
     const [a, b] = t.data_offsets;
     const want = t.shape.reduce((x, y) => x * y, 1) * (DTYPE_BYTES[t.dtype] ?? NaN);
-    if (!(b - a === want) || base + b > buf.byteLength) throw new LatheError(`${where}: tensor ${name} has inconsistent offsets or dtype ${t.dtype}`);
+    if (!(b - a === want) || base + b > buf.byteLength)
+      throw new LatheError(`${where}: tensor ${name} has inconsistent offsets or dtype ${t.dtype}`);
     // Copy so the result is aligned and independent of the file buffer.
     tensors.set(name, { dtype: t.dtype, shape: t.shape, data: buf.slice(base + a, base + b) });
   }
@@ -91,7 +98,8 @@ export function toFloat32(t: StoredTensor): Float32Array {
       const s = h & 0x8000 ? -1 : 1;
       const e = (h >> 10) & 0x1f;
       const f = h & 0x3ff;
-      out[i] = e === 0 ? s * 2 ** -14 * (f / 1024) : e === 31 ? (f ? NaN : s * Infinity) : s * 2 ** (e - 15) * (1 + f / 1024);
+      out[i] =
+        e === 0 ? s * 2 ** -14 * (f / 1024) : e === 31 ? (f ? NaN : s * Infinity) : s * 2 ** (e - 15) * (1 + f / 1024);
     }
   }
   return out;
@@ -108,6 +116,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
 }
 
 /** Reads and parses a safetensors file. */
-export async function readSafetensors(path: string): Promise<{ tensors: Map<string, StoredTensor>; metadata: Record<string, string> }> {
+export async function readSafetensors(
+  path: string,
+): Promise<{ tensors: Map<string, StoredTensor>; metadata: Record<string, string> }> {
   return decodeSafetensors(await readFile(path), path);
 }

@@ -37,7 +37,10 @@ export function renderChatText(messages: readonly ChatMessage[], addGenerationPr
   let text: string = SPECIAL_TOKENS.bos;
   const trainedSpans: Array<[number, number]> = [];
   messages.forEach((m, i) => {
-    if (!ROLES.has(m.role)) throw new Error(`renderChat: messages[${i}].role ${JSON.stringify(m.role)} is not one of system, user, assistant`);
+    if (!ROLES.has(m.role))
+      throw new Error(
+        `renderChat: messages[${i}].role ${JSON.stringify(m.role)} is not one of system, user, assistant`,
+      );
     if (typeof m.content !== 'string') throw new TypeError(`renderChat: messages[${i}].content must be a string`);
     if (m.weight !== undefined && !Number.isFinite(m.weight)) {
       throw new TypeError(`renderChat: messages[${i}].weight must be a finite number`);

@@ -74,10 +74,24 @@ const piece = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 8 }),
   fc.string({ unit: 'binary', maxLength: 8 }),
   fc.string({ unit: 'binary-ascii', maxLength: 8 }),
-  fc.constantFrom(...Object.values(SPECIAL_TOKENS), "'s", "'ve", ' the', '\r\n', '\u0085', '\ufeff', '\u3000', '2024', '🤗'),
+  fc.constantFrom(
+    ...Object.values(SPECIAL_TOKENS),
+    "'s",
+    "'ve",
+    ' the',
+    '\r\n',
+    '\u0085',
+    '\ufeff',
+    '\u3000',
+    '2024',
+    '🤗',
+  ),
   fc.string({ unit: fc.constantFrom(' ', '\n', '\t', '\u2003', '\u00a0', '\u0085'), minLength: 2, maxLength: 40 }),
 );
-const GENERATED = fc.sample(fc.array(piece, { maxLength: 12 }).map((p) => p.join('')), { seed: 4242, numRuns: 300 });
+const GENERATED = fc.sample(
+  fc.array(piece, { maxLength: 12 }).map((p) => p.join('')),
+  { seed: 4242, numRuns: 300 },
+);
 const TEXTS = [...TRICKY_STRINGS, ...GENERATED];
 const hasOurSpecial = (s: string): boolean => Object.values(SPECIAL_TOKENS).some((t) => s.includes(t));
 
@@ -169,7 +183,11 @@ describe('Hugging Face tokenizers compatibility', () => {
     expect(tok.special.bos).toBe(600);
     expect(tok.vocabSize).toBe(610);
     expect(tok.encode('hi<|endoftext|>')).toContain(0);
-    expectSameAsHf(tok, path, TEXTS.filter((t) => !hasOurSpecial(t)));
+    expectSameAsHf(
+      tok,
+      path,
+      TEXTS.filter((t) => !hasOurSpecial(t)),
+    );
   });
 
   it('matches HF on options we only meet in foreign files', async () => {
@@ -189,7 +207,10 @@ describe('Hugging Face tokenizers compatibility', () => {
       },
     };
     const extra = [
-      'a <mask> b  <mask>\t\tc<mask>', 'hello yellow hello, hello_world ahello', 'good food mood', '<mask><mask>  <mask>',
+      'a <mask> b  <mask>\t\tc<mask>',
+      'hello yellow hello, hello_world ahello',
+      'good food mood',
+      '<mask><mask>  <mask>',
     ];
     for (const [name, mutate] of Object.entries(variants)) {
       const j = JSON.parse(JSON.stringify(base));
@@ -214,7 +235,14 @@ describe('Hugging Face tokenizers compatibility', () => {
       model: {
         type: 'BPE',
         vocab,
-        merges: [['ab', 'a'], ['b', 'ab'], ['a', 'b'], ['ab', 'ab'], ['b', 'a'], ['a', 'ba']],
+        merges: [
+          ['ab', 'a'],
+          ['b', 'ab'],
+          ['a', 'b'],
+          ['ab', 'ab'],
+          ['b', 'a'],
+          ['a', 'ba'],
+        ],
       },
     };
     const path = join(dir, 'odd-merges.json');

@@ -69,7 +69,9 @@ function checkByteLevelComponent(root: Json, field: string, allowNull: boolean):
   if (!isObject(v)) fail(`${field} must be an object (got ${describe(v)})`);
   const t = typeOf(v, field);
   if (t !== 'ByteLevel') {
-    fail(`${field}.type ${t === undefined ? 'is missing' : `"${t}" is not supported`} (expected "ByteLevel"${allowNull ? ' or null' : ''})`);
+    fail(
+      `${field}.type ${t === undefined ? 'is missing' : `"${t}" is not supported`} (expected "ByteLevel"${allowNull ? ' or null' : ''})`,
+    );
   }
   return v;
 }
@@ -82,7 +84,8 @@ function parseAddedTokens(root: Json): AddedToken[] {
     const field = `added_tokens[${i}]`;
     if (!isObject(t)) fail(`${field} must be an object (got ${describe(t)})`);
     const id = t['id'];
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) fail(`${field}.id must be a non-negative integer (got ${describe(id)})`);
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
+      fail(`${field}.id must be a non-negative integer (got ${describe(id)})`);
     const content = t['content'];
     if (typeof content !== 'string') fail(`${field}.content must be a string (got ${describe(content)})`);
     const special = optionalBool(t, 'special', field, false);
@@ -100,7 +103,8 @@ function parseAddedTokens(root: Json): AddedToken[] {
 
 function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignoreMerges' | 'unkToken' | 'fuseUnk'> {
   const model = root['model'];
-  if (model === undefined || model === null) fail(`model is ${model === null ? 'null' : 'missing'} (expected an object with "type": "BPE")`);
+  if (model === undefined || model === null)
+    fail(`model is ${model === null ? 'null' : 'missing'} (expected an object with "type": "BPE")`);
   if (!isObject(model)) fail(`model must be an object (got ${describe(model)})`);
   const type = typeOf(model, 'model');
   // HF also infers BPE from the fields when "type" is absent.
@@ -108,12 +112,14 @@ function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignor
     fail(`model.type ${type === undefined ? 'is missing' : `"${type}" is not supported`} (expected "BPE")`);
   }
   const dropout = model['dropout'];
-  if (dropout !== undefined && dropout !== null && dropout !== 0) fail(`model.dropout ${describe(dropout)} is not supported (expected null)`);
+  if (dropout !== undefined && dropout !== null && dropout !== 0)
+    fail(`model.dropout ${describe(dropout)} is not supported (expected null)`);
   for (const key of ['continuing_subword_prefix', 'end_of_word_suffix']) {
     const v = model[key];
     if (v !== undefined && v !== null && v !== '') fail(`model.${key} ${describe(v)} is not supported (expected null)`);
   }
-  if (optionalBool(model, 'byte_fallback', 'model', false)) fail('model.byte_fallback true is not supported (byte-level BPE needs no fallback)');
+  if (optionalBool(model, 'byte_fallback', 'model', false))
+    fail('model.byte_fallback true is not supported (byte-level BPE needs no fallback)');
 
   const rawVocab = model['vocab'];
   if (!isObject(rawVocab)) fail(`model.vocab must be an object mapping tokens to ids (got ${describe(rawVocab)})`);
@@ -144,7 +150,8 @@ function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignor
   });
 
   const unk = model['unk_token'];
-  if (unk !== undefined && unk !== null && typeof unk !== 'string') fail(`model.unk_token must be a string or null (got ${describe(unk)})`);
+  if (unk !== undefined && unk !== null && typeof unk !== 'string')
+    fail(`model.unk_token must be a string or null (got ${describe(unk)})`);
   return {
     vocab,
     merges,
@@ -195,8 +202,18 @@ export function toTokenizerJson(spec: TokenizerSpec): Json {
         special: t.special,
       })),
     normalizer: null,
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: spec.addPrefixSpace, trim_offsets: true, use_regex: spec.useRegex },
-    post_processor: { type: 'ByteLevel', add_prefix_space: spec.addPrefixSpace, trim_offsets: false, use_regex: spec.useRegex },
+    pre_tokenizer: {
+      type: 'ByteLevel',
+      add_prefix_space: spec.addPrefixSpace,
+      trim_offsets: true,
+      use_regex: spec.useRegex,
+    },
+    post_processor: {
+      type: 'ByteLevel',
+      add_prefix_space: spec.addPrefixSpace,
+      trim_offsets: false,
+      use_regex: spec.useRegex,
+    },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: 'BPE',

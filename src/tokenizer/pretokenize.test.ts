@@ -7,7 +7,25 @@ const piece = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 6 }),
   fc.string({ unit: 'binary', maxLength: 6 }),
   fc.string({ unit: 'binary-ascii', maxLength: 6 }),
-  fc.constantFrom(' ', '  ', '\n', '\t', '\r\n', '\u00a0', '\u0085', '\ufeff', '\u3000', '\u1680', "'s", "'ll", "'", 'x', '7', '\ud800', '\udc00'),
+  fc.constantFrom(
+    ' ',
+    '  ',
+    '\n',
+    '\t',
+    '\r\n',
+    '\u00a0',
+    '\u0085',
+    '\ufeff',
+    '\u3000',
+    '\u1680',
+    "'s",
+    "'ll",
+    "'",
+    'x',
+    '7',
+    '\ud800',
+    '\udc00',
+  ),
   fc.string({ unit: fc.constantFrom(' ', '\n', '\t', '\u2003', '\u0085'), minLength: 2, maxLength: 30 }),
 );
 const text = fc.array(piece, { maxLength: 12 }).map((parts) => parts.join(''));
@@ -15,7 +33,16 @@ const text = fc.array(piece, { maxLength: 12 }).map((parts) => parts.join(''));
 describe('pretokenize', () => {
   it('splits like GPT-2', () => {
     expect(pretokenize('Hello my friend, how is your day going?')).toEqual([
-      'Hello', ' my', ' friend', ',', ' how', ' is', ' your', ' day', ' going', '?',
+      'Hello',
+      ' my',
+      ' friend',
+      ',',
+      ' how',
+      ' is',
+      ' your',
+      ' day',
+      ' going',
+      '?',
     ]);
     expect(pretokenize('Hello there       dear')).toEqual(['Hello', ' there', '      ', ' dear']);
     expect(pretokenize('Hello there\nHello there')).toEqual(['Hello', ' there', '\n', 'Hello', ' there']);

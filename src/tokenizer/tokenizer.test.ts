@@ -25,7 +25,19 @@ const piece = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 8 }),
   fc.string({ unit: 'binary', maxLength: 8 }),
   fc.string({ unit: 'binary-ascii', maxLength: 8 }),
-  fc.constantFrom(...Object.values(SPECIAL_TOKENS), '<|', '|>', "'s", ' the', '\r\n', '\u0085', '\ufeff', '\u3000', '🤗', '👩‍👩‍👧‍👦'),
+  fc.constantFrom(
+    ...Object.values(SPECIAL_TOKENS),
+    '<|',
+    '|>',
+    "'s",
+    ' the',
+    '\r\n',
+    '\u0085',
+    '\ufeff',
+    '\u3000',
+    '🤗',
+    '👩‍👩‍👧‍👦',
+  ),
   fc.string({ unit: fc.constantFrom(' ', '\n', '\t', '\u2003', '\u00a0'), minLength: 2, maxLength: 60 }),
 );
 const nastyText = fc.array(piece, { maxLength: 14 }).map((parts) => parts.join(''));
@@ -49,7 +61,16 @@ describe('Tokenizer encode/decode', () => {
 
   it('puts the special tokens at ids 0..9 and bytes at 10..265', () => {
     expect(tok.special).toEqual({
-      bos: 0, eos: 1, pad: 2, system: 3, user: 4, assistant: 5, end: 6, fimPrefix: 7, fimMiddle: 8, fimSuffix: 9,
+      bos: 0,
+      eos: 1,
+      pad: 2,
+      system: 3,
+      user: 4,
+      assistant: 5,
+      end: 6,
+      fimPrefix: 7,
+      fimMiddle: 8,
+      fimSuffix: 9,
     });
     expect(tok.idToToken(0)).toBe('<|bos|>');
     expect(tok.idToToken(9)).toBe('<|fim_suffix|>');
@@ -111,9 +132,21 @@ describe('chat', () => {
     const s = tok.special;
     const e = (t: string): number[] => tok.encode(t);
     const expected: Array<[number[], number]> = [
-      [[s.bos, s.system], 0], [e('Be brief.'), 0], [[s.end, s.user], 0], [e('Hi'), 0], [[s.end, s.assistant], 0],
-      [e('Hello there'), 1], [[s.end], 1], [[s.user], 0], [e('Again'), 0], [[s.end, s.assistant], 0],
-      [e('ignored'), 0], [[s.end], 0], [[s.assistant], 0], [e('Bye'), 1], [[s.end], 1],
+      [[s.bos, s.system], 0],
+      [e('Be brief.'), 0],
+      [[s.end, s.user], 0],
+      [e('Hi'), 0],
+      [[s.end, s.assistant], 0],
+      [e('Hello there'), 1],
+      [[s.end], 1],
+      [[s.user], 0],
+      [e('Again'), 0],
+      [[s.end, s.assistant], 0],
+      [e('ignored'), 0],
+      [[s.end], 0],
+      [[s.assistant], 0],
+      [e('Bye'), 1],
+      [[s.end], 1],
     ];
     expect(ids).toEqual(expected.flatMap(([part]) => part));
     expect(mask).toEqual(expected.flatMap(([part, m]) => part.map(() => m)));
@@ -154,12 +187,23 @@ describe('tokenizer.json', () => {
     const json = tok.toJSON() as Record<string, any>;
     expect(json.version).toBe('1.0');
     expect(json.normalizer).toBeNull();
-    expect(json.pre_tokenizer).toEqual({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true });
+    expect(json.pre_tokenizer).toEqual({
+      type: 'ByteLevel',
+      add_prefix_space: false,
+      trim_offsets: true,
+      use_regex: true,
+    });
     expect(json.decoder.type).toBe('ByteLevel');
     expect(json.post_processor.type).toBe('ByteLevel');
     expect(json.added_tokens).toHaveLength(10);
     expect(json.added_tokens[0]).toEqual({
-      id: 0, content: '<|bos|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+      id: 0,
+      content: '<|bos|>',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
     });
     expect(json.model.type).toBe('BPE');
     expect(Object.keys(json.model.vocab)).toHaveLength(800);
@@ -198,7 +242,17 @@ describe('tokenizer.json', () => {
     vocab['<|endoftext|>'] = 256;
     const json = {
       version: '1.0',
-      added_tokens: [{ id: 256, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
+      added_tokens: [
+        {
+          id: 256,
+          content: '<|endoftext|>',
+          single_word: false,
+          lstrip: false,
+          rstrip: false,
+          normalized: true,
+          special: true,
+        },
+      ],
       normalizer: null,
       pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       post_processor: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false },
@@ -220,30 +274,61 @@ describe('tokenizer.json', () => {
       [(j) => (j.model = null), 'tokenizer.json: model is null'],
       [(j) => (j.model.type = 'WordPiece'), 'tokenizer.json: model.type "WordPiece" is not supported (expected "BPE")'],
       [(j) => (j.model.type = 'Unigram'), 'tokenizer.json: model.type "Unigram" is not supported (expected "BPE")'],
-      [(j) => (j.normalizer = { type: 'NFC' }), 'tokenizer.json: normalizer.type "NFC" is not supported (expected null)'],
-      [(j) => (j.pre_tokenizer = { type: 'Whitespace' }), 'tokenizer.json: pre_tokenizer.type "Whitespace" is not supported (expected "ByteLevel")'],
+      [
+        (j) => (j.normalizer = { type: 'NFC' }),
+        'tokenizer.json: normalizer.type "NFC" is not supported (expected null)',
+      ],
+      [
+        (j) => (j.pre_tokenizer = { type: 'Whitespace' }),
+        'tokenizer.json: pre_tokenizer.type "Whitespace" is not supported (expected "ByteLevel")',
+      ],
       [(j) => (j.pre_tokenizer = null), 'tokenizer.json: pre_tokenizer is null (expected {"type": "ByteLevel"})'],
-      [(j) => (j.decoder = { type: 'WordPiece' }), 'tokenizer.json: decoder.type "WordPiece" is not supported (expected "ByteLevel")'],
-      [(j) => (j.post_processor = { type: 'TemplateProcessing' }), 'tokenizer.json: post_processor.type "TemplateProcessing" is not supported'],
+      [
+        (j) => (j.decoder = { type: 'WordPiece' }),
+        'tokenizer.json: decoder.type "WordPiece" is not supported (expected "ByteLevel")',
+      ],
+      [
+        (j) => (j.post_processor = { type: 'TemplateProcessing' }),
+        'tokenizer.json: post_processor.type "TemplateProcessing" is not supported',
+      ],
       [(j) => (j.model.dropout = 0.1), 'tokenizer.json: model.dropout 0.1 is not supported (expected null)'],
-      [(j) => (j.model.vocab = [1, 2]), 'tokenizer.json: model.vocab must be an object mapping tokens to ids (got an array)'],
-      [(j) => (j.model.vocab['x'] = 'seven'), 'tokenizer.json: model.vocab["x"] must be a non-negative integer id (got "seven")'],
-      [(j) => (j.model.merges = [j.model.merges[0], ['zz', 'q']]), 'tokenizer.json: model.merges[1] uses "zz", which is not in model.vocab'],
-      [(j) => (j.model.merges = [['a', 'b', 'c']]), 'tokenizer.json: model.merges[0] must be ["left", "right"] or "left right"'],
-      [(j) => (j.added_tokens = [{ id: -1, content: 'x' }]), 'tokenizer.json: added_tokens[0].id must be a non-negative integer'],
+      [
+        (j) => (j.model.vocab = [1, 2]),
+        'tokenizer.json: model.vocab must be an object mapping tokens to ids (got an array)',
+      ],
+      [
+        (j) => (j.model.vocab['x'] = 'seven'),
+        'tokenizer.json: model.vocab["x"] must be a non-negative integer id (got "seven")',
+      ],
+      [
+        (j) => (j.model.merges = [j.model.merges[0], ['zz', 'q']]),
+        'tokenizer.json: model.merges[1] uses "zz", which is not in model.vocab',
+      ],
+      [
+        (j) => (j.model.merges = [['a', 'b', 'c']]),
+        'tokenizer.json: model.merges[0] must be ["left", "right"] or "left right"',
+      ],
+      [
+        (j) => (j.added_tokens = [{ id: -1, content: 'x' }]),
+        'tokenizer.json: added_tokens[0].id must be a non-negative integer',
+      ],
     ];
     for (const [mutate, message] of cases) {
       const j = good();
       mutate(j);
       expect(() => Tokenizer.fromJSON(j), message).toThrow(message);
     }
-    expect(() => Tokenizer.fromJSON([])).toThrow('tokenizer.json: expected a JSON object at the top level (got an array)');
+    expect(() => Tokenizer.fromJSON([])).toThrow(
+      'tokenizer.json: expected a JSON object at the top level (got an array)',
+    );
 
     const bad = join(dir, 'bad.json');
     const j = good();
     j.model.type = 'WordPiece';
     await writeFile(bad, JSON.stringify(j));
-    await expect(Tokenizer.load(bad)).rejects.toThrow(`tokenizer.json: model.type "WordPiece" is not supported (expected "BPE") (in ${bad})`);
+    await expect(Tokenizer.load(bad)).rejects.toThrow(
+      `tokenizer.json: model.type "WordPiece" is not supported (expected "BPE") (in ${bad})`,
+    );
     await writeFile(bad, '{ not json');
     await expect(Tokenizer.load(bad)).rejects.toThrow(`tokenizer.json: invalid JSON in ${bad}`);
   });
@@ -259,7 +344,12 @@ describe('tokenizer.json', () => {
       tokenizer_class: 'PreTrainedTokenizerFast',
     });
     expect(cfg.added_tokens_decoder['5']).toEqual({
-      content: '<|assistant|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true,
+      content: '<|assistant|>',
+      lstrip: false,
+      normalized: false,
+      rstrip: false,
+      single_word: false,
+      special: true,
     });
     expect(tok.hfTokenizerConfig()['model_max_length']).toBe(2048);
   });

@@ -97,7 +97,9 @@ export class Tokenizer {
 
     // As HF's ByteLevel decoder: a token made only of byte-level chars decodes to those bytes,
     // anything else (e.g. most added tokens) to its own UTF-8.
-    this.tokenBytes = this.idToTokenTable.map((t) => (t === undefined ? undefined : (byteLevelToBytes(t) ?? Buffer.from(t, 'utf8'))));
+    this.tokenBytes = this.idToTokenTable.map((t) =>
+      t === undefined ? undefined : (byteLevelToBytes(t) ?? Buffer.from(t, 'utf8')),
+    );
     this.isSpecial = new Uint8Array(size);
     for (const t of spec.addedTokens) if (t.special) this.isSpecial[t.id] = 1;
 
@@ -169,7 +171,15 @@ export class Tokenizer {
         continue;
       }
       const id = spec.vocab.get(content) ?? next++;
-      addedTokens.push({ id, content, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false });
+      addedTokens.push({
+        id,
+        content,
+        special: true,
+        singleWord: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      });
     }
     return new Tokenizer({ ...spec, addedTokens });
   }
@@ -181,12 +191,12 @@ export class Tokenizer {
     try {
       obj = JSON.parse(text);
     } catch (err) {
-      throw new Error(`tokenizer.json: invalid JSON in ${path}: ${(err as Error).message}`);
+      throw new Error(`tokenizer.json: invalid JSON in ${path}: ${(err as Error).message}`, { cause: err });
     }
     try {
       return Tokenizer.fromJSON(obj);
     } catch (err) {
-      throw new Error(`${(err as Error).message} (in ${path})`);
+      throw new Error(`${(err as Error).message} (in ${path})`, { cause: err });
     }
   }
 
@@ -221,7 +231,15 @@ export class Tokenizer {
         special: t.special,
       };
     }
-    const roleTokens: SpecialTokenName[] = ['system', 'user', 'assistant', 'end', 'fimPrefix', 'fimMiddle', 'fimSuffix'];
+    const roleTokens: SpecialTokenName[] = [
+      'system',
+      'user',
+      'assistant',
+      'end',
+      'fimPrefix',
+      'fimMiddle',
+      'fimSuffix',
+    ];
     return {
       added_tokens_decoder: decoder,
       additional_special_tokens: roleTokens.map((n) => SPECIAL_TOKENS[n]),
@@ -256,7 +274,11 @@ export class Tokenizer {
     if (opts.bos) out.push(this.special.bos);
     for (const piece of this.splitter.split(text)) {
       if (piece.id >= 0) out.push(piece.id);
-      else this.encodeOrdinary(piece.start === 0 && piece.end === text.length ? text : text.slice(piece.start, piece.end), out);
+      else
+        this.encodeOrdinary(
+          piece.start === 0 && piece.end === text.length ? text : text.slice(piece.start, piece.end),
+          out,
+        );
     }
     if (opts.eos) out.push(this.special.eos);
     return out;
@@ -316,7 +338,7 @@ export class Tokenizer {
       this.encodeWord(text, out);
       return;
     }
-    for (let i = 0; i < text.length; ) {
+    for (let i = 0; i < text.length;) {
       const end = nextPretoken(text, i);
       this.encodeWord(text.slice(i, end), out);
       i = end;

@@ -11,7 +11,10 @@ function referenceMerges(texts: string[], newTokens: number, minFrequency: numbe
   const counts = new Map<string, number>();
   for (const t of texts) for (const w of pretokenize(t)) counts.set(w, (counts.get(w) ?? 0) + 1);
   // Symbols are Latin-1 strings of raw bytes, so `<` compares them byte-wise.
-  const words = [...counts].map(([w, c]) => ({ syms: Array.from(Buffer.from(w, 'utf8'), (b) => String.fromCharCode(b)), c }));
+  const words = [...counts].map(([w, c]) => ({
+    syms: Array.from(Buffer.from(w, 'utf8'), (b) => String.fromCharCode(b)),
+    c,
+  }));
   const tokens = new Set<string>();
   for (let b = 0; b < 256; b++) tokens.add(String.fromCharCode(b));
   const merges: Array<[string, string]> = [];
@@ -117,7 +120,9 @@ describe('trainBpe', () => {
   });
 
   it('rejects impossible sizes and non-string input', async () => {
-    await expect(trainBpe(['a'], { vocabSize: 100 })).rejects.toThrow('vocabSize 100 is smaller than the 256 base tokens');
+    await expect(trainBpe(['a'], { vocabSize: 100 })).rejects.toThrow(
+      'vocabSize 100 is smaller than the 256 base tokens',
+    );
     await expect(trainBpe([42 as unknown as string], { vocabSize: 300 })).rejects.toThrow('input item 0 is number');
   });
 });

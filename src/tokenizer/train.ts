@@ -145,14 +145,20 @@ async function countWords(
   const specials = specialTokens.filter((s) => s.length > 0);
   // Longest first so the alternation finds the longest special token at each position.
   const specialRe = specials.length
-    ? new RegExp([...specials].sort((a, b) => b.length - a.length).map(escapeRegExp).join('|'), 'g')
+    ? new RegExp(
+        [...specials]
+          .sort((a, b) => b.length - a.length)
+          .map(escapeRegExp)
+          .join('|'),
+        'g',
+      )
     : null;
   let bytesRead = 0;
   let index = 0;
   let lastReport = Date.now();
 
   const countRange = (text: string): void => {
-    for (let i = 0; i < text.length; ) {
+    for (let i = 0; i < text.length;) {
       const end = nextPretoken(text, i);
       words.add(text.slice(i, end));
       i = end;
@@ -166,7 +172,7 @@ async function countWords(
     index++;
     let text = item;
     const size = Buffer.byteLength(text, 'utf8');
-    let done = false;
+    let done: boolean;
     if (bytesRead + size > maxBytes) {
       const end = utf8PrefixEnd(text, maxBytes - bytesRead);
       text = text.slice(0, end);
@@ -453,7 +459,7 @@ async function learnMerges(
       const end = s + sym[w]!;
       const c = countOf(w);
       let o = s;
-      for (let i = s; i < end; ) {
+      for (let i = s; i < end;) {
         const x = sym[i]!;
         if (x === a && i + 1 < end && sym[i + 1] === b) {
           if (o > s) {

@@ -58,7 +58,9 @@ function checkpointSteps(dir: string): number[] {
   const c = join(dir, 'checkpoints');
   if (!existsSync(c)) return [];
   return readdirSync(c)
-    .filter((n) => /^\d+$/.test(n) && existsSync(join(c, n, 'state.json')) && existsSync(join(c, n, 'model.safetensors')))
+    .filter(
+      (n) => /^\d+$/.test(n) && existsSync(join(c, n, 'state.json')) && existsSync(join(c, n, 'model.safetensors')),
+    )
     .map(Number)
     .sort((a, b) => a - b);
 }
@@ -67,13 +69,15 @@ function checkpointSteps(dir: string): number[] {
 export async function resolveBase(from: string, baseDir: string, where = 'from'): Promise<BaseModelRef> {
   const abs = resolve(baseDir, from);
   if (!existsSync(abs)) throw new LatheError(`${where}: ${from} does not exist (resolved to ${abs})`);
-  if (!statSync(abs).isDirectory()) throw new LatheError(`${where}: ${from} is a file; name a run directory or a Hugging Face model folder`);
+  if (!statSync(abs).isDirectory())
+    throw new LatheError(`${where}: ${from} is a file; name a run directory or a Hugging Face model folder`);
   if (existsSync(join(abs, 'recipe.lock.json'))) {
     const dir = modelRunDir(abs);
     const lock = readLockJson(dir);
     const steps = checkpointSteps(dir);
     const step = steps.at(-1);
-    if (step === undefined) throw new LatheError(`${where}: ${from} has no checkpoint yet; train it first (or resume it)`);
+    if (step === undefined)
+      throw new LatheError(`${where}: ${from} has no checkpoint yet; train it first (or resume it)`);
     if (!lock?.recipe?.model) throw new LatheError(`${where}: ${join(dir, 'recipe.lock.json')} has no model section`);
     const checkpoint = join(dir, 'checkpoints', String(step));
     const tokenizer = join(dir, 'data', 'tokenizer.json');
@@ -96,27 +100,47 @@ export async function resolveBase(from: string, baseDir: string, where = 'from')
     if (!existsSync(tokenizer)) throw new LatheError(`${where}: ${from} has no tokenizer.json`);
     const { createHash } = await import('node:crypto');
     const h = createHash('sha256');
-    for (const f of ['config.json', ...readdirSync(abs).filter((n) => n.endsWith('.safetensors')).sort()]) h.update(`${f}:${(await sha256File(join(abs, f))).sha256}\n`);
+    for (const f of [
+      'config.json',
+      ...readdirSync(abs)
+        .filter((n) => n.endsWith('.safetensors'))
+        .sort(),
+    ])
+      h.update(`${f}:${(await sha256File(join(abs, f))).sha256}\n`);
     return { kind: 'hf', path: abs, sha256: h.digest('hex'), model, tokenizer };
   }
-  throw new LatheError(`${where}: ${from} is neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face model folder (no config.json)`);
+  throw new LatheError(
+    `${where}: ${from} is neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face model folder (no config.json)`,
+  );
 }
 
-async function importExport(): Promise<{ hf: typeof import('../export/hf.js'); config: typeof import('../export/hf-config.js') }> {
+async function importExport(): Promise<{
+  hf: typeof import('../export/hf.js');
+  config: typeof import('../export/hf-config.js');
+}> {
   try {
     return { hf: await import('../export/hf.js'), config: await import('../export/hf-config.js') };
   } catch (e) {
-    throw new LatheError(`from: Hugging Face import lands with the export module, which is not available in this build (${(e as Error).message})`);
+    throw new LatheError(
+      `from: Hugging Face import lands with the export module, which is not available in this build (${(e as Error).message})`,
+    );
   }
 }
 
 /** Loads a pinned base: the model (on the current backend) and its tokenizer. Checks the weights are still the pinned ones. */
-export async function loadBase(base: BaseModelRef, where = 'from'): Promise<{ model: LanguageModel; tokenizer: Tokenizer }> {
+export async function loadBase(
+  base: BaseModelRef,
+  where = 'from',
+): Promise<{ model: LanguageModel; tokenizer: Tokenizer }> {
   if (base.kind === 'run') {
     const ck = base.checkpoint!;
-    if (!existsSync(join(ck, 'model.safetensors'))) throw new LatheError(`${where}: the pinned checkpoint ${ck} is gone`);
+    if (!existsSync(join(ck, 'model.safetensors')))
+      throw new LatheError(`${where}: the pinned checkpoint ${ck} is gone`);
     const now = await sha256File(join(ck, 'model.safetensors'));
-    if (now.sha256 !== base.sha256) throw new LatheError(`${where}: ${ck} changed since the recipe was locked (sha256 ${now.sha256.slice(0, 12)}… ≠ ${base.sha256.slice(0, 12)}…)`);
+    if (now.sha256 !== base.sha256)
+      throw new LatheError(
+        `${where}: ${ck} changed since the recipe was locked (sha256 ${now.sha256.slice(0, 12)}… ≠ ${base.sha256.slice(0, 12)}…)`,
+      );
     const tokenizer = await Tokenizer.load(base.tokenizer);
     const { weights } = await loadCheckpoint(ck);
     return { model: LanguageModel.fromWeights(modelSpec(base.model, tokenizer.vocabSize), weights), tokenizer };

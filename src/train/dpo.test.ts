@@ -20,7 +20,11 @@ describe('preference pairs', () => {
     expect(s.chosen.at(-1)).toBe(tok.special.eos);
     expect(tok.decode(s.chosen.slice(0, -1))).toBe(' px');
     const c = pairExample(
-      doc({ prompt: [{ role: 'user', content: 'hi' }], chosen: [{ role: 'assistant', content: 'hello' }], rejected: [{ role: 'assistant', content: 'go away' }] }),
+      doc({
+        prompt: [{ role: 'user', content: 'hi' }],
+        chosen: [{ role: 'assistant', content: 'hello' }],
+        rejected: [{ role: 'assistant', content: 'go away' }],
+      }),
       tok,
       64,
     );
@@ -28,15 +32,27 @@ describe('preference pairs', () => {
     expect(tok.decode(c.prompt)).toBe('<|bos|><|user|>hi<|end|><|assistant|>');
     expect(tok.decode(c.chosen)).toBe('hello<|end|>');
     const bad = (row: Record<string, unknown>) => pairExample(doc(row), tok, 64);
-    expect(bad({ prompt: 'p', chosen: 'a' })).toBe('missing field "rejected" (pairs need "prompt", "chosen" and "rejected")');
+    expect(bad({ prompt: 'p', chosen: 'a' })).toBe(
+      'missing field "rejected" (pairs need "prompt", "chosen" and "rejected")',
+    );
     expect(bad({ prompt: 'p', chosen: '', rejected: 'b' })).toBe('chosen is an empty completion');
     expect(bad({ prompt: 'p', chosen: 'a', rejected: 'a' })).toBe('chosen and rejected are the same completion');
-    expect(bad({ prompt: 'p', chosen: [{ role: 'assistant', content: 'a' }], rejected: 'b' })).toMatch(/chosen must be a string, as the prompt is/);
-    expect(bad({ prompt: [{ role: 'assistant', content: 'x' }], chosen: [], rejected: [] })).toMatch(/^prompt: prompt\[0\]\.role is "assistant" where "user" is expected/);
-    expect(bad({ prompt: [{ role: 'user', content: 'x' }], chosen: [{ role: 'user', content: 'a' }], rejected: [{ role: 'assistant', content: 'b' }] })).toBe(
-      'chosen must hold exactly one assistant message',
+    expect(bad({ prompt: 'p', chosen: [{ role: 'assistant', content: 'a' }], rejected: 'b' })).toMatch(
+      /chosen must be a string, as the prompt is/,
     );
-    expect(bad({ prompt: 3, chosen: 'a', rejected: 'b' })).toBe('field "prompt" must be a string or a list of chat messages, got number');
+    expect(bad({ prompt: [{ role: 'assistant', content: 'x' }], chosen: [], rejected: [] })).toMatch(
+      /^prompt: prompt\[0\]\.role is "assistant" where "user" is expected/,
+    );
+    expect(
+      bad({
+        prompt: [{ role: 'user', content: 'x' }],
+        chosen: [{ role: 'user', content: 'a' }],
+        rejected: [{ role: 'assistant', content: 'b' }],
+      }),
+    ).toBe('chosen must hold exactly one assistant message');
+    expect(bad({ prompt: 3, chosen: 'a', rejected: 'b' })).toBe(
+      'field "prompt" must be a string or a list of chat messages, got number',
+    );
     // Cut to fit: the prompt loses its oldest tokens (keeping the first), the completion its tail.
     const fit = fitSequence([1, 2, 3, 4, 5, 6], [7, 8], 5);
     expect(fit).toEqual({ prompt: [1, 4, 5, 6], completion: [7, 8], truncated: true });
@@ -75,7 +91,8 @@ describe('DPO', () => {
     expect(end['eval_rewards/accuracies'] as number).toBeGreaterThan(0.8);
     expect(end['eval_rewards/margins'] as number).toBeGreaterThan(0.3);
     expect(end.eval_loss!).toBeLessThan(start.eval_loss! - 0.1);
-    for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies']) expect(typeof end[k]).toBe('number');
+    for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies'])
+      expect(typeof end[k]).toBe('number');
   });
 
   it('bad pairs: missing fields, empty completions and mixed formats are skipped and counted, or stop the run at file:line', async () => {
@@ -89,11 +106,29 @@ describe('DPO', () => {
     ];
     const file = join(dir, 'bad-pairs.jsonl');
     await writeFile(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    const failing = dpo({ from: base, backend: 'wasm', data: { sources: [{ path: file }] }, train: { steps: 2, batchSize: 2, warmupSteps: 0 } }, { baseDir: dir });
+    const failing = dpo(
+      {
+        from: base,
+        backend: 'wasm',
+        data: { sources: [{ path: file }] },
+        train: { steps: 2, batchSize: 2, warmupSteps: 0 },
+      },
+      { baseDir: dir },
+    );
     const f = await failing.start({ out: join(dir, 'dpo-bad-fail') });
-    await expect(f.done).rejects.toThrow(`${file}:2: missing field "rejected" (pairs need "prompt", "chosen" and "rejected")`);
+    await expect(f.done).rejects.toThrow(
+      `${file}:2: missing field "rejected" (pairs need "prompt", "chosen" and "rejected")`,
+    );
 
-    const skipping = dpo({ from: base, backend: 'wasm', data: { sources: [{ path: file }], onError: 'skip', valFraction: 0 }, train: { steps: 2, batchSize: 2, warmupSteps: 0 } }, { baseDir: dir });
+    const skipping = dpo(
+      {
+        from: base,
+        backend: 'wasm',
+        data: { sources: [{ path: file }], onError: 'skip', valFraction: 0 },
+        train: { steps: 2, batchSize: 2, warmupSteps: 0 },
+      },
+      { baseDir: dir },
+    );
     const run = await skipping.run({ out: join(dir, 'dpo-bad-skip') });
     expect(run.summary!.status).toBe('completed');
     const m = JSON.parse(await readFile(join(run.dir.dataDir, 'rows.json'), 'utf8')) as PostManifest;

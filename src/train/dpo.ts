@@ -6,7 +6,17 @@ import { readPostRows, type PostManifest } from '../data/post.js';
 import type { LanguageModel } from '../model/model.js';
 import type { DpoRecipe } from '../recipe/schema.js';
 import { announce, noRowsError } from './sft.js';
-import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, Updater, type PostStageContext, type StageResult } from './stage.js';
+import {
+  ExampleOrder,
+  meanOf,
+  round4,
+  sequenceLogProbs,
+  seqBatch,
+  stepLoop,
+  Updater,
+  type PostStageContext,
+  type StageResult,
+} from './stage.js';
 
 // DPO (Rafailov et al. 2023), sigmoid loss: with h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)),
 // loss = −(1−ε)·log σ(β·h) − ε·log σ(−β·h) (ε = labelSmoothing; 0 is plain DPO). The reference is the
@@ -14,7 +24,13 @@ import { ExampleOrder, meanOf, round4, sequenceLogProbs, seqBatch, stepLoop, Upd
 
 /** A pair batch: chosen sequences first, then rejected ones. */
 export function pairBatch(pairs: PairExample[], pad: number) {
-  return seqBatch([...pairs.map((p) => ({ prompt: p.prompt, completion: p.chosen })), ...pairs.map((p) => ({ prompt: p.prompt, completion: p.rejected }))], pad);
+  return seqBatch(
+    [
+      ...pairs.map((p) => ({ prompt: p.prompt, completion: p.chosen })),
+      ...pairs.map((p) => ({ prompt: p.prompt, completion: p.rejected })),
+    ],
+    pad,
+  );
 }
 
 /** The DPO loss and its reported parts from policy and reference sequence log-probs [2B] (chosen then rejected). */
@@ -53,7 +69,12 @@ export function referenceLogProbs(reference: LanguageModel, b: ReturnType<typeof
  * Preference metrics on fixed pairs: `rewards/accuracies` (implicit reward of chosen above rejected),
  * `pref_accuracy` (the policy's log-prob of chosen above rejected, no reference), margins and loss.
  */
-export async function evaluatePairs(model: LanguageModel, reference: LanguageModel, pairs: PairExample[], o: { batch: number; beta: number; pad: number }): Promise<{ loss: number; accuracy: number; prefAccuracy: number; margin: number } | undefined> {
+export async function evaluatePairs(
+  model: LanguageModel,
+  reference: LanguageModel,
+  pairs: PairExample[],
+  o: { batch: number; beta: number; pad: number },
+): Promise<{ loss: number; accuracy: number; prefAccuracy: number; margin: number } | undefined> {
   if (!pairs.length) return undefined;
   let loss = 0;
   let acc = 0;
@@ -80,7 +101,9 @@ export async function evaluatePairs(model: LanguageModel, reference: LanguageMod
 }
 
 /** Reads, checks and tokenizes a DPO lock's pairs; writes data/rows.json. */
-export async function preparePairs(ctx: Pick<PostStageContext<DpoRecipe>, 'lock' | 'rd' | 'tokenizer'>): Promise<{ train: PairExample[]; val: PairExample[]; manifest: PostManifest }> {
+export async function preparePairs(
+  ctx: Pick<PostStageContext<DpoRecipe>, 'lock' | 'rd' | 'tokenizer'>,
+): Promise<{ train: PairExample[]; val: PairExample[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const rows = await readPostRows(ctx.lock, (doc) => pairExample(doc, ctx.tokenizer, r.model.context));
   const train = rows.train.map((x) => x.value);
@@ -114,40 +137,60 @@ export async function dpo(ctx: PostStageContext<DpoRecipe>): Promise<StageResult
   const reference = await ctx.reference();
   const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
-    return await stepLoop(ctx, { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart }, {
-      stage: 'dpo',
-      updater,
-      state: () => ({ sampler: order.position }),
-      async body(_step, lr) {
-        const batches = Array.from({ length: cfg.gradAccum }, () => pairBatch(order.take(cfg.batchSize).map((i) => train[i]!), pad));
-        const refs = batches.map((b) => referenceLogProbs(reference, b));
-        try {
-          const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) => dpoLoss(sequenceLogProbs(ctx.model, batches[i]!), refs[i]!, cfg.batchSize, cfg.beta, cfg.labelSmoothing));
-          return {
-            metrics: {
-              loss: meanOf(reports, 0),
-              grad_norm: gradNorm,
-              'rewards/chosen': meanOf(reports, 1),
-              'rewards/rejected': meanOf(reports, 2),
-              'rewards/margins': meanOf(reports, 3),
-              'rewards/accuracies': round4(meanOf(reports, 4)),
-              'logps/chosen': meanOf(reports, 5),
-              'logps/rejected': meanOf(reports, 6),
-              epoch: round4(order.epochs()),
-            },
-            tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0),
-          };
-        } finally {
-          tf.dispose(refs);
-        }
-      },
-      evaluate: evalPairs.length
-        ? async () => {
-            const e = (await evaluatePairs(ctx.model, reference, evalPairs, { batch: cfg.batchSize, beta: cfg.beta, pad }))!;
-            return { eval_loss: e.loss, 'eval_rewards/accuracies': round4(e.accuracy), eval_pref_accuracy: round4(e.prefAccuracy), 'eval_rewards/margins': e.margin };
+    return await stepLoop(
+      ctx,
+      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
+      {
+        stage: 'dpo',
+        updater,
+        state: () => ({ sampler: order.position }),
+        async body(_step, lr) {
+          const batches = Array.from({ length: cfg.gradAccum }, () =>
+            pairBatch(
+              order.take(cfg.batchSize).map((i) => train[i]!),
+              pad,
+            ),
+          );
+          const refs = batches.map((b) => referenceLogProbs(reference, b));
+          try {
+            const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) =>
+              dpoLoss(sequenceLogProbs(ctx.model, batches[i]!), refs[i]!, cfg.batchSize, cfg.beta, cfg.labelSmoothing),
+            );
+            return {
+              metrics: {
+                loss: meanOf(reports, 0),
+                grad_norm: gradNorm,
+                'rewards/chosen': meanOf(reports, 1),
+                'rewards/rejected': meanOf(reports, 2),
+                'rewards/margins': meanOf(reports, 3),
+                'rewards/accuracies': round4(meanOf(reports, 4)),
+                'logps/chosen': meanOf(reports, 5),
+                'logps/rejected': meanOf(reports, 6),
+                epoch: round4(order.epochs()),
+              },
+              tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0),
+            };
+          } finally {
+            tf.dispose(refs);
           }
-        : undefined,
-    });
+        },
+        evaluate: evalPairs.length
+          ? async () => {
+              const e = (await evaluatePairs(ctx.model, reference, evalPairs, {
+                batch: cfg.batchSize,
+                beta: cfg.beta,
+                pad,
+              }))!;
+              return {
+                eval_loss: e.loss,
+                'eval_rewards/accuracies': round4(e.accuracy),
+                eval_pref_accuracy: round4(e.prefAccuracy),
+                'eval_rewards/margins': e.margin,
+              };
+            }
+          : undefined,
+      },
+    );
   } finally {
     updater.dispose();
     reference.dispose();

@@ -2,7 +2,17 @@ import { tf } from '../backend/tf.js';
 import type { LanguageModel } from '../model/model.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
 import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
-import { round4, seqBatch, stepLoop, tokenLogProbs, tokenLogProbsData, Updater, type PostStageContext, type SeqBatch, type StageResult } from './stage.js';
+import {
+  round4,
+  seqBatch,
+  stepLoop,
+  tokenLogProbs,
+  tokenLogProbsData,
+  Updater,
+  type PostStageContext,
+  type SeqBatch,
+  type StageResult,
+} from './stage.js';
 
 // GRPO (Shao et al. 2024, DeepSeekMath) with verifiable rewards. Each step: sample a group of G
 // completions per prompt; reward each with the recipe's reward function; advantage = (r − mean) / std
@@ -63,60 +73,68 @@ export async function grpo(ctx: PostStageContext<GrpoRecipe>): Promise<StageResu
   const reference = cfg.beta > 0 ? await ctx.reference() : undefined;
   const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
-    return await stepLoop(ctx, { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart }, {
-      stage: 'grpo',
-      updater,
-      state: () => ({ sampler: order.position, extra: { rng: rng.state } }),
-      async body(step, lr) {
-        const prompts: PromptItem[] = order.take(cfg.batchSize * cfg.gradAccum).map((i) => train[i]!);
-        const { groups, outcomes, values: rewards, stepErrors } = await rolloutAndJudge(ctx, prompts, cfg.groupSize, sampling, rng, judge, errors, step);
-        const advantages = rewards.map((g) => groupAdvantages(g, cfg.scaleRewards));
-        // Micro-batches of batchSize prompts × groupSize completions, with π_old and π_ref frozen for the inner updates.
-        const micro: RolloutBatch[] = [];
-        for (let m = 0; m < cfg.gradAccum; m++) {
-          const idx = Array.from({ length: cfg.batchSize }, (_, k) => m * cfg.batchSize + k);
-          const seqs = idx.flatMap((i) => groups[i]!.map((c) => ({ prompt: prompts[i]!.ids, completion: c.ids })));
-          const b = seqBatch(seqs, pad);
-          micro.push({
-            b,
-            adv: Float32Array.from(idx.flatMap((i) => advantages[i]!)),
-            valid: Float32Array.from(idx.flatMap((i) => rewards[i]!.map((x) => (Number.isFinite(x) ? 1 : 0)))),
-            old: await tokenLogProbsData(ctx.model, b),
-            ref: reference ? await tokenLogProbsData(reference, b) : undefined,
-          });
-        }
-        let last = { gradNorm: 0, reports: [] as number[][] };
-        let kl = 0;
-        let clip = 0;
-        let loss = 0;
-        for (let k = 0; k < cfg.innerSteps; k++) {
-          last = await updater.update(cfg.gradAccum, lr, (i) => grpoLoss(ctx.model, micro[i]!, cfg));
-          loss += last.reports.reduce((a, x) => a + x[0]!, 0) / cfg.gradAccum / cfg.innerSteps;
-          kl += last.reports.reduce((a, x) => a + x[1]!, 0) / cfg.gradAccum / cfg.innerSteps;
-          clip += last.reports.reduce((a, x) => a + x[2]!, 0) / cfg.gradAccum / cfg.innerSteps;
-        }
-        const all = rewards.flat();
-        const stats = meanStd(all);
-        const lengths = groups.flat().map((c) => c.ids.length);
-        const zeroStd = rewards.filter((g) => meanStd(g).std === 0).length;
-        return {
-          metrics: {
-            loss,
-            grad_norm: last.gradNorm,
-            reward_mean: round4(stats.mean),
-            reward_std: round4(stats.std),
-            kl,
-            clip_ratio: round4(clip),
-            completion_length: round4(lengths.reduce((a, x) => a + x, 0) / lengths.length),
-            reward_errors: stepErrors,
-            frac_reward_zero_std: round4(zeroStd / rewards.length),
-            epoch: round4(order.epochs()),
-          },
-          tokens: micro.reduce((a, m) => a + m.b.batch * m.b.seq, 0) * cfg.innerSteps,
-        };
+    return await stepLoop(
+      ctx,
+      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
+      {
+        stage: 'grpo',
+        updater,
+        state: () => ({ sampler: order.position, extra: { rng: rng.state } }),
+        async body(step, lr) {
+          const prompts: PromptItem[] = order.take(cfg.batchSize * cfg.gradAccum).map((i) => train[i]!);
+          const {
+            groups,
+            values: rewards,
+            stepErrors,
+          } = await rolloutAndJudge(ctx, prompts, cfg.groupSize, sampling, rng, judge, errors, step);
+          const advantages = rewards.map((g) => groupAdvantages(g, cfg.scaleRewards));
+          // Micro-batches of batchSize prompts × groupSize completions, with π_old and π_ref frozen for the inner updates.
+          const micro: RolloutBatch[] = [];
+          for (let m = 0; m < cfg.gradAccum; m++) {
+            const idx = Array.from({ length: cfg.batchSize }, (_, k) => m * cfg.batchSize + k);
+            const seqs = idx.flatMap((i) => groups[i]!.map((c) => ({ prompt: prompts[i]!.ids, completion: c.ids })));
+            const b = seqBatch(seqs, pad);
+            micro.push({
+              b,
+              adv: Float32Array.from(idx.flatMap((i) => advantages[i]!)),
+              valid: Float32Array.from(idx.flatMap((i) => rewards[i]!.map((x) => (Number.isFinite(x) ? 1 : 0)))),
+              old: await tokenLogProbsData(ctx.model, b),
+              ref: reference ? await tokenLogProbsData(reference, b) : undefined,
+            });
+          }
+          let last = { gradNorm: 0, reports: [] as number[][] };
+          let kl = 0;
+          let clip = 0;
+          let loss = 0;
+          for (let k = 0; k < cfg.innerSteps; k++) {
+            last = await updater.update(cfg.gradAccum, lr, (i) => grpoLoss(ctx.model, micro[i]!, cfg));
+            loss += last.reports.reduce((a, x) => a + x[0]!, 0) / cfg.gradAccum / cfg.innerSteps;
+            kl += last.reports.reduce((a, x) => a + x[1]!, 0) / cfg.gradAccum / cfg.innerSteps;
+            clip += last.reports.reduce((a, x) => a + x[2]!, 0) / cfg.gradAccum / cfg.innerSteps;
+          }
+          const all = rewards.flat();
+          const stats = meanStd(all);
+          const lengths = groups.flat().map((c) => c.ids.length);
+          const zeroStd = rewards.filter((g) => meanStd(g).std === 0).length;
+          return {
+            metrics: {
+              loss,
+              grad_norm: last.gradNorm,
+              reward_mean: round4(stats.mean),
+              reward_std: round4(stats.std),
+              kl,
+              clip_ratio: round4(clip),
+              completion_length: round4(lengths.reduce((a, x) => a + x, 0) / lengths.length),
+              reward_errors: stepErrors,
+              frac_reward_zero_std: round4(zeroStd / rewards.length),
+              epoch: round4(order.epochs()),
+            },
+            tokens: micro.reduce((a, m) => a + m.b.batch * m.b.seq, 0) * cfg.innerSteps,
+          };
+        },
+        evaluate,
       },
-      evaluate,
-    });
+    );
   } finally {
     updater.dispose();
     reference?.dispose();

@@ -1,4 +1,11 @@
-export { pretrain, evaluateLoss, flopsPerToken, type StageContext, type StageResult, type StopSignal } from './pretrain.js';
+export {
+  pretrain,
+  evaluateLoss,
+  flopsPerToken,
+  type StageContext,
+  type StageResult,
+  type StopSignal,
+} from './pretrain.js';
 export { AdamW, type AdamWConfig } from './optimizer.js';
 export { learningRate } from './schedule.js';
 export { lmLoss, type TokenBatch, type LossParts } from './loss.js';
@@ -7,7 +14,30 @@ export { sft, evaluateSft, prepareSft } from './sft.js';
 export { dpo, dpoLoss, evaluatePairs, preparePairs } from './dpo.js';
 export { onlineDpo } from './online-dpo.js';
 export { grpo, grpoLoss, groupAdvantages } from './grpo.js';
-export { stepLoop, Updater, StageFailure, ExampleOrder, seqBatch, tokenLogProbs, sequenceLogProbs, type PostStageContext, type StepConfig, type SeqBatch } from './stage.js';
-export { sampleGroup, cutAtStop, preparePrompts, evaluateRollouts, RewardJudge, ModelJudge, openJudge, type Completion, type RolloutOptions, type PromptItem, type Judge } from './rollout.js';
+export {
+  stepLoop,
+  Updater,
+  StageFailure,
+  ExampleOrder,
+  seqBatch,
+  tokenLogProbs,
+  sequenceLogProbs,
+  type PostStageContext,
+  type StepConfig,
+  type SeqBatch,
+} from './stage.js';
+export {
+  sampleGroup,
+  cutAtStop,
+  preparePrompts,
+  evaluateRollouts,
+  RewardJudge,
+  ModelJudge,
+  openJudge,
+  type Completion,
+  type RolloutOptions,
+  type PromptItem,
+  type Judge,
+} from './rollout.js';
 export { RewardHost, type RewardOutcome, type RewardHostOptions } from './reward.js';
 export { resolveBase, loadBase, modelRunDir, frozenCopy, type BaseModelRef } from './base.js';

@@ -82,7 +82,8 @@ export function tokenNll(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D
     save([e, sums, t]);
     return {
       value: runArrayKernel('LatheNllPick', [x, lse, t])[0]!,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => runArrayKernel('LatheNllGrad', [saved[0]!, saved[1]!, dy as tf.Tensor, saved[2]!]),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        runArrayKernel('LatheNllGrad', [saved[0]!, saved[1]!, dy as tf.Tensor, saved[2]!]),
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return op(logits) as tf.Tensor1D;
@@ -113,7 +114,9 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
   let accuracy: tf.Scalar | undefined;
   if (opts.accuracy) {
     const hit = tf.cast(tf.equal(tf.argMax(logits, -1), targets), 'float32');
-    accuracy = (weights ? tf.div(tf.sum(tf.mul(hit, weights)), tf.maximum(tf.sum(weights), 1)) : tf.mean(hit)) as tf.Scalar;
+    accuracy = (
+      weights ? tf.div(tf.sum(tf.mul(hit, weights)), tf.maximum(tf.sum(weights), 1)) : tf.mean(hit)
+    ) as tf.Scalar;
   }
   return { total, ce, balance, z, utilization, accuracy };
 }

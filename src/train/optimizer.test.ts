@@ -14,8 +14,18 @@ describe('AdamW', () => {
   it('matches the update rule by hand, with decay decoupled and only where marked', async () => {
     const w = tf.variable(tf.tensor1d([1, -2]));
     const g = tf.variable(tf.tensor1d([0.5, 0.5]));
-    const opt = new AdamW(new Map([['w', w], ['g', g]]), new Set(['w']), { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 });
-    const grads = new Map<string, tf.Tensor>([['w', tf.tensor1d([0.2, -0.4])], ['g', tf.tensor1d([0.2, -0.4])]]);
+    const opt = new AdamW(
+      new Map([
+        ['w', w],
+        ['g', g],
+      ]),
+      new Set(['w']),
+      { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1 },
+    );
+    const grads = new Map<string, tf.Tensor>([
+      ['w', tf.tensor1d([0.2, -0.4])],
+      ['g', tf.tensor1d([0.2, -0.4])],
+    ]);
     opt.step(grads, 0.01);
     // Step 1: m̂ = g, v̂ = g², so the Adam step is lr·sign(g) (up to eps); decay adds lr·wd·w.
     const wv = Array.from(await w.data());
@@ -62,7 +72,12 @@ describe('AdamW, fused pass (wasm, cpu) and tensor ops', () => {
           const p0 = Float32Array.from({ length: n }, () => rng.normal());
           const grads = Array.from({ length: 6 }, () => Float32Array.from({ length: n }, () => rng.normal() * 0.1));
           const w = tf.variable(tf.tensor2d(p0, [60, 50]));
-          const opt = new AdamW(new Map([['w', w]]), new Set(['w']), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+          const opt = new AdamW(new Map([['w', w]]), new Set(['w']), {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weightDecay: 0.1,
+          });
           for (const g of grads) {
             const gt = tf.tensor2d(g, [60, 50]);
             opt.step(new Map([['w', gt]]), 3e-3);

@@ -17,7 +17,16 @@ interface AdamWAttrs {
   decay: number;
 }
 
-function adamwPass(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, a: AdamWAttrs, p1: Float32Array, m1: Float32Array, v1: Float32Array): void {
+function adamwPass(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  a: AdamWAttrs,
+  p1: Float32Array,
+  m1: Float32Array,
+  v1: Float32Array,
+): void {
   const { beta1, beta2, bc1, bc2, eps, lr, decay } = a;
   const b1c = 1 - beta1;
   const b2c = 1 - beta2;
@@ -35,7 +44,8 @@ function adamwPass(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32
 defineArrayKernel({
   name: ADAMW,
   outputs: (shapes) => [shapes[0]!, shapes[0]!, shapes[0]!],
-  run: ([p, g, m, v], [p1, m1, v1], _shapes, attrs) => adamwPass(p!, g!, m!, v!, attrs as unknown as AdamWAttrs, p1!, m1!, v1!),
+  run: ([p, g, m, v], [p1, m1, v1], _shapes, attrs) =>
+    adamwPass(p!, g!, m!, v!, attrs as unknown as AdamWAttrs, p1!, m1!, v1!),
 });
 
 /** AdamW hyper-parameters. */
@@ -63,8 +73,14 @@ export class AdamW {
     private readonly cfg: AdamWConfig,
   ) {
     for (const [name, p] of params) {
-      this.m.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
-      this.v.set(name, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
+      this.m.set(
+        name,
+        tf.tidy(() => tf.variable(tf.zerosLike(p), false)),
+      );
+      this.v.set(
+        name,
+        tf.tidy(() => tf.variable(tf.zerosLike(p), false)),
+      );
     }
   }
 

@@ -24,7 +24,14 @@ describe('pipelines and --from', () => {
     const pairRows: string[] = [];
     for (let i = 0; i < 60; i++) {
       const p = miniProgram(rng);
-      sftRows.push(JSON.stringify({ messages: [{ role: 'user', content: `Finish:\n${p.body}\nemit` }, { role: 'assistant', content: `emit ${p.answer}` }] }));
+      sftRows.push(
+        JSON.stringify({
+          messages: [
+            { role: 'user', content: `Finish:\n${p.body}\nemit` },
+            { role: 'assistant', content: `emit ${p.answer}` },
+          ],
+        }),
+      );
       pairRows.push(JSON.stringify({ prompt: `${p.body}\nemit`, chosen: ` ${p.answer}`, rejected: ' nope' }));
     }
     await writeFile(join(dir, 'chat.jsonl'), sftRows.join('\n') + '\n');
@@ -33,13 +40,39 @@ describe('pipelines and --from', () => {
 
   const stages = () => [
     pretrain(
-      { seed: 1, data: { sources: [{ path: 'mini-train.jsonl' }], valFraction: 0.02 }, tokenizer: { vocabSize: 320 }, model: { dim: 32, layers: 1, heads: 2, context: 48 }, train: { steps: 6, batchSize: 8, lr: 0.01, warmupSteps: 1, checkpointEvery: 3 }, eval: { every: 0, batches: 1 } },
+      {
+        seed: 1,
+        data: { sources: [{ path: 'mini-train.jsonl' }], valFraction: 0.02 },
+        tokenizer: { vocabSize: 320 },
+        model: { dim: 32, layers: 1, heads: 2, context: 48 },
+        train: { steps: 6, batchSize: 8, lr: 0.01, warmupSteps: 1, checkpointEvery: 3 },
+        eval: { every: 0, batches: 1 },
+      },
       { baseDir: dir },
     ),
-    sft({ data: { sources: [{ path: 'chat.jsonl' }] }, train: { steps: 4, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 }, eval: { every: 0, batches: 1 } }, { baseDir: dir }),
-    dpo({ data: { sources: [{ path: 'pairs.jsonl' }] }, train: { steps: 3, batchSize: 4, warmupSteps: 1 }, eval: { every: 0, batches: 1 } }, { baseDir: dir }),
+    sft(
+      {
+        data: { sources: [{ path: 'chat.jsonl' }] },
+        train: { steps: 4, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 },
+        eval: { every: 0, batches: 1 },
+      },
+      { baseDir: dir },
+    ),
+    dpo(
+      {
+        data: { sources: [{ path: 'pairs.jsonl' }] },
+        train: { steps: 3, batchSize: 4, warmupSteps: 1 },
+        eval: { every: 0, batches: 1 },
+      },
+      { baseDir: dir },
+    ),
     grpo(
-      { data: { sources: [{ path: prompts }] }, reward: { module: TALLY_REWARD, export: 'programReward' }, train: { steps: 3, batchSize: 2, groupSize: 3, warmupSteps: 1, maxNewTokens: 4, stop: ['\n'] }, eval: { every: 0, batches: 1 } },
+      {
+        data: { sources: [{ path: prompts }] },
+        reward: { module: TALLY_REWARD, export: 'programReward' },
+        train: { steps: 3, batchSize: 2, groupSize: 3, warmupSteps: 1, maxNewTokens: 4, stop: ['\n'] },
+        eval: { every: 0, batches: 1 },
+      },
       { baseDir: dir },
     ),
   ];
@@ -51,10 +84,18 @@ describe('pipelines and --from', () => {
     expect(straight.summary!.status).toBe('completed');
     const ms = await straight.dir.readMetrics();
     expect(ms.map((m) => m.step)).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
-    expect(ms.map((m) => m.stage)).toEqual([...Array(6).fill('pretrain'), ...Array(4).fill('sft'), ...Array(3).fill('dpo'), ...Array(3).fill('grpo')]);
+    expect(ms.map((m) => m.stage)).toEqual([
+      ...Array(6).fill('pretrain'),
+      ...Array(4).fill('sft'),
+      ...Array(3).fill('dpo'),
+      ...Array(3).fill('grpo'),
+    ]);
     expect(ms.slice(6, 10).map((m) => m.stage_step)).toEqual([1, 2, 3, 4]);
     // One run directory per stage, each a complete run; later stages pin the previous stage's last checkpoint.
-    for (const s of ['0-pretrain', '1-sft', '2-dpo', '3-grpo']) expect((JSON.parse(readFileSync(join(straight.dir.path, 'stages', s, 'summary.json'), 'utf8')) as RunSummary).status).toBe('completed');
+    for (const s of ['0-pretrain', '1-sft', '2-dpo', '3-grpo'])
+      expect(
+        (JSON.parse(readFileSync(join(straight.dir.path, 'stages', s, 'summary.json'), 'utf8')) as RunSummary).status,
+      ).toBe('completed');
     const dpoLock = JSON.parse(readFileSync(join(straight.dir.path, 'stages', '2-dpo', 'recipe.lock.json'), 'utf8'));
     expect(dpoLock.base).toMatchObject({ kind: 'run', path: join(straight.dir.path, 'stages', '1-sft'), step: 4 });
     expect(dpoLock.recipe.model.dim).toBe(32);
@@ -91,7 +132,16 @@ describe('pipelines and --from', () => {
     const hf = join(dir, 'hf');
     await exportHf(base, hf);
     const r = (from: string) =>
-      sft({ from, backend: 'wasm', data: { sources: [{ path: 'chat.jsonl' }] }, train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 }, eval: { every: 0, batches: 1 } }, { baseDir: dir });
+      sft(
+        {
+          from,
+          backend: 'wasm',
+          data: { sources: [{ path: 'chat.jsonl' }] },
+          train: { steps: 3, batchSize: 4, warmupSteps: 1, checkpointEvery: 0 },
+          eval: { every: 0, batches: 1 },
+        },
+        { baseDir: dir },
+      );
     const fromRun = await r('mini-base').run({ out: join(dir, 'from-run') });
     const fromHf = await r('hf').run({ out: join(dir, 'from-hf') });
     expect(fromHf.summary!.status).toBe('completed');
@@ -101,8 +151,12 @@ describe('pipelines and --from', () => {
     const p = pipeline([stages()[2]!], { backend: 'wasm', from: 'hf', baseDir: dir });
     const run = await p.run({ out: join(dir, 'pipe-from-hf') });
     expect(run.summary!.status).toBe('completed');
-    await expect(r('nowhere').run({ out: join(dir, 'x') })).rejects.toThrow(/^from: nowhere does not exist \(resolved to .*nowhere\)/);
-    await expect(r('chat.jsonl').run({ out: join(dir, 'y') })).rejects.toThrow(/from: chat\.jsonl is a file; name a run directory or a Hugging Face model folder/);
+    await expect(r('nowhere').run({ out: join(dir, 'x') })).rejects.toThrow(
+      /^from: nowhere does not exist \(resolved to .*nowhere\)/,
+    );
+    await expect(r('chat.jsonl').run({ out: join(dir, 'y') })).rejects.toThrow(
+      /from: chat\.jsonl is a file; name a run directory or a Hugging Face model folder/,
+    );
   });
 
   it('validates pipelines: later stages take their model from the previous one', () => {
@@ -116,7 +170,9 @@ describe('pipelines and --from', () => {
         { baseDir: dir },
       );
     expect(bad).toThrow(/stages\[1\]\.stage: pretrain trains a fresh model, so it can only be the first stage/);
-    expect(bad).toThrow(/stages\[2\]\.from: a pipeline stage after the first starts from the previous stage's checkpoint; remove from/);
+    expect(bad).toThrow(
+      /stages\[2\]\.from: a pipeline stage after the first starts from the previous stage's checkpoint; remove from/,
+    );
     expect(bad).toThrow(/stages\[2\]\.model: comes from the previous stage of the pipeline; remove model/);
   });
 });

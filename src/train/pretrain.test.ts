@@ -51,7 +51,11 @@ describe('pre-training', () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 300);
     const r = new Recipe(
-      tinyRecipe(data, { model: { dim: 16, layers: 1, heads: 2, context: 16 }, train: { steps: 500, batchSize: 2, warmupSteps: 5, checkpointEvery: 250 }, eval: { every: 100, batches: 1 } }),
+      tinyRecipe(data, {
+        model: { dim: 16, layers: 1, heads: 2, context: 16 },
+        train: { steps: 500, batchSize: 2, warmupSteps: 5, checkpointEvery: 250 },
+        eval: { every: 100, batches: 1 },
+      }),
       { baseDir: dir },
     );
     const counts = new Map<number, number>();
@@ -67,7 +71,14 @@ describe('pre-training', () => {
   it('MoE trains, reports per-expert utilization and aux losses', async () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 300);
-    const r = new Recipe(tinyRecipe(data, { model: { arch: 'moe', dim: 32, layers: 1, heads: 2, context: 32, experts: 4, topK: 2 }, train: { steps: 15, batchSize: 4, warmupSteps: 2 }, eval: { every: 0, batches: 1 } }), { baseDir: dir });
+    const r = new Recipe(
+      tinyRecipe(data, {
+        model: { arch: 'moe', dim: 32, layers: 1, heads: 2, context: 32, experts: 4, topK: 2 },
+        train: { steps: 15, batchSize: 4, warmupSteps: 2 },
+        eval: { every: 0, batches: 1 },
+      }),
+      { baseDir: dir },
+    );
     const run = await r.run({ out: join(dir, 'moe') });
     const ms = await run.dir.readMetrics();
     const last = ms.at(-1)!;
@@ -82,7 +93,11 @@ describe('pre-training', () => {
     const dir = await scratch();
     const data = await tallySlice(dir, 200);
     const r = new Recipe(
-      tinyRecipe(data, { model: { arch: 'moe', dim: 16, layers: 1, heads: 2, context: 8, experts: 8, topK: 1 }, train: { steps: 3, batchSize: 1, gradAccum: 3, warmupSteps: 1 }, eval: { every: 0, batches: 1 } }),
+      tinyRecipe(data, {
+        model: { arch: 'moe', dim: 16, layers: 1, heads: 2, context: 8, experts: 8, topK: 1 },
+        train: { steps: 3, batchSize: 1, gradAccum: 3, warmupSteps: 1 },
+        eval: { every: 0, batches: 1 },
+      }),
       { baseDir: dir },
     );
     const run = await r.run({ out: join(dir, 'moe-accum') });

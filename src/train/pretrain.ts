@@ -58,7 +58,8 @@ export async function evaluateLoss(model: LanguageModel, batches: TokenBatch[]):
 /** Forward+backward FLOPs per token (6N plus attention), for the throughput meter. */
 export function flopsPerToken(model: LanguageModel): number {
   const s = model.spec;
-  const active = s.arch === 'moe' ? model.numParams - s.layers * (s.experts - s.topK) * 3 * s.dim * s.ffnDim : model.numParams;
+  const active =
+    s.arch === 'moe' ? model.numParams - s.layers * (s.experts - s.topK) * 3 * s.dim * s.ffnDim : model.numParams;
   return 6 * active + 12 * s.layers * s.dim * s.context;
 }
 
@@ -77,7 +78,13 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
   const suites = await TrainingEvals.load(r.eval, lock.baseDir);
   const sampler = new BatchSampler(
     prepared.sources,
-    { seq, batch: cfg.batchSize, seed: r.seed, fimRate: cfg.fimRate, fim: { prefix: special.fimPrefix, suffix: special.fimSuffix, middle: special.fimMiddle } },
+    {
+      seq,
+      batch: cfg.batchSize,
+      seed: r.seed,
+      fimRate: cfg.fimRate,
+      fim: { prefix: special.fimPrefix, suffix: special.fimSuffix, middle: special.fimMiddle },
+    },
     ctx.resume?.state.sampler,
   );
   const evals = evalBatches(prepared.sources, { seq, batch: cfg.batchSize, count: r.eval.batches });
@@ -94,7 +101,15 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
   let step = start;
 
   const checkpoint = async () => {
-    const state: CheckpointState = { step, stage: 'pretrain', lockId: lock.id, optimizerStep: opt.t, sampler: sampler.position, tokens, seconds };
+    const state: CheckpointState = {
+      step,
+      stage: 'pretrain',
+      lockId: lock.id,
+      optimizerStep: opt.t,
+      sampler: sampler.position,
+      tokens,
+      seconds,
+    };
     const path = await saveCheckpoint(rd, model, opt, state);
     ctx.event({ type: 'checkpoint', step, message: `checkpoint at step ${step}`, path });
   };
@@ -167,7 +182,16 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
       const dt = (performance.now() - t0) / 1000;
       seconds += dt;
       lastLoss = loss;
-      const m: Metric = { step, stage: 'pretrain', loss, lr, grad_norm: normValue, tokens, tokens_per_s: stepTokens / dt, gflops: (flops * stepTokens) / dt / 1e9 };
+      const m: Metric = {
+        step,
+        stage: 'pretrain',
+        loss,
+        lr,
+        grad_norm: normValue,
+        tokens,
+        tokens_per_s: stepTokens / dt,
+        gflops: (flops * stepTokens) / dt / 1e9,
+      };
       if (model.spec.arch === 'moe') {
         m.aux_loss = mean(1);
         m.z_loss = mean(2);
@@ -177,7 +201,11 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
       }
       if (!Number.isFinite(loss)) {
         ctx.emit(m);
-        ctx.event({ type: 'failed', step, message: `loss is ${loss} at step ${step}; stopping. The last checkpoint is intact; lower train.lr or raise warmup` });
+        ctx.event({
+          type: 'failed',
+          step,
+          message: `loss is ${loss} at step ${step}; stopping. The last checkpoint is intact; lower train.lr or raise warmup`,
+        });
         return { status: 'failed', step, tokens, seconds, loss, error: `loss diverged at step ${step}` };
       }
       const evalDue = (r.eval.every > 0 && step % r.eval.every === 0) || step === cfg.steps;

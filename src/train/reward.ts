@@ -98,7 +98,12 @@ export class RewardHost {
 
   private async start(): Promise<void> {
     const ts = /\.(ts|mts|cts)$/i.test(this.o.path);
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { url: pathToFileURL(this.o.path).href, exportName: this.o.export, tsx: ts ? tsxApi() : undefined }, stdout: false, stderr: false });
+    const worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { url: pathToFileURL(this.o.path).href, exportName: this.o.export, tsx: ts ? tsxApi() : undefined },
+      stdout: false,
+      stderr: false,
+    });
     worker.unref();
     this.worker = worker;
     const loaded = await new Promise<string | undefined>((resolve) => {
@@ -121,7 +126,10 @@ export class RewardHost {
       this.pending.delete(m.id);
       if (m.error !== undefined) done({ error: m.error });
       else if (typeof m.value === 'number' && Number.isFinite(m.value)) done({ value: m.value });
-      else done({ error: `returned ${typeof m.value === 'number' ? String(m.value) : m.value === undefined ? 'undefined' : `a ${typeof m.value} (${JSON.stringify(m.value)?.slice(0, 40)})`}, not a finite number` });
+      else
+        done({
+          error: `returned ${typeof m.value === 'number' ? String(m.value) : m.value === undefined ? 'undefined' : `a ${typeof m.value} (${JSON.stringify(m.value)?.slice(0, 40)})`}, not a finite number`,
+        });
     });
     const fail = (why: string) => {
       for (const done of this.pending.values()) done({ error: why });
@@ -154,7 +162,11 @@ export class RewardHost {
     clearTimeout(timer);
     if ('error' in outcome) {
       this.errors++;
-      if (outcome.error.startsWith('timed out') || outcome.error.startsWith('crashed') || outcome.error.startsWith('exited')) {
+      if (
+        outcome.error.startsWith('timed out') ||
+        outcome.error.startsWith('crashed') ||
+        outcome.error.startsWith('exited')
+      ) {
         // The worker may be stuck in user code: replace it before the next call.
         if (this.worker === worker) this.worker = undefined;
         await worker.terminate().catch(() => undefined);

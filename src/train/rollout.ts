@@ -52,9 +52,17 @@ export function cutAtStop(text: string, stops: readonly string[]): { text: strin
 }
 
 /** Samples n completions of `prompt` (token ids) from the model. Greedy when temperature is 0. */
-export async function sampleGroup(model: LanguageModel, tokenizer: Tokenizer, prompt: number[], n: number, o: RolloutOptions, rng: Rng): Promise<Completion[]> {
+export async function sampleGroup(
+  model: LanguageModel,
+  tokenizer: Tokenizer,
+  prompt: number[],
+  n: number,
+  o: RolloutOptions,
+  rng: Rng,
+): Promise<Completion[]> {
   const ctxLen = model.spec.context;
-  if (prompt.length >= ctxLen) throw new Error(`prompt of ${prompt.length} tokens leaves no room in a context of ${ctxLen}`);
+  if (prompt.length >= ctxLen)
+    throw new Error(`prompt of ${prompt.length} tokens leaves no room in a context of ${ctxLen}`);
   const cache = model.newCache();
   const samp: SampleOptions = { temperature: o.temperature, topK: o.topK, topP: o.topP };
   const out: Completion[] = Array.from({ length: n }, () => ({ ids: [], text: '', finished: false }));
@@ -131,10 +139,18 @@ export interface PromptItem {
 }
 
 /** Reads, checks and tokenizes an online stage's prompts; writes data/rows.json. */
-export async function preparePrompts(ctx: Pick<PostStageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>): Promise<{ train: PromptItem[]; val: PromptItem[]; manifest: PostManifest }> {
+export async function preparePrompts(
+  ctx: Pick<PostStageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>,
+): Promise<{ train: PromptItem[]; val: PromptItem[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
-  const rows = await readPostRows(ctx.lock, (doc) => promptExample(doc, ctx.tokenizer, { context: r.model.context, maxNewTokens: r.train.maxNewTokens }));
-  const item = (x: { value: PromptExample; row: Record<string, unknown> }): PromptItem => ({ ids: x.value.ids, stop: x.value.stop, row: x.row });
+  const rows = await readPostRows(ctx.lock, (doc) =>
+    promptExample(doc, ctx.tokenizer, { context: r.model.context, maxNewTokens: r.train.maxNewTokens }),
+  );
+  const item = (x: { value: PromptExample; row: Record<string, unknown> }): PromptItem => ({
+    ids: x.value.ids,
+    stop: x.value.stop,
+    row: x.row,
+  });
   const train = rows.train.map(item);
   const val = rows.val.map(item);
   const manifest: PostManifest = {
@@ -210,7 +226,11 @@ export class ModelJudge implements Judge {
     return seqs.map((_, i) => {
       let sum = 0;
       let n = 0;
-      for (let t = 0; t < b.seq; t++) if (b.mask[i * b.seq + t]) (sum += lp[i * b.seq + t]!), n++;
+      for (let t = 0; t < b.seq; t++) {
+        if (!b.mask[i * b.seq + t]) continue;
+        sum += lp[i * b.seq + t]!;
+        n++;
+      }
       return { value: n ? sum / n : -Infinity };
     });
   }
@@ -223,12 +243,20 @@ export class ModelJudge implements Judge {
 /** Opens the judge a lock names: its reward module, or its reward-model run. */
 export async function openJudge(lock: RecipeLock, r: OnlineDpoRecipe | GrpoRecipe): Promise<Judge> {
   const cfg = r.stage === 'grpo' ? r.reward : r.judge.reward;
-  if (cfg && lock.reward) return RewardJudge.open({ path: lock.reward.path, export: lock.reward.export, timeoutMs: cfg.timeoutMs, where: r.stage === 'grpo' ? 'reward.module' : 'judge.reward.module' });
+  if (cfg && lock.reward)
+    return RewardJudge.open({
+      path: lock.reward.path,
+      export: lock.reward.export,
+      timeoutMs: cfg.timeoutMs,
+      where: r.stage === 'grpo' ? 'reward.module' : 'judge.reward.module',
+    });
   if (lock.judge) {
     const { model, tokenizer } = await loadBase(lock.judge, 'judge.model');
     return new ModelJudge(model, tokenizer, `judge.model ${lock.judge.path}`);
   }
-  throw new LatheError(`${r.stage}: the lock names no judge; set ${r.stage === 'grpo' ? 'reward' : 'judge.reward or judge.model'}`);
+  throw new LatheError(
+    `${r.stage}: the lock names no judge; set ${r.stage === 'grpo' ? 'reward' : 'judge.reward or judge.model'}`,
+  );
 }
 
 /** Reward errors of a step, checked against the recipe's policy. */
@@ -248,13 +276,20 @@ export class RewardErrors {
       const kind = e.error.replace(/\d+/g, 'N');
       if (this.noticed.has(kind) || this.noticed.size >= 5) continue;
       this.noticed.add(kind);
-      this.ctx.event({ type: 'notice', step, message: `${this.label} ${e.error} (step ${step}; such completions are skipped and counted in reward_errors)` });
+      this.ctx.event({
+        type: 'notice',
+        step,
+        message: `${this.label} ${e.error} (step ${step}; such completions are skipped and counted in reward_errors)`,
+      });
     }
     if (!errs.length || !this.policy) return errs.length;
     const rate = errs.length / outcomes.length;
     if (this.policy.onError === 'fail' || rate > this.policy.maxErrorRate || errs.length === outcomes.length) {
-      const why = this.policy.onError === 'fail' ? 'onError is "fail"' : `more than maxErrorRate ${this.policy.maxErrorRate}`;
-      throw new StageFailure(`${this.label}: ${errs.length} of ${outcomes.length} completions failed at step ${step} (${why}; first: ${errs[0]!.error})`);
+      const why =
+        this.policy.onError === 'fail' ? 'onError is "fail"' : `more than maxErrorRate ${this.policy.maxErrorRate}`;
+      throw new StageFailure(
+        `${this.label}: ${errs.length} of ${outcomes.length} completions failed at step ${step} (${why}; first: ${errs[0]!.error})`,
+      );
     }
     return errs.length;
   }
@@ -271,7 +306,13 @@ export function meanStd(xs: number[]): { mean: number; std: number; n: number } 
 }
 
 /** Greedy completions of held-out prompts, judged: the mean score (errors left out and counted). */
-export async function evaluateRollouts(model: LanguageModel, tokenizer: Tokenizer, judge: Judge, prompts: PromptItem[], o: Omit<RolloutOptions, 'stopIds' | 'temperature'>): Promise<{ mean: number; errors: number; length: number }> {
+export async function evaluateRollouts(
+  model: LanguageModel,
+  tokenizer: Tokenizer,
+  judge: Judge,
+  prompts: PromptItem[],
+  o: Omit<RolloutOptions, 'stopIds' | 'temperature'>,
+): Promise<{ mean: number; errors: number; length: number }> {
   const scores: number[] = [];
   let errors = 0;
   let length = 0;
@@ -302,7 +343,13 @@ export async function openOnlineStage(ctx: PostStageContext<OnlineDpoRecipe | Gr
   const order = new ExampleOrder(train.length, r.seed, salt, ctx.resume?.state.sampler);
   const saved = ctx.resume?.state.extra?.rng as number[] | undefined;
   const rng = saved ? new Rng(saved) : Rng.derive(r.seed, salt, 1);
-  const sampling = { maxNewTokens: cfg.maxNewTokens, temperature: cfg.temperature, topK: cfg.topK, topP: cfg.topP, stopStrings: cfg.stop };
+  const sampling = {
+    maxNewTokens: cfg.maxNewTokens,
+    temperature: cfg.temperature,
+    topK: cfg.topK,
+    topP: cfg.topP,
+    stopStrings: cfg.stop,
+  };
   const evaluate = rolloutEvaluation(ctx, judge, val.slice(0, r.eval.batches * cfg.batchSize), sampling);
   return { train, judge, errors, order, rng, sampling, evaluate };
 }
@@ -341,7 +388,8 @@ export async function rolloutAndJudge(
   step: number,
 ): Promise<{ groups: Completion[][]; outcomes: RewardOutcome[][]; values: number[][]; stepErrors: number }> {
   const groups: Completion[][] = [];
-  for (const p of prompts) groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, n, { ...sampling, stopIds: p.stop }, rng));
+  for (const p of prompts)
+    groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, n, { ...sampling, stopIds: p.stop }, rng));
   const outcomes: RewardOutcome[][] = [];
   for (const [i, p] of prompts.entries()) outcomes.push(await judge.scoreGroup(p, groups[i]!));
   const stepErrors = errors.check(step, outcomes.flat());

@@ -21,7 +21,13 @@ describe('SFT data', () => {
     const trained = chat.ids.filter((_, i) => chat.mask[i]);
     expect(tok.decode(trained)).toBe('ok<|end|>');
     // Packing: two copies fit one row of 2·len; targets count where the target token is trained.
-    const sampler = new SftSampler([chat, chat], { seq: 2 * chat.ids.length - 1, batch: 1, seed: 1, pad: tok.special.pad, packing: true });
+    const sampler = new SftSampler([chat, chat], {
+      seq: 2 * chat.ids.length - 1,
+      batch: 1,
+      seed: 1,
+      pad: tok.special.pad,
+      packing: true,
+    });
     const b = sampler.next();
     expect(b.examples).toBe(2);
     const w = Array.from(b.weights!);
@@ -29,19 +35,32 @@ describe('SFT data', () => {
     for (let t = 0; t < b.seq; t++) if (w[t]) expect(chat.mask[(t + 1) % chat.ids.length]).toBe(1);
     // Without packing: one per row, padded with weight 0.
     const one = toBatch([chat], chat.ids.length + 10, tok.special.pad);
-    expect(Array.from(one.weights!).slice(chat.ids.length - 1).every((x) => x === 0)).toBe(true);
-    expect(sftEvalBatches([chat, chat, chat], { seq: 100, batch: 2, count: 5, pad: 0, packing: false })).toHaveLength(2);
+    expect(
+      Array.from(one.weights!)
+        .slice(chat.ids.length - 1)
+        .every((x) => x === 0),
+    ).toBe(true);
+    expect(sftEvalBatches([chat, chat, chat], { seq: 100, batch: 2, count: 5, pad: 0, packing: false })).toHaveLength(
+      2,
+    );
   });
 
   it('checks roles: system first, then user/assistant alternating, ending with the assistant', () => {
     const m = (...roles: string[]) => roles.map((role) => ({ role: role as 'user', content: 'x' }));
     expect(checkRoles(m('system', 'user', 'assistant', 'user', 'assistant'))).toBeUndefined();
-    expect(checkRoles(m('user', 'user', 'assistant'))).toMatch(/messages\[1\]\.role is "user" where "assistant" is expected: roles out of order/);
+    expect(checkRoles(m('user', 'user', 'assistant'))).toMatch(
+      /messages\[1\]\.role is "user" where "assistant" is expected: roles out of order/,
+    );
     expect(checkRoles(m('assistant', 'user'))).toMatch(/messages\[0\]\.role is "assistant" where "user"/);
     expect(checkRoles(m('user', 'assistant', 'system'))).toMatch(/messages\[2\]: a system message must come before/);
     expect(checkRoles(m('user', 'assistant', 'user'))).toMatch(/must end with an assistant message/);
     expect(checkRoles(m('user', 'tool'))).toMatch(/"tool" is not supported/);
-    expect(checkRoles([{ role: 'user', content: 'q' }, { role: 'assistant', content: '  ' }])).toMatch(/empty assistant message/);
+    expect(
+      checkRoles([
+        { role: 'user', content: 'q' },
+        { role: 'assistant', content: '  ' },
+      ]),
+    ).toMatch(/empty assistant message/);
   });
 });
 
@@ -55,7 +74,14 @@ describe('SFT', () => {
 
   it('assistant-token loss falls on held-out chats (wasm, 30 steps from a 100-step base)', async () => {
     const r = sft(
-      { from: base, backend: 'wasm', seed: 2, data: { sources: [{ path: join(POST, 'sft.jsonl') }] }, train: { steps: 30, batchSize: 8, lr: 2e-3, warmupSteps: 3, checkpointEvery: 0 }, eval: { every: 10, batches: 4, onStart: true } },
+      {
+        from: base,
+        backend: 'wasm',
+        seed: 2,
+        data: { sources: [{ path: join(POST, 'sft.jsonl') }] },
+        train: { steps: 30, batchSize: 8, lr: 2e-3, warmupSteps: 3, checkpointEvery: 0 },
+        eval: { every: 10, batches: 4, onStart: true },
+      },
       { baseDir: dir },
     );
     const run = await r.run({ out: join(dir, 'sft') });
@@ -68,7 +94,9 @@ describe('SFT', () => {
     // Measured (wasm, seed 2, 42 held-out chats): assistant-token loss 5.75 → 2.86, token accuracy 0.16 → 0.47.
     expect(start.eval_loss! - end.eval_loss!).toBeGreaterThan(2);
     expect(end.eval_token_accuracy as number).toBeGreaterThan((start.eval_token_accuracy as number) + 0.25);
-    expect(ms.filter((m) => m.step > 0).every((m) => typeof m.loss === 'number' && typeof m.token_accuracy === 'number')).toBe(true);
+    expect(
+      ms.filter((m) => m.step > 0).every((m) => typeof m.loss === 'number' && typeof m.token_accuracy === 'number'),
+    ).toBe(true);
     const prepared = JSON.parse(await readFile(join(run.dir.dataDir, 'rows.json'), 'utf8')) as PostManifest;
     expect(prepared.examples.train + prepared.examples.val).toBeGreaterThan(390); // of 400: a few lose every trained token to the 128-token context
     // The run directory holds its model like any other: tokenizer, lock with the base's architecture.
@@ -78,22 +106,70 @@ describe('SFT', () => {
 
   it('malformed chats: fail names file:line; skip counts them and trains on the rest', async () => {
     const rows = [
-      { messages: [{ role: 'user', content: 'q1' }, { role: 'assistant', content: 'a1' }] },
-      { messages: [{ role: 'assistant', content: 'a' }, { role: 'user', content: 'q' }] },
-      { messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: '' }] },
-      { messages: [{ role: 'user', content: 'q' }, { role: 'tool', content: 'x' }] },
-      { messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a', weight: 0 }] },
+      {
+        messages: [
+          { role: 'user', content: 'q1' },
+          { role: 'assistant', content: 'a1' },
+        ],
+      },
+      {
+        messages: [
+          { role: 'assistant', content: 'a' },
+          { role: 'user', content: 'q' },
+        ],
+      },
+      {
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: '' },
+        ],
+      },
+      {
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'tool', content: 'x' },
+        ],
+      },
+      {
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: 'a', weight: 0 },
+        ],
+      },
       { text: 'no chat' },
-      { messages: [{ role: 'user', content: 'q2' }, { role: 'assistant', content: 'a2' }] },
+      {
+        messages: [
+          { role: 'user', content: 'q2' },
+          { role: 'assistant', content: 'a2' },
+        ],
+      },
     ];
     const file = join(dir, 'bad-chat.jsonl');
     await writeFile(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n{"messages": [\n');
-    const fail = sft({ from: base, backend: 'wasm', data: { sources: [{ path: file }] }, train: { steps: 2, batchSize: 2, warmupSteps: 0 } }, { baseDir: dir });
+    const fail = sft(
+      {
+        from: base,
+        backend: 'wasm',
+        data: { sources: [{ path: file }] },
+        train: { steps: 2, batchSize: 2, warmupSteps: 0 },
+      },
+      { baseDir: dir },
+    );
     const failed = await fail.start({ out: join(dir, 'sft-bad-fail') });
-    await expect(failed.done).rejects.toThrow(`${file}:2: messages[0].role is "assistant" where "user" is expected: roles out of order`);
+    await expect(failed.done).rejects.toThrow(
+      `${file}:2: messages[0].role is "assistant" where "user" is expected: roles out of order`,
+    );
     expect((await failed.dir.readSummary())!.status).toBe('failed');
 
-    const skip = sft({ from: base, backend: 'wasm', data: { sources: [{ path: file }], onError: 'skip', valFraction: 0 }, train: { steps: 2, batchSize: 2, warmupSteps: 0 } }, { baseDir: dir });
+    const skip = sft(
+      {
+        from: base,
+        backend: 'wasm',
+        data: { sources: [{ path: file }], onError: 'skip', valFraction: 0 },
+        train: { steps: 2, batchSize: 2, warmupSteps: 0 },
+      },
+      { baseDir: dir },
+    );
     const run = await skip.run({ out: join(dir, 'sft-bad-skip') });
     expect(run.summary!.status).toBe('completed');
     const m = JSON.parse(await readFile(join(run.dir.dataDir, 'rows.json'), 'utf8')) as PostManifest;
@@ -108,6 +184,8 @@ describe('SFT', () => {
       expect.stringMatching(/^8: invalid JSON/),
     ]);
     const events = await run.dir.readEvents();
-    expect(events.find((e) => e.type === 'prepared')!.message).toMatch(/2 conversations for training, 0 held out; 0 duplicates removed, 6 rows rejected \(first: .*bad-chat\.jsonl:2: /);
+    expect(events.find((e) => e.type === 'prepared')!.message).toMatch(
+      /2 conversations for training, 0 held out; 0 duplicates removed, 6 rows rejected \(first: .*bad-chat\.jsonl:2: /,
+    );
   });
 });

@@ -14,7 +14,10 @@ import { meanOf, round4, stepLoop, Updater, type PostStageContext, type StageRes
 // packed into context windows. Metrics: loss and token_accuracy over assistant tokens.
 
 /** Mean assistant-token loss and accuracy over fixed batches. */
-export async function evaluateSft(model: LanguageModel, batches: TokenBatch[]): Promise<{ loss: number; accuracy: number } | undefined> {
+export async function evaluateSft(
+  model: LanguageModel,
+  batches: TokenBatch[],
+): Promise<{ loss: number; accuracy: number } | undefined> {
   if (!batches.length) return undefined;
   let loss = 0;
   let acc = 0;
@@ -35,7 +38,9 @@ export async function evaluateSft(model: LanguageModel, batches: TokenBatch[]): 
 }
 
 /** Reads, checks and tokenizes a SFT lock's chats; writes data/rows.json. */
-export async function prepareSft(ctx: Pick<PostStageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>): Promise<{ train: SftExample[]; val: SftExample[]; manifest: PostManifest }> {
+export async function prepareSft(
+  ctx: Pick<PostStageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>,
+): Promise<{ train: SftExample[]; val: SftExample[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const max = r.model.context + 1;
   let truncated = 0;
@@ -73,33 +78,48 @@ export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult
   announce(ctx, manifest, 'conversations');
   if (!train.length) throw noRowsError(manifest, 'conversations');
   const pad = ctx.tokenizer.special.pad;
-  const sampler = new SftSampler(train, { seq, batch: cfg.batchSize, seed: r.seed, pad, packing: cfg.packing }, ctx.resume?.state.sampler);
+  const sampler = new SftSampler(
+    train,
+    { seq, batch: cfg.batchSize, seed: r.seed, pad, packing: cfg.packing },
+    ctx.resume?.state.sampler,
+  );
   const evals = sftEvalBatches(val, { seq, batch: cfg.batchSize, count: r.eval.batches, pad, packing: cfg.packing });
   const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
-    return await stepLoop(ctx, { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart }, {
-      stage: 'sft',
-      updater,
-      state: () => ({ sampler: sampler.position }),
-      async body(_step, lr) {
-        const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
-        const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) => {
-          const l = lmLoss(ctx.model, batches[i]!, { accuracy: true });
-          return { loss: l.total, report: [l.ce, l.accuracy!] };
-        });
-        const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
-        return {
-          metrics: { loss: meanOf(reports, 0), token_accuracy: round4(meanOf(reports, 1)), grad_norm: gradNorm, assistant_tokens: trained, examples: batches.reduce((a, b) => a + b.examples, 0), epoch: round4(sampler.epochs()) },
-          tokens: batches.length * cfg.batchSize * seq,
-        };
+    return await stepLoop(
+      ctx,
+      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
+      {
+        stage: 'sft',
+        updater,
+        state: () => ({ sampler: sampler.position }),
+        async body(_step, lr) {
+          const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
+          const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) => {
+            const l = lmLoss(ctx.model, batches[i]!, { accuracy: true });
+            return { loss: l.total, report: [l.ce, l.accuracy!] };
+          });
+          const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
+          return {
+            metrics: {
+              loss: meanOf(reports, 0),
+              token_accuracy: round4(meanOf(reports, 1)),
+              grad_norm: gradNorm,
+              assistant_tokens: trained,
+              examples: batches.reduce((a, b) => a + b.examples, 0),
+              epoch: round4(sampler.epochs()),
+            },
+            tokens: batches.length * cfg.batchSize * seq,
+          };
+        },
+        evaluate: evals.length
+          ? async (): Promise<Record<string, number>> => {
+              const e = await evaluateSft(ctx.model, evals);
+              return e ? { eval_loss: e.loss, eval_token_accuracy: round4(e.accuracy) } : {};
+            }
+          : undefined,
       },
-      evaluate: evals.length
-        ? async (): Promise<Record<string, number>> => {
-            const e = await evaluateSft(ctx.model, evals);
-            return e ? { eval_loss: e.loss, eval_token_accuracy: round4(e.accuracy) } : {};
-          }
-        : undefined,
-    });
+    );
   } finally {
     updater.dispose();
   }

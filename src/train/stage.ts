@@ -17,7 +17,6 @@ import { learningRate } from './schedule.js';
 // accumulation and global-norm clipping, the step loop (logging, eval, checkpoints, interrupt,
 // clean failure), per-token log-probabilities, and a restorable example order.
 
-
 /** What a post-training stage gets from the executor. */
 export interface PostStageContext<R extends PostRecipe = PostRecipe> {
   lock: RecipeLock & { recipe: R };
@@ -78,7 +77,11 @@ export class Updater {
    * One optimizer update over `micro` micro-batches: `loss(i)` builds micro-batch i's loss (inside a
    * gradient scope) and may return scalars to report; their values come back per micro-batch.
    */
-  async update(micro: number, lr: number, loss: (i: number) => { loss: tf.Scalar; report?: tf.Scalar[] }): Promise<{ gradNorm: number; reports: number[][] }> {
+  async update(
+    micro: number,
+    lr: number,
+    loss: (i: number) => { loss: tf.Scalar; report?: tf.Scalar[] },
+  ): Promise<{ gradNorm: number; reports: number[][] }> {
     let acc: Map<string, tf.Tensor> | undefined;
     const kept: tf.Tensor[][] = [];
     for (let i = 0; i < micro; i++) {
@@ -166,14 +169,24 @@ export async function stepLoop(
   // State as of the end of the last finished step: what a checkpoint written after a failure holds.
   let snapshot = hooks.state();
   const checkpoint = async (at: number, snap = snapshot) => {
-    const state: CheckpointState = { step: at, stage: hooks.stage, lockId: lock.id, optimizerStep: hooks.updater.opt.t, sampler: snap.sampler, tokens, seconds, extra: snap.extra };
+    const state: CheckpointState = {
+      step: at,
+      stage: hooks.stage,
+      lockId: lock.id,
+      optimizerStep: hooks.updater.opt.t,
+      sampler: snap.sampler,
+      tokens,
+      seconds,
+      extra: snap.extra,
+    };
     const path = await saveCheckpoint(rd, ctx.model, hooks.updater.opt, state);
     ctx.event({ type: 'checkpoint', step: at, message: `checkpoint at step ${at}`, path });
   };
   const saveIfMissing = async () => {
     if (!(await rd.checkpointSteps()).includes(step)) await checkpoint(step);
   };
-  if (cfg.evalOnStart && hooks.evaluate && step === 0) ctx.emit({ step: 0, stage: hooks.stage, ...(await hooks.evaluate(0)) });
+  if (cfg.evalOnStart && hooks.evaluate && step === 0)
+    ctx.emit({ step: 0, stage: hooks.stage, ...(await hooks.evaluate(0)) });
   while (step < cfg.steps) {
     // cpu/wasm reads settle without a macrotask turn; yield one per step so signals, comms and timers run.
     await new Promise<void>((r) => setImmediate(r));
@@ -196,7 +209,15 @@ export async function stepLoop(
     const dt = (performance.now() - t0) / 1000;
     seconds += dt;
     tokens += out.tokens;
-    const m: Metric = { step, stage: hooks.stage, ...out.metrics, lr, tokens, tokens_per_s: out.tokens / dt, step_ms: Math.round(dt * 1000) };
+    const m: Metric = {
+      step,
+      stage: hooks.stage,
+      ...out.metrics,
+      lr,
+      tokens,
+      tokens_per_s: out.tokens / dt,
+      step_ms: Math.round(dt * 1000),
+    };
     const loss = typeof m.loss === 'number' ? m.loss : undefined;
     lastLoss = loss;
     if (loss !== undefined && !Number.isFinite(loss)) {
@@ -259,7 +280,10 @@ export function seqBatch(seqs: { prompt: number[]; completion: number[] }[], pad
 }
 
 /** log p(target) at every position [B, T]. Call inside a tidy or a gradient scope. */
-export function tokenLogProbs(model: LanguageModel, b: { inputs: Int32Array; targets: Int32Array; batch: number; seq: number }): tf.Tensor2D {
+export function tokenLogProbs(
+  model: LanguageModel,
+  b: { inputs: Int32Array; targets: Int32Array; batch: number; seq: number },
+): tf.Tensor2D {
   const ids = tf.tensor2d(b.inputs, [b.batch, b.seq], 'int32');
   const { logits } = model.forward(ids);
   const logp = tf.logSoftmax(logits, -1);

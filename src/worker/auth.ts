@@ -8,11 +8,19 @@ export function readTokenFile(path: string, flag = '--token-file'): string {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new LatheError(`${flag} ${path}: cannot read the token (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message})`);
+    throw new LatheError(
+      `${flag} ${path}: cannot read the token (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message})`,
+    );
   }
   const token = text.trim();
-  if (!token) throw new LatheError(`${flag} ${path}: the file is empty; write a long random token into it, e.g. openssl rand -hex 32 > ${path}`);
-  if (token.length < 16) throw new LatheError(`${flag} ${path}: the token is ${token.length} characters; use at least 16 (e.g. openssl rand -hex 32)`);
+  if (!token)
+    throw new LatheError(
+      `${flag} ${path}: the file is empty; write a long random token into it, e.g. openssl rand -hex 32 > ${path}`,
+    );
+  if (token.length < 16)
+    throw new LatheError(
+      `${flag} ${path}: the token is ${token.length} characters; use at least 16 (e.g. openssl rand -hex 32)`,
+    );
   return token;
 }
 

@@ -6,7 +6,16 @@ import WebSocket from 'ws';
 import { LatheError } from '../errors.js';
 import type { Metric, RunEvent } from '../runs/rundir.js';
 import type { AnyLock } from '../recipe/lock.js';
-import { decodeBinary, encodeBinary, PROTOCOL_VERSION, TERMINAL, type ClientRequest, type JobInfo, type ManifestEntry, type WorkerHello } from './protocol.js';
+import {
+  decodeBinary,
+  encodeBinary,
+  PROTOCOL_VERSION,
+  TERMINAL,
+  type ClientRequest,
+  type JobInfo,
+  type ManifestEntry,
+  type WorkerHello,
+} from './protocol.js';
 
 /** How to reach a worker. */
 export interface ConnectOptions {
@@ -106,8 +115,9 @@ export class WorkerClient extends EventEmitter {
 
   /** Connects and says hello; a wrong token or an unreachable worker is a LatheError saying which. */
   static async connect(url: string, opts: ConnectOptions): Promise<WorkerClient> {
-    if (!/^wss?:\/\//.test(url)) throw new LatheError(`--worker ${url}: expected a ws:// or wss:// URL, e.g. ws://gpu-node:8765`);
-    if (!opts.token) throw new LatheError('token: a worker needs its token (the content of the worker\'s --token-file)');
+    if (!/^wss?:\/\//.test(url))
+      throw new LatheError(`--worker ${url}: expected a ws:// or wss:// URL, e.g. ws://gpu-node:8765`);
+    if (!opts.token) throw new LatheError("token: a worker needs its token (the content of the worker's --token-file)");
     const c = new WorkerClient(url, opts);
     await c.open();
     return c;
@@ -120,11 +130,21 @@ export class WorkerClient extends EventEmitter {
 
   private open(): Promise<void> {
     this.connecting ??= (async () => {
-      const ws = new WebSocket(this.url, { headers: { authorization: `Bearer ${this.opts.token}` }, ca: this.opts.ca, maxPayload: 256 * 1024 * 1024 });
+      const ws = new WebSocket(this.url, {
+        headers: { authorization: `Bearer ${this.opts.token}` },
+        ca: this.opts.ca,
+        maxPayload: 256 * 1024 * 1024,
+      });
       await new Promise<void>((resolve, reject) => {
         ws.once('open', () => resolve());
         ws.once('unexpected-response', (_req, res) => {
-          reject(new LatheError(res.statusCode === 401 ? `worker ${this.url} refused the token (401); check --token-file` : `worker ${this.url} answered HTTP ${res.statusCode}, not a WebSocket`));
+          reject(
+            new LatheError(
+              res.statusCode === 401
+                ? `worker ${this.url} refused the token (401); check --token-file`
+                : `worker ${this.url} answered HTTP ${res.statusCode}, not a WebSocket`,
+            ),
+          );
           ws.terminate();
         });
         ws.once('error', (e) => reject(new LatheError(`cannot reach the worker at ${this.url}: ${e.message}`)));
@@ -134,7 +154,10 @@ export class WorkerClient extends EventEmitter {
       ws.on('close', () => this.onClose(ws));
       ws.on('error', () => {});
       this.hello = (await this.request({ type: 'hello', client: `lathe` })) as unknown as WorkerHello;
-      if (this.hello.protocol !== PROTOCOL_VERSION) throw new LatheError(`worker ${this.url} speaks protocol ${this.hello.protocol}; this client speaks ${PROTOCOL_VERSION}`);
+      if (this.hello.protocol !== PROTOCOL_VERSION)
+        throw new LatheError(
+          `worker ${this.url} speaks protocol ${this.hello.protocol}; this client speaks ${PROTOCOL_VERSION}`,
+        );
       for (const w of this.watches.values()) void this.sendWatch(w).catch(() => {});
     })().finally(() => (this.connecting = undefined));
     return this.connecting;
@@ -221,7 +244,7 @@ export class WorkerClient extends EventEmitter {
       return;
     }
     // Pushes name their job: by id (metric, event, log) or as the job's info (state).
-    const w = this.watches.get(typeof m.job === 'string' ? m.job : (m.job as JobInfo | undefined)?.id ?? '');
+    const w = this.watches.get(typeof m.job === 'string' ? m.job : ((m.job as JobInfo | undefined)?.id ?? ''));
     if (!w || w.closed) return;
     if (m.type === 'metric') {
       const seq = m.seq as number;
@@ -238,8 +261,7 @@ export class WorkerClient extends EventEmitter {
       if (seq !== w.logs) return;
       w.logs = seq + 1;
       w.handlers.log?.(m.line as string, seq);
-    }
-    else if (m.type === 'state') w.handlers.state?.(m.job as unknown as JobInfo);
+    } else if (m.type === 'state') w.handlers.state?.(m.job as unknown as JobInfo);
   }
 
   /** Sends a request and waits for its reply; an error reply throws a WorkerError. */
@@ -271,7 +293,10 @@ export class WorkerClient extends EventEmitter {
    * Uploads one file unless the worker has it: only the chunks it lacks, `window` in flight at a
    * time, each with its sha256; the worker checks the whole file's sha256 at the end.
    */
-  async upload(file: ManifestEntry, opts: { window?: number; onChunk?: (index: number, chunks: number) => void } = {}): Promise<UploadResult> {
+  async upload(
+    file: ManifestEntry,
+    opts: { window?: number; onChunk?: (index: number, chunks: number) => void } = {},
+  ): Promise<UploadResult> {
     const st = await this.request({ type: 'upload.begin', sha256: file.sha256, bytes: file.bytes });
     if (st.complete) return { sha256: file.sha256, sent: 0, skipped: 0, bytes: file.bytes };
     const chunkBytes = st.chunkBytes as number;
@@ -301,7 +326,10 @@ export class WorkerClient extends EventEmitter {
   }
 
   /** Uploads files the worker lacks; a dropped connection is retried (resuming each file where it stopped). */
-  async uploadAll(files: ManifestEntry[], onProgress?: (done: number, total: number, r: UploadResult) => void): Promise<UploadResult[]> {
+  async uploadAll(
+    files: ManifestEntry[],
+    onProgress?: (done: number, total: number, r: UploadResult) => void,
+  ): Promise<UploadResult[]> {
     const out: UploadResult[] = [];
     const unique = [...new Map(files.map((f) => [f.sha256, f])).values()];
     for (const f of unique) {
@@ -358,7 +386,10 @@ export class WorkerClient extends EventEmitter {
   }
 
   /** Cancels a job (or interrupts it, leaving it resumable); returns its state after it stopped. */
-  async cancel(job: string, mode: 'cancel' | 'interrupt' = 'cancel'): Promise<{ job: JobInfo; was: JobInfo['status'] }> {
+  async cancel(
+    job: string,
+    mode: 'cancel' | 'interrupt' = 'cancel',
+  ): Promise<{ job: JobInfo; was: JobInfo['status'] }> {
     const r = await this.request({ type: 'cancel', job, mode });
     return { job: r.job as JobInfo, was: r.was as JobInfo['status'] };
   }
@@ -372,12 +403,23 @@ export class WorkerClient extends EventEmitter {
    * Downloads a job's run directory (or latest checkpoint, or HF export) into `dir`, each file
    * checked against the sha256 the worker computed. `skip` leaves some local files as they are.
    */
-  async fetch(job: string, dir: string, what: 'run' | 'checkpoint' | 'export' = 'run', skip: (path: string) => boolean = () => false): Promise<{ files: number; bytes: number }> {
-    type Incoming = { fh?: Awaited<ReturnType<typeof open>>; hash: ReturnType<typeof createHash>; tmp: string; writes: Promise<unknown> };
+  async fetch(
+    job: string,
+    dir: string,
+    what: 'run' | 'checkpoint' | 'export' = 'run',
+    skip: (path: string) => boolean = () => false,
+  ): Promise<{ files: number; bytes: number }> {
+    type Incoming = {
+      fh?: Awaited<ReturnType<typeof open>>;
+      hash: ReturnType<typeof createHash>;
+      tmp: string;
+      writes: Promise<unknown>;
+    };
     const open_ = new Map<string, Incoming>();
     const safe = (p: string) => {
       const n = normalize(p);
-      if (isAbsolute(n) || n.startsWith('..')) throw new LatheError(`worker sent a file outside the run directory: ${p}`);
+      if (isAbsolute(n) || n.startsWith('..'))
+        throw new LatheError(`worker sent a file outside the run directory: ${p}`);
       return join(dir, n);
     };
     let failure: Error | undefined;
@@ -399,7 +441,9 @@ export class WorkerClient extends EventEmitter {
       f.hash.update(payload);
       const cur = f;
       const offset = h.offset as number;
-      cur.writes = cur.writes.then(() => cur.fh!.write(payload, 0, payload.length, offset)).catch((e: Error) => (failure ??= e));
+      cur.writes = cur.writes
+        .then(() => cur.fh!.write(payload, 0, payload.length, offset))
+        .catch((e: Error) => (failure ??= e));
     };
     const done: Promise<unknown>[] = [];
     const onPush = (m: Reply) => {
@@ -412,7 +456,10 @@ export class WorkerClient extends EventEmitter {
       done.push(
         f.writes.then(async () => {
           await f.fh?.close();
-          if (digest !== m.sha256) throw new LatheError(`fetch: ${path} arrived with sha256 ${digest.slice(0, 12)}…, not ${String(m.sha256).slice(0, 12)}…`);
+          if (digest !== m.sha256)
+            throw new LatheError(
+              `fetch: ${path} arrived with sha256 ${digest.slice(0, 12)}…, not ${String(m.sha256).slice(0, 12)}…`,
+            );
           await rename(f.tmp, safe(path));
         }),
       );

@@ -17,7 +17,9 @@ describe('worker backend choice', () => {
     expect(chosen.backend).toBe('wasm');
     expect(chosen.backends).toEqual({ webgpu: probe.reason, wasm: 'ok', cpu: 'ok' });
     expect(lines).toEqual([`backend auto: skipping webgpu: ${probe.reason}`]);
-    await expect(chooseWorkerBackend('webgpu', () => {})).rejects.toThrow(/^--backend webgpu: Dawn found no GPU adapter .*Start the worker with --backend auto/);
+    await expect(chooseWorkerBackend('webgpu', () => {})).rejects.toThrow(
+      /^--backend webgpu: Dawn found no GPU adapter .*Start the worker with --backend auto/,
+    );
     const cpu = await chooseWorkerBackend('cpu', () => {});
     expect(cpu.backend).toBe('cpu');
     expect(cpu.backends.webgpu).toMatch(/not enabled/);

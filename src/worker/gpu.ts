@@ -53,15 +53,19 @@ async function probe(): Promise<GpuProbe> {
   } catch (e) {
     return { ok: false, reason: `Dawn failed to look for an adapter: ${(e as Error).message}` };
   }
-  if (!adapter) return { ok: false, reason: 'Dawn found no GPU adapter on this machine (no Vulkan GPU or driver is visible)' };
+  if (!adapter)
+    return { ok: false, reason: 'Dawn found no GPU adapter on this machine (no Vulkan GPU or driver is visible)' };
   const info = adapter.info ?? {};
-  const described = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+  const described =
+    [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
   const f16 = adapter.features.has('shader-f16');
   Object.assign(globalThis, dawn.globals);
   const g = globalThis as { navigator?: object };
   if (!g.navigator) g.navigator = {};
   Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
-  const wg = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as { WebGPUBackend: new (device: unknown, info: unknown) => unknown };
+  const wg = (await import('@tensorflow/tfjs-backend-webgpu')) as unknown as {
+    WebGPUBackend: new (device: unknown, info: unknown) => unknown;
+  };
   if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
   tf.registerBackend(
     'webgpu',
@@ -96,7 +100,10 @@ export interface WorkerBackends {
  * Chooses a worker's backend. `webgpu` needs an adapter (else the worker refuses to start: never a
  * silent fallback); `auto` says aloud why it skips webgpu (or wasm) and takes the next one.
  */
-export async function chooseWorkerBackend(request: BackendRequest, log: (line: string) => void): Promise<WorkerBackends> {
+export async function chooseWorkerBackend(
+  request: BackendRequest,
+  log: (line: string) => void,
+): Promise<WorkerBackends> {
   const backends: Record<EngineBackend, string> = { webgpu: '', wasm: '', cpu: 'ok' };
   let gpu: GpuProbe | undefined;
   if (request === 'webgpu' || request === 'auto') {
@@ -111,8 +118,12 @@ export async function chooseWorkerBackend(request: BackendRequest, log: (line: s
       backends.wasm = (e as Error).message;
     }
   } else backends.wasm = `not enabled: the worker was started with --backend ${request}`;
-  if (request === 'webgpu' && !gpu!.ok) throw new LatheError(`--backend webgpu: ${gpu!.reason}. Start the worker with --backend auto to use the next backend, or run it on a machine with a GPU`);
-  if (request !== 'auto' && backends[request] !== 'ok') throw new LatheError(`--backend ${request}: ${backends[request]}`);
+  if (request === 'webgpu' && !gpu!.ok)
+    throw new LatheError(
+      `--backend webgpu: ${gpu!.reason}. Start the worker with --backend auto to use the next backend, or run it on a machine with a GPU`,
+    );
+  if (request !== 'auto' && backends[request] !== 'ok')
+    throw new LatheError(`--backend ${request}: ${backends[request]}`);
   let backend: EngineBackend = request === 'auto' ? 'cpu' : request;
   if (request === 'auto') {
     for (const name of ['webgpu', 'wasm', 'cpu'] as const) {

@@ -114,7 +114,9 @@ export class JobQueue extends EventEmitter {
 
   /** Every job, oldest first. */
   list(): JobInfo[] {
-    return [...this.records.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id)).map(info);
+    return [...this.records.values()]
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))
+      .map(info);
   }
 
   /** One job's info, if it exists. */
@@ -197,7 +199,7 @@ export class JobQueue extends EventEmitter {
   logCount(id: string): number {
     let n = this.logLines.get(id);
     if (n === undefined) {
-      let text = '';
+      let text: string;
       try {
         text = readFileSync(this.logPath(id), 'utf8');
       } catch {
@@ -254,7 +256,9 @@ export class JobQueue extends EventEmitter {
   }
 
   private next(): JobRecord | undefined {
-    const all = [...this.records.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+    const all = [...this.records.values()].sort(
+      (a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id),
+    );
     return all.find((r) => r.status === 'running') ?? all.find((r) => r.status === 'queued');
   }
 
@@ -296,13 +300,20 @@ export class JobQueue extends EventEmitter {
     try {
       if (resuming) {
         const last = (await rd.checkpointSteps()).at(-1);
-        this.log(rec.id, `resuming ${wasRunning ? 'after the worker stopped' : 'as requested'}, from ${last === undefined ? 'the start (no checkpoint yet)' : `the checkpoint at step ${last}`}`);
+        this.log(
+          rec.id,
+          `resuming ${wasRunning ? 'after the worker stopped' : 'as requested'}, from ${last === undefined ? 'the start (no checkpoint yet)' : `the checkpoint at step ${last}`}`,
+        );
         run = await localExecutor.resume(dir, { stopAfter: rec.stopAfter });
       } else {
         await rm(dir, { recursive: true, force: true });
         await mkdir(join(this.jobDir(rec.id)), { recursive: true });
         this.log(rec.id, `training on ${rec.backend}`);
-        run = await localExecutor.start(rec.lock, { out: dir, stopAfter: rec.stopAfter, onNotice: (m) => this.log(rec.id, m) });
+        run = await localExecutor.start(rec.lock, {
+          out: dir,
+          stopAfter: rec.stopAfter,
+          onNotice: (m) => this.log(rec.id, m),
+        });
       }
     } catch (e) {
       return this.fail(rec, e);
@@ -343,7 +354,10 @@ export class JobQueue extends EventEmitter {
     rec.error = s.error;
     rec.endedAt = new Date().toISOString();
     await this.save(rec);
-    this.log(rec.id, `${rec.status} at step ${rec.step}/${rec.steps}${s.loss !== undefined ? `, loss ${s.loss.toFixed(4)}` : ''}${s.error ? `: ${s.error}` : ''}`);
+    this.log(
+      rec.id,
+      `${rec.status} at step ${rec.step}/${rec.steps}${s.loss !== undefined ? `, loss ${s.loss.toFixed(4)}` : ''}${s.error ? `: ${s.error}` : ''}`,
+    );
     this.emit('state', info(rec));
   }
 

@@ -26,9 +26,13 @@ describe('worker paths', () => {
   });
 
   it('refuses paths that leave data-root or inputs, naming the field', () => {
-    expect(() => toWorker('worker:../etc/passwd', r, 'data.sources[0].path')).toThrow(/^data.sources\[0\].path: worker:..\/etc\/passwd leaves the worker's --data-root$/);
+    expect(() => toWorker('worker:../etc/passwd', r, 'data.sources[0].path')).toThrow(
+      /^data.sources\[0\].path: worker:..\/etc\/passwd leaves the worker's --data-root$/,
+    );
     expect(() => toWorker('worker:/etc/passwd', r, 'f')).toThrow(/not absolute/);
-    expect(() => toWorker('../../etc/passwd', r, 'eval.suites[0].path')).toThrow(/eval.suites\[0\].path: ..\/..\/etc\/passwd leaves the recipe's folder/);
+    expect(() => toWorker('../../etc/passwd', r, 'eval.suites[0].path')).toThrow(
+      /eval.suites\[0\].path: ..\/..\/etc\/passwd leaves the recipe's folder/,
+    );
     expect(() => toWorker('worker:x', { ...r, dataRoot: undefined }, 'f')).toThrow(/started without --data-root/);
   });
 
@@ -36,7 +40,12 @@ describe('worker paths', () => {
     const recipe = {
       stage: 'pipeline',
       stages: [
-        { stage: 'pretrain', data: { sources: [{ path: 'a.jsonl' }, { path: ['b.jsonl', 'worker:c.jsonl'] }] }, tokenizer: { path: 'tok.json' }, eval: { suites: [{ name: 's', path: 's.jsonl', scorer: { module: 'score.mjs' } }] } },
+        {
+          stage: 'pretrain',
+          data: { sources: [{ path: 'a.jsonl' }, { path: ['b.jsonl', 'worker:c.jsonl'] }] },
+          tokenizer: { path: 'tok.json' },
+          eval: { suites: [{ name: 's', path: 's.jsonl', scorer: { module: 'score.mjs' } }] },
+        },
         { stage: 'grpo', data: { sources: [{ path: 'p.jsonl' }] }, reward: { module: 'reward.mjs' } },
       ],
     };

@@ -44,17 +44,21 @@ const obj = (v: unknown): Obj | undefined => (v && typeof v === 'object' && !Arr
 export function recipePathFields(recipe: Obj, prefix = ''): PathField[] {
   const out: PathField[] = [];
   const field = (o: Obj | undefined, key: string, where: string, kind: PathField['kind'], suite?: string) => {
-    if (o && typeof o[key] === 'string') out.push({ where: prefix + where, kind, value: o[key] as string, set: (v) => (o[key] = v), suite });
+    if (o && typeof o[key] === 'string')
+      out.push({ where: prefix + where, kind, value: o[key] as string, set: (v) => (o[key] = v), suite });
   };
   if (recipe.stage === 'pipeline') {
     field(recipe, 'from', 'from', 'model');
-    for (const [i, st] of ((recipe.stages as Obj[] | undefined) ?? []).entries()) out.push(...recipePathFields(st, `${prefix}stages[${i}].`));
+    for (const [i, st] of ((recipe.stages as Obj[] | undefined) ?? []).entries())
+      out.push(...recipePathFields(st, `${prefix}stages[${i}].`));
     return out;
   }
   for (const [i, src] of ((obj(recipe.data)?.sources as Obj[] | undefined) ?? []).entries()) {
     if (Array.isArray(src.path)) {
       const arr = src.path as string[];
-      arr.forEach((p, j) => out.push({ where: `${prefix}data.sources[${i}].path[${j}]`, kind: 'data', value: p, set: (v) => (arr[j] = v) }));
+      arr.forEach((p, j) =>
+        out.push({ where: `${prefix}data.sources[${i}].path[${j}]`, kind: 'data', value: p, set: (v) => (arr[j] = v) }),
+      );
     } else field(src, 'path', `data.sources[${i}].path`, 'data');
   }
   field(obj(recipe.tokenizer), 'path', 'tokenizer.path', 'file');
@@ -91,7 +95,11 @@ async function entry(path: string, sha?: string): Promise<ManifestEntry> {
  * resolved now), the tokenizer, reward modules, eval suites and scorer modules. `worker:` paths are
  * the worker's own and are skipped. Model folders (`from`, `judge.model`) are refused.
  */
-export async function recipeFiles(recipe: Obj, baseDir: string, lockData?: RecipeLock['data']): Promise<ManifestEntry[]> {
+export async function recipeFiles(
+  recipe: Obj,
+  baseDir: string,
+  lockData?: RecipeLock['data'],
+): Promise<ManifestEntry[]> {
   const out: ManifestEntry[] = [];
   for (const f of recipePathFields(recipe)) {
     if (isWorkerPath(f.value)) continue;
@@ -107,7 +115,8 @@ export async function recipeFiles(recipe: Obj, baseDir: string, lockData?: Recip
       out.push(await entry(p));
     }
   }
-  for (const src of lockData ?? []) for (const f of src.files) if (!isWorkerPath(f.path)) out.push({ path: f.path, sha256: f.sha256, bytes: f.bytes });
+  for (const src of lockData ?? [])
+    for (const f of src.files) if (!isWorkerPath(f.path)) out.push({ path: f.path, sha256: f.sha256, bytes: f.bytes });
   return out;
 }
 
@@ -115,11 +124,16 @@ export async function recipeFiles(recipe: Obj, baseDir: string, lockData?: Recip
 export async function lockFiles(lock: AnyLock): Promise<ManifestEntry[]> {
   const all: ManifestEntry[] = [];
   if (isPipelineLock(lock)) {
-    for (const f of recipePathFields(lock.recipe as unknown as Obj)) if (f.kind === 'model' && !f.where.includes('stages[')) refuseModel(f);
+    for (const f of recipePathFields(lock.recipe as unknown as Obj))
+      if (f.kind === 'model' && !f.where.includes('stages[')) refuseModel(f);
   }
   for (const st of stageLocks(lock)) {
-    if (st.base) throw new LatheError(`from: ${st.base.path} is a model folder; a worker cannot be sent one yet. Train the base on the worker in the same pipeline, or run this stage locally`);
-    if (st.judge) throw new LatheError(`judge.model: ${st.judge.path} is a model folder; a worker cannot be sent one yet`);
+    if (st.base)
+      throw new LatheError(
+        `from: ${st.base.path} is a model folder; a worker cannot be sent one yet. Train the base on the worker in the same pipeline, or run this stage locally`,
+      );
+    if (st.judge)
+      throw new LatheError(`judge.model: ${st.judge.path} is a model folder; a worker cannot be sent one yet`);
     all.push(...(await recipeFiles(st.recipe as unknown as Obj, st.baseDir, st.data)));
   }
   const seen = new Map<string, ManifestEntry>();
@@ -146,8 +160,16 @@ export interface Relocation {
 export function toWorker(p: string, r: Relocation, where: string): string {
   if (isWorkerPath(p)) {
     const rel = p.slice(WORKER_PREFIX.length);
-    if (!r.dataRoot) throw new ProtocolError('path', `${where}: ${p} names the worker's data, but this worker was started without --data-root`);
-    if (isAbsolute(rel)) throw new ProtocolError('path', `${where}: ${p}: a worker: path is relative to the worker's --data-root, not absolute`);
+    if (!r.dataRoot)
+      throw new ProtocolError(
+        'path',
+        `${where}: ${p} names the worker's data, but this worker was started without --data-root`,
+      );
+    if (isAbsolute(rel))
+      throw new ProtocolError(
+        'path',
+        `${where}: ${p}: a worker: path is relative to the worker's --data-root, not absolute`,
+      );
     const abs = resolve(r.dataRoot, rel);
     if (!within(r.dataRoot, abs)) throw new ProtocolError('path', `${where}: ${p} leaves the worker's --data-root`);
     return abs;
@@ -158,7 +180,11 @@ export function toWorker(p: string, r: Relocation, where: string): string {
     if (!within(r.inputs, mapped)) throw new ProtocolError('path', `${where}: ${p} leaves the job's inputs`);
     return mapped;
   }
-  if (!within(r.inputs, resolve(r.inputs, p))) throw new ProtocolError('path', `${where}: ${p} leaves the recipe's folder (relative paths may not climb out with ..)`);
+  if (!within(r.inputs, resolve(r.inputs, p)))
+    throw new ProtocolError(
+      'path',
+      `${where}: ${p} leaves the recipe's folder (relative paths may not climb out with ..)`,
+    );
   return p;
 }
 
@@ -176,7 +202,8 @@ export function toClient(p: string, r: Relocation): string {
 export async function checkDataRootFile(p: string, r: Relocation, where: string): Promise<void> {
   const real = await realpath(p).catch(() => undefined);
   if (!real) throw new ProtocolError('missing-data', `${where}: ${toClient(p, r)} does not exist on the worker`);
-  if (!r.dataRoot || !within(r.dataRoot, real)) throw new ProtocolError('path', `${where}: ${toClient(p, r)} is a link that leaves the worker's --data-root`);
+  if (!r.dataRoot || !within(r.dataRoot, real))
+    throw new ProtocolError('path', `${where}: ${toClient(p, r)} is a link that leaves the worker's --data-root`);
 }
 
 /** Maps a recipe field to the worker; a single `worker:` file (not a data pattern) is checked against data-root now. */
@@ -187,20 +214,34 @@ async function mapChecked(f: PathField, r: Relocation): Promise<string> {
 }
 
 /** Lays the uploaded files out under inputs/ (hard links to the blobs); every one must be uploaded. */
-export async function placeFiles(files: ManifestEntry[], r: Relocation, store: BlobStore): Promise<Map<string, ManifestEntry>> {
+export async function placeFiles(
+  files: ManifestEntry[],
+  r: Relocation,
+  store: BlobStore,
+): Promise<Map<string, ManifestEntry>> {
   const byPath = new Map<string, ManifestEntry>();
   const missing = files.filter((f) => !store.has(f.sha256));
   if (missing.length) {
-    throw new ProtocolError('missing-data', `the worker lacks ${missing.length} file(s): ${missing.slice(0, 3).map((f) => `${f.path} (sha256 ${f.sha256.slice(0, 12)}…)`).join(', ')}; upload them first`);
+    throw new ProtocolError(
+      'missing-data',
+      `the worker lacks ${missing.length} file(s): ${missing
+        .slice(0, 3)
+        .map((f) => `${f.path} (sha256 ${f.sha256.slice(0, 12)}…)`)
+        .join(', ')}; upload them first`,
+    );
   }
   for (const f of files) {
-    if (!isAbsolute(f.path) || isWorkerPath(f.path)) throw new ProtocolError('path', `files: ${f.path}: expected the absolute path of a client file`);
+    if (!isAbsolute(f.path) || isWorkerPath(f.path))
+      throw new ProtocolError('path', `files: ${f.path}: expected the absolute path of a client file`);
     const target = toWorker(f.path, r, 'files');
     await mkdir(dirname(target), { recursive: true });
     if (!existsSync(target)) await link(store.blobPath(f.sha256), target);
     else if ((await stat(target)).ino !== (await stat(store.blobPath(f.sha256))).ino) {
       // Two names for one place (e.g. /a/x and /a/./x) with different contents: refuse rather than pick one.
-      throw new ProtocolError('bad-request', `files: ${f.path} lands where another file with other contents already is`);
+      throw new ProtocolError(
+        'bad-request',
+        `files: ${f.path} lands where another file with other contents already is`,
+      );
     }
     byPath.set(f.path, f);
   }
@@ -211,16 +252,29 @@ export async function placeFiles(files: ManifestEntry[], r: Relocation, store: B
  * Rewrites a lock in client form for this worker: files placed under inputs/, every path mapped (and
  * checked), `worker:` data checked against data-root and its recorded sha256. Returns the worker's lock.
  */
-export async function relocateLock(clientLock: AnyLock, files: ManifestEntry[], r: Relocation, store: BlobStore): Promise<AnyLock> {
+export async function relocateLock(
+  clientLock: AnyLock,
+  files: ManifestEntry[],
+  r: Relocation,
+  store: BlobStore,
+): Promise<AnyLock> {
   const lock = structuredClone(clientLock);
   const placed = await placeFiles(files, r, store);
   const need = (p: string, sha: string, where: string) => {
     const e = placed.get(p);
-    if (!e || e.sha256 !== sha) throw new ProtocolError('missing-data', `${where}: ${p} (sha256 ${sha.slice(0, 12)}…) is not among the uploaded files`);
+    if (!e || e.sha256 !== sha)
+      throw new ProtocolError(
+        'missing-data',
+        `${where}: ${p} (sha256 ${sha.slice(0, 12)}…) is not among the uploaded files`,
+      );
   };
   for (const [si, st] of stageLocks(lock).entries()) {
     const at = isPipelineLock(lock) ? `stages[${si}].` : '';
-    if (st.base || st.judge) throw new ProtocolError('bad-request', `${at}${st.base ? 'from' : 'judge.model'}: model folders cannot be sent to a worker`);
+    if (st.base || st.judge)
+      throw new ProtocolError(
+        'bad-request',
+        `${at}${st.base ? 'from' : 'judge.model'}: model folders cannot be sent to a worker`,
+      );
     for (const [i, src] of st.data.entries()) {
       for (const [j, f] of src.files.entries()) {
         const where = `${at}data[${i}].files[${j}]`;
@@ -228,7 +282,11 @@ export async function relocateLock(clientLock: AnyLock, files: ManifestEntry[], 
           const abs = toWorker(f.path, r, where);
           await checkDataRootFile(abs, r, where);
           const now = await sha256File(abs);
-          if (now.sha256 !== f.sha256) throw new ProtocolError('sha-mismatch', `${where}: ${f.path} changed on the worker since it was locked (sha256 ${now.sha256.slice(0, 12)}… ≠ ${f.sha256.slice(0, 12)}…)`);
+          if (now.sha256 !== f.sha256)
+            throw new ProtocolError(
+              'sha-mismatch',
+              `${where}: ${f.path} changed on the worker since it was locked (sha256 ${now.sha256.slice(0, 12)}… ≠ ${f.sha256.slice(0, 12)}…)`,
+            );
           f.path = abs;
         } else {
           need(f.path, f.sha256, where);
@@ -297,7 +355,8 @@ export function clientLock(workerLock: AnyLock, r: Relocation): AnyLock {
   const back = (p: string) => toClient(p, r);
   const unmapRecipe = (rec: Obj) => {
     for (const f of recipePathFields(rec)) f.set(back(f.value));
-    for (const src of (obj(rec.data)?.sources as Obj[] | undefined) ?? []) if (Array.isArray(src.path)) src.path = (src.path as string[]).map(back);
+    for (const src of (obj(rec.data)?.sources as Obj[] | undefined) ?? [])
+      if (Array.isArray(src.path)) src.path = (src.path as string[]).map(back);
   };
   for (const st of stageLocks(lock)) {
     for (const src of st.data) for (const f of src.files) f.path = back(f.path);

@@ -17,14 +17,24 @@ const jobId = z.string().regex(/^[A-Za-z0-9._-]{1,80}$/, { error: 'expected a jo
 const base = { v: z.number().int(), id: z.number().int().nonnegative() };
 
 /** One file a submission needs, by its path on the client and its content hash. */
-export const ManifestEntrySchema = z.strictObject({ path: z.string().min(1).max(4096), sha256, bytes: z.number().int().nonnegative() });
+export const ManifestEntrySchema = z.strictObject({
+  path: z.string().min(1).max(4096),
+  sha256,
+  bytes: z.number().int().nonnegative(),
+});
 export type ManifestEntry = z.infer<typeof ManifestEntrySchema>;
 const manifest = z.array(ManifestEntrySchema).max(100_000);
 
 /** Messages a client sends (text frames), by type. */
 export const ClientMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('hello'), client: z.string().max(200).optional() }),
-  z.strictObject({ ...base, type: z.literal('upload.begin'), sha256, bytes: z.number().int().nonnegative(), chunkBytes: z.number().int().positive().optional() }),
+  z.strictObject({
+    ...base,
+    type: z.literal('upload.begin'),
+    sha256,
+    bytes: z.number().int().nonnegative(),
+    chunkBytes: z.number().int().positive().optional(),
+  }),
   z.strictObject({ ...base, type: z.literal('upload.end'), sha256 }),
   z.strictObject({
     ...base,
@@ -45,7 +55,12 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('jobs') }),
   // One job, with the lock it trains (as the worker holds it): what a client needs to follow a job it did not submit.
   z.strictObject({ ...base, type: z.literal('job'), job: jobId }),
-  z.strictObject({ ...base, type: z.literal('cancel'), job: jobId, mode: z.enum(['cancel', 'interrupt']).default('cancel') }),
+  z.strictObject({
+    ...base,
+    type: z.literal('cancel'),
+    job: jobId,
+    mode: z.enum(['cancel', 'interrupt']).default('cancel'),
+  }),
   z.strictObject({ ...base, type: z.literal('requeue'), job: jobId }),
   // Stream a job from these sequence numbers on: what it already wrote is sent first, then what comes.
   z.strictObject({
@@ -57,7 +72,12 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
     logs: z.number().int().nonnegative().default(0),
   }),
   z.strictObject({ ...base, type: z.literal('unwatch'), job: jobId }),
-  z.strictObject({ ...base, type: z.literal('fetch'), job: jobId, what: z.enum(['run', 'checkpoint', 'export']).default('run') }),
+  z.strictObject({
+    ...base,
+    type: z.literal('fetch'),
+    job: jobId,
+    what: z.enum(['run', 'checkpoint', 'export']).default('run'),
+  }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;
 /** A client message as written by a client (the version and id are filled in by the connection). */
@@ -151,12 +171,23 @@ export function parseClientText(text: string): ClientMessage {
 }
 
 function validate(raw: unknown, schema: z.ZodType): unknown {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ProtocolError('bad-message', 'frame must be a JSON object with "v", "id" and "type"');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ProtocolError('bad-message', 'frame must be a JSON object with "v", "id" and "type"');
   const o = raw as Record<string, unknown>;
   const re = typeof o.id === 'number' ? o.id : undefined;
-  if (o.v !== PROTOCOL_VERSION) throw new ProtocolError('version', `protocol version ${JSON.stringify(o.v)} is not supported; this worker speaks version ${PROTOCOL_VERSION}`, re);
+  if (o.v !== PROTOCOL_VERSION)
+    throw new ProtocolError(
+      'version',
+      `protocol version ${JSON.stringify(o.v)} is not supported; this worker speaks version ${PROTOCOL_VERSION}`,
+      re,
+    );
   if (typeof o.type !== 'string') throw new ProtocolError('bad-message', 'field "type": expected a string', re);
-  if (!CLIENT_TYPES.has(o.type) && o.type !== 'upload.chunk') throw new ProtocolError('unknown-type', `unknown message type "${o.type}"; expected one of ${[...CLIENT_TYPES].join(', ')}`, re);
+  if (!CLIENT_TYPES.has(o.type) && o.type !== 'upload.chunk')
+    throw new ProtocolError(
+      'unknown-type',
+      `unknown message type "${o.type}"; expected one of ${[...CLIENT_TYPES].join(', ')}`,
+      re,
+    );
   const r = schema.safeParse(raw);
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -180,7 +211,8 @@ export function encodeBinary(header: object, payload: Uint8Array): Buffer {
 export function decodeBinary(buf: Buffer): { header: unknown; payload: Buffer } {
   if (buf.length < 4) throw new ProtocolError('bad-frame', 'binary frame shorter than its 4-byte header length');
   const n = buf.readUInt32BE(0);
-  if (4 + n > buf.length) throw new ProtocolError('bad-frame', `binary frame header length ${n} runs past the frame (${buf.length} bytes)`);
+  if (4 + n > buf.length)
+    throw new ProtocolError('bad-frame', `binary frame header length ${n} runs past the frame (${buf.length} bytes)`);
   let header: unknown;
   try {
     header = JSON.parse(buf.subarray(4, 4 + n).toString('utf8'));

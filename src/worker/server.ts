@@ -111,7 +111,8 @@ export class WorkerServer {
   /** The URL clients connect to (ws:// or wss://; the host as it listens, or this machine's name for 0.0.0.0). */
   get url(): string {
     const a = this.http.address() as AddressInfo;
-    const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    const host =
+      a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
     return `${this.opts.tls ? 'wss' : 'ws'}://${host}:${a.port}`;
   }
 
@@ -144,17 +145,22 @@ export class WorkerServer {
     this.takeStateDir();
     if (o.dataRoot !== undefined) {
       const real = await realpath(o.dataRoot).catch(() => undefined);
-      if (!real || !(await stat(real)).isDirectory()) throw new LatheError(`--data-root ${o.dataRoot}: not a directory`);
+      if (!real || !(await stat(real)).isDirectory())
+        throw new LatheError(`--data-root ${o.dataRoot}: not a directory`);
       this.dataRoot = real;
     }
     this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
     const { resumed, queued } = await this.queue.load();
-    for (const id of resumed) this.queue.log(id, 'the worker restarted while this job was running; it resumes from its last checkpoint');
-    if (resumed.length || queued.length) this.log(`jobs: ${resumed.length} to resume (${resumed.join(', ') || '-'}), ${queued.length} queued`);
+    for (const id of resumed)
+      this.queue.log(id, 'the worker restarted while this job was running; it resumes from its last checkpoint');
+    if (resumed.length || queued.length)
+      this.log(`jobs: ${resumed.length} to resume (${resumed.join(', ') || '-'}), ${queued.length} queued`);
     this.hadJob = resumed.length + queued.length > 0;
     this.queue.on('state', (j: JobInfo) => this.onState(j));
     this.queue.on('log', (id: string, line: string, seq: number) => this.onLog(id, line, seq));
-    this.queue.on('log-failed', (id: string, line: string, e: Error) => this.log(`job ${id}: could not write to its job.log (${e.message}): ${line}`));
+    this.queue.on('log-failed', (id: string, line: string, e: Error) =>
+      this.log(`job ${id}: could not write to its job.log (${e.message}): ${line}`),
+    );
     this.queue.on('live', (id: string) => {
       for (const c of this.conns) {
         const w = c.watches.get(id);
@@ -171,7 +177,13 @@ export class WorkerServer {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: o.maxFrameBytes * 4 + 65536 });
     this.http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     await new Promise<void>((res, rej) => {
-      this.http.once('error', (e: NodeJS.ErrnoException) => rej(new LatheError(`--listen ${o.host ?? '127.0.0.1'}:${o.port ?? 0}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`)));
+      this.http.once('error', (e: NodeJS.ErrnoException) =>
+        rej(
+          new LatheError(
+            `--listen ${o.host ?? '127.0.0.1'}:${o.port ?? 0}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}`,
+          ),
+        ),
+      );
       this.http.listen(o.port ?? 0, o.host ?? '127.0.0.1', () => res());
     });
     this.queue.start();
@@ -185,13 +197,16 @@ export class WorkerServer {
   private takeStateDir(): void {
     if (existsSync(this.pidFile)) {
       const pid = Number(readFileSync(this.pidFile, 'utf8'));
-      let alive = false;
+      let alive: boolean;
       try {
         alive = pid > 0 && pid !== process.pid && process.kill(pid, 0);
       } catch {
         alive = false;
       }
-      if (alive) throw new LatheError(`--state-dir ${this.opts.stateDir}: in use by another worker (pid ${pid}); stop it or choose another folder`);
+      if (alive)
+        throw new LatheError(
+          `--state-dir ${this.opts.stateDir}: in use by another worker (pid ${pid}); stop it or choose another folder`,
+        );
     }
     writeFileSync(this.pidFile, String(process.pid));
   }
@@ -202,7 +217,9 @@ export class WorkerServer {
     if (!tokenMatches(this.opts.token, token)) {
       // Never log the presented token: only that one was refused, and from where.
       this.log(`refused connection from ${peer}: ${token === undefined ? 'no bearer token' : 'wrong token'}`);
-      socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nlathe worker: wrong or missing token\n');
+      socket.end(
+        'HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nlathe worker: wrong or missing token\n',
+      );
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, peer));
@@ -229,7 +246,9 @@ export class WorkerServer {
 
   private sendBinary(c: Conn, header: Record<string, unknown>, payload: Uint8Array): Promise<void> {
     if (c.ws.readyState !== c.ws.OPEN) return Promise.reject(new Error('client disconnected'));
-    return new Promise((res, rej) => c.ws.send(encodeBinary({ v: PROTOCOL_VERSION, ...header }, payload), (e) => (e ? rej(e) : res())));
+    return new Promise((res, rej) =>
+      c.ws.send(encodeBinary({ v: PROTOCOL_VERSION, ...header }, payload), (e) => (e ? rej(e) : res())),
+    );
   }
 
   private reply(c: Conn, re: number, type: string, body: Record<string, unknown> = {}): Promise<void> {
@@ -240,7 +259,10 @@ export class WorkerServer {
     let re: number | undefined;
     try {
       if (data.length > this.opts.maxFrameBytes) {
-        throw new ProtocolError('frame-too-large', `frame of ${data.length} bytes is over this worker's limit of ${this.opts.maxFrameBytes}; send data as upload chunks`);
+        throw new ProtocolError(
+          'frame-too-large',
+          `frame of ${data.length} bytes is over this worker's limit of ${this.opts.maxFrameBytes}; send data as upload chunks`,
+        );
       }
       if (isBinary) {
         const { header, payload } = parseClientBinary(data);
@@ -270,7 +292,11 @@ export class WorkerServer {
 
   private checkBackend(backend: string): void {
     const why = this.backends.backends[backend as 'cpu'];
-    if (why !== 'ok') throw new ProtocolError('backend', `backend ${backend} is not available on this worker: ${why ?? 'unknown backend'}`);
+    if (why !== 'ok')
+      throw new ProtocolError(
+        'backend',
+        `backend ${backend} is not available on this worker: ${why ?? 'unknown backend'}`,
+      );
   }
 
   private async handle(c: Conn, m: ClientMessage): Promise<void> {
@@ -344,8 +370,14 @@ export class WorkerServer {
       const config = checkResolved(await workerRecipe(m.recipe, r), 'recipe') as ResolvedRecipe | ResolvedPipeline;
       const lock =
         config.stage === 'pipeline'
-          ? await lockPipeline({ ...(config as ResolvedPipeline), backend: m.backend }, { baseDir: staging, backend: m.backend })
-          : await lockRecipe({ ...(config as ResolvedRecipe), backend: m.backend }, { baseDir: staging, backend: m.backend });
+          ? await lockPipeline(
+              { ...(config as ResolvedPipeline), backend: m.backend },
+              { baseDir: staging, backend: m.backend },
+            )
+          : await lockRecipe(
+              { ...(config as ResolvedRecipe), backend: m.backend },
+              { baseDir: staging, backend: m.backend },
+            );
       return clientLock(lock, r);
     } finally {
       await rm(staging, { recursive: true, force: true });
@@ -354,7 +386,12 @@ export class WorkerServer {
 
   // ---- streaming: metrics, events and log lines by sequence number (their line in metrics.jsonl / events.jsonl / job.log) ----
 
-  private async watch(c: Conn, re: number, job: string, from: { metrics: number; events: number; logs: number }): Promise<void> {
+  private async watch(
+    c: Conn,
+    re: number,
+    job: string,
+    from: { metrics: number; events: number; logs: number },
+  ): Promise<void> {
     const info = this.queue.get(job);
     if (!info) throw new ProtocolError('not-found', `watch: no job "${job}" on this worker`, re);
     c.watches.get(job)?.detach?.();
@@ -448,11 +485,17 @@ export class WorkerServer {
     const info = this.queue.get(job);
     if (!info) throw new ProtocolError('not-found', `fetch: no job "${job}" on this worker`, re);
     const dir = this.queue.runDir(job);
-    if (!existsSync(join(dir, 'recipe.lock.json'))) throw new ProtocolError('not-found', `fetch: job "${job}" has no run directory yet (it is ${info.status})`, re);
+    if (!existsSync(join(dir, 'recipe.lock.json')))
+      throw new ProtocolError('not-found', `fetch: job "${job}" has no run directory yet (it is ${info.status})`, re);
     let root = dir;
     let files: string[];
     if (what === 'export') {
-      if (this.queue.live(job)) throw new ProtocolError('bad-request', `fetch: job "${job}" is still training; export it when it has ended`, re);
+      if (this.queue.live(job))
+        throw new ProtocolError(
+          'bad-request',
+          `fetch: job "${job}" is still training; export it when it has ended`,
+          re,
+        );
       root = join(this.queue.jobDir(job), 'export-hf');
       if (!existsSync(join(root, 'config.json'))) {
         await rm(root, { recursive: true, force: true });
@@ -494,17 +537,26 @@ export class WorkerServer {
 }
 
 function checkLockShape(lock: AnyLock): void {
-  const bad = (field: string, want: string) => new ProtocolError('bad-message', `submit: field "lock.${field}": expected ${want}`);
+  const bad = (field: string, want: string) =>
+    new ProtocolError('bad-message', `submit: field "lock.${field}": expected ${want}`);
   if (typeof lock.id !== 'string') throw bad('id', 'a string');
   if (!['cpu', 'wasm', 'webgpu'].includes(lock.backend)) throw bad('backend', 'cpu, wasm or webgpu');
-  if (!lock.recipe || typeof lock.recipe !== 'object' || typeof lock.recipe.stage !== 'string') throw bad('recipe', 'a resolved recipe');
+  if (!lock.recipe || typeof lock.recipe !== 'object' || typeof lock.recipe.stage !== 'string')
+    throw bad('recipe', 'a resolved recipe');
   if (typeof lock.baseDir !== 'string') throw bad('baseDir', 'a string');
-  if (lock.recipe.stage === 'pipeline' ? !Array.isArray((lock as { stages?: unknown }).stages) : !Array.isArray((lock as { data?: unknown }).data)) {
+  if (
+    lock.recipe.stage === 'pipeline'
+      ? !Array.isArray((lock as { stages?: unknown }).stages)
+      : !Array.isArray((lock as { data?: unknown }).data)
+  ) {
     throw bad(lock.recipe.stage === 'pipeline' ? 'stages' : 'data', 'an array');
   }
   // The recipe inside must still be a valid recipe (it drives everything the worker does).
   try {
-    if (lock.recipe.stage === 'pipeline') (lock as { stages: RecipeLock[] }).stages.forEach((st, i) => checkResolved(st.recipe, `lock.stages[${i}].recipe`));
+    if (lock.recipe.stage === 'pipeline')
+      (lock as { stages: RecipeLock[] }).stages.forEach((st, i) =>
+        checkResolved(st.recipe, `lock.stages[${i}].recipe`),
+      );
     checkResolved(lock.recipe, 'lock.recipe');
   } catch (e) {
     throw new ProtocolError('bad-message', `submit: ${(e as Error).message}`);
@@ -567,5 +619,13 @@ async function runFiles(dir: string, what: 'run' | 'checkpoint'): Promise<string
   if (what === 'run') return files;
   const model = relative(dir, modelRunDir(dir));
   const pre = model ? `${model}/` : '';
-  return files.filter((f) => f === 'recipe.lock.json' || f === 'summary.json' || (f.startsWith(pre) && (f.slice(pre.length).startsWith('checkpoints/') || f.slice(pre.length) === 'data/tokenizer.json' || f.slice(pre.length) === 'recipe.lock.json')));
+  return files.filter(
+    (f) =>
+      f === 'recipe.lock.json' ||
+      f === 'summary.json' ||
+      (f.startsWith(pre) &&
+        (f.slice(pre.length).startsWith('checkpoints/') ||
+          f.slice(pre.length) === 'data/tokenizer.json' ||
+          f.slice(pre.length) === 'recipe.lock.json')),
+  );
 }

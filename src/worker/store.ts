@@ -69,7 +69,12 @@ export class BlobStore {
   private async received(sha: string): Promise<Set<number>> {
     const text = await readFile(this.part(sha).chunks, 'utf8').catch(() => '');
     // A torn last line (killed mid-append) is simply not counted: that chunk is sent again.
-    return new Set(text.split('\n').filter((l) => /^\d+$/.test(l)).map(Number));
+    return new Set(
+      text
+        .split('\n')
+        .filter((l) => /^\d+$/.test(l))
+        .map(Number),
+    );
   }
 
   /** Starts or resumes an upload of `bytes` bytes with hash `sha256`. */
@@ -99,13 +104,26 @@ export class BlobStore {
   chunk(sha256: string, index: number, chunkSha256: string, payload: Buffer): Promise<void> {
     return this.serial(sha256, async () => {
       const p = await this.readPartial(sha256);
-      if (!p) throw new ProtocolError('bad-request', `upload.chunk: no upload of ${sha256.slice(0, 12)}… in progress; send upload.begin first`);
+      if (!p)
+        throw new ProtocolError(
+          'bad-request',
+          `upload.chunk: no upload of ${sha256.slice(0, 12)}… in progress; send upload.begin first`,
+        );
       const n = chunkCount(p);
-      if (index >= n) throw new ProtocolError('bad-request', `upload.chunk: index ${index} is past the last chunk (${n - 1})`);
+      if (index >= n)
+        throw new ProtocolError('bad-request', `upload.chunk: index ${index} is past the last chunk (${n - 1})`);
       const want = index === n - 1 ? p.bytes - index * p.chunkBytes : p.chunkBytes;
-      if (payload.length !== want) throw new ProtocolError('bad-request', `upload.chunk: chunk ${index} has ${payload.length} bytes, expected ${want}`);
+      if (payload.length !== want)
+        throw new ProtocolError(
+          'bad-request',
+          `upload.chunk: chunk ${index} has ${payload.length} bytes, expected ${want}`,
+        );
       const got = createHash('sha256').update(payload).digest('hex');
-      if (got !== chunkSha256) throw new ProtocolError('sha-mismatch', `upload.chunk: chunk ${index} of ${sha256.slice(0, 12)}… has sha256 ${got.slice(0, 12)}…, not the ${chunkSha256.slice(0, 12)}… it claims; send it again`);
+      if (got !== chunkSha256)
+        throw new ProtocolError(
+          'sha-mismatch',
+          `upload.chunk: chunk ${index} of ${sha256.slice(0, 12)}… has sha256 ${got.slice(0, 12)}…, not the ${chunkSha256.slice(0, 12)}… it claims; send it again`,
+        );
       const f = this.part(sha256);
       const fh = await open(f.data, 'r+');
       try {
@@ -125,12 +143,19 @@ export class BlobStore {
       if (!p) throw new ProtocolError('bad-request', `upload.end: no upload of ${sha256.slice(0, 12)}… in progress`);
       const have = await this.received(sha256);
       const n = chunkCount(p);
-      if (have.size < n) throw new ProtocolError('bad-request', `upload.end: ${n - have.size} of ${n} chunks of ${sha256.slice(0, 12)}… are still missing`);
+      if (have.size < n)
+        throw new ProtocolError(
+          'bad-request',
+          `upload.end: ${n - have.size} of ${n} chunks of ${sha256.slice(0, 12)}… are still missing`,
+        );
       const f = this.part(sha256);
       const got = await sha256File(f.data);
       if (got.sha256 !== sha256 || got.bytes !== p.bytes) {
         await Promise.all([f.data, f.meta, f.chunks].map((x) => rm(x, { force: true })));
-        throw new ProtocolError('sha-mismatch', `upload.end: the uploaded file has sha256 ${got.sha256.slice(0, 12)}… (${got.bytes} bytes), not ${sha256.slice(0, 12)}… (${p.bytes} bytes); it was discarded`);
+        throw new ProtocolError(
+          'sha-mismatch',
+          `upload.end: the uploaded file has sha256 ${got.sha256.slice(0, 12)}… (${got.bytes} bytes), not ${sha256.slice(0, 12)}… (${p.bytes} bytes); it was discarded`,
+        );
       }
       await mkdir(join(this.dir, 'blobs'), { recursive: true });
       await chmod(f.data, 0o444);

@@ -24,26 +24,50 @@ async function join(browser: Browser, baseURL: string, path: string): Promise<Pa
   const ctx = await browser.newContext({ viewport: { width: 1024, height: 768 } });
   const page = await ctx.newPage();
   await page.goto(`${baseURL}/lab/workspaces/${Math.random().toString(36).slice(2)}/tree/${path}`);
-  await page.waitForFunction(() => !!(window as any).jupyterapp?.shell.currentWidget?.context?.path, null, { timeout: 120_000 });
+  await page.waitForFunction(() => !!(window as any).jupyterapp?.shell.currentWidget?.context?.path, null, {
+    timeout: 120_000,
+  });
   await expect(page.locator('.jp-NotebookPanel .jp-Cell').first()).toBeVisible({ timeout: 60_000 });
   return page;
 }
 
 async function open(page: Page, path: string): Promise<void> {
   await page.evaluate((p) => void (window as any).jupyterapp.commands.execute('docmanager:open', { path: p }), path);
-  await page.waitForFunction(() => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 120_000 });
+  await page.waitForFunction(
+    () => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
+    null,
+    { timeout: 120_000 },
+  );
 }
 
 async function chart(page: Page): Promise<{ points: number; roomPoints: number; status: string; watchers: string }> {
   return page.evaluate(() => {
-    const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .lathe-RunChart') as HTMLElement | null;
-    return { points: Number(c?.dataset.points ?? 0), roomPoints: Number(c?.dataset.roomPoints ?? 0), status: c?.dataset.status ?? '', watchers: c?.dataset.watchers ?? '' };
+    const c = document.querySelector(
+      '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .lathe-RunChart',
+    ) as HTMLElement | null;
+    return {
+      points: Number(c?.dataset.points ?? 0),
+      roomPoints: Number(c?.dataset.roomPoints ?? 0),
+      status: c?.dataset.status ?? '',
+      watchers: c?.dataset.watchers ?? '',
+    };
   });
 }
 
-test('an edit in A appears in B within 1 s, and a run started in A charts live in B and in a late joiner C', async ({ page, browser, baseURL, tmpPath }) => {
+test('an edit in A appears in B within 1 s, and a run started in A charts live in B and in a late joiner C', async ({
+  page,
+  browser,
+  baseURL,
+  tmpPath,
+}) => {
   const path = `${tmpPath}/shared.ipynb`;
-  await page.contents.uploadContent(notebook("import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 60 });\nrun.status"), 'text', path);
+  await page.contents.uploadContent(
+    notebook(
+      "import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 60 });\nrun.status",
+    ),
+    'text',
+    path,
+  );
   await open(page, path);
   const b = await join(browser, baseURL!, path);
 
@@ -71,7 +95,9 @@ test('an edit in A appears in B within 1 s, and a run started in A charts live i
   await expect.poll(async () => (await chart(b)).points, { timeout: 120_000, intervals: [200] }).toBeGreaterThan(seen);
   expect((await chart(b)).status).toBe('running');
   // Both are in the run's room.
-  await expect.poll(async () => (await chart(b)).watchers.split(',').filter(Boolean).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+  await expect
+    .poll(async () => (await chart(b)).watchers.split(',').filter(Boolean).length, { timeout: 30_000 })
+    .toBeGreaterThanOrEqual(2);
 
   // C joins late (mid-run or after): the whole curve, from the room.
   const c = await join(browser, baseURL!, path);
@@ -84,9 +110,20 @@ test('an edit in A appears in B within 1 s, and a run started in A charts live i
   await c.context().close();
 });
 
-test('killing the room server mid-run leaves every collaborator a complete curve without duplicates', async ({ page, browser, baseURL, tmpPath }) => {
+test('killing the room server mid-run leaves every collaborator a complete curve without duplicates', async ({
+  page,
+  browser,
+  baseURL,
+  tmpPath,
+}) => {
   const path = `${tmpPath}/kill.ipynb`;
-  await page.contents.uploadContent(notebook("import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 60 });\nrun.status"), 'text', path);
+  await page.contents.uploadContent(
+    notebook(
+      "import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 60 });\nrun.status",
+    ),
+    'text',
+    path,
+  );
   await open(page, path);
   const b = await join(browser, baseURL!, path);
   await page.evaluate(() => {
@@ -96,7 +133,9 @@ test('killing the room server mid-run leaves every collaborator a complete curve
   });
   await expect.poll(async () => (await chart(b)).roomPoints, { timeout: 180_000, intervals: [200] }).toBeGreaterThan(5);
   // kill -9 the room server (jupyter-server-proxy starts it again on the next connection).
-  const { pid } = JSON.parse(readFileSync(joinPath(__dirname, '..', '.rooms', 'server.json'), 'utf8')) as { pid: number };
+  const { pid } = JSON.parse(readFileSync(joinPath(__dirname, '..', '.rooms', 'server.json'), 'utf8')) as {
+    pid: number;
+  };
   process.kill(pid, 'SIGKILL');
   const killedAt = (await chart(b)).roomPoints;
   expect(killedAt).toBeLessThan(60);
@@ -104,7 +143,9 @@ test('killing the room server mid-run leaves every collaborator a complete curve
   // The room catches up after the restart: every step exactly once.
   await expect.poll(async () => (await chart(b)).roomPoints, { timeout: 60_000 }).toBe(60);
   const steps = await b.evaluate(() => {
-    const c = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .lathe-RunChart') as HTMLElement;
+    const c = document.querySelector(
+      '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea .lathe-RunChart',
+    ) as HTMLElement;
     return Number(c.dataset.points);
   });
   expect(steps).toBe(60);
@@ -131,9 +172,19 @@ test('a wrong room token is refused', async ({ page, baseURL }) => {
   expect(result.refused).toBe(true);
 });
 
-test('a read-only share link shows the notebook and its chart but cannot execute; a wrong link is refused', async ({ page, browser, baseURL, tmpPath }) => {
+test('a read-only share link shows the notebook and its chart but cannot execute; a wrong link is refused', async ({
+  page,
+  browser,
+  baseURL,
+  tmpPath,
+}) => {
   const path = `${tmpPath}/shared-view.ipynb`;
-  const metrics = Array.from({ length: 12 }, (_, i) => ({ step: i + 1, stage: 'pretrain', loss: 6 - i * 0.2, lr: 1e-3 }));
+  const metrics = Array.from({ length: 12 }, (_, i) => ({
+    step: i + 1,
+    stage: 'pretrain',
+    loss: 6 - i * 0.2,
+    lr: 1e-3,
+  }));
   const nb = {
     cells: [
       {
@@ -141,8 +192,26 @@ test('a read-only share link shows the notebook and its chart but cannot execute
         id: 'train',
         metadata: {},
         execution_count: 1,
-        source: "const run = await r.run();",
-        outputs: [{ output_type: 'display_data', metadata: {}, data: { 'application/vnd.lathe.run+json': { version: 1, id: 'shared-run', name: 'shared-run', stage: 'pretrain', status: 'completed', step: 12, steps: 12, metrics }, 'text/plain': 'shared-run' } }],
+        source: 'const run = await r.run();',
+        outputs: [
+          {
+            output_type: 'display_data',
+            metadata: {},
+            data: {
+              'application/vnd.lathe.run+json': {
+                version: 1,
+                id: 'shared-run',
+                name: 'shared-run',
+                stage: 'pretrain',
+                status: 'completed',
+                step: 12,
+                steps: 12,
+                metrics,
+              },
+              'text/plain': 'shared-run',
+            },
+          },
+        ],
       },
     ],
     metadata: { kernelspec: { name: 'lathe', display_name: 'Lathe (TypeScript)', language: 'typescript' } },
@@ -151,7 +220,25 @@ test('a read-only share link shows the notebook and its chart but cannot execute
   };
   await page.contents.uploadContent(JSON.stringify(nb), 'text', path);
   const repo = joinPath(__dirname, '..', '..', '..');
-  const out = execFileSync(process.execPath, [joinPath(repo, 'bin', 'lathe.js'), 'rooms', 'share', path, '--ttl', '10m', '--name', 'Vic', '--base-url', `${baseURL}/`, '--data-dir', joinPath(__dirname, '..', '.rooms'), '--json'], { encoding: 'utf8' });
+  const out = execFileSync(
+    process.execPath,
+    [
+      joinPath(repo, 'bin', 'lathe.js'),
+      'rooms',
+      'share',
+      path,
+      '--ttl',
+      '10m',
+      '--name',
+      'Vic',
+      '--base-url',
+      `${baseURL}/`,
+      '--data-dir',
+      joinPath(__dirname, '..', '.rooms'),
+      '--json',
+    ],
+    { encoding: 'utf8' },
+  );
   const link = JSON.parse(out) as { url: string; token: string };
 
   const viewer = await (await browser.newContext()).newPage();
@@ -162,8 +249,19 @@ test('a read-only share link shows the notebook and its chart but cannot execute
   // Try to execute: no kernel may start, the server refuses kernels and sessions for viewers.
   await viewer.evaluate(() => void (window as any).jupyterapp.commands.execute('notebook:run-all-cells'));
   await viewer.waitForTimeout(3000);
-  expect(await viewer.evaluate(() => !!(window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel)).toBe(false);
-  const started = await viewer.evaluate(async () => (await fetch('/api/sessions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: 'x.ipynb', type: 'notebook', name: 'x', kernel: { name: 'lathe' } }) })).status);
+  expect(
+    await viewer.evaluate(() => !!(window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel),
+  ).toBe(false);
+  const started = await viewer.evaluate(
+    async () =>
+      (
+        await fetch('/api/sessions', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ path: 'x.ipynb', type: 'notebook', name: 'x', kernel: { name: 'lathe' } }),
+        })
+      ).status,
+  );
   expect(started).toBe(403);
   await expect(viewer.locator('.jp-InputPrompt').first()).toContainText('1');
   await viewer.screenshot({ path: test.info().outputPath('viewer.png') });

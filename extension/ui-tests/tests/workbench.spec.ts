@@ -20,7 +20,10 @@ async function shot(page: Page, name: string, testInfo: { outputPath(n: string):
 async function chartState(page: Page): Promise<{ points: number; status: string }> {
   const chart = page.locator('.jp-OutputArea .lathe-RunChart').first();
   if (!(await chart.count())) return { points: 0, status: '' };
-  return { points: Number((await chart.getAttribute('data-points')) ?? 0), status: (await chart.getAttribute('data-status')) ?? '' };
+  return {
+    points: Number((await chart.getAttribute('data-points')) ?? 0),
+    status: (await chart.getAttribute('data-status')) ?? '',
+  };
 }
 
 /** Starts "Run All" without waiting for it (the command's promise resolves when every cell is done). */
@@ -32,7 +35,15 @@ function runAll(page: Page): Promise<unknown> {
 
 test.describe.configure({ mode: 'serial' });
 // Render every cell (no virtual scrolling), so outputs below the fold are in the DOM to check.
-test.use({ mockSettings: { ...galata.DEFAULT_SETTINGS, '@jupyterlab/notebook-extension:tracker': { ...galata.DEFAULT_SETTINGS['@jupyterlab/notebook-extension:tracker'], windowingMode: 'none' } } });
+test.use({
+  mockSettings: {
+    ...galata.DEFAULT_SETTINGS,
+    '@jupyterlab/notebook-extension:tracker': {
+      ...galata.DEFAULT_SETTINGS['@jupyterlab/notebook-extension:tracker'],
+      windowingMode: 'none',
+    },
+  },
+});
 
 /** Opens a notebook by path through the document manager (works whichever sidebar tab is open). */
 async function open(page: Page, path: string, waitForKernel = true): Promise<void> {
@@ -45,7 +56,11 @@ async function open(page: Page, path: string, waitForKernel = true): Promise<voi
 }
 
 async function kernelIdle(page: Page): Promise<void> {
-  await page.waitForFunction(() => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle', null, { timeout: 120_000 });
+  await page.waitForFunction(
+    () => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle',
+    null,
+    { timeout: 120_000 },
+  );
 }
 
 /** Waits until no cell is queued or running (no `[*]` prompt). */
@@ -57,7 +72,10 @@ async function showChart(page: Page): Promise<void> {
   await page.locator('.jp-OutputArea .lathe-RunChart').first().scrollIntoViewIfNeeded();
 }
 
-test('quickstart: run all trains with a live chart that grows, the Runs panel lists the run, the chart survives a reload', async ({ page, tmpPath }, testInfo) => {
+test('quickstart: run all trains with a live chart that grows, the Runs panel lists the run, the chart survives a reload', async ({
+  page,
+  tmpPath,
+}, testInfo) => {
   await page.contents.uploadFile(join(repo, 'notebooks', 'quickstart.ipynb'), `${tmpPath}/quickstart.ipynb`);
   await open(page, `${tmpPath}/quickstart.ipynb`);
   // The recipe card comes from Lathe's renderer, not the HTML fallback.
@@ -66,12 +84,16 @@ test('quickstart: run all trains with a live chart that grows, the Runs panel li
   await expect(page.locator('.lathe-RecipeCard details summary', { hasText: 'data' }).first()).toBeVisible();
 
   // Live: the chart shows points while the run is still training, and then more of them.
-  await expect.poll(async () => (await chartState(page)).points, { timeout: 180_000, intervals: [200] }).toBeGreaterThanOrEqual(3);
+  await expect
+    .poll(async () => (await chartState(page)).points, { timeout: 180_000, intervals: [200] })
+    .toBeGreaterThanOrEqual(3);
   const early = await chartState(page);
   expect(early.status).toBe('running');
   await showChart(page);
   await shot(page, 'quickstart-training', testInfo);
-  await expect.poll(async () => (await chartState(page)).points, { timeout: 120_000, intervals: [200] }).toBeGreaterThan(early.points);
+  await expect
+    .poll(async () => (await chartState(page)).points, { timeout: 120_000, intervals: [200] })
+    .toBeGreaterThan(early.points);
 
   // The Runs panel lists it (live, from the kernel's lathe.runs comm).
   await page.sidebar.openTab('lathe-runs');
@@ -82,7 +104,11 @@ test('quickstart: run all trains with a live chart that grows, the Runs panel li
   // The run completes (LATHE_STEPS=40): every step is on the chart.
   await expect.poll(async () => (await chartState(page)).status, { timeout: 240_000 }).toBe('completed');
   expect((await chartState(page)).points).toBeGreaterThanOrEqual(40);
-  await expect(page.locator('.lathe-RunsPanel-row', { hasText: 'tally-pretrain' }).first()).toHaveAttribute('data-status', 'completed', { timeout: 30_000 });
+  await expect(page.locator('.lathe-RunsPanel-row', { hasText: 'tally-pretrain' }).first()).toHaveAttribute(
+    'data-status',
+    'completed',
+    { timeout: 30_000 },
+  );
   await idle(page);
   await showChart(page);
   await shot(page, 'quickstart-done', testInfo);
@@ -109,7 +135,8 @@ test('cancel from the Runs panel stops a long run at a step boundary', async ({ 
         metadata: {},
         outputs: [],
         execution_count: null,
-        source: "import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 5000 });\nrun.status",
+        source:
+          "import { recipe } from 'lathe';\nconst r = await recipe.load('../examples/recipes/tally-pretrain.json');\nconst run = await r.run({ steps: 5000 });\nrun.status",
       },
     ],
     metadata: { kernelspec: { name: 'lathe', display_name: 'Lathe (TypeScript)', language: 'typescript' } },
@@ -119,7 +146,9 @@ test('cancel from the Runs panel stops a long run at a step boundary', async ({ 
   await page.contents.uploadContent(JSON.stringify(nb), 'text', `${tmpPath}/long.ipynb`);
   await open(page, `${tmpPath}/long.ipynb`);
   await runAll(page);
-  await expect.poll(async () => (await chartState(page)).points, { timeout: 180_000, intervals: [200] }).toBeGreaterThanOrEqual(5);
+  await expect
+    .poll(async () => (await chartState(page)).points, { timeout: 180_000, intervals: [200] })
+    .toBeGreaterThanOrEqual(5);
 
   await page.sidebar.openTab('lathe-runs');
   const row = page.locator('.lathe-RunsPanel-row[data-status="running"]').first();

@@ -34,7 +34,13 @@ export function runHf(jobs: HfJob[]): unknown[] {
     encoding: 'utf8',
     maxBuffer: 1 << 30,
     timeout: 300_000,
-    env: { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1', TOKENIZERS_PARALLELISM: 'false', OMP_NUM_THREADS: '1' },
+    env: {
+      ...process.env,
+      HF_HUB_OFFLINE: '1',
+      TRANSFORMERS_OFFLINE: '1',
+      TOKENIZERS_PARALLELISM: 'false',
+      OMP_NUM_THREADS: '1',
+    },
   });
   if (r.error) throw new Error(`could not run ${PYTHON} (${r.error.message}); ${SETUP_HINT}`);
   if (r.status !== 0) {
@@ -50,7 +56,8 @@ export function maxAbsDiff(a: ArrayLike<ArrayLike<number>>, b: ArrayLike<ArrayLi
   let m = 0;
   for (let i = 0; i < a.length; i++) {
     const n = cols ?? a[i]!.length;
-    if (cols === undefined && a[i]!.length !== b[i]!.length) throw new Error(`row ${i}: lengths differ: ${a[i]!.length} vs ${b[i]!.length}`);
+    if (cols === undefined && a[i]!.length !== b[i]!.length)
+      throw new Error(`row ${i}: lengths differ: ${a[i]!.length} vs ${b[i]!.length}`);
     for (let j = 0; j < n; j++) m = Math.max(m, Math.abs(a[i]![j]! - b[i]![j]!));
   }
   return m;
