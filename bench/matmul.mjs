@@ -11,9 +11,9 @@ const { values: a } = parseArgs({
   },
 });
 const dist = new URL('../dist/src/', import.meta.url);
-const { tf } = await import(new URL('backend/tf.js', dist));
-const { useBackend } = await import(new URL('backend/select.js', dist));
-const { nativeStatus } = await import(new URL('backend/native.js', dist));
+const { tf } = await import(new URL('engine/tfjs/tf.js', dist));
+const { useBackend } = await import(new URL('engine/tfjs/backend.js', dist));
+const { nativeStatus } = await import(new URL('engine/tfjs/native.js', dist));
 await useBackend(a.backend, () => {});
 const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
 const threads = a.backend === 'wasm' ? getThreadsCount() : 1;

@@ -50,7 +50,7 @@ def read_safetensors(path):
 
 
 def rope_tables(max_len, head_dim, theta):
-    """cos and sin [max_len, head_dim], rounded exactly as src/model/layers.ts ropeTables does."""
+    """cos and sin [max_len, head_dim], rounded exactly as src/engine/tfjs/layers.ts ropeTables does."""
     half = head_dim // 2
     i = np.arange(half, dtype=np.float64)
     inv_freq = (1.0 / np.power(float(theta), 2.0 * i / head_dim)).astype(np.float32)
@@ -122,7 +122,7 @@ class SwiGLU(nn.Module):
 
 class MoE(nn.Module):
     """Mixtral routing: softmax over experts, keep the top k, renormalise; each expert sees only its
-    tokens. Returns the output and the load-balancing and z losses of src/model/moe.ts."""
+    tokens. Returns the output and the load-balancing and z losses of src/engine/tfjs/moe.ts."""
 
     def __init__(self, s):
         super().__init__()
@@ -191,7 +191,7 @@ class LanguageModel(nn.Module):
         self.register_buffer('sin', sin, persistent=False)
 
     def loss(self, ids, targets):
-        """Mean cross-entropy plus the MoE auxiliary terms (mean over layers), as src/train/loss.ts."""
+        """Mean cross-entropy plus the MoE auxiliary terms (mean over layers), as src/engine/tfjs/losses.ts."""
         t = ids.shape[1]
         cos, sin = self.cos[:t], self.sin[:t]
         h = self.model.embed_tokens(ids)

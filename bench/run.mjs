@@ -101,7 +101,7 @@ if (!existsSync(python)) {
   );
   process.exit(2);
 }
-if (!existsSync(join(root, 'dist', 'src', 'model', 'model.js'))) {
+if (!existsSync(join(root, 'dist', 'src', 'engine', 'tfjs', 'model.js'))) {
   console.error('bench: dist/ is missing; run `npm run setup` (or `npm run build`)');
   process.exit(2);
 }

@@ -14,12 +14,12 @@ import { parseArgs } from 'node:util';
 import { MODELS, TRAIN, flopsPerToken } from './configs.mjs';
 
 const dist = new URL('../dist/src/', import.meta.url);
-const { tf } = await import(new URL('backend/tf.js', dist));
-const { useBackend } = await import(new URL('backend/select.js', dist));
-const { LanguageModel } = await import(new URL('model/model.js', dist));
-const { lmLoss } = await import(new URL('train/loss.js', dist));
-const { AdamW } = await import(new URL('train/optimizer.js', dist));
-const { encodeSafetensors, f32 } = await import(new URL('runs/safetensors.js', dist));
+const { tf } = await import(new URL('engine/tfjs/tf.js', dist));
+const { useBackend } = await import(new URL('engine/tfjs/backend.js', dist));
+const { LanguageModel } = await import(new URL('engine/tfjs/model.js', dist));
+const { lmLoss } = await import(new URL('engine/tfjs/losses.js', dist));
+const { AdamW } = await import(new URL('engine/tfjs/optimizer.js', dist));
+const { encodeSafetensors, f32 } = await import(new URL('model/safetensors.js', dist));
 const { Rng } = await import(new URL('random.js', dist));
 
 const { positionals, values: a } = parseArgs({
@@ -158,8 +158,8 @@ async function step(i) {
 // Threads of the wasm backend (LATHE_WASM_THREADS, default one per core) and whether the fused
 // kernels are on (LATHE_FUSED_KERNELS=0 runs the plain tfjs compositions instead).
 const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
-const { fusedKernels } = await import(new URL('model/kernels.js', dist));
-const { nativeStatus } = await import(new URL('backend/native.js', dist));
+const { fusedKernels } = await import(new URL('engine/tfjs/kernels.js', dist));
+const { nativeStatus } = await import(new URL('engine/tfjs/native.js', dist));
 const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
 const info = {
   model: a.model,

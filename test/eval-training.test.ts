@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Recipe } from '../src/recipe/recipe.js';
+import { Recipe } from '../src/runs/recipe.js';
 import { scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 describe('eval suites during training', () => {

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parses } from '../examples/tally/reward.js';
-import { generate } from '../src/model/generate.js';
-import { LanguageModel } from '../src/model/model.js';
-import { Recipe } from '../src/recipe/recipe.js';
+import { generate } from '../src/engine/tfjs/generate.js';
+import { LanguageModel } from '../src/engine/tfjs/model.js';
+import { Recipe } from '../src/runs/recipe.js';
 import { loadModel } from '../src/runs/index.js';
 import { ROOT, scratch } from './helpers.js';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiErrorMessage, jobManifests, jobName, kubernetes, loadKubeConfig } from '../src/dispatch/kubernetes.js';
-import { Recipe } from '../src/recipe/recipe.js';
+import { Recipe } from '../src/runs/recipe.js';
 import { WorkerServer } from '../src/worker/server.js';
 import { scratch, tallySlice, tinyRecipe } from './helpers.js';
 

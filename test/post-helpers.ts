@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { Recipe } from '../src/recipe/recipe.js';
+import { Recipe } from '../src/runs/recipe.js';
 import type { Metric } from '../src/runs/rundir.js';
 import { ROOT, tallySlice } from './helpers.js';
 import { writeMini } from './tally-mini.js';

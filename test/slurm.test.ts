@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureSlurm, startSlurm, type SlurmCluster } from '../scripts/slurm.mjs';
 import { slurm, type SlurmExecutor } from '../src/dispatch/slurm.js';
-import { Recipe } from '../src/recipe/recipe.js';
+import { Recipe } from '../src/runs/recipe.js';
 import { scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 // A real Slurm (Debian's slurm-wlm: munged, slurmctld, slurmd) on this machine, started and stopped here.

@@ -1,7 +1,7 @@
 // Child process for the 1 GB streaming test: prepares a recipe's data and reports peak memory.
 // Usage: node test/stream-1gb.mjs <recipe.json> <out-dir>
 import { readFileSync } from 'node:fs';
-import { Recipe } from '../dist/src/recipe/recipe.js';
+import { Recipe } from '../dist/src/runs/recipe.js';
 import { prepareData } from '../dist/src/data/prepare.js';
 
 const [recipePath, outDir] = process.argv.slice(2);

@@ -4,9 +4,9 @@ import { mkdir, readFile, realpath, symlink, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { localExecutor } from '../src/dispatch/local.js';
+import { localExecutor } from '../src/runs/local.js';
 import { connect, type WorkerExecutor } from '../src/dispatch/worker.js';
-import { Pipeline, Recipe } from '../src/recipe/recipe.js';
+import { Pipeline, Recipe } from '../src/runs/recipe.js';
 import type { Run } from '../src/runs/run.js';
 import type { Metric } from '../src/runs/rundir.js';
 import { TIMING_KEYS } from '../src/runs/rundir.js';

@@ -6,7 +6,7 @@ import { formatInspect, inspectData, reportOf } from '../data/inspect.js';
 import { formatPostInspect, inspectPost, trainPostTokenizer } from '../data/post.js';
 import { prepareData } from '../data/prepare.js';
 import type { RecipeLock } from '../recipe/lock.js';
-import { loadRecipe } from '../recipe/recipe.js';
+import { loadRecipe } from '../runs/recipe.js';
 import { Tokenizer } from '../tokenizer/index.js';
 
 /** The tokenizer a post-training lock will use: its base's, the named file, or one trained on its rows. */

@@ -4,7 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { formatTable } from '../data/table.js';
 import { LatheError } from '../errors.js';
 import { compareRuns, formatComparison } from '../eval/compare.js';
-import { BUILTIN_SCORERS, type ScorerInput, type SuiteInput } from '../eval/schema.js';
+import { BUILTIN_SCORERS, type ScorerInput, type SuiteInput } from '../recipe/eval-schema.js';
 import { evaluateRun, recipeSuites, type RunEvaluation, type SuiteSource } from '../eval/standalone.js';
 import { errorCount } from '../eval/suite.js';
 import { finiteNumber, positiveInt } from './options.js';

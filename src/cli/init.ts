@@ -4,9 +4,9 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import YAML from 'yaml';
 import { LatheError } from '../errors.js';
-import { Recipe } from '../recipe/recipe.js';
+import { Recipe } from '../runs/recipe.js';
 import { STAGES, type RecipeInput } from '../recipe/schema.js';
-import { modelRunDir } from '../train/base.js';
+import { modelRunDir } from '../recipe/base.js';
 
 /** What `lathe init` was told. */
 export interface InitOptions {

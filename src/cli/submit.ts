@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { connect } from '../dispatch/worker.js';
 import { LatheError } from '../errors.js';
-import { loadRecipe } from '../recipe/recipe.js';
+import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import { readTokenFile } from '../worker/auth.js';
 import { backendOption, positiveInt } from './options.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadRecipe } from '../recipe/recipe.js';
+import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import type { RunSummary } from '../runs/rundir.js';
 import { backendOption, positiveInt } from './options.js';

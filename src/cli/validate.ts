@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe } from '../recipe/lock.js';
-import { loadRecipe } from '../recipe/recipe.js';
+import { loadRecipe } from '../runs/recipe.js';
 
 export function register(program: Command): void {
   program

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { LatheError } from '../errors.js';
-import { writeFileAtomic } from '../runs/safetensors.js';
+import { writeFileAtomic } from '../runs/atomic.js';
 import { readTokenFile, tokenFileIsShared } from '../worker/auth.js';
 import { WorkerServer } from '../worker/server.js';
 import { backendOption, positiveInt } from './options.js';

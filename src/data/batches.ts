@@ -1,8 +1,16 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { LatheError } from '../errors.js';
 import { Rng } from '../random.js';
-import type { TokenBatch } from '../train/loss.js';
 import type { PreparedSource } from './prepare.js';
+
+/** A batch of token windows: inputs and next-token targets [B, T]; weights mask the loss (1 = counted). */
+export interface TokenBatch {
+  inputs: Int32Array;
+  targets: Int32Array;
+  weights?: Float32Array;
+  batch: number;
+  seq: number;
+}
 
 // Mixing and packing. Each source's token file (documents joined as bos…eos) is cut into windows of
 // seq+1 tokens at stride seq; each epoch visits a source's windows in a seeded permutation. Which

@@ -1,7 +1,7 @@
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import type { ChatMessage as TemplateMessage } from '../tokenizer/chat-template.js';
-import type { TokenBatch } from '../train/loss.js';
+import type { TokenBatch } from './batches.js';
 import type { SamplerState } from './batches.js';
 import { validateMessages, type ChatMessage, type Doc } from './sources.js';
 

@@ -12,7 +12,7 @@ export {
 /** Types of documents, chat messages, rejections and reader options. */
 export type { Doc, ChatMessage, Rejection, ReadSourceOptions } from './sources.js';
 /** Expands a source's paths (files, folders, globs) into sorted absolute file paths. */
-export { resolveSourceFiles } from './files.js';
+export { resolveSourceFiles } from '../recipe/files.js';
 /** The Cleaner (NFC, control characters, PII, length filters, exact and near dedupe) and its counts helpers. */
 export { Cleaner, emptyCleanCounts, diffCleanCounts, copyCleanCounts, hash64, Hash64Set } from './clean.js';
 /** Types of cleaning counts and drop reasons. */

@@ -1,4 +1,5 @@
-import { canonicalJson, type RecipeLock } from '../recipe/lock.js';
+import { type RecipeLock } from '../recipe/lock.js';
+import { canonicalJson } from '../hash.js';
 import type { PostRecipe, SourceConfig } from '../recipe/schema.js';
 import { DataError } from '../errors.js';
 import { fitExample, sftExample } from './chat.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataError, LatheError } from '../errors.js';
 import { SourceSchema, type SourceConfig } from '../recipe/schema.js';
-import { resolveSourceFiles } from './files.js';
+import { resolveSourceFiles } from '../recipe/files.js';
 import {
   firstInvalidUtf8,
   readSource,

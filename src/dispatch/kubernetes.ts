@@ -4,17 +4,17 @@ import { rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { BatchV1Api, CoreV1Api, KubeConfig, V1Job, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
-import { backendFromEnv, type BackendRequest, type EngineBackend } from '../backend/select.js';
+import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
-import type { Pipeline, Recipe } from '../recipe/recipe.js';
+import type { Pipeline, Recipe } from '../runs/recipe.js';
 import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import type { Run } from '../runs/run.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
 import { readTokenFile } from '../worker/auth.js';
 import { WorkerClient } from '../worker/client.js';
 import { isWorkerPath, recipePathFields } from '../worker/paths.js';
-import type { StartOptions } from './executor.js';
+import type { StartOptions } from '../runs/run.js';
 import { attachRemoteRun, submitLock, withSteps, type LockingExecutor, type RemoteStartOptions } from './worker.js';
 
 // Kubernetes: each run is a batch/v1 Job whose pod runs a worker for that run (`lathe worker --once`),

@@ -1,12 +1,13 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { backendFromEnv, type BackendRequest, type EngineBackend } from '../backend/select.js';
+import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
-import type { Pipeline, Recipe } from '../recipe/recipe.js';
+import type { Pipeline, Recipe } from '../runs/recipe.js';
 import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import { registerLive } from '../runs/live.js';
+import { localExecutor } from '../runs/local.js';
 import { Run } from '../runs/run.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
 import {
@@ -19,7 +20,7 @@ import {
 } from '../worker/client.js';
 import { isWorkerPath, lockFiles, recipeFiles, recipePathFields } from '../worker/paths.js';
 import { TERMINAL, type JobInfo } from '../worker/protocol.js';
-import type { Executor, StartOptions } from './executor.js';
+import type { Executor, StartOptions } from '../runs/run.js';
 
 // Runs on a worker: the recipe is locked for the worker's backend, the files it needs are uploaded
 // by content hash (only those the worker lacks), and the job is submitted. The Run this returns
@@ -255,7 +256,11 @@ export function attachRemoteRun(
       void target.client.cancel(target.job, mode).catch((e: Error) => opts.onNotice?.(`${mode}: ${e.message}`));
     else if (mode === 'cancel') void opts.onCancel?.();
   };
-  const run = new Run(rd, lock, exec, { interrupt: () => control('interrupt'), cancel: () => control('cancel') });
+  const run = new Run(rd, lock, exec, {
+    interrupt: () => control('interrupt'),
+    cancel: () => control('cancel'),
+    resumeOn: localExecutor,
+  });
   settle(
     source.then(async ({ client, job, after }) => {
       target = { client, job };

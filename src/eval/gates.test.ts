@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { Metric } from '../runs/rundir.js';
 import { applyGates, latestMetrics, resolveGateMetric, summarizeGates, type EvalRecord } from './gates.js';
-import { evalSuiteFields, parseGate, parseSuiteConfig, SuiteSchema } from './schema.js';
+import { evalSuiteFields, parseGate, parseSuiteConfig, SuiteSchema } from '../recipe/eval-schema.js';
 
 describe('suite schema', () => {
   it('fills defaults: exact scorer, expected field, greedy, 32 tokens', () => {

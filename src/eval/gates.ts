@@ -1,5 +1,5 @@
 import type { Metric } from '../runs/rundir.js';
-import { parseGate, type Gate, type GateOp } from './schema.js';
+import { parseGate, type Gate, type GateOp } from '../recipe/eval-schema.js';
 
 /** One gate checked against the latest metrics. */
 export interface GateResult {

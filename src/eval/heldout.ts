@@ -2,7 +2,7 @@ import { evalBatches } from '../data/batches.js';
 import type { PreparedData } from '../data/prepare.js';
 import { loadModel } from '../runs/index.js';
 import { RunDir } from '../runs/rundir.js';
-import { evaluateLoss } from '../train/pretrain.js';
+import { evaluateLoss } from './loss.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 

@@ -1,7 +1,7 @@
 /** Held-out loss and perplexity of a run's latest checkpoint on its own validation split. */
 export { heldOut } from './heldout.js';
 /** Mean loss of a model over token batches. */
-export { evaluateLoss } from '../train/pretrain.js';
+export { evaluateLoss } from './loss.js';
 
 /** Suite and gate config schemas (zod), the fields for the recipe's `eval` section, and the gate parser. */
 export {
@@ -23,7 +23,7 @@ export {
   type SuiteConfig,
   type SuiteInput,
   type Tolerance,
-} from './schema.js';
+} from '../recipe/eval-schema.js';
 
 /** Scorers: exact, contains, regex, numeric, custom modules (worker-isolated, with timeouts), and text perplexity. */
 export {
@@ -80,7 +80,6 @@ export { compareRuns, formatComparison, type ComparisonRow } from './compare.js'
 
 /** Standalone evaluation of a run's checkpoint, recorded in its summary.json. */
 export {
-  describeResult,
   evalRecord,
   evaluateRun,
   recipeSuites,
@@ -88,6 +87,7 @@ export {
   type RunEvaluation,
   type SuiteSource,
 } from './standalone.js';
+export { describeResult } from './suite.js';
 
 /** The training-loop hook: a recipe's suites, run when due. */
 export { TrainingEvals } from './training.js';

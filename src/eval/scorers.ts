@@ -3,11 +3,11 @@ import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DataError, LatheError } from '../errors.js';
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import type { TokenBatch } from '../train/loss.js';
-import { evaluateLoss } from '../train/pretrain.js';
-import type { ModuleScorerConfig, Tolerance } from './schema.js';
+import type { TokenBatch } from '../data/batches.js';
+import { evaluateLoss } from './loss.js';
+import type { ModuleScorerConfig, Tolerance } from '../recipe/eval-schema.js';
 
 // Scorers turn a completion into a number (1 = right, 0 = wrong; custom scorers may give partial
 // credit). Built-ins are pure functions; custom modules run in a worker thread so that one that

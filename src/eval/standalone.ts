@@ -2,7 +2,8 @@ import { LatheError } from '../errors.js';
 import { loadModel } from '../runs/index.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
 import { summarizeGates, type EvalRecord, type GateReport } from './gates.js';
-import { parseSuiteConfig, type SuiteConfig, type SuiteInput } from './schema.js';
+import { describeResult } from './suite.js';
+import { parseSuiteConfig, type SuiteConfig, type SuiteInput } from '../recipe/eval-schema.js';
 import { loadSuite, runSuite, type Suite, type SuiteResult } from './suite.js';
 
 /** A suite to evaluate: a config (paths relative to opts.baseDir), or a config with its own base directory. */
@@ -72,14 +73,6 @@ export async function recordEvals(
     suites: results.map((r) => r.name),
   });
   return { recorded: true, gates };
-}
-
-/** One line about a result: `tasks: accuracy 0.42 (n=50)` or `corpus: perplexity 7.31`. */
-export function describeResult(r: SuiteResult): string {
-  const errs = r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
-  const main =
-    r.kind === 'perplexity' ? `perplexity ${r.perplexity!.toFixed(3)}` : `accuracy ${r.accuracy!.toFixed(3)}`;
-  return `${r.name}: ${main} (n=${r.n}${errs ? `, ${errs} scorer errors` : ''})`;
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scratch } from '../../test/helpers.js';
 import { DataError, LatheError } from '../errors.js';
-import { parseSuiteConfig, type SuiteInput } from './schema.js';
+import { parseSuiteConfig, type SuiteInput } from '../recipe/eval-schema.js';
 import { loadSuite, splitDocuments } from './suite.js';
 
 async function suiteFile(lines: string[], name = 's.jsonl'): Promise<{ dir: string; path: string }> {

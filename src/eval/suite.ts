@@ -3,11 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DataError, LatheError } from '../errors.js';
-import { lastLogits, sampleToken } from '../model/generate.js';
-import { disposeCache, type LanguageModel } from '../model/model.js';
+import { lastLogits, sampleToken } from '../engine/tfjs/generate.js';
+import { disposeCache, type LanguageModel } from '../engine/tfjs/model.js';
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import type { SuiteConfig } from './schema.js';
+import type { SuiteConfig } from '../recipe/eval-schema.js';
 import {
   builtinScorer,
   compilePattern,
@@ -296,4 +296,12 @@ export async function runSuite(
 /** Total scorer failures of a result. */
 export function errorCount(r: Pick<SuiteResult, 'errors'>): number {
   return r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
+}
+
+/** One line about a result: `tasks: accuracy 0.42 (n=50)` or `corpus: perplexity 7.31`. */
+export function describeResult(r: SuiteResult): string {
+  const errs = r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
+  const main =
+    r.kind === 'perplexity' ? `perplexity ${r.perplexity!.toFixed(3)}` : `accuracy ${r.accuracy!.toFixed(3)}`;
+  return `${r.name}: ${main} (n=${r.n}${errs ? `, ${errs} scorer errors` : ''})`;
 }

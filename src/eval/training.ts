@@ -1,6 +1,6 @@
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { parseSuiteConfig, type SuiteInput } from './schema.js';
+import { parseSuiteConfig, type SuiteInput } from '../recipe/eval-schema.js';
 import { loadSuite, runSuite, type Suite, type SuiteResult } from './suite.js';
 
 /**

@@ -14,18 +14,21 @@ import { randomBytes } from 'node:crypto';
 import { evalBatches } from '../data/batches.js';
 import type { PreparedData, PreparedSource } from '../data/prepare.js';
 import { LatheError } from '../errors.js';
-import { LanguageModel, paramSpecsOf } from '../model/model.js';
+import { LanguageModel } from '../engine/tfjs/model.js';
+import { paramSpecsOf } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModel } from '../runs/index.js';
 import { RunDir } from '../runs/rundir.js';
-import { encodeSafetensors, f32, writeFileAtomic, type StoredTensor } from '../runs/safetensors.js';
+import { encodeSafetensors, f32, type StoredTensor } from '../model/safetensors.js';
+import { writeFileAtomic } from '../runs/atomic.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { evaluateLoss } from '../train/pretrain.js';
+import { evaluateLoss } from '../eval/loss.js';
 import { VERSION } from '../version.js';
-import { HF_ARCHITECTURES, hfConfigJson, hfConfigOf } from './hf-config.js';
+import { HF_ARCHITECTURES, hfConfigJson, hfConfigOf } from '../model/hf-config.js';
 import { quantizeInt8, type Int8Summary, type NamedWeights } from './quantize.js';
+import { importHf, type HfImport, type ImportHfOptions } from '../model/hf-import.js';
 
-export { importHf, loadHf, type HfImport, type ImportHfOptions } from './hf-import.js';
+export { importHf, type HfImport, type ImportHfOptions } from '../model/hf-import.js';
 
 /** Options for {@link exportHf}. */
 export interface ExportHfOptions {
@@ -226,4 +229,13 @@ async function measureHeldOut(
       perplexityChangePct: ((quantizedPerplexity - perplexity) / perplexity) * 100,
     },
   };
+}
+
+/** {@link importHf}, then the model built from it (on the current tfjs backend). */
+export async function loadHf(
+  dir: string,
+  opts: ImportHfOptions = {},
+): Promise<{ model: LanguageModel; tokenizer: Tokenizer; imported: HfImport }> {
+  const imported = await importHf(dir, opts);
+  return { model: LanguageModel.fromWeights(imported.spec, imported.weights), tokenizer: imported.tokenizer, imported };
 }

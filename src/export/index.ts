@@ -10,14 +10,6 @@ export {
   type ImportHfOptions,
   type QuantizationReport,
 } from './hf.js';
-export {
-  hfConfigOf,
-  hfConfigJson,
-  specFromHfConfig,
-  modelConfigOf,
-  HF_ARCHITECTURES,
-  type HfConfigInfo,
-  type HfTokenIds,
-  type SpecFromHfOptions,
-} from './hf-config.js';
+export { hfConfigOf, hfConfigJson, HF_ARCHITECTURES, type HfTokenIds } from '../model/hf-config.js';
+export { specFromHfConfig, modelConfigOf, type HfConfigInfo, type SpecFromHfOptions } from '../recipe/hf-config.js';
 export { quantizeInt8, quantizeRows, isQuantizedWeight, type Int8Summary, type NamedWeights } from './quantize.js';

@@ -11,7 +11,8 @@
  */
 
 /** Named float32 weights, as `LanguageModel.weights()` returns them. */
-export type NamedWeights = Map<string, { shape: number[]; data: Float32Array }>;
+export type { Weights as NamedWeights } from '../model/weights.js';
+import type { Weights as NamedWeights } from '../model/weights.js';
 
 /** What {@link quantizeInt8} did. */
 export interface Int8Summary {

@@ -1,4 +1,2 @@
-export { LanguageModel, paramSpecsOf, disposeCache, type ForwardResult } from './model.js';
-export { modelSpec, type ModelSpec, type ParamSpec } from './spec.js';
-export { generate, sampleToken, type SampleOptions } from './generate.js';
-export type { LayerCache, Params } from './layers.js';
+export { paramSpecsOf, modelSpec, type ModelSpec, type ParamSpec } from './spec.js';
+export { initWeights, type Weights } from './weights.js';

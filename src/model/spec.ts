@@ -1,49 +1,5 @@
-import type { ModelConfig } from '../recipe/schema.js';
-import { ffnDimOf } from '../recipe/validate.js';
-
-/** Everything that fixes a model's shapes: the recipe's model section plus the vocabulary size. */
-export interface ModelSpec {
-  arch: 'dense' | 'moe';
-  vocabSize: number;
-  dim: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  ffnDim: number;
-  context: number;
-  ropeTheta: number;
-  normEps: number;
-  tieEmbeddings: boolean;
-  initStd: number;
-  experts: number;
-  topK: number;
-  auxLossCoef: number;
-  zLossCoef: number;
-}
-
-/** Builds the spec from a recipe's model section and the tokenizer's vocabulary size. */
-export function modelSpec(m: ModelConfig, vocabSize: number): ModelSpec {
-  return {
-    arch: m.arch,
-    vocabSize,
-    dim: m.dim,
-    layers: m.layers,
-    heads: m.heads,
-    kvHeads: m.kvHeads ?? m.heads,
-    headDim: m.dim / m.heads,
-    ffnDim: ffnDimOf(m),
-    context: m.context,
-    ropeTheta: m.ropeTheta,
-    normEps: m.normEps,
-    tieEmbeddings: m.tieEmbeddings,
-    initStd: m.initStd,
-    experts: m.experts,
-    topK: m.topK,
-    auxLossCoef: m.auxLossCoef,
-    zLossCoef: m.zLossCoef,
-  };
-}
+export { modelSpec, type ModelSpec } from '../recipe/model-spec.js';
+import type { ModelSpec } from '../recipe/model-spec.js';
 
 /** A parameter's HF name, shape and how it is initialised and regularised. */
 export interface ParamSpec {
@@ -73,4 +29,44 @@ export function trunkParams(s: ModelSpec): ParamSpec[] {
   out.push({ name: 'model.norm.weight', shape: [s.dim], init: 'ones', decay: false });
   if (!s.tieEmbeddings) out.push({ name: 'lm_head.weight', shape: [s.vocabSize, s.dim], init: 'normal', decay: true });
   return out;
+}
+
+// Llama: each block's feed-forward is one SwiGLU MLP.
+
+/** The dense MLP parameters of every layer, with HF Llama names. */
+export function denseFfnParams(s: ModelSpec): ParamSpec[] {
+  const out: ParamSpec[] = [];
+  for (let i = 0; i < s.layers; i++) {
+    const p = `model.layers.${i}.mlp`;
+    out.push(
+      { name: `${p}.gate_proj.weight`, shape: [s.ffnDim, s.dim], init: 'normal', decay: true },
+      { name: `${p}.up_proj.weight`, shape: [s.ffnDim, s.dim], init: 'normal', decay: true },
+      { name: `${p}.down_proj.weight`, shape: [s.dim, s.ffnDim], init: 'scaled', decay: true },
+    );
+  }
+  return out;
+}
+
+// Mixtral: each block's feed-forward is a top-k routed mixture of SwiGLU experts.
+
+/** Router and expert parameters of every layer, with HF Mixtral names. */
+export function moeFfnParams(s: ModelSpec): ParamSpec[] {
+  const out: ParamSpec[] = [];
+  for (let i = 0; i < s.layers; i++) {
+    const p = `model.layers.${i}.block_sparse_moe`;
+    out.push({ name: `${p}.gate.weight`, shape: [s.experts, s.dim], init: 'normal', decay: true });
+    for (let e = 0; e < s.experts; e++) {
+      out.push(
+        { name: `${p}.experts.${e}.w1.weight`, shape: [s.ffnDim, s.dim], init: 'normal', decay: true },
+        { name: `${p}.experts.${e}.w3.weight`, shape: [s.ffnDim, s.dim], init: 'normal', decay: true },
+        { name: `${p}.experts.${e}.w2.weight`, shape: [s.dim, s.ffnDim], init: 'scaled', decay: true },
+      );
+    }
+  }
+  return out;
+}
+
+/** Every parameter of a model of this spec, in a fixed order. */
+export function paramSpecsOf(spec: ModelSpec): ParamSpec[] {
+  return [...trunkParams(spec), ...(spec.arch === 'moe' ? moeFfnParams(spec) : denseFfnParams(spec))];
 }

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { relative, resolve } from 'node:path';
+import { canonicalJson, sha256File } from '../hash.js';
 import { LatheError } from '../errors.js';
-import { resolveSourceFiles } from '../data/files.js';
-import { resolveBase, type BaseModelRef } from '../train/base.js';
+import { resolveSourceFiles } from './files.js';
+import { resolveBase, type BaseModelRef } from './base.js';
 import { VERSION } from '../version.js';
 import type { ResolvedPipeline, ResolvedRecipe } from './schema.js';
 
-export type { BaseModelRef } from '../train/base.js';
+export type { BaseModelRef } from './base.js';
 
 /** The fully resolved, hashed description of a run: what `recipe.lock.json` holds. */
 export interface RecipeLock {
@@ -33,31 +33,6 @@ export interface RecipeLock {
   /** Directory that relative paths in the recipe resolve against (not part of the identity). */
   baseDir: string;
   createdAt: string;
-}
-
-/** sha256 of a file, streamed. */
-export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path)) {
-    h.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
-  }
-  return { sha256: h.digest('hex'), bytes };
-}
-
-/** JSON with sorted keys, so equal objects hash equally. */
-export function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .filter((k) => o[k] !== undefined)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v);
 }
 
 /** The name a source goes by in reports and metrics. */

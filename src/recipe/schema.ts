@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { evalSuiteFields } from '../eval/schema.js';
+import { evalSuiteFields } from './eval-schema.js';
 
 // One typed config per part of a recipe, each field with a doc line and a default (TRL's style).
 // Canonical keys are camelCase; files may also use snake_case (see normalize.ts).

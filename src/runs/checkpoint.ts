@@ -1,19 +1,11 @@
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../backend/tf.js';
 import type { SamplerState } from '../data/batches.js';
 import { LatheError } from '../errors.js';
-import type { LanguageModel } from '../model/model.js';
-import type { AdamW } from '../train/optimizer.js';
+import type { Weights } from '../model/weights.js';
 import type { RunDir } from './rundir.js';
-import {
-  encodeSafetensors,
-  f32,
-  readSafetensors,
-  toFloat32,
-  writeFileAtomic,
-  type StoredTensor,
-} from './safetensors.js';
+import { encodeSafetensors, f32, readSafetensors, toFloat32, type StoredTensor } from '../model/safetensors.js';
+import { writeFileAtomic } from './atomic.js';
 
 /** The JSON state beside a checkpoint's tensors: everything needed to continue to the bit. */
 export interface CheckpointState {
@@ -28,14 +20,11 @@ export interface CheckpointState {
   extra?: Record<string, unknown>;
 }
 
-/** Tensors read back from a checkpoint, by name. */
-export type Weights = Map<string, { shape: number[]; data: Float32Array }>;
+export type { Weights };
 
-async function tensorsOf(
-  vars: Map<string, { shape: number[]; data(): Promise<unknown> }>,
-): Promise<Map<string, StoredTensor>> {
+function stored(w: Weights, prefix = ''): Map<string, StoredTensor> {
   const out = new Map<string, StoredTensor>();
-  for (const [name, v] of vars) out.set(name, f32(v.shape.slice(), (await v.data()) as Float32Array));
+  for (const [name, t] of w) out.set(prefix + name, f32(t.shape.slice(), t.data));
   return out;
 }
 
@@ -45,23 +34,18 @@ async function tensorsOf(
  */
 export async function saveCheckpoint(
   rd: RunDir,
-  model: LanguageModel,
-  opt: AdamW | undefined,
+  weights: Weights,
+  moments: { m: Weights; v: Weights } | undefined,
   state: CheckpointState,
 ): Promise<string> {
   const final = rd.checkpointPath(state.step);
   const tmp = join(rd.checkpointsDir, `.tmp-${state.step}-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
-  await writeFileAtomic(
-    join(tmp, 'model.safetensors'),
-    encodeSafetensors(await tensorsOf(model.params), { format: 'pt' }),
-  );
-  if (opt) {
-    const moments = new Map<string, StoredTensor>();
-    for (const [k, v] of await tensorsOf(opt.m)) moments.set(`m.${k}`, v);
-    for (const [k, v] of await tensorsOf(opt.v)) moments.set(`v.${k}`, v);
-    await writeFileAtomic(join(tmp, 'optimizer.safetensors'), encodeSafetensors(moments));
+  await writeFileAtomic(join(tmp, 'model.safetensors'), encodeSafetensors(stored(weights), { format: 'pt' }));
+  if (moments) {
+    const both = new Map([...stored(moments.m, 'm.'), ...stored(moments.v, 'v.')]);
+    await writeFileAtomic(join(tmp, 'optimizer.safetensors'), encodeSafetensors(both));
   }
   await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state, null, 2) + '\n');
   await rm(final, { recursive: true, force: true });
@@ -90,21 +74,4 @@ export async function loadCheckpoint(
       (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
   }
   return { weights, moments, state };
-}
-
-/** Restores optimizer moments and step count from a checkpoint. */
-export function restoreOptimizer(opt: AdamW, moments: { m: Weights; v: Weights }, step: number): void {
-  for (const [which, src] of [
-    [opt.m, moments.m],
-    [opt.v, moments.v],
-  ] as const) {
-    for (const [name, variable] of which) {
-      const w = src.get(name);
-      if (!w) throw new LatheError(`checkpoint optimizer state lacks ${name}`);
-      const t = tf.tensor(w.data, variable.shape);
-      variable.assign(t);
-      t.dispose();
-    }
-  }
-  opt.t = step;
 }

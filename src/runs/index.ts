@@ -1,13 +1,13 @@
 import { join } from 'node:path';
-import { useBackend } from '../backend/select.js';
-import { localExecutor } from '../dispatch/local.js';
+import { useBackend } from '../engine/tfjs/backend.js';
+import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
-import { generate as generateTokens, type SampleOptions } from '../model/generate.js';
-import { LanguageModel } from '../model/model.js';
+import { generate as generateTokens, type SampleOptions } from '../engine/tfjs/generate.js';
+import { LanguageModel } from '../engine/tfjs/model.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import type { AnyLock } from '../recipe/lock.js';
-import { modelRunDir } from '../train/base.js';
+import { modelRunDir } from '../recipe/base.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { firstDivergence, verifyLockData, type Divergence } from './reproduce.js';
 import { Run } from './run.js';
@@ -17,13 +17,19 @@ export { Run } from './run.js';
 export { RunDir, TIMING_KEYS, type Metric, type RunEvent, type RunSummary } from './rundir.js';
 export { liveRuns as live, onRunStart } from './live.js';
 export { saveCheckpoint, loadCheckpoint, type CheckpointState } from './checkpoint.js';
-export { encodeSafetensors, decodeSafetensors, readSafetensors, type StoredTensor } from './safetensors.js';
+export { encodeSafetensors, decodeSafetensors, readSafetensors, type StoredTensor } from '../model/safetensors.js';
 export { firstDivergence, type Divergence } from './reproduce.js';
 
 /** Opens a run directory as a (finished or stopped) Run with its metrics. */
 export async function open(dir: string): Promise<Run> {
   const rd = RunDir.open(dir);
-  return new Run(rd, rd.readLock(), undefined, undefined, await rd.readMetrics());
+  return new Run(
+    rd,
+    rd.readLock(),
+    undefined,
+    { interrupt() {}, cancel() {}, resumeOn: localExecutor },
+    await rd.readMetrics(),
+  );
 }
 
 /** Continues a run from its last checkpoint, in this process. */

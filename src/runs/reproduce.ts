@@ -1,5 +1,6 @@
 import { LatheError } from '../errors.js';
-import { sha256File, type PipelineLock, type RecipeLock } from '../recipe/lock.js';
+import { type PipelineLock, type RecipeLock } from '../recipe/lock.js';
+import { sha256File } from '../hash.js';
 import { TIMING_KEYS, type Metric } from './rundir.js';
 
 /** Where two metric streams first differ. */

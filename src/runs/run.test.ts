@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scratch, tallySlice, tinyRecipe } from '../../test/helpers.js';
-import { Recipe } from '../recipe/recipe.js';
+import { Recipe } from './recipe.js';
 import { open, resume } from './index.js';
 import { TIMING_KEYS, type Metric } from './rundir.js';
 

@@ -1,8 +1,34 @@
 import { basename } from 'node:path';
-import type { Executor } from '../dispatch/executor.js';
 import { LatheError } from '../errors.js';
 import type { AnyLock } from '../recipe/lock.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from './rundir.js';
+
+/** Options for starting a run on an executor. */
+export interface StartOptions {
+  /** Run directory to create (default: runs/<name>-<id>). */
+  out?: string;
+  /** Stop as if interrupted after this step (a checkpoint is written). */
+  stopAfter?: number;
+  /** Progress of data preparation, for progress bars. */
+  onNotice?: (message: string) => void;
+}
+
+/** Where a run executes: in this process, or on a worker. Small on purpose (tslab's executor style). */
+export interface Executor {
+  readonly name: string;
+  /** Starts a locked recipe (a stage or a pipeline); the Run streams metrics while it trains. */
+  start(lock: AnyLock, opts: StartOptions): Promise<Run>;
+  /** Continues a run from its last checkpoint. */
+  resume(runDir: string, opts?: Omit<StartOptions, 'out'>): Promise<Run>;
+}
+
+/** How the executor that made a run controls it. */
+export interface RunControls {
+  interrupt(): void;
+  cancel(): void;
+  /** Where `resume()` continues the run when no executor is given (the local one, for local runs). */
+  resumeOn?: Executor;
+}
 
 /** A run as a live object: its directory, a metric stream, and control (interrupt, cancel). */
 export class Run {
@@ -16,7 +42,7 @@ export class Run {
   private metricListeners = new Set<(m: Metric) => void>();
   private eventListeners = new Set<(e: RunEvent) => void>();
   private finished = false;
-  private controls: { interrupt(): void; cancel(): void };
+  private controls: RunControls;
   private final?: RunSummary;
   // Whether this object drives a live execution (else it was opened from disk), and whether interrupt()/cancel() was asked: resume() needs both.
   private readonly attached: boolean;
@@ -27,7 +53,7 @@ export class Run {
     dir: RunDir,
     lock: AnyLock,
     execution: Promise<RunSummary> | undefined,
-    controls?: { interrupt(): void; cancel(): void },
+    controls?: RunControls,
     history: Metric[] = [],
   ) {
     this.dir = dir;
@@ -128,8 +154,8 @@ export class Run {
     if (this.attached && !this.finished && !this.stopRequested)
       throw new LatheError(`run ${this.id} is still running: interrupt() it first, then resume()`);
     await this.done.catch(() => {});
-    // Loaded on use: the local executor imports this module.
-    const executor = opts.on ?? (await import('../dispatch/local.js')).localExecutor;
+    const executor = opts.on ?? this.controls.resumeOn;
+    if (!executor) throw new LatheError(`run ${this.id}: no executor to resume it on; pass { on }`);
     const next = await executor.resume(this.dir.path, { stopAfter: opts.stopAfter });
     await next.done;
     return next;

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
 import type { AnyLock, RecipeLock } from '../recipe/lock.js';
-import { writeFileAtomic } from './safetensors.js';
+import { writeFileAtomic } from './atomic.js';
 
 /** One line of metrics.jsonl: always step and stage, then whatever applies. */
 export interface Metric {
@@ -36,12 +36,15 @@ export interface RunEvent {
   [key: string]: unknown;
 }
 
+/** Where a run stands: running, or how it ended. */
+export type RunStatus = 'running' | 'completed' | 'interrupted' | 'cancelled' | 'failed';
+
 /** Final state of a run, as summary.json holds it. */
 export interface RunSummary {
   id: string;
   lockId: string;
   stage: string;
-  status: 'running' | 'completed' | 'interrupted' | 'cancelled' | 'failed';
+  status: RunStatus;
   step: number;
   steps: number;
   loss?: number;

@@ -1,131 +1,13 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { LanguageModel } from '../engine/tfjs/model.js';
 import { LatheError } from '../errors.js';
-import { LanguageModel } from '../model/model.js';
+import { sha256File } from '../hash.js';
+import { importHf } from '../model/hf-import.js';
 import { modelSpec } from '../model/spec.js';
-import { sha256File } from '../recipe/lock.js';
-import type { ModelConfig } from '../recipe/schema.js';
+import type { BaseModelRef } from '../recipe/base.js';
 import { loadCheckpoint } from '../runs/checkpoint.js';
 import { Tokenizer } from '../tokenizer/index.js';
-
-// Where a post-training stage's starting model comes from (`from`): a Lathe run directory (its latest
-// checkpoint; for a pipeline run, its last stage that has one) or a Hugging Face Llama/Mixtral folder.
-
-/** A resolved, pinned starting model: what a lock records under `base` (and `judge` for a reward-model run). */
-export interface BaseModelRef {
-  kind: 'run' | 'hf';
-  /** The run directory or HF folder, absolute. */
-  path: string;
-  /** Run bases: the pinned checkpoint folder (absolute) and its step. */
-  checkpoint?: string;
-  step?: number;
-  /** sha256 of the weights (run: the checkpoint's model.safetensors; HF: config.json and every .safetensors file). */
-  sha256: string;
-  /** The base model's architecture, as a recipe's model section. */
-  model: ModelConfig;
-  /** Its tokenizer.json, absolute. */
-  tokenizer: string;
-}
-
-/** The run directory that holds a run's model: itself, or for a pipeline its last stage with a checkpoint. */
-export function modelRunDir(dir: string): string {
-  const lock = readLockJson(dir);
-  if (lock?.recipe?.stage !== 'pipeline') return dir;
-  const stagesDir = join(dir, 'stages');
-  const subs = existsSync(stagesDir)
-    ? readdirSync(stagesDir)
-        .filter((n) => /^\d+-/.test(n))
-        .sort((a, b) => parseInt(a, 10) - parseInt(b, 10))
-    : [];
-  for (const s of subs.reverse()) {
-    const sub = join(stagesDir, s);
-    if (checkpointSteps(sub).length) return sub;
-  }
-  throw new LatheError(`${dir}: pipeline has no stage with a checkpoint yet`);
-}
-
-function readLockJson(dir: string): { recipe?: { stage?: string; model?: ModelConfig } } | undefined {
-  const p = join(dir, 'recipe.lock.json');
-  if (!existsSync(p)) return undefined;
-  try {
-    return JSON.parse(readFileSync(p, 'utf8')) as { recipe?: { stage?: string; model?: ModelConfig } };
-  } catch (e) {
-    throw new LatheError(`${p}: cannot read the lock (${(e as Error).message})`);
-  }
-}
-
-function checkpointSteps(dir: string): number[] {
-  const c = join(dir, 'checkpoints');
-  if (!existsSync(c)) return [];
-  return readdirSync(c)
-    .filter(
-      (n) => /^\d+$/.test(n) && existsSync(join(c, n, 'state.json')) && existsSync(join(c, n, 'model.safetensors')),
-    )
-    .map(Number)
-    .sort((a, b) => a - b);
-}
-
-/** Resolves `from` (relative to baseDir) into a pinned base model; `where` names the recipe field in errors. */
-export async function resolveBase(from: string, baseDir: string, where = 'from'): Promise<BaseModelRef> {
-  const abs = resolve(baseDir, from);
-  if (!existsSync(abs)) throw new LatheError(`${where}: ${from} does not exist (resolved to ${abs})`);
-  if (!statSync(abs).isDirectory())
-    throw new LatheError(`${where}: ${from} is a file; name a run directory or a Hugging Face model folder`);
-  if (existsSync(join(abs, 'recipe.lock.json'))) {
-    const dir = modelRunDir(abs);
-    const lock = readLockJson(dir);
-    const steps = checkpointSteps(dir);
-    const step = steps.at(-1);
-    if (step === undefined)
-      throw new LatheError(`${where}: ${from} has no checkpoint yet; train it first (or resume it)`);
-    if (!lock?.recipe?.model) throw new LatheError(`${where}: ${join(dir, 'recipe.lock.json')} has no model section`);
-    const checkpoint = join(dir, 'checkpoints', String(step));
-    const tokenizer = join(dir, 'data', 'tokenizer.json');
-    if (!existsSync(tokenizer)) throw new LatheError(`${where}: ${from} has no data/tokenizer.json`);
-    const { sha256 } = await sha256File(join(checkpoint, 'model.safetensors'));
-    return { kind: 'run', path: dir, checkpoint, step, sha256, model: lock.recipe.model, tokenizer };
-  }
-  if (existsSync(join(abs, 'config.json'))) {
-    const hf = await importExport();
-    const configPath = join(abs, 'config.json');
-    let cfg: unknown;
-    try {
-      cfg = JSON.parse(readFileSync(configPath, 'utf8'));
-    } catch (e) {
-      throw new LatheError(`${configPath}: invalid JSON (${(e as Error).message})`);
-    }
-    const { spec } = hf.config.specFromHfConfig(cfg, configPath);
-    const model = hf.config.modelConfigOf(spec);
-    const tokenizer = join(abs, 'tokenizer.json');
-    if (!existsSync(tokenizer)) throw new LatheError(`${where}: ${from} has no tokenizer.json`);
-    const { createHash } = await import('node:crypto');
-    const h = createHash('sha256');
-    for (const f of [
-      'config.json',
-      ...readdirSync(abs)
-        .filter((n) => n.endsWith('.safetensors'))
-        .sort(),
-    ])
-      h.update(`${f}:${(await sha256File(join(abs, f))).sha256}\n`);
-    return { kind: 'hf', path: abs, sha256: h.digest('hex'), model, tokenizer };
-  }
-  throw new LatheError(
-    `${where}: ${from} is neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face model folder (no config.json)`,
-  );
-}
-
-async function importExport(): Promise<{
-  hf: typeof import('../export/hf.js');
-  config: typeof import('../export/hf-config.js');
-}> {
-  try {
-    return { hf: await import('../export/hf.js'), config: await import('../export/hf-config.js') };
-  } catch (e) {
-    throw new LatheError(
-      `from: Hugging Face import lands with the export module, which is not available in this build (${(e as Error).message})`,
-    );
-  }
-}
 
 /** Loads a pinned base: the model (on the current backend) and its tokenizer. Checks the weights are still the pinned ones. */
 export async function loadBase(
@@ -145,8 +27,7 @@ export async function loadBase(
     const { weights } = await loadCheckpoint(ck);
     return { model: LanguageModel.fromWeights(modelSpec(base.model, tokenizer.vocabSize), weights), tokenizer };
   }
-  const { hf } = await importExport();
-  const imported = await hf.importHf(base.path);
+  const imported = await importHf(base.path);
   return { model: LanguageModel.fromWeights(imported.spec, imported.weights), tokenizer: imported.tokenizer };
 }
 

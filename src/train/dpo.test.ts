@@ -6,7 +6,7 @@ import { POST, tallyBase } from '../../test/post-helpers.js';
 import { fitSequence, pairExample } from '../data/pairs.js';
 import type { PostManifest } from '../data/post.js';
 import type { Doc } from '../data/sources.js';
-import { dpo } from '../recipe/index.js';
+import { dpo } from '../runs/recipe.js';
 import { Tokenizer } from '../tokenizer/index.js';
 
 const doc = (row: Record<string, unknown>): Doc => ({ text: '', source: 's', file: 'f', line: 1, row });

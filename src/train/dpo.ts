@@ -1,9 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../backend/tf.js';
+import { tf } from '../engine/tfjs/tf.js';
 import { pairExample, type PairExample } from '../data/pairs.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { DpoRecipe } from '../recipe/schema.js';
 import { announce, noRowsError } from './sft.js';
 import {

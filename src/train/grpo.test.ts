@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { scratch } from '../../test/helpers.js';
 import { meanMetric, miniBase, TALLY_REWARD, untimed } from '../../test/post-helpers.js';
-import { grpo } from '../recipe/index.js';
+import { grpo } from '../runs/recipe.js';
 import { reproduce, resume } from '../runs/index.js';
 import { groupAdvantages } from './grpo.js';
 import { cutAtStop } from './rollout.js';

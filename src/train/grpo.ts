@@ -1,5 +1,5 @@
-import { tf } from '../backend/tf.js';
-import type { LanguageModel } from '../model/model.js';
+import { tf } from '../engine/tfjs/tf.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
 import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
 import {

@@ -1,14 +1,9 @@
-export {
-  pretrain,
-  evaluateLoss,
-  flopsPerToken,
-  type StageContext,
-  type StageResult,
-  type StopSignal,
-} from './pretrain.js';
-export { AdamW, type AdamWConfig } from './optimizer.js';
+export { pretrain, flopsPerToken, type StageContext, type StageResult, type StopSignal } from './pretrain.js';
+export { evaluateLoss } from '../eval/loss.js';
+export { AdamW, type AdamWConfig } from '../engine/tfjs/optimizer.js';
 export { learningRate } from './schedule.js';
-export { lmLoss, type TokenBatch, type LossParts } from './loss.js';
+export { lmLoss, type LossParts } from '../engine/tfjs/losses.js';
+export { type TokenBatch } from '../data/batches.js';
 // Post-training stages: one file each; the step machinery they share; rollouts, judges and reward hosting.
 export { sft, evaluateSft, prepareSft } from './sft.js';
 export { dpo, dpoLoss, evaluatePairs, preparePairs } from './dpo.js';
@@ -40,4 +35,5 @@ export {
   type Judge,
 } from './rollout.js';
 export { RewardHost, type RewardOutcome, type RewardHostOptions } from './reward.js';
-export { resolveBase, loadBase, modelRunDir, frozenCopy, type BaseModelRef } from './base.js';
+export { resolveBase, modelRunDir, type BaseModelRef } from '../recipe/base.js';
+export { loadBase, frozenCopy } from './base.js';

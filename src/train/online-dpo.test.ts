@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { scratch } from '../../test/helpers.js';
 import { meanMetric, miniBase, TALLY_REWARD, untimed } from '../../test/post-helpers.js';
-import { onlineDpo } from '../recipe/index.js';
+import { onlineDpo } from '../runs/recipe.js';
 import { resume } from '../runs/index.js';
 
 describe('online DPO', () => {

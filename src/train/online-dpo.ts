@@ -1,4 +1,4 @@
-import { tf } from '../backend/tf.js';
+import { tf } from '../engine/tfjs/tf.js';
 import type { PairExample } from '../data/pairs.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';

@@ -6,7 +6,7 @@ import { scratch } from '../../test/helpers.js';
 import { miniBase, TALLY_REWARD, untimed } from '../../test/post-helpers.js';
 import { miniProgram } from '../../test/tally-mini.js';
 import { Rng } from '../random.js';
-import { dpo, grpo, pipeline, pretrain, sft } from '../recipe/index.js';
+import { dpo, grpo, pipeline, pretrain, sft } from '../runs/recipe.js';
 import { generate, loadModel, reproduce, resume } from '../runs/index.js';
 import type { RunSummary } from '../runs/rundir.js';
 

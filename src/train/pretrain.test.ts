@@ -2,8 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scratch, tallySlice, tinyRecipe } from '../../test/helpers.js';
-import { tf } from '../backend/tf.js';
-import { Recipe } from '../recipe/recipe.js';
+import { tf } from '../engine/tfjs/tf.js';
+import { Recipe } from '../runs/recipe.js';
 import { firstDivergence, reproduce, resume } from '../runs/index.js';
 import type { Metric } from '../runs/rundir.js';
 

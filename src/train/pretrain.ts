@@ -1,15 +1,17 @@
-import { tf } from '../backend/tf.js';
-import { describeResult } from '../eval/standalone.js';
+import { evaluateLoss } from '../eval/loss.js';
+import { tf } from '../engine/tfjs/tf.js';
+import { describeResult } from '../eval/suite.js';
 import { TrainingEvals } from '../eval/training.js';
 import { BatchSampler, evalBatches } from '../data/batches.js';
 import type { PreparedData } from '../data/prepare.js';
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { RecipeLock } from '../recipe/lock.js';
-import { restoreOptimizer, saveCheckpoint, type CheckpointState, type Weights } from '../runs/checkpoint.js';
-import type { Metric, RunDir, RunEvent } from '../runs/rundir.js';
+import { saveCheckpoint, type CheckpointState, type Weights } from '../runs/checkpoint.js';
+import { restoreOptimizer } from '../engine/tfjs/optimizer.js';
+import type { Metric, RunDir, RunEvent, RunStatus } from '../runs/rundir.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { lmLoss, type TokenBatch } from './loss.js';
-import { AdamW } from './optimizer.js';
+import { lmLoss } from '../engine/tfjs/losses.js';
+import { AdamW } from '../engine/tfjs/optimizer.js';
 import { learningRate } from './schedule.js';
 
 /** Why a run stops early; set from outside (interrupt button, cancel, signal handler). */
@@ -34,25 +36,13 @@ export interface StageContext {
 
 /** How a stage ended. */
 export interface StageResult {
-  status: 'completed' | 'interrupted' | 'cancelled' | 'failed';
+  status: Exclude<RunStatus, 'running'>;
   step: number;
   loss?: number;
   evalLoss?: number;
   tokens: number;
   seconds: number;
   error?: string;
-}
-
-/** Mean loss over fixed held-out batches. */
-export async function evaluateLoss(model: LanguageModel, batches: TokenBatch[]): Promise<number | undefined> {
-  if (!batches.length) return undefined;
-  let sum = 0;
-  for (const b of batches) {
-    const t = tf.tidy(() => lmLoss(model, b).ce);
-    sum += (await t.data())[0]!;
-    t.dispose();
-  }
-  return sum / batches.length;
 }
 
 /** Forward+backward FLOPs per token (6N plus attention), for the throughput meter. */
@@ -110,7 +100,7 @@ export async function pretrain(ctx: StageContext): Promise<StageResult> {
       tokens,
       seconds,
     };
-    const path = await saveCheckpoint(rd, model, opt, state);
+    const path = await saveCheckpoint(rd, await model.weights(), await opt.moments(), state);
     ctx.event({ type: 'checkpoint', step, message: `checkpoint at step ${step}`, path });
   };
 

@@ -1,12 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../backend/tf.js';
+import { tf } from '../engine/tfjs/tf.js';
 import { promptIds } from '../data/pairs.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
 import { promptExample, type PromptExample } from '../data/prompts.js';
 import { LatheError } from '../errors.js';
-import { sampleToken, type SampleOptions } from '../model/generate.js';
-import { disposeCache, type LanguageModel } from '../model/model.js';
+import { sampleToken, type SampleOptions } from '../engine/tfjs/generate.js';
+import { disposeCache, type LanguageModel } from '../engine/tfjs/model.js';
 import { Rng } from '../random.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';

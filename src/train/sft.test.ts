@@ -5,7 +5,7 @@ import { scratch } from '../../test/helpers.js';
 import { POST, tallyBase } from '../../test/post-helpers.js';
 import { checkRoles, sftEvalBatches, SftSampler, toBatch } from '../data/chat.js';
 import type { PostManifest } from '../data/post.js';
-import { sft } from '../recipe/index.js';
+import { sft } from '../runs/recipe.js';
 import { Tokenizer } from '../tokenizer/index.js';
 
 describe('SFT data', () => {

@@ -1,12 +1,13 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../backend/tf.js';
+import { tf } from '../engine/tfjs/tf.js';
 import { fitExample, sftEvalBatches, sftExample, SftSampler, type SftExample } from '../data/chat.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
 import { LatheError } from '../errors.js';
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { SftRecipe } from '../recipe/schema.js';
-import { lmLoss, type TokenBatch } from './loss.js';
+import { lmLoss } from '../engine/tfjs/losses.js';
+import { type TokenBatch } from '../data/batches.js';
 import { meanOf, round4, stepLoop, Updater, type PostStageContext, type StageResult } from './stage.js';
 
 // Supervised fine-tuning: chat rows rendered with the tokenizer's chat template, the loss on

@@ -1,15 +1,16 @@
-import { tf } from '../backend/tf.js';
-import { describeResult } from '../eval/standalone.js';
+import { tf } from '../engine/tfjs/tf.js';
+import { describeResult } from '../eval/suite.js';
 import { TrainingEvals } from '../eval/training.js';
 import type { SamplerState } from '../data/batches.js';
-import type { LanguageModel } from '../model/model.js';
+import type { LanguageModel } from '../engine/tfjs/model.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { PostRecipe } from '../recipe/schema.js';
-import { restoreOptimizer, saveCheckpoint, type CheckpointState, type Weights } from '../runs/checkpoint.js';
+import { saveCheckpoint, type CheckpointState, type Weights } from '../runs/checkpoint.js';
+import { restoreOptimizer } from '../engine/tfjs/optimizer.js';
 import type { Metric, RunDir, RunEvent } from '../runs/rundir.js';
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { AdamW } from './optimizer.js';
+import { AdamW } from '../engine/tfjs/optimizer.js';
 import type { StageResult, StopSignal } from './pretrain.js';
 import { learningRate } from './schedule.js';
 
@@ -179,7 +180,7 @@ export async function stepLoop(
       seconds,
       extra: snap.extra,
     };
-    const path = await saveCheckpoint(rd, ctx.model, hooks.updater.opt, state);
+    const path = await saveCheckpoint(rd, await ctx.model.weights(), await hooks.updater.opt.moments(), state);
     ctx.event({ type: 'checkpoint', step: at, message: `checkpoint at step ${at}`, path });
   };
   const saveIfMissing = async () => {

@@ -1,6 +1,6 @@
 import { LatheError } from '../errors.js';
-import { useBackend, type BackendRequest, type EngineBackend } from '../backend/select.js';
-import { tf } from '../backend/tf.js';
+import { useBackend, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import { tf } from '../engine/tfjs/tf.js';
 
 // WebGPU for a worker: Dawn (the `webgpu` npm package) supplies navigator.gpu in Node, and tfjs's
 // webgpu backend runs on it. We register the backend ourselves so the device asks for shader-f16

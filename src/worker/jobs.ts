@@ -3,11 +3,11 @@ import { EventEmitter } from 'node:events';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { localExecutor } from '../dispatch/local.js';
+import { localExecutor } from '../runs/local.js';
 import type { AnyLock } from '../recipe/lock.js';
 import type { Run } from '../runs/run.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from '../runs/rundir.js';
-import { writeFileAtomic } from '../runs/safetensors.js';
+import { writeFileAtomic } from '../runs/atomic.js';
 import { TERMINAL, type JobInfo } from './protocol.js';
 
 // The worker's job queue, persisted under <state>/jobs/<id>/: job.json (the record, written

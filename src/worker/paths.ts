@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import { link, mkdir, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { resolveSourceFiles } from '../data/files.js';
+import { resolveSourceFiles } from '../recipe/files.js';
 import { LatheError } from '../errors.js';
 import { resolveModulePath } from '../eval/scorers.js';
-import { isPipelineLock, sha256File, type AnyLock, type RecipeLock } from '../recipe/lock.js';
+import { isPipelineLock, type AnyLock, type RecipeLock } from '../recipe/lock.js';
+import { sha256File } from '../hash.js';
 import { ProtocolError, type ManifestEntry } from './protocol.js';
 import type { BlobStore } from './store.js';
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { RunStatus } from '../runs/rundir.js';
 
 // The worker's wire protocol: a small tagged message protocol (y-websocket's style) over one WebSocket.
 // Text frames carry JSON messages; binary frames carry a JSON header and raw bytes (upload chunks,
@@ -98,7 +99,7 @@ export type ChunkHeader = z.infer<typeof ChunkHeaderSchema>;
 export interface JobInfo {
   id: string;
   name: string;
-  status: 'queued' | 'running' | 'completed' | 'interrupted' | 'cancelled' | 'failed';
+  status: 'queued' | RunStatus;
   stage: string;
   backend: string;
   lockId: string;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256File } from '../recipe/lock.js';
+import { sha256File } from '../hash.js';
 import { ProtocolError } from './protocol.js';
 
 /** Where an upload stands: done, or which chunks the worker still lacks. */

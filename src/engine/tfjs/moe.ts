@@ -1,0 +1,83 @@
+import { tf } from './tf.js';
+import { linear, param, swiglu, type Params } from './layers.js';
+import type { ModelSpec } from '../../model/spec.js';
+
+// Mixtral: each block's feed-forward is a top-k routed mixture of SwiGLU experts.
+
+/** Router statistics of one layer, for the auxiliary losses and the utilization metric. */
+export interface RouterStats {
+  /** Switch-style load-balancing loss: E * sum_e(fraction routed to e * mean router prob of e). */
+  balance: tf.Scalar;
+  /** Router z-loss: mean squared logsumexp of the router logits. */
+  z: tf.Scalar;
+  /** Fraction of routed slots that went to each expert [E]. */
+  utilization: tf.Tensor1D;
+}
+
+/**
+ * Layer i's mixture-of-experts on x [N, D]. Routing follows Mixtral: softmax over experts,
+ * keep the top k, renormalise. Each expert runs on the tokens routed to it only.
+ */
+export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
+  const m = `model.layers.${i}.block_sparse_moe`;
+  const n = x.shape[0];
+  const logits = linear(x, param(p, `${m}.gate.weight`));
+  const probs = tf.softmax(logits, -1) as tf.Tensor2D;
+  // The routing choice is discrete and made outside the tape: the mask is a constant, the kept
+  // probabilities carry the gradient.
+  const routed = topKRows(probs.dataSync() as Float32Array, n, s.experts, s.topK);
+  const maskData = new Float32Array(n * s.experts);
+  for (let slot = 0; slot < routed.length; slot++) maskData[Math.floor(slot / s.topK) * s.experts + routed[slot]!] = 1;
+  const mask = tf.tensor2d(maskData, [n, s.experts]);
+  const kept = tf.mul(probs, mask);
+  const gates = tf.div(kept, tf.sum(kept, -1, true)) as tf.Tensor2D;
+  // Dispatch: each expert runs on its own tokens. Combine: gather every token's k expert outputs
+  // back into token order (gather's gradient is a segment sum, which every backend has).
+  const outputs: tf.Tensor2D[] = [];
+  const slotPos = new Int32Array(n * s.topK);
+  let offset = 0;
+  for (let e = 0; e < s.experts; e++) {
+    const rows: number[] = [];
+    for (let slot = 0; slot < n * s.topK; slot++) {
+      if (routed[slot] === e) {
+        slotPos[slot] = offset + rows.length;
+        rows.push(Math.floor(slot / s.topK));
+      }
+    }
+    if (!rows.length) continue;
+    offset += rows.length;
+    const idx = tf.tensor1d(rows, 'int32');
+    const ye = swiglu(
+      tf.gather(x, idx),
+      param(p, `${m}.experts.${e}.w1.weight`),
+      param(p, `${m}.experts.${e}.w3.weight`),
+      param(p, `${m}.experts.${e}.w2.weight`),
+    );
+    outputs.push(tf.mul(ye, tf.gather(tf.slice(gates, [0, e], [n, 1]), idx)) as tf.Tensor2D);
+  }
+  const all = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0);
+  const y = tf.sum(tf.reshape(tf.gather(all, tf.tensor1d(slotPos, 'int32')), [n, s.topK, s.dim]), 1) as tf.Tensor2D;
+  const fraction = tf.div(tf.sum(mask, 0), n * s.topK) as tf.Tensor1D;
+  const meanProb = tf.mean(probs, 0);
+  const balance = tf.mul(tf.sum(tf.mul(fraction, meanProb)), s.experts) as tf.Scalar;
+  const z = tf.mean(tf.square(tf.logSumExp(logits, -1))) as tf.Scalar;
+  return { y, stats: { balance, z, utilization: fraction } };
+}
+
+/** The k largest entries of each row (ties to the lower index), as expert ids per token slot [n*k]. */
+function topKRows(probs: Float32Array, n: number, e: number, k: number): Int32Array {
+  const out = new Int32Array(n * k);
+  for (let t = 0; t < n; t++) {
+    const row = t * e;
+    for (let j = 0; j < k; j++) {
+      let best = -1;
+      for (let c = 0; c < e; c++) {
+        let taken = false;
+        for (let q = 0; q < j; q++) if (out[t * k + q] === c) taken = true;
+        if (!taken && (best < 0 || probs[row + c]! > probs[row + best]!)) best = c;
+      }
+      out[t * k + j] = best;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,65 @@
+import { LatheError } from '../errors.js';
+import { isPipelineLock, type AnyLock } from '../recipe/lock.js';
+import { executeStage, type Sink } from '../train/execute.js';
+import { executePipeline } from '../train/pipeline.js';
+import type { StopSignal } from '../train/pretrain.js';
+import type { Executor, StartOptions } from './run.js';
+import { registerLive } from './live.js';
+import { Run } from './run.js';
+import { RunDir, type RunSummary } from './rundir.js';
+
+function runSink(rd: RunDir, run: Run): Sink {
+  return {
+    emit: (m) => {
+      rd.appendMetric(m);
+      run.pushMetric(m);
+    },
+    event: (e) => run.pushEvent(rd.appendEvent(e)),
+    replay: (ms) => ms.forEach((m) => run.pushMetric(m)),
+  };
+}
+
+/** Reads a run directory's lock, a stage's or a pipeline's. */
+function readAnyLock(rd: RunDir): AnyLock {
+  return rd.readLock() as AnyLock;
+}
+
+/** Creates a run directory for a lock (a stage run or a pipeline). */
+async function createRunDir(lock: AnyLock, out?: string): Promise<RunDir> {
+  return RunDir.create(lock, out);
+}
+
+function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolean }): Run {
+  const stop: StopSignal = {};
+  let resolveExec!: (p: Promise<RunSummary>) => void;
+  const exec = new Promise<RunSummary>((r) => (resolveExec = r)).then((p) => p);
+  const run = new Run(rd, lock, exec, {
+    interrupt: () => void (stop.reason ??= 'interrupt'),
+    cancel: () => void (stop.reason = 'cancel'),
+    resumeOn: localExecutor,
+  });
+  resolveExec(
+    isPipelineLock(lock)
+      ? executePipeline(rd, lock, run, stop, opts)
+      : executeStage(rd, lock, run.id, runSink(rd, run), stop, opts),
+  );
+  registerLive(run);
+  return run;
+}
+
+/** The executor that trains in this process (the notebook kernel or the CLI). */
+export const localExecutor: Executor = {
+  name: 'local',
+  async start(lock, opts) {
+    const rd = await createRunDir(lock, opts.out);
+    return launch(rd, lock, { ...opts, resume: false });
+  },
+  async resume(runDir, opts = {}) {
+    const rd = RunDir.open(runDir);
+    const lock = readAnyLock(rd);
+    const summary = await rd.readSummary();
+    if (summary?.status === 'completed')
+      throw new LatheError(`${runDir}: run already completed ${summary.step} steps; nothing to resume`);
+    return launch(rd, lock, { ...opts, resume: true });
+  },
+};
