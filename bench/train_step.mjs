@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// One benchmark child: the training step of src/train/pretrain.ts (variableGrads of lmLoss,
-// global-norm clipping, AdamW) on a benchmark model, timed per step. Prints one JSON line.
+// One benchmark child: the training step of src/train/pretrain.ts on the tfjs engine (forwardBackward
+// of the cross-entropy per micro-batch, then optimStep: global-norm clipping and AdamW) on a benchmark
+// model, timed per step. Prints one JSON line.
 //
 //   node bench/train_step.mjs export --model small-dense --dir D [--batches N]
 //       writes D/weights.safetensors (the seed's initial weights) and D/tokens.bin (int32 batches)
@@ -18,7 +19,8 @@ const { tf } = await import(new URL('engine/tfjs/tf.js', dist));
 const { useBackend } = await import(new URL('engine/tfjs/backend.js', dist));
 const { LanguageModel } = await import(new URL('engine/tfjs/model.js', dist));
 const { lmLoss } = await import(new URL('engine/tfjs/losses.js', dist));
-const { AdamW } = await import(new URL('engine/tfjs/optimizer.js', dist));
+const { TfjsEngine } = await import(new URL('engine/tfjs/engine.js', dist));
+const { initWeights } = await import(new URL('model/weights.js', dist));
 const { encodeSafetensors, f32 } = await import(new URL('model/safetensors.js', dist));
 const { Rng } = await import(new URL('random.js', dist));
 
@@ -85,74 +87,42 @@ function batchAt(i) {
   return { inputs, targets, batch, seq };
 }
 
-const model = LanguageModel.init(spec, TRAIN.seed);
-const decay = new Set(model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
-const opt = new AdamW(model.params, decay, TRAIN);
-const varNames = new Map([...model.params].map(([name, v]) => [v.name, name]));
+const engine = await TfjsEngine.create({
+  backend: a.backend,
+  spec,
+  weights: initWeights(spec, TRAIN.seed),
+  optimizer: {
+    beta1: TRAIN.beta1,
+    beta2: TRAIN.beta2,
+    eps: TRAIN.eps,
+    weightDecay: TRAIN.weightDecay,
+    gradClip: TRAIN.gradClip,
+  },
+});
+const model = engine.languageModel;
 const vars = [...model.params.values()];
 
-// The step of pretrain(): loss and grads per micro-batch (summed, then scaled by 1/accum), global
-// norm (read back), clip, AdamW. The batch of `batch` sequences is split into micro-batches of
-// `micro` sequences, as a recipe with batchSize=micro and gradAccum=batch/micro would.
+// The step of pretrain(): the batch of `batch` sequences is split into micro-batches of `micro`
+// sequences, as a recipe with batchSize=micro and gradAccum=batch/micro would.
 const micro = Number(a.micro || batch);
 if (!(micro > 0 && batch % micro === 0)) throw new Error(`--micro ${a.micro} must divide the batch ${batch}`);
 const accum = batch / micro;
+const microBatch = (full, m) => ({
+  inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
+  targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
+  batch: micro,
+  seq,
+});
+// What is minimised: cross-entropy plus the MoE terms, as the reference reports it.
+const total = (r) => r.loss + (r.values.aux_loss ?? 0) * spec.auxLossCoef + (r.values.z_loss ?? 0) * spec.zLossCoef;
 async function step(i) {
   const full = batchAt(i);
-  let acc;
-  const ces = [];
-  const totals = [];
-  for (let m = 0; m < accum; m++) {
-    const b = {
-      inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
-      targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
-      batch: micro,
-      seq,
-    };
-    let ce;
-    const { value, grads } = tf.variableGrads(() => {
-      const l = lmLoss(model, b);
-      ce = tf.keep(l.ce.clone());
-      return l.total;
-    }, vars);
-    totals.push(value);
-    ces.push(ce);
-    if (!acc) acc = new Map(Object.entries(grads).map(([k, t]) => [varNames.get(k), t]));
-    else {
-      for (const [k, t] of Object.entries(grads)) {
-        const name = varNames.get(k);
-        const prev = acc.get(name);
-        // An MoE expert that no token of an earlier micro-batch reached has no gradient there.
-        if (!prev) {
-          acc.set(name, t);
-          continue;
-        }
-        acc.set(name, tf.add(prev, t));
-        prev.dispose();
-        t.dispose();
-      }
-    }
-  }
-  let g = acc;
-  if (accum > 1) {
-    const scaled = new Map([...g].map(([k, t]) => [k, tf.mul(t, 1 / accum)]));
-    tf.dispose([...g.values()]);
-    g = scaled;
-  }
-  const gradNorm = tf.tidy(() => tf.sqrt(tf.addN([...g.values()].map((t) => tf.sum(tf.square(t))))));
-  const norm = (await gradNorm.data())[0];
-  if (TRAIN.gradClip > 0 && norm > TRAIN.gradClip) {
-    const c = TRAIN.gradClip / norm;
-    for (const [k, t] of g) {
-      g.set(k, tf.mul(t, c));
-      t.dispose();
-    }
-  }
-  opt.step(g, TRAIN.lr);
-  const read = await Promise.all([...totals, ...ces].map((t) => t.data()));
-  tf.dispose([...g.values(), gradNorm, ...totals, ...ces]);
-  const mean = (from) => read.slice(from, from + accum).reduce((s, d) => s + d[0], 0) / accum;
-  return { loss: mean(0), ce: mean(accum), gradNorm: norm };
+  const reports = [];
+  for (let m = 0; m < accum; m++)
+    reports.push(await engine.forwardBackward(microBatch(full, m), { name: 'cross_entropy' }));
+  const { gradNorm } = await engine.optimStep(TRAIN.lr);
+  const mean = (f) => reports.reduce((s, r) => s + f(r), 0) / accum;
+  return { loss: mean(total), ce: mean((r) => r.loss), gradNorm };
 }
 
 // Threads of the wasm backend (LATHE_WASM_THREADS, default one per core) and whether the fused
@@ -186,17 +156,7 @@ async function timed() {
 async function forwardLoss(i) {
   const full = batchAt(i);
   let sum = 0;
-  for (let m = 0; m < accum; m++) {
-    const b = {
-      inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
-      targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
-      batch: micro,
-      seq,
-    };
-    const t = tf.tidy(() => lmLoss(model, b).total);
-    sum += (await t.data())[0];
-    t.dispose();
-  }
+  for (let m = 0; m < accum; m++) sum += total(await engine.forward(microBatch(full, m), { name: 'cross_entropy' }));
   return sum / accum;
 }
 
@@ -252,12 +212,7 @@ if (a.serve) {
       const t0 = performance.now();
       const full = batchAt(done++);
       for (let m = 0; m < accum; m++) {
-        const b = {
-          inputs: full.inputs.subarray(m * micro * seq, (m + 1) * micro * seq),
-          targets: full.targets.subarray(m * micro * seq, (m + 1) * micro * seq),
-          batch: micro,
-          seq,
-        };
+        const b = microBatch(full, m);
         const { value, grads } = tf.variableGrads(() => lmLoss(model, b).total, vars);
         await value.data();
         tf.dispose([value, ...Object.values(grads)]);

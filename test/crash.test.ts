@@ -10,7 +10,7 @@ const strip = (text: string) =>
     .trim()
     .split('\n')
     .map((l) => {
-      const { tokens_per_s: _a, gflops: _b, ...rest } = JSON.parse(l);
+      const { tokens_per_s: _a, gflops: _b, step_ms: _c, ...rest } = JSON.parse(l);
       return rest;
     });
 

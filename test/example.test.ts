@@ -1,8 +1,10 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parses } from '../examples/tally/reward.js';
-import { generate } from '../src/engine/tfjs/generate.js';
-import { LanguageModel } from '../src/engine/tfjs/model.js';
+import type { Engine } from '../src/engine/engine.js';
+import { createEngine } from '../src/engine/index.js';
+import { generate } from '../src/engine/sample.js';
+import { initWeights } from '../src/model/weights.js';
 import { Recipe } from '../src/runs/recipe.js';
 import { loadModel } from '../src/runs/index.js';
 import { ROOT, scratch } from './helpers.js';
@@ -11,12 +13,7 @@ import { ROOT, scratch } from './helpers.js';
 const HELD_OUT_BOUND = Number(process.env.LATHE_EXAMPLE_BOUND ?? 1.75);
 const SAMPLES = 24;
 
-async function parseRate(
-  model: LanguageModel,
-  bos: number,
-  eos: number,
-  decode: (ids: number[]) => string,
-): Promise<number> {
+async function parseRate(model: Engine, bos: number, eos: number, decode: (ids: number[]) => string): Promise<number> {
   let ok = 0;
   for (let seed = 1; seed <= SAMPLES; seed++) {
     const ids = await generate(model, [bos], { maxTokens: 100, temperature: 0.7, seed, stop: [eos] });
@@ -50,7 +47,7 @@ describe('the Tally example', () => {
     expect(s.eval_loss!).toBeLessThan(HELD_OUT_BOUND);
 
     const { model, tokenizer } = await loadModel(run.dir.path);
-    const untrained = LanguageModel.init(model.spec, 99);
+    const untrained = await createEngine({ backend: 'wasm', spec: model.spec, weights: initWeights(model.spec, 99) });
     const { bos, eos } = tokenizer.special;
     const decode = (ids: number[]) => tokenizer.decode(ids);
     const trainedRate = await parseRate(model, bos, eos, decode);
@@ -58,7 +55,7 @@ describe('the Tally example', () => {
     console.log(`example: samples that parse: trained ${trainedRate}, untrained ${untrainedRate}`);
     expect(trainedRate).toBeGreaterThan(untrainedRate);
     expect(trainedRate).toBeGreaterThanOrEqual(0.2); // measured: 6 of 24
-    model.dispose();
-    untrained.dispose();
+    await model.dispose();
+    await untrained.dispose();
   }, 600_000);
 });

@@ -116,7 +116,7 @@ export function formatEvaluation(e: RunEvaluation, opts: { record?: boolean } = 
     const er = r.errors;
     if (errorCount(r))
       out.push(
-        `  scorer errors: ${er.threw} threw, ${er.nan} NaN, ${er.timeout} timed out, ${er.invalid} invalid (each scored 0)`,
+        `  scorer errors: ${er.threw} threw, ${er.nan} NaN, ${er.timeout} timed out, ${er.invalid} invalid, ${er.crashed ?? 0} crashed (each scored 0)`,
       );
   }
   if (e.gates) {

@@ -24,6 +24,6 @@ export async function heldOut(
     const loss = (await evaluateLoss(model, batches)) ?? NaN;
     return { step, loss, perplexity: Math.exp(loss), batches: batches.length };
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }

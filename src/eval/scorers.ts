@@ -1,23 +1,22 @@
 import { existsSync } from 'node:fs';
-import { dirname, extname, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { dirname, resolve } from 'node:path';
 import { DataError, LatheError } from '../errors.js';
-import type { LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import type { TokenBatch } from '../data/batches.js';
 import { evaluateLoss } from './loss.js';
+import { ModuleHost, type ModuleHostOptions } from './module-host.js';
 import type { ModuleScorerConfig, Tolerance } from '../recipe/eval-schema.js';
 
 // Scorers turn a completion into a number (1 = right, 0 = wrong; custom scorers may give partial
-// credit). Built-ins are pure functions; custom modules run in a worker thread so that one that
-// throws, returns NaN or hangs costs that example its score (counted), never the run.
+// credit). Built-ins are pure functions; custom modules run in the module host (their own process) so
+// that one that throws, returns NaN, hangs or dies costs that example its score (counted), never the run.
 
 /** How scoring one example went: the score, and why it is 0 when the scorer failed. */
 export interface ScoreOutcome {
   score: number;
   /** Set when the scorer failed on this example (the score is then 0). */
-  error?: 'threw' | 'nan' | 'timeout' | 'invalid';
+  error?: 'threw' | 'nan' | 'timeout' | 'invalid' | 'crashed';
   message?: string;
 }
 
@@ -27,6 +26,8 @@ export interface ScorerErrors {
   nan: number;
   timeout: number;
   invalid: number;
+  /** The scorer's process died (it exited, or passed its memory limit). */
+  crashed: number;
 }
 
 /** Scores completions of one suite's examples. */
@@ -34,9 +35,9 @@ export interface Scorer {
   /** Display name: exact, contains, regex, numeric, or the module path (#export). */
   readonly name: string;
   score(completion: string, example: ScoredExample): Promise<ScoreOutcome>;
-  /** Frees the worker of a custom scorer (idempotent); the scorer cannot be used after. */
+  /** Frees the process of a custom scorer (idempotent); the scorer cannot be used after. */
   close(): Promise<void>;
-  /** Stops a custom scorer's worker until the next call, which restarts it (between training evals). */
+  /** Stops a custom scorer's process until the next call, which restarts it (between training evals). */
   release?(): void;
 }
 
@@ -174,208 +175,33 @@ export function resolveModulePath(module: string, baseDir: string, suiteFile?: s
   return found;
 }
 
-const TS_EXT = new Set(['.ts', '.mts', '.cts', '.tsx']);
+/** A custom scorer in the module host: its own process, a timeout per example, counted failures. */
+class ModuleScorer implements Scorer {
+  private constructor(
+    readonly name: string,
+    private readonly host: ModuleHost,
+  ) {}
 
-// Runs in a worker: imports the module once, then answers {id, completion, example}. Only dynamic
-// import, so it runs whether Node evaluates it as CommonJS or (under --input-type=module) as ESM.
-const WORKER_SOURCE = `
-const describe = (e) => (e && typeof e === 'object' && 'message' in e ? String(e.message) : String(e));
-(async () => {
-  const { parentPort, workerData } = await import('node:worker_threads');
-  let fn;
-  try {
-    const mod = await import(workerData.url);
-    fn = mod[workerData.exportName];
-    if (typeof fn !== 'function') {
-      parentPort.postMessage({ type: 'ready', error: 'has no function export "' + workerData.exportName + '" (exports: ' + (Object.keys(mod).join(', ') || 'none') + ')' });
-      return;
-    }
-  } catch (e) {
-    parentPort.postMessage({ type: 'ready', error: 'cannot be imported: ' + describe(e), code: e && e.code });
-    return;
-  }
-  parentPort.postMessage({ type: 'ready' });
-  parentPort.on('message', async (m) => {
-    try {
-      const v = await fn(m.completion, m.example);
-      parentPort.postMessage(typeof v === 'number' || typeof v === 'boolean' ? { id: m.id, value: v } : { id: m.id, kind: v === null ? 'null' : typeof v });
-    } catch (e) {
-      parentPort.postMessage({ id: m.id, error: describe(e) });
-    }
-  });
-})();
-`;
-
-interface WorkerReply {
-  id?: number;
-  type?: 'ready';
-  value?: number | boolean;
-  kind?: string;
-  error?: string;
-  code?: string;
-}
-
-/**
- * A custom scorer in a worker thread: a call past `timeoutMs` (even a synchronous infinite loop)
- * is cut off by terminating the worker, which restarts for the next example.
- */
-class WorkerScorer implements Scorer {
-  readonly name: string;
-  private worker?: Worker;
-  private ready?: Promise<void>;
-  private pending?: { id: number; done: (r: WorkerReply) => void };
-  private nextId = 0;
-  private closed = false;
-
-  constructor(
-    private readonly path: string,
-    private readonly exportName: string,
-    private readonly timeoutMs: number,
-    label: string,
-  ) {
-    this.name = label;
-  }
-
-  /** Starts the worker and waits for the module to load; a module that cannot load is a LatheError. */
-  start(): Promise<void> {
-    if (this.ready) return this.ready;
-    const w = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: { url: pathToFileURL(this.path).href, exportName: this.exportName },
-    });
-    w.unref();
-    this.worker = w;
-    this.ready = new Promise<void>((res, rej) => {
-      let loaded = false;
-      w.on('message', (r: WorkerReply) => {
-        if (r.type === 'ready') {
-          loaded = true;
-          if (r.error) {
-            this.stop();
-            rej(
-              new LatheError(
-                `scorer module ${this.name}: ${r.error}${r.code === 'ERR_UNKNOWN_FILE_EXTENSION' ? '; use a .js/.mjs module' : ''}`,
-              ),
-            );
-          } else res();
-          return;
-        }
-        if (this.pending && r.id === this.pending.id) this.pending.done(r);
-      });
-      w.on('error', (e) => {
-        // An uncaught error inside the worker (e.g. a stray rejected promise) ends it.
-        if (!loaded) rej(new LatheError(`scorer module ${this.name}: failed to load: ${e.message}`));
-        this.pending?.done({ id: this.pending.id, error: `worker crashed: ${e.message}` });
-        this.stop();
-      });
-      w.on('exit', () => {
-        if (!loaded) rej(new LatheError(`scorer module ${this.name}: worker exited while loading`));
-        this.pending?.done({ id: this.pending.id, error: 'worker exited' });
-        if (this.worker === w) this.stop();
-      });
-    });
-    return this.ready;
-  }
-
-  private stop(): void {
-    const w = this.worker;
-    this.worker = undefined;
-    this.ready = undefined;
-    void w?.terminate();
+  static async open(name: string, o: Omit<ModuleHostOptions, 'label'>): Promise<ModuleScorer> {
+    return new ModuleScorer(name, await ModuleHost.open({ ...o, label: `scorer module ${name}:` }));
   }
 
   async score(completion: string, example: ScoredExample): Promise<ScoreOutcome> {
-    if (this.closed) throw new Error(`scorer ${this.name} is closed`);
-    await this.start();
-    const id = this.nextId++;
-    const worker = this.worker!;
-    const reply = await new Promise<WorkerReply | 'timeout'>((res) => {
-      const timer = setTimeout(() => {
-        this.pending = undefined;
-        this.stop();
-        res('timeout');
-      }, this.timeoutMs);
-      this.pending = {
-        id,
-        done: (r) => {
-          clearTimeout(timer);
-          this.pending = undefined;
-          res(r);
-        },
-      };
-      worker.postMessage({ id, completion, example: example.row });
-    });
-    if (reply === 'timeout') return { score: 0, error: 'timeout', message: `no answer within ${this.timeoutMs} ms` };
-    if (reply.error !== undefined) return { score: 0, error: 'threw', message: reply.error };
-    if (reply.value === undefined)
-      return { score: 0, error: 'invalid', message: `returned ${reply.kind}; return a number or a boolean` };
-    return outcomeOf(reply.value);
+    const out = await this.host.call(completion, example.row);
+    if ('error' in out) return { score: 0, error: out.error, message: out.message };
+    return outcomeOf(out.value);
   }
 
   release(): void {
-    this.stop();
+    this.host.release();
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    this.stop();
-  }
-}
-
-/**
- * A custom scorer imported into this process (TypeScript modules, which a worker cannot load
- * without a loader). A hung promise is cut off at the timeout; a synchronous infinite loop is not.
- */
-class InlineScorer implements Scorer {
-  constructor(
-    readonly name: string,
-    private readonly fn: (completion: string, example: Record<string, unknown>) => unknown,
-    private readonly timeoutMs: number,
-  ) {}
-
-  async score(completion: string, example: ScoredExample): Promise<ScoreOutcome> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));
-      const v = await Promise.race([
-        Promise.resolve().then(() => this.fn(completion, structuredClone(example.row))),
-        timeout,
-      ]);
-      if (v === 'timeout') return { score: 0, error: 'timeout', message: `no answer within ${this.timeoutMs} ms` };
-      return outcomeOf(v);
-    } catch (e) {
-      return { score: 0, error: 'threw', message: e instanceof Error ? e.message : String(e) };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async close(): Promise<void> {}
-}
-
-async function importTypeScript(path: string): Promise<Record<string, unknown>> {
-  // tsx is optional: a project that adds it can load .ts scorers from the built CLI too.
-  const tsxApi = 'tsx/esm/api';
-  const tsx = (await import(tsxApi).catch(() => undefined)) as
-    { tsImport?: (spec: string, parent: string) => Promise<Record<string, unknown>> } | undefined;
-  if (tsx?.tsImport) return tsx.tsImport(pathToFileURL(path).href, import.meta.url);
-  try {
-    // Works where a TS loader is active (vitest, node --import tsx, or a Node that strips types).
-    return (await import(pathToFileURL(path).href)) as Record<string, unknown>;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ERR_UNKNOWN_FILE_EXTENSION')
-      throw new LatheError(
-        `scorer module ${path}: Node ${process.version} cannot import TypeScript; compile it to .js/.mjs, or install tsx`,
-      );
-    throw new LatheError(`scorer module ${path}: cannot be imported: ${(e as Error).message}`);
+  close(): Promise<void> {
+    return this.host.close();
   }
 }
 
-/**
- * Loads a custom scorer `{ module, export }`: JS modules run in a worker thread (true timeouts);
- * TS modules run in this process through tsx or an active TS loader.
- */
+/** Loads a custom scorer `{ module, export }` (JS, or TypeScript compiled on load) in the module host. */
 export async function loadModuleScorer(
   spec: ModuleScorerConfig,
   opts: { baseDir: string; suiteFile?: string; timeoutMs?: number },
@@ -383,19 +209,12 @@ export async function loadModuleScorer(
   const path = resolveModulePath(spec.module, opts.baseDir, opts.suiteFile);
   const exportName = spec.export ?? 'default';
   const label = `${spec.module}${exportName === 'default' ? '' : `#${exportName}`}`;
-  const timeoutMs = opts.timeoutMs ?? 5000;
-  if (TS_EXT.has(extname(path).toLowerCase())) {
-    const mod = await importTypeScript(path);
-    const fn = mod[exportName];
-    if (typeof fn !== 'function')
-      throw new LatheError(
-        `scorer module ${label}: has no function export "${exportName}" (exports: ${Object.keys(mod).join(', ') || 'none'})`,
-      );
-    return new InlineScorer(label, fn as (c: string, e: Record<string, unknown>) => unknown, timeoutMs);
-  }
-  const s = new WorkerScorer(path, exportName, timeoutMs, label);
-  await s.start();
-  return s;
+  return ModuleScorer.open(label, {
+    path,
+    export: exportName,
+    callTimeoutMs: opts.timeoutMs ?? 5000,
+    readable: [opts.baseDir, ...(opts.suiteFile ? [dirname(opts.suiteFile)] : [])],
+  });
 }
 
 /** Result of {@link textPerplexity}. */
@@ -413,12 +232,12 @@ export interface PerplexityResult {
  * into windows of the model's context (the tail window shorter), and losses are weighted by tokens.
  */
 export async function textPerplexity(
-  model: LanguageModel,
+  engine: Engine,
   tokenizer: Tokenizer,
   docs: readonly string[],
   opts: { limit?: number; batch?: number } = {},
 ): Promise<PerplexityResult> {
-  const seq = model.spec.context;
+  const seq = engine.spec.context;
   const stream: number[] = [];
   for (const d of docs) stream.push(tokenizer.special.bos, ...tokenizer.encode(d), tokenizer.special.eos);
   const windows: number[][] = [];
@@ -447,7 +266,7 @@ export async function textPerplexity(
   let nll = 0;
   let tokens = 0;
   for (const b of batches) {
-    const loss = (await evaluateLoss(model, [b]))!;
+    const loss = (await evaluateLoss(engine, [b]))!;
     nll += loss * b.batch * b.seq;
     tokens += b.batch * b.seq;
   }

@@ -110,7 +110,7 @@ export async function evaluateRun(
           await runSuite(model, tokenizer, s, { onExample: (d, t) => opts.onExample?.(s.config.name, d, t) }),
         );
     } finally {
-      model.dispose();
+      await model.dispose();
     }
     if (opts.record === false) return { run: rd.path, step, results, recorded: false };
     const { recorded, gates } = await recordEvals(rd.path, results, step);

@@ -3,8 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DataError, LatheError } from '../errors.js';
-import { lastLogits, sampleToken } from '../engine/tfjs/generate.js';
-import { disposeCache, type LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
+import { sampleToken } from '../engine/sample.js';
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import type { SuiteConfig } from '../recipe/eval-schema.js';
@@ -173,7 +173,7 @@ export interface Completion {
  * without stop strings; with them it ends as soon as one appears, instead of running to maxTokens.
  */
 export async function complete(
-  model: LanguageModel,
+  engine: Engine,
   tokenizer: Tokenizer,
   prompt: string,
   o: CompleteOptions,
@@ -182,16 +182,16 @@ export async function complete(
   const stopIds = new Set([tokenizer.special.eos, tokenizer.special.end]);
   const sample = { temperature: o.temperature ?? 0 };
   const rng = new Rng(o.seed ?? 0);
-  const ctx = model.spec.context;
+  const ctx = engine.spec.context;
   const room = Math.max(1, ctx - o.maxTokens);
   const input = ids.length > room ? ids.slice(-room) : ids;
   const truncated = ids.length - input.length;
-  const cache = model.newCache();
   const out: number[] = [];
   const stops = o.stop ?? [];
   const cut = (text: string): number => Math.min(...stops.map((s) => text.indexOf(s)).filter((i) => i >= 0));
+  const { logits: first, session } = await engine.decode(input, 1);
   try {
-    let logits = await lastLogits(model, input, 0, cache);
+    let logits = first;
     let pos = input.length;
     while (out.length < o.maxTokens && pos < ctx) {
       const next = sampleToken(logits, sample, rng);
@@ -203,12 +203,12 @@ export async function complete(
         if (Number.isFinite(at)) return { text: text.slice(0, at), ids: out, stopped: 'stop', truncated };
       }
       if (out.length >= o.maxTokens || pos + 1 >= ctx) break;
-      logits = await lastLogits(model, [next], pos, cache);
+      logits = await session.step(Int32Array.of(next));
       pos++;
     }
     return { text: tokenizer.decode(out), ids: out, stopped: 'length', truncated };
   } finally {
-    disposeCache(cache);
+    session.close();
   }
 }
 
@@ -222,16 +222,16 @@ export function metricKey(suite: string, what: 'accuracy' | 'perplexity' | 'loss
  * the suite's text. Scorer failures score 0 and are counted, never thrown.
  */
 export async function runSuite(
-  model: LanguageModel,
+  engine: Engine,
   tokenizer: Tokenizer,
   suite: Suite,
   opts: { failures?: number; onExample?: (done: number, total: number) => void } = {},
 ): Promise<SuiteResult> {
   const t0 = performance.now();
   const c = suite.config;
-  const errors: ScorerErrors = { threw: 0, nan: 0, timeout: 0, invalid: 0 };
+  const errors: ScorerErrors = { threw: 0, nan: 0, timeout: 0, invalid: 0, crashed: 0 };
   if (suite.kind === 'perplexity') {
-    const p = await textPerplexity(model, tokenizer, suite.docs, { limit: c.limit });
+    const p = await textPerplexity(engine, tokenizer, suite.docs, { limit: c.limit });
     return {
       name: c.name,
       kind: 'perplexity',
@@ -254,7 +254,7 @@ export async function runSuite(
   const failures: SuiteFailure[] = [];
   let truncated = 0;
   for (const [i, ex] of suite.examples.entries()) {
-    const { text, truncated: cut } = await complete(model, tokenizer, ex.prompt, {
+    const { text, truncated: cut } = await complete(engine, tokenizer, ex.prompt, {
       maxTokens: c.maxTokens,
       temperature: c.temperature,
       seed: c.seed + i,
@@ -295,12 +295,12 @@ export async function runSuite(
 
 /** Total scorer failures of a result. */
 export function errorCount(r: Pick<SuiteResult, 'errors'>): number {
-  return r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
+  return r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid + (r.errors.crashed ?? 0);
 }
 
 /** One line about a result: `tasks: accuracy 0.42 (n=50)` or `corpus: perplexity 7.31`. */
 export function describeResult(r: SuiteResult): string {
-  const errs = r.errors.threw + r.errors.nan + r.errors.timeout + r.errors.invalid;
+  const errs = errorCount(r);
   const main =
     r.kind === 'perplexity' ? `perplexity ${r.perplexity!.toFixed(3)}` : `accuracy ${r.accuracy!.toFixed(3)}`;
   return `${r.name}: ${main} (n=${r.n}${errs ? `, ${errs} scorer errors` : ''})`;

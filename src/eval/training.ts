@@ -1,4 +1,4 @@
-import type { LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { parseSuiteConfig, type SuiteInput } from '../recipe/eval-schema.js';
 import { loadSuite, runSuite, type Suite, type SuiteResult } from './suite.js';
@@ -47,7 +47,7 @@ export class TrainingEvals {
 
   /** Runs the suites due at this step; `metrics` goes into the step's metrics.jsonl line. */
   async run(
-    model: LanguageModel,
+    engine: Engine,
     tokenizer: Tokenizer,
     step: number,
     last: boolean,
@@ -57,7 +57,7 @@ export class TrainingEvals {
     for (const [i, s] of this.suites.entries()) {
       const n = this.every[i]!;
       if (!(last || (n > 0 && step % n === 0))) continue;
-      const r = await runSuite(model, tokenizer, s).finally(() => s.scorer?.release?.());
+      const r = await runSuite(engine, tokenizer, s).finally(() => s.scorer?.release?.());
       results.push(r);
       Object.assign(metrics, r.metrics);
     }

@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scratch, tallySlice, tinyRecipe } from '../../test/helpers.js';
 import { useBackend } from '../engine/tfjs/backend.js';
-import { tf } from '../engine/tfjs/tf.js';
-import { generate } from '../engine/tfjs/generate.js';
-import type { LanguageModel } from '../engine/tfjs/model.js';
+import { generate } from '../engine/sample.js';
+import type { Engine } from '../engine/engine.js';
 import { Recipe } from '../runs/recipe.js';
 import { loadModel } from '../runs/index.js';
 import { readSafetensors } from '../model/safetensors.js';
@@ -53,24 +52,19 @@ const CASES: Case[] = [
   },
 ];
 
-async function allLogits(model: LanguageModel, ids: number[]): Promise<number[][]> {
-  const t = tf.tidy(() => model.forward(tf.tensor2d([ids], [1, ids.length], 'int32')).logits);
-  const rows = (await t.array()) as number[][];
-  t.dispose();
-  return rows;
+async function allLogits(model: Engine, ids: number[]): Promise<number[][]> {
+  const flat = await model.logits(ids);
+  const v = model.spec.vocabSize;
+  return Array.from({ length: ids.length }, (_, i) => Array.from(flat.subarray(i * v, (i + 1) * v)));
 }
 
-async function logitsData(model: LanguageModel, ids: number[]): Promise<Float32Array> {
-  const t = tf.tidy(() => model.forward(tf.tensor2d([ids], [1, ids.length], 'int32')).logits);
-  const d = (await t.data()) as Float32Array;
-  t.dispose();
-  return d;
+function logitsData(model: Engine, ids: number[]): Promise<Float32Array> {
+  return model.logits(ids);
 }
 
 describe('HF export', () => {
   let dir: string;
-  const exported: { c: Case; run: string; out: string; model: LanguageModel; tokenizer: Tokenizer; ids: number[] }[] =
-    [];
+  const exported: { c: Case; run: string; out: string; model: Engine; tokenizer: Tokenizer; ids: number[] }[] = [];
   let hf: HfCheck[] = [];
   // A missing venv or transformers fails each transformers test with the setup hint (not a skip).
   let hfError: unknown;
@@ -114,7 +108,7 @@ describe('HF export', () => {
   }, 600_000);
 
   afterAll(async () => {
-    for (const e of exported) e.model.dispose();
+    for (const e of exported) await e.model.dispose();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -206,7 +200,7 @@ describe('HF export', () => {
           const lb = await logitsData(back.model, ids);
           expect(Buffer.from(lb.buffer).equals(Buffer.from(la.buffer))).toBe(true);
         } finally {
-          back.model.dispose();
+          await back.model.dispose();
         }
       });
     });

@@ -14,7 +14,9 @@ import { randomBytes } from 'node:crypto';
 import { evalBatches } from '../data/batches.js';
 import type { PreparedData, PreparedSource } from '../data/prepare.js';
 import { LatheError } from '../errors.js';
-import { LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
+import { createEngine } from '../engine/index.js';
+import { activeBackend, type EngineBackend } from '../engine/tfjs/backend.js';
 import { paramSpecsOf } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModel } from '../runs/index.js';
@@ -132,7 +134,7 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
     await rm(tmp, { recursive: true, force: true });
     throw e;
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 
@@ -172,7 +174,7 @@ function specialTokensMap(tokenizer: Tokenizer): Record<string, unknown> {
 /** A run's own held-out loss with its weights, and with the quantized ones. */
 async function measureHeldOut(
   rd: RunDir,
-  model: LanguageModel,
+  model: Engine,
   quantized: NamedWeights,
   count?: number,
 ): Promise<Pick<QuantizationReport, 'heldOut' | 'heldOutUnavailable'>> {
@@ -209,12 +211,12 @@ async function measureHeldOut(
       heldOutUnavailable: 'the run has no held-out tokens (data.valFraction 0, or too little data)',
     };
   const loss = (await evaluateLoss(model, batches))!;
-  const qModel = LanguageModel.fromWeights(model.spec, quantized);
+  const qModel = await createEngine({ backend: model.device as EngineBackend, spec: model.spec, weights: quantized });
   let quantizedLoss: number;
   try {
     quantizedLoss = (await evaluateLoss(qModel, batches))!;
   } finally {
-    qModel.dispose();
+    await qModel.dispose();
   }
   const perplexity = Math.exp(loss);
   const quantizedPerplexity = Math.exp(quantizedLoss);
@@ -231,11 +233,16 @@ async function measureHeldOut(
   };
 }
 
-/** {@link importHf}, then the model built from it (on the current tfjs backend). */
+/** {@link importHf}, then an inference engine on its weights (the tfjs engine on `backend`, default the active one). */
 export async function loadHf(
   dir: string,
-  opts: ImportHfOptions = {},
-): Promise<{ model: LanguageModel; tokenizer: Tokenizer; imported: HfImport }> {
+  opts: ImportHfOptions & { backend?: EngineBackend } = {},
+): Promise<{ model: Engine; tokenizer: Tokenizer; imported: HfImport }> {
   const imported = await importHf(dir, opts);
-  return { model: LanguageModel.fromWeights(imported.spec, imported.weights), tokenizer: imported.tokenizer, imported };
+  const model = await createEngine({
+    backend: opts.backend ?? activeBackend(),
+    spec: imported.spec,
+    weights: imported.weights,
+  });
+  return { model, tokenizer: imported.tokenizer, imported };
 }

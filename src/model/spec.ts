@@ -70,3 +70,16 @@ export function moeFfnParams(s: ModelSpec): ParamSpec[] {
 export function paramSpecsOf(spec: ModelSpec): ParamSpec[] {
   return [...trunkParams(spec), ...(spec.arch === 'moe' ? moeFfnParams(spec) : denseFfnParams(spec))];
 }
+
+/** Number of parameters of a model of this spec. */
+export function numParamsOf(spec: ModelSpec): number {
+  return paramSpecsOf(spec).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+}
+
+/** Forward+backward FLOPs per token (6 x active parameters plus attention), for the throughput meter. */
+export function flopsPerToken(spec: ModelSpec): number {
+  const all = numParamsOf(spec);
+  const active =
+    spec.arch === 'moe' ? all - spec.layers * (spec.experts - spec.topK) * 3 * spec.dim * spec.ffnDim : all;
+  return 6 * active + 12 * spec.layers * spec.dim * spec.context;
+}

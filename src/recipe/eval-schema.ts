@@ -13,7 +13,9 @@ export const ModuleScorerSchema = z
     module: z
       .string()
       .min(1)
-      .describe('Path to the module, relative to the recipe (or the suite file); .js/.mjs, or .ts with tsx installed.'),
+      .describe(
+        'Path to the module, relative to the recipe (or the suite file): .js, .mjs, .cjs, or TypeScript (.ts, .mts), compiled on load.',
+      ),
     export: z
       .string()
       .min(1)

@@ -315,7 +315,23 @@ export const RewardSchema = z
       .int()
       .positive()
       .default(5000)
-      .describe('A call that takes longer is abandoned (its worker is restarted) and counted in reward_errors.'),
+      .describe('A call that takes longer is abandoned (its process is restarted) and counted in reward_errors.'),
+    loadTimeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .default(30_000)
+      .describe('Loading the module (its top level) must finish within this; else the run stops before training.'),
+    memoryMb: z
+      .number()
+      .int()
+      .min(64)
+      .default(1024)
+      .describe("Memory limit of the module's process (MB); a process past it is killed and the stage stops."),
+    network: z
+      .boolean()
+      .default(false)
+      .describe('On a worker: ask for network access for the module (granted only if the worker allows it too).'),
     onError: z
       .enum(['skip', 'fail'])
       .default('skip')

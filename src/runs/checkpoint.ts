@@ -29,24 +29,36 @@ function stored(w: Weights, prefix = ''): Map<string, StoredTensor> {
 }
 
 /**
- * Writes checkpoints/<step>/ atomically: files go to a temp folder that is renamed into place,
- * so a crash leaves the previous checkpoint as the latest intact one.
+ * Writes a checkpoint's tensor files into `dir`: model.safetensors (HF names, metadata format pt)
+ * and, with moments, optimizer.safetensors (`m.<name>`, `v.<name>`).
+ */
+export async function writeTensorFiles(
+  dir: string,
+  weights: Weights,
+  moments?: { m: Weights; v: Weights },
+): Promise<void> {
+  await writeFileAtomic(join(dir, 'model.safetensors'), encodeSafetensors(stored(weights), { format: 'pt' }));
+  if (moments) {
+    const both = new Map([...stored(moments.m, 'm.'), ...stored(moments.v, 'v.')]);
+    await writeFileAtomic(join(dir, 'optimizer.safetensors'), encodeSafetensors(both));
+  }
+}
+
+/**
+ * Writes checkpoints/<step>/ atomically: `writeTensors` fills a temp folder (an engine writes its
+ * tensors there), then state.json, then the folder is renamed into place, so a crash leaves the
+ * previous checkpoint as the latest intact one.
  */
 export async function saveCheckpoint(
   rd: RunDir,
-  weights: Weights,
-  moments: { m: Weights; v: Weights } | undefined,
   state: CheckpointState,
+  writeTensors: (dir: string) => Promise<void>,
 ): Promise<string> {
   const final = rd.checkpointPath(state.step);
   const tmp = join(rd.checkpointsDir, `.tmp-${state.step}-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
-  await writeFileAtomic(join(tmp, 'model.safetensors'), encodeSafetensors(stored(weights), { format: 'pt' }));
-  if (moments) {
-    const both = new Map([...stored(moments.m, 'm.'), ...stored(moments.v, 'v.')]);
-    await writeFileAtomic(join(tmp, 'optimizer.safetensors'), encodeSafetensors(both));
-  }
+  await writeTensors(tmp);
   await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state, null, 2) + '\n');
   await rm(final, { recursive: true, force: true });
   await rename(tmp, final);

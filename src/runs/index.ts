@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import { useBackend } from '../engine/tfjs/backend.js';
 import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
-import { generate as generateTokens, type SampleOptions } from '../engine/tfjs/generate.js';
-import { LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
+import { createEngine } from '../engine/index.js';
+import { generate as generateTokens, type SampleOptions } from '../engine/sample.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import type { AnyLock } from '../recipe/lock.js';
@@ -56,11 +56,11 @@ export async function reproduce(
   return { run, identical: !divergence, divergence };
 }
 
-/** Loads a run's latest checkpoint as a model with its tokenizer. */
+/** Loads a run's latest checkpoint (or `step`) into an engine for inference, with its tokenizer. */
 export async function loadModel(
   dir: string,
   opts: { step?: number } = {},
-): Promise<{ model: LanguageModel; tokenizer: Tokenizer; step: number }> {
+): Promise<{ model: Engine; tokenizer: Tokenizer; step: number }> {
   RunDir.open(dir);
   // A pipeline's model is its last stage's (stages/<i>-<stage>/ run directories).
   if (opts.step === undefined) dir = modelRunDir(dir);
@@ -70,14 +70,10 @@ export async function loadModel(
   const step = opts.step ?? steps.at(-1);
   if (step === undefined || !steps.includes(step))
     throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''} yet`);
-  await useBackend(lock.backend);
   const tokenizer = await Tokenizer.load(join(rd.dataDir, 'tokenizer.json'));
   const ck = await loadCheckpoint(rd.checkpointPath(step));
-  return {
-    model: LanguageModel.fromWeights(modelSpec(lock.recipe.model, tokenizer.vocabSize), ck.weights),
-    tokenizer,
-    step,
-  };
+  const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
+  return { model: await createEngine({ backend: lock.backend, spec, weights: ck.weights }), tokenizer, step };
 }
 
 /** Samples a completion of `prompt` from a run's latest checkpoint. */
@@ -88,6 +84,6 @@ export async function generate(dir: string, prompt: string, opts: SampleOptions 
     const out = await generateTokens(model, ids, { ...opts, stop: opts.stop ?? [tokenizer.special.eos] });
     return tokenizer.decode(out);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }

@@ -2,7 +2,7 @@ import { LatheError } from '../errors.js';
 import { isPipelineLock, type AnyLock } from '../recipe/lock.js';
 import { executeStage, type Sink } from '../train/execute.js';
 import { executePipeline } from '../train/pipeline.js';
-import type { StopSignal } from '../train/pretrain.js';
+import type { StopSignal } from '../train/loop.js';
 import type { Executor, StartOptions } from './run.js';
 import { registerLive } from './live.js';
 import { Run } from './run.js';

@@ -146,6 +146,9 @@ describe('post-training recipes', () => {
       module: 'reward.mjs',
       export: 'default',
       timeoutMs: 5000,
+      loadTimeoutMs: 30_000,
+      memoryMb: 1024,
+      network: false,
       onError: 'skip',
       maxErrorRate: 0.5,
     });

@@ -30,7 +30,8 @@ export interface RunEvent {
     | 'resumed'
     | 'completed'
     | 'failed'
-    | 'notice';
+    | 'notice'
+    | 'skipped';
   step?: number;
   message: string;
   [key: string]: unknown;

@@ -1,19 +1,22 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { LanguageModel } from '../engine/tfjs/model.js';
 import { LatheError } from '../errors.js';
 import { sha256File } from '../hash.js';
 import { importHf } from '../model/hf-import.js';
-import { modelSpec } from '../model/spec.js';
+import { modelSpec, type ModelSpec } from '../model/spec.js';
+import type { Weights } from '../model/weights.js';
 import type { BaseModelRef } from '../recipe/base.js';
 import { loadCheckpoint } from '../runs/checkpoint.js';
 import { Tokenizer } from '../tokenizer/index.js';
 
-/** Loads a pinned base: the model (on the current backend) and its tokenizer. Checks the weights are still the pinned ones. */
+/**
+ * Loads a pinned base (a run's checkpoint or an HF folder): its spec, weights and tokenizer.
+ * Checks a run checkpoint's weights are still the pinned ones.
+ */
 export async function loadBase(
   base: BaseModelRef,
   where = 'from',
-): Promise<{ model: LanguageModel; tokenizer: Tokenizer }> {
+): Promise<{ spec: ModelSpec; weights: Weights; tokenizer: Tokenizer }> {
   if (base.kind === 'run') {
     const ck = base.checkpoint!;
     if (!existsSync(join(ck, 'model.safetensors')))
@@ -25,13 +28,8 @@ export async function loadBase(
       );
     const tokenizer = await Tokenizer.load(base.tokenizer);
     const { weights } = await loadCheckpoint(ck);
-    return { model: LanguageModel.fromWeights(modelSpec(base.model, tokenizer.vocabSize), weights), tokenizer };
+    return { spec: modelSpec(base.model, tokenizer.vocabSize), weights, tokenizer };
   }
   const imported = await importHf(base.path);
-  return { model: LanguageModel.fromWeights(imported.spec, imported.weights), tokenizer: imported.tokenizer };
-}
-
-/** A frozen copy of a model (the DPO/GRPO reference): same weights, never trained. */
-export async function frozenCopy(model: LanguageModel): Promise<LanguageModel> {
-  return LanguageModel.fromWeights(model.spec, await model.weights());
+  return { spec: imported.spec, weights: imported.weights, tokenizer: imported.tokenizer };
 }

@@ -2,24 +2,24 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { trainPostTokenizer } from '../data/post.js';
-import { prepareData } from '../data/prepare.js';
-import { useBackend } from '../engine/tfjs/backend.js';
-import { LanguageModel } from '../engine/tfjs/model.js';
+import { prepareData, type PreparedData } from '../data/prepare.js';
+import type { Engine, OptimizerState } from '../engine/engine.js';
+import { createEngine, type EngineOptions } from '../engine/index.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
-import { modelSpec } from '../model/spec.js';
+import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
+import { initWeights, type Weights } from '../model/weights.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { PostRecipe } from '../recipe/schema.js';
-import { loadCheckpoint } from '../runs/checkpoint.js';
-import type { RunDir, Metric, RunEvent, RunSummary } from '../runs/rundir.js';
+import { loadCheckpoint, type CheckpointState } from '../runs/checkpoint.js';
+import type { Metric, RunDir, RunEvent, RunSummary } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { loadBase } from './base.js';
-import { dpo } from './dpo.js';
-import { grpo } from './grpo.js';
-import { onlineDpo } from './online-dpo.js';
-import { pretrain, type StageContext, type StageResult, type StopSignal } from './pretrain.js';
-import { sft } from './sft.js';
-import type { PostStageContext } from './stage.js';
+import type { StageContext, StageResult, StopSignal } from './loop.js';
+import { STAGE_RUNNERS } from './stages.js';
+
+// Running a stage in this process: where its model starts (fresh, from a base, or from the
+// checkpoint it resumes), the engine it trains on, and the run directory's summary when it ends.
 
 /** How {@link executeStage} runs: fresh or resumed, and where to stop early. */
 export interface ExecuteOptions {
@@ -27,6 +27,8 @@ export interface ExecuteOptions {
   resume: boolean;
   /** Stop as if interrupted after this step (a checkpoint is written). */
   stopAfter?: number;
+  /** Starts the stage's engine (default {@link createEngine}); a wrapper can observe or inject faults. */
+  createEngine?: (o: EngineOptions) => Promise<Engine>;
 }
 
 /** Where a stage's metrics and events go: its own run directory, plus a live Run (or a pipeline's mirror). */
@@ -50,105 +52,60 @@ export async function executeStage(
 ): Promise<RunSummary> {
   const { emit, event } = sink;
   const t0 = performance.now();
-  let model: LanguageModel | undefined;
+  let engine: Engine | undefined;
   try {
-    await useBackend(lock.backend);
-    let result: StageResult;
-    if (lock.recipe.stage === 'pretrain') {
-      const prepared = await prepareData(lock, rd.dataDir, { onNotice: (m) => event({ type: 'notice', message: m }) });
-      if (!opts.resume) {
-        const c = prepared.clean;
-        event({
-          type: 'prepared',
-          message: `data ready: ${prepared.sources.map((s) => `${s.name} ${s.tokens.train} train / ${s.tokens.val} held-out tokens`).join(', ')}; ${c.exactDuplicates + c.nearDuplicates} duplicates removed, ${prepared.rejected} lines rejected`,
-          seconds: prepared.seconds,
-        });
-      }
-      const tokenizer = await Tokenizer.load(prepared.tokenizerPath);
-      const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
-      let resume: StageContext['resume'];
-      const last = opts.resume ? (await rd.checkpointSteps()).at(-1) : undefined;
-      if (last !== undefined) {
-        const ck = await loadCheckpoint(rd.checkpointPath(last));
-        if (ck.state.lockId !== lock.id)
-          throw new LatheError(
-            `${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`,
-          );
-        model = LanguageModel.fromWeights(spec, ck.weights);
-        resume = { state: ck.state, moments: ck.moments };
-        await rd.truncateMetricsAfter(last);
-        await sink.truncate?.(last);
-        sink.replay(await rd.readMetrics());
-        event({ type: 'resumed', step: last, message: `resumed from step ${last}` });
-      } else {
-        model = LanguageModel.init(spec, lock.recipe.seed);
-        if (opts.resume) {
-          await rd.truncateMetricsAfter(0);
-          await sink.truncate?.(0);
-          event({ type: 'resumed', step: 0, message: 'no checkpoint yet; starting from step 0' });
-        } else
-          event({
-            type: 'started',
-            step: 0,
-            message: `training ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`,
-            params: model.numParams,
-          });
-      }
-      result = await pretrain({
-        lock,
-        rd,
-        model,
-        tokenizer,
-        prepared,
-        resume,
-        stop,
-        stopAfter: opts.stopAfter,
-        emit,
-        event,
-      });
-    } else {
-      const post = await startPost(rd, lock as RecipeLock & { recipe: PostRecipe }, sink, opts.resume);
-      model = post.model;
-      const ctx: PostStageContext = {
-        ...post,
-        lock: lock as RecipeLock & { recipe: PostRecipe },
-        rd,
-        stop,
-        stopAfter: opts.stopAfter,
-        emit,
-        event,
-      };
-      const r = lock.recipe;
-      result =
-        r.stage === 'sft'
-          ? await sft(ctx as PostStageContext<typeof r>)
-          : r.stage === 'dpo'
-            ? await dpo(ctx as PostStageContext<typeof r>)
-            : r.stage === 'online-dpo'
-              ? await onlineDpo(ctx as PostStageContext<typeof r>)
-              : await grpo(ctx as PostStageContext<typeof r>);
-    }
+    const r = lock.recipe;
+    const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
+    engine = await (opts.createEngine ?? createEngine)({
+      backend: lock.backend,
+      spec: start.spec,
+      weights: start.weights,
+      optimizer: {
+        beta1: r.train.beta1,
+        beta2: r.train.beta2,
+        eps: r.train.eps,
+        weightDecay: r.train.weightDecay,
+        gradClip: r.train.gradClip,
+        state: start.optimizer,
+      },
+    });
+    const ctx: StageContext = {
+      lock,
+      rd,
+      engine,
+      tokenizer: start.tokenizer,
+      referenceWeights: start.referenceWeights,
+      prepared: start.prepared,
+      resume: start.resume,
+      fresh: !opts.resume,
+      stop,
+      stopAfter: opts.stopAfter,
+      emit,
+      event,
+    };
+    const run = STAGE_RUNNERS[r.stage] as (ctx: StageContext) => Promise<StageResult>;
+    const result = await run(ctx);
     if (result.status === 'completed')
       event({ type: 'completed', step: result.step, message: `completed ${result.step} steps` });
     const summary: RunSummary = {
       id: runId,
       lockId: lock.id,
-      stage: lock.recipe.stage,
+      stage: r.stage,
       status: result.status,
       step: result.step,
-      steps: lock.recipe.train.steps,
+      steps: r.train.steps,
       loss: result.loss,
       eval_loss: result.evalLoss,
       tokens: result.tokens,
       seconds: Math.round(result.seconds * 1000) / 1000,
       tokens_per_s: result.seconds > 0 ? Math.round(result.tokens / result.seconds) : undefined,
-      params: model.numParams,
+      params: engine.numParams,
       backend: lock.backend,
       lathe: lock.lathe,
       wall_seconds: Math.round(performance.now() - t0) / 1000,
       error: result.error,
     };
-    const gates = summarizeGates(lock.recipe.eval.gates, await rd.readMetrics());
+    const gates = summarizeGates(r.eval.gates, await rd.readMetrics());
     if (gates) summary.gates = gates;
     await rd.writeSummary(summary);
     return summary;
@@ -171,60 +128,133 @@ export async function executeStage(
     });
     throw e;
   } finally {
-    model?.dispose();
+    await engine?.dispose();
   }
 }
 
-/** A post-training stage's starting point: the base (or a fresh model), or the checkpoint being resumed. */
-async function startPost(
-  rd: RunDir,
-  lock: RecipeLock & { recipe: PostRecipe },
-  sink: Sink,
-  resuming: boolean,
-): Promise<Pick<PostStageContext, 'model' | 'tokenizer' | 'reference' | 'resume' | 'fresh'>> {
-  const r = lock.recipe;
-  await mkdir(rd.dataDir, { recursive: true });
-  const tokPath = join(rd.dataDir, 'tokenizer.json');
-  const reference = async () => {
-    if (lock.base) return (await loadBase(lock.base)).model;
-    const tok = await Tokenizer.load(tokPath);
-    return LanguageModel.init(modelSpec(r.model, tok.vocabSize), r.seed);
-  };
-  const last = resuming ? (await rd.checkpointSteps()).at(-1) : undefined;
-  if (last !== undefined && existsSync(tokPath)) {
-    const tokenizer = await Tokenizer.load(tokPath);
+/** Where a stage starts: its model and tokenizer, fresh or from the checkpoint it resumes. */
+interface StageStart {
+  spec: ModelSpec;
+  weights: Weights;
+  /** The optimizer state of the checkpoint being resumed. */
+  optimizer?: OptimizerState;
+  tokenizer: Tokenizer;
+  prepared?: PreparedData;
+  resume?: { state: CheckpointState };
+  /** The frozen reference: the starting model's weights. */
+  referenceWeights(): Promise<Weights>;
+}
+
+/**
+ * The checkpoint a resume continues from (its metrics past it dropped, the rest replayed), or
+ * undefined for a fresh start, or a resume with no checkpoint yet (metrics cleared).
+ */
+async function resumePoint(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boolean, usable = true) {
+  const last = resuming && usable ? (await rd.checkpointSteps()).at(-1) : undefined;
+  if (last !== undefined) {
     const ck = await loadCheckpoint(rd.checkpointPath(last));
     if (ck.state.lockId !== lock.id)
       throw new LatheError(`${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
-    const model = LanguageModel.fromWeights(modelSpec(r.model, tokenizer.vocabSize), ck.weights);
     await rd.truncateMetricsAfter(last);
     await sink.truncate?.(last);
     sink.replay(await rd.readMetrics());
     sink.event({ type: 'resumed', step: last, message: `resumed from step ${last}` });
-    return { model, tokenizer, reference, resume: { state: ck.state, moments: ck.moments }, fresh: false };
+    return ck;
   }
   if (resuming) {
     await rd.truncateMetricsAfter(0);
     await sink.truncate?.(0);
     sink.event({ type: 'resumed', step: 0, message: 'no checkpoint yet; starting from step 0' });
   }
-  let model: LanguageModel;
+  return undefined;
+}
+
+/** The checkpoint's optimizer state, in the engine's terms. */
+function optimizerOf(ck: { moments?: { m: Weights; v: Weights }; state: CheckpointState }): OptimizerState | undefined {
+  return ck.moments && { ...ck.moments, step: ck.state.optimizerStep };
+}
+
+/** Pre-training starts from the prepared data's tokenizer and a fresh model under the seed. */
+async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boolean): Promise<StageStart> {
+  const prepared = await prepareData(lock, rd.dataDir, {
+    onNotice: (m) => sink.event({ type: 'notice', message: m }),
+  });
+  if (!resuming) {
+    const c = prepared.clean;
+    sink.event({
+      type: 'prepared',
+      message: `data ready: ${prepared.sources.map((s) => `${s.name} ${s.tokens.train} train / ${s.tokens.val} held-out tokens`).join(', ')}; ${c.exactDuplicates + c.nearDuplicates} duplicates removed, ${prepared.rejected} lines rejected`,
+      seconds: prepared.seconds,
+    });
+  }
+  const tokenizer = await Tokenizer.load(prepared.tokenizerPath);
+  const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
+  const fresh = () => Promise.resolve(initWeights(spec, lock.recipe.seed));
+  const ck = await resumePoint(rd, lock, sink, resuming);
+  if (ck)
+    return {
+      spec,
+      weights: ck.weights,
+      optimizer: optimizerOf(ck),
+      tokenizer,
+      prepared,
+      resume: { state: ck.state },
+      referenceWeights: fresh,
+    };
+  const params = numParamsOf(spec);
+  if (!resuming)
+    sink.event({
+      type: 'started',
+      step: 0,
+      message: `training ${params.toLocaleString('en-US')} parameters on ${lock.backend}`,
+      params,
+    });
+  return { spec, weights: await fresh(), tokenizer, prepared, referenceWeights: fresh };
+}
+
+/** A post-training stage starts from its base (or a fresh model), or the checkpoint being resumed. */
+async function startPost(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boolean): Promise<StageStart> {
+  const r = lock.recipe as PostRecipe;
+  await mkdir(rd.dataDir, { recursive: true });
+  const tokPath = join(rd.dataDir, 'tokenizer.json');
+  const referenceWeights = async () => {
+    if (lock.base) return (await loadBase(lock.base)).weights;
+    const tok = await Tokenizer.load(tokPath);
+    return initWeights(modelSpec(r.model, tok.vocabSize), r.seed);
+  };
+  const ck = await resumePoint(rd, lock, sink, resuming, existsSync(tokPath));
+  if (ck) {
+    const tokenizer = await Tokenizer.load(tokPath);
+    const spec = modelSpec(r.model, tokenizer.vocabSize);
+    return {
+      spec,
+      weights: ck.weights,
+      optimizer: optimizerOf(ck),
+      tokenizer,
+      resume: { state: ck.state },
+      referenceWeights,
+    };
+  }
+  let spec: ModelSpec;
+  let weights: Weights;
   let tokenizer: Tokenizer;
   let from: string;
   if (lock.base) {
-    ({ model, tokenizer } = await loadBase(lock.base));
+    ({ spec, weights, tokenizer } = await loadBase(lock.base));
     from = `from ${lock.base.kind === 'run' ? `${lock.base.checkpoint}` : `the Hugging Face model ${lock.base.path}`}`;
   } else {
     tokenizer = lock.tokenizer ? await Tokenizer.load(lock.tokenizer.path) : await trainPostTokenizer(lock);
-    model = LanguageModel.init(modelSpec(r.model, tokenizer.vocabSize), r.seed);
+    spec = modelSpec(r.model, tokenizer.vocabSize);
+    weights = initWeights(spec, r.seed);
     from = 'from a fresh model (no `from`)';
   }
   await tokenizer.save(tokPath);
+  const params = numParamsOf(spec);
   sink.event({
     type: 'started',
     step: 0,
-    message: `${r.stage} ${from}: ${model.numParams.toLocaleString('en-US')} parameters on ${lock.backend}`,
-    params: model.numParams,
+    message: `${r.stage} ${from}: ${params.toLocaleString('en-US')} parameters on ${lock.backend}`,
+    params,
   });
-  return { model, tokenizer, reference, fresh: !resuming };
+  return { spec, weights, tokenizer, referenceWeights };
 }

@@ -190,12 +190,51 @@ describe('GRPO', () => {
     );
   });
 
+  it('a reward module that kills its process stops the stage cleanly (checkpoint, summary); one that never loads is an error before training', async () => {
+    await writeFile(
+      join(dir, 'suicide.mjs'),
+      `let n = 0;\nexport default (completion) => {\n  if (++n === 5) process.kill(process.pid, 'SIGKILL');\n  return completion.length;\n};\n`,
+    );
+    const train = {
+      steps: 3,
+      batchSize: 2,
+      groupSize: 2,
+      innerSteps: 1,
+      lr: 1e-3,
+      warmupSteps: 0,
+      maxNewTokens: 3,
+      checkpointEvery: 1,
+    };
+    const run = await recipe({ train }, { module: join(dir, 'suicide.mjs') }).run({ out: join(dir, 'suicide') });
+    const s = run.summary!;
+    expect(s.status).toBe('failed');
+    expect(s.error).toMatch(
+      /^reward\.module .*suicide\.mjs#default: its process died \(SIGKILL\) at step 2; stopped with a checkpoint at step 1$/,
+    );
+    expect(await run.dir.checkpointSteps()).toEqual([1]);
+    expect((await run.dir.readSummary())!.status).toBe('failed');
+    expect((await run.dir.readEvents()).at(-1)).toMatchObject({ type: 'failed', step: 1 });
+
+    await writeFile(join(dir, 'spin.mjs'), `for (;;) {}\nexport default () => 1;\n`);
+    const t0 = performance.now();
+    const spin = await recipe({ train }, { module: join(dir, 'spin.mjs'), loadTimeoutMs: 1000 }).start({
+      out: join(dir, 'spin'),
+    });
+    await expect(spin.done).rejects.toThrow(
+      /reward\.module: .*spin\.mjs did not load within 1000 ms \(an endless loop at its top level\?\)/,
+    );
+    expect(performance.now() - t0).toBeLessThan(20_000);
+    expect((await spin.dir.readSummary())!.status).toBe('failed');
+  });
+
   it('a missing module or export is a clear error before training', async () => {
     await expect(recipe({}, { module: join(dir, 'nope.mjs') }).run({ out: join(dir, 'nope') })).rejects.toThrow(
       /reward\.module: .*nope\.mjs does not exist/,
     );
     await writeFile(join(dir, 'named.mjs'), `export const good = () => 1;\nexport const other = () => 0;\n`);
     const run = await recipe({}, { module: join(dir, 'named.mjs'), export: 'bad' }).start({ out: join(dir, 'named') });
-    await expect(run.done).rejects.toThrow(/reward\.module: .*named\.mjs has no export "bad" \(exports: good, other\)/);
+    await expect(run.done).rejects.toThrow(
+      /reward\.module: .*named\.mjs has no function export "bad" \(exports: good, other\)/,
+    );
   });
 });

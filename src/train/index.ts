@@ -1,26 +1,26 @@
-export { pretrain, flopsPerToken, type StageContext, type StageResult, type StopSignal } from './pretrain.js';
-export { evaluateLoss } from '../eval/loss.js';
-export { AdamW, type AdamWConfig } from '../engine/tfjs/optimizer.js';
-export { learningRate } from './schedule.js';
-export { lmLoss, type LossParts } from '../engine/tfjs/losses.js';
-export { type TokenBatch } from '../data/batches.js';
-// Post-training stages: one file each; the step machinery they share; rollouts, judges and reward hosting.
-export { sft, evaluateSft, prepareSft } from './sft.js';
-export { dpo, dpoLoss, evaluatePairs, preparePairs } from './dpo.js';
-export { onlineDpo } from './online-dpo.js';
-export { grpo, grpoLoss, groupAdvantages } from './grpo.js';
+// The `train` namespace: the step loop, one file per stage, rollouts, judges and reward hosting.
 export {
   stepLoop,
-  Updater,
+  optimize,
   StageFailure,
-  ExampleOrder,
-  seqBatch,
-  tokenLogProbs,
-  sequenceLogProbs,
-  type PostStageContext,
+  type StageContext,
+  type StageResult,
+  type StopSignal,
   type StepConfig,
-  type SeqBatch,
-} from './stage.js';
+} from './loop.js';
+export { STAGE_RUNNERS } from './stages.js';
+export { pretrain } from './pretrain.js';
+export { sft, evaluateSft, prepareSft } from './sft.js';
+export { dpo, evaluatePairs, preparePairs } from './dpo.js';
+export { onlineDpo } from './online-dpo.js';
+export { grpo, groupAdvantages } from './grpo.js';
+export { ExampleOrder, seqBatch, type SeqBatch } from './batch.js';
+export { learningRate } from './schedule.js';
+export { evaluateLoss } from '../eval/loss.js';
+export { flopsPerToken } from '../model/spec.js';
+export { AdamW, type AdamWConfig } from '../engine/tfjs/optimizer.js';
+export { lmLoss, dpoLoss, policyGradientLoss, type LossParts } from '../engine/tfjs/losses.js';
+export { type TokenBatch } from '../data/batches.js';
 export {
   sampleGroup,
   cutAtStop,
@@ -36,4 +36,4 @@ export {
 } from './rollout.js';
 export { RewardHost, type RewardOutcome, type RewardHostOptions } from './reward.js';
 export { resolveBase, modelRunDir, type BaseModelRef } from '../recipe/base.js';
-export { loadBase, frozenCopy } from './base.js';
+export { loadBase } from './base.js';

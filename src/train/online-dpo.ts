@@ -1,19 +1,9 @@
-import { tf } from '../engine/tfjs/tf.js';
 import type { PairExample } from '../data/pairs.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
-import { dpoLoss, pairBatch, referenceLogProbs } from './dpo.js';
+import { seqBatch } from './batch.js';
+import { dpoMetrics, pairBatch } from './dpo.js';
+import { optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
 import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
-import {
-  meanOf,
-  round4,
-  sequenceLogProbs,
-  seqBatch,
-  stepLoop,
-  tokenLogProbsData,
-  Updater,
-  type PostStageContext,
-  type StageResult,
-} from './stage.js';
 
 // Online DPO (Guo et al. 2024): each step the policy samples k completions per prompt, a judge
 // scores them (a reward function, or a reward-model run's mean log-prob), and the best and the worst
@@ -22,20 +12,19 @@ import {
 // `kl` is the mean over all sampled completions of Σ_t (log π − log π_ref), a sequence-level estimate.
 
 /** Runs online DPO. */
-export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise<StageResult> {
+export async function onlineDpo(ctx: StageContext<OnlineDpoRecipe>): Promise<StageResult> {
   const r = ctx.lock.recipe;
   const cfg = r.train;
+  const { engine } = ctx;
   const { train, judge, errors, order, rng, sampling, evaluate } = await openOnlineStage(ctx, 0x0d9);
   const pad = ctx.tokenizer.special.pad;
-  const reference = await ctx.reference();
-  const updater = new Updater(ctx.model, cfg, ctx.resume);
   try {
+    await engine.setReference(await ctx.referenceWeights());
     return await stepLoop(
       ctx,
       { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
       {
         stage: 'online-dpo',
-        updater,
         state: () => ({ sampler: order.position, extra: { rng: rng.state } }),
         async body(step, lr) {
           const prompts: PromptItem[] = order.take(cfg.batchSize * cfg.gradAccum).map((i) => train[i]!);
@@ -49,11 +38,11 @@ export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise
             prompts.flatMap((p, i) => groups[i]!.map((c) => ({ prompt: p.ids, completion: c.ids }))),
             pad,
           );
-          const [pl, rl] = [await tokenLogProbsData(ctx.model, all), await tokenLogProbsData(reference, all)];
+          const [pl, rl] = [await engine.logprobs(all), await engine.logprobs(all, { reference: true })];
           let kl = 0;
           for (let s = 0; s < all.batch; s++)
             for (let t = 0; t < all.seq; t++)
-              if (all.mask[s * all.seq + t]) kl += pl[s * all.seq + t]! - rl[s * all.seq + t]!;
+              if (all.weights[s * all.seq + t]) kl += pl[s * all.seq + t]! - rl[s * all.seq + t]!;
           kl /= all.batch;
           // Best vs worst per prompt.
           const pairs: PairExample[] = [];
@@ -97,30 +86,27 @@ export async function onlineDpo(ctx: PostStageContext<OnlineDpoRecipe>): Promise
           const nChunks = Math.min(cfg.gradAccum, pairs.length);
           const chunks = Array.from({ length: nChunks }, (_, m) => pairs.filter((_, k) => k % nChunks === m));
           const batches = chunks.map((c) => pairBatch(c, pad));
-          const refs = batches.map((b) => referenceLogProbs(reference, b));
-          try {
-            const { gradNorm, reports } = await updater.update(batches.length, lr, (i) =>
-              dpoLoss(sequenceLogProbs(ctx.model, batches[i]!), refs[i]!, chunks[i]!.length, cfg.beta, 0),
-            );
-            Object.assign(metrics, {
-              loss: meanOf(reports, 0),
-              grad_norm: gradNorm,
-              'rewards/chosen': meanOf(reports, 1),
-              'rewards/rejected': meanOf(reports, 2),
-              'rewards/margins': meanOf(reports, 3),
-              'rewards/accuracies': round4(meanOf(reports, 4)),
-            });
-          } finally {
-            tf.dispose(refs);
-          }
+          const refs: Float32Array[] = [];
+          for (const b of batches) refs.push(await engine.logprobs(b, { sum: true, reference: true }));
+          const reports = await Promise.all(
+            batches.map((b, i) =>
+              engine.forwardBackward(b, {
+                name: 'dpo',
+                pairs: chunks[i]!.length,
+                reference: refs[i]!,
+                beta: cfg.beta,
+                labelSmoothing: 0,
+              }),
+            ),
+          );
+          const gradNorm = await optimize(ctx, step, lr);
+          Object.assign(metrics, { ...dpoMetrics(reports), grad_norm: gradNorm });
           return { metrics, tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0) };
         },
         evaluate,
       },
     );
   } finally {
-    updater.dispose();
-    reference.dispose();
     await judge.close();
   }
 }

@@ -5,7 +5,7 @@ import { lockRecipe, type PipelineLock, type RecipeLock } from '../recipe/lock.j
 import { writeFileAtomic } from '../runs/atomic.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from '../runs/rundir.js';
 import { executeStage, type ExecuteOptions, type Sink } from './execute.js';
-import type { StopSignal } from './pretrain.js';
+import type { StopSignal } from './loop.js';
 
 /** The live side of a pipeline run: a Run, as seen from the training layer. */
 export interface RunOutput {

@@ -1,17 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import { LatheError } from '../errors.js';
+import { ModuleHost, type CallErrorKind } from '../eval/module-host.js';
 
 // Reward functions are user modules (JS or TS) named by the recipe: `reward: { module, export }`,
-// called as (completion, example) => number | Promise<number>. They run in a worker thread, so a
-// call that hangs (even a synchronous infinite loop) is cut off at `timeoutMs` by terminating the
-// worker, and a crash in user code cannot take the run down. TypeScript modules load through tsx.
+// called as (completion, example) => number | Promise<number>, in their own process (the module
+// host, src/eval/module-host.ts): a call that throws, hangs or returns no finite number is counted and
+// skipped, and a module that kills its process fails the stage cleanly instead of the trainer.
 
 /** The outcome of one reward call: a finite number, or why there is none. */
-export type RewardOutcome = { value: number } | { error: string };
+export type RewardOutcome = { value: number } | { error: string; kind: CallErrorKind | 'invalid' };
 
 /** Options of {@link RewardHost.open}. */
 export interface RewardHostOptions {
@@ -22,163 +17,74 @@ export interface RewardHostOptions {
   timeoutMs: number;
   /** The recipe field that names the module, for messages (e.g. `reward.module`). */
   where: string;
+  /** Limit of loading the module, in ms. */
+  loadTimeoutMs?: number;
+  /** Memory limit of the module's process, in MB. */
+  memoryMb?: number;
+  /** The recipe allows the module network access (on a worker, only if the worker does too). */
+  network?: boolean;
+  /** Folders a confined module may read besides itself (the job folder). */
+  readable?: string[];
 }
 
-// The worker: loads the module once, then answers {id, completion, example} with {id, value} or {id, error}.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { url, exportName, tsx } = workerData;
-let fn;
-const describe = (e) => {
-  if (e instanceof Error) {
-    const file = url.replace(/^file:\\/\\//, '');
-    const at = (e.stack || '').split('\\n').find((l) => /^\\s*at /.test(l) && l.includes(file));
-    const loc = at ? at.trim().replace(/^at\\s+/, '').replace(/^.*\\((.*)\\)$/, '$1').replace(/^file:\\/\\//, '') : undefined;
-    return e.name + ': ' + e.message + (loc ? ' (at ' + loc + ')' : '');
-  }
-  return 'threw ' + (typeof e === 'string' ? JSON.stringify(e) : String(e));
-};
-(async () => {
-  try {
-    let mod;
-    if (tsx) {
-      const api = await import(tsx);
-      mod = await api.tsImport(url, url);
-    } else mod = await import(url);
-    const keys = Object.keys(mod).filter((k) => k !== '__esModule');
-    fn = mod[exportName];
-    if (fn === undefined && exportName === 'default' && mod.default === undefined && keys.length === 1) fn = mod[keys[0]];
-    if (typeof fn !== 'function' && fn && typeof fn.default === 'function') fn = fn.default;
-    if (typeof fn !== 'function') {
-      parentPort.postMessage({ type: 'loaded', error: fn === undefined ? 'has no export "' + exportName + '" (exports: ' + (keys.join(', ') || 'none') + ')' : 'export "' + exportName + '" is a ' + typeof fn + ', not a function' });
-      return;
-    }
-    parentPort.postMessage({ type: 'loaded' });
-  } catch (e) {
-    parentPort.postMessage({ type: 'loaded', error: 'cannot be loaded: ' + describe(e) });
-    return;
-  }
-  parentPort.on('message', async (m) => {
-    try {
-      const v = await fn(m.completion, m.example);
-      parentPort.postMessage({ id: m.id, value: v });
-    } catch (e) {
-      parentPort.postMessage({ id: m.id, error: 'threw ' + describe(e) });
-    }
-  });
-})();
-`;
-
-/** tsx's ESM API (its `import` export), which loads TypeScript modules at run time. */
-function tsxApi(): string {
-  const pkgPath = createRequire(import.meta.url).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  return pathToFileURL(join(dirname(pkgPath), pkg.exports['./esm/api']!.import.default)).href;
-}
-
-/** Runs a reward module's function in a worker thread, with a timeout per call. */
+/** A reward module in the module host, scoring completions as finite numbers. */
 export class RewardHost {
-  private worker?: Worker;
-  private pending = new Map<number, (o: RewardOutcome) => void>();
-  private nextId = 1;
-  /** Calls that failed (threw, timed out, returned a non-number) since the host opened. */
-  errors = 0;
-  readonly label: string;
+  private constructor(
+    private readonly host: ModuleHost,
+    private readonly o: RewardHostOptions,
+  ) {}
 
-  private constructor(private readonly o: RewardHostOptions) {
-    this.label = `${o.where} ${o.path}#${o.export}`;
-  }
-
-  /** Loads the module in a worker; throws a LatheError naming the recipe field when it cannot be used. */
+  /** Loads the module in its process; throws a LatheError naming the recipe field when it cannot be used. */
   static async open(o: RewardHostOptions): Promise<RewardHost> {
-    const host = new RewardHost(o);
-    await host.start();
-    return host;
+    const host = await ModuleHost.open({
+      path: o.path,
+      export: o.export,
+      label: `${o.where}: ${o.path}`,
+      callTimeoutMs: o.timeoutMs,
+      loadTimeoutMs: o.loadTimeoutMs,
+      memoryMb: o.memoryMb,
+      network: o.network,
+      readable: o.readable,
+    });
+    return new RewardHost(host, o);
   }
 
-  private async start(): Promise<void> {
-    const ts = /\.(ts|mts|cts)$/i.test(this.o.path);
-    const worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: { url: pathToFileURL(this.o.path).href, exportName: this.o.export, tsx: ts ? tsxApi() : undefined },
-      stdout: false,
-      stderr: false,
-    });
-    worker.unref();
-    this.worker = worker;
-    const loaded = await new Promise<string | undefined>((resolve) => {
-      const onExit = (code: number) => resolve(`exited with code ${code} while loading`);
-      worker.once('error', (e) => resolve(`cannot be loaded: ${e.message}`));
-      worker.once('exit', onExit);
-      worker.once('message', (m: { type?: string; error?: string }) => {
-        worker.off('exit', onExit);
-        resolve(m.error);
-      });
-    });
-    if (loaded !== undefined) {
-      await worker.terminate();
-      this.worker = undefined;
-      throw new LatheError(`${this.o.where}: ${this.o.path} ${loaded}`);
-    }
-    worker.on('message', (m: { id: number; value?: unknown; error?: string }) => {
-      const done = this.pending.get(m.id);
-      if (!done) return;
-      this.pending.delete(m.id);
-      if (m.error !== undefined) done({ error: m.error });
-      else if (typeof m.value === 'number' && Number.isFinite(m.value)) done({ value: m.value });
-      else
-        done({
-          error: `returned ${typeof m.value === 'number' ? String(m.value) : m.value === undefined ? 'undefined' : `a ${typeof m.value} (${JSON.stringify(m.value)?.slice(0, 40)})`}, not a finite number`,
-        });
-    });
-    const fail = (why: string) => {
-      for (const done of this.pending.values()) done({ error: why });
-      this.pending.clear();
-      if (this.worker === worker) this.worker = undefined;
-    };
-    worker.on('error', (e) => fail(`crashed: ${e.message}`));
-    worker.on('exit', (code) => fail(`exited with code ${code}`));
+  /** `reward.module /path#export`, for messages. */
+  get label(): string {
+    return `${this.o.where} ${this.o.path}#${this.o.export}`;
+  }
+
+  /** Failed calls since the host opened. */
+  get errors(): number {
+    const e = this.host.errors;
+    return e.threw + e.timeout + e.crashed;
   }
 
   /** Scores one completion; never throws for user-code faults (they come back as `error`). */
   async score(completion: string, example: Record<string, unknown>): Promise<RewardOutcome> {
-    if (!this.worker) await this.start();
-    const worker = this.worker!;
-    const id = this.nextId++;
-    let timer: NodeJS.Timeout | undefined;
-    const outcome = await new Promise<RewardOutcome>((resolve) => {
-      this.pending.set(id, resolve);
-      timer = setTimeout(() => {
-        this.pending.delete(id);
-        resolve({ error: `timed out after ${this.o.timeoutMs} ms (reward.timeoutMs)` });
-      }, this.o.timeoutMs);
-      try {
-        worker.postMessage({ id, completion, example });
-      } catch (e) {
-        this.pending.delete(id);
-        resolve({ error: `cannot pass the example to the reward worker: ${(e as Error).message}` });
-      }
-    });
-    clearTimeout(timer);
-    if ('error' in outcome) {
-      this.errors++;
-      if (
-        outcome.error.startsWith('timed out') ||
-        outcome.error.startsWith('crashed') ||
-        outcome.error.startsWith('exited')
-      ) {
-        // The worker may be stuck in user code: replace it before the next call.
-        if (this.worker === worker) this.worker = undefined;
-        await worker.terminate().catch(() => undefined);
-      }
+    const out = await this.host.call(completion, example);
+    if ('error' in out) {
+      const why =
+        out.error === 'timeout'
+          ? `${out.message} (${this.o.where.replace(/module$/, 'timeoutMs')})`
+          : out.error === 'threw'
+            ? `threw ${out.message}`
+            : out.message;
+      return { error: why, kind: out.error };
     }
-    return outcome;
+    const v = out.value;
+    if (typeof v === 'number' && Number.isFinite(v)) return { value: v };
+    const got =
+      typeof v === 'number'
+        ? String(v)
+        : v === undefined
+          ? 'undefined'
+          : `a ${typeof v} (${JSON.stringify(v)?.slice(0, 40)})`;
+    return { error: `returned ${got}, not a finite number`, kind: 'invalid' };
   }
 
-  /** Stops the worker. */
-  async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    await w?.terminate().catch(() => undefined);
+  /** Stops the module's process. */
+  close(): Promise<void> {
+    return this.host.close();
   }
 }

@@ -1,12 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../engine/tfjs/tf.js';
 import { promptIds } from '../data/pairs.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
 import { promptExample, type PromptExample } from '../data/prompts.js';
 import { LatheError } from '../errors.js';
-import { sampleToken, type SampleOptions } from '../engine/tfjs/generate.js';
-import { disposeCache, type LanguageModel } from '../engine/tfjs/model.js';
+import type { Engine } from '../engine/engine.js';
+import { createEngine } from '../engine/index.js';
+import { sampleToken, type SampleOptions } from '../engine/sample.js';
 import { Rng } from '../random.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';
@@ -14,7 +14,8 @@ import type { Tokenizer } from '../tokenizer/index.js';
 import { loadBase } from './base.js';
 import { RewardHost, type RewardHostOptions, type RewardOutcome } from './reward.js';
 import { announce, noRowsError } from './sft.js';
-import { ExampleOrder, round4, seqBatch, StageFailure, tokenLogProbsData, type PostStageContext } from './stage.js';
+import { ExampleOrder, seqBatch } from './batch.js';
+import { round4, StageFailure, type StageContext } from './loop.js';
 
 // Rollouts for the online stages: n completions of one prompt, sampled together as a batch of n
 // with a KV cache (the prompt is encoded once and its cache shared), from one restorable Rng.
@@ -51,40 +52,24 @@ export function cutAtStop(text: string, stops: readonly string[]): { text: strin
   return end < 0 ? { text, hit: false } : { text: text.slice(0, end), hit: true };
 }
 
-/** Samples n completions of `prompt` (token ids) from the model. Greedy when temperature is 0. */
+/** Samples n completions of `prompt` (token ids) with the engine's KV cache. Greedy when temperature is 0. */
 export async function sampleGroup(
-  model: LanguageModel,
+  engine: Engine,
   tokenizer: Tokenizer,
   prompt: number[],
   n: number,
   o: RolloutOptions,
   rng: Rng,
 ): Promise<Completion[]> {
-  const ctxLen = model.spec.context;
+  const ctxLen = engine.spec.context;
   if (prompt.length >= ctxLen)
     throw new Error(`prompt of ${prompt.length} tokens leaves no room in a context of ${ctxLen}`);
-  const cache = model.newCache();
   const samp: SampleOptions = { temperature: o.temperature, topK: o.topK, topP: o.topP };
   const out: Completion[] = Array.from({ length: n }, () => ({ ids: [], text: '', finished: false }));
   const stop = new Set(o.stopIds);
+  const { logits: firstData, session } = await engine.decode(prompt, n);
   try {
-    // Prefill once, then repeat the cache n times along the batch axis.
-    const first = tf.tidy(() => {
-      const { logits } = model.forward(tf.tensor2d([prompt], [1, prompt.length], 'int32'), { cache, pos0: 0 });
-      return tf.slice(logits, [prompt.length - 1, 0], [1, -1]);
-    });
-    const firstData = (await first.data()) as Float32Array;
-    first.dispose();
-    if (n > 1) {
-      for (const c of cache) {
-        const [k, v] = [c.k!, c.v!];
-        c.k = tf.keep(tf.tile(k, [n, 1, 1, 1]));
-        c.v = tf.keep(tf.tile(v, [n, 1, 1, 1]));
-        k.dispose();
-        v.dispose();
-      }
-    }
-    const V = model.spec.vocabSize;
+    const V = engine.spec.vocabSize;
     let logits: Float32Array[] = Array.from({ length: n }, () => firstData);
     let pos = prompt.length;
     let live = n;
@@ -114,13 +99,11 @@ export async function sampleGroup(
       }
       pos++;
       if (live === 0 || t + 1 >= o.maxNewTokens || pos >= ctxLen) break;
-      const step = tf.tidy(() => model.forward(tf.tensor2d(next, [n, 1], 'int32'), { cache, pos0: pos - 1 }).logits);
-      const data = (await step.data()) as Float32Array;
-      step.dispose();
+      const data = await session.step(next);
       logits = Array.from({ length: n }, (_, i) => data.subarray(i * V, (i + 1) * V));
     }
   } finally {
-    disposeCache(cache);
+    session.close();
   }
   for (const c of out) {
     const ids = c.ids.length && stop.has(c.ids.at(-1)!) ? c.ids.slice(0, -1) : c.ids;
@@ -140,7 +123,7 @@ export interface PromptItem {
 
 /** Reads, checks and tokenizes an online stage's prompts; writes data/rows.json. */
 export async function preparePrompts(
-  ctx: Pick<PostStageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>,
+  ctx: Pick<StageContext<OnlineDpoRecipe | GrpoRecipe>, 'lock' | 'rd' | 'tokenizer'>,
 ): Promise<{ train: PromptItem[]; val: PromptItem[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const rows = await readPostRows(ctx.lock, (doc) =>
@@ -205,16 +188,17 @@ export class RewardJudge implements Judge {
  */
 export class ModelJudge implements Judge {
   constructor(
-    private readonly model: LanguageModel,
+    private readonly engine: Engine,
     private readonly tokenizer: Tokenizer,
     readonly label: string,
   ) {}
 
   async scoreGroup(prompt: PromptItem, completions: Completion[]): Promise<RewardOutcome[]> {
     const p = promptIds(prompt.row.prompt, 'prompt', this.tokenizer);
-    if (typeof p === 'string') return completions.map(() => ({ error: `judge model cannot read the prompt: ${p}` }));
+    if (typeof p === 'string')
+      return completions.map(() => ({ error: `judge model cannot read the prompt: ${p}`, kind: 'invalid' as const }));
     const end = p.chat ? this.tokenizer.special.end : this.tokenizer.special.eos;
-    const ctxLen = this.model.spec.context;
+    const ctxLen = this.engine.spec.context;
     const seqs = completions.map((c) => {
       let ids = this.tokenizer.encode(c.text);
       if (c.finished || !ids.length) ids = [...ids, end];
@@ -222,12 +206,12 @@ export class ModelJudge implements Judge {
       return { prompt: p.ids.slice(-ctxLen), completion: ids.slice(0, room) };
     });
     const b = seqBatch(seqs, this.tokenizer.special.pad);
-    const lp = await tokenLogProbsData(this.model, b);
+    const lp = await this.engine.logprobs(b);
     return seqs.map((_, i) => {
       let sum = 0;
       let n = 0;
       for (let t = 0; t < b.seq; t++) {
-        if (!b.mask[i * b.seq + t]) continue;
+        if (!b.weights[i * b.seq + t]) continue;
         sum += lp[i * b.seq + t]!;
         n++;
       }
@@ -236,7 +220,7 @@ export class ModelJudge implements Judge {
   }
 
   async close(): Promise<void> {
-    this.model.dispose();
+    await this.engine.dispose();
   }
 }
 
@@ -248,11 +232,16 @@ export async function openJudge(lock: RecipeLock, r: OnlineDpoRecipe | GrpoRecip
       path: lock.reward.path,
       export: lock.reward.export,
       timeoutMs: cfg.timeoutMs,
+      loadTimeoutMs: cfg.loadTimeoutMs,
+      memoryMb: cfg.memoryMb,
+      network: cfg.network,
+      readable: [lock.baseDir],
       where: r.stage === 'grpo' ? 'reward.module' : 'judge.reward.module',
     });
   if (lock.judge) {
-    const { model, tokenizer } = await loadBase(lock.judge, 'judge.model');
-    return new ModelJudge(model, tokenizer, `judge.model ${lock.judge.path}`);
+    const { spec, weights, tokenizer } = await loadBase(lock.judge, 'judge.model');
+    const engine = await createEngine({ backend: lock.backend, spec, weights });
+    return new ModelJudge(engine, tokenizer, `judge.model ${lock.judge.path}`);
   }
   throw new LatheError(
     `${r.stage}: the lock names no judge; set ${r.stage === 'grpo' ? 'reward' : 'judge.reward or judge.model'}`,
@@ -264,14 +253,17 @@ export class RewardErrors {
   private noticed = new Set<string>();
 
   constructor(
-    private readonly ctx: Pick<PostStageContext, 'event'>,
+    private readonly ctx: Pick<StageContext, 'event'>,
     private readonly label: string,
     private readonly policy: { onError: 'skip' | 'fail'; maxErrorRate: number } | undefined,
   ) {}
 
   /** Reports new kinds of error once as a notice; throws StageFailure when the policy says stop. */
   check(step: number, outcomes: RewardOutcome[]): number {
-    const errs = outcomes.filter((o): o is { error: string } => 'error' in o);
+    const errs = outcomes.filter((o) => 'error' in o);
+    const crash = errs.find((e) => e.kind === 'crashed');
+    // A module that kills its own process is not a flaky answer: stop cleanly, with a checkpoint.
+    if (crash) throw new StageFailure(`${this.label}: ${crash.error} at step ${step}`);
     for (const e of errs) {
       const kind = e.error.replace(/\d+/g, 'N');
       if (this.noticed.has(kind) || this.noticed.size >= 5) continue;
@@ -307,7 +299,7 @@ export function meanStd(xs: number[]): { mean: number; std: number; n: number } 
 
 /** Greedy completions of held-out prompts, judged: the mean score (errors left out and counted). */
 export async function evaluateRollouts(
-  model: LanguageModel,
+  engine: Engine,
   tokenizer: Tokenizer,
   judge: Judge,
   prompts: PromptItem[],
@@ -318,7 +310,7 @@ export async function evaluateRollouts(
   let length = 0;
   const rng = new Rng(0);
   for (const p of prompts) {
-    const [c] = await sampleGroup(model, tokenizer, p.ids, 1, { ...o, temperature: 0, stopIds: p.stop }, rng);
+    const [c] = await sampleGroup(engine, tokenizer, p.ids, 1, { ...o, temperature: 0, stopIds: p.stop }, rng);
     length += c!.ids.length;
     const [s] = await judge.scoreGroup(p, [c!]);
     if ('value' in s!) scores.push(s.value);
@@ -332,7 +324,7 @@ export async function evaluateRollouts(
  * its error policy, the example order and the sampling RNG (both from the checkpoint on resume;
  * salt keeps the stages' streams apart), the sampling options and the held-out evaluation.
  */
-export async function openOnlineStage(ctx: PostStageContext<OnlineDpoRecipe | GrpoRecipe>, salt: number) {
+export async function openOnlineStage(ctx: StageContext<OnlineDpoRecipe | GrpoRecipe>, salt: number) {
   const r = ctx.lock.recipe;
   const cfg = r.train;
   const { train, val, manifest } = await preparePrompts(ctx);
@@ -359,14 +351,14 @@ export async function openOnlineStage(ctx: PostStageContext<OnlineDpoRecipe | Gr
  * completions of the eval prompts judged; undefined when there are no eval prompts.
  */
 export function rolloutEvaluation(
-  ctx: Pick<PostStageContext, 'model' | 'tokenizer'>,
+  ctx: Pick<StageContext, 'engine' | 'tokenizer'>,
   judge: Judge,
   prompts: PromptItem[],
   o: Omit<RolloutOptions, 'stopIds' | 'temperature'>,
 ): (() => Promise<Record<string, number>>) | undefined {
   if (!prompts.length) return undefined;
   return async () => {
-    const e = await evaluateRollouts(ctx.model, ctx.tokenizer, judge, prompts, o);
+    const e = await evaluateRollouts(ctx.engine, ctx.tokenizer, judge, prompts, o);
     const out: Record<string, number> = { eval_reward_errors: e.errors, eval_completion_length: round4(e.length) };
     if (Number.isFinite(e.mean)) out.eval_reward_mean = round4(e.mean);
     return out;
@@ -378,7 +370,7 @@ export function rolloutEvaluation(
  * scores (NaN where judging failed, counted by `errors`).
  */
 export async function rolloutAndJudge(
-  ctx: Pick<PostStageContext, 'model' | 'tokenizer'>,
+  ctx: Pick<StageContext, 'engine' | 'tokenizer'>,
   prompts: PromptItem[],
   n: number,
   sampling: Omit<RolloutOptions, 'stopIds'>,
@@ -389,7 +381,7 @@ export async function rolloutAndJudge(
 ): Promise<{ groups: Completion[][]; outcomes: RewardOutcome[][]; values: number[][]; stepErrors: number }> {
   const groups: Completion[][] = [];
   for (const p of prompts)
-    groups.push(await sampleGroup(ctx.model, ctx.tokenizer, p.ids, n, { ...sampling, stopIds: p.stop }, rng));
+    groups.push(await sampleGroup(ctx.engine, ctx.tokenizer, p.ids, n, { ...sampling, stopIds: p.stop }, rng));
   const outcomes: RewardOutcome[][] = [];
   for (const [i, p] of prompts.entries()) outcomes.push(await judge.scoreGroup(p, groups[i]!));
   const stepErrors = errors.check(step, outcomes.flat());

@@ -1,22 +1,22 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tf } from '../engine/tfjs/tf.js';
 import { fitExample, sftEvalBatches, sftExample, SftSampler, type SftExample } from '../data/chat.js';
 import { readPostRows, type PostManifest } from '../data/post.js';
 import { LatheError } from '../errors.js';
-import type { LanguageModel } from '../engine/tfjs/model.js';
+import type { CrossEntropyLoss, Engine } from '../engine/engine.js';
 import type { SftRecipe } from '../recipe/schema.js';
-import { lmLoss } from '../engine/tfjs/losses.js';
-import { type TokenBatch } from '../data/batches.js';
-import { meanOf, round4, stepLoop, Updater, type PostStageContext, type StageResult } from './stage.js';
+import type { TokenBatch } from '../data/batches.js';
+import { meanOf, optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
 
 // Supervised fine-tuning: chat rows rendered with the tokenizer's chat template, the loss on
 // assistant tokens only (a per-token weight: lmLoss's masked cross-entropy), whole conversations
 // packed into context windows. Metrics: loss and token_accuracy over assistant tokens.
 
-/** Mean assistant-token loss and accuracy over fixed batches. */
+const CE_ACCURACY: CrossEntropyLoss = { name: 'cross_entropy', accuracy: true };
+
+/** Mean assistant-token loss and accuracy over fixed batches, weighted by assistant tokens. */
 export async function evaluateSft(
-  model: LanguageModel,
+  engine: Engine,
   batches: TokenBatch[],
 ): Promise<{ loss: number; accuracy: number } | undefined> {
   if (!batches.length) return undefined;
@@ -26,21 +26,17 @@ export async function evaluateSft(
   for (const b of batches) {
     const w = b.weights!.reduce((a, x) => a + x, 0);
     if (!w) continue;
-    const [l, a] = tf.tidy(() => {
-      const p = lmLoss(model, b, { accuracy: true });
-      return [p.ce, p.accuracy!];
-    });
-    loss += (await l.data())[0]! * w;
-    acc += (await a.data())[0]! * w;
+    const r = await engine.forward(b, CE_ACCURACY);
+    loss += r.loss * w;
+    acc += (r.values.accuracy as number) * w;
     weight += w;
-    tf.dispose([l, a]);
   }
   return weight ? { loss: loss / weight, accuracy: acc / weight } : undefined;
 }
 
 /** Reads, checks and tokenizes a SFT lock's chats; writes data/rows.json. */
 export async function prepareSft(
-  ctx: Pick<PostStageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>,
+  ctx: Pick<StageContext<SftRecipe>, 'lock' | 'rd' | 'tokenizer' | 'event'>,
 ): Promise<{ train: SftExample[]; val: SftExample[]; manifest: PostManifest }> {
   const r = ctx.lock.recipe;
   const max = r.model.context + 1;
@@ -71,10 +67,11 @@ export async function prepareSft(
 }
 
 /** Runs SFT. */
-export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult> {
+export async function sft(ctx: StageContext<SftRecipe>): Promise<StageResult> {
   const r = ctx.lock.recipe;
   const cfg = r.train;
-  const seq = ctx.model.spec.context;
+  const { engine } = ctx;
+  const seq = engine.spec.context;
   const { train, val, manifest } = await prepareSft(ctx);
   announce(ctx, manifest, 'conversations');
   if (!train.length) throw noRowsError(manifest, 'conversations');
@@ -85,45 +82,37 @@ export async function sft(ctx: PostStageContext<SftRecipe>): Promise<StageResult
     ctx.resume?.state.sampler,
   );
   const evals = sftEvalBatches(val, { seq, batch: cfg.batchSize, count: r.eval.batches, pad, packing: cfg.packing });
-  const updater = new Updater(ctx.model, cfg, ctx.resume);
-  try {
-    return await stepLoop(
-      ctx,
-      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
-      {
-        stage: 'sft',
-        updater,
-        state: () => ({ sampler: sampler.position }),
-        async body(_step, lr) {
-          const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
-          const { gradNorm, reports } = await updater.update(cfg.gradAccum, lr, (i) => {
-            const l = lmLoss(ctx.model, batches[i]!, { accuracy: true });
-            return { loss: l.total, report: [l.ce, l.accuracy!] };
-          });
-          const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
-          return {
-            metrics: {
-              loss: meanOf(reports, 0),
-              token_accuracy: round4(meanOf(reports, 1)),
-              grad_norm: gradNorm,
-              assistant_tokens: trained,
-              examples: batches.reduce((a, b) => a + b.examples, 0),
-              epoch: round4(sampler.epochs()),
-            },
-            tokens: batches.length * cfg.batchSize * seq,
-          };
-        },
-        evaluate: evals.length
-          ? async (): Promise<Record<string, number>> => {
-              const e = await evaluateSft(ctx.model, evals);
-              return e ? { eval_loss: e.loss, eval_token_accuracy: round4(e.accuracy) } : {};
-            }
-          : undefined,
+  return stepLoop(
+    ctx,
+    { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
+    {
+      stage: 'sft',
+      state: () => ({ sampler: sampler.position }),
+      async body(step, lr) {
+        const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
+        const reports = await Promise.all(batches.map((b) => engine.forwardBackward(b, CE_ACCURACY)));
+        const gradNorm = await optimize(ctx, step, lr);
+        const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
+        return {
+          metrics: {
+            loss: meanOf(reports, (x) => x.loss),
+            token_accuracy: round4(meanOf(reports, (x) => x.values.accuracy as number)),
+            grad_norm: gradNorm,
+            assistant_tokens: trained,
+            examples: batches.reduce((a, b) => a + b.examples, 0),
+            epoch: round4(sampler.epochs()),
+          },
+          tokens: batches.length * cfg.batchSize * seq,
+        };
       },
-    );
-  } finally {
-    updater.dispose();
-  }
+      evaluate: evals.length
+        ? async (): Promise<Record<string, number>> => {
+            const e = await evaluateSft(engine, evals);
+            return e ? { eval_loss: e.loss, eval_token_accuracy: round4(e.accuracy) } : {};
+          }
+        : undefined,
+    },
+  );
 }
 
 /** The error when no training rows are left, with the first rejection's file:line and reason. */
@@ -135,7 +124,7 @@ export function noRowsError(m: PostManifest, what: string): LatheError {
 }
 
 /** The 'prepared' event of a post-training stage (fresh starts only). */
-export function announce(ctx: Pick<PostStageContext, 'fresh' | 'event'>, m: PostManifest, what: string): void {
+export function announce(ctx: Pick<StageContext, 'fresh' | 'event'>, m: PostManifest, what: string): void {
   if (!ctx.fresh) return;
   const first = m.rejections[0];
   ctx.event({

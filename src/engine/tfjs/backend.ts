@@ -87,3 +87,9 @@ export async function useBackend(
   }
   throw new LatheError('no tfjs backend could start');
 }
+
+/** The backend in use now (the last one activated), or cpu when none is. */
+export function activeBackend(): EngineBackend {
+  const name = tf.getBackend();
+  return ORDER.includes(name as EngineBackend) ? (name as EngineBackend) : 'cpu';
+}

@@ -7,5 +7,5 @@ export { nativeAvailable, nativeStatus, runNative, type NativeNode, type NativeO
 export { nativeMatMulActive, planMatMul, registerNativeKernels, setNativeKernels } from './native-kernels.js';
 export { tf } from './tf.js';
 export { LanguageModel, disposeCache, type ForwardResult } from './model.js';
-export { generate, sampleToken, type SampleOptions } from './generate.js';
+export { TfjsEngine, type TfjsEngineOptions } from './engine.js';
 export type { LayerCache, Params } from './layers.js';

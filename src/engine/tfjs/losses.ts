@@ -1,4 +1,5 @@
 import type { TokenBatch } from '../../data/batches.js';
+import type { LossSpec, PolicyGradientLoss } from '../engine.js';
 import { arrayKernel, defineArrayKernel, runArrayKernel } from './array-kernels.js';
 import { tf } from './tf.js';
 import type { LanguageModel } from './model.js';
@@ -111,4 +112,105 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
     ) as tf.Scalar;
   }
   return { total, ce, balance, z, utilization, accuracy };
+}
+
+/** log p(target) at every position [B, T]. Call inside a tidy or a gradient scope. */
+export function tokenLogProbs(model: LanguageModel, b: TokenBatch): tf.Tensor2D {
+  const ids = tf.tensor2d(b.inputs, [b.batch, b.seq], 'int32');
+  const { logits } = model.forward(ids);
+  const logp = tf.logSoftmax(logits, -1);
+  const onehot = tf.oneHot(tf.tensor1d(b.targets, 'int32'), model.spec.vocabSize);
+  return tf.reshape(tf.sum(tf.mul(logp, onehot), -1), [b.batch, b.seq]) as tf.Tensor2D;
+}
+
+/** Weighted (completion-masked) log-probability per sequence [B]. Call inside a tidy or a gradient scope. */
+export function sequenceLogProbs(model: LanguageModel, b: TokenBatch): tf.Tensor1D {
+  const w = b.weights ?? new Float32Array(b.batch * b.seq).fill(1);
+  return tf.sum(tf.mul(tokenLogProbs(model, b), tf.tensor2d(w, [b.batch, b.seq])), 1) as tf.Tensor1D;
+}
+
+/**
+ * DPO's sigmoid loss from policy and reference sequence log-probs [2n] (chosen, then rejected), with
+ * its reported parts. −log σ(x) is softplus(−x) (tf.logSigmoid's custom gradient breaks inside variableGrads).
+ */
+export function dpoLoss(policy: tf.Tensor1D, ref: tf.Tensor1D, n: number, beta: number, smoothing: number): NamedLoss {
+  const pc = tf.slice(policy, 0, n);
+  const pr = tf.slice(policy, n, n);
+  const rc = tf.slice(ref, 0, n);
+  const rr = tf.slice(ref, n, n);
+  const chosen = tf.sub(pc, rc);
+  const rejected = tf.sub(pr, rr);
+  const logits = tf.mul(tf.sub(chosen, rejected), beta);
+  let losses = tf.softplus(tf.neg(logits));
+  if (smoothing > 0) losses = tf.add(tf.mul(losses, 1 - smoothing), tf.mul(tf.softplus(logits), smoothing));
+  const loss = tf.mean(losses) as tf.Scalar;
+  return {
+    total: loss,
+    report: {
+      loss,
+      'rewards/chosen': tf.mean(tf.mul(chosen, beta)),
+      'rewards/rejected': tf.mean(tf.mul(rejected, beta)),
+      'rewards/margins': tf.mean(logits),
+      'rewards/accuracies': tf.mean(tf.cast(tf.greater(logits, 0), 'float32')),
+      'logps/chosen': tf.mean(pc),
+      'logps/rejected': tf.mean(pr),
+    },
+  };
+}
+
+/** GRPO's clipped objective with the k3 KL estimator (see PolicyGradientLoss), inside a gradient scope. */
+export function policyGradientLoss(model: LanguageModel, b: TokenBatch, o: PolicyGradientLoss): NamedLoss {
+  const logp = tokenLogProbs(model, b);
+  const valid = tf.tensor2d(o.valid, [b.batch, 1]);
+  const mask = tf.mul(tf.tensor2d(b.weights!, [b.batch, b.seq]), valid);
+  const adv = tf.tensor2d(o.advantages, [b.batch, 1]);
+  const ratio = tf.exp(tf.sub(logp, tf.tensor2d(o.old, [b.batch, b.seq])));
+  const s1 = tf.mul(ratio, adv);
+  const s2 = tf.mul(tf.clipByValue(ratio, 1 - o.clipEpsilon, 1 + o.clipEpsilon), adv);
+  let perToken = tf.neg(tf.minimum(s1, s2));
+  let kl: tf.Tensor = tf.zerosLike(logp);
+  if (o.reference) {
+    const d = tf.sub(tf.tensor2d(o.reference, [b.batch, b.seq]), logp);
+    kl = tf.sub(tf.sub(tf.exp(d), d), 1);
+    if (o.beta > 0) perToken = tf.add(perToken, tf.mul(kl, o.beta));
+  }
+  const tokens = tf.sum(mask, 1);
+  const perSeq = tf.div(tf.sum(tf.mul(perToken, mask), 1), tf.maximum(tokens, 1));
+  const nValid = tf.maximum(tf.sum(valid), 1);
+  const loss = tf.div(tf.sum(tf.mul(perSeq, tf.reshape(valid, [-1]))), nValid) as tf.Scalar;
+  const nTok = tf.maximum(tf.sum(mask), 1);
+  const klMean = tf.div(tf.sum(tf.mul(kl, mask)), nTok);
+  const clipped = tf.cast(tf.logicalAnd(tf.greater(mask, 0), tf.notEqual(s1, tf.minimum(s1, s2))), 'float32');
+  const clipRatio = tf.div(tf.sum(clipped), nTok);
+  return { total: loss, report: { loss, kl: klMean, clip_ratio: clipRatio } };
+}
+
+/** A loss as the engine runs it: what is minimised, and the tensors it reports by metric name. */
+export interface NamedLoss {
+  total: tf.Scalar;
+  report: Record<string, tf.Tensor>;
+}
+
+/** Builds a named loss on a model (inside a tidy or a gradient scope). */
+export function namedLoss(model: LanguageModel, b: TokenBatch, spec: LossSpec): NamedLoss {
+  switch (spec.name) {
+    case 'cross_entropy': {
+      const l = lmLoss(model, b, { accuracy: spec.accuracy });
+      const report: Record<string, tf.Tensor> = { loss: l.ce };
+      if (model.spec.arch === 'moe')
+        Object.assign(report, { aux_loss: l.balance, z_loss: l.z, expert_util: l.utilization! });
+      if (l.accuracy) report.accuracy = l.accuracy;
+      return { total: l.total, report };
+    }
+    case 'dpo':
+      return dpoLoss(
+        sequenceLogProbs(model, b),
+        tf.tensor1d(spec.reference),
+        spec.pairs,
+        spec.beta,
+        spec.labelSmoothing,
+      );
+    case 'policy_gradient':
+      return policyGradientLoss(model, b, spec);
+  }
 }

@@ -1,7 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { useBackend } from './backend.js';
-import { generate } from './generate.js';
+import { generate } from '../sample.js';
+import { initWeights } from '../../model/weights.js';
+import { TfjsEngine } from './engine.js';
 import { LanguageModel } from './model.js';
 import type { ModelSpec } from '../../model/spec.js';
 
@@ -94,14 +96,13 @@ for (const backend of ['cpu', 'wasm'] as const) {
     }
 
     it('generation is deterministic under a seed, greedy equals argmax, and stop tokens stop', async () => {
-      const m = LanguageModel.init(base, 11);
+      const m = await TfjsEngine.create({ backend, spec: base, weights: initWeights(base, 11) });
       const a = await generate(m, [1, 2], { maxTokens: 8, temperature: 0.9, topK: 10, topP: 0.9, seed: 4 });
       const b = await generate(m, [1, 2], { maxTokens: 8, temperature: 0.9, topK: 10, topP: 0.9, seed: 4 });
       expect(a).toEqual(b);
       expect(a.length).toBe(8);
       const g = await generate(m, [1, 2], { maxTokens: 1, temperature: 0 });
-      const l = tf.tidy(() => m.forward(tf.tensor2d([[1, 2]], [1, 2], 'int32')).logits);
-      const last = (await l.array())[1]!;
+      const last = Array.from((await m.logits([1, 2])).subarray(base.vocabSize));
       expect(g[0]).toBe(last.indexOf(Math.max(...last)));
       const stopAt = a[3]!;
       const c = await generate(m, [1, 2], {
@@ -115,8 +116,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       expect(c).toEqual(a.slice(0, a.indexOf(stopAt)));
       // The context bounds the output: 16 positions, 2 used by the prompt.
       expect((await generate(m, [1, 2], { maxTokens: 100, seed: 1 })).length).toBe(14);
-      l.dispose();
-      m.dispose();
+      await m.dispose();
     });
   });
 }

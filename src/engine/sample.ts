@@ -1,6 +1,8 @@
-import { tf } from './tf.js';
-import { Rng } from '../../random.js';
-import { disposeCache, type LanguageModel } from './model.js';
+import { Rng } from '../random.js';
+import type { Engine } from './engine.js';
+
+// Sampling, the same on every engine: the engine decodes with its KV cache, and the token choice
+// (temperature, top-k, top-p, from a seeded Rng) happens here, so equal logits give equal tokens.
 
 /** Sampling settings for generation. */
 export interface SampleOptions {
@@ -59,46 +61,31 @@ export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): n
 }
 
 /**
- * Generates a continuation of `prompt` (token ids) with a KV cache: one prefill pass, then one
- * token at a time. Stops at a stop token, maxTokens, or the model's context length.
+ * Generates a continuation of `prompt` (token ids): one prefill, then one token at a time from the
+ * engine's KV cache. Stops at a stop token, maxTokens, or the model's context length.
  */
-export async function generate(model: LanguageModel, prompt: number[], o: SampleOptions = {}): Promise<number[]> {
+export async function generate(engine: Engine, prompt: number[], o: SampleOptions = {}): Promise<number[]> {
   if (!prompt.length) throw new Error('generate needs at least one prompt token (e.g. bos)');
   const rng = new Rng(o.seed ?? 0);
   const maxTokens = o.maxTokens ?? 64;
   const stop = new Set(o.stop ?? []);
-  const ctx = model.spec.context;
+  const ctx = engine.spec.context;
   const input = prompt.slice(-ctx);
-  const cache = model.newCache();
   const out: number[] = [];
+  const { logits: first, session } = await engine.decode(input, 1);
   try {
-    let logits = await lastLogits(model, input, 0, cache);
+    let logits = first;
     let pos = input.length;
     while (out.length < maxTokens && pos < ctx) {
       const next = sampleToken(logits, o, rng);
       if (stop.has(next)) break;
       out.push(next);
-      logits = await lastLogits(model, [next], pos, cache);
       pos++;
+      if (out.length >= maxTokens || pos >= ctx) break;
+      logits = await session.step(Int32Array.of(next));
     }
     return out;
   } finally {
-    disposeCache(cache);
+    session.close();
   }
-}
-
-/** Runs ids through the model at pos0 with a KV cache and returns the last position's logits. */
-export async function lastLogits(
-  model: LanguageModel,
-  ids: number[],
-  pos0: number,
-  cache: ReturnType<LanguageModel['newCache']>,
-): Promise<Float32Array> {
-  const t = tf.tidy(() => {
-    const { logits } = model.forward(tf.tensor2d([ids], [1, ids.length], 'int32'), { cache, pos0 });
-    return tf.slice(logits, [ids.length - 1, 0], [1, -1]);
-  });
-  const data = (await t.data()) as Float32Array;
-  t.dispose();
-  return data;
 }

@@ -1,0 +1,252 @@
+import type { ModelSpec } from '../../model/spec.js';
+import type { Weights } from '../../model/weights.js';
+import { writeTensorFiles } from '../../runs/checkpoint.js';
+import type {
+  DecodeSession,
+  Engine,
+  EngineBatch,
+  LossReport,
+  LossSpec,
+  OptimizerConfig,
+  OptimizerState,
+  OptimResult,
+} from '../engine.js';
+import { useBackend, type EngineBackend } from './backend.js';
+import { namedLoss, sequenceLogProbs, tokenLogProbs } from './losses.js';
+import { disposeCache, LanguageModel } from './model.js';
+import { AdamW, restoreOptimizer } from './optimizer.js';
+import { tf } from './tf.js';
+
+/** What a tfjs engine starts from. */
+export interface TfjsEngineOptions {
+  /** The tfjs backend; activated on create. */
+  backend: EngineBackend;
+  spec: ModelSpec;
+  weights: Weights;
+  /** Training: AdamW's settings, and its state when resuming. Absent: inference only. */
+  optimizer?: OptimizerConfig & { state?: OptimizerState };
+}
+
+/**
+ * The tfjs engine: Lathe's decoder on tfjs (cpu, wasm, webgpu), in this process. Gradients
+ * accumulate per parameter across forwardBackward calls; an MoE expert that no token chose in a
+ * micro-batch has no gradient there, and one that none chose all step is left as it is.
+ */
+export class TfjsEngine implements Engine {
+  readonly kind = 'tfjs' as const;
+  readonly device: EngineBackend;
+  private readonly model: LanguageModel;
+  private reference?: LanguageModel;
+  private readonly opt?: AdamW;
+  private readonly gradClip: number;
+  private readonly vars: tf.Variable[];
+  private readonly varNames: Map<string, string>;
+  private grads?: Map<string, tf.Tensor>;
+  private micro = 0;
+
+  protected constructor(o: TfjsEngineOptions) {
+    this.device = o.backend;
+    this.model = LanguageModel.fromWeights(o.spec, o.weights);
+    this.gradClip = o.optimizer?.gradClip ?? 0;
+    if (o.optimizer) {
+      const decay = new Set(this.model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
+      this.opt = new AdamW(this.model.params, decay, o.optimizer);
+      if (o.optimizer.state) restoreOptimizer(this.opt, o.optimizer.state, o.optimizer.state.step);
+    }
+    this.vars = [...this.model.params.values()];
+    this.varNames = new Map([...this.model.params].map(([name, v]) => [v.name, name]));
+  }
+
+  /** Activates the backend and builds the model (and optimizer) from weights. */
+  static async create(o: TfjsEngineOptions): Promise<TfjsEngine> {
+    await useBackend(o.backend);
+    return new this(o);
+  }
+
+  get spec(): ModelSpec {
+    return this.model.spec;
+  }
+
+  get numParams(): number {
+    return this.model.numParams;
+  }
+
+  get optimizerSteps(): number {
+    return this.opt?.t ?? 0;
+  }
+
+  /** @internal The tfjs model (tests and the tfjs benchmark reach into it). */
+  get languageModel(): LanguageModel {
+    return this.model;
+  }
+
+  async forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
+    if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
+    let kept: Record<string, tf.Tensor> = {};
+    const { value, grads } = tf.variableGrads(() => {
+      const l = namedLoss(this.model, batch, loss);
+      // Clones: the reported loss may be the minimised value itself, which is disposed below.
+      kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
+      return l.total;
+    }, this.vars);
+    value.dispose();
+    this.accumulate(grads);
+    return readReport(kept);
+  }
+
+  async forward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
+    const kept = tf.tidy(() => namedLoss(this.model, batch, loss).report);
+    return readReport(kept);
+  }
+
+  /** Adds one micro-batch's gradients (keyed by variable name) to the accumulated ones. */
+  protected accumulate(grads: tf.NamedTensorMap): void {
+    this.micro++;
+    if (!this.grads) {
+      this.grads = new Map(Object.entries(grads).map(([k, g]) => [this.varNames.get(k)!, g]));
+      return;
+    }
+    for (const [k, g] of Object.entries(grads)) {
+      const name = this.varNames.get(k)!;
+      const prev = this.grads.get(name);
+      if (!prev) {
+        this.grads.set(name, g);
+        continue;
+      }
+      this.grads.set(name, tf.add(prev, g));
+      prev.dispose();
+      g.dispose();
+    }
+  }
+
+  async optimStep(lr: number): Promise<OptimResult> {
+    if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
+    if (!this.grads) throw new Error('optimStep without gradients: call forwardBackward first');
+    let grads = this.grads;
+    if (this.micro > 1) {
+      const scale = 1 / this.micro;
+      const scaled = new Map([...grads].map(([k, g]) => [k, tf.mul(g, scale)]));
+      tf.dispose([...grads.values()]);
+      grads = scaled;
+    }
+    this.grads = undefined;
+    this.micro = 0;
+    const norm = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))));
+    const gradNorm = (await norm.data())[0]!;
+    norm.dispose();
+    if (this.gradClip > 0 && gradNorm > this.gradClip) {
+      const c = this.gradClip / gradNorm;
+      for (const [k, g] of grads) {
+        grads.set(k, tf.mul(g, c));
+        g.dispose();
+      }
+    }
+    const skipped = !Number.isFinite(gradNorm);
+    if (!skipped) this.opt.step(grads, lr);
+    tf.dispose([...grads.values()]);
+    return { gradNorm, skipped };
+  }
+
+  async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
+    const model = opts.reference ? this.referenceModel() : this.model;
+    const t = tf.tidy(() =>
+      opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1]),
+    );
+    const data = (await t.data()) as Float32Array;
+    t.dispose();
+    return data;
+  }
+
+  async logits(ids: number[]): Promise<Float32Array> {
+    const t = tf.tidy(() => this.model.forward(tf.tensor2d([ids], [1, ids.length], 'int32')).logits);
+    const data = (await t.data()) as Float32Array;
+    t.dispose();
+    return data;
+  }
+
+  async decode(prompt: number[], n: number): Promise<{ logits: Float32Array; session: DecodeSession }> {
+    const model = this.model;
+    const cache = model.newCache();
+    try {
+      const first = tf.tidy(() => {
+        const { logits } = model.forward(tf.tensor2d([prompt], [1, prompt.length], 'int32'), { cache, pos0: 0 });
+        return tf.slice(logits, [prompt.length - 1, 0], [1, -1]);
+      });
+      const logits = (await first.data()) as Float32Array;
+      first.dispose();
+      // Prefill once, then repeat the cache along the batch axis.
+      if (n > 1) {
+        for (const c of cache) {
+          const [k, v] = [c.k!, c.v!];
+          c.k = tf.keep(tf.tile(k, [n, 1, 1, 1]));
+          c.v = tf.keep(tf.tile(v, [n, 1, 1, 1]));
+          k.dispose();
+          v.dispose();
+        }
+      }
+      let pos = prompt.length;
+      const session: DecodeSession = {
+        step: async (tokens) => {
+          const t = tf.tidy(() => model.forward(tf.tensor2d(tokens, [n, 1], 'int32'), { cache, pos0: pos }).logits);
+          pos++;
+          const data = (await t.data()) as Float32Array;
+          t.dispose();
+          return data;
+        },
+        close: () => disposeCache(cache),
+      };
+      return { logits, session };
+    } catch (e) {
+      disposeCache(cache);
+      throw e;
+    }
+  }
+
+  private referenceModel(): LanguageModel {
+    if (!this.reference) throw new Error('no reference model: call setReference first');
+    return this.reference;
+  }
+
+  async setReference(weights?: Weights): Promise<void> {
+    const w = weights ?? (await this.model.weights());
+    this.reference?.dispose();
+    this.reference = LanguageModel.fromWeights(this.model.spec, w);
+  }
+
+  weights(): Promise<Weights> {
+    return this.model.weights();
+  }
+
+  async optimizerState(): Promise<OptimizerState | undefined> {
+    if (!this.opt) return undefined;
+    return { ...(await this.opt.moments()), step: this.opt.t };
+  }
+
+  async saveTensors(dir: string): Promise<void> {
+    const state = await this.optimizerState();
+    await writeTensorFiles(dir, await this.weights(), state && { m: state.m, v: state.v });
+  }
+
+  async dispose(): Promise<void> {
+    if (this.grads) tf.dispose([...this.grads.values()]);
+    this.grads = undefined;
+    this.opt?.dispose();
+    this.reference?.dispose();
+    this.model.dispose();
+  }
+}
+
+/** Reads reported tensors (scalars as numbers, vectors as arrays) and frees them. */
+async function readReport(kept: Record<string, tf.Tensor>): Promise<LossReport> {
+  const values: Record<string, number | number[]> = {};
+  try {
+    for (const [k, t] of Object.entries(kept)) {
+      const d = await t.data();
+      values[k] = t.rank === 0 ? d[0]! : Array.from(d);
+    }
+  } finally {
+    tf.dispose(Object.values(kept));
+  }
+  const { loss, ...rest } = values;
+  return { loss: loss as number, values: rest };
+}
