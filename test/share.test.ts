@@ -3,7 +3,8 @@
 // browser in as a viewer (cookie), who can read the shared notebook, follow it live over the
 // collaboration websocket and reach the run rooms, but cannot write, execute, or edit the shared
 // document. Wrong, malformed and expired tokens are refused and logged.
-import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecret } from '../src/rooms/datadir.js';
@@ -43,12 +44,36 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
   let opened: { status: number; html: string };
   const clients: NotebookClient[] = [];
   const original = notebook('x = 1', 'y = 2');
+  // Secrets behind symlinks in a shared folder (issue 18, item 1): one elsewhere in Jupyter's root, one outside it.
+  const privateSecret = `private-${randomUUID()}`;
+  const notebookSecret = `private_nb_${randomUUID().replace(/-/g, '')}`;
+  const outsideSecret = `outside-${randomUUID()}`;
 
   beforeAll(async () => {
     lab = await startLab(
-      { 'shared.ipynb': original, 'private.ipynb': notebook('secret = 42'), 'sub/other.ipynb': notebook('z = 0') },
-      ['--YDocExtension.document_save_delay=0.2'],
+      {
+        'shared.ipynb': original,
+        'private.ipynb': notebook('secret = 42'),
+        'sub/other.ipynb': notebook('z = 0'),
+        'notebooks/shared/a.ipynb': notebook('a = 1'),
+        'private/secret.txt': privateSecret,
+        'private/secret.ipynb': notebook(`${notebookSecret} = 1`),
+      },
+      // DEBUG: successful requests are logged too, so the token-masking test sees every kind of line.
+      ['--YDocExtension.document_save_delay=0.2', '--Application.log_level=DEBUG'],
     );
+    // The layout of the issue's report: links out of notebooks/shared/ to root/private, to a
+    // folder outside Jupyter's root, to /etc; and one link that stays inside the folder.
+    const outside = join(lab.root, '..', 'outside');
+    await mkdir(outside, { recursive: true });
+    await writeFile(join(outside, 'secret.txt'), outsideSecret);
+    const shared = join(lab.root, 'notebooks', 'shared');
+    await symlink('../../private', join(shared, 'escape'));
+    await symlink('/etc', join(shared, 'etc'));
+    await symlink('../../../outside', join(shared, 'out'));
+    await symlink('../../private/secret.txt', join(shared, 'leak.txt'));
+    await symlink('../../private/secret.ipynb', join(shared, 'leak.ipynb'));
+    await symlink('a.ipynb', join(shared, 'alias.ipynb'));
     const r = lathe(
       [
         'rooms',
@@ -152,7 +177,13 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     const ownerListing = (await (await fetch(`${lab.base}api/contents?content=1`, { headers: lab.auth })).json()) as {
       content: { path: string }[];
     };
-    expect(ownerListing.content.map((m) => m.path).sort()).toEqual(['private.ipynb', 'shared.ipynb', 'sub']);
+    expect(ownerListing.content.map((m) => m.path).sort()).toEqual([
+      'notebooks',
+      'private',
+      'private.ipynb',
+      'shared.ipynb',
+      'sub',
+    ]);
   });
 
   it('keeps a folder link inside its folder', async () => {
@@ -173,6 +204,114 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     expect(((await owner.json()) as { name: string }).name).toBe('private.ipynb');
     expect((await fetch(`${lab.base}${sneaky}`, { headers: folder })).status).toBe(403);
     expect((await fetch(`${lab.base}api/contents/shared.ipynb`, { headers: folder })).status).toBe(403);
+  });
+
+  it('keeps a folder link inside its folder when the folder holds symlinks (issue 18, item 1)', async () => {
+    const r = lathe(
+      ['rooms', 'share', 'notebooks/shared/*', '--base-url', lab.base, '--data-dir', lab.roomsDir, '--json'],
+      { env: { LATHE_ROOMS_SECRET: '' } },
+    );
+    expect(r.status).toBe(0);
+    const { url } = JSON.parse(r.stdout) as { url: string };
+    const page = await fetch(url, { redirect: 'manual' });
+    expect(page.status).toBe(200);
+    // With the Referer the page sends: Jupyter's /files/ takes it in place of an XSRF header.
+    const folder = { ...browserHeaders(page), Referer: url };
+    const escapes: [string, string][] = [
+      ['notebooks/shared/escape/secret.txt', privateSecret],
+      ['notebooks/shared/leak.txt', privateSecret],
+      ['notebooks/shared/leak.ipynb', notebookSecret],
+      ['notebooks/shared/out/secret.txt', outsideSecret],
+      ['notebooks/shared/etc/passwd', 'root:x:0:0:'],
+    ];
+    for (const [p, secret] of escapes) {
+      // The links do lead to the secrets: the owner reads them through the same paths.
+      const owner = await fetch(`${lab.base}api/contents/${p}`, { headers: lab.auth });
+      expect(owner.status, p).toBe(200);
+      expect(await owner.text(), p).toContain(secret);
+      for (const route of [
+        `api/contents/${p}`,
+        `api/contents/${p}?type=file&format=text&content=1`,
+        `api/contents/${p}/checkpoints`,
+        `files/${p}`,
+        `files/${p}?download=1`,
+        `view/${p}`,
+        `nbconvert/html/${p}`,
+        `nbconvert/script/${p}?download=true`,
+      ]) {
+        const res = await fetch(`${lab.base}${route}`, { headers: folder, redirect: 'manual' });
+        const body = await res.text();
+        expect(res.status, route).toBe(403);
+        expect(body, route).not.toContain(secret);
+      }
+    }
+    // The linked folders themselves: their listings would name what lies behind them.
+    for (const p of ['notebooks/shared/escape', 'notebooks/shared/etc', 'notebooks/shared/out']) {
+      expect((await fetch(`${lab.base}api/contents/${p}`, { headers: lab.auth })).status, p).toBe(200);
+      const res = await fetch(`${lab.base}api/contents/${p}?content=1`, { headers: folder });
+      expect(res.status, p).toBe(403);
+      expect(await res.text(), p).not.toMatch(/secret\.(txt|ipynb)|passwd/);
+    }
+    // The folder lists only what really lies inside it: the escaping links are not shown.
+    const owner = (await (
+      await fetch(`${lab.base}api/contents/notebooks/shared?content=1`, { headers: lab.auth })
+    ).json()) as { content: { name: string }[] };
+    expect(owner.content.map((m) => m.name).sort()).toEqual([
+      'a.ipynb',
+      'alias.ipynb',
+      'escape',
+      'etc',
+      'leak.ipynb',
+      'leak.txt',
+      'out',
+    ]);
+    const listing = await fetch(`${lab.base}api/contents/notebooks/shared?content=1`, { headers: folder });
+    expect(listing.status).toBe(200);
+    const listed = (await listing.json()) as { content: { name: string; writable: boolean }[] };
+    expect(listed.content.map((m) => [m.name, m.writable]).sort()).toEqual([
+      ['a.ipynb', false],
+      ['alias.ipynb', false],
+    ]);
+    const above = (await (await fetch(`${lab.base}api/contents/notebooks?content=1`, { headers: folder })).json()) as {
+      content: { path: string }[];
+    };
+    expect(above.content.map((m) => m.path)).toEqual(['notebooks/shared']);
+    // A link that stays inside the folder still reads.
+    const alias = await fetch(`${lab.base}api/contents/notebooks/shared/alias.ipynb`, { headers: folder });
+    expect(alias.status).toBe(200);
+    expect(JSON.stringify(await alias.json())).toContain('a = 1');
+    expect((await fetch(`${lab.base}files/notebooks/shared/a.ipynb`, { headers: folder })).status).toBe(200);
+
+    // Collaboration: no session and no document room behind an escaping link; in scope, both.
+    expect((await docSession(lab, 'notebooks/shared/a.ipynb', { headers: folder })).session).toBeDefined();
+    expect((await docSession(lab, 'notebooks/shared/leak.ipynb', { headers: folder })).status).toBe(403);
+    const leak = await docSession(lab, 'notebooks/shared/leak.ipynb');
+    expect(leak.session, leak.body).toBeDefined();
+    const ws = lab.base.replace(/^http/, 'ws');
+    const room = `${ws}api/collaboration/room/json:notebook:${leak.session!.fileId}?sessionId=${leak.session!.sessionId}`;
+    expect(await upgradeStatus(room, folder)).toBe(403);
+
+    // Links minted for a path behind a symlink that leaves Jupyter's root open nothing.
+    const secret = loadSecret({ dataDir: lab.roomsDir }).secret;
+    for (const [scope, p] of [
+      ['notebook:notebooks/shared/out/secret.txt', 'notebooks/shared/out/secret.txt'],
+      ['notebook:notebooks/shared/etc/*', 'notebooks/shared/etc/passwd'],
+      ['*', 'notebooks/shared/etc/passwd'],
+      ['*', 'notebooks/shared/out/secret.txt'],
+    ] as const) {
+      const token = mintToken(secret, { room: scope, role: 'read' });
+      const res = await fetch(`${lab.base}api/contents/${p}?lathe_share=${token}`);
+      expect(res.status, scope).toBe(403);
+      expect(await res.text(), scope).not.toMatch(/root:x:0:0:|outside-/);
+    }
+    // A link to all of Jupyter's root does open a link that stays inside the root.
+    const all = mintToken(secret, { room: '*', role: 'read' });
+    const inside = await fetch(`${lab.base}api/contents/notebooks/shared/escape/secret.txt?lathe_share=${all}`);
+    expect(inside.status).toBe(200);
+    expect(await inside.text()).toContain(privateSecret);
+    expect(lab.log()).toMatch(
+      /lathe share: refused GET \/api\/contents\/notebooks\/shared\/escape\/secret\.txt from 127\.0\.0\.1: .*leaves/,
+    );
   });
 
   it('cannot write, execute, or change settings', async () => {
@@ -343,6 +482,51 @@ describe.skipIf(!hasCollaboration)('read-only share links (lathe_jupyter)', () =
     }
     // No share link and no Jupyter token: Jupyter's own refusal.
     expect((await fetch(`${lab.base}api/contents/shared.ipynb`)).status).toBe(403);
+  });
+
+  it('never writes a share token to the log, refused or not (issue 18, item 6)', async () => {
+    const secret = loadSecret({ dataDir: lab.roomsDir }).secret;
+    const now = Math.floor(Date.now() / 1000);
+    const tokens: Record<string, string> = {
+      valid: shareToken,
+      expired: mintToken(secret, { room: 'notebook:shared.ipynb', role: 'read', ttl: 60, now: now - 3600 }),
+      'write role': mintToken(secret, { room: 'notebook:shared.ipynb', role: 'write' }),
+      'other secret': mintToken('some-other-secret-0123456789', { room: 'notebook:shared.ipynb', role: 'read' }),
+    };
+    const ws = lab.base.replace(/^http/, 'ws');
+    for (const [what, token] of Object.entries(tokens)) {
+      const q = `lathe_share=${token}`;
+      const link = `${lab.base}lab/tree/shared.ipynb?${q}`;
+      const ok = what === 'valid' ? 200 : 403;
+      const statuses = [
+        (await fetch(link, { redirect: 'manual' })).status,
+        (await fetch(`${lab.base}api/contents/private.ipynb?${q}`)).status, // outside the scope
+        (await fetch(`${lab.base}api/contents/shared.ipynb?${q}`, { method: 'DELETE' })).status, // a write
+        (await fetch(`${lab.base}api/contents/shared.ipynb?lathe_share=${token.replace(/\./g, '%2E')}`)).status,
+        // The link as the Referer of a refused request, and of a cross-origin one.
+        (await fetch(`${lab.base}api/contents/private.ipynb`, { headers: { ...viewer, Referer: link } })).status,
+        (
+          await fetch(`${lab.base}files/shared.ipynb`, {
+            headers: { Cookie: viewer.Cookie!, Referer: `http://elsewhere.example/?${q}` },
+          })
+        ).status,
+        await upgradeStatus(`${ws}api/kernels/00000000-0000-0000-0000-000000000000/channels?${q}`),
+        (await fetch(`${lab.base}api/contents/${token}`, { headers: viewer })).status, // in the path
+      ];
+      expect(statuses, what).toEqual([ok, 403, 403, ok, 403, 403, 403, 403]);
+    }
+    const log = lab.log();
+    // No line holds a token of any test in this file (the server logs at DEBUG, so every request is logged).
+    const parts = Object.values(tokens).flatMap((t) => t.split('.').slice(1));
+    const leaks = log
+      .split('\n')
+      .filter((line) => /lr1(\.|%2e)[\w-]{8,}/i.test(line) || parts.some((p) => line.includes(p)));
+    expect(leaks).toEqual([]);
+    // Masked, not dropped: the refusals are still logged.
+    expect(log).toMatch(/403 GET \/api\/contents\/private\.ipynb\?lathe_share=\[secret\] \(127\.0\.0\.1\)/);
+    expect(log).toMatch(/200 GET \/lab\/tree\/shared\.ipynb\?lathe_share=\[secret\]/);
+    expect(log).toMatch(/lathe share: refused GET \/api\/contents\/\[secret\] from 127\.0\.0\.1/);
+    expect(log).toMatch(/Blocking Cross Origin request from http:\/\/elsewhere\.example\/\?lathe_share=\[secret\]/);
   });
 
   it('signs the viewer out when the link expires', async () => {

@@ -5,6 +5,7 @@ because `npm start` puts jupyter-config/ on PYTHONPATH. When linked it installs 
 and ShareAuthorizer (auth.py) in place of Jupyter's defaults, and when loaded it makes the
 collaboration document websocket read-only for viewers (collab.py). If another identity provider
 or authorizer is configured (JupyterHub, say), it leaves both alone and share links are refused.
+Either way, share tokens are masked in every log line (logs.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.auth.authorizer import AllowAllAuthorizer
     from jupyter_server.auth.identity import PasswordIdentityProvider
 
+    from .logs import install_log_scrubbing
+
+    # First, so that no line logs a token, even with links disabled (they are then refused, and logged).
+    install_log_scrubbing()
     idp, authz = serverapp.identity_provider_class, serverapp.authorizer_class
     ours = (idp is ShareIdentityProvider or idp is PasswordIdentityProvider) and (authz is ShareAuthorizer or authz is AllowAllAuthorizer)
     if not ours:
@@ -38,7 +43,8 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
         return
     serverapp.identity_provider_class = ShareIdentityProvider
     serverapp.authorizer_class = ShareAuthorizer
-    # Request logs show `?lathe_share=[secret]`, as they do for Jupyter's own token.
+    # The access log shows `?lathe_share=[secret]`, as it does for Jupyter's own token (logs.py
+    # masks it too, and in the lines this setting never reaches).
     serverapp.extra_log_scrub_param_keys = [*serverapp.extra_log_scrub_param_keys, SHARE_PARAM]
 
 

@@ -10,7 +10,8 @@ A viewer is checked twice:
 
 1. ``viewer_refusal`` runs on every authenticated request (from ``get_user``), before any handler:
    only GET/HEAD of known read-only paths within the link's scope, plus the collaboration session
-   lookup (PUT, which only returns the document's room id). This covers handlers that never ask
+   lookup (PUT, which only returns the document's room id). A path is within the scope when its
+   text is, and where it really is (symlinks resolved) is too, inside Jupyter's root. This covers handlers that never ask
    the Authorizer (JupyterLab's settings and workspaces, jupyter-server-proxy).
 2. ``ShareAuthorizer`` answers Jupyter's own ``@authorized`` checks: viewers get ``read`` on a
    short list of resources and never ``write`` or ``execute`` (kernels, terminals, events, lsp).
@@ -75,6 +76,17 @@ _CHANNELS = re.compile(r"^api/kernels/[^/]+/channels")
 VIEWER_API_READS = ("api/me", "api/status", "api/config", "api/kernelspecs", "api/kernels", "api/sessions", "api/terminals", "api/nbconvert")
 
 
+def contents_root(handler: web.RequestHandler) -> str | None:
+    """The folder on disk that contents, files/, view/ and nbconvert/ read under: the file
+    contents manager's root (Jupyter's root dir unless configured apart)."""
+    from jupyter_server.services.contents.fileio import FileManagerMixin
+
+    cm = handler.settings.get("contents_manager")
+    if isinstance(cm, FileManagerMixin):
+        return str(cm.root_dir)
+    return handler.settings.get("server_root_dir")
+
+
 def viewer_refusal(handler: web.RequestHandler, user: ViewerUser) -> str | None:
     """Why a viewer may not make this request, or None if it may. Default: refused."""
     method = handler.request.method or ""
@@ -82,9 +94,16 @@ def viewer_refusal(handler: web.RequestHandler, user: ViewerUser) -> str | None:
     path = handler.request.path
     rel = unquote(path[len(base) :] if path.startswith(base) else path.lstrip("/"))
     scope = ShareGrant(user.lathe_scope, user.lathe_expires)
+    root = contents_root(handler)
 
     def in_scope(p: str) -> str | None:
-        return None if scope.covers(p) else f"{p.strip('/') or '/'} is outside this share link ({user.lathe_scope})"
+        shown = p.strip("/") or "/"
+        if not scope.covers(p):
+            return f"{shown} is outside this share link ({user.lathe_scope})"
+        if root is not None and not scope.covers(p, root):
+            # Jupyter follows symlinks, even out of its root: what counts is where the file is.
+            return f"{shown} leaves this share link ({user.lathe_scope}) through a symbolic link"
+        return None
 
     # JupyterLab asks for a document's collaboration room with a PUT; it writes nothing.
     if method == "PUT" and rel.startswith("api/collaboration/session/"):
@@ -97,7 +116,7 @@ def viewer_refusal(handler: web.RequestHandler, user: ViewerUser) -> str | None:
         return None  # run rooms: the room server checks its own (read) room token
     if rel == "api/contents" or rel.startswith("api/contents/"):
         p = re.sub(r"/checkpoints(/[^/]*)?$", "", rel[len("api/contents") :])
-        if method == "GET" and not scope.covers(p) and scope.leads_to(p):
+        if method == "GET" and not scope.covers(p) and scope.leads_to(p, root):
             return None  # a folder on the way to the shared file: listed, filtered in _gate
         return in_scope(p)
     if rel.startswith(("files/", "view/")):
@@ -171,6 +190,7 @@ class ShareIdentityProvider(PasswordIdentityProvider):
             # read-only indicator and refuses to save; folders list only what is in scope.
             finish = handler._finish_model
             grant = ShareGrant(user.lathe_scope, user.lathe_expires)
+            root = contents_root(handler)
 
             def finish_read_only(model: dict, location: bool = True) -> Any:
                 model = {**model, "writable": False}
@@ -178,7 +198,7 @@ class ShareIdentityProvider(PasswordIdentityProvider):
                     model["content"] = [
                         {**m, "writable": False}
                         for m in model["content"]
-                        if grant.covers(m.get("path", "")) or (m.get("type") == "directory" and grant.leads_to(m.get("path", "")))
+                        if grant.covers(m.get("path", ""), root) or (m.get("type") == "directory" and grant.leads_to(m.get("path", ""), root))
                     ]
                 return finish(model, location)
 

@@ -36,24 +36,51 @@ class ShareGrant:
     exp: int  # expiry, Unix seconds
     sub: str | None = None  # who it was minted for (shown as the viewer's name)
 
-    def leads_to(self, path: str) -> bool:
-        """True if the folder at ``path`` holds something in scope (the file browser may list it)."""
+    def leads_to(self, path: str, root: str | None = None) -> bool:
+        """True if the folder at ``path`` holds something in scope (the file browser may list it).
+        With ``root`` (the contents root on disk), the folder must also really lie inside it."""
         folder = clean_path(path)
-        if folder is None:
+        if folder is None or (root is not None and real_relpath(root, folder) is None):
             return False
         if self.scope == "*":
             return True
         target = self.scope[len("notebook:") :].rstrip("*").rstrip("/")
         return folder == "" or target.startswith(folder + "/")
 
-    def covers(self, path: str) -> bool:
-        """True if the file (or directory) at ``path``, relative to Jupyter's root, is in scope."""
+    def covers(self, path: str, root: str | None = None) -> bool:
+        """True if the file (or directory) at ``path``, relative to Jupyter's root, is in scope.
+
+        With ``root`` (the contents root on disk), where ``path`` really is must be in scope too:
+        the text of a path says nothing of the symlinks along it, and Jupyter follows them."""
         clean = clean_path(path)
-        if clean is None:
+        if clean is None or not room_covers(self.scope, clean):
             return False
-        room = "notebook:" + clean
-        # A folder share (notebook:dir/*) also lists the folder itself.
-        return room_matches(self.scope, room) or (self.scope.endswith("/*") and room == self.scope[:-2])
+        if root is None:
+            return True
+        real, scope = real_relpath(root, clean), self.real_scope(root)
+        return real is not None and scope is not None and room_covers(scope, real)
+
+    def real_scope(self, root: str) -> str | None:
+        """The scope with the file or folder it names resolved to where it really is under
+        ``root``, or None if that is outside ``root``."""
+        if self.scope == "*":
+            return "*"
+        target = self.scope[len("notebook:") :]
+        if not target.endswith("*"):
+            real = real_relpath(root, target)
+            return None if real is None else "notebook:" + real
+        folder, _, prefix = target[:-1].rpartition("/")
+        real = real_relpath(root, folder)
+        if real is None:
+            return None
+        return "notebook:" + (real + "/" if real else "") + prefix + "*"
+
+
+def room_covers(scope: str, clean: str) -> bool:
+    """The text rule for a clean path: ``notebook:<clean>`` matches the scope, or it is the
+    folder of a folder share (``notebook:dir/*`` also lists ``dir``)."""
+    room = "notebook:" + clean
+    return room_matches(scope, room) or (scope.endswith("/*") and room == scope[:-2])
 
 
 def clean_path(path: str) -> str | None:
@@ -64,6 +91,22 @@ def clean_path(path: str) -> str | None:
     if "\\" in p or "\x00" in p or any(seg in (".", "..") for seg in p.split("/")):
         return None
     return p
+
+
+def real_relpath(root: str, path: str) -> str | None:
+    """Where ``path`` (relative to ``root``) really is, symlinks resolved, relative to the real
+    ``root`` ('' for the root itself); None if that is outside the root or the path is not clean."""
+    clean = clean_path(path)
+    if clean is None:
+        return None
+    base = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(base, *[seg for seg in clean.split("/") if seg]))
+    if real == base:
+        return ""
+    inside = base.rstrip(os.sep) + os.sep
+    if not real.startswith(inside):
+        return None
+    return real[len(inside) :].replace(os.sep, "/")
 
 
 def room_matches(pattern: str, room: str) -> bool:
