@@ -456,7 +456,10 @@ describe('run rooms (real server process, Node yjs clients)', () => {
   it("a read token cannot forge another client's presence: the server drops it, and stamps presence with the token's identity", async () => {
     const adaToken = mintToken(secret, { room: 'run:forge', role: 'write', ttl: '10m', sub: 'ada' });
     const ada = track(
-      connectRoom(`${server.url}/run:forge`, { token: adaToken, presence: { name: 'Ada', role: 'producer' } }),
+      connectRoom(`${server.url}/run:forge`, {
+        token: adaToken,
+        presence: { name: 'Ada', color: '#ff0000', role: 'producer' },
+      }),
     );
     const cy = track(followRun(`${server.url}/run:forge`, { token: readToken(), presence: { name: 'Cy' } }));
     await Promise.all([ada.whenSynced(), cy.whenSynced()]);
@@ -488,11 +491,13 @@ describe('run rooms (real server process, Node yjs clients)', () => {
     expect(byId(adaId)).toEqual({
       clientId: adaId,
       name: 'Ada',
-      color: ada.presence().find((p) => p.clientId === adaId)!.color,
+      color: '#ff0000',
       role: 'producer',
       sub: 'ada',
       access: 'write',
     });
+    // Ada's own view of herself was not rewritten either.
+    expect(ada.presence().find((p) => p.clientId === adaId)).toMatchObject({ name: 'Ada', color: '#ff0000' });
     expect(byId(4242)).toMatchObject({ name: 'Mallory', role: 'viewer', sub: 'viewer', access: 'read' });
     const logged = new RegExp(
       `room run:forge: dropped presence viewer@127\\.0\\.0\\.1 sent for client ids it does not hold \\(${adaId}\\)`,
