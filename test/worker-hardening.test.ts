@@ -155,7 +155,7 @@ describe('worker hardening (a real lathe worker process)', () => {
       '--max-connections',
       '3',
       '--keepalive-ms',
-      '300',
+      '1000',
     ]);
   });
 
@@ -259,6 +259,8 @@ describe('worker hardening (a real lathe worker process)', () => {
     expect(worker.alive()).toBe(true);
   });
 
+  // The worker pings every second (generous, so a busy test process is not taken for a dead one); the
+  // client behind the proxy pings every 300 ms.
   it('keepalive: a client that answers no ping is dropped by the worker; a client behind a connection gone silent reports ConnectionLost', async () => {
     // A client whose socket answers no ping (as a half-open one would not): the worker drops it.
     let mute!: Awaited<ReturnType<typeof raw>>;
@@ -272,12 +274,12 @@ describe('worker hardening (a real lathe worker process)', () => {
     const t0 = Date.now();
     await new Promise<void>((r) => mute.ws.once('close', () => r()));
     const dropAfter = Date.now() - t0;
-    expect(dropAfter).toBeLessThan(3_000);
+    expect(dropAfter).toBeLessThan(5_000);
     await until('the drop in the log', () =>
-      /client 127\.0\.0\.1:\d+ answered no ping for 300 ms; dropping it/.test(worker.stderr()),
+      /client 127\.0\.0\.1:\d+ answered no ping for 1000 ms; dropping it/.test(worker.stderr()),
     );
     // A client that answers stays, through several ping rounds.
-    await new Promise((r) => setTimeout(r, 1_000));
+    await new Promise((r) => setTimeout(r, 2_500));
     expect(healthy.connected).toBe(true);
     expect(await healthy.jobs()).toEqual([]);
     healthy.close();
@@ -312,12 +314,12 @@ describe('worker hardening (a real lathe worker process)', () => {
     );
     expect(await pending).toBeInstanceOf(ConnectionLost);
     expect(await lost).toBeInstanceOf(ConnectionLost);
-    expect(Date.now() - t1).toBeLessThan(3_000);
+    expect(Date.now() - t1).toBeLessThan(2_000);
     // The worker noticed its side too (its pings went unanswered): its log says it dropped a client.
     await until(
       'the worker to drop the silent client',
-      () => (worker.stderr().match(/answered no ping for 300 ms; dropping it/g) ?? []).length >= 2,
-      5_000,
+      () => (worker.stderr().match(/answered no ping for 1000 ms; dropping it/g) ?? []).length >= 2,
+      10_000,
     );
     for (const s of sockets) s.destroy();
     await new Promise((r) => proxy.close(r));

@@ -311,6 +311,7 @@ export const FileChunkHeaderSchema = z.object({
   path: pathText,
   offset: count.max(MAX_UPLOAD_BYTES),
 });
+/** The header of a binary frame from a worker, as validated. */
 export type FileChunkHeader = z.output<typeof FileChunkHeaderSchema>;
 
 /** Message types a worker understands; anything else is `unknown-type`. */
