@@ -23,6 +23,7 @@ import {
   type RoomClient,
   type RunPublisher,
 } from '../src/rooms/index.js';
+import { awarenessFrame } from '../src/rooms/presence.js';
 import { Run } from '../src/runs/run.js';
 import { RunDir, type Metric, type RunEvent, type RunSummary } from '../src/runs/rundir.js';
 import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
@@ -450,6 +451,62 @@ describe('run rooms (real server process, Node yjs clients)', () => {
         .map((p) => p.name)
         .sort(),
     ).toEqual(['Bob', 'Cy']);
+  });
+
+  it("a read token cannot forge another client's presence: the server drops it, and stamps presence with the token's identity", async () => {
+    const adaToken = mintToken(secret, { room: 'run:forge', role: 'write', ttl: '10m', sub: 'ada' });
+    const ada = track(
+      connectRoom(`${server.url}/run:forge`, {
+        token: adaToken,
+        presence: { name: 'Ada', color: '#ff0000', role: 'producer' },
+      }),
+    );
+    const cy = track(followRun(`${server.url}/run:forge`, { token: readToken(), presence: { name: 'Cy' } }));
+    await Promise.all([ada.whenSynced(), cy.whenSynced()]);
+    // Presence is awareness, not the doc: poll for it.
+    const presently = async (ok: () => boolean, what: string) => {
+      for (let i = 0; i < 250 && !ok(); i++) await sleep(20);
+      expect(ok(), what).toBe(true);
+    };
+    await presently(() => cy.presence().some((p) => p.name === 'Ada'), "Ada's presence");
+    const adaId = ada.doc.clientID;
+    // Mallory holds a read token and speaks raw y-websocket.
+    const mallory = new WebSocket(`${server.url}/run:forge?room_token=${readToken()}`);
+    await new Promise((r) => mallory.once('open', r));
+    const forged = { user: { name: 'Ada', color: '#000000' }, lathe: { role: 'producer', note: 'forged' } };
+    mallory.send(awarenessFrame([{ clientId: adaId, clock: 1000, state: forged }]));
+    mallory.send(awarenessFrame([{ clientId: adaId, clock: 1001, state: null }]));
+    // Her own presence, claiming to be the producer and someone else's token.
+    mallory.send(
+      awarenessFrame([
+        {
+          clientId: 4242,
+          clock: 1,
+          state: { user: { name: 'Mallory' }, lathe: { role: 'producer', sub: 'ada', access: 'write' } },
+        },
+      ]),
+    );
+    await presently(() => cy.presence().some((p) => p.name === 'Mallory'), "Mallory's presence");
+    const byId = (id: number) => cy.presence().find((p) => p.clientId === id);
+    expect(byId(adaId)).toEqual({
+      clientId: adaId,
+      name: 'Ada',
+      color: '#ff0000',
+      role: 'producer',
+      sub: 'ada',
+      access: 'write',
+    });
+    // Ada's own view of herself was not rewritten either.
+    expect(ada.presence().find((p) => p.clientId === adaId)).toMatchObject({ name: 'Ada', color: '#ff0000' });
+    expect(byId(4242)).toMatchObject({ name: 'Mallory', role: 'viewer', sub: 'viewer', access: 'read' });
+    const logged = new RegExp(
+      `room run:forge: dropped presence viewer@127\\.0\\.0\\.1 sent for client ids it does not hold \\(${adaId}\\)`,
+    );
+    await presently(() => logged.test(server.stderr()), 'the forgery in the server log');
+    // When Mallory leaves, her presence goes with her, and only hers.
+    mallory.close();
+    await presently(() => !cy.presence().some((p) => p.name === 'Mallory'), 'Mallory to leave');
+    expect(byId(adaId)).toMatchObject({ name: 'Ada', sub: 'ada' });
   });
 
   it('a cancel request in the room cancels the run and records who cancelled it', async () => {

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { WorkerClient, WorkerError } from '../src/worker/client.js';
-import { encodeBinary, PROTOCOL_VERSION } from '../src/worker/protocol.js';
+import { encodeBinary, PROTOCOL_VERSION, type JobInfo } from '../src/worker/protocol.js';
 import { WorkerServer } from '../src/worker/server.js';
 import { scratch } from './helpers.js';
 
@@ -160,6 +161,111 @@ describe('worker protocol', () => {
 
   it('WorkerError carries the code', () => {
     expect(new WorkerError('not-found', 'x').code).toBe('not-found');
+  });
+});
+
+describe('replies are validated on the client', () => {
+  type Msg = Record<string, unknown> & { id: number; type: string };
+  /** A fake worker: `answer` says what to send back for each request. */
+  async function fakeWorker(answer: { fn: (m: Msg) => object[] }): Promise<{ url: string; close(): void }> {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    wss.on('connection', (ws) =>
+      ws.on('message', (d: Buffer) => {
+        for (const r of answer.fn(JSON.parse(d.toString()) as Msg))
+          ws.send(Buffer.isBuffer(r) ? r : JSON.stringify({ v: PROTOCOL_VERSION, ...r }));
+      }),
+    );
+    return { url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, close: () => wss.close() };
+  }
+  const hello = {
+    worker: 'fake',
+    lathe: '0.0.0',
+    protocol: PROTOCOL_VERSION,
+    backend: 'cpu',
+    backends: { cpu: 'ok', wasm: 'not here', webgpu: 'not here' },
+    dataRoot: false,
+    maxFrameBytes: 65536,
+    chunkBytes: 1024,
+  };
+  const job: JobInfo = {
+    id: 'j1',
+    name: 'tiny',
+    status: 'running',
+    stage: 'pretrain',
+    backend: 'cpu',
+    lockId: 'abc',
+    step: 1,
+    steps: 3,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    restarts: 0,
+  };
+
+  it('a reply or push that breaks the protocol fails as bad-reply naming the field, and is never used; the connection goes on', async () => {
+    const answer = { fn: (m: Msg): object[] => [{ type: 'welcome', re: m.id, ...hello }] };
+    const fake = await fakeWorker(answer);
+    const c = await WorkerClient.connect(fake.url, { token: TOKEN, reconnect: false });
+    expect(c.hello).toEqual(hello);
+    try {
+      answer.fn = (m) => [{ type: 'jobs', re: m.id, jobs: [{ id: 'j1', name: 'x' }] }];
+      const bad = await c.jobs().catch((e: unknown) => e);
+      expect(bad).toBeInstanceOf(WorkerError);
+      expect(bad).toMatchObject({
+        code: 'bad-reply',
+        message: expect.stringMatching(/^worker: broke the protocol: jobs: field "jobs\[0\]\.status"/),
+      });
+      answer.fn = (m) => [{ type: 'requeued', re: m.id, job }];
+      await expect(c.jobs()).rejects.toThrow(/broke the protocol: answered requeued, expected jobs/);
+      // Pushes: a malformed one is reported and dropped, the good ones arrive in order.
+      const errors: Error[] = [];
+      c.on('worker-error', (e: Error) => errors.push(e));
+      const seen: [number, number][] = [];
+      answer.fn = (m) =>
+        m.type === 'watch'
+          ? [
+              { type: 'watching', re: m.id, job },
+              { type: 'metric', job: 'j1', seq: 'zero', metric: { step: 1, stage: 'pretrain' } },
+              { type: 'metric', job: 'j1', seq: 0, metric: { step: 1, stage: 'pretrain', loss: 2.5 } },
+            ]
+          : [];
+      c.watch('j1', { metric: (mm, seq) => seen.push([seq, mm.step]) });
+      for (let i = 0; i < 200 && !seen.length; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(seen).toEqual([[0, 1]]);
+      expect(errors.map((e) => e.message)).toEqual([
+        expect.stringMatching(/^worker: broke the protocol: metric: field "seq": /),
+      ]);
+      // A fetched file outside the run directory fails the fetch; nothing is written there.
+      const dir = await scratch('lathe-wfake-');
+      const into = join(dir, 'fetched', 'run');
+      answer.fn = (m) => [
+        encodeBinary(
+          { v: PROTOCOL_VERSION, re: m.id, type: 'file.chunk', path: '../escape.txt', offset: 0 },
+          Buffer.from('x'),
+        ),
+      ];
+      await expect(c.fetch('j1', into)).rejects.toThrow(
+        /worker sent a file outside the run directory: \.\.\/escape\.txt/,
+      );
+      expect(existsSync(join(dir, 'fetched', 'escape.txt'))).toBe(false);
+      // A NaN loss travels as null and reads back as absent.
+      answer.fn = (m) => [{ type: 'jobs', re: m.id, jobs: [{ ...job, loss: null }] }];
+      expect(await c.jobs()).toEqual([job]);
+    } finally {
+      c.close();
+      fake.close();
+    }
+  });
+
+  it('a welcome that breaks the protocol fails the connect, naming the field', async () => {
+    const { backends: _b, ...partial } = hello;
+    const fake = await fakeWorker({ fn: (m) => [{ type: 'welcome', re: m.id, ...partial }] });
+    try {
+      await expect(WorkerClient.connect(fake.url, { token: TOKEN, reconnect: false })).rejects.toThrow(
+        /broke the protocol: welcome: field "backends"/,
+      );
+    } finally {
+      fake.close();
+    }
   });
 });
 

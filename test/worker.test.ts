@@ -709,6 +709,9 @@ describe('worker', () => {
       expect(r.status, verb).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^Usage: lathe ${verb} `));
     }
+    const help = lathe(['worker', '--help']).stdout;
+    for (const flag of ['--max-connections <n>', '--max-connections-per-client <n>', '--keepalive-ms <ms>'])
+      expect(help).toContain(flag);
     const bad = lathe(['worker', '--listen', 'nowhere', '--token-file', 'x']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--listen must be HOST:PORT/);

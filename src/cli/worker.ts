@@ -3,7 +3,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { LatheError } from '../errors.js';
 import { writeFileAtomic } from '../runs/atomic.js';
 import { readTokenFile, tokenFileIsShared } from '../worker/auth.js';
-import { WorkerServer } from '../worker/server.js';
+import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, WorkerServer } from '../worker/server.js';
+import { KEEPALIVE_MS, MIN_CHUNK_BYTES } from '../worker/protocol.js';
 import { backendOption, positiveInt } from './options.js';
 
 /** Commander parser for --listen HOST:PORT (port 0 picks a free one). */
@@ -35,6 +36,9 @@ interface WorkerCliOptions {
   announce?: string;
   maxFrameBytes?: number;
   chunkBytes?: number;
+  maxConnections?: number;
+  maxConnectionsPerClient?: number;
+  keepaliveMs?: number;
 }
 
 export function register(program: Command): void {
@@ -69,7 +73,26 @@ export function register(program: Command): void {
     .option('--once', 'stop once the first job has ended and its clients have left (one worker per cluster job)')
     .option('--announce <file>', 'write the URL clients should use into this file once listening')
     .option('--max-frame-bytes <n>', 'largest frame accepted (default 4 MiB)', positiveInt('--max-frame-bytes'))
-    .option('--chunk-bytes <n>', 'upload chunk size (default 1 MiB)', positiveInt('--chunk-bytes'))
+    .option(
+      '--chunk-bytes <n>',
+      `upload chunk size (default 1 MiB, at least ${MIN_CHUNK_BYTES})`,
+      positiveInt('--chunk-bytes'),
+    )
+    .option(
+      '--max-connections <n>',
+      `most client connections at once; more are refused with a message saying so (default ${MAX_CONNECTIONS})`,
+      positiveInt('--max-connections'),
+    )
+    .option(
+      '--max-connections-per-client <n>',
+      `most connections from one client address (default ${MAX_CONNECTIONS_PER_CLIENT})`,
+      positiveInt('--max-connections-per-client'),
+    )
+    .option(
+      '--keepalive-ms <ms>',
+      `ping each client this often; one that answers no ping by the next is dropped (default ${KEEPALIVE_MS})`,
+      positiveInt('--keepalive-ms'),
+    )
     .action(async (o: WorkerCliOptions) => {
       if (!!o.cert !== !!o.key) throw new LatheError(`${o.cert ? '--key' : '--cert'}: TLS needs both --cert and --key`);
       const token = readTokenFile(o.tokenFile);
@@ -86,6 +109,9 @@ export function register(program: Command): void {
         once: o.once,
         maxFrameBytes: o.maxFrameBytes,
         chunkBytes: o.chunkBytes,
+        maxConnections: o.maxConnections,
+        maxConnectionsPerClient: o.maxConnectionsPerClient,
+        keepaliveMs: o.keepaliveMs,
       });
       if (o.announce) await writeFileAtomic(o.announce, server.url + '\n');
       let stopping = 0;

@@ -124,7 +124,7 @@ export class WorkerExecutor implements LockingExecutor {
       backend,
       files,
     });
-    return r.lock as AnyLock;
+    return r.lock as unknown as AnyLock;
   }
 
   /** Uploads what the lock needs, submits it, and returns the live Run (its directory mirrors the worker's). */
@@ -227,7 +227,7 @@ export async function submitLock(
     name: opts.name,
     stopAfter: opts.stopAfter,
   });
-  const job = r.job as JobInfo;
+  const job = r.job;
   opts.onNotice?.(`submitted job ${job.id} to ${client.url}`);
   return { job, uploads };
 }

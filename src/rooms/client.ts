@@ -31,6 +31,10 @@ export interface Presence {
   color: string;
   /** producer (a kernel or worker publishing the run) or viewer. */
   role?: 'producer' | 'viewer';
+  /** Set by the server from the token this client presented, never by the client: who the token was minted for. */
+  sub?: string;
+  /** Set by the server: what the client's token allows. */
+  access?: 'read' | 'write';
 }
 
 /** Options shared by the Node room clients. */
@@ -90,11 +94,14 @@ export function presenceList(awareness: Awareness): Presence[] {
   for (const [clientId, state] of awareness.getStates()) {
     const user = (state as { user?: { name?: string; color?: string } }).user;
     if (!user?.name) continue;
+    const lathe = (state as { lathe?: Pick<Presence, 'role' | 'sub' | 'access'> }).lathe;
     out.push({
       clientId,
       name: user.name,
       color: user.color ?? colourFor(user.name),
-      role: (state as { lathe?: { role?: Presence['role'] } }).lathe?.role,
+      role: lathe?.role,
+      ...(lathe?.sub !== undefined && { sub: lathe.sub }),
+      ...(lathe?.access !== undefined && { access: lathe.access }),
     });
   }
   return out;

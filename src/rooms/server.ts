@@ -9,7 +9,9 @@
  * A refused WebSocket gets an `auth / permission-denied` frame with the reason, then a close with code
  * 4401 (no, bad or expired token) / 4403 (token for another room) / 4400 (bad room name). Behind Jupyter's
  * proxy only the frame arrives (the proxy drops close codes), which is why it is sent. Read-only
- * connections sync and show presence; their updates are dropped before they reach the doc.
+ * connections sync and show presence; their updates are dropped before they reach the doc. Presence
+ * (awareness) is vetted first (presence.ts): a connection speaks only for its own client ids, and its
+ * states carry the identity of its token.
  *
  * @y/websocket-server keeps its rooms in a module-level map, so one process runs one room server.
  */
@@ -22,6 +24,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import * as Y from 'yjs';
 import { LatheError } from '../errors.js';
 import { ensureDataDir, clearServerInfo, loadSecret, writeServerInfo } from './datadir.js';
+import { awarenessFrame, readAwarenessFrame, vetPresence } from './presence.js';
 import { FrameError, inspectFrame, permissionDenied, stateAnswer } from './protocol.js';
 import { checkRoomName, snapshot } from './schema.js';
 import { RoomStore } from './store.js';
@@ -80,6 +83,8 @@ export async function startRoomServer(opts: RoomServerOptions): Promise<RoomServ
     writeState: async (room: string) => store.unbind(room),
   });
 
+  // Which connection introduced each awareness client id, per room.
+  const owners: Owners = new Map();
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload ?? 64 * 1024 * 1024 });
   const http = createServer((req, res) => handleHttp(req, res, { secret, store, log }));
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -107,7 +112,7 @@ export async function startRoomServer(opts: RoomServerOptions): Promise<RoomServ
         ws.close(r.code, Buffer.from(r.reason).subarray(0, 123).toString());
         return;
       }
-      attach(ws, req, room, grant, log, store);
+      attach(ws, req, room, grant, log, store, owners);
     });
   });
 
@@ -156,9 +161,12 @@ function headerToken(req: IncomingMessage): string | undefined {
   return Array.isArray(h) ? h[0] : h;
 }
 
+/** Per room: which connection introduced each awareness client id, and how many connections are open. */
+type Owners = Map<string, { held: Map<number, WebSocket>; open: number }>;
+
 /**
  * Hands an authorized socket to setupWSConnection, with every incoming frame checked first: malformed
- * frames are refused (close 1007), read-only updates dropped, the state query answered here.
+ * frames are refused (close 1007), read-only updates dropped, presence vetted, the state query answered here.
  */
 function attach(
   ws: WebSocket,
@@ -167,6 +175,7 @@ function attach(
   grant: RoomGrant,
   log: (line: string) => void,
   store: RoomStore,
+  owners: Owners,
 ): void {
   const who = `${grant.sub ?? 'anonymous'}@${req.socket.remoteAddress ?? '?'}`;
   try {
@@ -197,6 +206,11 @@ function attach(
   }
   log(`open ${room} ${grant.role} ${who}`);
   let deniedOnce = false;
+  let forgedOnce = false;
+  const presence = owners.get(room) ?? { held: new Map<number, WebSocket>(), open: 0 };
+  owners.set(room, presence);
+  presence.open++;
+  const held = presence.held;
   ws.on('message', (data: RawData, isBinary: boolean) => {
     if (!isBinary) {
       log(`room ${room}: ${who} sent a text frame; y-websocket frames are binary. Closing.`);
@@ -225,6 +239,33 @@ function attach(
           return;
         }
         break;
+      case 'awareness': {
+        const { accepted, refused } = vetPresence(readAwarenessFrame(bytes), grant, (id) => {
+          const owner = held.get(id);
+          return owner !== undefined && owner !== ws;
+        });
+        // y-websocket clients echo the states they receive, with the same clock: those change nothing
+        // and are dropped quietly. Only an entry that would have taken effect is worth a line.
+        const meta = docs.get(room)?.awareness.meta;
+        const forged = refused.filter((e) => e.clock > (meta?.get(e.clientId)?.clock ?? 0));
+        if (forged.length && !forgedOnce) {
+          forgedOnce = true;
+          log(
+            `room ${room}: dropped presence ${who} sent for client ids it does not hold (${forged.map((e) => e.clientId).join(', ')})`,
+          );
+        }
+        if (!accepted.length) return;
+        for (const e of accepted) {
+          if (e.state === null) held.delete(e.clientId);
+          else held.set(e.clientId, ws);
+        }
+        deliverFrame(awarenessFrame(accepted));
+        // The library counts an id as this connection's only the first time it is seen; a client back
+        // with the same id would stay present after it left. Its presence leaves with its socket.
+        const mine = docs.get(room)?.conns.get(ws);
+        for (const e of accepted) if (e.state !== null) mine?.add(e.clientId);
+        return;
+      }
       case 'state-query': {
         const doc = docs.get(room);
         if (doc) ws.send(stateAnswer(doc));
@@ -236,10 +277,17 @@ function attach(
       default:
         break;
     }
+    deliverFrame(bytes);
+  });
+  function deliverFrame(bytes: Uint8Array): void {
     const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
     for (const f of deliver) f(buf);
+  }
+  ws.on('close', (code: number) => {
+    for (const [id, owner] of held) if (owner === ws) held.delete(id);
+    if (--presence.open === 0) owners.delete(room);
+    log(`close ${room} ${who} (${code})`);
   });
-  ws.on('close', (code: number) => log(`close ${room} ${who} (${code})`));
 }
 
 function toBytes(data: RawData): Uint8Array {

@@ -6,14 +6,23 @@ import WebSocket from 'ws';
 import { LatheError } from '../errors.js';
 import type { Metric, RunEvent } from '../runs/rundir.js';
 import type { AnyLock } from '../recipe/lock.js';
+import { keepAlive } from './keepalive.js';
 import {
-  decodeBinary,
   encodeBinary,
+  KEEPALIVE_MS,
+  parseServerBinary,
+  parseServerText,
   PROTOCOL_VERSION,
+  ProtocolError,
+  REPLIES,
   TERMINAL,
   type ClientRequest,
+  type FileChunkHeader,
   type JobInfo,
   type ManifestEntry,
+  type ReplyTo,
+  type ServerMessage,
+  type ServerMessageOf,
   type WorkerHello,
 } from './protocol.js';
 
@@ -27,11 +36,13 @@ export interface ConnectOptions {
   reconnect?: boolean;
   /** Give up reconnecting after this long without a connection (default 10 minutes). */
   reconnectTimeoutMs?: number;
+  /** Ping the worker this often, ms (default 30 s); a worker that answers none by the next ping is taken as gone. */
+  keepaliveMs?: number;
   /** Told about disconnects and reconnects. */
   log?: (line: string) => void;
 }
 
-/** An error reply from a worker: its code (e.g. `sha-mismatch`) and message. */
+/** An error reply from a worker: its code (e.g. `sha-mismatch`), or `bad-reply` for a reply that breaks the protocol. */
 export class WorkerError extends LatheError {
   constructor(
     readonly code: string,
@@ -67,14 +78,18 @@ export interface Watch {
   close(): void;
 }
 
-interface Pending {
-  resolve(m: Reply): void;
-  reject(e: Error): void;
-  onBinary?(header: Record<string, unknown>, payload: Buffer): void;
-  onPush?(m: Reply): void;
+/** Extra handlers of a request whose reply comes in parts (a fetch: file chunks, then each file's end). */
+interface Streaming {
+  onBinary?(header: FileChunkHeader, payload: Buffer): void;
+  onPush?(m: ServerMessageOf<'file.done'>): void;
 }
 
-type Reply = Record<string, unknown> & { type: string };
+interface Pending extends Streaming {
+  /** The reply type that answers it. */
+  expect: ServerMessage['type'];
+  resolve(m: ServerMessage): void;
+  reject(e: Error): void;
+}
 
 interface WatchState extends Watch {
   handlers: WatchHandlers;
@@ -138,14 +153,23 @@ export class WorkerClient extends EventEmitter {
       await new Promise<void>((resolve, reject) => {
         ws.once('open', () => resolve());
         ws.once('unexpected-response', (_req, res) => {
-          reject(
-            new LatheError(
-              res.statusCode === 401
-                ? `worker ${this.url} refused the token (401); check --token-file`
-                : `worker ${this.url} answered HTTP ${res.statusCode}, not a WebSocket`,
-            ),
-          );
-          ws.terminate();
+          // The refusal's body says why (a connection limit, say): read a little of it.
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body = (body + d).slice(0, 1000)));
+          res.once('close', () => {
+            const why = body.trim().replace(/^lathe worker: /, '');
+            reject(
+              new LatheError(
+                res.statusCode === 401
+                  ? `worker ${this.url} refused the token (401); check --token-file`
+                  : res.statusCode === 429 || res.statusCode === 503
+                    ? `worker ${this.url} refused the connection (${res.statusCode}): ${why}`
+                    : `worker ${this.url} answered HTTP ${res.statusCode}, not a WebSocket`,
+              ),
+            );
+            ws.terminate();
+          });
         });
         ws.once('error', (e) => reject(new LatheError(`cannot reach the worker at ${this.url}: ${e.message}`)));
       });
@@ -153,11 +177,24 @@ export class WorkerClient extends EventEmitter {
       ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
       ws.on('close', () => this.onClose(ws));
       ws.on('error', () => {});
-      this.hello = (await this.request({ type: 'hello', client: `lathe` })) as unknown as WorkerHello;
-      if (this.hello.protocol !== PROTOCOL_VERSION)
-        throw new LatheError(
-          `worker ${this.url} speaks protocol ${this.hello.protocol}; this client speaks ${PROTOCOL_VERSION}`,
-        );
+      const every = this.opts.keepaliveMs ?? KEEPALIVE_MS;
+      keepAlive(ws, every, () => {
+        this.opts.log?.(`the worker at ${this.url} answered no ping for ${every} ms; dropping the connection`);
+        ws.terminate();
+      });
+      try {
+        const { v: _v, re: _re, type: _type, ...hello } = await this.request({ type: 'hello', client: `lathe` });
+        if (hello.protocol !== PROTOCOL_VERSION)
+          throw new LatheError(
+            `worker ${this.url} speaks protocol ${hello.protocol}; this client speaks ${PROTOCOL_VERSION}`,
+          );
+        this.hello = hello;
+      } catch (e) {
+        // Not a connection to keep: forget it before closing, so its close is not taken for a drop.
+        this.ws = undefined;
+        ws.terminate();
+        throw e;
+      }
       for (const w of this.watches.values()) void this.sendWatch(w).catch(() => {});
     })().finally(() => (this.connecting = undefined));
     return this.connecting;
@@ -218,71 +255,111 @@ export class WorkerClient extends EventEmitter {
     });
   }
 
+  // Every frame is validated against the protocol before it is used: a reply that breaks it fails
+  // its request with a `bad-reply` WorkerError; a push that breaks it is reported and dropped.
   private onFrame(data: Buffer, isBinary: boolean): void {
-    if (isBinary) {
-      const { header, payload } = decodeBinary(data);
-      const h = header as Record<string, unknown>;
-      this.pending.get(h.re as number)?.onBinary?.(h, payload);
+    let m: ServerMessage;
+    try {
+      if (isBinary) {
+        const { header, payload } = parseServerBinary(data);
+        return this.part(header.re, (p) => p.onBinary?.(header, payload));
+      }
+      m = parseServerText(data.toString('utf8'));
+    } catch (e) {
+      const pe = e instanceof ProtocolError ? e : new ProtocolError('bad-frame', String(e));
+      const err = new WorkerError('bad-reply', `broke the protocol: ${pe.message}`);
+      const p = pe.re === undefined ? undefined : this.pending.get(pe.re);
+      if (p) {
+        this.pending.delete(pe.re!);
+        p.reject(err);
+      } else this.emit('worker-error', err);
       return;
     }
-    const m = JSON.parse(data.toString('utf8')) as Reply;
-    if (typeof m.re === 'number') {
-      const p = this.pending.get(m.re);
+    if ('re' in m && m.re !== undefined) {
+      const re = m.re;
+      const p = this.pending.get(re);
       if (!p) return;
       if (m.type === 'error') {
-        this.pending.delete(m.re);
-        p.reject(new WorkerError(String(m.code), String(m.message)));
-      } else if (p.onPush && m.type === 'file.done') p.onPush(m);
+        this.pending.delete(re);
+        p.reject(new WorkerError(m.code, m.message));
+      } else if (m.type === 'file.done' && p.onPush)
+        this.part(re, (q) => q.onPush?.(m as ServerMessageOf<'file.done'>));
       else {
-        this.pending.delete(m.re);
-        p.resolve(m);
+        this.pending.delete(re);
+        if (m.type === p.expect) p.resolve(m);
+        else p.reject(new WorkerError('bad-reply', `broke the protocol: answered ${m.type}, expected ${p.expect}`));
       }
       return;
     }
-    if (m.type === 'error') {
-      this.emit('worker-error', new WorkerError(String(m.code), String(m.message)));
-      return;
+    switch (m.type) {
+      case 'error':
+        this.emit('worker-error', new WorkerError(m.code, m.message));
+        return;
+      case 'metric': {
+        const w = this.watching(m.job);
+        if (!w || m.seq !== w.metrics) return; // a repeat (already seen); gaps cannot happen on one ordered socket
+        w.metrics = m.seq + 1;
+        w.handlers.metric?.(m.metric as Metric, m.seq);
+        return;
+      }
+      case 'event': {
+        const w = this.watching(m.job);
+        if (!w || m.seq !== w.events) return;
+        w.events = m.seq + 1;
+        w.handlers.event?.(m.event as RunEvent, m.seq);
+        return;
+      }
+      case 'log': {
+        const w = this.watching(m.job);
+        if (!w || m.seq !== w.logs) return;
+        w.logs = m.seq + 1;
+        w.handlers.log?.(m.line, m.seq);
+        return;
+      }
+      case 'state':
+        this.watching(m.job.id)?.handlers.state?.(m.job);
+        return;
     }
-    // Pushes name their job: by id (metric, event, log) or as the job's info (state).
-    const w = this.watches.get(typeof m.job === 'string' ? m.job : ((m.job as JobInfo | undefined)?.id ?? ''));
-    if (!w || w.closed) return;
-    if (m.type === 'metric') {
-      const seq = m.seq as number;
-      if (seq !== w.metrics) return; // a repeat (already seen); gaps cannot happen on one ordered socket
-      w.metrics = seq + 1;
-      w.handlers.metric?.(m.metric as Metric, seq);
-    } else if (m.type === 'event') {
-      const seq = m.seq as number;
-      if (seq !== w.events) return;
-      w.events = seq + 1;
-      w.handlers.event?.(m.event as RunEvent, seq);
-    } else if (m.type === 'log') {
-      const seq = m.seq as number;
-      if (seq !== w.logs) return;
-      w.logs = seq + 1;
-      w.handlers.log?.(m.line as string, seq);
-    } else if (m.type === 'state') w.handlers.state?.(m.job as unknown as JobInfo);
   }
 
-  /** Sends a request and waits for its reply; an error reply throws a WorkerError. */
-  request(msg: ClientRequest, extra: Omit<Pending, 'resolve' | 'reject'> = {}): Promise<Reply> {
+  // One part of a reply in several (a fetched file's chunk or end): a handler that throws (a file
+  // the worker should not have sent) fails the request rather than this process.
+  private part(re: number, fn: (p: Pending) => void): void {
+    const p = this.pending.get(re);
+    if (!p) return;
+    try {
+      fn(p);
+    } catch (e) {
+      this.pending.delete(re);
+      p.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  private watching(job: string): WatchState | undefined {
+    const w = this.watches.get(job);
+    return w && !w.closed ? w : undefined;
+  }
+
+  /** Sends a request and waits for its reply (validated, of the type that answers it); an error reply throws a WorkerError. */
+  request<M extends ClientRequest>(msg: M, extra: Streaming = {}): Promise<ReplyTo<M['type']>> {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new ConnectionLost(this.url));
     const id = this.nextId++;
-    return new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, ...extra });
+    return new Promise<ReplyTo<M['type']>>((resolve, reject) => {
+      const expect = REPLIES[msg.type];
+      this.pending.set(id, { expect, resolve: resolve as (m: ServerMessage) => void, reject, ...extra });
       ws.send(JSON.stringify({ v: PROTOCOL_VERSION, id, ...msg }), (e) => {
         if (e && this.pending.delete(id)) reject(new ConnectionLost(this.url));
       });
     });
   }
 
-  private sendChunk(header: Record<string, unknown>, payload: Buffer): Promise<Reply> {
+  private sendChunk(header: Record<string, unknown>, payload: Buffer): Promise<ServerMessage> {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new ConnectionLost(this.url));
     const id = this.nextId++;
-    return new Promise<Reply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+    return new Promise<ServerMessage>((resolve, reject) => {
+      this.pending.set(id, { expect: 'upload.ack', resolve, reject });
       ws.send(encodeBinary({ v: PROTOCOL_VERSION, id, ...header }, payload), (e) => {
         if (e && this.pending.delete(id)) reject(new ConnectionLost(this.url));
       });
@@ -299,9 +376,7 @@ export class WorkerClient extends EventEmitter {
   ): Promise<UploadResult> {
     const st = await this.request({ type: 'upload.begin', sha256: file.sha256, bytes: file.bytes });
     if (st.complete) return { sha256: file.sha256, sent: 0, skipped: 0, bytes: file.bytes };
-    const chunkBytes = st.chunkBytes as number;
-    const chunks = st.chunks as number;
-    const missing = st.missing as number[];
+    const { chunkBytes, chunks, missing } = st;
     const fh = await open(file.path, 'r');
     let sent = 0;
     try {
@@ -376,13 +451,13 @@ export class WorkerClient extends EventEmitter {
 
   /** Every job on the worker, oldest first. */
   async jobs(): Promise<JobInfo[]> {
-    return (await this.request({ type: 'jobs' })).jobs as JobInfo[];
+    return (await this.request({ type: 'jobs' })).jobs;
   }
 
   /** One job and the lock it trains (with the worker's paths); a WorkerError `not-found` if there is none. */
   async job(job: string): Promise<{ job: JobInfo; lock: AnyLock }> {
     const r = await this.request({ type: 'job', job });
-    return { job: r.job as JobInfo, lock: r.lock as AnyLock };
+    return { job: r.job, lock: r.lock as unknown as AnyLock };
   }
 
   /** Cancels a job (or interrupts it, leaving it resumable); returns its state after it stopped. */
@@ -391,12 +466,12 @@ export class WorkerClient extends EventEmitter {
     mode: 'cancel' | 'interrupt' = 'cancel',
   ): Promise<{ job: JobInfo; was: JobInfo['status'] }> {
     const r = await this.request({ type: 'cancel', job, mode });
-    return { job: r.job as JobInfo, was: r.was as JobInfo['status'] };
+    return { job: r.job, was: r.was };
   }
 
   /** Queues an interrupted job again; it resumes from its last checkpoint. */
   async requeue(job: string): Promise<JobInfo> {
-    return (await this.request({ type: 'requeue', job })).job as JobInfo;
+    return (await this.request({ type: 'requeue', job })).job;
   }
 
   /**
@@ -423,8 +498,8 @@ export class WorkerClient extends EventEmitter {
       return join(dir, n);
     };
     let failure: Error | undefined;
-    const onBinary = (h: Record<string, unknown>, payload: Buffer) => {
-      const path = h.path as string;
+    const onBinary = (h: FileChunkHeader, payload: Buffer) => {
+      const path = h.path;
       if (skip(path)) return;
       let f = open_.get(path);
       if (!f) {
@@ -440,14 +515,14 @@ export class WorkerClient extends EventEmitter {
       }
       f.hash.update(payload);
       const cur = f;
-      const offset = h.offset as number;
+      const offset = h.offset;
       cur.writes = cur.writes
         .then(() => cur.fh!.write(payload, 0, payload.length, offset))
         .catch((e: Error) => (failure ??= e));
     };
     const done: Promise<unknown>[] = [];
-    const onPush = (m: Reply) => {
-      const path = m.path as string;
+    const onPush = (m: ServerMessageOf<'file.done'>) => {
+      const path = m.path;
       if (skip(path)) return;
       const f = open_.get(path);
       if (!f) return;
@@ -458,7 +533,7 @@ export class WorkerClient extends EventEmitter {
           await f.fh?.close();
           if (digest !== m.sha256)
             throw new LatheError(
-              `fetch: ${path} arrived with sha256 ${digest.slice(0, 12)}…, not ${String(m.sha256).slice(0, 12)}…`,
+              `fetch: ${path} arrived with sha256 ${digest.slice(0, 12)}…, not ${m.sha256.slice(0, 12)}…`,
             );
           await rename(f.tmp, safe(path));
         }),
@@ -468,7 +543,7 @@ export class WorkerClient extends EventEmitter {
       const r = await this.request({ type: 'fetch', job, what }, { onBinary, onPush });
       await Promise.all(done);
       if (failure) throw failure;
-      return { files: r.files as number, bytes: r.bytes as number };
+      return { files: r.files, bytes: r.bytes };
     } finally {
       for (const f of open_.values()) {
         await f.writes.catch(() => {});

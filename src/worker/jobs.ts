@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { localExecutor } from '../runs/local.js';
 import type { AnyLock } from '../recipe/lock.js';
@@ -13,7 +13,8 @@ import { TERMINAL, type JobInfo } from './protocol.js';
 // The worker's job queue, persisted under <state>/jobs/<id>/: job.json (the record, written
 // atomically on every change of status), run/ (the run directory), inputs/ (the job's files) and
 // job.log (one line per entry; line n is log entry n, so a client that connects later is sent the
-// lines it has not seen, numbered like metrics). Jobs train one at a time in this process, on the
+// lines it has not seen, numbered like metrics). Job folders are 0700: they hold a client's data and
+// its model. Jobs train one at a time in this process, on the
 // same core as a local run. A job found
 // "running" when the worker starts was cut off (kill -9, a lost node): it resumes from its last
 // checkpoint, which on cpu gives the metrics an uninterrupted run gives, to the bit.
@@ -66,14 +67,21 @@ export class JobQueue extends EventEmitter {
     return join(this.dir, id, 'inputs');
   }
 
-  /** Reads every job.json; a job that was running when the worker stopped is queued to resume first. */
+  /**
+   * Reads every job.json; a job that was running when the worker stopped is queued to resume first.
+   * A folder without a record is a submission cut off before it was queued: it is removed.
+   */
   async load(): Promise<{ resumed: string[]; queued: string[] }> {
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
     const resumed: string[] = [];
     const queued: string[] = [];
     for (const id of (await readdir(this.dir)).sort()) {
       const text = await readFile(join(this.dir, id, 'job.json'), 'utf8').catch(() => undefined);
-      if (!text) continue; // a submission cut off before its record was written
+      if (!text) {
+        await rm(join(this.dir, id), { recursive: true, force: true });
+        continue;
+      }
       const rec = JSON.parse(text) as JobRecord;
       this.records.set(id, rec);
       if (rec.status === 'running') resumed.push(id);
@@ -232,7 +240,7 @@ export class JobQueue extends EventEmitter {
     const stamped = `${new Date().toISOString()} ${line.replace(/\r?\n/g, ' \u23ce ')}`;
     const seq = this.logCount(id);
     try {
-      mkdirSync(this.jobDir(id), { recursive: true });
+      mkdirSync(this.jobDir(id), { recursive: true, mode: 0o700 });
       appendFileSync(this.logPath(id), stamped + '\n');
     } catch (e) {
       // Not written (disk full?): not numbered either, or replay and live numbers would disagree.
@@ -307,7 +315,7 @@ export class JobQueue extends EventEmitter {
         run = await localExecutor.resume(dir, { stopAfter: rec.stopAfter });
       } else {
         await rm(dir, { recursive: true, force: true });
-        await mkdir(join(this.jobDir(rec.id)), { recursive: true });
+        await mkdir(this.jobDir(rec.id), { recursive: true, mode: 0o700 });
         this.log(rec.id, `training on ${rec.backend}`);
         run = await localExecutor.start(rec.lock, {
           out: dir,
@@ -371,7 +379,7 @@ export class JobQueue extends EventEmitter {
   }
 
   private async save(rec: JobRecord): Promise<void> {
-    await mkdir(this.jobDir(rec.id), { recursive: true });
+    await mkdir(this.jobDir(rec.id), { recursive: true, mode: 0o700 });
     await writeFileAtomic(join(this.jobDir(rec.id), 'job.json'), JSON.stringify(rec, null, 1) + '\n');
   }
 }

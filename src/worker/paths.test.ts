@@ -36,6 +36,21 @@ describe('worker paths', () => {
     expect(() => toWorker('worker:x', { ...r, dataRoot: undefined }, 'f')).toThrow(/started without --data-root/);
   });
 
+  it('refuses a NUL byte in any path with a path error naming the field (no file system call sees it)', () => {
+    for (const p of ['/home/ana/project/a\u0000b.jsonl', 'worker:corpus/a\u0000', 'data/\u0000.jsonl']) {
+      let err: unknown;
+      try {
+        toWorker(p, r, 'data[0].files[0]');
+      } catch (e) {
+        err = e;
+      }
+      expect(err, p).toMatchObject({
+        code: 'path',
+        message: expect.stringMatching(/^data\[0\]\.files\[0\]: .* contains a NUL byte$/),
+      });
+    }
+  });
+
   it('finds every path a recipe names, in stages too', () => {
     const recipe = {
       stage: 'pipeline',

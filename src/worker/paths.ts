@@ -159,6 +159,7 @@ export interface Relocation {
  * would leave data-root or inputs/.
  */
 export function toWorker(p: string, r: Relocation, where: string): string {
+  if (p.includes('\0')) throw new ProtocolError('path', `${where}: ${JSON.stringify(p)} contains a NUL byte`);
   if (isWorkerPath(p)) {
     const rel = p.slice(WORKER_PREFIX.length);
     if (!r.dataRoot)
