@@ -147,7 +147,7 @@ describe('gates', () => {
       scorer: 'exact',
       n: 10,
       accuracy: acc,
-      errors: { threw: 0, nan: 0, timeout: 0, invalid: 0, crashed: 0 },
+      errors: { threw: 0, nan: 0, timeout: 0, invalid: 0 },
       seconds: 1,
       metrics: { 'eval/tasks/accuracy': acc, 'eval/more/accuracy': acc },
     });

@@ -36,7 +36,7 @@ export interface EvalRecord {
   accuracy?: number;
   perplexity?: number;
   loss?: number;
-  errors: { threw: number; nan: number; timeout: number; invalid: number };
+  errors: { threw: number; nan: number; timeout: number; invalid: number; crashed?: number };
   /** Prompts cut from the left to fit the context. */
   truncated?: number;
   seconds: number;
