@@ -29,6 +29,7 @@ interface WorkerCliOptions {
   tokenFile: string;
   stateDir: string;
   dataRoot?: string;
+  allowModuleNetwork?: boolean;
   backend: 'cpu' | 'wasm' | 'webgpu' | 'auto';
   cert?: string;
   key?: string;
@@ -93,6 +94,10 @@ export function register(program: Command): void {
       `ping each client this often; one that answers no ping by the next is dropped (default ${KEEPALIVE_MS})`,
       positiveInt('--keepalive-ms'),
     )
+    .option(
+      '--allow-module-network',
+      "let jobs' reward and scorer modules use the network when their recipe asks (reward.network); off by default",
+    )
     .action(async (o: WorkerCliOptions) => {
       if (!!o.cert !== !!o.key) throw new LatheError(`${o.cert ? '--key' : '--cert'}: TLS needs both --cert and --key`);
       const token = readTokenFile(o.tokenFile);
@@ -112,6 +117,7 @@ export function register(program: Command): void {
         maxConnections: o.maxConnections,
         maxConnectionsPerClient: o.maxConnectionsPerClient,
         keepaliveMs: o.keepaliveMs,
+        moduleNetwork: o.allowModuleNetwork,
       });
       if (o.announce) await writeFileAtomic(o.announce, server.url + '\n');
       let stopping = 0;

@@ -1,16 +1,17 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { extname, isAbsolute, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { LatheError } from '../errors.js';
 
 // One host for user modules: rewards, scorers and graders. A module runs in its own Node process,
 // never in the trainer: loading, every call and its memory have limits, and a module that throws,
 // returns something unusable, hangs, loops forever or kills its process costs that call (counted
-// by kind), never the run. On a worker (LATHE_MODULE_CONFINE set), the process runs under Node's
-// permission model: it reads only the module, the data root and the job folder, starts no child
-// process or worker thread, and has no network unless both the recipe and the worker allow it.
+// by kind), never the run. A worker confines the modules of its jobs (confineModules): their process
+// runs under Node's permission model, reads only the module, the data root and the job folder,
+// starts no child process or worker thread, and has no network unless the recipe and the worker
+// both allow it.
 
 /** Why a call gave no usable value. */
 export type CallErrorKind = 'threw' | 'timeout' | 'crashed';
@@ -38,7 +39,7 @@ export interface ModuleHostOptions {
   network?: boolean;
 }
 
-/** How a worker confines user modules: LATHE_MODULE_CONFINE holds this as JSON. */
+/** How a worker confines user modules (LATHE_MODULE_CONFINE may hold this as JSON for a whole process). */
 export interface ModuleConfinement {
   /** Folders every module may read (the data root). */
   read: string[];
@@ -46,16 +47,37 @@ export interface ModuleConfinement {
   network: boolean;
 }
 
-/** The confinement this process imposes on user modules (a worker sets LATHE_MODULE_CONFINE), if any. */
-export function moduleConfinement(): ModuleConfinement | undefined {
+const confined: { root: string; c: ModuleConfinement }[] = [];
+
+/**
+ * Confines every module whose file or readable folders lie under `root` (a worker's state folder);
+ * returns a function that lifts it.
+ */
+export function confineModules(root: string, c: ModuleConfinement): () => void {
+  const entry = { root: resolve(root), c };
+  confined.push(entry);
+  return () => {
+    const i = confined.indexOf(entry);
+    if (i >= 0) confined.splice(i, 1);
+  };
+}
+
+/** The confinement of a module at these paths: the process-wide LATHE_MODULE_CONFINE, or a worker's. */
+export function moduleConfinement(paths: readonly string[] = []): ModuleConfinement | undefined {
   const raw = process.env.LATHE_MODULE_CONFINE;
-  if (!raw) return undefined;
-  try {
-    const c = JSON.parse(raw) as Partial<ModuleConfinement>;
-    return { read: Array.isArray(c.read) ? c.read.map(String) : [], network: c.network === true };
-  } catch {
-    throw new LatheError(`LATHE_MODULE_CONFINE: not JSON: ${raw.slice(0, 80)}`);
+  if (raw) {
+    try {
+      const c = JSON.parse(raw) as Partial<ModuleConfinement>;
+      return { read: Array.isArray(c.read) ? c.read.map(String) : [], network: c.network === true };
+    } catch {
+      throw new LatheError(`LATHE_MODULE_CONFINE: not JSON: ${raw.slice(0, 80)}`);
+    }
   }
+  const under = (p: string, root: string) => {
+    const r = relative(root, resolve(p));
+    return r === '' || (!r.startsWith('..') && !isAbsolute(r));
+  };
+  return confined.find(({ root }) => paths.some((p) => under(p, root)))?.c;
 }
 
 const TS_EXT = new Set(['.ts', '.mts', '.cts', '.tsx']);
@@ -180,7 +202,7 @@ export class ModuleHost {
     const url = await this.compile();
     const memoryMb = this.o.memoryMb ?? 1024;
     const args = [`--max-old-space-size=${memoryMb}`, '--enable-source-maps'];
-    const confine = moduleConfinement();
+    const confine = moduleConfinement([this.o.path, ...(this.o.readable ?? [])]);
     let cmd = process.execPath;
     let pre: string[] = [];
     if (confine) {

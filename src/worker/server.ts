@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { BackendRequest } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
+import { confineModules } from '../eval/module-host.js';
 import { VERSION } from '../version.js';
 import { bearerToken, tokenMatches } from './auth.js';
 import { chooseWorkerBackend, type WorkerBackends } from './gpu.js';
@@ -67,6 +68,8 @@ export interface WorkerOptions {
   maxConnectionsPerClient?: number;
   /** Most connections in total (default 128); more are refused with HTTP 503. */
   maxConnections?: number;
+  /** Reward and scorer modules of jobs may use the network when their recipe asks (default: never). */
+  moduleNetwork?: boolean;
   /** Ping every client this often, ms (default 30 s); one that answers none by the next ping is dropped. */
   keepaliveMs?: number;
   /** Exit (resolve `finished`) once the first job has ended and every client has gone: one worker per cluster job. */
@@ -116,6 +119,7 @@ export class WorkerServer {
   private upgrading = new Map<string, number>();
   private backends!: WorkerBackends;
   private dataRoot?: string;
+  private unconfine?: () => void;
   private streams: JobStreams;
   private ctx: WorkerContext;
   private pidFile: string;
@@ -226,6 +230,12 @@ export class WorkerServer {
         throw new LatheError(`--data-root ${o.dataRoot}: not a directory`);
       this.dataRoot = real;
     }
+    // Jobs' user modules (rewards, scorers) run confined: they read only themselves, the data root and
+    // their job's folder (see src/eval/module-host.ts).
+    this.unconfine = confineModules(o.stateDir, {
+      read: this.dataRoot ? [this.dataRoot] : [],
+      network: o.moduleNetwork === true,
+    });
     this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
     const swept = await this.store.sweep(UPLOAD_TTL_MS);
     if (swept.length) this.log(`removed ${swept.length} unfinished upload(s) nobody came back for`);
@@ -403,6 +413,7 @@ export class WorkerServer {
       for (const c of this.conns) c.ws.terminate();
       await this.queue.stop();
       await unlink(this.pidFile).catch(() => {});
+      this.unconfine?.();
       this.log('worker stopped');
       this.finish();
     })();
