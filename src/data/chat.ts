@@ -3,7 +3,8 @@ import type { Tokenizer } from '../tokenizer/index.js';
 import type { ChatMessage as TemplateMessage } from '../tokenizer/chat-template.js';
 import type { TokenBatch } from './batches.js';
 import type { SamplerState } from './batches.js';
-import { validateMessages, type ChatMessage, type Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import { validateMessages, type ChatMessage } from './messages.js';
 
 // SFT examples: chats rendered with the tokenizer's chat template, a loss mask on assistant tokens,
 // and packing of whole conversations into context windows.

@@ -1,7 +1,8 @@
 import type { CleanConfig } from '../recipe/schema.js';
 import { NearDuplicateIndex } from './minhash.js';
 import { emptyPiiCounts, scrubPii, type PiiCounts } from './pii.js';
-import type { ChatMessage, Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import type { ChatMessage } from './messages.js';
 
 /** What cleaning did, counted. */
 export interface CleanCounts {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { CleanCounts } from './clean.js';
 import { prepareData, type PreparedData } from './prepare.js';
-import type { Rejection } from './sources.js';
+import type { Rejection } from './doc.js';
 import { formatTable } from './table.js';
 
 /** What a recipe's data looks like after the pipeline, and what training will do with it. */

@@ -1,7 +1,8 @@
 import type { Tokenizer } from '../tokenizer/index.js';
 import type { ChatMessage as TemplateMessage } from '../tokenizer/chat-template.js';
 import { checkRoles } from './chat.js';
-import { validateMessages, type ChatMessage, type Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import { validateMessages, type ChatMessage } from './messages.js';
 
 // Preference pairs {prompt, chosen, rejected} (TRL's format): each a string, or chat messages.
 // Strings: prompt = <bos> prompt, completion = text <eos>. Chats: the prompt rendered with the

@@ -1,6 +1,6 @@
 import type { Tokenizer } from '../tokenizer/index.js';
 import { promptIds } from './pairs.js';
-import type { Doc } from './sources.js';
+import type { Doc } from './doc.js';
 
 // Prompts for the online stages (online DPO, GRPO): {"prompt": string | messages, ...} rows. The
 // whole row goes to the reward function as `example`.
