@@ -8,6 +8,47 @@ import { DEFAULT_HWM, isBlank, scanLines, utf8Reason, type LineSink } from './li
 
 // Unclosed quotes would otherwise make csv-parse buffer the rest of the file.
 const CSV_MAX_RECORD_CHARS = 64 << 20;
+// Lost-line faults handed out per batch at the end of a file (a stray quote can swallow millions of lines).
+const LOST_BATCH = 8192;
+
+/** A parse error csv-parse reported (through on_skip) for a record it then skipped. */
+interface ParseFault {
+  line: number;
+  code: string;
+  message: string;
+}
+
+/** Why a malformed record failed, said from the line where it starts. */
+function describeFault(e: ParseFault | undefined, maxRecord: number): string {
+  if (!e) return 'invalid CSV: this record could not be parsed';
+  if (e.code === 'CSV_QUOTE_NOT_CLOSED')
+    return 'invalid CSV: a quote opened in this record is never closed (the file ends inside it)';
+  if (e.code === 'CSV_MAX_RECORD_SIZE')
+    return `invalid CSV: this record runs on past ${maxRecord} characters; a quote opened in it is likely never closed`;
+  return `invalid CSV: ${e.message}`;
+}
+
+/**
+ * Lines (and reasons) of the records a malformed record swallowed: `runs` are the unaccounted non-blank lines, in
+ * order, and `errs` what csv-parse said about them. A line whose own parse error csv-parse named gets it; the first
+ * line gets the error that broke the record; every other line is reported lost inside that record.
+ */
+function* lostFaults(runs: [number, number][], errs: ParseFault[], maxRecord: number): Generator<[number, string]> {
+  if (!runs.length) return;
+  const first = runs[0]![0];
+  const own = new Map<number, ParseFault>();
+  for (const e of errs)
+    if (e.code !== 'CSV_QUOTE_NOT_CLOSED' && e.code !== 'CSV_MAX_RECORD_SIZE' && !own.has(e.line)) own.set(e.line, e);
+  const lead = own.get(first) ?? errs[0];
+  const why = describeFault(lead, maxRecord);
+  for (const [a, b] of runs)
+    for (let l = a; l <= b; l++) {
+      const e = own.get(l);
+      if (l === first) yield [l, why];
+      else if (e) yield [l, describeFault(e, maxRecord)];
+      else yield [l, `invalid CSV: record lost: this line was read into the malformed record at line ${first}`];
+    }
+}
 
 /** Reads a CSV file; returns true when fail mode stopped it at a fault. */
 export async function* readCsv(
@@ -21,6 +62,7 @@ export async function* readCsv(
   const requireText = opts.requireText ?? true;
   const failFast = opts.onError === 'fail';
   const field = src.field;
+  const maxRecord = opts.csvMaxRecordChars ?? CSV_MAX_RECORD_CHARS;
   let pending: Item[] = [];
   let header: string[] | undefined;
   let col = -1;
@@ -35,10 +77,47 @@ export async function* readCsv(
     if (failFast) failed = stopped = true;
   };
 
+  // Every non-blank line is accounted for by a record (kept or rejected) or reported lost: a malformed quote can make
+  // csv-parse swallow the lines after it into one skipped record. `open` holds the unaccounted lines as runs.
+  const open: [number, number][] = [];
+  let errors: ParseFault[] = [];
+  let lost = 0;
+  let dead = false; // csv-parse parses nothing after a record overruns max_record_size
+  const markOpen = (lineNo: number): void => {
+    const last = open.at(-1);
+    if (last && last[1] === lineNo - 1) last[1] = lineNo;
+    else open.push([lineNo, lineNo]);
+  };
+  /** Removes and returns the open runs before line `before`, and drops the open lines up to `through`. */
+  const settle = (before: number, through: number): [number, number][] => {
+    const gone: [number, number][] = [];
+    while (open.length && open[0]![0] <= through) {
+      const run = open[0]!;
+      if (run[0] < before) gone.push([run[0], Math.min(run[1], before - 1)]);
+      if (run[1] <= through) open.shift();
+      else run[0] = through + 1;
+    }
+    return gone;
+  };
+  const reportLost = (runs: [number, number][], errs: ParseFault[]): void => {
+    for (const f of lostFaults(runs, errs, maxRecord)) {
+      lost++;
+      reject(f[0], f[1]);
+      if (failFast) return;
+    }
+  };
+
   const onRecord = (rec: string[], lineEnd: number): void => {
     let nl = 0;
     for (const v of rec) for (let p = v.indexOf('\n'); p !== -1; p = v.indexOf('\n', p + 1)) nl++;
     const lineStart = lineEnd - nl;
+    const gone = settle(lineStart, lineEnd);
+    if (gone.length) {
+      const errs = errors;
+      errors = [];
+      reportLost(gone, errs);
+      if (stopped) return;
+    }
     while (badLines.length && badLines[0]!.line < lineStart) badLines.shift();
     if (badLines.length && badLines[0]!.line <= lineEnd) {
       const b = badLines.shift()!;
@@ -71,15 +150,22 @@ export async function* readCsv(
     bom: true,
     skip_empty_lines: true,
     skip_records_with_error: true,
-    max_record_size: CSV_MAX_RECORD_CHARS,
+    max_record_size: maxRecord,
     on_record: (rec: string[], ctx) => {
       if (!stopped) onRecord(rec, ctx.lines);
       return null;
     },
     on_skip: (err) => {
-      if (!err || stopped) return undefined;
-      if (!header) stopped = true;
-      reject((err as CsvError & { lines?: number }).lines ?? 1, `invalid CSV: ${err.message}`);
+      if (!err || stopped || dead) return undefined;
+      const e = err as CsvError & { lines?: number };
+      if (e.code === 'CSV_MAX_RECORD_SIZE') dead = true;
+      errors.push({ line: e.lines ?? 1, code: e.code, message: e.message });
+      // The malformed record starts at the first open line; fail mode and a broken header stop there.
+      if (failFast || !header) {
+        if (!header) stopped = true;
+        const first = open[0]?.[0] ?? e.lines ?? 1;
+        reject(first, lostFaults([[first, first]], errors, maxRecord).next().value![1]);
+      }
       return undefined;
     },
   });
@@ -89,7 +175,7 @@ export async function* readCsv(
     if (streamError) throw new LatheError(`${file}: cannot parse CSV: ${streamError.message}`);
   };
   const feed = (s: string): void => {
-    if (s && !stopped) parser.write(s); // processed synchronously: on_record has run when write returns
+    if (s && !stopped && !dead) parser.write(s); // processed synchronously: on_record has run when write returns
     check();
   };
 
@@ -98,7 +184,10 @@ export async function* readCsv(
   let sawContent = false;
   const sink: LineSink = (buf, start, end, lineNo) => {
     if (stopped) return;
-    if (!sawContent && !isBlank(buf, start, end)) sawContent = true;
+    if (!isBlank(buf, start, end)) {
+      sawContent = true;
+      markOpen(lineNo);
+    }
     const bytes = buf.subarray(start, end);
     let s: string;
     try {
@@ -124,17 +213,31 @@ export async function* readCsv(
       feed(batch);
       batch = '';
       if (step.done && !stopped) {
-        const ended = new Promise<void>((res) =>
-          parser
-            .once('end', res)
-            .once('close', res)
-            .once('error', () => res()),
-        );
-        parser.end();
-        await ended;
-        check();
+        if (!dead) {
+          const ended = new Promise<void>((res) =>
+            parser
+              .once('end', res)
+              .once('close', res)
+              .once('error', () => res()),
+          );
+          parser.end();
+          await ended;
+          check();
+        }
+        // What is still open at the end was swallowed by a malformed record; report it in bounded batches.
+        for (const f of lostFaults(settle(Infinity, Infinity), errors, maxRecord)) {
+          lost++;
+          reject(f[0], f[1]);
+          if (failFast) break;
+          if (pending.length >= LOST_BATCH) {
+            const out = pending;
+            pending = [];
+            yield out;
+          }
+        }
+        errors = [];
         if (!sawContent) reject(1, step.value.bytes === 0 ? 'file is empty' : 'file is empty (only blank lines)');
-        else if (header && records === 0 && !stopped) reject(2, 'the CSV has a header row but no records');
+        else if (header && records === 0 && !lost && !stopped) reject(2, 'the CSV has a header row but no records');
       }
       if (pending.length) {
         const out = pending;

@@ -34,6 +34,8 @@ export interface ReadSourceOptions {
   requireText?: boolean;
   /** Read chunk size in bytes (default 64 KiB); tests use small values to split characters across chunks. */
   highWaterMark?: number;
+  /** Longest CSV record in characters (default 64 MiB), which bounds what an unclosed quote can buffer. */
+  csvMaxRecordChars?: number;
 }
 
 /** A malformed spot, kept in stream order with the docs around it. */
