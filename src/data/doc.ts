@@ -9,7 +9,7 @@ export interface Doc {
   source: string;
   file: string;
   line: number;
-  /** Set for chat rows; `text` is then the contents joined with "\n". */
+  /** Set for chat rows; `text` is then each message's content and tool calls, joined with "\n". */
   messages?: ChatMessage[];
   /** The whole parsed JSONL object or CSV record (column name to value). */
   row?: Record<string, unknown>;

@@ -221,6 +221,30 @@ describe('jsonl', () => {
     expect(docs[0]!.row).toEqual(row);
   });
 
+  it('reads chat rows with tool calls (OpenAI / Mistral format): calls kept, text holds them', async () => {
+    const call = { id: 'c1', type: 'function', function: { name: 'lookup', arguments: '{"q": "tally"}' } };
+    const row = {
+      messages: [
+        { role: 'user', content: 'find it' },
+        { role: 'assistant', content: null, tool_calls: [call] },
+        { role: 'tool', tool_call_id: 'c1', name: 'lookup', content: 'found' },
+        { role: 'assistant', content: 'here', weight: 1 },
+      ],
+    };
+    const f = await put('tool-chat.jsonl', JSON.stringify(row) + '\n');
+    const { docs, rejections } = await readAll(src(), [f]);
+    expect(rejections).toEqual([]);
+    expect(docs[0]!.messages).toEqual([
+      { role: 'user', content: 'find it' },
+      { role: 'assistant', content: '', tool_calls: [call] },
+      { role: 'tool', tool_call_id: 'c1', name: 'lookup', content: 'found' },
+      { role: 'assistant', content: 'here', weight: 1 },
+    ]);
+    expect(docs[0]!.text).toBe(
+      'find it\n<tool_call>{"id": "c1", "name": "lookup", "arguments": {"q": "tally"}}</tool_call>\nfound\nhere',
+    );
+  });
+
   const bad: [string, string][] = [
     ['{"text": "ok"', 'invalid JSON: '],
     ['[1, 2]', 'expected a JSON object, got array'],
@@ -241,6 +265,39 @@ describe('jsonl', () => {
       'messages[0].weight must be 0 or 1, got 0.5',
     ],
     ['{"messages": ["hi"]}', 'messages[0] must be an object, got string'],
+    [
+      '{"messages": [{"role": "user", "content": "a", "weight": 1}, {"role": "assistant", "content": "b"}]}',
+      'messages[0].weight is only for assistant messages (0 leaves a reply out of the loss); a user message is never trained on, so remove it',
+    ],
+    [
+      '{"messages": [{"role": "user", "content": "a", "tool_calls": []}]}',
+      'messages[0].tool_calls belong to assistant messages, not user',
+    ],
+    [
+      '{"messages": [{"role": "user", "content": "a", "lang": "en"}]}',
+      'messages[0].lang is not a field of a user message; allowed: role, content',
+    ],
+    ['{"messages": [{"role": "assistant", "content": null}]}', 'messages[0].content must be a string, got null'],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": {"name": "f"}}]}',
+      'messages[0].tool_calls must be an array, got object',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{x: 1}"}}]}]}',
+      'messages[0].tool_calls[0].function.arguments is not valid JSON (',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "", "arguments": "{}"}}]}]}',
+      'messages[0].tool_calls[0].function.name must be a non-empty string, got ""',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": "code", "function": {"name": "f", "arguments": "{}"}}]}]}',
+      'messages[0].tool_calls[0].type must be "function", got "code"',
+    ],
+    [
+      '{"messages": [{"role": "tool", "content": "r", "tool_call_id": 7}]}',
+      'messages[0].tool_call_id must be a non-empty string, got 7',
+    ],
   ];
   for (const [line, reason] of bad) {
     it(`rejects ${line} at its file:line in both modes`, async () => {

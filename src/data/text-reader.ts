@@ -2,7 +2,7 @@ import { extname } from 'node:path';
 import type { SourceConfig } from '../recipe/schema.js';
 import { Fault, type Item, type ReadSourceOptions } from './doc.js';
 import { DEFAULT_HWM, isBlank, scanLines, utf8Reason, type LineSink } from './line-scanner.js';
-import { typeName, validateMessages } from './messages.js';
+import { messageText, typeName, validateMessages } from './messages.js';
 
 // The .txt reader (a doc per line, paragraph or file) and the JSONL reader (a doc per JSON object line).
 
@@ -83,8 +83,8 @@ export async function* readLineFile(
       if (row.messages !== undefined) {
         const msgs = validateMessages(row.messages);
         if (typeof msgs === 'string') return reject(lineNo, msgs);
-        let text = msgs[0]!.content;
-        for (let k = 1; k < msgs.length; k++) text += '\n' + msgs[k]!.content;
+        let text = messageText(msgs[0]!);
+        for (let k = 1; k < msgs.length; k++) text += '\n' + messageText(msgs[k]!);
         pending.push({ text, source, file, line: lineNo, messages: msgs, row });
         return;
       }
@@ -133,7 +133,7 @@ export async function* readLineFile(
       const s = decode(buf, start, end, lineNo);
       if (s === undefined) return;
       for (; blankRun > 0; blankRun--) parts.push('');
-      if (!partsLine) partsLine = 1;
+      if (!partsLine) partsLine = lineNo; // the first line with content, so offsets into the text count lines
       parts.push(s);
     };
   }
