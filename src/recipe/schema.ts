@@ -139,7 +139,9 @@ export const ModelSchema = z
     auxLossCoef: z.number().min(0).default(0.01).describe('MoE: load-balancing auxiliary loss weight.'),
     zLossCoef: z.number().min(0).default(0.001).describe('MoE: router z-loss weight.'),
   })
-  .describe('Model architecture.');
+  .describe(
+    "Model architecture. A fresh model must fit: its training state (16 bytes a parameter: fp32 weights, gradients and AdamW's two moments) within this machine's memory, or LATHE_MAX_MODEL_GIB GiB when set, and each tensor within 2^32 values.",
+  );
 
 export const PretrainSchema = z
   .strictObject({
