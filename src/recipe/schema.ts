@@ -410,7 +410,7 @@ export const SftRecipeSchema = z
     ...postRecipeFields(),
     stage: z.literal('sft').describe('Supervised fine-tuning on chat data.'),
     data: PostDataSchema.describe(
-      'Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant", "content", "weight"?}]} per line (Mistral format; weight 0 excludes an assistant message from the loss), or {"prompt", "completion"} strings.',
+      'Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content", "weight"?}], "tools"?: [...]} per line (Mistral / OpenAI format; weight 0 excludes an assistant message from the loss; an assistant message may carry "tool_calls", each answered by a "tool" message with its "tool_call_id"), or {"prompt", "completion"} strings.',
     ),
     train: SftTrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: PostEvalSchema.prefault({}).describe('Held-out assistant-token loss every N steps.'),
