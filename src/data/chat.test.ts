@@ -71,6 +71,7 @@ describe('checkRoles with tool calls', () => {
       'messages must end where the assistant speaks next, but messages[1] has 1 unanswered tool call',
     );
     expect(checkRoles([u(), a('  ')])).toBe('messages[1]: empty assistant message');
+    expect(checkRoles([t(), u(), a()])).toMatch(/^messages\[0\]\.role "tool" is not supported first: /);
   });
 });
 

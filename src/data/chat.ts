@@ -37,8 +37,12 @@ export function checkRoles(
     if (expect === 'tool' && m.role !== 'tool')
       return `messages[${i}]: messages[${caller}] made ${count(messages[caller]!.tool_calls!.length, 'tool call')}, but only ${count(messages[caller]!.tool_calls!.length - unanswered.length, 'tool result')} follows it; add a tool message for each call`;
     if (m.role === 'tool') {
-      if (caller < 0 || !unanswered.length)
-        return `messages[${i}].role "tool" is not supported ${caller < 0 ? `after ${messages[i - 1]!.role === 'assistant' ? 'an' : 'a'} ${messages[i - 1]!.role} message` : 'here'}: each tool result answers one of the tool_calls of the assistant message before it${caller < 0 ? '' : `, and messages[${caller}]'s calls are all answered`}`;
+      if (caller < 0 || !unanswered.length) {
+        const prev = messages[i - 1]?.role;
+        const where =
+          caller >= 0 ? 'here' : prev ? `after ${prev === 'assistant' ? 'an' : 'a'} ${prev} message` : 'first';
+        return `messages[${i}].role "tool" is not supported ${where}: each tool result answers one of the tool_calls of the assistant message before it${caller < 0 ? '' : `, and messages[${caller}]'s calls are all answered`}`;
+      }
       const id = m.tool_call_id;
       const k = id === undefined ? 0 : unanswered.indexOf(id);
       if (k < 0)
