@@ -58,6 +58,41 @@ describe('lathe CLI', () => {
     expect(broken.stderr).toMatch(/broken\.jsonl:2: invalid JSON/);
   });
 
+  it('validate names the field or file:line for inputs that used to be internal errors', async () => {
+    const dir = await scratch();
+    const data = await tallySlice(dir, 20);
+    const recipe = tinyRecipe(data);
+    await writeFile(join(dir, 'huge.json'), JSON.stringify({ ...recipe, model: { dim: 1e6, heads: 4 } }));
+    const huge = lathe(['validate', join(dir, 'huge.json')], { env: { LATHE_MAX_MODEL_GIB: '64' } });
+    expect(huge.status).toBe(2);
+    expect(huge.stderr).toContain('model: about 2.40e+13 parameters (embeddings 3.20e+8, attention 8.00e+12, MLP');
+    expect(huge.stderr).toContain('over the limit of 64.0 GiB (LATHE_MAX_MODEL_GIB); lower model.dim');
+    expect(huge.stderr).not.toMatch(/internal error|\n\s+at /);
+    const nine = (a: string) => `[${Array(9).fill(`*${a}`).join(', ')}]`;
+    const bomb = [
+      'stage: pretrain',
+      `data: {sources: [{path: ${JSON.stringify(data)}}]}`,
+      `x0: &a [${Array(9).fill('"lol"').join(', ')}]`,
+      `x1: &b ${nine('a')}`,
+      `x2: &c ${nine('b')}`,
+      `x3: &d ${nine('c')}`,
+    ].join('\n');
+    await writeFile(join(dir, 'bomb.yaml'), bomb);
+    const b = lathe(['validate', join(dir, 'bomb.yaml')]);
+    expect(b.status).toBe(2);
+    expect(b.stderr).toContain(`${join(dir, 'bomb.yaml')}:6: invalid YAML: alias *c: 2 uses of an anchor`);
+    expect(b.stderr).not.toMatch(/internal error|Excessive alias count/);
+    await writeFile(
+      join(dir, 'nan.yaml'),
+      `stage: pretrain\ndata: {sources: [{path: ${JSON.stringify(data)}}]}\ntrain: {lr: .nan, steps: .inf}\n`,
+    );
+    const nan = lathe(['validate', join(dir, 'nan.yaml')]);
+    expect(nan.status).toBe(2);
+    expect(nan.stderr).toContain('train.lr: NaN is not allowed; write a finite number');
+    expect(nan.stderr).toContain('train.steps: Infinity is not allowed; write a finite number');
+    expect(nan.stderr).not.toContain('null');
+  });
+
   it('recipe schema prints a JSON Schema', () => {
     const r = lathe(['recipe', 'schema']);
     expect(r.status).toBe(0);

@@ -1,9 +1,9 @@
 import { Rng } from '../random.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import type { ChatMessage as TemplateMessage } from '../tokenizer/chat-template.js';
 import type { TokenBatch } from './batches.js';
 import type { SamplerState } from './batches.js';
-import { validateMessages, type ChatMessage, type Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import { validateMessages, validateTools, type ChatMessage } from './messages.js';
 
 // SFT examples: chats rendered with the tokenizer's chat template, a loss mask on assistant tokens,
 // and packing of whole conversations into context windows.
@@ -16,7 +16,10 @@ export interface SftExample {
 
 /**
  * Checks a chat's roles: optional system messages first, then user and assistant turns in
- * alternation starting with user, ending with an assistant turn; returns a reason or undefined.
+ * alternation starting with user. An assistant message with tool_calls is answered by one tool
+ * message per call (in any order; a tool_call_id must name one of the calls), then the assistant
+ * speaks again. A chat ends with an assistant turn (endWith 'assistant'), or where the assistant
+ * speaks next (endWith 'user': after a user turn or the last tool result). Returns a reason or undefined.
  */
 export function checkRoles(
   messages: readonly ChatMessage[],
@@ -25,22 +28,55 @@ export function checkRoles(
   let i = 0;
   while (i < messages.length && messages[i]!.role === 'system') i++;
   if (i === messages.length) return 'messages has no user or assistant turn';
-  let expect: 'user' | 'assistant' = 'user';
+  let expect: 'user' | 'assistant' | 'tool' = 'user';
+  // The assistant message whose tool calls are being answered, and the call ids not answered yet.
+  let caller = -1;
+  let unanswered: (string | undefined)[] = [];
   for (; i < messages.length; i++) {
     const m = messages[i]!;
-    if (m.role === 'tool')
-      return `messages[${i}].role "tool" is not supported by the chat template; use system, user and assistant`;
+    if (expect === 'tool' && m.role !== 'tool')
+      return `messages[${i}]: messages[${caller}] made ${count(messages[caller]!.tool_calls!.length, 'tool call')}, but only ${count(messages[caller]!.tool_calls!.length - unanswered.length, 'tool result')} follows it; add a tool message for each call`;
+    if (m.role === 'tool') {
+      if (caller < 0 || !unanswered.length) {
+        const prev = messages[i - 1]?.role;
+        const where =
+          caller >= 0 ? 'here' : prev ? `after ${prev === 'assistant' ? 'an' : 'a'} ${prev} message` : 'first';
+        return `messages[${i}].role "tool" is not supported ${where}: each tool result answers one of the tool_calls of the assistant message before it${caller < 0 ? '' : `, and messages[${caller}]'s calls are all answered`}`;
+      }
+      const id = m.tool_call_id;
+      const k = id === undefined ? 0 : unanswered.indexOf(id);
+      if (k < 0)
+        return `messages[${i}].tool_call_id ${JSON.stringify(id)} names no unanswered call of messages[${caller}] (ids: ${unanswered.map((x) => JSON.stringify(x ?? null)).join(', ')})`;
+      unanswered.splice(k, 1);
+      expect = unanswered.length ? 'tool' : 'assistant';
+      continue;
+    }
     if (m.role === 'system') return `messages[${i}]: a system message must come before the first user message`;
     if (m.role !== expect)
       return `messages[${i}].role is "${m.role}" where "${expect}" is expected: roles out of order (system first, then user and assistant alternating, starting with user)`;
-    if (m.role === 'assistant' && !m.content.trim()) return `messages[${i}]: empty assistant message`;
-    expect = expect === 'user' ? 'assistant' : 'user';
+    if (m.role === 'assistant' && !m.content.trim() && !m.tool_calls?.length)
+      return `messages[${i}]: empty assistant message`;
+    if (m.role === 'assistant' && m.tool_calls?.length) {
+      caller = i;
+      unanswered = m.tool_calls.map((c) => c.id);
+      expect = 'tool';
+    } else {
+      caller = -1;
+      expect = expect === 'user' ? 'assistant' : 'user';
+    }
   }
-  const last = messages.at(-1)!.role;
-  if (last !== opts.endWith)
-    return `messages must end with ${opts.endWith === 'assistant' ? 'an assistant' : 'a user'} message, not ${last}`;
+  const last = messages.at(-1)!;
+  if (opts.endWith === 'assistant') {
+    if (last.role !== 'assistant') return `messages must end with an assistant message, not ${last.role}`;
+  } else if (expect !== 'assistant') {
+    if (expect === 'tool')
+      return `messages must end where the assistant speaks next, but messages[${caller}] has ${count(unanswered.length, 'unanswered tool call')}`;
+    return `messages must end with a user message (or the tool results the assistant waits for), not ${last.role}`;
+  }
   return undefined;
 }
+
+const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 /** A chat doc or a {prompt, completion} row as an SFT example; a reason string when malformed. */
 export function sftExample(doc: Doc, tokenizer: Tokenizer, assistantOnly: boolean): SftExample | string {
@@ -51,8 +87,12 @@ export function sftExample(doc: Doc, tokenizer: Tokenizer, assistantOnly: boolea
     if (why) return why;
     if (assistantOnly && !doc.messages.some((m) => m.role === 'assistant' && m.weight !== 0))
       return 'every assistant message has weight 0; nothing to train on';
-    ex = tokenizer.renderChat(doc.messages as TemplateMessage[]);
+    const tools = validateTools(row.tools);
+    if (typeof tools === 'string') return tools;
+    ex = tokenizer.renderChat(doc.messages, { tools });
   } else if (row.prompt !== undefined || row.completion !== undefined) {
+    if (row.tools !== undefined)
+      return 'tools are rendered by the chat template: write the row as "messages" to use them, not "prompt" and "completion"';
     for (const k of ['prompt', 'completion'] as const) {
       if (row[k] === undefined) return `missing field "${k}"`;
       if (typeof row[k] !== 'string')

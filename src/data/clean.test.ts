@@ -1,7 +1,11 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CleanSchema, type CleanConfig } from '../recipe/schema.js';
+import { CleanSchema, SourceSchema, type CleanConfig } from '../recipe/schema.js';
 import { Cleaner, diffCleanCounts, emptyCleanCounts, hash64, Hash64Set, copyCleanCounts } from './clean.js';
-import type { Doc } from './sources.js';
+import { formatInspect, type InspectReport } from './inspect.js';
+import { readSource, type Doc } from './sources.js';
 
 function cfg(over: Partial<Omit<CleanConfig, 'pii'>> & { pii?: Partial<CleanConfig['pii']> } = {}): CleanConfig {
   return CleanSchema.parse(over);
@@ -113,6 +117,68 @@ describe('Cleaner', () => {
     }));
     kept(c.clean(doc('', { messages: swapped })));
     expect(c.clean(doc('', { messages }))).toEqual({ reason: 'exact_duplicate' });
+  });
+
+  it('locates the first control character removed at its file:line', async () => {
+    const c = new Cleaner(cfg());
+    kept(c.clean({ text: 'clean', source: 's', file: 'a.txt', line: 1 }));
+    expect(c.counts.firstControlChar).toBeUndefined();
+    // A paragraph that starts at line 10: the character is on its third line.
+    kept(c.clean({ text: 'one\ntwo\nth\u0007ree', source: 's', file: 'b.txt', line: 10 }));
+    kept(c.clean({ text: 'x\u0000', source: 's', file: 'c.txt', line: 1 }));
+    expect(c.counts.firstControlChar).toEqual({ file: 'b.txt', line: 12 });
+    expect(c.counts.controlCharsRemoved).toBe(2);
+    // A JSONL or CSV row is one place, whatever newlines its text holds.
+    const r = new Cleaner(cfg());
+    kept(r.clean({ text: 'a\nb\u0001', source: 's', file: 'r.jsonl', line: 4, row: { text: 'a\nb\u0001' } }));
+    expect(r.counts.firstControlChar).toEqual({ file: 'r.jsonl', line: 4 });
+    // A tool call's arguments are cleaned too.
+    const t = new Cleaner(cfg());
+    const messages = [
+      { role: 'user' as const, content: 'q' },
+      {
+        role: 'assistant' as const,
+        content: '',
+        tool_calls: [{ function: { name: 'f', arguments: '{"a": "x\u0007"}' } }],
+      },
+    ];
+    const out = kept(t.clean({ text: '', source: 's', file: 'c.jsonl', line: 7, messages, row: { messages } }));
+    expect(out.messages![1]!.tool_calls![0]!.function.arguments).toBe('{"a": "x"}');
+    expect(out.text).toBe('q\n<tool_call>{"name": "f", "arguments": {"a": "x"}}</tool_call>');
+    expect(t.counts.firstControlChar).toEqual({ file: 'c.jsonl', line: 7 });
+    // cleanText on its own takes the place from its caller.
+    const s = new Cleaner(cfg());
+    s.cleanText('ok');
+    s.cleanText('bad\u0000', true, { file: 'p.jsonl', line: 9 });
+    expect(s.counts.firstControlChar).toEqual({ file: 'p.jsonl', line: 9 });
+    // The report says where.
+    const rep = {
+      sources: [],
+      clean: c.counts,
+      rejected: 0,
+      rejections: [],
+      vocabSize: 300,
+      tokensPerStep: 1,
+      steps: 1,
+    };
+    expect(formatInspect(rep as InspectReport)).toContain('2 control characters removed (the first at b.txt:12)');
+  });
+
+  it('locates it in a whole .txt file read from disk, blank lines before it counted', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lathe-clean-'));
+    try {
+      const f = join(dir, 'doc.txt');
+      await writeFile(f, '\n\nfirst\n\nsecond\nthi\u0007rd\n');
+      const c = new Cleaner(cfg());
+      for await (const d of readSource(SourceSchema.parse({ path: f, split: 'file' }), [f], {
+        source: 's',
+        onError: 'fail',
+      }))
+        expect(kept(c.clean(d)).text).toBe('first\n\nsecond\nthird');
+      expect(c.counts.firstControlChar).toEqual({ file: f, line: 6 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('cleanText cleans and counts a single string', () => {

@@ -1,7 +1,8 @@
 import type { CleanConfig } from '../recipe/schema.js';
 import { NearDuplicateIndex } from './minhash.js';
 import { emptyPiiCounts, scrubPii, type PiiCounts } from './pii.js';
-import type { ChatMessage, Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import { messageText, type ChatMessage } from './messages.js';
 
 /** What cleaning did, counted. */
 export interface CleanCounts {
@@ -13,6 +14,8 @@ export interface CleanCounts {
   nfcChanged: number;
   /** Characters removed: control characters (not tab/newline) and lone surrogates. */
   controlCharsRemoved: number;
+  /** Where the first of them was (file and 1-based line); absent when none was removed. */
+  firstControlChar?: { file: string; line: number };
   tooShort: number;
   tooLong: number;
   exactDuplicates: number;
@@ -39,7 +42,10 @@ export function emptyCleanCounts(): CleanCounts {
   };
 }
 
-/** `a - b`, field by field (e.g. what one source added to a shared Cleaner's counts). */
+/**
+ * `a - b`, field by field (e.g. what one source added to a shared Cleaner's counts). The first control character's
+ * place is kept when it is in the difference, i.e. when `b` had none.
+ */
 export function diffCleanCounts(a: CleanCounts, b: CleanCounts): CleanCounts {
   const pii = emptyPiiCounts();
   for (const k of Object.keys(pii) as (keyof PiiCounts)[]) pii[k] = a.pii[k] - b.pii[k];
@@ -53,6 +59,7 @@ export function diffCleanCounts(a: CleanCounts, b: CleanCounts): CleanCounts {
     exactDuplicates: a.exactDuplicates - b.exactDuplicates,
     nearDuplicates: a.nearDuplicates - b.nearDuplicates,
     pii,
+    ...(a.firstControlChar && !b.firstControlChar ? { firstControlChar: a.firstControlChar } : {}),
   };
 }
 
@@ -177,6 +184,8 @@ export class Cleaner {
   private readonly exact = new Hash64Set();
   private readonly near: NearDuplicateIndex | undefined;
   private nfcHit = false;
+  // The doc being cleaned, to locate the first control character.
+  private at: { file: string; line: number; lines: boolean } | undefined;
 
   constructor(cfg: CleanConfig, seed = 0) {
     this.cfg = cfg;
@@ -197,15 +206,18 @@ export class Cleaner {
     let text: string;
     let messages: ChatMessage[] | undefined;
     let key: string;
+    // A .txt doc's text is its lines joined, so the line of a character is countable; a row is one place.
+    this.at = { file: doc.file, line: doc.line, lines: !doc.row && !doc.messages };
     if (doc.messages) {
-      messages = doc.messages.map((m) => ({ ...m, content: this.cleanText(m.content, false) }));
-      text = messages.map((m) => m.content).join('\n');
+      messages = doc.messages.map((m) => this.cleanMessage(m));
+      text = messages.map(messageText).join('\n');
       // Roles are part of a chat's identity: equal contents under different roles are different chats.
-      key = messages.map((m) => `${m.role}\u0000${m.content}`).join('\u0001');
+      key = messages.map((m) => `${m.role}\u0000${messageText(m)}`).join('\u0001');
     } else {
       text = this.cleanText(doc.text, false);
       key = text;
     }
+    this.at = undefined;
     if (this.nfcHit) c.nfcChanged++;
 
     const len = lengthForFilter(text, this.cfg.maxChars);
@@ -234,8 +246,23 @@ export class Cleaner {
     return { doc: out };
   }
 
-  /** NFC, control-character stripping and PII scrubbing of one string, counted (e.g. a row's prompt/chosen fields). */
-  cleanText(s: string, countNfc = true): string {
+  /** A chat message cleaned: its content and its tool calls' arguments (written as strings). */
+  private cleanMessage(m: ChatMessage): ChatMessage {
+    const out = { ...m, content: this.cleanText(m.content, false) };
+    if (m.tool_calls)
+      out.tool_calls = m.tool_calls.map((c) =>
+        typeof c.function.arguments === 'string'
+          ? { ...c, function: { ...c.function, arguments: this.cleanText(c.function.arguments, false) } }
+          : c,
+      );
+    return out;
+  }
+
+  /**
+   * NFC, control-character stripping and PII scrubbing of one string, counted (e.g. a row's prompt/chosen fields).
+   * `at` locates the string for the report of the first control character (clean() locates its doc itself).
+   */
+  cleanText(s: string, countNfc = true, at?: { file: string; line: number }): string {
     const c = this.counts;
     if (this.cfg.nfc && !NFC_SAFE.test(s)) {
       const n = s.normalize('NFC');
@@ -248,6 +275,7 @@ export class Cleaner {
     // Lone surrogates go even when stripControl is off: they are not text and cannot be encoded.
     const re = this.cfg.stripControl ? CONTROL_RE : LONE_SURROGATE_RE;
     if ((this.cfg.stripControl ? CONTROL_TEST : LONE_SURROGATE_TEST).test(s)) {
+      if (!c.firstControlChar) this.locateControl(s, at);
       const before = s.length;
       s = s.replace(re, '');
       c.controlCharsRemoved += before - s.length;
@@ -255,6 +283,21 @@ export class Cleaner {
     const pii = this.cfg.pii;
     if (pii.email || pii.phone || pii.iban || pii.card || pii.ip) s = scrubPii(s, pii, c.pii);
     return s;
+  }
+
+  private locateControl(s: string, at: { file: string; line: number } | undefined): void {
+    const doc = this.at;
+    if (!doc) {
+      if (at) this.counts.firstControlChar = { file: at.file, line: at.line };
+      return;
+    }
+    let line = doc.line;
+    if (doc.lines) {
+      const re = this.cfg.stripControl ? CONTROL_TEST : LONE_SURROGATE_TEST;
+      const end = s.search(re);
+      for (let i = s.indexOf('\n'); i !== -1 && i < end; i = s.indexOf('\n', i + 1)) line++;
+    }
+    this.counts.firstControlChar = { file: doc.file, line };
   }
 }
 

@@ -11,6 +11,8 @@ export {
 } from './sources.js';
 /** Types of documents, chat messages, rejections and reader options. */
 export type { Doc, ChatMessage, Rejection, ReadSourceOptions } from './sources.js';
+/** Tool calls and tool definitions in chat rows (OpenAI / Mistral function calling), and the check of `tools`. */
+export { validateTools, type ToolCall, type ToolSpec } from './messages.js';
 /** Expands a source's paths (files, folders, globs) into sorted absolute file paths. */
 export { resolveSourceFiles } from '../recipe/files.js';
 /** The Cleaner (NFC, control characters, PII, length filters, exact and near dedupe) and its counts helpers. */

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { CleanCounts } from './clean.js';
 import { prepareData, type PreparedData } from './prepare.js';
-import type { Rejection } from './sources.js';
+import type { Rejection } from './doc.js';
 import { formatTable } from './table.js';
 
 /** What a recipe's data looks like after the pipeline, and what training will do with it. */
@@ -81,7 +81,7 @@ export function formatInspect(rep: InspectReport): string {
     formatTable(['source', 'weight', 'docs', 'held-out docs', 'bytes', 'tokens', 'held-out tokens', 'epochs'], rows),
     '',
     `tokenizer: ${rep.vocabSize} tokens; training: ${rep.steps} steps × ${rep.tokensPerStep} tokens`,
-    `cleaning: ${c.docsIn} docs in, ${c.docsOut} kept; ${c.exactDuplicates} exact and ${c.nearDuplicates} near duplicates removed; ${c.tooShort} too short, ${c.tooLong} too long; ${c.nfcChanged} NFC-normalised; ${c.controlCharsRemoved} control characters removed`,
+    `cleaning: ${c.docsIn} docs in, ${c.docsOut} kept; ${c.exactDuplicates} exact and ${c.nearDuplicates} near duplicates removed; ${c.tooShort} too short, ${c.tooLong} too long; ${c.nfcChanged} NFC-normalised; ${c.controlCharsRemoved} control characters removed${c.firstControlChar ? ` (the first at ${c.firstControlChar.file}:${c.firstControlChar.line})` : ''}`,
     `PII found and scrubbed: ${Object.entries(c.pii)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,

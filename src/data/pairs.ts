@@ -1,7 +1,7 @@
 import type { Tokenizer } from '../tokenizer/index.js';
-import type { ChatMessage as TemplateMessage } from '../tokenizer/chat-template.js';
 import { checkRoles } from './chat.js';
-import { validateMessages, type ChatMessage, type Doc } from './sources.js';
+import type { Doc } from './doc.js';
+import { validateMessages, validateTools, type ChatMessage, type ToolSpec } from './messages.js';
 
 // Preference pairs {prompt, chosen, rejected} (TRL's format): each a string, or chat messages.
 // Strings: prompt = <bos> prompt, completion = text <eos>. Chats: the prompt rendered with the
@@ -21,9 +21,12 @@ export function promptIds(
   value: unknown,
   field: string,
   tokenizer: Tokenizer,
-): { ids: number[]; chat: boolean; messages?: ChatMessage[] } | string {
+  tools?: readonly ToolSpec[],
+): { ids: number[]; chat: boolean; messages?: ChatMessage[]; tools?: readonly ToolSpec[] } | string {
   if (typeof value === 'string') {
     if (!value.length) return `${field} is empty`;
+    if (tools?.length)
+      return `tools are rendered by the chat template: make ${field} a list of chat messages, not a string`;
     return { ids: [tokenizer.special.bos, ...tokenizer.encode(value)], chat: false };
   }
   if (Array.isArray(value)) {
@@ -32,9 +35,10 @@ export function promptIds(
     const why = checkRoles(msgs, { endWith: 'user' });
     if (why) return `${field}: ${why.replace(/messages/g, field)}`;
     return {
-      ids: tokenizer.renderChat(msgs as TemplateMessage[], { addGenerationPrompt: true }).ids,
+      ids: tokenizer.renderChat(msgs, { addGenerationPrompt: true, tools }).ids,
       chat: true,
       messages: msgs,
+      tools,
     };
   }
   if (value === undefined) return `missing field "${field}"`;
@@ -44,7 +48,7 @@ export function promptIds(
 function completionIds(
   value: unknown,
   field: string,
-  prompt: { chat: boolean; messages?: ChatMessage[]; ids: number[] },
+  prompt: { chat: boolean; messages?: ChatMessage[]; tools?: readonly ToolSpec[]; ids: number[] },
   tokenizer: Tokenizer,
 ): number[] | string {
   if (value === undefined) return `missing field "${field}"`;
@@ -54,8 +58,8 @@ function completionIds(
     const msgs = validateMessages(value);
     if (typeof msgs === 'string') return `${field}: ${msgs.replace(/^messages/, field)}`;
     if (msgs.length !== 1 || msgs[0]!.role !== 'assistant') return `${field} must hold exactly one assistant message`;
-    if (!msgs[0]!.content.trim()) return `${field} is an empty completion`;
-    const full = tokenizer.renderChat([...prompt.messages!, msgs[0]!] as TemplateMessage[]).ids;
+    if (!msgs[0]!.content.trim() && !msgs[0]!.tool_calls?.length) return `${field} is an empty completion`;
+    const full = tokenizer.renderChat([...prompt.messages!, msgs[0]!], { tools: prompt.tools }).ids;
     const head = full.slice(0, prompt.ids.length);
     if (head.length !== prompt.ids.length || head.some((t, i) => t !== prompt.ids[i]))
       return `${field}: the chat does not tokenize with the prompt as a prefix`;
@@ -88,7 +92,9 @@ export function pairExample(doc: Doc, tokenizer: Tokenizer, context: number): Pa
   const row = doc.row ?? {};
   for (const k of ['prompt', 'chosen', 'rejected'])
     if (row[k] === undefined) return `missing field "${k}" (pairs need "prompt", "chosen" and "rejected")`;
-  const prompt = promptIds(row.prompt, 'prompt', tokenizer);
+  const tools = validateTools(row.tools);
+  if (typeof tools === 'string') return tools;
+  const prompt = promptIds(row.prompt, 'prompt', tokenizer, tools);
   if (typeof prompt === 'string') return prompt;
   const chosen = completionIds(row.chosen, 'chosen', prompt, tokenizer);
   if (typeof chosen === 'string') return chosen;

@@ -6,7 +6,8 @@ import { fitExample, sftExample } from './chat.js';
 import { pairExample } from './pairs.js';
 import { isHeldOut } from './prepare.js';
 import { promptExample } from './prompts.js';
-import { Tokenizer } from '../tokenizer/index.js';
+import { pythonJson, renderToolCalls, Tokenizer } from '../tokenizer/index.js';
+import { validateMessages, validateTools } from './messages.js';
 import { readSource, type Doc, type Rejection } from './sources.js';
 
 // Rows for the post-training stages (SFT chats, DPO pairs, RL prompts): read from the locked files,
@@ -101,13 +102,22 @@ export interface PostManifest {
   vocabSize: number;
 }
 
-/** Every string a post-training row carries (message contents, prompt, chosen, rejected, completion, text). */
+/**
+ * Every string a post-training row carries (message contents, prompt, chosen, rejected, completion, text), and tool
+ * calls, tool results and tool definitions as the chat template writes them.
+ */
 function* rowStrings(v: unknown): Generator<string> {
   if (typeof v === 'string') yield v;
   else if (Array.isArray(v)) for (const x of v) yield* rowStrings(x);
   else if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    if (typeof o.content === 'string') yield o.content;
+    if (typeof o.content === 'string') yield o.role === 'tool' ? `<|tool|><tool_result>${o.content}` : o.content;
+    if (o.tool_calls !== undefined) {
+      const calls = validateMessages([{ role: 'assistant', content: '', tool_calls: o.tool_calls }]);
+      if (typeof calls !== 'string') yield renderToolCalls(calls[0]!.tool_calls);
+    }
+    const tools = validateTools(o.tools);
+    if (tools && typeof tools !== 'string') yield pythonJson(tools);
     for (const k of ['messages', 'prompt', 'chosen', 'rejected', 'completion', 'text'])
       if (o[k] !== undefined) yield* rowStrings(o[k]);
   }

@@ -1,6 +1,7 @@
 import type { Tokenizer } from '../tokenizer/index.js';
+import { validateTools } from './messages.js';
 import { promptIds } from './pairs.js';
-import type { Doc } from './sources.js';
+import type { Doc } from './doc.js';
 
 // Prompts for the online stages (online DPO, GRPO): {"prompt": string | messages, ...} rows. The
 // whole row goes to the reward function as `example`.
@@ -25,7 +26,9 @@ export function promptExample(
     const keys = Object.keys(row);
     return `missing field "prompt"; fields present: ${keys.length ? keys.join(', ') : 'none'}`;
   }
-  const p = promptIds(row.prompt, 'prompt', tokenizer);
+  const tools = validateTools(row.tools);
+  if (typeof tools === 'string') return tools;
+  const p = promptIds(row.prompt, 'prompt', tokenizer, tools);
   if (typeof p === 'string') return p;
   if (p.ids.length + o.maxNewTokens > o.context) {
     return `prompt has ${p.ids.length} tokens; with train.maxNewTokens ${o.maxNewTokens} it exceeds model.context ${o.context}`;

@@ -221,6 +221,30 @@ describe('jsonl', () => {
     expect(docs[0]!.row).toEqual(row);
   });
 
+  it('reads chat rows with tool calls (OpenAI / Mistral format): calls kept, text holds them', async () => {
+    const call = { id: 'c1', type: 'function', function: { name: 'lookup', arguments: '{"q": "tally"}' } };
+    const row = {
+      messages: [
+        { role: 'user', content: 'find it' },
+        { role: 'assistant', content: null, tool_calls: [call] },
+        { role: 'tool', tool_call_id: 'c1', name: 'lookup', content: 'found' },
+        { role: 'assistant', content: 'here', weight: 1 },
+      ],
+    };
+    const f = await put('tool-chat.jsonl', JSON.stringify(row) + '\n');
+    const { docs, rejections } = await readAll(src(), [f]);
+    expect(rejections).toEqual([]);
+    expect(docs[0]!.messages).toEqual([
+      { role: 'user', content: 'find it' },
+      { role: 'assistant', content: '', tool_calls: [call] },
+      { role: 'tool', tool_call_id: 'c1', name: 'lookup', content: 'found' },
+      { role: 'assistant', content: 'here', weight: 1 },
+    ]);
+    expect(docs[0]!.text).toBe(
+      'find it\n<tool_call>{"id": "c1", "name": "lookup", "arguments": {"q": "tally"}}</tool_call>\nfound\nhere',
+    );
+  });
+
   const bad: [string, string][] = [
     ['{"text": "ok"', 'invalid JSON: '],
     ['[1, 2]', 'expected a JSON object, got array'],
@@ -241,6 +265,39 @@ describe('jsonl', () => {
       'messages[0].weight must be 0 or 1, got 0.5',
     ],
     ['{"messages": ["hi"]}', 'messages[0] must be an object, got string'],
+    [
+      '{"messages": [{"role": "user", "content": "a", "weight": 1}, {"role": "assistant", "content": "b"}]}',
+      'messages[0].weight is only for assistant messages (0 leaves a reply out of the loss); a user message is never trained on, so remove it',
+    ],
+    [
+      '{"messages": [{"role": "user", "content": "a", "tool_calls": []}]}',
+      'messages[0].tool_calls belong to assistant messages, not user',
+    ],
+    [
+      '{"messages": [{"role": "user", "content": "a", "lang": "en"}]}',
+      'messages[0].lang is not a field of a user message; allowed: role, content',
+    ],
+    ['{"messages": [{"role": "assistant", "content": null}]}', 'messages[0].content must be a string, got null'],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": {"name": "f"}}]}',
+      'messages[0].tool_calls must be an array, got object',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{x: 1}"}}]}]}',
+      'messages[0].tool_calls[0].function.arguments is not valid JSON (',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "", "arguments": "{}"}}]}]}',
+      'messages[0].tool_calls[0].function.name must be a non-empty string, got ""',
+    ],
+    [
+      '{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": "code", "function": {"name": "f", "arguments": "{}"}}]}]}',
+      'messages[0].tool_calls[0].type must be "function", got "code"',
+    ],
+    [
+      '{"messages": [{"role": "tool", "content": "r", "tool_call_id": 7}]}',
+      'messages[0].tool_call_id must be a non-empty string, got 7',
+    ],
   ];
   for (const [line, reason] of bad) {
     it(`rejects ${line} at its file:line in both modes`, async () => {
@@ -326,12 +383,47 @@ describe('csv', () => {
     expect(rejections.map((r) => r.line)).toEqual([3]);
   });
 
-  it('an unclosed quote is reported', async () => {
-    const f = await put('quote.csv', 'id,text\n1,a\n2,"never closed\n3,c\n');
-    expect(await failMessage(src(), [f])).toMatch(/invalid CSV: Quote Not Closed/);
+  it('an unclosed quote: every record it swallowed is reported lost, each at its line', async () => {
+    const f = await put('quote.csv', 'id,text\n1,a\n2,"never closed\n3,c\n\n4,d\n');
+    expect(await failMessage(src(), [f])).toBe(
+      `${f}:3: invalid CSV: a quote opened in this record is never closed (the file ends inside it)`,
+    );
     const { docs, rejections } = await readAll(src(), [f]);
     expect(docs.map((d) => d.text)).toEqual(['a']);
-    expect(rejections).toHaveLength(1);
+    const lost = 'invalid CSV: record lost: this line was read into the malformed record at line 3';
+    expect(rejections.map((r) => [r.line, r.reason])).toEqual([
+      [3, 'invalid CSV: a quote opened in this record is never closed (the file ends inside it)'],
+      [4, lost],
+      [6, lost], // the blank line 5 held no record
+    ]);
+  });
+
+  it('a bad closing quote: the records read into it before a later quote closes it are reported', async () => {
+    // csv-parse stays inside the quoted field after line 3's error, up to the quote on line 5.
+    const f = await put('closing.csv', 'text,n\na,1\n"b" x,2\nc,3\n"d",4\ne,5\n');
+    const { docs, rejections } = await readAll(src(), [f], { highWaterMark: 5 });
+    expect(docs.map((d) => [d.text, d.line])).toEqual([
+      ['a', 2],
+      ['e', 6],
+    ]);
+    expect(rejections.map((r) => r.line)).toEqual([3, 4, 5]);
+    expect(rejections[0]!.reason).toMatch(/^invalid CSV: Invalid Closing Quote: got " " at line 3/);
+    expect(rejections[1]!.reason).toBe(
+      'invalid CSV: record lost: this line was read into the malformed record at line 3',
+    );
+    expect(await failMessage(src(), [f])).toMatch(new RegExp(`^${escape(f)}:3: invalid CSV: Invalid Closing Quote`));
+  });
+
+  it('a record past the size limit: the rest of the file is reported lost, line by line', async () => {
+    const rows = Array.from({ length: 30 }, (_, i) => `r${i},${i}`);
+    const f = await put('huge.csv', ['text,n', 'a,1', '"open,2', ...rows].join('\n') + '\n');
+    const { docs, rejections } = await readAll(src(), [f], { csvMaxRecordChars: 40, highWaterMark: 16 });
+    expect(docs.map((d) => d.text)).toEqual(['a']);
+    expect(rejections.map((r) => r.line)).toEqual(Array.from({ length: 31 }, (_, i) => 3 + i));
+    expect(rejections[0]!.reason).toBe(
+      'invalid CSV: this record runs on past 40 characters; a quote opened in it is likely never closed',
+    );
+    expect(rejections.at(-1)!.reason).toMatch(/record lost: this line was read into the malformed record at line 3$/);
   });
 
   it('invalid UTF-8 rejects the record that spans the bad line', async () => {

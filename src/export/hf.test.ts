@@ -17,9 +17,16 @@ import { exportHf, HF_FILES, loadHf } from './hf.js';
 import { maxAbsDiff, runHf, type HfCheck } from './test/hf-python.js';
 
 const PROMPT = 'let size = 80\nemit';
+// A function-calling turn (OpenAI format: content null beside tool_calls) checks the exported template's tool parts.
 const CHAT = [
   { role: 'system', content: 'You write Tally.' },
   { role: 'user', content: 'Emit 2.' },
+  {
+    role: 'assistant',
+    content: null,
+    tool_calls: [{ id: 'c1', type: 'function', function: { name: 'run', arguments: '{"code": "emit 2"}' } }],
+  },
+  { role: 'tool', tool_call_id: 'c1', content: '2' },
   { role: 'assistant', content: 'emit 2' },
   { role: 'user', content: 'Now 3.' },
 ];
@@ -180,7 +187,9 @@ describe('HF export', () => {
         expect(greedy.length).toBeGreaterThan(0);
         // The tokenizer and chat template agree too.
         expect(r.texts).toEqual([tokenizer.encode(PROMPT), tokenizer.encode('emit pnl * bps(20)\n')]);
-        const rendered = tokenizer.renderChat(CHAT as never, { addGenerationPrompt: true });
+        const messages = CHAT.map((m) => ({ ...m, content: m.content ?? '' }));
+        const rendered = tokenizer.renderChat(messages as never, { addGenerationPrompt: true });
+        expect(r.chat).toContain('<tool_call>{"id": "c1", "name": "run", "arguments": {"code": "emit 2"}}</tool_call>');
         expect(r.chat).toBe(tokenizer.decode(rendered.ids));
       });
 

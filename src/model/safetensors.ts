@@ -44,6 +44,40 @@ export function encodeSafetensors(tensors: Map<string, StoredTensor>, metadata: 
 
 const DTYPE_BYTES: Record<StoredTensor['dtype'], number> = { F32: 4, F16: 2, BF16: 2, I32: 4, I8: 1, U8: 1, I64: 8 };
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** `__metadata__` is a map of strings to strings (the safetensors format). */
+function checkMetadata(v: unknown, where: string): Record<string, string> {
+  if (!isObject(v)) throw new LatheError(`${where}: __metadata__ must be an object of strings, got ${typeName(v)}`);
+  for (const [k, x] of Object.entries(v))
+    if (typeof x !== 'string') throw new LatheError(`${where}: __metadata__.${k} must be a string, got ${typeName(x)}`);
+  return v as Record<string, string>;
+}
+
+/** One tensor's header entry: dtype, shape and data offsets, each checked so a mangled header is named, not crashed on. */
+function checkEntry(
+  name: string,
+  v: unknown,
+  where: string,
+): { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] } {
+  const at = `${where}: tensor ${JSON.stringify(name)}`;
+  if (!isObject(v)) throw new LatheError(`${at}: header entry must be an object, got ${typeName(v)}`);
+  const { dtype, shape, data_offsets: off } = v;
+  if (dtype === undefined && shape === undefined && off === undefined)
+    throw new LatheError(
+      `${at}: header entry has no dtype, shape or data_offsets${/meta/i.test(name) ? ' (a misspelled __metadata__?)' : ''}`,
+    );
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES))
+    throw new LatheError(`${at}: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(', ')}`);
+  if (!Array.isArray(shape) || !shape.every(isCount))
+    throw new LatheError(`${at}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  if (!Array.isArray(off) || off.length !== 2 || !off.every(isCount) || off[0] > off[1])
+    throw new LatheError(`${at}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(off)}`);
+  return { dtype: dtype as StoredTensor['dtype'], shape, data_offsets: off as [number, number] };
+}
+
 /** Parses a safetensors buffer; `where` names the file in errors. */
 export function decodeSafetensors(
   buf: Uint8Array,
@@ -53,26 +87,24 @@ export function decodeSafetensors(
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n = Number(view.getBigUint64(0, true));
   if (8 + n > buf.byteLength) throw new LatheError(`${where}: header length ${n} runs past the end of the file`);
-  let header: Record<
-    string,
-    { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] } | Record<string, string>
-  >;
+  let header: unknown;
   try {
     header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, n).toString('utf8'));
   } catch (e) {
     throw new LatheError(`${where}: header is not valid JSON (${(e as Error).message})`);
   }
+  if (!isObject(header)) throw new LatheError(`${where}: header must be a JSON object, got ${typeName(header)}`);
   const base = 8 + n;
   const tensors = new Map<string, StoredTensor>();
   let metadata: Record<string, string> = {};
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') {
-      metadata = info as Record<string, string>;
+      metadata = checkMetadata(info, where);
       continue;
     }
-    const t = info as { dtype: StoredTensor['dtype']; shape: number[]; data_offsets: [number, number] };
+    const t = checkEntry(name, info, where);
     const [a, b] = t.data_offsets;
-    const want = t.shape.reduce((x, y) => x * y, 1) * (DTYPE_BYTES[t.dtype] ?? NaN);
+    const want = t.shape.reduce((x, y) => x * y, 1) * DTYPE_BYTES[t.dtype];
     if (!(b - a === want) || base + b > buf.byteLength)
       throw new LatheError(`${where}: tensor ${name} has inconsistent offsets or dtype ${t.dtype}`);
     // Copy so the result is aligned and independent of the file buffer.

@@ -139,7 +139,9 @@ export const ModelSchema = z
     auxLossCoef: z.number().min(0).default(0.01).describe('MoE: load-balancing auxiliary loss weight.'),
     zLossCoef: z.number().min(0).default(0.001).describe('MoE: router z-loss weight.'),
   })
-  .describe('Model architecture.');
+  .describe(
+    "Model architecture. A fresh model must fit: its training state (16 bytes a parameter: fp32 weights, gradients and AdamW's two moments) within this machine's memory, or LATHE_MAX_MODEL_GIB GiB when set, and each tensor within 2^32 values.",
+  );
 
 export const PretrainSchema = z
   .strictObject({
@@ -424,7 +426,7 @@ export const SftRecipeSchema = z
     ...postRecipeFields(),
     stage: z.literal('sft').describe('Supervised fine-tuning on chat data.'),
     data: PostDataSchema.describe(
-      'Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant", "content", "weight"?}]} per line (Mistral format; weight 0 excludes an assistant message from the loss), or {"prompt", "completion"} strings.',
+      'Chat JSONL: {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content", "weight"?}], "tools"?: [...]} per line (Mistral / OpenAI format; weight 0 excludes an assistant message from the loss; an assistant message may carry "tool_calls", each answered by a "tool" message with its "tool_call_id"), or {"prompt", "completion"} strings.',
     ),
     train: SftTrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: PostEvalSchema.prefault({}).describe('Held-out assistant-token loss every N steps.'),

@@ -1,3 +1,4 @@
+import { totalmem } from 'node:os';
 import type { z } from 'zod';
 import { RecipeError, type RecipeIssue } from '../errors.js';
 import {
@@ -83,9 +84,22 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
   return v;
 }
 
+/** A value as a message shows it; JSON has no NaN or Infinity, so they are named. */
+function show(v: unknown): string | undefined {
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
+  return JSON.stringify(v);
+}
+
 function describeIssue(issue: z.core.$ZodIssue, input: unknown): RecipeIssue[] {
   const path = pathString(issue.path);
-  const got = JSON.stringify(valueAt(input, issue.path));
+  const value = valueAt(input, issue.path);
+  const got = show(value);
+  // YAML's .nan and .inf parse to numbers that JSON cannot hold; say so rather than show them as null.
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    const expected = issue.code === 'invalid_type' ? issue.expected : undefined;
+    const fix = expected === 'number' ? '; write a finite number' : expected ? `; expected ${expected}` : '';
+    return [{ path, message: `${String(value)} is not allowed${fix}` }];
+  }
   switch (issue.code) {
     case 'unrecognized_keys': {
       const known = allowedKeys(issue.path, input);
@@ -171,6 +185,12 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const experts = num(m.experts) ?? 8;
   const topK = num(m.topK) ?? 2;
   if (topK > experts) out.push({ path: p('model.topK'), message: `${topK} exceeds model.experts ${experts}` });
+  const from = (r as Record<string, unknown>).from;
+  const fresh = !post || (from === undefined && !(where.inPipeline && !where.first));
+  if (fresh && heads > 0 && dim % heads === 0) {
+    const vocab = num((r.tokenizer ?? {}).vocabSize) ?? 1024;
+    out.push(...modelSizeIssues(m, vocab, p));
+  }
   const t = r.train ?? {};
   const d = STAGE_DEFAULTS[stage] ?? STAGE_DEFAULTS.pretrain!;
   const steps = num(t.steps) ?? d.steps;
@@ -204,7 +224,6 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
     return out;
   }
   // Where the starting model comes from.
-  const from = (r as Record<string, unknown>).from;
   const inherited = where.inPipeline && !where.first;
   if (inherited && from !== undefined)
     out.push({
@@ -251,6 +270,101 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
         message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it`,
       });
   }
+  return out;
+}
+
+/** Bytes of training state per parameter: fp32 weights, gradients and AdamW's two moments. */
+export const TRAIN_BYTES_PER_PARAM = 16;
+/** The most values one tensor may hold: the longest typed array Node allocates (tfjs keeps a tensor in one). */
+export const MAX_TENSOR_VALUES = 2 ** 32;
+const GIB = 2 ** 30;
+
+/**
+ * The memory a fresh model's training state may take: `LATHE_MAX_MODEL_GIB` (GiB) when set, else this machine's
+ * memory (what the in-process engine can hold at most).
+ */
+export function modelMemoryLimit(): { bytes: number; source: string } {
+  const env = process.env.LATHE_MAX_MODEL_GIB;
+  const gib = env === undefined || env === '' ? NaN : Number(env);
+  if (Number.isFinite(gib) && gib > 0) return { bytes: gib * GIB, source: 'LATHE_MAX_MODEL_GIB' };
+  return { bytes: totalmem(), source: "this machine's memory; set LATHE_MAX_MODEL_GIB to another number of GiB" };
+}
+
+/** Parameter counts of a model section by part, as src/model/spec.ts lays the parameters out. */
+export function paramCounts(
+  m: Partial<
+    Pick<ModelConfig, 'arch' | 'dim' | 'layers' | 'heads' | 'kvHeads' | 'ffnDim' | 'experts' | 'tieEmbeddings'>
+  >,
+  vocab: number,
+): { embeddings: number; attention: number; mlp: number; total: number; largestTensor: number } {
+  const dim = m.dim ?? 128;
+  const layers = m.layers ?? 2;
+  const heads = m.heads ?? 4;
+  const kv = m.kvHeads ?? heads;
+  const ffn = ffnDimOf({ dim, ffnDim: m.ffnDim });
+  const experts = m.arch === 'moe' ? (m.experts ?? 8) : 0;
+  const headDim = dim / heads;
+  const embeddings = vocab * dim * (m.tieEmbeddings === false ? 2 : 1);
+  // q, k, v, o projections and the two norms of each block.
+  const attention = layers * (2 * heads * headDim * dim + 2 * kv * headDim * dim + 2 * dim);
+  // SwiGLU: gate, up, down; MoE: that per expert, plus the router.
+  const mlp = layers * (experts ? experts * 3 * ffn * dim + experts * dim : 3 * ffn * dim);
+  return {
+    embeddings,
+    attention,
+    mlp,
+    total: embeddings + attention + mlp + dim,
+    largestTensor: Math.max(vocab * dim, ffn * dim, heads * headDim * dim),
+  };
+}
+
+const sci = (n: number): string => (n < 1e6 ? String(n) : n.toExponential(2));
+const bytesText = (b: number): string => {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (b >= 1024 && i < units.length - 1) {
+    b /= 1024;
+    i++;
+  }
+  return `${b.toFixed(1)} ${units[i]}`;
+};
+
+/** A fresh model must fit: each tensor in one typed array, its training state in the memory limit. */
+function modelSizeIssues(m: Record<string, unknown>, vocab: number, p: (s: string) => string): RecipeIssue[] {
+  const moe = m.arch === 'moe';
+  const c = paramCounts(
+    {
+      arch: moe ? 'moe' : 'dense',
+      dim: num(m.dim),
+      layers: num(m.layers),
+      heads: num(m.heads),
+      kvHeads: num(m.kvHeads),
+      ffnDim: num(m.ffnDim),
+      experts: num(m.experts),
+      tieEmbeddings: m.tieEmbeddings === false ? false : true,
+    },
+    vocab,
+  );
+  const fields = moe
+    ? 'model.dim, model.layers, model.ffnDim or model.experts'
+    : 'model.dim, model.layers or model.ffnDim';
+  const out: RecipeIssue[] = [];
+  if (c.largestTensor > MAX_TENSOR_VALUES)
+    out.push({
+      path: p('model'),
+      message: `its largest tensor has ${sci(c.largestTensor)} values, over the ${MAX_TENSOR_VALUES} one tensor can hold (the longest typed array); lower model.dim or model.ffnDim`,
+    });
+  const need = c.total * TRAIN_BYTES_PER_PARAM;
+  const limit = modelMemoryLimit();
+  if (need > limit.bytes)
+    out.push({
+      path: p('model'),
+      message:
+        `about ${sci(c.total)} parameters (embeddings ${sci(c.embeddings)}, attention ${sci(c.attention)}, ` +
+        `${moe ? 'experts' : 'MLP'} ${sci(c.mlp)}) need at least ${bytesText(need)} to train ` +
+        `(${TRAIN_BYTES_PER_PARAM} bytes a parameter: fp32 weights, gradients and two AdamW moments), ` +
+        `over the limit of ${bytesText(limit.bytes)} (${limit.source}); lower ${fields}`,
+    });
   return out;
 }
 

@@ -21,9 +21,9 @@ export { SPECIAL_TOKENS } from './special-tokens.js';
 /** Special token role names and the per-tokenizer id record. */
 export type { SpecialTokenIds, SpecialTokenName } from './special-tokens.js';
 /** Jinja chat template (HF `apply_chat_template`) used by every tokenizer. */
-export { CHAT_TEMPLATE } from './chat-template.js';
-/** One chat message for {@link Tokenizer.renderChat}. */
-export type { ChatMessage } from './chat-template.js';
+export { CHAT_TEMPLATE, CHAT_ROLES, renderToolCalls, pythonJson } from './chat-template.js';
+/** One chat message, tool call and tool definition for {@link Tokenizer.renderChat}. */
+export type { ChatMessage, ToolCall, ToolSpec } from './chat-template.js';
 /** GPT-2 / HF ByteLevel pre-tokenizer: split text into BPE words. */
 export { pretokenize, PRETOKENIZE_PATTERN } from './pretokenize.js';
 /** GPT-2 byte <-> printable character table used to spell byte-level tokens. */

@@ -169,15 +169,16 @@ describe('chat', () => {
   });
 
   it('rejects unknown roles', () => {
-    expect(() => tok.renderChat([{ role: 'tool' as 'user', content: 'x' }])).toThrow(
-      'renderChat: messages[0].role "tool" is not one of system, user, assistant',
+    expect(() => tok.renderChat([{ role: 'function' as 'user', content: 'x' }])).toThrow(
+      'renderChat: messages[0].role "function" is not one of system, user, assistant, tool',
     );
   });
 
   it('exposes a Jinja template with the same format', () => {
     expect(tok.chatTemplate).toBe(CHAT_TEMPLATE);
     expect(CHAT_TEMPLATE).toContain("{{ '<|bos|>' }}");
-    expect(CHAT_TEMPLATE).toContain("{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}");
+    expect(CHAT_TEMPLATE).toContain("{{ '<|' + message['role'] + '|>' }}{% if message['content'] %}");
+    expect(CHAT_TEMPLATE).toContain("{{ '<|end|>' }}{% endfor %}");
     expect(CHAT_TEMPLATE).toContain("{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}");
   });
 });

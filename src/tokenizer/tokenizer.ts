@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AddedTokenSplitter, type AddedToken } from './added-tokens.js';
 import { BYTE_TO_CHAR, byteLevelToBytes, writeUtf8 } from './bytes.js';
-import { CHAT_TEMPLATE, renderChatText, type ChatMessage } from './chat-template.js';
+import { CHAT_TEMPLATE, renderChatText, type ChatMessage, type ToolSpec } from './chat-template.js';
 import { parseTokenizerJson, toTokenizerJson, type TokenizerSpec } from './hf-json.js';
 import { MergeRanks } from './merge-ranks.js';
 import { nextPretoken } from './pretokenize.js';
@@ -36,6 +36,8 @@ export interface DecodeOptions {
 export interface RenderChatOptions {
   /** End with `<|assistant|>` so a model continues as the assistant. */
   addGenerationPrompt?: boolean;
+  /** Tool definitions the chat may call, rendered first (HF `apply_chat_template(..., tools=...)`). */
+  tools?: readonly ToolSpec[];
 }
 
 /** Token ids of a rendered chat and its loss mask (1 = train on this token). */
@@ -310,12 +312,12 @@ export class Tokenizer {
   }
 
   /**
-   * Tokenizes a chat as {@link chatTemplate} renders it. `mask[i]` is 1 for the content and closing
-   * `<|end|>` of assistant messages whose weight is not 0, else 0. The ids equal `encode` of the
-   * rendered text.
+   * Tokenizes a chat as {@link chatTemplate} renders it. `mask[i]` is 1 for the content, tool calls
+   * and closing `<|end|>` of assistant messages whose weight is not 0, else 0. The ids equal `encode`
+   * of the rendered text.
    */
   renderChat(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): RenderedChatIds {
-    const { text, trainedSpans } = renderChatText(messages, opts.addGenerationPrompt === true);
+    const { text, trainedSpans } = renderChatText(messages, opts.addGenerationPrompt === true, opts.tools);
     const ids: number[] = [];
     const mask: number[] = [];
     let span = 0;

@@ -178,7 +178,7 @@ describe('SFT', () => {
     expect(m.rejections.map((x) => `${x.line}: ${x.reason}`)).toEqual([
       '2: messages[0].role is "assistant" where "user" is expected: roles out of order (system first, then user and assistant alternating, starting with user)',
       '3: messages[1]: empty assistant message',
-      '4: messages[1].role "tool" is not supported by the chat template; use system, user and assistant',
+      '4: messages[1].role "tool" is not supported after a user message: each tool result answers one of the tool_calls of the assistant message before it',
       '5: every assistant message has weight 0; nothing to train on',
       '6: expected "messages" (a chat) or "prompt" and "completion"; fields present: text',
       expect.stringMatching(/^8: invalid JSON/),
