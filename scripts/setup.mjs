@@ -159,7 +159,14 @@ if (!existsSync(py) || stamp(venvStamp) !== reqSha) {
 {
   const extDir = join(root, 'extension');
   installLocked(extDir, 'the extension');
-  const srcSha = treeSha(extDir, ['src', 'style', 'package.json', 'tsconfig.json']);
+  // The extension also bundles a few library modules, value-imported from the build (the lathe.runs comm
+  // types, the starter presets): their sources count as the extension's.
+  const fromLibrary = new Set();
+  const libraryImport = /^import (?!type\b)[^;]*?from '\.\.\/\.\.\/dist\/(src\/[\w/.-]+)\.js'/gm;
+  for (const f of readdirSync(join(extDir, 'src')).filter((n) => n.endsWith('.ts') && !n.endsWith('.test.ts')))
+    for (const m of readFileSync(join(extDir, 'src', f), 'utf8').matchAll(libraryImport)) fromLibrary.add(`${m[1]}.ts`);
+  const srcSha =
+    treeSha(extDir, ['src', 'style', 'package.json', 'tsconfig.json']) + treeSha(root, [...fromLibrary].sort());
   const out = join(extDir, 'labextension');
   const builtStamp = join(out, '.lathe-src-sha');
   if (stamp(builtStamp) !== srcSha) {

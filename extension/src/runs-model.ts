@@ -1,4 +1,5 @@
 // Pure logic of the Runs panel: rows from run directories and kernel run infos, merged by directory.
+import type { RunInfo } from '../../dist/src/rooms/runs-comm.js';
 import { parseMetrics, type MetricLine, type RunPayload } from './chart';
 
 /** Where a run lives: a run directory in the workspace, a live run in a kernel, or a remote worker. */
@@ -27,21 +28,6 @@ export interface RunRow {
   startedAt?: number;
   /** The run's room (kernel runs, when run rooms are on). */
   roomRef?: { name: string; path: string; param: string; token: string; role: string };
-}
-
-/** The kernel's `lathe.runs` RunInfo. */
-export interface KernelRunInfo {
-  id: string;
-  room: string;
-  dir: string;
-  name: string | null;
-  stage: string;
-  status: string;
-  step: number;
-  steps: number;
-  loss: number | null;
-  live: boolean;
-  roomRef?: RunRow['roomRef'];
 }
 
 /** Path of `abs` relative to the server root, or null when outside it. */
@@ -92,7 +78,7 @@ function num(v: unknown): number | null {
 
 /** A row from a kernel's RunInfo plus the last metric it streamed. */
 export function rowFromKernel(
-  info: KernelRunInfo,
+  info: RunInfo,
   kernelId: string,
   serverRoot: string,
   last?: MetricLine,

@@ -1,99 +1,18 @@
+// The "Runs" side panel, the view: rows from the workspace scanner (workspace-runs.ts) and from each
+// `lathe` kernel's `lathe.runs` comm (kernel-runs.ts), merged (runs-model.ts), drawn as a table.
 import type { JupyterFrontEnd } from '@jupyterlab/application';
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { PageConfig } from '@jupyterlab/coreutils';
-import type { Kernel, KernelMessage } from '@jupyterlab/services';
+import type { Kernel } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
-import { parseMetrics, type MetricLine, type RunPayload } from './chart';
+import { parseMetrics, type RunPayload } from './chart';
+import { KernelRuns } from './kernel-runs';
 import { currentIdentity, joinRoom, type RunRoom } from './room';
 import { RunChart } from './run-chart';
-import { formatElapsed, mergeRows, rowFromDir, rowFromKernel, type KernelRunInfo, type RunRow } from './runs-model';
+import { formatElapsed, mergeRows, rowFromKernel, type RunRow } from './runs-model';
+import { readText, RUN_FOLDERS, scanWorkspace } from './workspace-runs';
 
-const TARGET = 'lathe.runs';
 const KERNEL_NAME = 'lathe';
-
-type Listener = (msg: Record<string, unknown>) => void;
-
-/** One `lathe.runs` comm to one kernel: its runs, their last metrics, and followers by run id. */
-class KernelRuns {
-  readonly infos = new Map<string, KernelRunInfo>();
-  readonly last = new Map<string, MetricLine>();
-  readonly started = new Map<string, number>();
-  private readonly followers = new Map<string, Set<Listener>>();
-  private readonly comm: Kernel.IComm;
-
-  constructor(
-    readonly kernel: Kernel.IKernelConnection,
-    private readonly changed: () => void,
-  ) {
-    this.comm = kernel.createComm(TARGET);
-    this.comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => this.receive(msg.content.data as Record<string, unknown>);
-    this.comm.open({});
-  }
-
-  private receive(d: Record<string, unknown>): void {
-    switch (d.type) {
-      case 'runs':
-        for (const r of d.runs as KernelRunInfo[]) this.add(r);
-        break;
-      case 'started':
-        this.add(d.run as KernelRunInfo);
-        break;
-      case 'snapshot': {
-        const events = (d.events as { type?: string; time?: string }[]) ?? [];
-        const t = events.find((e) => e.type === 'started')?.time;
-        if (t) this.started.set(d.id as string, Date.parse(t));
-        const m = (d.metrics as MetricLine[]).at(-1);
-        if (m) this.last.set(d.id as string, m);
-        this.infos.set(d.id as string, d.run as KernelRunInfo);
-        break;
-      }
-      case 'metric':
-        this.last.set(d.id as string, d.metric as MetricLine);
-        this.bump(d.id as string, { step: (d.metric as MetricLine).step });
-        break;
-      case 'done':
-        this.infos.set(d.id as string, d.run as KernelRunInfo);
-        break;
-    }
-    const id = d.id as string | undefined;
-    if (id) for (const f of this.followers.get(id) ?? []) f(d);
-    this.changed();
-  }
-
-  private add(r: KernelRunInfo): void {
-    const known = this.infos.has(r.id);
-    this.infos.set(r.id, r);
-    if (!this.started.has(r.id)) this.started.set(r.id, Date.now());
-    // Follow live runs so the panel sees their steps; the first follow also brings the start time.
-    if (r.live && !known) this.comm.send({ type: 'follow', id: r.id });
-  }
-
-  private bump(id: string, p: Partial<KernelRunInfo>): void {
-    const i = this.infos.get(id);
-    if (i) this.infos.set(id, { ...i, ...p });
-  }
-
-  /** Streams one run's messages (snapshot, metric, event, done) to `fn` until the returned function is called. */
-  follow(id: string, fn: Listener): () => void {
-    let set = this.followers.get(id);
-    if (!set) this.followers.set(id, (set = new Set()));
-    set.add(fn);
-    this.comm.send({ type: 'follow', id });
-    return () => set!.delete(fn);
-  }
-
-  /** Cancels a run; `by` is who asked, recorded in the run's room and events. */
-  cancel(id: string, by: string): void {
-    this.comm.send({ type: 'cancel', id, by });
-  }
-
-  dispose(): void {
-    if (!this.comm.isDisposed) this.comm.close();
-  }
-}
-
-/** Folders scanned for run directories, relative to the server root, besides each open notebook's `runs/`. */
-const RUN_FOLDERS = ['runs', 'notebooks/runs'];
 
 /**
  * The "Runs" side panel: run directories in the workspace, live runs in `lathe` kernels (through their
@@ -101,7 +20,7 @@ const RUN_FOLDERS = ['runs', 'notebooks/runs'];
  */
 export class RunsPanel extends Widget {
   private workspace: RunRow[] = [];
-  private readonly kernels = new Map<string, KernelRuns>();
+  private readonly kernels = new Map<string, { conn: Kernel.IKernelConnection; runs: KernelRuns }>();
   private rows: RunRow[] = [];
   private readonly selected = new Set<string>();
   private readonly table = document.createElement('table');
@@ -148,14 +67,14 @@ export class RunsPanel extends Widget {
     );
     for (const [id, k] of this.kernels)
       if (!running.has(id)) {
-        k.dispose();
-        k.kernel.dispose();
+        k.runs.dispose();
+        k.conn.dispose();
         this.kernels.delete(id);
       }
     for (const [id, model] of running)
       if (!this.kernels.has(id)) {
         const conn = this.app.serviceManager.kernels.connectTo({ model, handleComms: true });
-        this.kernels.set(id, new KernelRuns(conn, () => this.render()));
+        this.kernels.set(id, { conn, runs: new KernelRuns(conn, () => this.render()) });
       }
   }
 
@@ -168,88 +87,15 @@ export class RunsPanel extends Widget {
     return [...out];
   }
 
-  private async readJson(path: string): Promise<Record<string, unknown> | null> {
-    try {
-      const m = await this.app.serviceManager.contents.get(path, { content: true, format: 'text', type: 'file' });
-      return JSON.parse(m.content as string) as Record<string, unknown>;
-    } catch {
-      return null;
-    }
-  }
-
-  private async readText(path: string): Promise<string> {
-    try {
-      const m = await this.app.serviceManager.contents.get(path, { content: true, format: 'text', type: 'file' });
-      return m.content as string;
-    } catch {
-      return '';
-    }
-  }
-
   /** Rescans the workspace's run folders. */
   async refresh(): Promise<void> {
-    const rows: RunRow[] = [];
-    const listings = new Map<string, Set<string>>();
-    const exists = async (path: string): Promise<boolean> => {
-      // Look a folder up in its parent's listing first: asking for a missing one is a 404 in the console.
-      const parent = path.split('/').slice(0, -1).join('/');
-      if (parent && !(await exists(parent))) return false;
-      if (!listings.has(parent)) {
-        try {
-          const m = await this.app.serviceManager.contents.get(parent, { content: true });
-          listings.set(
-            parent,
-            new Set(
-              (m.content as { path: string; type: string }[]).filter((i) => i.type === 'directory').map((i) => i.path),
-            ),
-          );
-        } catch {
-          listings.set(parent, new Set());
-        }
-      }
-      return listings.get(parent)!.has(path);
-    };
-    for (const folder of this.folders()) {
-      if (!(await exists(folder))) continue;
-      let listing;
-      try {
-        listing = await this.app.serviceManager.contents.get(folder, { content: true });
-      } catch {
-        continue;
-      }
-      for (const item of (listing.content as { type: string; path: string }[]) ?? []) {
-        if (item.type !== 'directory') continue;
-        const prev = this.workspace.find((r) => r.key === item.path);
-        // Finished runs do not change: reuse their row instead of reading their files again.
-        if (prev && prev.status !== 'running' && prev.status !== 'starting') {
-          rows.push(prev);
-          continue;
-        }
-        const lock = await this.readJson(`${item.path}/recipe.lock.json`);
-        if (!lock) continue;
-        const summary = await this.readJson(`${item.path}/summary.json`);
-        const metrics = summary ? [] : parseMetrics(await this.readText(`${item.path}/metrics.jsonl`));
-        const events = (await this.readText(`${item.path}/events.jsonl`))
-          .split('\n')
-          .filter(Boolean)
-          .slice(0, 3)
-          .map((l) => {
-            try {
-              return JSON.parse(l) as { type?: string; time?: string };
-            } catch {
-              return {};
-            }
-          });
-        rows.push(rowFromDir(item.path, { lock, summary, metrics, events }));
-      }
-    }
-    this.workspace = rows;
+    this.workspace = await scanWorkspace(this.app.serviceManager.contents, this.folders(), this.workspace);
     this.render();
   }
 
   private kernelRows(): RunRow[] {
     const out: RunRow[] = [];
-    for (const [kid, k] of this.kernels)
+    for (const [kid, { runs: k }] of this.kernels)
       for (const info of k.infos.values())
         out.push(rowFromKernel(info, kid, this.serverRoot, k.last.get(info.id), k.started.get(info.id)));
     return out;
@@ -373,7 +219,7 @@ export class RunsPanel extends Widget {
 
   /** Cancels a live run through its kernel's comm. */
   cancel(r: RunRow): void {
-    const k = r.kernelId ? this.kernels.get(r.kernelId) : undefined;
+    const k = r.kernelId ? this.kernels.get(r.kernelId)?.runs : undefined;
     if (!k) {
       this.message.textContent = `${r.name}: not live in a kernel here, cannot cancel`;
       return;
@@ -394,7 +240,7 @@ export class RunsPanel extends Widget {
     const payloads: RunPayload[] = [];
     const stops: (() => void)[] = [];
     for (const [i, r] of rows.entries()) {
-      const k = r.kernelId ? this.kernels.get(r.kernelId) : undefined;
+      const k = r.kernelId ? this.kernels.get(r.kernelId)?.runs : undefined;
       if (k) {
         payloads[i] = {
           id: r.id,
@@ -408,11 +254,11 @@ export class RunsPanel extends Widget {
         stops.push(
           k.follow(r.id, (d) => {
             const p = payloads[i]!;
-            if (d.type === 'snapshot') p.metrics = [...(d.metrics as MetricLine[])];
-            else if (d.type === 'metric') p.metrics.push(d.metric as MetricLine);
-            const info = d.run as KernelRunInfo | undefined;
-            if (info) Object.assign(p, { status: info.status, step: info.step });
-            if (d.type === 'metric') p.step = (d.metric as MetricLine).step;
+            if (d.type === 'snapshot') p.metrics = [...d.metrics];
+            else if (d.type === 'metric') p.metrics.push(d.metric);
+            if (d.type === 'snapshot' || d.type === 'done')
+              Object.assign(p, { status: d.run.status, step: d.run.step });
+            if (d.type === 'metric') p.step = d.metric.step;
             void chart.setRuns([...payloads]);
           }),
         );
@@ -424,7 +270,7 @@ export class RunsPanel extends Widget {
           status: r.status,
           step: r.step,
           steps: r.steps,
-          metrics: parseMetrics(await this.readText(`${r.dir}/metrics.jsonl`)),
+          metrics: parseMetrics(await readText(this.app.serviceManager.contents, `${r.dir}/metrics.jsonl`)),
         };
       }
     }
@@ -437,8 +283,8 @@ export class RunsPanel extends Widget {
     window.clearInterval(this.timer);
     for (const off of this.roomSubs.values()) off();
     for (const k of this.kernels.values()) {
-      k.dispose();
-      k.kernel.dispose();
+      k.runs.dispose();
+      k.conn.dispose();
     }
     super.dispose();
   }

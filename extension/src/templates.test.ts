@@ -1,8 +1,10 @@
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { starterRecipe as coreStarter } from '../../src/cli/init.js';
+import { starterRecipe as initStarter } from '../../src/cli/init.js';
+import { STAGES as SCHEMA_STAGES } from '../../src/recipe/schema.js';
+import { STARTER_MODEL, STARTER_PRESETS } from '../../src/recipe/starters.js';
 import { checkRecipe } from '../../src/recipe/validate.js';
-import { recipeNotebook, relativePath, starterRecipe, STAGES, DEFAULT_DATA, DEFAULT_REWARD } from './templates';
+import { DEFAULT_DATA, DEFAULT_REWARD, recipeNotebook, relativePath, STAGES, starterRecipe } from './templates';
 
 const repo = resolve(__dirname, '..', '..');
 
@@ -12,18 +14,37 @@ describe('recipe templates', () => {
     expect(relativePath('notebooks', 'examples/a.jsonl')).toBe('../examples/a.jsonl');
     expect(relativePath('a/b', 'a/c/d')).toBe('../c/d');
   });
+  it('offer every stage of the recipe schema, in its order', () => {
+    expect(STAGES).toEqual(SCHEMA_STAGES);
+  });
   for (const stage of STAGES)
-    it(`${stage}: matches \`lathe init\` and validates against the recipe schema`, () => {
+    it(`${stage}: reads the same preset as \`lathe init\`, and validates against the recipe schema`, () => {
       const dir = 'notebooks';
       const opts = stage === 'grpo' || stage === 'online-dpo' ? { reward: DEFAULT_REWARD } : {};
       const ours = starterRecipe({ stage, data: [DEFAULT_DATA[stage]], notebookDir: dir, ...opts });
       const base = join(repo, dir);
       const reward = opts.reward ? join(repo, opts.reward.split('#')[0]!) + '#' + opts.reward.split('#')[1] : undefined;
-      const core = coreStarter(stage, [join(repo, DEFAULT_DATA[stage])], base, undefined, reward ? { reward } : {});
-      expect(ours).toEqual(JSON.parse(JSON.stringify(core)));
+      const init = initStarter(stage, [join(repo, DEFAULT_DATA[stage])], base, undefined, reward ? { reward } : {});
+      expect(ours).toEqual(JSON.parse(JSON.stringify(init)));
+      // Both are the preset (src/recipe/starters.ts), filled in: schedule, evaluation and model come from it.
+      const preset = STARTER_PRESETS[stage];
+      for (const r of [ours, init]) {
+        expect(r.train).toEqual(preset.train);
+        expect(r.eval).toEqual(preset.eval);
+        expect(r).toMatchObject({ data: preset.data, ...STARTER_MODEL });
+      }
       const checked = checkRecipe(ours);
       expect(checked.ok, JSON.stringify(checked)).toBe(true);
     });
+  it('start post-training from a base model when given one, as `lathe init --from` does', () => {
+    const ours = starterRecipe({ stage: 'sft', data: ['d/sft.jsonl'], notebookDir: 'work', from: 'runs/base' });
+    const init = initStarter('sft', [join(repo, 'd/sft.jsonl')], join(repo, 'work'), undefined, {
+      from: join(repo, 'runs/base'),
+    });
+    expect(ours).toEqual(init);
+    expect(ours).toMatchObject({ from: '../runs/base' });
+    expect(ours).not.toHaveProperty('model');
+  });
   it('writes a lathe-kernel notebook whose recipe cell calls the stage factory', () => {
     const nb = recipeNotebook({
       stage: 'online-dpo',

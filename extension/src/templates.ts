@@ -1,9 +1,14 @@
 // "New recipe from template…": notebooks with a filled-in starter recipe for the user's data. The
-// recipe objects match `lathe init` (a root test checks them against the core's starterRecipe).
+// recipes come from the presets that `lathe init` reads too (src/recipe/starters.ts, which webpack
+// bundles from the library's build: set-up builds the library first).
+import type { RecipeInput, Stage } from '../../dist/src/recipe/schema.js';
+import { STARTER_STAGES, starterRecipe as starter } from '../../dist/src/recipe/starters.js';
 
-export const STAGES = ['pretrain', 'sft', 'dpo', 'online-dpo', 'grpo'] as const;
-export type Stage = (typeof STAGES)[number];
+export type { Stage };
+/** The stages with a template, in menu order. */
+export const STAGES: readonly Stage[] = STARTER_STAGES;
 
+/** The stages' names in the dialog. */
 export const STAGE_LABELS: Record<Stage, string> = {
   pretrain: 'Pre-training',
   sft: 'SFT (supervised fine-tuning)',
@@ -29,8 +34,10 @@ export const DEFAULT_DATA: Record<Stage, string> = {
   'online-dpo': 'examples/data/tally-post/prompts.jsonl',
   grpo: 'examples/data/tally-post/prompts.jsonl',
 };
+/** The reward a grpo or online-dpo template starts with (the Tally example's). */
 export const DEFAULT_REWARD = 'examples/tally/reward.ts#programReward';
 
+/** What the dialog asked for. */
 export interface TemplateInput {
   stage: Stage;
   /** Data paths relative to the server root. */
@@ -61,77 +68,16 @@ function rewardOf(spec: string, dir: string): { module: string; export?: string 
 }
 
 /** The starter recipe for a stage, as `lathe init` writes it (paths relative to the notebook). */
-export function starterRecipe(t: TemplateInput): Record<string, unknown> {
+export function starterRecipe(t: TemplateInput): RecipeInput {
   const rel = (p: string) => relativePath(t.notebookDir, p);
-  if (t.stage === 'pretrain')
-    return {
-      name: 'starter',
-      stage: 'pretrain',
-      seed: 1337,
-      backend: 'auto',
-      data: {
-        sources: t.data.map((p) => ({ path: rel(p) })),
-        clean: { dedupe: 'exact' },
-        onError: 'skip',
-        valFraction: 0.05,
-      },
-      tokenizer: { vocabSize: 1024 },
-      model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 },
-      train: { steps: 300, batchSize: 16, lr: 3e-3, minLr: 3e-4, warmupSteps: 30, checkpointEvery: 100 },
-      eval: { every: 50, batches: 4 },
-    };
-  const common = {
-    name: `starter-${t.stage}`,
-    seed: 1337,
-    backend: 'auto',
-    ...(t.from
-      ? { from: rel(t.from) }
-      : { tokenizer: { vocabSize: 1024 }, model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 } }),
-    data: { sources: t.data.map((p) => ({ path: rel(p) })), onError: 'skip', valFraction: 0.1 },
-  };
-  const reward = rewardOf(t.reward ?? DEFAULT_REWARD, t.notebookDir);
-  // As init does without reading the base's context: a quarter of 128 tokens for the completion.
-  const maxNewTokens = 32;
-  switch (t.stage) {
-    case 'sft':
-      return {
-        ...common,
-        stage: 'sft',
-        train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 },
-        eval: { every: 25, batches: 4 },
-      };
-    case 'dpo':
-      return {
-        ...common,
-        stage: 'dpo',
-        train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 },
-        eval: { every: 25, batches: 4 },
-      };
-    case 'online-dpo':
-      return {
-        ...common,
-        stage: 'online-dpo',
-        judge: { reward },
-        train: {
-          steps: 40,
-          batchSize: 4,
-          samplesPerPrompt: 4,
-          lr: 5e-4,
-          warmupSteps: 4,
-          maxNewTokens,
-          checkpointEvery: 20,
-        },
-        eval: { every: 10, batches: 2 },
-      };
-    case 'grpo':
-      return {
-        ...common,
-        stage: 'grpo',
-        reward,
-        train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 },
-        eval: { every: 10, batches: 2 },
-      };
-  }
+  const post = t.stage !== 'pretrain';
+  return starter({
+    stage: t.stage,
+    sources: t.data.map((p) => ({ path: rel(p) })),
+    ...(post && t.from ? { from: rel(t.from) } : {}),
+    // As `lathe init --reward` does; the base's context is not read here, so rollouts get the preset's length.
+    ...(post ? { reward: rewardOf(t.reward ?? DEFAULT_REWARD, t.notebookDir) } : {}),
+  });
 }
 
 const FACTORY: Record<Stage, string> = {

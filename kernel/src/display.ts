@@ -28,17 +28,18 @@ export interface RunLike {
 }
 
 /** How a browser joins a run's room (lathe's `rooms.roomRef`); set by the kernel when rooms are on. */
-let roomRefOf: ((run: { id: string; dir: { path: string } }) => unknown) | undefined;
-const roomRefs = new Map<string, unknown>();
+type RoomRef = Lathe.rooms.RoomRef;
+let roomRefOf: ((run: { id: string; dir: { path: string } }) => RoomRef) | undefined;
+const roomRefs = new Map<string, RoomRef | undefined>();
 
 /** Makes run bundles carry `roomRef` (a read token for the run's room), minted once per run. */
-export function setRoomRefProvider(fn: ((run: { id: string; dir: { path: string } }) => unknown) | undefined): void {
+export function setRoomRefProvider(fn: ((run: { id: string; dir: { path: string } }) => RoomRef) | undefined): void {
   roomRefOf = fn;
   roomRefs.clear();
 }
 
 /** The run's room reference for browsers, or undefined when rooms are off. */
-export function roomRefFor(run: { id: string; dir: { path: string } }): { name?: string } | undefined {
+export function roomRefFor(run: { id: string; dir: { path: string } }): RoomRef | undefined {
   if (!roomRefOf) return undefined;
   const key = run.dir.path;
   if (!roomRefs.has(key)) {
@@ -49,7 +50,7 @@ export function roomRefFor(run: { id: string; dir: { path: string } }): { name?:
       roomRefs.set(key, undefined);
     }
   }
-  return roomRefs.get(key) as { name?: string } | undefined;
+  return roomRefs.get(key);
 }
 
 // Snapshots carry at most this many metric lines; longer runs are thinned evenly (last kept).

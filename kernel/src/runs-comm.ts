@@ -1,38 +1,23 @@
-// The `lathe.runs` comm target: the Runs panel lists this kernel's runs, follows one, and cancels one.
-//
-// Frontend → kernel: {type:'list'} | {type:'follow', id} | {type:'unfollow', id} | {type:'cancel', id} | {type:'interrupt', id}
-// Kernel → frontend: {type:'runs', runs} | {type:'started', run} | {type:'snapshot', id, run, metrics, events}
-//                    | {type:'metric', id, metric} | {type:'event', id, event} | {type:'done', id, summary, run}
-//                    | {type:'ack', request, id} | {type:'error', request?, id?, message}
+// The kernel's end of the `lathe.runs` comm: the Runs panel lists this kernel's runs, follows one, and
+// cancels or interrupts one. The messages are declared once, in the library (src/rooms/runs-comm.ts).
 import type * as Lathe from 'lathe';
+import {
+  parseFrontendMessage,
+  RUNS_TARGET,
+  type RunInfo,
+  type RunsKernelMessage,
+} from '../../dist/src/rooms/runs-comm.js';
 import type { Comm, CommManager } from './comms.js';
 import { roomRefFor } from './display.js';
-
-/** The comm target name. */
-export const RUNS_TARGET = 'lathe.runs';
-
-/** What the panel shows for one run. */
-export interface RunInfo {
-  id: string;
-  room: string;
-  dir: string;
-  name: string | null;
-  stage: string;
-  status: string;
-  step: number;
-  steps: number;
-  loss: number | null;
-  live: boolean;
-  /** How a browser joins the run's room (a read token), when run rooms are on. */
-  roomRef?: unknown;
-}
+import type { Message } from './wire.js';
 
 /** A run's list entry. */
 export function runInfo(run: Lathe.Run): RunInfo {
   const last = run.metricsSoFar.at(-1);
+  const ref = roomRefFor(run);
   return {
     id: run.id,
-    room: roomRefFor(run)?.name ?? `run:${run.id}`,
+    room: ref?.name ?? `run:${run.id}`,
     dir: run.dir.path,
     name: run.lock.recipe.name ?? null,
     stage: run.lock.recipe.stage,
@@ -41,7 +26,7 @@ export function runInfo(run: Lathe.Run): RunInfo {
     steps: run.summary?.steps ?? run.lock.recipe.train.steps,
     loss: run.summary?.loss ?? last?.loss ?? null,
     live: run.status === 'running',
-    ...(roomRefFor(run) ? { roomRef: roomRefFor(run) } : {}),
+    ...(ref ? { roomRef: ref } : {}),
   };
 }
 
@@ -54,34 +39,35 @@ export function registerRunsTarget(
   cancelAs: (run: Lathe.Run, by: string) => boolean = () => false,
 ): void {
   comms.registerTarget(RUNS_TARGET, (comm: Comm, _data, openMsg) => {
+    const send = (m: RunsKernelMessage, parent: Message) => comm.send({ ...m }, parent);
     const follows = new Map<string, () => void>();
-    const find = (id: unknown) => known().find((r) => r.id === id);
     const list = () => known().map(runInfo);
-    const stopStarts = onRunStart((run) => comm.send({ type: 'started', run: runInfo(run) }, openMsg));
-    comm.send({ type: 'runs', runs: list() }, openMsg);
+    const stopStarts = onRunStart((run) => send({ type: 'started', run: runInfo(run) }, openMsg));
+    send({ type: 'runs', runs: list() }, openMsg);
 
     comm.onMsg((data, msg) => {
-      const type = data.type;
-      if (type === 'list') return comm.send({ type: 'runs', runs: list() }, msg);
-      const run = find(data.id);
+      const parsed = parseFrontendMessage(data);
+      if (!parsed.ok) {
+        // Echo what can be read of the request, so the frontend can tell which one failed.
+        const { type, id } = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
+        const echo = { request: typeof type === 'string' ? type : null, id: typeof id === 'string' ? id : null };
+        return send({ type: 'error', ...echo, field: parsed.field, message: parsed.error }, msg);
+      }
+      const req = parsed.message;
+      if (req.type === 'list') return send({ type: 'runs', runs: list() }, msg);
+      const run = known().find((r) => r.id === req.id);
       if (!run)
-        return comm.send(
-          { type: 'error', request: type, id: data.id ?? null, message: `no run ${String(data.id)} in this kernel` },
-          msg,
-        );
-      switch (type) {
+        return send({ type: 'error', request: req.type, id: req.id, message: `no run ${req.id} in this kernel` }, msg);
+      switch (req.type) {
         case 'follow': {
           follows.get(run.id)?.();
-          comm.send(
-            { type: 'snapshot', id: run.id, run: runInfo(run), metrics: run.metricsSoFar, events: run.events },
-            msg,
-          );
+          send({ type: 'snapshot', id: run.id, run: runInfo(run), metrics: run.metricsSoFar, events: run.events }, msg);
           if (run.status !== 'running') {
-            comm.send({ type: 'done', id: run.id, summary: run.summary ?? null, run: runInfo(run) }, msg);
+            send({ type: 'done', id: run.id, summary: run.summary ?? null, run: runInfo(run) }, msg);
             return;
           }
-          const offMetric = run.onMetric((metric) => comm.send({ type: 'metric', id: run.id, metric }, msg));
-          const offEvent = run.onEvent((event) => comm.send({ type: 'event', id: run.id, event }, msg));
+          const offMetric = run.onMetric((metric) => send({ type: 'metric', id: run.id, metric }, msg));
+          const offEvent = run.onEvent((event) => send({ type: 'event', id: run.id, event }, msg));
           let stopped = false;
           const stop = () => {
             stopped = true;
@@ -95,24 +81,19 @@ export function registerRunsTarget(
             .then(() => {
               if (stopped) return;
               stop();
-              comm.send({ type: 'done', id: run.id, summary: run.summary ?? null, run: runInfo(run) }, msg);
+              send({ type: 'done', id: run.id, summary: run.summary ?? null, run: runInfo(run) }, msg);
             });
           return;
         }
         case 'unfollow':
           follows.get(run.id)?.();
-          return comm.send({ type: 'ack', request: 'unfollow', id: run.id }, msg);
+          return send({ type: 'ack', request: 'unfollow', id: run.id }, msg);
         case 'cancel':
-          if (!(typeof data.by === 'string' && data.by && cancelAs(run, data.by))) run.cancel();
-          return comm.send({ type: 'ack', request: 'cancel', id: run.id }, msg);
+          if (!(req.by && cancelAs(run, req.by))) run.cancel();
+          return send({ type: 'ack', request: 'cancel', id: run.id }, msg);
         case 'interrupt':
           run.interrupt();
-          return comm.send({ type: 'ack', request: 'interrupt', id: run.id }, msg);
-        default:
-          return comm.send(
-            { type: 'error', request: type ?? null, message: `unknown request ${JSON.stringify(type)}` },
-            msg,
-          );
+          return send({ type: 'ack', request: 'interrupt', id: run.id }, msg);
       }
     });
     comm.onClose(() => {

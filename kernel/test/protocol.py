@@ -206,6 +206,14 @@ class CommTests(KernelCase):
         self.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"type": "follow", "id": "no-such-run"}})
         self.assertIn("no run", self.comm_data(comm_id, "error")[-1]["message"])
 
+        # A malformed request gets an error naming the field, and the comm goes on working.
+        self.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"type": "follow"}})
+        bad = self.comm_data(comm_id, "error")[-1]
+        self.assertEqual((bad["request"], bad["field"]), ("follow", "id"))
+        self.assertIn("id: expected a run id", bad["message"])
+        self.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"type": "list"}})
+        self.assertIn(run_id, [r["id"] for r in self.comm_data(comm_id, "runs")[-1]["runs"]])
+
         self.send("shell", "comm_close", {"comm_id": comm_id, "data": {}})
         wait_for(lambda: self.comm_info() == {}, 10, "the comm to close")
 

@@ -26,7 +26,7 @@ describe('kernel protocol through jupyter_client', () => {
     expect(out).toMatch(/test_third_interrupt_case_stops_a_busy_loop .* ok/);
   }, 400_000);
 
-  it('comms: lathe.runs lists live runs, follows one (metrics stream), cancels it; comm_info and comm_close; unknown targets are closed', async () => {
+  it('comms: lathe.runs lists live runs, follows one (metrics stream), cancels it, answers a malformed request with an error naming the field; comm_info and comm_close; unknown targets are closed', async () => {
     const out = await protocolCase('CommTests');
     expect(out).toMatch(/test_runs_comm_lists_follows_and_cancels .* ok/);
   }, 300_000);

@@ -5,7 +5,8 @@ import { dirname, extname, join, relative, resolve } from 'node:path';
 import YAML from 'yaml';
 import { LatheError } from '../errors.js';
 import { Recipe } from '../runs/recipe.js';
-import { STAGES, type RecipeInput } from '../recipe/schema.js';
+import { STAGES, type RecipeInput, type Stage } from '../recipe/schema.js';
+import { starterRecipe as starter } from '../recipe/starters.js';
 import { modelRunDir } from '../recipe/base.js';
 
 /** What `lathe init` was told. */
@@ -45,7 +46,7 @@ function rewardOf(spec: string, baseDir: string): { module: string; export?: str
   return name ? { module: rel(baseDir, file), export: name } : { module: rel(baseDir, file) };
 }
 
-/** A recipe that trains on a CPU in a few minutes: a small model (or the `from` model), a short schedule. */
+/** A recipe that trains on a CPU in a few minutes (the stage's starter preset), for `lathe init`'s options. */
 export function starterRecipe(
   stage: string,
   data: string[],
@@ -53,97 +54,37 @@ export function starterRecipe(
   field?: string,
   o: Omit<InitOptions, 'data' | 'field'> = {},
 ): RecipeInput {
+  if (!(STAGES as readonly string[]).includes(stage))
+    throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
   if (stage === 'pretrain') {
     if (o.from) throw new LatheError('--from: pretrain trains a fresh model; use sft to continue training a model');
-    return {
-      name: 'starter',
-      stage: 'pretrain',
-      seed: 1337,
-      backend: 'auto',
-      data: {
-        sources: data.map((p) => ({ path: rel(baseDir, p), ...(field ? { field } : {}) })),
-        clean: { dedupe: 'exact' },
-        onError: 'skip',
-        valFraction: 0.05,
-      },
-      tokenizer: { vocabSize: 1024 },
-      model: { arch: 'dense', dim: 128, layers: 2, heads: 4, context: 128 },
-      train: { steps: 300, batchSize: 16, lr: 3e-3, minLr: 3e-4, warmupSteps: 30, checkpointEvery: 100 },
-      eval: { every: 50, batches: 4 },
-    };
+    const sources = data.map((p) => ({ path: rel(baseDir, p), ...(field ? { field } : {}) }));
+    return starter({ stage, sources });
   }
   if (field)
     throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
-  const common = {
-    name: `starter-${stage}`,
-    seed: 1337,
-    backend: 'auto' as const,
-    ...(o.from
-      ? { from: rel(baseDir, o.from) }
-      : {
-          tokenizer: { vocabSize: 1024 },
-          model: { arch: 'dense' as const, dim: 128, layers: 2, heads: 4, context: 128 },
-        }),
-    data: { sources: data.map((p) => ({ path: rel(baseDir, p) })), onError: 'skip' as const, valFraction: 0.1 },
-  };
-  // Rollouts need room for the prompt: a quarter of the context, at most 32 tokens.
-  const maxNewTokens = Math.max(4, Math.min(32, Math.floor((o.from ? (baseContext(o.from) ?? 128) : 128) / 4)));
-  switch (stage) {
-    case 'sft':
-      return {
-        ...common,
-        stage: 'sft',
-        train: { steps: 100, batchSize: 8, lr: 1e-3, warmupSteps: 10, checkpointEvery: 50 },
-        eval: { every: 25, batches: 4 },
-      };
-    case 'dpo':
-      return {
-        ...common,
-        stage: 'dpo',
-        train: { steps: 100, batchSize: 8, lr: 5e-4, beta: 0.1, warmupSteps: 10, checkpointEvery: 50 },
-        eval: { every: 25, batches: 4 },
-      };
-    case 'online-dpo': {
-      if (!o.reward && !o.judgeModel)
-        throw new LatheError(
-          'init online-dpo: pass --reward <module> or --judge-model <run-dir> to rank the completions',
-        );
-      if (o.reward && o.judgeModel)
-        throw new LatheError('init online-dpo: pass only one of --reward and --judge-model');
-      const judge = o.reward ? { reward: rewardOf(o.reward, baseDir) } : { model: rel(baseDir, o.judgeModel!) };
-      return {
-        ...common,
-        stage: 'online-dpo',
-        judge,
-        train: {
-          steps: 40,
-          batchSize: 4,
-          samplesPerPrompt: 4,
-          lr: 5e-4,
-          warmupSteps: 4,
-          maxNewTokens,
-          checkpointEvery: 20,
-        },
-        eval: { every: 10, batches: 2 },
-      };
-    }
-    case 'grpo':
-      if (!o.reward)
-        throw new LatheError(
-          'init grpo: pass --reward <module>[#export], the reward function (completion, example) => number',
-        );
-      return {
-        ...common,
-        stage: 'grpo',
-        reward: rewardOf(o.reward, baseDir),
-        train: { steps: 40, batchSize: 4, groupSize: 8, lr: 5e-4, warmupSteps: 4, maxNewTokens, checkpointEvery: 20 },
-        eval: { every: 10, batches: 2 },
-      };
-    default:
-      throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
+  if (stage === 'online-dpo') {
+    if (!o.reward && !o.judgeModel)
+      throw new LatheError(
+        'init online-dpo: pass --reward <module> or --judge-model <run-dir> to rank the completions',
+      );
+    if (o.reward && o.judgeModel) throw new LatheError('init online-dpo: pass only one of --reward and --judge-model');
   }
+  if (stage === 'grpo' && !o.reward)
+    throw new LatheError(
+      'init grpo: pass --reward <module>[#export], the reward function (completion, example) => number',
+    );
+  return starter({
+    stage: stage as Stage,
+    sources: data.map((p) => ({ path: rel(baseDir, p) })),
+    ...(o.from ? { from: rel(baseDir, o.from) } : {}),
+    ...(o.reward ? { reward: rewardOf(o.reward, baseDir) } : {}),
+    ...(o.judgeModel ? { judgeModel: rel(baseDir, o.judgeModel) } : {}),
+    ...(o.from ? { baseContext: baseContext(o.from) } : {}),
+  });
 }
 
+/** Adds `lathe init` to the CLI. */
 export function register(program: Command): void {
   program
     .command('init')
