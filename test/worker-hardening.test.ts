@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -384,4 +384,86 @@ describe('worker state on disk (a real lathe worker process, killed and restarte
     second.child.kill('SIGTERM');
     await new Promise((r) => second.child.once('exit', r));
   });
+});
+
+describe('user modules on a worker (a real lathe worker process)', () => {
+  it('a reward module cannot read outside its job and the data root, list the state folder, start processes or reach the network; one that kills its process or never loads fails its job, not the worker', async () => {
+    const dir = await scratch('lathe-wmod-');
+    await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
+    const root = join(dir, 'root');
+    const state = join(dir, 'state');
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, 'shared.txt'), 'data');
+    const secret = join(dir, 'secret.txt');
+    await writeFile(secret, 'secret');
+    const server = createServer((s) => s.end('hello'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const worker = await startWorker(dir, ['--listen', '127.0.0.1:0', '--state-dir', state, '--data-root', root]);
+    const client = join(dir, 'client');
+    await mkdir(client, { recursive: true });
+    // The reward is a bit mask of what the module managed: 0 means every escape was refused.
+    await writeFile(
+      join(client, 'probe.mjs'),
+      [
+        "import { readFileSync, readdirSync } from 'node:fs';",
+        "import { execSync } from 'node:child_process';",
+        "import { connect } from 'node:net';",
+        'const ok = (f) => { try { f(); return true; } catch { return false; } };',
+        `const reach = () => new Promise((res) => { const s = connect(${port}, '127.0.0.1');`,
+        "  s.on('data', () => { s.destroy(); res(true); }); s.on('error', () => res(false)); });",
+        'export default async function reward() {',
+        `  if (!ok(() => readFileSync(${JSON.stringify(join(root, 'shared.txt'))}))) return -1;`,
+        `  return (ok(() => readFileSync(${JSON.stringify(secret)})) ? 1 : 0) +`,
+        `    (ok(() => readdirSync(${JSON.stringify(state)})) ? 2 : 0) +`,
+        "    (ok(() => execSync('true')) ? 4 : 0) +",
+        '    ((await reach()) ? 8 : 0);',
+        '}',
+      ].join('\n'),
+    );
+    await writeFile(join(client, 'die.mjs'), "export default () => process.kill(process.pid, 'SIGKILL');\n");
+    await writeFile(join(client, 'spin.mjs'), 'for (;;) {}\nexport default () => 1;\n');
+    await writeFile(
+      join(client, 'prompts.jsonl'),
+      Array.from({ length: 8 }, (_, i) => JSON.stringify({ prompt: `let px = ${i}\nemit` })).join('\n') + '\n',
+    );
+    const grpo = (module: string, extra: Record<string, unknown> = {}) =>
+      new Recipe(
+        {
+          stage: 'grpo',
+          seed: 1,
+          tokenizer: { vocabSize: 300 },
+          model: { dim: 16, layers: 1, heads: 2, context: 32 },
+          data: { sources: [{ path: 'prompts.jsonl' }], valFraction: 0 },
+          reward: { module, timeoutMs: 5000, ...extra },
+          train: { steps: 1, batchSize: 2, groupSize: 2, maxNewTokens: 2, warmupSteps: 0, checkpointEvery: 1 },
+        },
+        { baseDir: client },
+      );
+    const w = await connect(worker.url, { token: TOKEN });
+    try {
+      const probed = await grpo('probe.mjs').run({ on: w, out: join(dir, 'probe') });
+      expect(probed.summary!.status, probed.summary!.error).toBe('completed');
+      const [m] = await probed.dir.readMetrics();
+      expect(m!.reward_errors).toBe(0);
+      expect(m!.reward_mean).toBe(0);
+
+      // The job fails cleanly (a checkpoint, a summary, the reason); the worker does not.
+      const died = await grpo('die.mjs').start({ on: w, out: join(dir, 'die') });
+      await expect(died.done).rejects.toThrow(
+        /reward\.module .*die\.mjs#default: its process died \(SIGKILL\) at step 1; stopped with a checkpoint at step 0/,
+      );
+
+      const spun = await grpo('spin.mjs', { loadTimeoutMs: 1000 }).start({ on: w, out: join(dir, 'spin') });
+      await expect(spun.done).rejects.toThrow(/spin\.mjs did not load within 1000 ms/);
+      expect(worker.alive()).toBe(true);
+      // Still serving: the same module that probed runs again.
+      const again = await grpo('probe.mjs').run({ on: w, out: join(dir, 'again') });
+      expect(again.summary!.status).toBe('completed');
+    } finally {
+      w.close();
+      server.close();
+      worker.child.kill('SIGTERM');
+    }
+  }, 300_000);
 });
