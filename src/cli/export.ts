@@ -41,6 +41,8 @@ export function register(program: Command): void {
           quantize: o.quantize as 'int8' | undefined,
           evalBatches: o.evalBatches,
         });
+        for (const k of r.skipped) console.error(`checkpoint ${k.step} is corrupt, skipped: ${k.reason}`);
+        console.error(`checkpoint: ${r.checkpoint}`);
         if (o.json) {
           const { quantization, ...rest } = r;
           const q = quantization && {

@@ -24,6 +24,10 @@ export function register(program: Command): void {
           topK: o.topK,
           topP: o.topP,
           seed: o.seed,
+          onCheckpoint: (path, skipped) => {
+            for (const k of skipped) console.error(`checkpoint ${k.step} is corrupt, skipped: ${k.reason}`);
+            console.error(`checkpoint: ${path}`);
+          },
         });
         process.stdout.write(text + '\n');
       },

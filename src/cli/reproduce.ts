@@ -14,6 +14,12 @@ export function register(program: Command): void {
           `identical: ${(await res.run.dir.readMetrics()).length} metric lines match ${dir} to the bit (re-run in ${res.run.dir.path})`,
         );
         process.exitCode = 0;
+      } else if (res.missing) {
+        const bad = res.corruptLines?.length ? `; lines ${res.corruptLines.join(', ')} of it do not parse` : '';
+        console.log(
+          `${dir}/metrics.jsonl is missing steps ${res.missing.join(', ')}${bad}: it cannot be compared there (re-run in ${res.run.dir.path})`,
+        );
+        process.exitCode = 1;
       } else {
         const d = res.divergence!;
         console.log(

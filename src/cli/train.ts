@@ -56,6 +56,7 @@ export function register(program: Command): void {
       'stop after step n as if interrupted (a checkpoint is written; resume continues)',
       positiveInt('--stop-after'),
     )
+    .option('--private', "make the run directory its owner's alone (0700): it holds tokenized data")
     .option('--json', 'print metrics and events as JSON lines')
     .action(
       async (
@@ -65,11 +66,18 @@ export function register(program: Command): void {
           steps?: number;
           backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
           stopAfter?: number;
+          private?: boolean;
           json?: boolean;
         },
       ) => {
         const r = await loadRecipe(file);
-        const run = await r.start({ out: o.out, steps: o.steps, backend: o.backend, stopAfter: o.stopAfter });
+        const run = await r.start({
+          out: o.out,
+          steps: o.steps,
+          backend: o.backend,
+          stopAfter: o.stopAfter,
+          private: o.private,
+        });
         if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
         await watchToEnd(run, !!o.json);
       },

@@ -62,6 +62,9 @@ export interface QuantizationReport extends Int8Summary {
 export interface ExportHfResult {
   dir: string;
   step: number;
+  /** The checkpoint folder exported, and newer ones skipped because they failed their checksums. */
+  checkpoint: string;
+  skipped: { step: number; reason: string }[];
   architecture: string;
   files: string[];
   quantization?: QuantizationReport;
@@ -90,7 +93,7 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
   checkOutDir(outDir, out);
   if (opts.quantize !== undefined && opts.quantize !== 'int8')
     throw new LatheError(`quantize: "${String(opts.quantize)}" is not supported; use int8`);
-  const { model, tokenizer, step } = await loadModel(runDir, { step: opts.step });
+  const { model, tokenizer, step, checkpoint, skipped } = await loadModel(runDir, { step: opts.step });
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     const spec = model.spec;
@@ -126,6 +129,8 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
     return {
       dir: out,
       step,
+      checkpoint,
+      skipped,
       architecture: HF_ARCHITECTURES[spec.arch],
       files: Object.keys(files).sort(),
       quantization,

@@ -105,7 +105,8 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
 function lockId(body: Omit<RecipeLock, 'id' | 'baseDir' | 'createdAt'>, baseDir: string): string {
   // Identity follows content, not where the files sit on this machine.
   const pin = (b: BaseModelRef | undefined) => b && { kind: b.kind, step: b.step, sha256: b.sha256 };
-  const recipe = 'from' in body.recipe ? { ...body.recipe, from: undefined } : body.recipe;
+  // `from` is pinned by hash below; checkpoint retention does not change what trains.
+  const recipe = { ...body.recipe, checkpoints: undefined, ...('from' in body.recipe ? { from: undefined } : {}) };
   const portable = {
     ...body,
     recipe,

@@ -193,6 +193,22 @@ const backendField = BackendSchema.default('cpu').describe(
   'tfjs backend: cpu, wasm, webgpu, or auto (best available, said aloud).',
 );
 
+/** Which checkpoints a run keeps: the last few, milestones, and the best by held-out loss. */
+export const CheckpointsSchema = z
+  .strictObject({
+    keep: z.number().int().min(1).default(3).describe('Keep the last N checkpoints (older ones are deleted).'),
+    keepEvery: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe('Also keep every checkpoint whose step is a multiple of this, as milestones (0: none).'),
+    keepBest: z.boolean().default(true).describe('Also keep the checkpoint with the lowest held-out loss.'),
+  })
+  .describe(
+    'Checkpoint retention, applied after each new checkpoint; default: the last 3 plus the best by eval loss. Not part of the run identity.',
+  );
+
 export const PretrainRecipeSchema = z
   .strictObject({
     name: nameField,
@@ -204,6 +220,7 @@ export const PretrainRecipeSchema = z
     model: ModelSchema.prefault({}).describe('Model.'),
     train: PretrainSchema.prefault({}).describe('Training hyper-parameters.'),
     eval: EvalSchema.prefault({}).describe('Evaluation.'),
+    checkpoints: CheckpointsSchema.optional(),
   })
   .describe('A Lathe pre-training recipe.');
 
@@ -394,6 +411,7 @@ function postRecipeFields() {
     model: ModelSchema.prefault({}).describe(
       "Model, when not starting `from` a model (otherwise the base model's architecture is used).",
     ),
+    checkpoints: CheckpointsSchema.optional(),
   };
 }
 
@@ -624,6 +642,7 @@ export type TokenizerConfig = z.output<typeof TokenizerSchema>;
 export type ModelConfig = z.output<typeof ModelSchema>;
 export type PretrainConfig = z.output<typeof PretrainSchema>;
 export type EvalConfig = z.output<typeof EvalSchema>;
+export type CheckpointsConfig = z.output<typeof CheckpointsSchema>;
 export type Backend = z.output<typeof BackendSchema>;
 export type PostSourceConfig = z.output<typeof PostSourceSchema>;
 export type PostDataConfig = z.output<typeof PostDataSchema>;

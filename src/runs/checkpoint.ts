@@ -1,9 +1,10 @@
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SamplerState } from '../data/batches.js';
 import { LatheError } from '../errors.js';
 import type { Weights } from '../model/weights.js';
-import type { RunDir } from './rundir.js';
+import { sha256File } from '../hash.js';
+import type { Metric, RunDir } from './rundir.js';
 import { encodeSafetensors, f32, readSafetensors, toFloat32, type StoredTensor } from '../model/safetensors.js';
 import { writeFileAtomic } from './atomic.js';
 
@@ -18,7 +19,16 @@ export interface CheckpointState {
   seconds: number;
   /** Extra stage state (e.g. RNG states of sampling stages). */
   extra?: Record<string, unknown>;
+  /** sha256 of each tensor file, checked on load. */
+  files?: Record<string, string>;
+  /** Held-out loss at this step, when it was evaluated (retention keeps the best). */
+  evalLoss?: number;
+  /** The metric lines written since the previous checkpoint: a resume restores them if metrics.jsonl lost them. */
+  metrics?: Metric[];
 }
+
+/** A checkpoint whose files are missing, unreadable or not what its state.json recorded. */
+export class CorruptCheckpoint extends LatheError {}
 
 export type { Weights };
 
@@ -46,8 +56,8 @@ export async function writeTensorFiles(
 
 /**
  * Writes checkpoints/<step>/ atomically: `writeTensors` fills a temp folder (an engine writes its
- * tensors there), then state.json, then the folder is renamed into place, so a crash leaves the
- * previous checkpoint as the latest intact one.
+ * tensors there), their sha256 go into state.json, then the folder is renamed into place, so a
+ * crash leaves the previous checkpoint as the latest intact one.
  */
 export async function saveCheckpoint(
   rd: RunDir,
@@ -59,25 +69,50 @@ export async function saveCheckpoint(
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   await writeTensors(tmp);
-  await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+  const files: Record<string, string> = {};
+  for (const f of (await readdir(tmp)).filter((n) => n.endsWith('.safetensors')).sort())
+    files[f] = (await sha256File(join(tmp, f))).sha256;
+  await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify({ ...state, files }, null, 2) + '\n');
   await rm(final, { recursive: true, force: true });
   await rename(tmp, final);
   return final;
 }
 
-/** Reads a checkpoint folder: model weights, optimizer moments (if saved) and state. */
+/** Reads a checkpoint's state.json. */
+export async function readCheckpointState(dir: string): Promise<CheckpointState> {
+  try {
+    return JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
+  } catch (e) {
+    throw new CorruptCheckpoint(`${dir}: not a readable checkpoint (${(e as Error).message})`);
+  }
+}
+
+/** Checks a checkpoint's files against the sha256 its state recorded (checkpoints from before checksums pass). */
+export async function verifyCheckpoint(dir: string, state?: CheckpointState): Promise<CheckpointState> {
+  const s = state ?? (await readCheckpointState(dir));
+  for (const [f, want] of Object.entries(s.files ?? {})) {
+    const got = await sha256File(join(dir, f)).catch(() => undefined);
+    if (!got) throw new CorruptCheckpoint(`${join(dir, f)}: missing`);
+    if (got.sha256 !== want)
+      throw new CorruptCheckpoint(
+        `${join(dir, f)}: sha256 ${got.sha256.slice(0, 12)}… is not the recorded ${want.slice(0, 12)}… (the file changed or is damaged)`,
+      );
+  }
+  return s;
+}
+
+/** Reads a checkpoint folder, verified: model weights, optimizer moments (if saved) and state. */
 export async function loadCheckpoint(
   dir: string,
 ): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
-  let state: CheckpointState;
-  try {
-    state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
-  } catch (e) {
-    throw new LatheError(`${dir}: not a readable checkpoint (${(e as Error).message})`);
-  }
+  const state = await verifyCheckpoint(dir);
   const weights: Weights = new Map();
-  for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors)
-    weights.set(k, { shape: t.shape, data: toFloat32(t) });
+  try {
+    for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors)
+      weights.set(k, { shape: t.shape, data: toFloat32(t) });
+  } catch (e) {
+    throw new CorruptCheckpoint((e as Error).message);
+  }
   const opt = await readSafetensors(join(dir, 'optimizer.safetensors')).catch(() => undefined);
   let moments: { m: Weights; v: Weights } | undefined;
   if (opt) {
@@ -86,4 +121,65 @@ export async function loadCheckpoint(
       (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
   }
   return { weights, moments, state };
+}
+
+/** The newest checkpoint (at most `upTo`) whose files verify, and the newer ones skipped as corrupt. */
+export async function latestGoodCheckpoint(
+  rd: RunDir,
+  opts: { upTo?: number } = {},
+): Promise<{ step?: number; skipped: { step: number; reason: string }[] }> {
+  const skipped: { step: number; reason: string }[] = [];
+  const steps = (await rd.checkpointSteps()).filter((s) => opts.upTo === undefined || s <= opts.upTo);
+  for (const step of steps.reverse()) {
+    try {
+      await verifyCheckpoint(rd.checkpointPath(step));
+      return { step, skipped };
+    } catch (e) {
+      if (!(e instanceof CorruptCheckpoint)) throw e;
+      skipped.push({ step, reason: e.message });
+    }
+  }
+  return { skipped };
+}
+
+/** Which checkpoints retention keeps (see CheckpointsSchema); defaults: the last 3 and the best. */
+export interface Retention {
+  keep: number;
+  keepEvery: number;
+  keepBest: boolean;
+}
+
+/**
+ * Deletes the checkpoints retention does not keep: the last `keep`, multiples of `keepEvery`, and
+ * the one with the lowest recorded eval loss stay. Each goes by an atomic rename to a `.trash-`
+ * folder first, so a kill mid-delete never leaves a half checkpoint that looks whole. Returns the
+ * steps deleted.
+ */
+export async function pruneCheckpoints(rd: RunDir, r: Retention): Promise<number[]> {
+  const steps = await rd.checkpointSteps();
+  const keep = new Set(steps.slice(-r.keep));
+  if (r.keepEvery > 0) for (const s of steps) if (s % r.keepEvery === 0) keep.add(s);
+  if (r.keepBest) {
+    let best: { step: number; loss: number } | undefined;
+    for (const s of steps) {
+      const loss = (await readCheckpointState(rd.checkpointPath(s)).catch(() => undefined))?.evalLoss;
+      if (typeof loss === 'number' && Number.isFinite(loss) && (!best || loss < best.loss)) best = { step: s, loss };
+    }
+    if (best) keep.add(best.step);
+  }
+  const gone = steps.filter((s) => !keep.has(s));
+  for (const s of gone) {
+    const trash = join(rd.checkpointsDir, `.trash-${s}-${process.pid}`);
+    await rename(rd.checkpointPath(s), trash);
+    await rm(trash, { recursive: true, force: true });
+  }
+  return gone;
+}
+
+/** Removes what a kill can leave in checkpoints/: half-written `.tmp-*` and half-deleted `.trash-*` folders. */
+export async function removeOrphanCheckpoints(rd: RunDir): Promise<string[]> {
+  const names = await readdir(rd.checkpointsDir).catch(() => [] as string[]);
+  const orphans = names.filter((n) => n.startsWith('.tmp-') || n.startsWith('.trash-'));
+  for (const n of orphans) await rm(join(rd.checkpointsDir, n), { recursive: true, force: true });
+  return orphans;
 }

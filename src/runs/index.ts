@@ -8,8 +8,8 @@ import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import type { AnyLock } from '../recipe/lock.js';
 import { modelRunDir } from '../recipe/base.js';
-import { loadCheckpoint } from './checkpoint.js';
-import { firstDivergence, verifyLockData, type Divergence } from './reproduce.js';
+import { latestGoodCheckpoint, loadCheckpoint } from './checkpoint.js';
+import { firstDivergence, missingSteps, verifyLockData, type Divergence } from './reproduce.js';
 import { Run } from './run.js';
 import { RunDir } from './rundir.js';
 
@@ -41,44 +41,73 @@ export async function resume(dir: string, opts: { stopAfter?: number } = {}): Pr
 export async function reproduce(
   dir: string,
   opts: { out?: string } = {},
-): Promise<{ run: Run; identical: boolean; divergence?: Divergence }> {
+): Promise<{ run: Run; identical: boolean; divergence?: Divergence; missing?: number[]; corruptLines?: number[] }> {
   const rd = RunDir.open(dir);
   const lock = rd.readLock() as AnyLock;
   await verifyLockData(lock);
-  const original = await rd.readMetrics();
+  const { metrics: original, bad } = await rd.readMetricsChecked();
   if (!original.length) throw new LatheError(`${dir}: has no metrics to compare`);
   const run = await localExecutor.start(lock, {
     out: opts.out ?? `${rd.path}.reproduce-${Date.now()}`,
     stopAfter: original.at(-1)!.step,
   });
   await run.done;
-  const divergence = firstDivergence(original, await run.dir.readMetrics());
+  const rerun = await run.dir.readMetrics();
+  // Lines the original lost are not a divergence of the computation: say which.
+  const missing = missingSteps(original, rerun);
+  if (missing.length) return { run, identical: false, missing, corruptLines: bad.map((b) => b.line) };
+  const divergence = firstDivergence(original, rerun);
   return { run, identical: !divergence, divergence };
 }
 
-/** Loads a run's latest checkpoint (or `step`) into an engine for inference, with its tokenizer. */
+/**
+ * Loads a run's latest checkpoint that verifies (or `step`) into an engine for inference, with its
+ * tokenizer. `checkpoint` names the folder used; `skipped` the newer ones that failed their checksums.
+ */
 export async function loadModel(
   dir: string,
   opts: { step?: number } = {},
-): Promise<{ model: Engine; tokenizer: Tokenizer; step: number }> {
+): Promise<{
+  model: Engine;
+  tokenizer: Tokenizer;
+  step: number;
+  checkpoint: string;
+  skipped: { step: number; reason: string }[];
+}> {
   RunDir.open(dir);
   // A pipeline's model is its last stage's (stages/<i>-<stage>/ run directories).
   if (opts.step === undefined) dir = modelRunDir(dir);
   const rd = RunDir.open(dir);
   const lock = rd.readLock();
-  const steps = await rd.checkpointSteps();
-  const step = opts.step ?? steps.at(-1);
-  if (step === undefined || !steps.includes(step))
-    throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''} yet`);
+  let step = opts.step;
+  let skipped: { step: number; reason: string }[] = [];
+  if (step === undefined) ({ step, skipped } = await latestGoodCheckpoint(rd));
+  else if (!(await rd.checkpointSteps()).includes(step)) step = undefined;
+  if (step === undefined) {
+    const why = skipped.length ? `; every checkpoint failed its checksum (${skipped[0]!.reason})` : ' yet';
+    throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ''}${why}`);
+  }
   const tokenizer = await Tokenizer.load(join(rd.dataDir, 'tokenizer.json'));
-  const ck = await loadCheckpoint(rd.checkpointPath(step));
+  const checkpoint = rd.checkpointPath(step);
+  const ck = await loadCheckpoint(checkpoint);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
-  return { model: await createEngine({ backend: lock.backend, spec, weights: ck.weights }), tokenizer, step };
+  return {
+    model: await createEngine({ backend: lock.backend, spec, weights: ck.weights }),
+    tokenizer,
+    step,
+    checkpoint,
+    skipped,
+  };
 }
 
-/** Samples a completion of `prompt` from a run's latest checkpoint. */
-export async function generate(dir: string, prompt: string, opts: SampleOptions = {}): Promise<string> {
-  const { model, tokenizer } = await loadModel(dir);
+/** Samples a completion of `prompt` from a run's latest checkpoint; `onCheckpoint` hears which one (and any skipped as corrupt). */
+export async function generate(
+  dir: string,
+  prompt: string,
+  opts: SampleOptions & { onCheckpoint?: (path: string, skipped: { step: number; reason: string }[]) => void } = {},
+): Promise<string> {
+  const { model, tokenizer, checkpoint, skipped } = await loadModel(dir);
+  opts.onCheckpoint?.(checkpoint, skipped);
   try {
     const ids = [tokenizer.special.bos, ...tokenizer.encode(prompt)];
     const out = await generateTokens(model, ids, { ...opts, stop: opts.stop ?? [tokenizer.special.eos] });

@@ -24,11 +24,6 @@ function readAnyLock(rd: RunDir): AnyLock {
   return rd.readLock() as AnyLock;
 }
 
-/** Creates a run directory for a lock (a stage run or a pipeline). */
-async function createRunDir(lock: AnyLock, out?: string): Promise<RunDir> {
-  return RunDir.create(lock, out);
-}
-
 function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolean }): Run {
   const stop: StopSignal = {};
   let resolveExec!: (p: Promise<RunSummary>) => void;
@@ -51,7 +46,7 @@ function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolea
 export const localExecutor: Executor = {
   name: 'local',
   async start(lock, opts) {
-    const rd = await createRunDir(lock, opts.out);
+    const rd = await RunDir.create(lock, opts.out, { private: opts.private });
     return launch(rd, lock, { ...opts, resume: false });
   },
   async resume(runDir, opts = {}) {

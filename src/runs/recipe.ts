@@ -34,6 +34,8 @@ export interface RunOptions {
   out?: string;
   /** Stop as if interrupted after this step, with a checkpoint. */
   stopAfter?: number;
+  /** Make the run directory its owner's alone (0700): it holds tokenized data. */
+  private?: boolean;
 }
 
 /** An executor that locks recipes itself (a worker: its own backends, its own data); see dispatch/worker.ts. */
@@ -90,7 +92,7 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
   /** Starts training and returns the live Run at once; `await run.done` waits for the end. */
   async start(opts: RunOptions = {}): Promise<Run> {
     const lock = locksItself(opts.on) ? await opts.on.lockRecipe(this, opts) : await this.lock(opts);
-    return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter });
+    return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter, private: opts.private });
   }
 
   /** Trains to the end (or an interrupt) and returns the Run. */
@@ -190,7 +192,7 @@ export class Pipeline {
   /** Starts the pipeline and returns the live Run at once (metrics carry a global step, the stage and stage_step). */
   async start(opts: RunOptions = {}): Promise<Run> {
     const lock = locksItself(opts.on) ? await opts.on.lockRecipe(this, opts) : await this.lock(opts);
-    return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter });
+    return (opts.on ?? localExecutor).start(lock, { out: opts.out, stopAfter: opts.stopAfter, private: opts.private });
   }
 
   /** Runs every stage to the end (or an interrupt) and returns the Run. */

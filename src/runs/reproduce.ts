@@ -11,6 +11,12 @@ export interface Divergence {
   actual: unknown;
 }
 
+/** Steps the re-run logged that the original metrics lack (lines lost from its metrics.jsonl). */
+export function missingSteps(original: Metric[], rerun: Metric[]): number[] {
+  const have = new Set(original.map((m) => m.step));
+  return [...new Set(rerun.map((m) => m.step))].filter((s) => !have.has(s)).sort((a, b) => a - b);
+}
+
 /** Compares metrics to the bit, ignoring timing fields; undefined when identical. */
 export function firstDivergence(expected: Metric[], actual: Metric[]): Divergence | undefined {
   const n = Math.max(expected.length, actual.length);

@@ -11,6 +11,8 @@ export interface StartOptions {
   stopAfter?: number;
   /** Progress of data preparation, for progress bars. */
   onNotice?: (message: string) => void;
+  /** Make the run directory its owner's alone (0700): it holds tokenized data. */
+  private?: boolean;
 }
 
 /** Where a run executes: in this process, or on a worker. Small on purpose (tslab's executor style). */

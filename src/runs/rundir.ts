@@ -1,5 +1,5 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
 import type { AnyLock, RecipeLock } from '../recipe/lock.js';
@@ -91,7 +91,11 @@ export class RunDir {
   }
 
   /** Creates a new run directory for a lock: `out` if given (must be empty), else runs/<name>-<id>[-n]. */
-  static async create(lock: AnyLock, out?: string): Promise<RunDir> {
+  /**
+   * With `private`, the run directory and everything under it is its owner's alone (0700): it holds
+   * tokenized data.
+   */
+  static async create(lock: AnyLock, out?: string, opts: { private?: boolean } = {}): Promise<RunDir> {
     let dir: string;
     if (out) {
       dir = resolve(out);
@@ -105,7 +109,12 @@ export class RunDir {
       dir = base;
       for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
     }
-    await mkdir(join(dir, 'checkpoints'), { recursive: true });
+    const mode = opts.private ? 0o700 : undefined;
+    await mkdir(join(dir, 'checkpoints'), { recursive: true, mode });
+    if (mode) {
+      await mkdir(join(dir, 'data'), { recursive: true, mode });
+      for (const d of [dir, join(dir, 'checkpoints'), join(dir, 'data')]) await chmod(d, mode);
+    }
     const rd = new RunDir(dir);
     await writeFileAtomic(rd.lockPath, JSON.stringify(lock, null, 2) + '\n');
     return rd;
@@ -136,9 +145,32 @@ export class RunDir {
     return ev;
   }
 
-  /** Metrics so far; a torn last line (a crash mid-write) is ignored. */
+  /** Metrics so far; a line that does not parse (a torn last line after a crash) is left out. */
   async readMetrics(): Promise<Metric[]> {
-    return readJsonl<Metric>(this.metricsPath);
+    return (await this.readMetricsChecked()).metrics;
+  }
+
+  /** Metrics so far, and the lines that do not parse, with their 1-based line numbers. */
+  async readMetricsChecked(): Promise<{ metrics: Metric[]; bad: { line: number; text: string }[] }> {
+    const text = await readFile(this.metricsPath, 'utf8').catch(() => '');
+    const metrics: Metric[] = [];
+    const bad: { line: number; text: string }[] = [];
+    text.split('\n').forEach((l, i) => {
+      if (!l.trim()) return;
+      try {
+        const m = JSON.parse(l) as Metric;
+        if (m && typeof m === 'object' && typeof m.step === 'number') metrics.push(m);
+        else bad.push({ line: i + 1, text: l });
+      } catch {
+        bad.push({ line: i + 1, text: l });
+      }
+    });
+    return { metrics, bad };
+  }
+
+  /** Where lines of metrics.jsonl that do not parse are kept, never deleted. */
+  get corruptMetricsPath(): string {
+    return `${this.metricsPath}.corrupt`;
   }
 
   async readEvents(): Promise<RunEvent[]> {
@@ -168,10 +200,21 @@ export class RunDir {
     return join(this.checkpointsDir, String(step));
   }
 
-  /** Drops metrics past a step (work after the last checkpoint that a resume redoes). */
-  async truncateMetricsAfter(step: number): Promise<void> {
-    const kept = (await this.readMetrics()).filter((m) => m.step <= step);
-    await writeFileAtomic(this.metricsPath, kept.map((m) => JSON.stringify(m) + '\n').join(''));
+  /**
+   * Drops metrics past a step (work after the last checkpoint that a resume redoes), adds `restore`
+   * lines for steps up to it that metrics.jsonl lost, and moves lines that do not parse to
+   * metrics.jsonl.corrupt (with their line numbers) rather than deleting them. Returns what it moved.
+   */
+  async truncateMetricsAfter(step: number, restore: Metric[] = []): Promise<{ corrupt: number[]; restored: number[] }> {
+    const { metrics, bad } = await this.readMetricsChecked();
+    if (bad.length)
+      appendFileSync(this.corruptMetricsPath, bad.map((b) => `${this.metricsPath}:${b.line}: ${b.text}\n`).join(''));
+    const kept = metrics.filter((m) => m.step <= step);
+    const have = new Set(kept.map((m) => m.step));
+    const restored = restore.filter((m) => m.step <= step && !have.has(m.step));
+    const all = [...kept, ...restored].sort((a, b) => a.step - b.step);
+    await writeFileAtomic(this.metricsPath, all.map((m) => JSON.stringify(m) + '\n').join(''));
+    return { corrupt: bad.map((b) => b.line), restored: restored.map((m) => m.step) };
   }
 }
 

@@ -11,7 +11,13 @@ import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
 import { initWeights, type Weights } from '../model/weights.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { PostRecipe } from '../recipe/schema.js';
-import { loadCheckpoint, type CheckpointState } from '../runs/checkpoint.js';
+import {
+  latestGoodCheckpoint,
+  loadCheckpoint,
+  readCheckpointState,
+  removeOrphanCheckpoints,
+  type CheckpointState,
+} from '../runs/checkpoint.js';
 import type { Metric, RunDir, RunEvent, RunSummary } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { loadBase } from './base.js';
@@ -146,26 +152,65 @@ interface StageStart {
 }
 
 /**
- * The checkpoint a resume continues from (its metrics past it dropped, the rest replayed), or
- * undefined for a fresh start, or a resume with no checkpoint yet (metrics cleared).
+ * The checkpoint a resume continues from (the newest that verifies; corrupt ones are skipped and
+ * said), with metrics.jsonl repaired up to it: lines past it dropped, lines it lost restored from
+ * the checkpoints, unreadable lines kept aside. Undefined for a fresh start, or a resume with no
+ * checkpoint yet (metrics cleared).
  */
 async function resumePoint(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boolean, usable = true) {
-  const last = resuming && usable ? (await rd.checkpointSteps()).at(-1) : undefined;
-  if (last !== undefined) {
-    const ck = await loadCheckpoint(rd.checkpointPath(last));
-    if (ck.state.lockId !== lock.id)
-      throw new LatheError(`${rd.checkpointPath(last)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
-    await rd.truncateMetricsAfter(last);
-    await sink.truncate?.(last);
+  if (!resuming) return undefined;
+  const orphans = await removeOrphanCheckpoints(rd);
+  if (orphans.length)
+    sink.event({
+      type: 'notice',
+      message: `removed ${orphans.length} unfinished checkpoint folder(s) a kill left: ${orphans.join(', ')}`,
+    });
+  const { step: last, skipped } = usable ? await latestGoodCheckpoint(rd) : { step: undefined, skipped: [] };
+  for (const s of skipped)
+    sink.event({
+      type: 'notice',
+      step: s.step,
+      message: `checkpoint ${s.step} is corrupt (${s.reason}); falling back to an earlier one`,
+    });
+  const at = last ?? 0;
+  const ck = last !== undefined ? await loadCheckpoint(rd.checkpointPath(last)) : undefined;
+  if (ck && ck.state.lockId !== lock.id)
+    throw new LatheError(`${rd.checkpointPath(at)}: checkpoint belongs to lock ${ck.state.lockId}, not ${lock.id}`);
+  const restore: Metric[] = [];
+  for (const s of await rd.checkpointSteps())
+    if (s <= at)
+      restore.push(...((await readCheckpointState(rd.checkpointPath(s)).catch(() => undefined))?.metrics ?? []));
+  const fixed = await rd.truncateMetricsAfter(at, restore);
+  if (fixed.corrupt.length)
+    sink.event({
+      type: 'notice',
+      message: `metrics.jsonl: line${fixed.corrupt.length > 1 ? 's' : ''} ${fixed.corrupt.join(', ')} did not parse; kept in ${rd.corruptMetricsPath}`,
+      lines: fixed.corrupt,
+    });
+  if (fixed.restored.length)
+    sink.event({
+      type: 'notice',
+      message: `metrics.jsonl: restored the lines of step${fixed.restored.length > 1 ? 's' : ''} ${fixed.restored.join(', ')} from the checkpoints`,
+      steps: fixed.restored,
+    });
+  const logEvery = lock.recipe.train.logEvery;
+  const have = new Set((await rd.readMetrics()).map((m) => m.step));
+  const lost = Array.from({ length: Math.floor(at / logEvery) }, (_, i) => (i + 1) * logEvery).filter(
+    (s) => !have.has(s),
+  );
+  if (lost.length)
+    sink.event({
+      type: 'notice',
+      message: `metrics.jsonl: the lines of step${lost.length > 1 ? 's' : ''} ${lost.join(', ')} are lost and could not be restored (their checkpoints are gone)`,
+      steps: lost,
+    });
+  await sink.truncate?.(at);
+  if (ck) {
     sink.replay(await rd.readMetrics());
-    sink.event({ type: 'resumed', step: last, message: `resumed from step ${last}` });
+    sink.event({ type: 'resumed', step: at, message: `resumed from step ${at}` });
     return ck;
   }
-  if (resuming) {
-    await rd.truncateMetricsAfter(0);
-    await sink.truncate?.(0);
-    sink.event({ type: 'resumed', step: 0, message: 'no checkpoint yet; starting from step 0' });
-  }
+  sink.event({ type: 'resumed', step: 0, message: 'no checkpoint yet; starting from step 0' });
   return undefined;
 }
 

@@ -5,7 +5,7 @@ import { TrainingEvals } from '../eval/training.js';
 import type { Weights } from '../model/weights.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { ResolvedRecipe } from '../recipe/schema.js';
-import { saveCheckpoint, type CheckpointState } from '../runs/checkpoint.js';
+import { pruneCheckpoints, saveCheckpoint, type CheckpointState } from '../runs/checkpoint.js';
 import type { Metric, RunDir, RunEvent, RunStatus } from '../runs/rundir.js';
 import type { SamplerState } from '../data/batches.js';
 import type { Tokenizer } from '../tokenizer/index.js';
@@ -123,7 +123,14 @@ export async function stepLoop(
     let lastEval: number | undefined;
     // State as of the end of the last finished step: what a checkpoint written after a failure holds.
     let snapshot = hooks.state();
-    const checkpoint = async (at: number) => {
+    // Metric lines since the last checkpoint ride in the next one, so a resume can restore them.
+    let recent: Metric[] = [];
+    const emit = (m: Metric) => {
+      recent.push(m);
+      ctx.emit(m);
+    };
+    const retention = { keep: 3, keepEvery: 0, keepBest: true, ...lock.recipe.checkpoints };
+    const checkpoint = async (at: number, evalLoss?: number) => {
       const state: CheckpointState = {
         step: at,
         stage: hooks.stage,
@@ -133,15 +140,25 @@ export async function stepLoop(
         tokens,
         seconds,
         extra: snapshot.extra,
+        evalLoss,
+        metrics: recent,
       };
       const path = await saveCheckpoint(rd, state, (dir) => engine.saveTensors(dir));
+      recent = [];
       ctx.event({ type: 'checkpoint', step: at, message: `checkpoint at step ${at}`, path });
+      const pruned = await pruneCheckpoints(rd, retention);
+      if (pruned.length)
+        ctx.event({
+          type: 'notice',
+          step: at,
+          message: `deleted checkpoint${pruned.length > 1 ? 's' : ''} ${pruned.join(', ')} (checkpoints.keep ${retention.keep}${retention.keepEvery ? `, keepEvery ${retention.keepEvery}` : ''}${retention.keepBest ? ', and the best by eval loss' : ''})`,
+        });
     };
     const saveIfMissing = async () => {
       if (!(await rd.checkpointSteps()).includes(step)) await checkpoint(step);
     };
     if (cfg.evalOnStart && hooks.evaluate && step === 0)
-      ctx.emit({ step: 0, stage: hooks.stage, ...(await hooks.evaluate(0)) });
+      emit({ step: 0, stage: hooks.stage, ...(await hooks.evaluate(0)) });
     while (step < cfg.steps) {
       // cpu/wasm reads settle without a macrotask turn; yield one per step so signals, comms and timers run.
       await new Promise<void>((r) => setImmediate(r));
@@ -177,16 +194,17 @@ export async function stepLoop(
       const loss = typeof m.loss === 'number' ? m.loss : undefined;
       lastLoss = loss;
       if (loss !== undefined && !Number.isFinite(loss)) {
-        ctx.emit(m);
+        emit(m);
         const message = `loss is ${loss} at step ${step}; stopping. The last checkpoint is intact; lower train.lr or raise warmup`;
         ctx.event({ type: 'failed', step, message });
         return { status: 'failed', step, tokens, seconds, loss, error: `loss diverged at step ${step}` };
       }
       const evalDue = hooks.evaluate && ((cfg.evalEvery > 0 && step % cfg.evalEvery === 0) || step === cfg.steps);
+      let evalLoss: number | undefined;
       if (evalDue) {
         const ev = await hooks.evaluate!(step);
         Object.assign(m, ev);
-        if (typeof ev.eval_loss === 'number') lastEval = ev.eval_loss;
+        if (typeof ev.eval_loss === 'number') lastEval = evalLoss = ev.eval_loss;
       }
       const suitesDue = suites.due(step, step === cfg.steps);
       if (suitesDue) {
@@ -194,8 +212,9 @@ export async function stepLoop(
         Object.assign(m, metrics);
         ctx.event({ type: 'eval', step, message: results.map(describeResult).join('; ') });
       }
-      if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue || suitesDue) ctx.emit(m);
-      if ((cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) || step === cfg.steps) await checkpoint(step);
+      if (step % cfg.logEvery === 0 || step === cfg.steps || evalDue || suitesDue) emit(m);
+      if ((cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) || step === cfg.steps)
+        await checkpoint(step, evalLoss);
       if (ctx.stopAfter !== undefined && step >= ctx.stopAfter && step < cfg.steps) ctx.stop.reason ??= 'interrupt';
     }
     if (ctx.stop.reason) {

@@ -321,6 +321,8 @@ export class JobQueue extends EventEmitter {
           out: dir,
           stopAfter: rec.stopAfter,
           onNotice: (m) => this.log(rec.id, m),
+          // A job's run holds a client's tokenized data.
+          private: true,
         });
       }
     } catch (e) {
