@@ -349,8 +349,8 @@ function residentMb(pid: number | undefined): number | undefined {
 }
 
 let unshareWorks: boolean | undefined;
-/** Whether `unshare --map-root-user --net` can start a process here (Linux user namespaces). */
-function canUnshareNetwork(): boolean {
+/** Whether `unshare --map-root-user --net` can start a process here (Linux user namespaces): confined modules get no network. */
+export function canUnshareNetwork(): boolean {
   unshareWorks ??= spawnSync('unshare', ['--map-root-user', '--net', 'true'], { stdio: 'ignore' }).status === 0;
   return unshareWorks;
 }

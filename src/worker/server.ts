@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { BackendRequest } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
-import { confineModules } from '../eval/module-host.js';
+import { canUnshareNetwork, confineModules } from '../eval/module-host.js';
 import { VERSION } from '../version.js';
 import { bearerToken, tokenMatches } from './auth.js';
 import { chooseWorkerBackend, type WorkerBackends } from './gpu.js';
@@ -236,6 +236,10 @@ export class WorkerServer {
       read: this.dataRoot ? [this.dataRoot] : [],
       network: o.moduleNetwork === true,
     });
+    if (!canUnshareNetwork())
+      this.log(
+        "warning: `unshare --net` does not work here (no user namespaces): jobs' reward and scorer modules are not cut off from the network",
+      );
     this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
     const swept = await this.store.sweep(UPLOAD_TTL_MS);
     if (swept.length) this.log(`removed ${swept.length} unfinished upload(s) nobody came back for`);
