@@ -24,3 +24,31 @@ export function backendOption(v: string): 'cpu' | 'wasm' | 'webgpu' | 'auto' {
     throw new InvalidArgumentError(`--backend must be one of cpu, wasm, webgpu, auto; got "${v}"`);
   return v as 'cpu' | 'wasm' | 'webgpu' | 'auto';
 }
+
+/** A Commander parser for an option that takes one of a few words. */
+export function choice<T extends string>(name: string, allowed: readonly T[]) {
+  return (v: string): T => {
+    if (!allowed.includes(v as T))
+      throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}; got "${v}"`);
+    return v as T;
+  };
+}
+
+/** The engine options of train, submit and worker: --engine, --device, --dtype. */
+export const engineOptions = [
+  {
+    flags: '--engine <name>',
+    about: 'tfjs, torch or auto (the fastest here, said aloud); overrides the recipe and LATHE_ENGINE',
+    parse: choice('--engine', ['tfjs', 'torch', 'auto'] as const),
+  },
+  {
+    flags: '--device <name>',
+    about: 'torch engine: cpu or cuda; overrides the recipe and LATHE_DEVICE',
+    parse: choice('--device', ['cpu', 'cuda'] as const),
+  },
+  {
+    flags: '--dtype <name>',
+    about: 'torch engine: fp32, or bf16 autocast with fp32 master weights; overrides the recipe and LATHE_DTYPE',
+    parse: choice('--dtype', ['fp32', 'bf16'] as const),
+  },
+];

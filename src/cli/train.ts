@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import type { RunSummary } from '../runs/rundir.js';
-import { backendOption, positiveInt } from './options.js';
+import { engineLabel } from '../engine/index.js';
+import { backendOption, engineOptions, positiveInt } from './options.js';
 import { followRun, type ProgressMode } from './progress.js';
 
 /** First Ctrl-C stops at the next step with a checkpoint; a second one exits at once. */
@@ -51,6 +52,9 @@ export function register(program: Command): void {
     .option('--out <dir>', 'run directory to create (default: runs/<name>-<lock id>)')
     .option('--steps <n>', 'override train.steps', positiveInt('--steps'))
     .option('--backend <name>', 'cpu, wasm, webgpu or auto (overrides the recipe and LATHE_BACKEND)', backendOption)
+    .option(engineOptions[0]!.flags, engineOptions[0]!.about, engineOptions[0]!.parse)
+    .option(engineOptions[1]!.flags, engineOptions[1]!.about, engineOptions[1]!.parse)
+    .option(engineOptions[2]!.flags, engineOptions[2]!.about, engineOptions[2]!.parse)
     .option(
       '--stop-after <n>',
       'stop after step n as if interrupted (a checkpoint is written; resume continues)',
@@ -65,6 +69,9 @@ export function register(program: Command): void {
           out?: string;
           steps?: number;
           backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
+          engine?: 'tfjs' | 'torch' | 'auto';
+          device?: 'cpu' | 'cuda';
+          dtype?: 'fp32' | 'bf16';
           stopAfter?: number;
           private?: boolean;
           json?: boolean;
@@ -75,10 +82,16 @@ export function register(program: Command): void {
           out: o.out,
           steps: o.steps,
           backend: o.backend,
+          engine: o.engine,
+          device: o.device,
+          dtype: o.dtype,
           stopAfter: o.stopAfter,
           private: o.private,
         });
-        if (!o.json) console.log(`run ${run.dir.path} (lock ${run.lock.id}, backend ${run.lock.backend})`);
+        if (!o.json)
+          console.log(
+            `run ${run.dir.path} (lock ${run.lock.id}, ${run.lock.engine ? `engine ${engineLabel(run.lock)}` : `backend ${run.lock.backend}`})`,
+          );
         await watchToEnd(run, !!o.json);
       },
     );

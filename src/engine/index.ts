@@ -1,27 +1,46 @@
 import type { ModelSpec } from '../model/spec.js';
 import type { Weights } from '../model/weights.js';
-import type { Engine, EngineKind, OptimizerConfig, OptimizerState } from './engine.js';
+import type { EngineLock } from '../recipe/lock.js';
+import type { Engine, OptimizerConfig, OptimizerState } from './engine.js';
 import type { EngineBackend } from './tfjs/backend.js';
 import { TfjsEngine } from './tfjs/engine.js';
+import { TorchEngine } from './torch/engine.js';
 
 export type * from './engine.js';
 export { generate, sampleToken, type SampleOptions } from './sample.js';
+export { engineFromEnv, resolveEngine, type EngineRequest, type ResolvedEngine } from './select.js';
 export { TfjsEngine } from './tfjs/engine.js';
+export { TorchEngine } from './torch/engine.js';
 
 /** What an engine starts from: the model's shape and weights, and (to train) the optimizer. */
 export interface EngineOptions {
-  engine?: EngineKind;
-  /** The tfjs backend (tfjs engine). */
+  /** The tfjs backend (the tfjs engine). */
   backend: EngineBackend;
+  /** The torch engine, its device and dtype (a lock's `engine`); absent: tfjs on `backend`. */
+  engine?: EngineLock;
   spec: ModelSpec;
   weights: Weights;
   /** Training: AdamW's settings, and its state when resuming. Absent: inference only. */
   optimizer?: OptimizerConfig & { state?: OptimizerState };
+  /** torch: recompute each block's activations in the backward pass. */
+  checkpointActivations?: boolean;
 }
 
 /** Starts an engine: the model on its device, ready to train or to decode. */
 export async function createEngine(o: EngineOptions): Promise<Engine> {
-  const kind = o.engine ?? 'tfjs';
-  if (kind !== 'tfjs') throw new Error(`engine ${kind} is not available in this build`);
+  if (o.engine?.kind === 'torch')
+    return TorchEngine.create({
+      device: o.engine.device,
+      dtype: o.engine.dtype,
+      spec: o.spec,
+      weights: o.weights,
+      optimizer: o.optimizer,
+      checkpointActivations: o.checkpointActivations,
+    });
   return TfjsEngine.create({ backend: o.backend, spec: o.spec, weights: o.weights, optimizer: o.optimizer });
+}
+
+/** How a lock's engine reads in messages: `torch cpu fp32`, or the tfjs backend. */
+export function engineLabel(lock: { backend: string; engine?: EngineLock }): string {
+  return lock.engine ? `torch ${lock.engine.device} ${lock.engine.dtype}` : lock.backend;
 }

@@ -216,7 +216,12 @@ async function measureHeldOut(
       heldOutUnavailable: 'the run has no held-out tokens (data.valFraction 0, or too little data)',
     };
   const loss = (await evaluateLoss(model, batches))!;
-  const qModel = await createEngine({ backend: model.device as EngineBackend, spec: model.spec, weights: quantized });
+  const qModel = await createEngine({
+    backend: lock.backend,
+    engine: lock.engine,
+    spec: model.spec,
+    weights: quantized,
+  });
   let quantizedLoss: number;
   try {
     quantizedLoss = (await evaluateLoss(qModel, batches))!;

@@ -9,14 +9,25 @@ import type { ResolvedPipeline, ResolvedRecipe } from './schema.js';
 
 export type { BaseModelRef } from './base.js';
 
+/** The torch engine a run trains on (a tfjs run records only its backend). */
+export interface EngineLock {
+  kind: 'torch';
+  device: 'cpu' | 'cuda';
+  dtype: 'fp32' | 'bf16';
+  /** torch's version where the run was locked (bit-exact reproduce needs the same). */
+  torch: string;
+}
+
 /** The fully resolved, hashed description of a run: what `recipe.lock.json` holds. */
 export interface RecipeLock {
   /** Run identity: sha256 (hex, 16 chars) over everything below but baseDir and createdAt. */
   id: string;
   /** Lathe package version that made the lock. */
   lathe: string;
-  /** Concrete tfjs backend (never "auto"). */
+  /** Concrete tfjs backend (never "auto"); torch runs record cpu here and their engine below. */
   backend: 'cpu' | 'wasm' | 'webgpu';
+  /** The torch engine, device, dtype and version; absent for the tfjs engine. */
+  engine?: EngineLock;
   seed: number;
   /** The recipe with every default filled in. */
   recipe: ResolvedRecipe;
@@ -48,6 +59,8 @@ export function sourceName(recipe: ResolvedRecipe, i: number): string {
 export interface LockOptions {
   baseDir: string;
   backend: 'cpu' | 'wasm' | 'webgpu';
+  /** The torch engine, when the run trains on it. */
+  engine?: EngineLock;
   /** Pipelines: the stage starts from an earlier stage not trained yet, so `from` is resolved when it starts. */
   deferBase?: boolean;
 }
@@ -91,6 +104,7 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
   const body = {
     lathe: VERSION,
     backend: opts.backend,
+    engine: opts.engine,
     seed: recipe.seed,
     recipe: resolved,
     data,
@@ -130,6 +144,8 @@ export interface PipelineLock {
   id: string;
   lathe: string;
   backend: 'cpu' | 'wasm' | 'webgpu';
+  /** The torch engine every stage trains on; absent for the tfjs engine. */
+  engine?: EngineLock;
   /** The first stage's seed. */
   seed: number;
   recipe: ResolvedPipeline;
@@ -167,6 +183,7 @@ export async function lockPipeline(
   const body = {
     lathe: VERSION,
     backend: opts.backend,
+    engine: opts.engine,
     seed: stages[0]!.seed,
     recipe: pipeline,
     stages: stages.map((s) => s.id),
@@ -179,6 +196,7 @@ export async function lockPipeline(
     id,
     lathe: VERSION,
     backend: opts.backend,
+    engine: opts.engine,
     seed: body.seed,
     recipe: pipeline,
     stages,

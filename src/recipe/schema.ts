@@ -156,6 +156,12 @@ export const PretrainSchema = z
     beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2.'),
     eps: z.number().positive().default(1e-8).describe('AdamW epsilon.'),
     gradClip: z.number().min(0).default(1).describe('Clip the global gradient norm to this; 0 disables.'),
+    checkpointActivations: z
+      .boolean()
+      .optional()
+      .describe(
+        'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
+      ),
     fimRate: z
       .number()
       .min(0)
@@ -192,6 +198,23 @@ const seedField = z
 const backendField = BackendSchema.default('cpu').describe(
   'tfjs backend: cpu, wasm, webgpu, or auto (best available, said aloud).',
 );
+/** The engine fields: optional, so a recipe that names none keeps its identity (tfjs on `backend`). */
+const engineFields = {
+  engine: z
+    .enum(['tfjs', 'torch', 'auto'])
+    .optional()
+    .describe(
+      'The engine: tfjs (in this process; the default), torch (PyTorch in a child process), or auto (the fastest here, said aloud).',
+    ),
+  device: z
+    .enum(['cpu', 'cuda'])
+    .optional()
+    .describe('torch engine: cpu, or cuda (a GPU); default cpu, or cuda under auto where torch sees one.'),
+  dtype: z
+    .enum(['fp32', 'bf16'])
+    .optional()
+    .describe('torch engine: fp32 (default), or bf16 autocast with fp32 master weights.'),
+};
 
 /** Which checkpoints a run keeps: the last few, milestones, and the best by held-out loss. */
 export const CheckpointsSchema = z
@@ -215,6 +238,7 @@ export const PretrainRecipeSchema = z
     stage: z.literal('pretrain').describe('The training stage.'),
     seed: seedField,
     backend: backendField,
+    ...engineFields,
     data: DataSchema.describe('Training data.'),
     tokenizer: TokenizerSchema.prefault({}).describe('Tokenizer.'),
     model: ModelSchema.prefault({}).describe('Model.'),
@@ -289,6 +313,12 @@ function optimizerFields(d: {
     beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2.'),
     eps: z.number().positive().default(1e-8).describe('AdamW epsilon.'),
     gradClip: z.number().min(0).default(1).describe('Clip the global gradient norm to this; 0 disables.'),
+    checkpointActivations: z
+      .boolean()
+      .optional()
+      .describe(
+        'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
+      ),
     logEvery: z.number().int().positive().default(1).describe('Write metrics every N steps.'),
     checkpointEvery: z
       .number()
@@ -406,6 +436,7 @@ function postRecipeFields() {
     name: nameField,
     seed: seedField,
     backend: backendField,
+    ...engineFields,
     from: fromField,
     tokenizer: TokenizerSchema.prefault({}).describe('Tokenizer, when not starting `from` a model.'),
     model: ModelSchema.prefault({}).describe(
@@ -611,6 +642,7 @@ export const PipelineRecipeSchema = z
       .literal('pipeline')
       .describe("Several stages in order; each starts from the previous stage's final checkpoint."),
     backend: BackendSchema.optional().describe("tfjs backend for every stage; defaults to the first stage's."),
+    ...engineFields,
     from: fromField.describe(
       'Start the first stage from this model (a run directory or an HF folder), as its own `from` would.',
     ),

@@ -101,11 +101,10 @@ export async function verifyCheckpoint(dir: string, state?: CheckpointState): Pr
   return s;
 }
 
-/** Reads a checkpoint folder, verified: model weights, optimizer moments (if saved) and state. */
-export async function loadCheckpoint(
+/** Reads the tensor files of a checkpoint folder (see {@link writeTensorFiles}): weights, and moments when saved. */
+export async function readTensorFiles(
   dir: string,
-): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
-  const state = await verifyCheckpoint(dir);
+): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights } }> {
   const weights: Weights = new Map();
   try {
     for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors)
@@ -120,7 +119,15 @@ export async function loadCheckpoint(
     for (const [k, t] of opt.tensors)
       (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
   }
-  return { weights, moments, state };
+  return { weights, moments };
+}
+
+/** Reads a checkpoint folder, verified: model weights, optimizer moments (if saved) and state. */
+export async function loadCheckpoint(
+  dir: string,
+): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
+  const state = await verifyCheckpoint(dir);
+  return { ...(await readTensorFiles(dir)), state };
 }
 
 /** The newest checkpoint (at most `upTo`) whose files verify, and the newer ones skipped as corrupt. */

@@ -92,7 +92,7 @@ export async function loadModel(
   const ck = await loadCheckpoint(checkpoint);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
   return {
-    model: await createEngine({ backend: lock.backend, spec, weights: ck.weights }),
+    model: await createEngine({ backend: lock.backend, engine: lock.engine, spec, weights: ck.weights }),
     tokenizer,
     step,
     checkpoint,

@@ -2,7 +2,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parseRecipeText } from '../recipe/parse.js';
-import { backendFromEnv, useBackend, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import { engineFromEnv, resolveEngine, type EngineRequest } from '../engine/select.js';
+import type { BackendRequest } from '../engine/tfjs/backend.js';
 import type { Executor } from './run.js';
 import { localExecutor } from './local.js';
 import { LatheError, RecipeError } from '../errors.js';
@@ -28,14 +29,34 @@ export interface RunOptions {
   on?: Executor;
   /** Override train.steps (warmup is clamped to fit). */
   steps?: number;
-  /** Override the backend (else the recipe's, else LATHE_BACKEND). */
+  /** Override the backend (else LATHE_BACKEND, else the recipe's). */
   backend?: BackendRequest;
+  /** Override the engine: tfjs, torch or auto (else LATHE_ENGINE, else the recipe's, else tfjs). */
+  engine?: EngineRequest['engine'];
+  /** torch: override the device (else LATHE_DEVICE, else the recipe's, else cpu). */
+  device?: EngineRequest['device'];
+  /** torch: override the precision (else LATHE_DTYPE, else the recipe's, else fp32). */
+  dtype?: EngineRequest['dtype'];
   /** Run directory to create. */
   out?: string;
   /** Stop as if interrupted after this step, with a checkpoint. */
   stopAfter?: number;
   /** Make the run directory its owner's alone (0700): it holds tokenized data. */
   private?: boolean;
+}
+
+/** What a lock may override: steps, and the engine, device, dtype and backend. */
+export type LockRequest = Pick<RunOptions, 'backend' | 'steps' | 'engine' | 'device' | 'dtype'>;
+
+/** The engine request of a run: its options, else the environment, else the recipe. */
+function engineRequest(opts: LockRequest, recipe: EngineRequest): EngineRequest {
+  const env = engineFromEnv();
+  return {
+    engine: opts.engine ?? env.engine ?? recipe.engine,
+    device: opts.device ?? env.device ?? recipe.device,
+    dtype: opts.dtype ?? env.dtype ?? recipe.dtype,
+    backend: opts.backend ?? env.backend ?? recipe.backend,
+  };
 }
 
 /** An executor that locks recipes itself (a worker: its own backends, its own data); see dispatch/worker.ts. */
@@ -74,7 +95,7 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
   }
 
   /** Resolves into a lock: defaults, data hashes, version, backend, seed. */
-  async lock(opts: Pick<RunOptions, 'backend' | 'steps'> = {}): Promise<RecipeLock> {
+  async lock(opts: LockRequest = {}): Promise<RecipeLock> {
     let config = this.config;
     if (opts.steps !== undefined) {
       if (!Number.isInteger(opts.steps) || opts.steps < 1)
@@ -83,10 +104,9 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
       config.train.steps = opts.steps;
       config.train.warmupSteps = Math.min(config.train.warmupSteps, Math.max(0, opts.steps - 1));
     }
-    const request = opts.backend ?? backendFromEnv() ?? config.backend;
-    const backend: EngineBackend = await useBackend(request);
-    config = { ...config, backend };
-    return lockRecipe(config, { baseDir: this.baseDir, backend });
+    const { backend, engine } = await resolveEngine(engineRequest(opts, config));
+    config = { ...config, backend, ...(engine ? { engine: 'torch', device: engine.device, dtype: engine.dtype } : {}) };
+    return lockRecipe(config, { baseDir: this.baseDir, backend, engine });
   }
 
   /** Starts training and returns the live Run at once; `await run.done` waits for the end. */
@@ -172,7 +192,7 @@ export class Pipeline {
   }
 
   /** Resolves into a lock; `steps` overrides every stage's train.steps. */
-  async lock(opts: Pick<RunOptions, 'backend' | 'steps'> = {}): Promise<PipelineLock> {
+  async lock(opts: LockRequest = {}): Promise<PipelineLock> {
     let config = this.config;
     if (opts.steps !== undefined) {
       if (!Number.isInteger(opts.steps) || opts.steps < 1)
@@ -184,9 +204,16 @@ export class Pipeline {
       }
       config.train.steps = opts.steps * config.stages.length;
     }
-    const request = opts.backend ?? backendFromEnv() ?? config.backend ?? config.stages[0]!.backend;
-    const backend: EngineBackend = await useBackend(request);
-    return lockPipeline({ ...config, backend }, { baseDir: this.baseDir, backend });
+    const first = config.stages[0]!;
+    const { backend, engine } = await resolveEngine(
+      engineRequest(opts, {
+        backend: config.backend ?? first.backend,
+        engine: config.engine ?? first.engine,
+        device: config.device ?? first.device,
+        dtype: config.dtype ?? first.dtype,
+      }),
+    );
+    return lockPipeline({ ...config, backend }, { baseDir: this.baseDir, backend, engine });
   }
 
   /** Starts the pipeline and returns the live Run at once (metrics carry a global step, the stage and stage_step). */

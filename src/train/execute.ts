@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { trainPostTokenizer } from '../data/post.js';
 import { prepareData, type PreparedData } from '../data/prepare.js';
 import type { Engine, OptimizerState } from '../engine/engine.js';
-import { createEngine, type EngineOptions } from '../engine/index.js';
+import { createEngine, engineLabel, type EngineOptions } from '../engine/index.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
 import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
@@ -64,6 +64,8 @@ export async function executeStage(
     const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
     engine = await (opts.createEngine ?? createEngine)({
       backend: lock.backend,
+      engine: lock.engine,
+      checkpointActivations: r.train.checkpointActivations,
       spec: start.spec,
       weights: start.weights,
       optimizer: {
@@ -107,6 +109,7 @@ export async function executeStage(
       tokens_per_s: result.seconds > 0 ? Math.round(result.tokens / result.seconds) : undefined,
       params: engine.numParams,
       backend: lock.backend,
+      engine: lock.engine,
       lathe: lock.lathe,
       wall_seconds: Math.round(performance.now() - t0) / 1000,
       error: result.error,
@@ -251,7 +254,7 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
     sink.event({
       type: 'started',
       step: 0,
-      message: `training ${params.toLocaleString('en-US')} parameters on ${lock.backend}`,
+      message: `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
       params,
     });
   return { spec, weights: await fresh(), tokenizer, prepared, referenceWeights: fresh };
@@ -298,7 +301,7 @@ async function startPost(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boo
   sink.event({
     type: 'started',
     step: 0,
-    message: `${r.stage} ${from}: ${params.toLocaleString('en-US')} parameters on ${lock.backend}`,
+    message: `${r.stage} ${from}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
     params,
   });
   return { spec, weights, tokenizer, referenceWeights };

@@ -100,6 +100,7 @@ export async function executePipeline(
             : await lockRecipe({ ...st, backend: lock.backend, from: base } as typeof st, {
                 baseDir: lock.baseDir,
                 backend: lock.backend,
+                engine: lock.engine,
               });
         await mkdir(dir, { recursive: true });
         await RunDir.create(stageLock, dir);

@@ -240,7 +240,7 @@ export async function openJudge(lock: RecipeLock, r: OnlineDpoRecipe | GrpoRecip
     });
   if (lock.judge) {
     const { spec, weights, tokenizer } = await loadBase(lock.judge, 'judge.model');
-    const engine = await createEngine({ backend: lock.backend, spec, weights });
+    const engine = await createEngine({ backend: lock.backend, engine: lock.engine, spec, weights });
     return new ModelJudge(engine, tokenizer, `judge.model ${lock.judge.path}`);
   }
   throw new LatheError(

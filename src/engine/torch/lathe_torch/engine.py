@@ -1,0 +1,236 @@
+"""The engine: a model on a device with its optimizer, the named losses, decoding with a KV cache,
+a frozen reference, and checkpoints in Lathe's format (model.safetensors with HF names, fp32, and
+optimizer.safetensors with m.<name> / v.<name>)."""
+import copy
+import os
+import time
+
+import torch
+from safetensors.torch import save_file
+
+from .losses import LOSSES, sequence_logprobs, token_logprobs
+from .model import LanguageModel
+
+
+class EngineError(Exception):
+    """A request the engine cannot serve (the TS side turns it into a LatheError)."""
+
+
+class Engine:
+    def __init__(self, spec, weights, device='cpu', dtype='fp32', optimizer=None, state=None,
+                 checkpoint_activations=False, compile=False):
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise EngineError('device cuda: torch.cuda.is_available() is false (a CPU build of torch, or no GPU)')
+        self.device = torch.device(device)
+        self.bf16 = dtype == 'bf16'
+        if self.bf16 and self.device.type == 'cpu' and not torch.backends.mkldnn.is_available():
+            raise EngineError('dtype bf16: this CPU build of torch has no oneDNN (mkldnn) for bf16 matmuls')
+        self.spec = spec
+        self.model = LanguageModel(spec).to(self.device)
+        self.load_weights(self.model, weights)
+        self.model.checkpoint_activations = bool(checkpoint_activations)
+        self.names = {p: n for n, p in self.model.named_parameters()}
+        self.params = [p for p in self.model.parameters()]
+        self.reference = None
+        self.sessions = {}
+        self.next_session = 1
+        self.micro = 0
+        self.steps = 0
+        self.compile_seconds = 0.0
+        self.step_fn = self.model
+        if compile:
+            t0 = time.perf_counter()
+            self.step_fn = torch.compile(self.model)
+            self.compile_seconds = time.perf_counter() - t0
+        self.opt = None
+        if optimizer is not None:
+            self.clip = optimizer['gradClip']
+            decay = [p for p in self.params if p.ndim >= 2]
+            no_decay = [p for p in self.params if p.ndim < 2]
+            fused = self.device.type == 'cuda'
+            self.opt = torch.optim.AdamW(
+                [{'params': decay, 'weight_decay': optimizer['weightDecay']},
+                 {'params': no_decay, 'weight_decay': 0.0}],
+                lr=0.0, betas=(optimizer['beta1'], optimizer['beta2']), eps=optimizer['eps'],
+                fused=fused, foreach=None if fused else True)
+            self.init_optimizer_state(state)
+
+    # ---- weights ----
+
+    def load_weights(self, model, weights):
+        own = dict(model.named_parameters())
+        missing = [n for n in own if n not in weights]
+        if missing:
+            raise EngineError(f'weights lack {missing[0]}' + (f' and {len(missing) - 1} more' if len(missing) > 1 else ''))
+        with torch.no_grad():
+            for n, p in own.items():
+                w = weights[n]
+                if tuple(w.shape) != tuple(p.shape):
+                    raise EngineError(f'{n}: shape {list(w.shape)} does not match the model\'s {list(p.shape)}')
+                p.copy_(w.to(p.device))
+
+    def weights(self):
+        return {n: p.detach().float().cpu().contiguous() for n, p in self.model.named_parameters()}
+
+    def init_optimizer_state(self, state):
+        """Moments for every parameter up front (zeros, or a checkpoint's), and one global step count:
+        Lathe's AdamW corrects bias by the optimizer's step, also for an expert that sat out steps."""
+        fused = self.device.type == 'cuda'
+        self.steps = int(state['step']) if state else 0
+        for p in self.params:
+            name = self.names[p]
+            m = state['m'][name].to(self.device) if state else torch.zeros_like(p)
+            v = state['v'][name].to(self.device) if state else torch.zeros_like(p)
+            if tuple(m.shape) != tuple(p.shape) or tuple(v.shape) != tuple(p.shape):
+                raise EngineError(f'optimizer state of {name}: shape {list(m.shape)} does not match {list(p.shape)}')
+            self.opt.state[p] = {
+                'step': torch.tensor(float(self.steps), dtype=torch.float32, device=p.device if fused else 'cpu'),
+                'exp_avg': m.clone(),
+                'exp_avg_sq': v.clone(),
+            }
+
+    def optimizer_state(self):
+        if self.opt is None:
+            return None
+        m, v = {}, {}
+        for p in self.params:
+            st = self.opt.state[p]
+            m[self.names[p]] = st['exp_avg'].float().cpu().contiguous()
+            v[self.names[p]] = st['exp_avg_sq'].float().cpu().contiguous()
+        return m, v, self.steps
+
+    def save(self, folder):
+        save_file(self.weights(), os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+        st = self.optimizer_state()
+        if st is not None:
+            m, v, _ = st
+            both = {f'm.{k}': t for k, t in m.items()}
+            both.update({f'v.{k}': t for k, t in v.items()})
+            save_file(both, os.path.join(folder, 'optimizer.safetensors'))
+
+    def set_reference(self, weights):
+        ref = copy.deepcopy(self.model) if weights is None else LanguageModel(self.spec).to(self.device)
+        if weights is not None:
+            self.load_weights(ref, weights)
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        self.reference = ref
+
+    # ---- training ----
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def to_device(self, b):
+        out = dict(b)
+        for k in ('inputs', 'targets'):
+            out[k] = b[k].to(self.device, torch.long)
+        out['inputs'] = out['inputs'].view(b['batch'], b['seq'])
+        out['targets'] = out['targets'].view(-1)
+        if b.get('weights') is not None:
+            out['weights'] = b['weights'].to(self.device)
+        return out
+
+    def loss_spec(self, spec):
+        out = dict(spec)
+        for k in ('reference', 'advantages', 'valid', 'old'):
+            if isinstance(out.get(k), torch.Tensor):
+                out[k] = out[k].to(self.device)
+        return out
+
+    @staticmethod
+    def read(report):
+        return {k: (v.tolist() if v.ndim else float(v)) for k, v in ((k, t.detach().float().cpu()) for k, t in report.items())}
+
+    def forward_backward(self, b, spec):
+        if self.opt is None:
+            raise EngineError('this engine was made for inference: it has no optimizer')
+        fn = LOSSES.get(spec['name'])
+        if fn is None:
+            raise EngineError(f'unknown loss {spec["name"]!r}')
+        self.model.train()
+        with self.autocast():
+            total, report = fn(self.step_fn, self.to_device(b), self.loss_spec(spec))
+        total.backward()
+        self.micro += 1
+        return self.read(report)
+
+    def forward(self, b, spec):
+        fn = LOSSES.get(spec['name'])
+        if fn is None:
+            raise EngineError(f'unknown loss {spec["name"]!r}')
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            _, report = fn(self.model, self.to_device(b), self.loss_spec(spec))
+        return self.read(report)
+
+    def optim_step(self, lr):
+        if self.opt is None:
+            raise EngineError('this engine was made for inference: it has no optimizer')
+        if self.micro == 0:
+            raise EngineError('optimStep without gradients: call forwardBackward first')
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.micro > 1:
+            torch._foreach_mul_(grads, 1.0 / self.micro)
+        self.micro = 0
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        skipped = not (norm == norm and norm not in (float('inf'), float('-inf')))
+        if not skipped:
+            if self.clip > 0 and norm > self.clip:
+                torch._foreach_mul_(grads, self.clip / norm)
+            for group in self.opt.param_groups:
+                group['lr'] = lr
+            # torch adds 1 before use: the global count, for every parameter that has a gradient.
+            for p in self.params:
+                if p.grad is not None:
+                    self.opt.state[p]['step'].fill_(float(self.steps))
+            self.opt.step()
+            self.steps += 1
+        self.opt.zero_grad(set_to_none=True)
+        return norm, skipped
+
+    # ---- inference ----
+
+    def logprobs(self, b, reference=False, total=False):
+        model = self.reference if reference else self.model
+        if model is None:
+            raise EngineError('no reference model: call setReference first')
+        model.eval()
+        bd = self.to_device(b)
+        with torch.no_grad(), self.autocast():
+            if total:
+                return sequence_logprobs(model, bd).float().cpu()
+            logits, _ = model(bd['inputs'])
+            return token_logprobs(logits, bd['targets']).float().cpu()
+
+    def logits(self, ids):
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            logits, _ = self.model(ids.to(self.device, torch.long).view(1, -1))
+        return logits.float().cpu()
+
+    def decode_start(self, prompt, n):
+        self.model.eval()
+        cache = [dict() for _ in range(self.spec['layers'])]
+        with torch.no_grad(), self.autocast():
+            logits, _ = self.model(prompt.to(self.device, torch.long).view(1, -1), 0, cache)
+        if n > 1:
+            for c in cache:
+                c['k'] = c['k'].expand(n, -1, -1, -1).contiguous()
+                c['v'] = c['v'].expand(n, -1, -1, -1).contiguous()
+        sid = self.next_session
+        self.next_session += 1
+        self.sessions[sid] = {'cache': cache, 'pos': prompt.numel(), 'n': n}
+        return sid, logits[-1].float().cpu()
+
+    def decode_step(self, sid, tokens):
+        s = self.sessions.get(sid)
+        if s is None:
+            raise EngineError(f'no decode session {sid}')
+        with torch.no_grad(), self.autocast():
+            logits, _ = self.model(tokens.to(self.device, torch.long).view(s['n'], 1), s['pos'], s['cache'])
+        s['pos'] += 1
+        return logits.float().cpu()
+
+    def decode_close(self, sid):
+        self.sessions.pop(sid, None)

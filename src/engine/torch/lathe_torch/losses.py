@@ -1,0 +1,89 @@
+"""The named losses, as the tfjs engine computes them (src/engine/tfjs/losses.ts): each returns what
+is minimised and the values it reports, named as they appear in metrics."""
+import torch
+import torch.nn.functional as F
+
+
+def token_logprobs(logits, targets):
+    """log p(target) at every position [N] from logits [N, V]; targets outside [0, V) give 0."""
+    v = logits.shape[-1]
+    ok = (targets >= 0) & (targets < v)
+    lp = torch.log_softmax(logits, -1).gather(1, targets.clamp(0, v - 1)[:, None])[:, 0]
+    return torch.where(ok, lp, torch.zeros_like(lp))
+
+
+def cross_entropy(model, b, spec):
+    logits, routers = model(b['inputs'])
+    nll = -token_logprobs(logits, b['targets'])
+    w = b.get('weights')
+    ce = (nll * w).sum() / w.sum().clamp(min=1) if w is not None else nll.mean()
+    total = ce
+    report = {'loss': ce}
+    if routers:
+        balance = torch.stack([r[0] for r in routers]).mean()
+        z = torch.stack([r[1] for r in routers]).mean()
+        util = torch.stack([r[2] for r in routers]).mean(0)
+        total = ce + balance * model.s['auxLossCoef'] + z * model.s['zLossCoef']
+        report.update({'aux_loss': balance, 'z_loss': z, 'expert_util': util})
+    if spec.get('accuracy'):
+        hit = (logits.argmax(-1) == b['targets']).float()
+        report['accuracy'] = (hit * w).sum() / w.sum().clamp(min=1) if w is not None else hit.mean()
+    return total, report
+
+
+def sequence_logprobs(model, b):
+    """Weighted (completion-masked) log-probability per sequence [B]."""
+    logits, _ = model(b['inputs'])
+    lp = token_logprobs(logits, b['targets']).view(b['batch'], b['seq'])
+    return (lp * b['weights'].view(b['batch'], b['seq'])).sum(1)
+
+
+def dpo(model, b, spec):
+    n = spec['pairs']
+    policy = sequence_logprobs(model, b)
+    ref = spec['reference']
+    chosen = policy[:n] - ref[:n]
+    rejected = policy[n:] - ref[n:]
+    logits = (chosen - rejected) * spec['beta']
+    losses = F.softplus(-logits)
+    eps = spec['labelSmoothing']
+    if eps > 0:
+        losses = losses * (1 - eps) + F.softplus(logits) * eps
+    loss = losses.mean()
+    beta = spec['beta']
+    return loss, {
+        'loss': loss,
+        'rewards/chosen': (chosen * beta).mean(),
+        'rewards/rejected': (rejected * beta).mean(),
+        'rewards/margins': logits.mean(),
+        'rewards/accuracies': (logits > 0).float().mean(),
+        'logps/chosen': policy[:n].mean(),
+        'logps/rejected': policy[n:].mean(),
+    }
+
+
+def policy_gradient(model, b, spec):
+    bsz, t = b['batch'], b['seq']
+    logits, _ = model(b['inputs'])
+    logp = token_logprobs(logits, b['targets']).view(bsz, t)
+    valid = spec['valid'].view(bsz, 1)
+    mask = b['weights'].view(bsz, t) * valid
+    adv = spec['advantages'].view(bsz, 1)
+    ratio = torch.exp(logp - spec['old'].view(bsz, t))
+    s1 = ratio * adv
+    s2 = ratio.clamp(1 - spec['clipEpsilon'], 1 + spec['clipEpsilon']) * adv
+    per_token = -torch.minimum(s1, s2)
+    kl = torch.zeros_like(logp)
+    if spec.get('reference') is not None:
+        d = spec['reference'].view(bsz, t) - logp
+        kl = torch.exp(d) - d - 1
+        if spec['beta'] > 0:
+            per_token = per_token + kl * spec['beta']
+    per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+    loss = (per_seq * valid.view(-1)).sum() / valid.sum().clamp(min=1)
+    n_tok = mask.sum().clamp(min=1)
+    clipped = ((mask > 0) & (s1 != torch.minimum(s1, s2))).float()
+    return loss, {'loss': loss, 'kl': (kl * mask).sum() / n_tok, 'clip_ratio': clipped.sum() / n_tok}
+
+
+LOSSES = {'cross_entropy': cross_entropy, 'dpo': dpo, 'policy_gradient': policy_gradient}
