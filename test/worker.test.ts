@@ -246,6 +246,59 @@ describe('worker', () => {
     expect(existsSync(join(state, 'worker.pid'))).toBe(false);
   });
 
+  it('with --engine torch: a job killed with -9 resumes by itself when the worker restarts, equal to an uninterrupted torch run to the bit', async () => {
+    const dir = await scratch('lathe-wtorch-');
+    const data = await tallySlice(dir, 600);
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+    // Big enough that the run outlasts the wait for its first checkpoints.
+    const recipe = new Recipe(
+      tinyRecipe(data, {
+        model: { dim: 128, layers: 2, heads: 4, context: 64 },
+        train: { steps: 120, batchSize: 8, warmupSteps: 4, checkpointEvery: 10 },
+        eval: { every: 0, batches: 1 },
+      }),
+      { baseDir: dir },
+    );
+    const straight = await localExecutor.start(await recipe.lock({ engine: 'torch' }), { out: join(dir, 'straight') });
+    await straight.done;
+    const port = await freePort();
+    const state = join(dir, 'state');
+    const args = [
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--token-file',
+      tokenFile,
+      '--state-dir',
+      state,
+      '--engine',
+      'torch',
+    ];
+    const first = await startWorkerProcess(args, join(dir, 'url1'));
+    children.push(first.child);
+    const w = await connect(first.url, { token: TOKEN });
+    // The recipe names no engine: the worker's (torch) is taken, and recorded in the lock.
+    const a = await recipe.start({ on: w, out: join(dir, 'mirror') });
+    expect(a.lock.engine).toMatchObject({ kind: 'torch', device: 'cpu', dtype: 'fp32' });
+    const jobDir = join(state, 'jobs', w.lastJob!.id);
+    await until('a checkpoint at step 20', () => existsSync(join(jobDir, 'run', 'checkpoints', '20', 'state.json')));
+    first.child.kill('SIGKILL');
+    await new Promise((r) => first.child.once('exit', r));
+    const cut = (await readJsonl(join(jobDir, 'run', 'metrics.jsonl'))).length;
+    expect(cut).toBeLessThan(120);
+    const second = await startWorkerProcess(args, join(dir, 'url2'));
+    children.push(second.child);
+    expect((await a.done).status).toBe('completed');
+    const remote = await readJsonl(join(jobDir, 'run', 'metrics.jsonl'));
+    expect(remote).toHaveLength(120);
+    expect(strip(remote)).toEqual(strip(await readJsonl(join(dir, 'straight', 'metrics.jsonl'))));
+    const resumed = (await readJsonl(join(jobDir, 'run', 'events.jsonl'))).find((e) => e.type === 'resumed');
+    expect(resumed.step).toBeGreaterThanOrEqual(20);
+    w.close();
+    second.child.kill('SIGTERM');
+    await new Promise((r) => second.child.once('exit', r));
+  }, 300_000);
+
   it('training goes on while a client is away; a client that drops catches up without losing or repeating a point; cancel stops a job', async () => {
     const dir = await scratch('lathe-wdrop-');
     const data = await tallySlice(dir, 300);

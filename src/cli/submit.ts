@@ -5,7 +5,7 @@ import { LatheError } from '../errors.js';
 import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import { readTokenFile } from '../worker/auth.js';
-import { backendOption, positiveInt } from './options.js';
+import { backendOption, engineOptions, positiveInt } from './options.js';
 import { followRun } from './progress.js';
 import { progressMode, reportEnd } from './train.js';
 
@@ -25,6 +25,9 @@ interface SubmitOptions {
   attach?: string;
   steps?: number;
   backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
+  engine?: 'tfjs' | 'torch' | 'auto';
+  device?: 'cpu' | 'cuda';
+  dtype?: 'fp32' | 'bf16';
   out?: string;
   wait?: boolean;
   detach?: boolean;
@@ -62,6 +65,13 @@ export function register(program: Command): void {
       "cpu, wasm, webgpu, or auto (the worker's own; also when the recipe names none)",
       backendOption,
     )
+    .option(
+      engineOptions[0]!.flags,
+      "tfjs, torch or auto; overrides the recipe (default: the worker's)",
+      engineOptions[0]!.parse,
+    )
+    .option(engineOptions[1]!.flags, engineOptions[1]!.about, engineOptions[1]!.parse)
+    .option(engineOptions[2]!.flags, engineOptions[2]!.about, engineOptions[2]!.parse)
     .option(
       '--out <dir>',
       'local run directory to mirror into (default: runs/<name>-<lock id>); with --attach it may be the mirror an earlier submit of that job made',
@@ -101,7 +111,13 @@ export function register(program: Command): void {
             );
         } else {
           const r = await loadRecipe(file!);
-          const lock = await exec.lockRecipe(r, { steps: o.steps, backend: o.backend });
+          const lock = await exec.lockRecipe(r, {
+            steps: o.steps,
+            backend: o.backend,
+            engine: o.engine,
+            device: o.device,
+            dtype: o.dtype,
+          });
           run = await exec.start(lock, { out: o.out, name: o.name, onNotice: notice });
           const job = exec.lastJob!;
           if (!o.json)

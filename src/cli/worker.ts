@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../runs/atomic.js';
 import { readTokenFile, tokenFileIsShared } from '../worker/auth.js';
 import { MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, WorkerServer } from '../worker/server.js';
 import { KEEPALIVE_MS, MIN_CHUNK_BYTES } from '../worker/protocol.js';
-import { backendOption, positiveInt } from './options.js';
+import { backendOption, engineOptions, positiveInt } from './options.js';
 
 /** Commander parser for --listen HOST:PORT (port 0 picks a free one). */
 export function listenOption(v: string): { host: string; port: number } {
@@ -31,6 +31,9 @@ interface WorkerCliOptions {
   dataRoot?: string;
   allowModuleNetwork?: boolean;
   backend: 'cpu' | 'wasm' | 'webgpu' | 'auto';
+  engine?: 'tfjs' | 'torch' | 'auto';
+  device?: 'cpu' | 'cuda';
+  dtype?: 'fp32' | 'bf16';
   cert?: string;
   key?: string;
   once?: boolean;
@@ -69,6 +72,13 @@ export function register(program: Command): void {
       backendOption,
       'auto',
     )
+    .option(
+      '--engine <name>',
+      'engine for jobs whose recipe and client name none: tfjs (default), torch, or auto',
+      engineOptions[0]!.parse,
+    )
+    .option('--device <name>', 'torch engine: default device for jobs (cpu or cuda)', engineOptions[1]!.parse)
+    .option('--dtype <name>', 'torch engine: default precision for jobs (fp32 or bf16)', engineOptions[2]!.parse)
     .option('--cert <file>', 'TLS certificate (PEM): serve wss://')
     .option('--key <file>', 'TLS private key (PEM), with --cert')
     .option('--once', 'stop once the first job has ended and its clients have left (one worker per cluster job)')
@@ -110,6 +120,7 @@ export function register(program: Command): void {
         stateDir: o.stateDir,
         dataRoot: o.dataRoot,
         backend: o.backend,
+        engine: { engine: o.engine, device: o.device, dtype: o.dtype },
         tls: o.cert && o.key ? { cert: readPem(o.cert, '--cert'), key: readPem(o.key, '--key') } : undefined,
         once: o.once,
         maxFrameBytes: o.maxFrameBytes,

@@ -1,9 +1,10 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import { engineFromEnv, type EngineRequest } from '../engine/select.js';
+import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
-import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
+import { lockPipeline, lockRecipe, type AnyLock, type EngineLock } from '../recipe/lock.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
 import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import { registerLive } from '../runs/live.js';
@@ -41,7 +42,13 @@ export interface RemoteStartOptions extends StartOptions {
 
 /** An executor that locks recipes itself (Recipe.start asks it to): a worker has its own backends and data. */
 export interface LockingExecutor extends Executor {
-  lockRecipe(recipe: Recipe | Pipeline, opts: { steps?: number; backend?: BackendRequest }): Promise<AnyLock>;
+  lockRecipe(recipe: Recipe | Pipeline, opts: RemoteLockOptions): Promise<AnyLock>;
+}
+
+/** What a lock made for a worker may override: steps, the backend, and the engine, device and dtype. */
+export interface RemoteLockOptions extends Omit<EngineRequest, 'backend'> {
+  steps?: number;
+  backend?: BackendRequest;
 }
 
 /** True for an executor that locks recipes itself. */
@@ -96,19 +103,49 @@ export class WorkerExecutor implements LockingExecutor {
     return request;
   }
 
+  /**
+   * The torch engine a job gets (undefined: tfjs): the client's request, else the environment's, else
+   * the recipe's, else the worker's default; torch must be on the worker, and CUDA for device cuda.
+   */
+  engineFor(request: EngineRequest): EngineLock | undefined {
+    const e = this.client.hello.engines;
+    const kind = request.engine ?? e?.default ?? 'tfjs';
+    const torch = e?.torch;
+    if (kind === 'tfjs' || (kind === 'auto' && !torch)) {
+      if (request.dtype === 'bf16')
+        throw new LatheError('dtype bf16: the tfjs engine computes in fp32; use --engine torch', 2);
+      return undefined;
+    }
+    if (!torch)
+      throw new LatheError(
+        `engine torch is not available on the worker at ${this.url}: ${e?.torchWhy ?? 'the worker predates the torch engine'}`,
+        2,
+      );
+    const device = request.device ?? e?.device ?? (torch.cuda ? 'cuda' : 'cpu');
+    if (device === 'cuda' && !torch.cuda)
+      throw new LatheError(`device cuda: torch ${torch.version} on the worker at ${this.url} sees no CUDA device`, 2);
+    return { kind: 'torch', device, dtype: request.dtype ?? e?.dtype ?? 'fp32', torch: torch.version };
+  }
+
   /** Locks a recipe for this worker; recipes that name `worker:` data are locked by the worker, which hashes that data where it lives. */
-  async lockRecipe(
-    recipe: Recipe | Pipeline,
-    opts: { steps?: number; backend?: BackendRequest } = {},
-  ): Promise<AnyLock> {
-    const request = opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend;
-    const backend = this.backendFor(request);
-    const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
+  async lockRecipe(recipe: Recipe | Pipeline, opts: RemoteLockOptions = {}): Promise<AnyLock> {
+    const input = recipe.input as EngineRequest;
+    const env = engineFromEnv();
+    const engine = this.engineFor({
+      engine: opts.engine ?? env.engine ?? input.engine,
+      device: opts.device ?? env.device ?? input.device,
+      dtype: opts.dtype ?? env.dtype ?? input.dtype,
+    });
+    const backend = engine
+      ? 'cpu'
+      : this.backendFor(opts.backend ?? env.backend ?? (recipe.input as { backend?: BackendRequest }).backend);
+    const named = engine ? { engine: 'torch' as const, device: engine.device, dtype: engine.dtype } : {};
+    const config = withSteps({ ...recipe.config, backend, ...named } as ResolvedRecipe | ResolvedPipeline, opts.steps);
     const onWorker = recipePathFields(config as unknown as Record<string, unknown>).some((f) => isWorkerPath(f.value));
     if (!onWorker) {
       return config.stage === 'pipeline'
-        ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
-        : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
+        ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend, engine })
+        : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend, engine });
     }
     if (!this.client.hello.dataRoot)
       throw new LatheError(`the recipe names worker: data, but the worker at ${this.url} has no --data-root`);
@@ -122,6 +159,7 @@ export class WorkerExecutor implements LockingExecutor {
       recipe: config as unknown as Record<string, unknown>,
       baseDir: recipe.baseDir,
       backend,
+      engine,
       files,
     });
     return r.lock as unknown as AnyLock;

@@ -26,7 +26,7 @@ export async function handleMessage(
   const { queue, store } = ctx;
   switch (m.type) {
     case 'hello':
-      return c.send({ type: 'welcome', re: m.id, ...ctx.hello() });
+      return c.send({ type: 'welcome', re: m.id, ...(await ctx.hello()) });
     case 'upload.begin': {
       const s = await store.begin(m.sha256, m.bytes, m.chunkBytes);
       return c.send({ type: 'upload.status', re: m.id, ...s });
@@ -115,11 +115,11 @@ async function lockOnWorker(ctx: WorkerContext, m: Msg<'lock'>): Promise<AnyLock
       config.stage === 'pipeline'
         ? await lockPipeline(
             { ...(config as ResolvedPipeline), backend: m.backend },
-            { baseDir: staging, backend: m.backend },
+            { baseDir: staging, backend: m.backend, engine: m.engine },
           )
         : await lockRecipe(
             { ...(config as ResolvedRecipe), backend: m.backend },
-            { baseDir: staging, backend: m.backend },
+            { baseDir: staging, backend: m.backend, engine: m.engine },
           );
     return clientLock(lock, r);
   } finally {

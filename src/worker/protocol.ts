@@ -1,6 +1,14 @@
 import { z } from 'zod';
 import type { RunStatus } from '../runs/rundir.js';
 
+/** A lock's torch engine (src/recipe/lock.ts EngineLock), as it crosses the wire. */
+const EngineLockSchema = z.strictObject({
+  kind: z.literal('torch'),
+  device: z.enum(['cpu', 'cuda']),
+  dtype: z.enum(['fp32', 'bf16']),
+  torch: z.string().max(100),
+});
+
 // The worker's wire protocol: a small tagged message protocol (y-websocket's style) over one WebSocket.
 // Text frames carry JSON messages; binary frames carry a JSON header and raw bytes (upload chunks,
 // fetched files). Every message names the protocol version `v`; requests carry an `id` that the reply
@@ -89,6 +97,7 @@ export const ClientMessageSchema = z.discriminatedUnion('type', [
     recipe: jsonDocument,
     baseDir: pathText,
     backend: z.enum(['cpu', 'wasm', 'webgpu']),
+    engine: EngineLockSchema.optional(),
     files: manifest,
   }),
   z.strictObject({
@@ -187,6 +196,17 @@ export const TERMINAL: ReadonlySet<JobInfo['status']> = new Set(['completed', 'i
 
 const backendName = z.enum(['cpu', 'wasm', 'webgpu']);
 
+/** What the worker offers for the torch engine, and its defaults for recipes that name no engine. */
+export const WorkerEnginesSchema = z.object({
+  /** The engine jobs use when neither the recipe nor the client names one. */
+  default: z.enum(['tfjs', 'torch', 'auto']),
+  device: z.enum(['cpu', 'cuda']).optional(),
+  dtype: z.enum(['fp32', 'bf16']).optional(),
+  /** torch on the worker: its version and CUDA devices, or null with `torchWhy`. */
+  torch: z.object({ version: z.string(), cuda: z.boolean(), devices: z.number().int().min(0) }).nullable(),
+  torchWhy: z.string().optional(),
+});
+
 /** What a worker says about itself on hello. */
 export const WorkerHelloSchema = z.object({
   worker: z.string(),
@@ -201,6 +221,8 @@ export const WorkerHelloSchema = z.object({
   chunkBytes: count,
   /** How often the worker pings a client (ms); a client that answers none by the next is dropped. */
   keepaliveMs: count.optional(),
+  /** Engines (absent from workers before the torch engine: tfjs only). */
+  engines: WorkerEnginesSchema.optional(),
 });
 /** What a worker says about itself on hello. */
 export type WorkerHello = z.output<typeof WorkerHelloSchema>;

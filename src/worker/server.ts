@@ -7,7 +7,9 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { EngineRequest } from '../engine/select.js';
 import type { BackendRequest } from '../engine/tfjs/backend.js';
+import { TORCH_FIX, torchInfoAsync } from '../engine/torch/process.js';
 import { LatheError } from '../errors.js';
 import { canUnshareNetwork, confineModules } from '../eval/module-host.js';
 import { VERSION } from '../version.js';
@@ -58,6 +60,8 @@ export interface WorkerOptions {
   dataRoot?: string;
   /** Backend for jobs whose recipe names none (default auto: webgpu, wasm, cpu, the first that runs here). */
   backend?: BackendRequest;
+  /** Engine (and torch device and dtype) for jobs whose recipe and client name none (default tfjs). */
+  engine?: EngineRequest;
   /** Serve wss:// with this certificate and key (PEM). */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Largest frame accepted (default 4 MiB); larger frames get a `frame-too-large` error. */
@@ -120,6 +124,7 @@ export class WorkerServer {
   private backends!: WorkerBackends;
   private dataRoot?: string;
   private unconfine?: () => void;
+  private engines!: Promise<WorkerHello['engines']>;
   private streams: JobStreams;
   private ctx: WorkerContext;
   private pidFile: string;
@@ -174,7 +179,7 @@ export class WorkerServer {
   }
 
   /** What hello answers. */
-  get hello(): WorkerHello {
+  async hello(): Promise<WorkerHello> {
     return {
       worker: hostname(),
       lathe: VERSION,
@@ -185,6 +190,7 @@ export class WorkerServer {
       maxFrameBytes: this.opts.maxFrameBytes,
       chunkBytes: this.opts.chunkBytes,
       keepaliveMs: this.opts.keepaliveMs,
+      engines: await this.engines,
     };
   }
 
@@ -208,7 +214,7 @@ export class WorkerServer {
         return w.backends;
       },
       chunkBytes: this.opts.chunkBytes,
-      hello: () => this.hello,
+      hello: () => this.hello(),
       log: (line) => this.log(line),
       jobAdded: () => (this.hadJob = true),
     };
@@ -241,6 +247,20 @@ export class WorkerServer {
         "warning: `unshare --net` does not work here (no user namespaces): jobs' reward and scorer modules are not cut off from the network",
       );
     this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
+    // Importing torch takes a second or two: a worker that does not default to it answers clients meanwhile.
+    this.engines = torchInfoAsync().then((torch) => ({
+      default: o.engine?.engine ?? 'tfjs',
+      device: o.engine?.device,
+      dtype: o.engine?.dtype,
+      torch: torch.info ? { version: torch.info.torch, cuda: torch.info.cuda, devices: torch.info.devices } : null,
+      torchWhy: torch.why,
+    }));
+    if (o.engine?.engine === 'torch' || o.engine?.device || o.engine?.dtype) {
+      const torch = await torchInfoAsync();
+      if (!torch.info) throw new LatheError(`--engine torch: ${torch.why}; ${TORCH_FIX}`, 2);
+      if (o.engine.device === 'cuda' && !torch.info.cuda)
+        throw new LatheError(`--device cuda: torch ${torch.info.torch} here sees no CUDA device`, 2);
+    }
     const swept = await this.store.sweep(UPLOAD_TTL_MS);
     if (swept.length) this.log(`removed ${swept.length} unfinished upload(s) nobody came back for`);
     await rm(join(o.stateDir, 'staging'), { recursive: true, force: true }); // locks cut off by a crash
@@ -280,7 +300,7 @@ export class WorkerServer {
     });
     this.queue.start();
     this.log(
-      `lathe worker ${VERSION} listening on ${this.url}; backend ${this.backends.backend} (webgpu: ${this.backends.backends.webgpu}); state ${o.stateDir}` +
+      `lathe worker ${VERSION} listening on ${this.url}; engine ${o.engine?.engine ?? 'tfjs'}; backend ${this.backends.backend} (webgpu: ${this.backends.backends.webgpu}); state ${o.stateDir}` +
         (this.dataRoot ? `; data root ${this.dataRoot}` : '; no data root'),
     );
   }

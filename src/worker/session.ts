@@ -39,7 +39,7 @@ export interface WorkerContext {
   /** Size of the binary frames a fetch sends. */
   readonly chunkBytes: number;
   /** What hello answers. */
-  hello(): WorkerHello;
+  hello(): Promise<WorkerHello>;
   /** A line for the worker's log. */
   log(line: string): void;
   /** Told when a client queued a job. */

@@ -37,24 +37,50 @@ export interface TorchInfo {
   bf16: boolean;
 }
 
-let probed: { info?: TorchInfo; why?: string } | undefined;
+/** What probing torch found: its info, or why it cannot run. */
+export type TorchProbe = { info?: TorchInfo; why?: string };
 
-/** Probes the engine's Python once: torch and CUDA, or why they are missing. */
-export function torchInfo(): { info?: TorchInfo; why?: string } {
-  if (probed) return probed;
-  const python = enginePython();
-  const code =
-    'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "devices": torch.cuda.device_count(), "bf16": torch.backends.mkldnn.is_available() or torch.cuda.is_available()}))';
-  const r = spawnSync(python, ['-c', code], { encoding: 'utf8', timeout: 120_000 });
-  if (r.error) probed = { why: `${python} cannot run (${r.error.message})` };
-  else if (r.status !== 0) {
+let probed: TorchProbe | undefined;
+let probing: Promise<TorchProbe> | undefined;
+const PROBE =
+  'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "devices": torch.cuda.device_count(), "bf16": torch.backends.mkldnn.is_available() or torch.cuda.is_available()}))';
+
+function probeResult(
+  python: string,
+  r: { error?: Error; status: number | null; stdout: string; stderr: string },
+): TorchProbe {
+  if (r.error) return { why: `${python} cannot run (${r.error.message})` };
+  if (r.status !== 0) {
     const last = r.stderr.trim().split('\n').at(-1) ?? '';
-    probed = {
+    return {
       why: /No module named 'torch'/.test(r.stderr) ? `torch is not installed for ${python}` : `${python}: ${last}`,
     };
-  } else
-    probed = { info: { python, ...(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Omit<TorchInfo, 'python'>) } };
-  return probed;
+  }
+  return { info: { python, ...(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Omit<TorchInfo, 'python'>) } };
+}
+
+/** Probes the engine's Python once (importing torch takes a second or two): torch and CUDA, or why they are missing. */
+export function torchInfo(): TorchProbe {
+  if (probed) return probed;
+  const python = enginePython();
+  const r = spawnSync(python, ['-c', PROBE], { encoding: 'utf8', timeout: 120_000 });
+  return (probed = probeResult(python, r));
+}
+
+/** {@link torchInfo} without blocking the event loop (a worker answering clients while it probes). */
+export function torchInfoAsync(): Promise<TorchProbe> {
+  if (probed) return Promise.resolve(probed);
+  probing ??= new Promise<TorchProbe>((resolve) => {
+    const python = enginePython();
+    let stdout = '';
+    let stderr = '';
+    const child = spawn(python, ['-c', PROBE], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', (error) => resolve((probed ??= probeResult(python, { error, status: null, stdout, stderr }))));
+    child.once('close', (status) => resolve((probed ??= probeResult(python, { status, stdout, stderr }))));
+  });
+  return probing;
 }
 
 /** How to get torch: the fix said with every "torch is missing" error. */
