@@ -91,6 +91,25 @@ class KernelCase(unittest.TestCase):
         getattr(self.kc, f"{channel}_channel").send(msg)
         return msg["header"]["msg_id"]
 
+    def comm_data(self, comm_id, want, timeout=60):
+        """Comm messages for comm_id until one has type `want`; returns them all."""
+        seen = []
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.5)
+            except Empty:
+                continue
+            if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+                seen.append(msg["content"]["data"])
+                if msg["content"]["data"].get("type") == want:
+                    return seen
+        raise AssertionError(f"no {want} comm message; got {seen}")
+
+    def comm_info(self, target=None):
+        msg_id = self.kc.comm_info(target_name=target)
+        return self.reply_for(msg_id, 10)["content"]["comms"]
+
 
 class InterruptTests(KernelCase):
     def test_interrupt_stops_training_at_step_boundary_with_checkpoint(self):
@@ -158,25 +177,6 @@ class InterruptTests(KernelCase):
 
 
 class CommTests(KernelCase):
-    def comm_data(self, comm_id, want, timeout=60):
-        """Comm messages for comm_id until one has type `want`; returns them all."""
-        seen = []
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=0.5)
-            except Empty:
-                continue
-            if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
-                seen.append(msg["content"]["data"])
-                if msg["content"]["data"].get("type") == want:
-                    return seen
-        raise AssertionError(f"no {want} comm message; got {seen}")
-
-    def comm_info(self, target=None):
-        msg_id = self.kc.comm_info(target_name=target)
-        return self.reply_for(msg_id, 10)["content"]["comms"]
-
     def test_runs_comm_lists_follows_and_cancels(self):
         out = os.path.join(OUT, "followed")
         run_id = self.result_text(self.run_ok(f"const bg = await r.start({{ steps: 200, out: {json.dumps(out)} }});\nbg.id"))
@@ -272,6 +272,40 @@ class DisplayTests(KernelCase):
         report = next(m for m in self.run_ok("await data.inspectData((await r.lock({ steps: 5 })) as recipe.RecipeLock)") if m["msg_type"] == "execute_result")
         self.assertIn("<table", report["content"]["data"]["text/html"])
         self.assertIn("tally", report["content"]["data"]["text/plain"])
+
+
+class TorchTests(KernelCase):
+    def test_torch_run_shows_the_live_chart_and_a_runs_row_like_tfjs(self):
+        out = os.path.join(OUT, "torch-shown")
+        msg_id = self.kc.execute(f"const ts = await r.run({{ steps: 6, out: {json.dumps(out)}, engine: 'torch' }});\nts.lock.engine")
+        msgs = self.iopub_until_idle(msg_id, 180)
+        self.assertEqual(self.reply_for(msg_id, 10)["content"]["status"], "ok")
+        shows = [m for m in msgs if m["msg_type"] == "display_data" and RUN_MIME in m["content"]["data"]]
+        self.assertEqual(len(shows), 1)
+        for mime in (RUN_MIME, PLOTLY_MIME, "text/html", "text/plain"):
+            self.assertIn(mime, shows[0]["content"]["data"])
+        final = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+        self.assertEqual(final[RUN_MIME]["status"], "completed")
+        self.assertEqual([m["step"] for m in final[RUN_MIME]["metrics"]], [1, 2, 3, 4, 5, 6])
+        self.assertEqual(final[PLOTLY_MIME]["data"][0]["x"], [1, 2, 3, 4, 5, 6])
+        self.assertIn("torch", self.result_text(msgs))
+
+        # A torch run in the background: listed and followed over lathe.runs, cancelled at a step boundary with a checkpoint.
+        bg_out = os.path.join(OUT, "torch-bg")
+        run_id = self.result_text(self.run_ok(f"const tb = await r.start({{ steps: 3000, out: {json.dumps(bg_out)}, engine: 'torch' }});\ntb.id"))
+        comm_id = uuid.uuid4().hex
+        self.send("shell", "comm_open", {"comm_id": comm_id, "target_name": "lathe.runs", "data": {}})
+        entry = next(r for r in self.comm_data(comm_id, "runs")[-1]["runs"] if r["id"] == run_id)
+        self.assertTrue(entry["live"])
+        self.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"type": "follow", "id": run_id}})
+        self.comm_data(comm_id, "snapshot")
+        self.comm_data(comm_id, "metric")
+        self.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"type": "cancel", "id": run_id}})
+        done = self.comm_data(comm_id, "done")[-1]
+        self.assertEqual(done["summary"]["status"], "cancelled")
+        stopped = done["summary"]["step"]
+        self.assertTrue(os.path.exists(os.path.join(bg_out, "checkpoints", str(stopped), "state.json")))
+        self.send("shell", "comm_close", {"comm_id": comm_id, "data": {}})
 
 
 if __name__ == "__main__":

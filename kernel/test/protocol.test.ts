@@ -35,4 +35,9 @@ describe('kernel protocol through jupyter_client', () => {
     const out = await protocolCase('DisplayTests');
     expect(out).toMatch(/test_live_run_display_updates_in_place_and_ends_complete .* ok/);
   }, 300_000);
+
+  it('the torch engine in the kernel: await r.run({ engine: "torch" }) shows the same live chart; a torch run is listed, followed and cancelled (with a checkpoint) over lathe.runs', async () => {
+    const out = await protocolCase('TorchTests');
+    expect(out).toMatch(/test_torch_run_shows_the_live_chart_and_a_runs_row_like_tfjs .* ok/);
+  }, 300_000);
 });
