@@ -20,6 +20,30 @@ export const MODELS = {
   'small-dense': { ...base, dim: 384, layers: 6, heads: 6, kvHeads: 6, headDim: 64, ffnDim: 1024 },
   'small-moe': { ...base, arch: 'moe', dim: 384, layers: 6, heads: 6, kvHeads: 6, headDim: 64, ffnDim: 1024 },
   'tiny-dense': { ...base, dim: 128, layers: 2, heads: 4, kvHeads: 4, headDim: 32, ffnDim: 352 },
+  // bench/gpu_check.sh: a ~1B-parameter dense model (issue 14), and its CPU stand-in for --quick.
+  'gpu-1b': {
+    ...base,
+    vocabSize: 32_000,
+    context: 2048,
+    dim: 2048,
+    layers: 16,
+    heads: 16,
+    kvHeads: 16,
+    headDim: 128,
+    ffnDim: 5632,
+    tieEmbeddings: false,
+  },
+  'gpu-1b-quick': {
+    ...base,
+    vocabSize: 4096,
+    context: 256,
+    dim: 256,
+    layers: 4,
+    heads: 4,
+    kvHeads: 4,
+    headDim: 64,
+    ffnDim: 704,
+  },
 };
 
 /** Training settings: the recipe defaults for AdamW and clipping, a constant learning rate. */

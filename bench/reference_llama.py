@@ -98,7 +98,7 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.h // self.kvh, dim=1)
         if self.naive:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-            mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+            mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=q.device), 1)
             out = torch.softmax(scores.masked_fill(mask, float('-inf')), -1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -143,7 +143,7 @@ class MoE(nn.Module):
             rows = (top == e).any(-1).nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
-            y = y.index_add(0, rows, expert(x[rows]) * gates[rows, e:e + 1])
+            y = y.index_add(0, rows, (expert(x[rows]) * gates[rows, e:e + 1]).to(y.dtype))
         fraction = mask.sum(0) / (n * self.k)
         balance = self.e * (fraction * probs.mean(0)).sum()
         z = torch.logsumexp(logits, -1).pow(2).mean()
@@ -221,11 +221,16 @@ def main():
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--steps', type=int, default=3)
     ap.add_argument('--serve', action='store_true')
+    ap.add_argument('--device', default='cpu', help='cpu or cuda (bench/gpu_check.sh)')
+    ap.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32', help='bf16: autocast, fp32 master weights')
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
+    device = torch.device(a.device)
+    autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=a.dtype == 'bf16')
+    sync = (lambda: torch.cuda.synchronize()) if device.type == 'cuda' else (lambda: None)
     cfg = json.load(open(os.path.join(a.dir, 'spec.json')))
     s, tr = cfg['spec'], cfg['train']
     seq, batch = cfg['seq'], tr['batch']
@@ -237,14 +242,15 @@ def main():
     weights = read_safetensors(os.path.join(a.dir, 'weights.safetensors'))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
+    model.to(device)
     toks = np.fromfile(os.path.join(a.dir, 'tokens.bin'), dtype=np.int32).reshape(-1, batch, seq + 1)
-    toks = torch.from_numpy(toks.astype(np.int64))
+    toks = torch.from_numpy(toks.astype(np.int64)).to(device)
 
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{'params': decay, 'weight_decay': tr['weightDecay']}, {'params': no_decay, 'weight_decay': 0.0}],
-        lr=tr['lr'], betas=(tr['beta1'], tr['beta2']), eps=tr['eps'])
+        lr=tr['lr'], betas=(tr['beta1'], tr['beta2']), eps=tr['eps'], fused=device.type == 'cuda')
     params = list(model.parameters())
 
     def step(i):
@@ -253,7 +259,8 @@ def main():
         total_sum, ce_sum = 0.0, 0.0
         for m in range(accum):
             w = window[m * micro:(m + 1) * micro]
-            total, ce = model.loss(w[:, :-1], w[:, 1:])
+            with autocast():
+                total, ce = model.loss(w[:, :-1], w[:, 1:])
             (total / accum).backward()
             total_sum += total.item()
             ce_sum += ce.item()
@@ -270,18 +277,20 @@ def main():
         """Loss of batch i without an update (mean over micro-batches): the same-model check."""
         window = toks[i % toks.shape[0]]
         mb = a.check_micro or micro
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             return sum(model.loss(window[m * mb:(m + 1) * mb, :-1], window[m * mb:(m + 1) * mb, 1:])[0].item()
                        for m in range(batch // mb)) / (batch // mb)
 
     info = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'microBatch': micro, 'batch': batch,
-            'params': sum(p.numel() for p in params), 'attn': a.attn}
+            'params': sum(p.numel() for p in params), 'attn': a.attn, 'device': a.device, 'dtype': a.dtype}
     i = 0
 
     def timed():
         nonlocal i
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         r = step(i)
+        sync()
         i += 1
         r.update(step=i, seconds=time.perf_counter() - t0, cpuSeconds=time.process_time() - c0)
         return r

@@ -29,6 +29,8 @@ const { positionals, values: a } = parseArgs({
   options: {
     model: { type: 'string', default: 'small-dense' },
     backend: { type: 'string', default: 'wasm' },
+    engine: { type: 'string', default: 'tfjs' },
+    dtype: { type: 'string', default: 'fp32' },
     dir: { type: 'string' },
     batches: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '1' },
@@ -87,20 +89,21 @@ function batchAt(i) {
   return { inputs, targets, batch, seq };
 }
 
-const engine = await TfjsEngine.create({
-  backend: a.backend,
-  spec,
-  weights: initWeights(spec, TRAIN.seed),
-  optimizer: {
-    beta1: TRAIN.beta1,
-    beta2: TRAIN.beta2,
-    eps: TRAIN.eps,
-    weightDecay: TRAIN.weightDecay,
-    gradClip: TRAIN.gradClip,
-  },
-});
-const model = engine.languageModel;
-const vars = [...model.params.values()];
+const optimizer = {
+  beta1: TRAIN.beta1,
+  beta2: TRAIN.beta2,
+  eps: TRAIN.eps,
+  weightDecay: TRAIN.weightDecay,
+  gradClip: TRAIN.gradClip,
+};
+// --engine torch: the same step through the torch engine (a Python child process), fp32 or bf16.
+const torch = a.engine === 'torch';
+const { TorchEngine } = torch ? await import(new URL('engine/torch/engine.js', dist)) : {};
+const engine = torch
+  ? await TorchEngine.create({ device: 'cpu', dtype: a.dtype, spec, weights: initWeights(spec, TRAIN.seed), optimizer })
+  : await TfjsEngine.create({ backend: a.backend, spec, weights: initWeights(spec, TRAIN.seed), optimizer });
+const model = torch ? undefined : engine.languageModel;
+const vars = torch ? [] : [...model.params.values()];
 
 // The step of pretrain(): the batch of `batch` sequences is split into micro-batches of `micro`
 // sequences, as a recipe with batchSize=micro and gradAccum=batch/micro would.
@@ -130,16 +133,18 @@ async function step(i) {
 const { getThreadsCount } = await import('@tensorflow/tfjs-backend-wasm');
 const { fusedKernels } = await import(new URL('engine/tfjs/kernels.js', dist));
 const { nativeStatus } = await import(new URL('engine/tfjs/native.js', dist));
-const threads = a.backend === 'wasm' ? getThreadsCount() : 1;
+const threads = torch ? undefined : a.backend === 'wasm' ? getThreadsCount() : 1;
 const info = {
   model: a.model,
-  backend: a.backend,
+  backend: torch ? `torch ${a.dtype}` : a.backend,
+  engine: a.engine,
+  torch: torch ? engine.torchVersion : undefined,
   threads,
-  native: nativeStatus(),
-  fusedKernels: fusedKernels(),
+  native: torch ? undefined : nativeStatus(),
+  fusedKernels: torch ? undefined : fusedKernels(),
   microBatch: micro,
   batch,
-  params: model.numParams,
+  params: engine.numParams,
   tokensPerStep: batch * seq,
   flopsPerToken: flopsPerToken(spec),
 };
@@ -190,8 +195,14 @@ const log = (r, note = '') =>
     `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`,
   );
 // The wasm heap only grows, so its size is the step's peak; wasm32 stops at 4096 MB.
-const wasmHeapMb = () => (a.backend === 'wasm' ? tf.backend().wasm.HEAPU8.buffer.byteLength / 2 ** 20 : undefined);
-const final = () => ({ peakRssMb: peakRssMb(), wasmHeapMb: wasmHeapMb(), tensors: tf.memory().numTensors, ...info });
+const wasmHeapMb = () =>
+  !torch && a.backend === 'wasm' ? tf.backend().wasm.HEAPU8.buffer.byteLength / 2 ** 20 : undefined;
+const final = () => ({
+  peakRssMb: peakRssMb(),
+  wasmHeapMb: wasmHeapMb(),
+  tensors: torch ? undefined : tf.memory().numTensors,
+  ...info,
+});
 
 if (a.serve) {
   // The orchestrator interleaves our steps with the reference's: `loss` prints the loss of the first
@@ -223,6 +234,7 @@ if (a.serve) {
     else if (cmd === 'quit') break;
   }
   console.log(JSON.stringify(final()));
+  await engine.dispose();
   process.exit(0);
 }
 
@@ -250,4 +262,5 @@ console.log(
     profile,
   }),
 );
+await engine.dispose();
 process.exit(0);
