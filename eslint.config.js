@@ -13,6 +13,7 @@ export default tseslint.config(
       'extension/ui-tests/test-results/**',
       'extension/ui-tests/playwright-report/**',
       '.venv/**',
+      'bench/.gpu/**',
       '**/*.d.ts',
     ],
   },
