@@ -8,7 +8,7 @@ const LAYERS = [
   ['model', '^src/model/'],
   ['storage', '^src/runs/(rundir|checkpoint|atomic)\\.ts$'],
   ['engine', '^src/engine/'],
-  ['eval-core', '^src/eval/(?!(standalone|heldout|compare|index)\\.ts$)'],
+  ['eval-core', '^src/eval/(?!(standalone|heldout|compare|index|lm-eval)\\.ts$)'],
   ['train', '^src/train/'],
   ['runs', '^src/runs/'],
   ['export', '^src/export/'],

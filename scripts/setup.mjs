@@ -14,6 +14,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -219,5 +220,72 @@ if (forTests) {
   const { ensureSlurm } = await import('./slurm.mjs');
   const r = await ensureSlurm({ log });
   if (!r.ok) log(`Slurm is not available, the Slurm test will fail saying so: ${r.reason}`);
+}
+// 8. Tests only (`--tests`): llama-cpp-python, to load the GGUF exports with llama.cpp. It compiles
+//    llama.cpp from its source package (cmake, a few minutes), so the wheel is built once into
+//    .cache/wheels (git-ignored) and installed from there afterwards. CPU only, no multimodal
+//    library, no -march=native (a cached wheel must not depend on this machine's CPU).
+if (forTests) {
+  const pin = readFileSync(join(root, 'requirements-build.txt'), 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .find((l) => l.startsWith('llama-cpp-python=='));
+  if (!pin) {
+    console.error('[setup] requirements-build.txt: no llama-cpp-python==<version> line');
+    process.exit(1);
+  }
+  const cmakeArgs =
+    '-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF';
+  const want = `${pin} ${cmakeArgs}`;
+  const llamaStamp = join(venv, '.lathe-llama-cpp');
+  if (stamp(llamaStamp) !== want) {
+    const version = pin.split('==')[1];
+    const wheels = join(root, '.cache', 'wheels');
+    const cached = () =>
+      existsSync(wheels)
+        ? readdirSync(wheels).find((f) => f.startsWith(`llama_cpp_python-${version}-`) && f.endsWith('.whl'))
+        : undefined;
+    if (!cached()) {
+      log(`building ${pin} from its source package into .cache/wheels (compiles llama.cpp once; minutes)`);
+      const t0 = Date.now();
+      mkdirSync(wheels, { recursive: true });
+      run(
+        py,
+        [
+          '-m',
+          'pip',
+          'wheel',
+          '--quiet',
+          '--disable-pip-version-check',
+          '--no-deps',
+          '--no-binary',
+          'llama-cpp-python',
+          pin,
+          '-w',
+          wheels,
+        ],
+        {
+          env: {
+            ...process.env,
+            CMAKE_ARGS: cmakeArgs,
+            CMAKE_BUILD_PARALLEL_LEVEL: String(Math.max(1, availableParallelism())),
+          },
+        },
+      );
+      log(`built ${cached()} in ${Math.round((Date.now() - t0) / 1000)} s`);
+    }
+    log(`installing ${cached()} from .cache/wheels`);
+    run(py, [
+      '-m',
+      'pip',
+      'install',
+      '--quiet',
+      '--disable-pip-version-check',
+      '--no-deps',
+      '--force-reinstall',
+      join(wheels, cached()),
+    ]);
+    writeFileSync(llamaStamp, want);
+  }
 }
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');

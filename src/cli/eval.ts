@@ -7,6 +7,7 @@ import { compareRuns, formatComparison } from '../eval/compare.js';
 import { BUILTIN_SCORERS, type ScorerInput, type SuiteInput } from '../recipe/eval-schema.js';
 import { evaluateRun, recipeSuites, type RunEvaluation, type SuiteSource } from '../eval/standalone.js';
 import { errorCount } from '../eval/suite.js';
+import { describeMetrics, lmEvalKey, runLmEval, type LmEvalResult } from '../eval/lm-eval.js';
 import { finiteNumber, positiveInt } from './options.js';
 
 interface EvalOptions {
@@ -24,6 +25,8 @@ interface EvalOptions {
   json?: boolean;
   record: boolean;
   failOnBlocked?: boolean;
+  lmEval: string[];
+  batchSize?: number;
 }
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v];
@@ -137,11 +140,31 @@ export function formatEvaluation(e: RunEvaluation, opts: { record?: boolean } = 
   return out.join('\n');
 }
 
+/** The text report of an lm-eval run: a table of tasks and their metrics, then gates. */
+export function formatLmEval(e: LmEvalResult, opts: { record?: boolean } = {}): string {
+  const rows = e.tasks.map((t) => [lmEvalKey(t.task), t.outputType ?? '', `${t.n}/${t.of}`, describeMetrics(t)]);
+  const out = [
+    `run ${e.run} at step ${e.step}: lm-evaluation-harness ${e.lmEval ?? ''} in ${e.seconds.toFixed(1)} s`,
+    '',
+    formatTable(['task', 'type', 'n', 'metrics'], rows),
+  ];
+  if (e.gates) {
+    out.push('', `gates: ${e.gates.status}`);
+    for (const g of e.gates.results)
+      out.push(
+        `  ${g.pass ? 'pass' : 'FAIL'}  ${g.gate}${g.value !== undefined ? `  (${g.metric} = ${g.value})` : ''}${g.reason ? `  ${g.reason}` : ''}`,
+      );
+  }
+  if (!e.recorded && opts.record !== false)
+    out.push('', 'not recorded: the run has no summary.json yet (still running?)');
+  return out.join('\n');
+}
+
 export function register(program: Command): void {
   program
     .command('eval')
     .description(
-      "Evaluate a run's latest checkpoint on suites; prints a table and records results (and gates) in summary.json.",
+      "Evaluate a run's latest checkpoint on suites, or with lm-evaluation-harness (--lm-eval); prints a table and records results (and gates) in summary.json.",
     )
     .argument('<run-dir>', 'run directory')
     .option(
@@ -165,14 +188,43 @@ export function register(program: Command): void {
       (v: string, acc: string[]) => [...acc, v.replace(/\\n/g, '\n').replace(/\\t/g, '\t')],
       [],
     )
-    .option('--limit <n>', 'use the first n examples', positiveInt('--limit'))
+    .option('--limit <n>', 'use the first n examples (with --lm-eval: documents per task)', positiveInt('--limit'))
     .option('--tolerance <x>', 'numeric scorer: absolute tolerance (default: 1e-6)', finiteNumber('--tolerance'))
     .option('--timeout-ms <n>', 'custom scorer: time allowed per example (default: 5000)', positiveInt('--timeout-ms'))
     .option('--step <n>', 'evaluate this checkpoint step instead of the latest', positiveInt('--step'))
+    .option(
+      '--lm-eval <tasks>',
+      "run lm-evaluation-harness on the run's HF export instead of suites: task YAML files (or lm-eval task names), comma-separated or repeated; scores land in summary.json as lm-eval/<task>/<metric>",
+      collect,
+      [],
+    )
+    .option('--batch-size <n>', 'lm-eval: requests per forward pass (default: 8)', positiveInt('--batch-size'))
     .option('--no-record', 'do not write the results into summary.json')
     .option('--fail-on-blocked', "exit 1 when the recipe's gates block the run")
     .option('--json', 'print the results as JSON')
     .action(async (dir: string, o: EvalOptions) => {
+      if (o.lmEval.length) {
+        const suiteOnly = (
+          ['suite', 'scorer', 'name', 'field', 'maxTokens', 'temperature', 'tolerance', 'timeoutMs'] as const
+        ).find((k) => (k === 'suite' ? o.suite.length > 0 : o[k] !== undefined));
+        if (suiteOnly || o.stop.length)
+          throw new LatheError(
+            `--${(suiteOnly ?? 'stop').replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: applies to suites, not to --lm-eval (the task files say how to generate and score)`,
+          );
+        const progress = !o.json && process.stderr.isTTY;
+        const e = await runLmEval(dir, o.lmEval, {
+          limit: o.limit,
+          step: o.step,
+          batchSize: o.batchSize,
+          record: o.record,
+          onLog: progress ? (l) => process.stderr.write(l + '\n') : undefined,
+        });
+        if (o.json) process.stdout.write(JSON.stringify(e) + '\n');
+        else console.log(formatLmEval(e, { record: o.record }));
+        if (o.failOnBlocked && e.gates?.status === 'blocked') process.exitCode = 1;
+        return;
+      }
+      if (o.batchSize !== undefined) throw new LatheError('--batch-size: applies to --lm-eval');
       const suites = suitesFor(dir, o);
       const progress = !o.json && process.stderr.isTTY;
       const e = await evaluateRun(dir, suites, {

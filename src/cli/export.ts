@@ -1,26 +1,43 @@
 import type { Command } from 'commander';
 import { LatheError } from '../errors.js';
+import { exportGguf, GGUF_QUANTS, type ExportGgufResult, type GgufQuant } from '../export/gguf.js';
 import { exportHf } from '../export/hf.js';
 import { positiveInt } from './options.js';
 
-const FORMATS = ['hf'];
+const FORMATS = ['hf', 'gguf'];
 const QUANTIZATIONS = ['int8'];
+
+function describeGguf(r: ExportGgufResult): string {
+  const types = Object.entries(r.tensorTypes)
+    .map(([t, n]) => `${n} ${t}`)
+    .join(', ');
+  const mb = (r.bytes / 2 ** 20).toFixed(2);
+  return (
+    `gguf ${r.quant}: ${types} tensors, ${mb} MiB, weight relative RMS error ${r.relativeRmsError.toExponential(2)}\n` +
+    `exported step ${r.step} (${r.arch === 'moe' ? 'Mixtral-style MoE' : 'Llama-style dense'}, llama.cpp architecture ${r.architecture}) to ${r.path}\n`
+  );
+}
 
 export function register(program: Command): void {
   program
     .command('export')
     .description(
-      "Write a run's checkpoint as a Hugging Face model folder (LlamaForCausalLM or MixtralForCausalLM: config.json, model.safetensors, " +
-        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM.',
+      "Write a run's checkpoint as a Hugging Face model folder (--format hf: LlamaForCausalLM or MixtralForCausalLM, config.json, model.safetensors, " +
+        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM, ' +
+        'or as one GGUF file (--format gguf) that llama.cpp loads, with the tokenizer and chat template.',
     )
     .argument('<run-dir>', 'run directory')
     .requiredOption('--format <format>', `export format (${FORMATS.join(', ')})`)
-    .requiredOption('--out <dir>', 'output directory (must not exist, or be empty)')
+    .requiredOption(
+      '--out <path>',
+      'hf: output directory (must not exist, or be empty); gguf: the .gguf file, or a directory for model-<quant>.gguf',
+    )
     .option('--step <n>', 'checkpoint step to export (default: the latest)', positiveInt('--step'))
     .option(
       '--quantize <scheme>',
-      `quantize the Linear weights (${QUANTIZATIONS.join(', ')}); reports the held-out perplexity change`,
+      `hf: quantize the Linear weights (${QUANTIZATIONS.join(', ')}); reports the held-out perplexity change`,
     )
+    .option('--quant <type>', `gguf: weight encoding (${GGUF_QUANTS.join(', ')}; default f16)`)
     .option(
       '--eval-batches <n>',
       'held-out batches for the --quantize perplexity measurement',
@@ -30,10 +47,31 @@ export function register(program: Command): void {
     .action(
       async (
         dir: string,
-        o: { format: string; out: string; step?: number; quantize?: string; evalBatches?: number; json?: boolean },
+        o: {
+          format: string;
+          out: string;
+          step?: number;
+          quantize?: string;
+          quant?: string;
+          evalBatches?: number;
+          json?: boolean;
+        },
       ) => {
         if (!FORMATS.includes(o.format))
           throw new LatheError(`--format: "${o.format}" is not supported; use ${FORMATS.join(', ')}`);
+        if (o.format === 'gguf') {
+          if (o.quantize !== undefined)
+            throw new LatheError(`--quantize: applies to --format hf; for gguf use --quant ${GGUF_QUANTS.join('|')}`);
+          if (o.quant !== undefined && !(GGUF_QUANTS as readonly string[]).includes(o.quant))
+            throw new LatheError(`--quant: "${o.quant}" is not supported; use ${GGUF_QUANTS.join(', ')}`);
+          const r = await exportGguf(dir, o.out, { step: o.step, quant: o.quant as GgufQuant | undefined });
+          for (const k of r.skipped) console.error(`checkpoint ${k.step} is corrupt, skipped: ${k.reason}`);
+          console.error(`checkpoint: ${r.checkpoint}`);
+          process.stdout.write(o.json ? JSON.stringify(r) + '\n' : describeGguf(r));
+          return;
+        }
+        if (o.quant !== undefined)
+          throw new LatheError(`--quant: applies to --format gguf; for hf use --quantize ${QUANTIZATIONS.join('|')}`);
         if (o.quantize !== undefined && !QUANTIZATIONS.includes(o.quantize))
           throw new LatheError(`--quantize: "${o.quantize}" is not supported; use ${QUANTIZATIONS.join(', ')}`);
         const r = await exportHf(dir, o.out, {
@@ -59,6 +97,16 @@ export function register(program: Command): void {
           process.stdout.write(
             `int8: ${q.quantized.length} Linear weights (${pct} of parameters), max |error| ${q.maxAbsError.toExponential(2)}, relative RMS error ${q.relativeRmsError.toExponential(2)}\n`,
           );
+          const mib = (n: number) => `${(n / 2 ** 20).toFixed(3)} MiB`;
+          process.stdout.write(
+            `int8: model.safetensors ${mib(q.fileBytes)} (float32: ${mib(q.fp32FileBytes)}, ${((100 * q.fileBytes) / q.fp32FileBytes).toFixed(1)}%), ${q.format}\n`,
+          );
+          if (q.logitError) {
+            const l = q.logitError;
+            process.stdout.write(
+              `int8: logits vs float32 over ${l.positions} held-out positions: max |diff| ${l.maxAbs.toExponential(2)}, mean |diff| ${l.meanAbs.toExponential(2)} (largest |logit| ${l.maxAbsLogit.toFixed(2)})\n`,
+            );
+          }
           if (q.heldOut) {
             const h = q.heldOut;
             const sign = h.perplexityChangePct >= 0 ? '+' : '';

@@ -84,10 +84,21 @@ export {
   evaluateRun,
   recipeSuites,
   recordEvals,
+  recordEvalRecords,
   type RunEvaluation,
   type SuiteSource,
 } from './standalone.js';
 export { describeResult } from './suite.js';
+
+/** lm-evaluation-harness on a run's HF export (`lathe eval --lm-eval`), recorded like the suites. */
+export {
+  runLmEval,
+  parseLmEvalTasks,
+  lmEvalKey,
+  type LmEvalOptions,
+  type LmEvalResult,
+  type LmEvalTask,
+} from './lm-eval.js';
 
 /** The training-loop hook: a recipe's suites, run when due. */
 export { TrainingEvals } from './training.js';

@@ -57,21 +57,34 @@ export async function recordEvals(
   results: readonly SuiteResult[],
   step: number,
 ): Promise<{ recorded: boolean; gates?: GateReport }> {
+  const records: Record<string, EvalRecord> = {};
+  for (const r of results) records[r.name] = evalRecord(r, step);
+  return recordEvalRecords(dir, records, step, results.map(describeResult).join('; '));
+}
+
+/**
+ * Adds named records to a run's summary.json `evals` (replacing earlier ones of the same name),
+ * recomputes `gates`, and logs an eval event with `message`. Lathe's suites and lm-eval tasks both
+ * land here, so gates can name either.
+ */
+export async function recordEvalRecords(
+  dir: string,
+  records: Record<string, EvalRecord>,
+  step: number,
+  message: string,
+): Promise<{ recorded: boolean; gates?: GateReport }> {
   const rd = RunDir.open(dir);
   const summary = await rd.readSummary();
-  const evals: Record<string, EvalRecord> = { ...((summary?.evals as Record<string, EvalRecord> | undefined) ?? {}) };
-  for (const r of results) evals[r.name] = evalRecord(r, step);
+  const evals: Record<string, EvalRecord> = {
+    ...((summary?.evals as Record<string, EvalRecord> | undefined) ?? {}),
+    ...records,
+  };
   const gates = summarizeGates(recipeSuites(dir).gates, await rd.readMetrics(), evals);
   if (!summary) return { recorded: false, gates };
   const next: RunSummary = { ...summary, evals };
   if (gates) next.gates = gates;
   await rd.writeSummary(next);
-  rd.appendEvent({
-    type: 'eval',
-    step,
-    message: results.map(describeResult).join('; '),
-    suites: results.map((r) => r.name),
-  });
+  rd.appendEvent({ type: 'eval', step, message, suites: Object.keys(records) });
   return { recorded: true, gates };
 }
 

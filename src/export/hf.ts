@@ -27,7 +27,8 @@ import type { Tokenizer } from '../tokenizer/index.js';
 import { evaluateLoss } from '../eval/loss.js';
 import { VERSION } from '../version.js';
 import { HF_ARCHITECTURES, hfConfigJson, hfConfigOf } from '../model/hf-config.js';
-import { quantizeInt8, type Int8Summary, type NamedWeights } from './quantize.js';
+import { quantizeInt8, type Int8Codes, type Int8Summary, type NamedWeights } from './quantize.js';
+import { int8QuantizationConfig, packInt8 } from '../model/compressed-tensors.js';
 import { importHf, type HfImport, type ImportHfOptions } from '../model/hf-import.js';
 
 export { importHf, type HfImport, type ImportHfOptions } from '../model/hf-import.js';
@@ -36,7 +37,7 @@ export { importHf, type HfImport, type ImportHfOptions } from '../model/hf-impor
 export interface ExportHfOptions {
   /** Checkpoint step to export; default the latest. */
   step?: number;
-  /** Quantize the Linear weights to int8 (stored dequantized; see quantize.ts). */
+  /** Quantize the Linear weights to int8 (stored as int8 codes and scales; see quantize.ts). */
   quantize?: 'int8';
   /** Held-out batches for the int8 perplexity measurement; default the recipe's eval.batches (at least 4). */
   evalBatches?: number;
@@ -44,6 +45,13 @@ export interface ExportHfOptions {
 
 /** Held-out loss and perplexity before and after int8 quantization. */
 export interface QuantizationReport extends Int8Summary {
+  /** How the codes are stored: compressed-tensors' pack-quantized layout (config.json quantization_config). */
+  format: 'compressed-tensors pack-quantized';
+  /** Size of model.safetensors as written, and as it would be with float32 weights (the plain export). */
+  fileBytes: number;
+  fp32FileBytes: number;
+  /** Next-token logits of the quantized model against the original on held-out tokens (null without held-out data). */
+  logitError: { positions: number; maxAbs: number; meanAbs: number; maxAbsLogit: number } | null;
   heldOut: {
     batches: number;
     tokens: number;
@@ -97,23 +105,36 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
   const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     const spec = model.spec;
-    let weights = await model.weights();
+    const weights = await model.weights();
+    const special = tokenizer.special;
+    const config = hfConfigOf(spec, { bos: special.bos, eos: special.eos, pad: special.pad });
     let quantization: QuantizationReport | undefined;
+    let codes: Map<string, Int8Codes> | undefined;
+    let safetensors: Uint8Array;
     if (opts.quantize === 'int8') {
       const q = quantizeInt8(weights);
-      quantization = { ...q.summary, ...(await measureHeldOut(rd, model, q.weights, opts.evalBatches)) };
-      weights = q.weights;
-    }
-    const special = tokenizer.special;
+      codes = q.codes;
+      // Left in float: a tied head (it is the embedding) and the MoE router (not a Linear in transformers 5).
+      const ignore = [...(spec.tieEmbeddings ? ['lm_head'] : []), ...(spec.arch === 'moe' ? MOE_ROUTERS : [])];
+      config.quantization_config = int8QuantizationConfig(ignore);
+      safetensors = encodeSafetensors(storedTensors(spec, weights, codes), { format: 'pt' });
+      quantization = {
+        ...q.summary,
+        format: 'compressed-tensors pack-quantized',
+        fileBytes: safetensors.byteLength,
+        fp32FileBytes: encodeSafetensors(storedTensors(spec, weights), { format: 'pt' }).byteLength,
+        ...(await measureHeldOut(rd, model, q.weights, opts.evalBatches)),
+      };
+    } else safetensors = encodeSafetensors(storedTensors(spec, weights), { format: 'pt' });
     const files: Record<string, string | Uint8Array> = {
-      'config.json': hfConfigJson(hfConfigOf(spec, { bos: special.bos, eos: special.eos, pad: special.pad })),
+      'config.json': hfConfigJson(config),
       'generation_config.json': json({
         bos_token_id: special.bos,
         // Plain text ends with <|eos|>, a chat turn with <|end|>.
         eos_token_id: [special.eos, special.end],
         pad_token_id: special.pad,
       }),
-      'model.safetensors': encodeSafetensors(storedTensors(spec, weights), { format: 'pt' }),
+      'model.safetensors': safetensors,
       'tokenizer.json': JSON.stringify(tokenizer.toJSON()),
       'tokenizer_config.json': json(tokenizer.hfTokenizerConfig({ modelMaxLength: spec.context })),
       'special_tokens_map.json': json(specialTokensMap(tokenizer)),
@@ -155,13 +176,25 @@ function checkOutDir(given: string, out: string): void {
 
 const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
 
-/** Every expected tensor, float32, in the spec's order (lm_head only when untied). */
-function storedTensors(spec: ModelSpec, weights: NamedWeights): Map<string, StoredTensor> {
+// Mixtral's router modules, by their checkpoint and their transformers 5 names.
+const MOE_ROUTERS = ['re:.*block_sparse_moe\\.gate$', 're:.*mlp\\.gate$'];
+
+/**
+ * Every expected tensor in the spec's order (lm_head only when untied): float32, or the int8
+ * layout of model/compressed-tensors.ts for the weights that have `codes`.
+ */
+function storedTensors(
+  spec: ModelSpec,
+  weights: NamedWeights,
+  codes?: Map<string, Int8Codes>,
+): Map<string, StoredTensor> {
   const out = new Map<string, StoredTensor>();
   for (const ps of paramSpecsOf(spec)) {
     const w = weights.get(ps.name);
     if (!w) throw new Error(`export: weight ${ps.name} is missing`);
-    out.set(ps.name, f32(ps.shape, w.data));
+    const c = codes?.get(ps.name);
+    if (c) for (const [name, t] of packInt8(ps.name, c.q, c.scales, c.rows, c.cols)) out.set(name, t);
+    else out.set(ps.name, f32(ps.shape, w.data));
   }
   return out;
 }
@@ -182,7 +215,7 @@ async function measureHeldOut(
   model: Engine,
   quantized: NamedWeights,
   count?: number,
-): Promise<Pick<QuantizationReport, 'heldOut' | 'heldOutUnavailable'>> {
+): Promise<Pick<QuantizationReport, 'heldOut' | 'heldOutUnavailable' | 'logitError'>> {
   const lock = rd.readLock();
   const preparedPath = join(rd.dataDir, 'prepared.json');
   let prepared: PreparedData;
@@ -190,7 +223,7 @@ async function measureHeldOut(
     prepared = JSON.parse(await readFile(preparedPath, 'utf8')) as PreparedData;
     if (!Array.isArray(prepared.sources)) throw new Error('no sources');
   } catch {
-    return { heldOut: null, heldOutUnavailable: `${preparedPath} is missing or unreadable` };
+    return { heldOut: null, logitError: null, heldOutUnavailable: `${preparedPath} is missing or unreadable` };
   }
   // Token files are named absolutely; a run directory that moved still has them in data/.
   const sources: PreparedSource[] = prepared.sources.map((s) => ({
@@ -208,11 +241,16 @@ async function measureHeldOut(
       count: count ?? Math.max(4, r.eval?.batches ?? 0),
     });
   } catch (e) {
-    return { heldOut: null, heldOutUnavailable: `cannot read the held-out tokens (${(e as Error).message})` };
+    return {
+      heldOut: null,
+      logitError: null,
+      heldOutUnavailable: `cannot read the held-out tokens (${(e as Error).message})`,
+    };
   }
   if (!batches.length)
     return {
       heldOut: null,
+      logitError: null,
       heldOutUnavailable: 'the run has no held-out tokens (data.valFraction 0, or too little data)',
     };
   const loss = (await evaluateLoss(model, batches))!;
@@ -223,14 +261,31 @@ async function measureHeldOut(
     weights: quantized,
   });
   let quantizedLoss: number;
+  const logitError = { positions: 0, maxAbs: 0, meanAbs: 0, maxAbsLogit: 0 };
   try {
     quantizedLoss = (await evaluateLoss(qModel, batches))!;
+    // Logits of the first held-out batch's sequences (at most 4), quantized against original.
+    const b = batches[0]!;
+    let sum = 0;
+    for (let r = 0; r < Math.min(4, b.batch); r++) {
+      const ids = Array.from(b.inputs.subarray(r * b.seq, (r + 1) * b.seq));
+      const [a, q] = [await model.logits(ids), await qModel.logits(ids)];
+      for (let i = 0; i < a.length; i++) {
+        const d = Math.abs(q[i]! - a[i]!);
+        sum += d;
+        logitError.maxAbs = Math.max(logitError.maxAbs, d);
+        logitError.maxAbsLogit = Math.max(logitError.maxAbsLogit, Math.abs(a[i]!));
+      }
+      logitError.positions += ids.length;
+    }
+    logitError.meanAbs = sum / (logitError.positions * model.spec.vocabSize);
   } finally {
     await qModel.dispose();
   }
   const perplexity = Math.exp(loss);
   const quantizedPerplexity = Math.exp(quantizedLoss);
   return {
+    logitError,
     heldOut: {
       batches: batches.length,
       tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0),

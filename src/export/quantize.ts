@@ -5,9 +5,9 @@
  * What is quantized: the attention projections (q, k, v, o), the MLP / expert projections
  * (gate, up, down; Mixtral w1, w2, w3) and an untied lm_head. What stays float32: token
  * embeddings (and so a tied head), RMSNorm gains and the MoE router, which are small and
- * sensitive. The export stores the dequantized values (q * scale) as float32, so any
- * transformers version loads it unchanged; the result measures the accuracy of int8 weights,
- * not their size.
+ * sensitive. The HF export stores the int8 codes and scales (compressed-tensors' layout,
+ * model/compressed-tensors.ts), one byte per quantized weight; the dequantized weights
+ * (q * scale) are what transformers computes with, and what the held-out measurement uses.
  */
 
 /** Named float32 weights, as `LanguageModel.weights()` returns them. */
@@ -16,7 +16,7 @@ import type { Weights as NamedWeights } from '../model/weights.js';
 
 /** What {@link quantizeInt8} did. */
 export interface Int8Summary {
-  scheme: 'int8 symmetric per-output-channel, dequantized to float32';
+  scheme: 'int8 symmetric per-output-channel';
   /** Names of the quantized tensors. */
   quantized: string[];
   /** Names kept in float32. */
@@ -65,9 +65,25 @@ export function quantizeRows(
   return { q, scales, dequant };
 }
 
-/** Quantize-dequantizes the Linear weights of a model (see the module comment for which). */
-export function quantizeInt8(weights: NamedWeights): { weights: NamedWeights; summary: Int8Summary } {
+/** The int8 codes of one quantized [rows, cols] weight and its per-row scales. */
+export interface Int8Codes {
+  q: Int8Array;
+  scales: Float32Array;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * Quantizes the Linear weights of a model (see the module comment for which): their codes, and
+ * every weight as the model computes with it (dequantized where quantized).
+ */
+export function quantizeInt8(weights: NamedWeights): {
+  weights: NamedWeights;
+  codes: Map<string, Int8Codes>;
+  summary: Int8Summary;
+} {
   const out: NamedWeights = new Map();
+  const codes = new Map<string, Int8Codes>();
   const quantized: string[] = [];
   const kept: string[] = [];
   let quantizedParams = 0;
@@ -83,7 +99,8 @@ export function quantizeInt8(weights: NamedWeights): { weights: NamedWeights; su
       continue;
     }
     const [rows, cols] = w.shape as [number, number];
-    const { dequant } = quantizeRows(w.data, rows, cols);
+    const { q, scales, dequant } = quantizeRows(w.data, rows, cols);
+    codes.set(name, { q, scales, rows, cols });
     for (let i = 0; i < dequant.length; i++) {
       const e = dequant[i]! - w.data[i]!;
       maxAbsError = Math.max(maxAbsError, Math.abs(e));
@@ -96,8 +113,9 @@ export function quantizeInt8(weights: NamedWeights): { weights: NamedWeights; su
   }
   return {
     weights: out,
+    codes,
     summary: {
-      scheme: 'int8 symmetric per-output-channel, dequantized to float32',
+      scheme: 'int8 symmetric per-output-channel',
       quantized,
       kept,
       quantizedParams,

@@ -10,6 +10,7 @@ import { LatheError } from '../errors.js';
 import { paramSpecsOf } from './spec.js';
 import type { ModelSpec } from './spec.js';
 import { readSafetensors, toFloat32, type StoredTensor } from './safetensors.js';
+import { dequantizePacked } from './compressed-tensors.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { specFromHfConfig, type HfConfigInfo, type SpecFromHfOptions } from '../recipe/hf-config.js';
 import type { Weights as NamedWeights } from './weights.js';
@@ -39,15 +40,19 @@ export interface HfImport {
 
 /**
  * Reads an HF Llama or Mixtral folder: config.json, model.safetensors or a sharded
- * model.safetensors.index.json (F32, F16 or BF16, converted to float32), and tokenizer.json
+ * model.safetensors.index.json (F32, F16 or BF16, or Lathe's int8 export, converted to float32), and tokenizer.json
  * (ByteLevel BPE). Errors are {@link LatheError}s that name the file and the field or tensor.
  */
 export async function importHf(dir: string, opts: ImportHfOptions = {}): Promise<HfImport> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new LatheError(`${dir}: not a directory`);
   const configPath = join(dir, 'config.json');
-  const { spec, info } = specFromHfConfig(await readJson(configPath), configPath, opts);
+  const config = await readJson(configPath);
+  const { spec, info } = specFromHfConfig(config, configPath, opts);
   const tokenizer = await readTokenizer(dir);
-  const { tensors, files, owner } = await readWeights(dir);
+  const read = await readWeights(dir);
+  const { files, owner } = read;
+  // Int8 (compressed-tensors) weights become float32 here; other quantization configs are refused.
+  const tensors = dequantizePacked(config as Record<string, unknown>, read.tensors, configPath);
   const weights = mapWeights(spec, tensors, owner, configPath);
   let grownVocab: [number, number] | undefined;
   if (tokenizer.vocabSize > spec.vocabSize) {

@@ -136,10 +136,12 @@ export function specFromHfConfig(
 
   if (cfg.quantization_config !== undefined && cfg.quantization_config !== null) {
     const m = isObject(cfg.quantization_config) ? cfg.quantization_config.quant_method : undefined;
-    fail(
-      'quantization_config',
-      `quantized checkpoints${m ? ` (${String(m)})` : ''} are not supported; import the unquantized model`,
-    );
+    // compressed-tensors (Lathe's int8 export): its weights are read and checked by model/compressed-tensors.ts.
+    if (m !== 'compressed-tensors')
+      fail(
+        'quantization_config',
+        `quantized checkpoints${m ? ` (${String(m)})` : ''} are not supported; import the unquantized model`,
+      );
   }
   const act = cfg.hidden_act ?? 'silu';
   if (act !== 'silu' && act !== 'swish')

@@ -10,7 +10,7 @@ import { encodeFrame, FrameReader, ReplySchema, TORCH_PROTOCOL_VERSION, type Wir
 // its message; a process that dies fails every pending request with the exit and stderr's last lines.
 
 /** The package root (where package.json says "lathe"), found from this module in src/ or dist/. */
-function packageRoot(): string {
+export function packageRoot(): string {
   let d = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const p = join(d, 'package.json');
