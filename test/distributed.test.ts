@@ -105,13 +105,15 @@ describe('one run over several ranks (torch.distributed on gloo)', () => {
       const moved = await resume(part.dir.path, { resources: { gpus, parallel } });
       await moved.done;
       expect(moved.summary!.status, moved.summary!.error).toBe('completed');
-      expect(JSON.parse(await readFile(join(part.dir.path, 'recipe.lock.json'), 'utf8')).recipe.resources).toMatchObject(
-        { gpus, parallel },
-      );
+      expect(
+        JSON.parse(await readFile(join(part.dir.path, 'recipe.lock.json'), 'utf8')).recipe.resources,
+      ).toMatchObject({ gpus, parallel });
       const [a, b] = [losses(ms), losses(await moved.dir.readMetrics())];
       expect(b.map((m) => m.step)).toEqual(a.map((m) => m.step));
       const worst = Math.max(...a.map((m, i) => rel(m.loss as number, b[i]!.loss as number)));
-      console.log(`[distributed] saved on 2 ranks, resumed on ${gpus} (${parallel}): worst loss difference ${worst.toExponential(2)}`);
+      console.log(
+        `[distributed] saved on 2 ranks, resumed on ${gpus} (${parallel}): worst loss difference ${worst.toExponential(2)}`,
+      );
       expect(worst).toBeLessThanOrEqual(1e-5);
     }
   }, 600_000);
@@ -136,7 +138,10 @@ describe('one run over several ranks (torch.distributed on gloo)', () => {
     await run.done;
     expect(killed).toBe(true);
     expect(run.summary!.status, run.summary!.error).toBe('completed');
-    const events = (await readFile(join(run.dir.path, 'events.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const events = (await readFile(join(run.dir.path, 'events.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const restart = events.find((e) => /restarting from the last checkpoint/.test(e.message));
     expect(restart?.message).toMatch(/rank 1 on \S+ killed by signal 9/);
     // Steps 5 and 6 ran twice; metrics.jsonl keeps the redone ones, equal to the bit.
@@ -182,7 +187,18 @@ describe('one run over several ranks (torch.distributed on gloo)', () => {
     const tfjs = lathe(['train', file, '--gpus', '2', '--out', join(dir, 'no-1')]);
     expect(tfjs.status).toBe(2);
     expect(tfjs.stderr).toMatch(/resources: 2 × 1 ranks need the torch engine \(--engine torch\)/);
-    const cuda = lathe(['train', file, '--engine', 'torch', '--device', 'cuda', '--gpus', '4', '--out', join(dir, 'no-2')]);
+    const cuda = lathe([
+      'train',
+      file,
+      '--engine',
+      'torch',
+      '--device',
+      'cuda',
+      '--gpus',
+      '4',
+      '--out',
+      join(dir, 'no-2'),
+    ]);
     expect(cuda.status).toBe(2);
     expect(cuda.stderr).toMatch(/device cuda: torch .* sees no CUDA device/);
     write({ resources: { gpus: 0 } });

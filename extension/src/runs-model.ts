@@ -63,8 +63,7 @@ export function ranksOf(world: { ranks: number; parallel: string } | null, last?
 
 function worldOfLock(lock: Record<string, unknown>): { ranks: number; parallel: string } | null {
   const r = ((lock.recipe ?? {}) as Record<string, unknown>).resources as
-    | { gpus?: number; nodes?: number; parallel?: string }
-    | undefined;
+    { gpus?: number; nodes?: number; parallel?: string } | undefined;
   if (!r) return null;
   return { ranks: (r.gpus ?? 1) * (r.nodes ?? 1), parallel: r.parallel ?? 'ddp' };
 }

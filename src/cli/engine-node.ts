@@ -14,10 +14,14 @@ export function register(program: Command): void {
     .option('--rdzv <host:port>', 'the c10d rendezvous (default LATHE_RDZV_ENDPOINT)')
     .option('--engine-addr <host:port>', "where the run's rank 0 reports (default LATHE_ENGINE_ADDR)")
     .option(engineOptions[1]!.flags, 'cpu or cuda', engineOptions[1]!.parse)
-    .option('--timeout-seconds <n>', 'a collective that waits longer fails (default 600)', positiveInt('--timeout-seconds'))
+    .option(
+      '--timeout-seconds <n>',
+      'a collective that waits longer fails (default 600)',
+      positiveInt('--timeout-seconds'),
+    )
     .option('--once', 'stop when the ranks stop, instead of joining the next rendezvous')
     .option('--restart-delay <ms>', 'wait between rendezvous (default 2000)', positiveInt('--restart-delay'))
-    .addHelpText('after', '\nThe run\'s secret comes from LATHE_ENGINE_SECRET (never on the command line).')
+    .addHelpText('after', "\nThe run's secret comes from LATHE_ENGINE_SECRET (never on the command line).")
     .action(
       async (
         o: ResourceFlags & {

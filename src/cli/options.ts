@@ -57,7 +57,8 @@ export const engineOptions = [
 export const resourceOptions = [
   {
     flags: '--gpus <n>',
-    about: 'torch engine: ranks per node (GPUs on cuda, processes on cpu) over torch.distributed; overrides resources.gpus',
+    about:
+      'torch engine: ranks per node (GPUs on cuda, processes on cpu) over torch.distributed; overrides resources.gpus',
     parse: positiveInt('--gpus'),
   },
   {
@@ -67,7 +68,8 @@ export const resourceOptions = [
   },
   {
     flags: '--parallel <kind>',
-    about: 'ddp (replicate the model) or fsdp (shard parameters, gradients and optimizer state); overrides resources.parallel',
+    about:
+      'ddp (replicate the model) or fsdp (shard parameters, gradients and optimizer state); overrides resources.parallel',
     parse: choice('--parallel', ['ddp', 'fsdp'] as const),
   },
 ];

@@ -28,7 +28,12 @@ export function engineAhead(request: EngineRequest, defaultDevice: 'cpu' | 'cuda
   if ((request.engine ?? 'tfjs') === 'tfjs') return undefined;
   const probe = torchInfo();
   if (!probe.info) throw new LatheError(`engine torch: ${probe.why}; ${TORCH_FIX}`, 2);
-  return { kind: 'torch', device: request.device ?? defaultDevice, dtype: request.dtype ?? 'fp32', torch: probe.info.torch };
+  return {
+    kind: 'torch',
+    device: request.device ?? defaultDevice,
+    dtype: request.dtype ?? 'fp32',
+    torch: probe.info.torch,
+  };
 }
 
 /** Locks a recipe here for a worker an executor will start: backend or torch engine, resources, steps. */

@@ -131,8 +131,7 @@ export class WorkerExecutor implements LockingExecutor {
   /** Several ranks need torch on the worker, and on one CUDA machine no more GPUs than it has. */
   private checkResources(r: Resources | undefined, engine: EngineLock | undefined): void {
     if (worldSize(r) <= 1) return;
-    if (!engine)
-      throw new LatheError(`resources: ${worldSize(r)} ranks need the torch engine (--engine torch)`, 2);
+    if (!engine) throw new LatheError(`resources: ${worldSize(r)} ranks need the torch engine (--engine torch)`, 2);
     const have = this.client.hello.engines?.torch?.devices ?? 0;
     if (engine.device === 'cuda' && r!.nodes === 1 && r!.gpus > have)
       throw new LatheError(`resources.gpus: ${r!.gpus} GPUs asked for, the worker at ${this.url} has ${have}`, 2);

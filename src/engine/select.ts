@@ -104,6 +104,9 @@ export function checkResources(r: Resources | undefined, engine: EngineLock | un
   if (engine.device === 'cuda' && r!.nodes === 1) {
     const have = torchInfo().info?.devices ?? 0;
     if (r!.gpus > have)
-      throw new LatheError(`resources.gpus: ${r!.gpus} GPUs asked for, torch ${engine.torch} sees ${have} on this machine`, 2);
+      throw new LatheError(
+        `resources.gpus: ${r!.gpus} GPUs asked for, torch ${engine.torch} sees ${have} on this machine`,
+        2,
+      );
   }
 }

@@ -207,11 +207,18 @@ export const ResourcesSchema = z
       .min(1)
       .default(1)
       .describe('Ranks per node: one per GPU on cuda; processes on cpu (gloo). More than 1 needs the torch engine.'),
-    nodes: z.number().int().min(1).default(1).describe('Machines (Slurm nodes, Kubernetes pods), each running `gpus` ranks.'),
+    nodes: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('Machines (Slurm nodes, Kubernetes pods), each running `gpus` ranks.'),
     parallel: z
       .enum(['ddp', 'fsdp'])
       .default('ddp')
-      .describe('ddp replicates the model on every rank; fsdp (FSDP2) shards parameters, gradients and optimizer state.'),
+      .describe(
+        'ddp replicates the model on every rank; fsdp (FSDP2) shards parameters, gradients and optimizer state.',
+      ),
     timeoutSeconds: z
       .number()
       .positive()

@@ -50,8 +50,7 @@ async function moveRun(rd: RunDir, lock: AnyLock, req: ResourceRequest): Promise
   const resources = resourcesFor(req, was);
   checkResources(resources, lock.engine);
   const moved = { ...lock, recipe: { ...lock.recipe, resources } } as AnyLock;
-  if (isPipelineLock(moved))
-    moved.stages = moved.stages.map((st) => ({ ...st, recipe: { ...st.recipe, resources } }));
+  if (isPipelineLock(moved)) moved.stages = moved.stages.map((st) => ({ ...st, recipe: { ...st.recipe, resources } }));
   await rd.writeLock(moved);
   const ranks = (r: typeof was) => `${worldSize(r)} rank${worldSize(r) === 1 ? '' : 's'}${r ? ` (${r.parallel})` : ''}`;
   rd.appendEvent({ type: 'notice', message: `resources: resuming on ${ranks(resources)}; it ran on ${ranks(was)}` });

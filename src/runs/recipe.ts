@@ -59,7 +59,6 @@ export type LockRequest = Pick<
   'backend' | 'steps' | 'engine' | 'device' | 'dtype' | 'gpus' | 'nodes' | 'parallel'
 >;
 
-
 /** The engine request of a run: its options, else the environment, else the recipe. */
 function engineRequest(opts: LockRequest, recipe: EngineRequest): EngineRequest {
   const env = engineFromEnv();
@@ -234,7 +233,10 @@ export class Pipeline {
     );
     const resources = resourcesFor(opts, config.resources ?? first.resources);
     checkResources(resources, engine);
-    return lockPipeline({ ...config, backend, ...(resources ? { resources } : {}) }, { baseDir: this.baseDir, backend, engine });
+    return lockPipeline(
+      { ...config, backend, ...(resources ? { resources } : {}) },
+      { baseDir: this.baseDir, backend, engine },
+    );
   }
 
   /** Starts the pipeline and returns the live Run at once (metrics carry a global step, the stage and stage_step). */

@@ -61,7 +61,14 @@ export interface RunSummary {
 }
 
 /** Metric keys that measure time, not the computation, so reproduce ignores them. */
-export const TIMING_KEYS = new Set(['tokens_per_s', 'elapsed_s', 'gflops', 'step_ms', 'rank_tokens_per_s', 'slowest_rank']);
+export const TIMING_KEYS = new Set([
+  'tokens_per_s',
+  'elapsed_s',
+  'gflops',
+  'step_ms',
+  'rank_tokens_per_s',
+  'slowest_rank',
+]);
 
 /** The on-disk run directory (DESIGN contract): lock, metrics, events, checkpoints, summary. */
 export class RunDir {

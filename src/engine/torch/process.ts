@@ -152,7 +152,9 @@ export class TorchProcess {
     child.on('exit', (code, signal) => {
       const rank = launch ? rankFailure(this.stderr) : undefined;
       const tail = this.stderr.trim().split('\n').slice(-3).join(' | ');
-      const what = launch ? `the torch engine's ranks stopped (${signal ?? `code ${code}`})` : `the torch engine process exited (${signal ?? `code ${code}`})`;
+      const what = launch
+        ? `the torch engine's ranks stopped (${signal ?? `code ${code}`})`
+        : `the torch engine process exited (${signal ?? `code ${code}`})`;
       this.fail(rank ? `${what}: ${rank}` : `${what}${tail ? `: ${tail}` : ''}`);
     });
   }
@@ -182,9 +184,7 @@ export class TorchProcess {
     const server: Server = createServer();
     const port = await new Promise<number>((resolve, reject) => {
       server.once('error', (e) => reject(new LatheError(`torch engine: cannot listen for rank 0 (${e.message})`)));
-      server.listen(fixedPort, local ? '127.0.0.1' : '0.0.0.0', () =>
-        resolve((server.address() as AddressInfo).port),
-      );
+      server.listen(fixedPort, local ? '127.0.0.1' : '0.0.0.0', () => resolve((server.address() as AddressInfo).port));
     });
     const env = {
       ...TorchProcess.env(o.threads),
@@ -195,7 +195,13 @@ export class TorchProcess {
       LATHE_DIST_TIMEOUT: String(Math.max(1, Math.round(l.timeoutMs / 1000))),
     };
     const rdzv = l.launcher === 'srun' ? await freePort('0.0.0.0') : 0;
-    const argv = launchCommand(l, enginePython(), rdzv, process.env.LATHE_RDZV_ID ?? randomBytes(6).toString('hex'), env);
+    const argv = launchCommand(
+      l,
+      enginePython(),
+      rdzv,
+      process.env.LATHE_RDZV_ID ?? randomBytes(6).toString('hex'),
+      env,
+    );
     // Its own process group: stopping the run stops every rank (torchrun's children included).
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
     child.stdout!.on('data', (d: Buffer) => process.stderr.write(d));
@@ -222,7 +228,13 @@ export class TorchProcess {
       LATHE_ENGINE_SECRET: o.secret,
       LATHE_DIST_TIMEOUT: String(Math.max(1, Math.round(l.timeoutMs / 1000))),
     };
-    const argv = launchCommand({ ...l, launcher: 'join' }, enginePython(), 0, process.env.LATHE_RDZV_ID ?? 'lathe', env);
+    const argv = launchCommand(
+      { ...l, launcher: 'join' },
+      enginePython(),
+      0,
+      process.env.LATHE_RDZV_ID ?? 'lathe',
+      env,
+    );
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit'], env });
     return new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
   }
