@@ -10,11 +10,12 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -222,33 +223,59 @@ if (forTests) {
   if (!r.ok) log(`Slurm is not available, the Slurm test will fail saying so: ${r.reason}`);
 }
 // 8. Tests only (`--tests`): llama-cpp-python, to load the GGUF exports with llama.cpp. It compiles
-//    llama.cpp from its source package (cmake, a few minutes), so the wheel is built once into
-//    .cache/wheels (git-ignored) and installed from there afterwards. CPU only, no multimodal
-//    library, no -march=native (a cached wheel must not depend on this machine's CPU).
+//    llama.cpp from its source package (cmake, minutes on two cores), so the wheel is built once into a
+//    cache outside the clone (LATHE_CACHE_DIR, else $XDG_CACHE_HOME/lathe or ~/.cache/lathe), keyed
+//    by everything that shapes it, and installed from there by every later set-up and fresh clone.
+//    The build tools are pinned in requirements-build.txt and the build runs without pip's isolated
+//    environment (so nothing unpinned is fetched). CPU only, no multimodal library, no -march=native
+//    (a cached wheel must not depend on the machine that built it).
 if (forTests) {
-  const pin = readFileSync(join(root, 'requirements-build.txt'), 'utf8')
+  const pins = readFileSync(join(root, 'requirements-build.txt'), 'utf8')
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
-    .find((l) => l.startsWith('llama-cpp-python=='));
-  if (!pin) {
-    console.error('[setup] requirements-build.txt: no llama-cpp-python==<version> line');
+    .filter(Boolean);
+  const pin = pins.find((l) => l.startsWith('llama-cpp-python=='));
+  if (!pin || pins.some((l) => !/^[\w.-]+==[\w.]+$/.test(l))) {
+    console.error(
+      '[setup] requirements-build.txt: every line must be <package>==<version>, llama-cpp-python among them',
+    );
     process.exit(1);
   }
+  const tools = pins.filter((l) => l !== pin);
   const cmakeArgs =
-    '-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF';
-  const want = `${pin} ${cmakeArgs}`;
+    '-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF';
+  const key = createHash('sha256')
+    .update([...pins, cmakeArgs, pyVersion(), process.platform, process.arch].join('\n'))
+    .digest('hex')
+    .slice(0, 16);
   const llamaStamp = join(venv, '.lathe-llama-cpp');
-  if (stamp(llamaStamp) !== want) {
+  if (stamp(llamaStamp) !== key) {
     const version = pin.split('==')[1];
-    const wheels = join(root, '.cache', 'wheels');
+    const cacheRoot =
+      process.env.LATHE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'lathe');
+    const wheels = join(cacheRoot, 'wheels', `llama-cpp-python-${version}-${key}`);
     const cached = () =>
       existsSync(wheels)
         ? readdirSync(wheels).find((f) => f.startsWith(`llama_cpp_python-${version}-`) && f.endsWith('.whl'))
         : undefined;
     if (!cached()) {
-      log(`building ${pin} from its source package into .cache/wheels (compiles llama.cpp once; minutes)`);
+      if (!['cc', 'c++'].every((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0)) {
+        log("installing Debian's C/C++ compiler (apt-get g++) to build llama.cpp");
+        const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
+        const apt = (args) =>
+          run(sudo[0] ?? 'apt-get', [...(sudo.length ? ['apt-get'] : []), ...args], {
+            env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+          });
+        apt(['update', '-qq']);
+        apt(['install', '-y', '-qq', '--no-install-recommends', 'g++']);
+      }
+      log(`building ${pin} from its source package into ${wheels} (compiles llama.cpp once; minutes)`);
       const t0 = Date.now();
-      mkdirSync(wheels, { recursive: true });
+      run(py, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', ...tools]);
+      const tmp = `${wheels}.tmp-${process.pid}`;
+      rmSync(tmp, { recursive: true, force: true });
+      mkdirSync(tmp, { recursive: true });
+      const pipBin = join(venv, 'bin');
       run(
         py,
         [
@@ -258,23 +285,31 @@ if (forTests) {
           '--quiet',
           '--disable-pip-version-check',
           '--no-deps',
+          '--no-build-isolation',
+          // pip's own wheel cache would hand back a wheel built with other CMAKE_ARGS.
+          '--no-cache-dir',
           '--no-binary',
           'llama-cpp-python',
           pin,
           '-w',
-          wheels,
+          tmp,
         ],
         {
           env: {
             ...process.env,
+            // The pinned cmake and ninja of the venv come first.
+            PATH: `${pipBin}:${process.env.PATH ?? ''}`,
             CMAKE_ARGS: cmakeArgs,
             CMAKE_BUILD_PARALLEL_LEVEL: String(Math.max(1, availableParallelism())),
           },
         },
       );
+      // Renamed into place whole, so an interrupted build leaves no half cache behind.
+      rmSync(wheels, { recursive: true, force: true });
+      renameSync(tmp, wheels);
       log(`built ${cached()} in ${Math.round((Date.now() - t0) / 1000)} s`);
     }
-    log(`installing ${cached()} from .cache/wheels`);
+    log(`installing ${cached()} from ${wheels}`);
     run(py, [
       '-m',
       'pip',
@@ -285,7 +320,7 @@ if (forTests) {
       '--force-reinstall',
       join(wheels, cached()),
     ]);
-    writeFileSync(llamaStamp, want);
+    writeFileSync(llamaStamp, key);
   }
 }
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');
