@@ -17,7 +17,7 @@ export interface ComparisonRow {
   loss?: number;
   /** Latest held-out loss. */
   eval_loss?: number;
-  /** Latest suite scores by `<suite>/<metric>` (accuracy, perplexity, loss), from training or lathe eval. */
+  /** Latest suite scores by `<suite>/<metric>` (accuracy, perplexity, loss), from training or lathe eval, and `lm-eval/<task>/<metric>`. */
   scores: Record<string, number>;
   /** Gate verdict: from summary.json, else recomputed from the recipe's gates; undefined without gates. */
   gates?: GateReport['status'];
@@ -34,7 +34,11 @@ export async function compareRuns(dirs: readonly string[]): Promise<ComparisonRo
     const evals = summary?.evals as Record<string, EvalRecord> | undefined;
     const { values } = latestMetrics(metrics, evals);
     const scores: Record<string, number> = {};
-    for (const [k, v] of Object.entries(values)) if (k.startsWith('eval/')) scores[k.slice(5)] = v;
+    for (const [k, v] of Object.entries(values)) {
+      if (k.startsWith('eval/')) scores[k.slice(5)] = v;
+      // lm-eval tasks keep their prefix; their standard errors stay in summary.json.
+      else if (k.startsWith('lm-eval/') && !k.endsWith('_stderr')) scores[k] = v;
+    }
     const recipeGates = (lock.recipe.eval as { gates?: string[] }).gates ?? [];
     const stored = summary?.gates as GateReport | undefined;
     const gates = stored?.status ?? (recipeGates.length ? applyGates(recipeGates, values).status : undefined);

@@ -169,6 +169,10 @@ describe('lathe eval --lm-eval', () => {
     ]);
     expect(summary.gates.status).toBe(acc >= 0.1 && em >= 0.99 ? 'release-ready' : 'blocked');
     expect(result.gates).toEqual(summary.gates);
+    // lathe compare lists them beside the suites.
+    const [row] = JSON.parse(await runCli(['compare', run, '--json'])) as { scores: Record<string, number> }[];
+    expect(row!.scores).toMatchObject({ 'lm-eval/tally_emit_mc/acc': acc, 'lm-eval/tally_emit_gen/exact_match': em });
+    expect(Object.keys(row!.scores).some((k) => k.includes('stderr'))).toBe(false);
   });
 
   it('bad input: a missing task file, a task file without `task`, suite flags with --lm-eval', async () => {
