@@ -68,7 +68,7 @@ const CASES = {
   'train-small-dense:torch-ddp2': {
     default: true,
     about:
-      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the standalone PyTorch reference (2 threads)',
+      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the torch engine on 1 rank (2 threads)',
   },
   'train-tiny-dense:cpu': {
     default: false,
@@ -405,16 +405,37 @@ async function trainCase(caseName, model, backend) {
     ],
     OURS_ENV,
   );
-  const ref = new Server(`torch ${model}`, python, [
-    join(here, 'reference_llama.py'),
-    '--serve',
-    '--dir',
-    dir,
-    '--check-micro',
-    String(micro),
-    '--threads',
-    args['ref-threads'],
-  ]);
+  // Several ranks are measured against the same engine on one rank (the scaling the ranks give).
+  const oneRank = backend === 'torch-ddp2';
+  const ref = oneRank
+    ? new Server(
+        `ours ${model} torch 1 rank`,
+        process.execPath,
+        [
+          ...NODE_FLAGS,
+          join(here, 'train_step.mjs'),
+          'train',
+          '--serve',
+          '--model',
+          model,
+          ...engineArgs('torch'),
+          '--dir',
+          dir,
+          '--micro',
+          String(micro),
+        ],
+        OURS_ENV,
+      )
+    : new Server(`torch ${model}`, python, [
+        join(here, 'reference_llama.py'),
+        '--serve',
+        '--dir',
+        dir,
+        '--check-micro',
+        String(micro),
+        '--threads',
+        args['ref-threads'],
+      ]);
   const oursSteps = [];
   const refSteps = [];
   let error;
@@ -509,7 +530,9 @@ async function trainCase(caseName, model, backend) {
     reference: refTps,
     unit: 'tokens/s',
     ratio: oursTps / refTps,
-    note: `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
+    note: oneRank
+      ? `torch engine, 2 DDP ranks (gloo) vs the torch engine on 1 rank, batch 16, torch ${oursInfo?.torch ?? ''}`
+      : `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
     detail: {
       backend,
       params: oursInfo?.params ?? refInfo.params,
