@@ -113,6 +113,18 @@ def main():
             except Exception as e:  # a row that cannot run is reported, the rest goes on
                 row(f'train-{model}:torch-{dtype}', None, None, 'tokens/s', f'failed: {e}')
 
+    # 2b. torch.compile on the small dense model in bf16: tokens/s against eager, compile time apart.
+    d = os.path.join(work, 'small-dense')
+    try:
+        eager = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                          '--dtype', 'bf16', '--warmup', '1', '--steps', steps], 900)
+        comp = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                         '--dtype', 'bf16', '--warmup', '2', '--steps', steps, '--compile'], 1200)
+        row('train-small-dense:torch-bf16-compile', comp['tokensPerSecond'], eager['tokensPerSecond'], 'tokens/s',
+            f'torch.compile vs eager; first step {comp["firstStepSeconds"]:.1f} s with the compile vs {eager["firstStepSeconds"]:.2f} s eager')
+    except Exception as e:
+        row('train-small-dense:torch-bf16-compile', None, None, 'tokens/s', f'failed: {e}')
+
     # 3. The ~1B model in bf16: tokens/s and MFU against the measured bf16 ceiling.
     big = 'gpu-1b-quick' if a.quick else 'gpu-1b'
     d = os.path.join(work, big)
