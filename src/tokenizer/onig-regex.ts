@@ -14,7 +14,7 @@
  * with the offset in the pattern. Matching follows the `onig` crate's `find_iter`: an empty match
  * right after the previous match is skipped.
  */
-import { classBody, LO_IN_HF_LL_IN_JS, NEW_IN_UNICODE_17 } from './onig-unicode.js';
+import { classBody, LL_IN_HF_LO_IN_JS, NEW_IN_UNICODE_17 } from './onig-unicode.js';
 
 /** Tiles of a string: [start, end, isMatch] in UTF-16 indices, covering it in order. */
 export type MatchTiles = Array<[number, number, boolean]>;
@@ -83,7 +83,8 @@ for (const names of GENERAL_CATEGORIES) for (const n of names) CATEGORY_BY_LOOSE
 // Sets that gain the characters new in Unicode 17 (unassigned for Oniguruma) instead of losing them.
 const WITH_UNASSIGNED = new Set(['C', 'Cn']);
 const WITH_UNASSIGNED_SCRIPTS = new Set(['unknown', 'zzzz']);
-const LOSES_U0295 = new Set(['Ll', 'LC', 'cased', 'lowercase']);
+// U+0295 is Ll (so cased, lowercase) for Oniguruma, Lo for JavaScript.
+const GAINS_U0295 = new Set(['Ll', 'LC', 'cased', 'lowercase']);
 
 function validProperty(body: string): boolean {
   try {
@@ -161,15 +162,15 @@ class Translator {
 
   translate(): string {
     const out = this.alternation({ i: false, m: false });
-    if (this.pos < this.chars.length) this.fail('unbalanced ")"');
+    if (this.pos < this.chars.length) this.fail('unbalanced ")"', true);
     return out;
   }
 
-  private fail(message: string): never {
+  /** Refuses the pattern: `invalid` when Oniguruma would reject it too, else something Lathe cannot reproduce. */
+  private fail(message: string, invalid = false): never {
     const offset = [...this.pattern].slice(0, this.pos).join('').length;
-    throw new Error(
-      `${this.field} ${JSON.stringify(this.pattern)}: ${message} (at offset ${offset}); Lathe runs HF's Oniguruma regexes as JavaScript RegExps and cannot reproduce this`,
-    );
+    const why = invalid ? '' : "; Lathe runs HF's Oniguruma regexes as JavaScript RegExps and cannot reproduce this";
+    throw new Error(`${this.field} ${JSON.stringify(this.pattern)}: ${message} (at offset ${offset})${why}`);
   }
 
   private peek(k = 0): number | undefined {
@@ -191,9 +192,8 @@ class Translator {
 
   private alternation(flags: Flags): string {
     const branches: string[] = [];
-    const local = { ...flags };
     for (;;) {
-      branches.push(this.sequence(local));
+      branches.push(this.sequence(flags));
       if (!this.eat(0x7c /* | */)) break;
     }
     return branches.join('|');
@@ -209,8 +209,16 @@ class Translator {
     for (;;) {
       const c = this.peek();
       if (c === undefined || c === 0x7c || c === 0x29 /* ) */) break;
-      // `(?i)` / `(?-i)` without a colon change the flags of the rest of the enclosing group.
-      if (c === 0x28 && this.peek(1) === 0x3f && this.inlineFlags(flags)) continue;
+      // `(?i)` without a colon: as in Ruby, the rest of the enclosing group, later alternatives
+      // included, becomes a group with those flags (`a(?i)b|c` is `a(?i:b|c)`).
+      if (c === 0x28 && this.peek(1) === 0x3f) {
+        const inline = this.inlineFlags(flags);
+        if (inline !== null) {
+          flushLiterals();
+          out += `(?:${this.alternation(inline)})`;
+          break;
+        }
+      }
       const before = this.pos;
       const atom = this.atom(flags);
       if (atom === null) continue;
@@ -225,17 +233,14 @@ class Translator {
     return out;
   }
 
-  /** Parses `(?flags)` at the cursor if that is what is there; updates `flags`. */
-  private inlineFlags(flags: Flags): boolean {
+  /** Parses `(?flags)` at the cursor if that is what is there, returning the new flags; else null. */
+  private inlineFlags(flags: Flags): Flags | null {
     const save = this.pos;
     this.pos += 2;
     const parsed = this.flagSpec();
-    if (parsed !== null && this.eat(0x29)) {
-      Object.assign(flags, apply(flags, parsed));
-      return true;
-    }
+    if (parsed !== null && this.eat(0x29)) return apply(flags, parsed);
     this.pos = save;
-    return false;
+    return null;
   }
 
   /** `[imx]*(-[imx]*)?` at the cursor; null if it is not a flag spec. */
@@ -283,7 +288,7 @@ class Translator {
       case 0x2b:
       case 0x3f:
         this.pos--;
-        return this.fail('target of repeat operator is not specified');
+        return this.fail('target of repeat operator is not specified', true);
       case 0x7b: // { without an interval is a literal
         return { src: lit(c), quantifiable: true, literal: c };
       case 0x5c: {
@@ -305,11 +310,11 @@ class Translator {
   private group(flags: Flags): string {
     if (!this.eat(0x3f /* ? */)) {
       const inner = this.alternation(flags);
-      if (!this.eat(0x29)) this.fail('missing ")"');
+      if (!this.eat(0x29)) this.fail('missing ")"', true);
       return `(?:${inner})`;
     }
     const close = (inner: string, open: string): string => {
-      if (!this.eat(0x29)) this.fail('missing ")"');
+      if (!this.eat(0x29)) this.fail('missing ")"', true);
       return `${open}${inner})`;
     };
     if (this.eat(0x3a /* : */)) return close(this.alternation(flags), '(?:');
@@ -317,12 +322,12 @@ class Translator {
     if (this.eat(0x21 /* ! */)) return close(this.alternation(flags), '(?!');
     if (this.eat(0x3e /* > */)) {
       const inner = this.alternation(flags);
-      if (!this.eat(0x29)) this.fail('missing ")"');
+      if (!this.eat(0x29)) this.fail('missing ")"', true);
       return this.atomic(inner);
     }
     if (this.eat(0x23 /* # */)) {
       while (this.peek() !== undefined && this.peek() !== 0x29) this.pos++;
-      if (!this.eat(0x29)) this.fail('missing ")" after comment');
+      if (!this.eat(0x29)) this.fail('missing ")" after comment', true);
       return '';
     }
     if (this.startsWith('<=') || this.startsWith('<!')) {
@@ -334,7 +339,7 @@ class Translator {
       const end = this.peek() === 0x3c ? 0x3e : 0x27;
       this.pos++;
       while (this.peek() !== undefined && this.peek() !== end) this.pos++;
-      if (!this.eat(end)) this.fail('unterminated group name');
+      if (!this.eat(end)) this.fail('unterminated group name', true);
       // Named groups capture, but nothing here reads captures: a plain group is the same match.
       return close(this.alternation(flags), '(?:');
     }
@@ -364,7 +369,7 @@ class Translator {
     let quantified = false;
     for (;;) {
       const c = this.peek();
-      let q: string | null = null;
+      let q: string;
       let fixed = false;
       if (c === 0x2a || c === 0x2b || c === 0x3f) {
         this.pos++;
@@ -379,7 +384,7 @@ class Translator {
       }
       if (!quantifiable) {
         this.pos = atomStart;
-        this.fail('target of repeat operator is invalid');
+        this.fail('target of repeat operator is invalid', true);
       }
       const base = quantified ? `(?:${out})` : out;
       // Oniguruma: `*+ ++ ?+` are possessive, `{n,m}+` and `{n}+` repeat again, `{n}?` is optional.
@@ -405,7 +410,8 @@ class Translator {
     this.pos += m[0].length;
     const lo = m[1] === '' ? '0' : m[1]!;
     if (m[2] === '') return { src: `{${lo}}`, fixed: true };
-    if (m[3] !== '' && Number(m[3]) < Number(lo)) this.fail('upper bound of the interval is smaller than the lower');
+    if (m[3] !== '' && Number(m[3]) < Number(lo))
+      this.fail('upper bound of the interval is smaller than the lower', true);
     return { src: `{${lo},${m[3]}}`, fixed: false };
   }
 
@@ -414,7 +420,7 @@ class Translator {
    */
   private escape(inClass: boolean, flags: Flags): { cp: number } | { kind: 'set' | 'assert'; src: string } {
     const c = this.chars[this.pos++];
-    if (c === undefined) this.fail('pattern ends with "\\"');
+    if (c === undefined) this.fail('pattern ends with "\\"', true);
     const ch = String.fromCodePoint(c);
     const simple: Record<string, number> = { t: 9, n: 10, r: 13, f: 12, v: 11, a: 7, e: 27 };
     if (ch in simple) return { cp: simple[ch]! };
@@ -441,16 +447,17 @@ class Translator {
       case 'x': {
         if (this.eat(0x7b)) {
           const digits = this.takeWhile((d) => /[0-9a-fA-F]/.test(d));
-          if (!this.eat(0x7d) || digits === '' || parseInt(digits, 16) > 0x10ffff) this.fail('bad \\x{...} escape');
+          if (!this.eat(0x7d) || digits === '' || parseInt(digits, 16) > 0x10ffff)
+            this.fail('bad \\x{...} escape', true);
           return this.codePoint(parseInt(digits, 16));
         }
         const digits = this.takeWhile((d) => /[0-9a-fA-F]/.test(d), 2);
-        if (digits === '') this.fail('bad \\x escape');
+        if (digits === '') this.fail('bad \\x escape', true);
         return this.codePoint(parseInt(digits, 16));
       }
       case 'u': {
         const digits = this.takeWhile((d) => /[0-9a-fA-F]/.test(d), 4);
-        if (digits.length !== 4) this.fail('bad \\u escape (4 hex digits expected)');
+        if (digits.length !== 4) this.fail('bad \\u escape (4 hex digits expected)', true);
         return this.codePoint(parseInt(digits, 16));
       }
       case '0': {
@@ -481,24 +488,24 @@ class Translator {
       default:
         if (!/^[0-9A-Za-z]$/.test(ch)) return { cp: c };
     }
-    this.pos--;
+    this.pos -= 2; // point at the backslash
     const names: Record<string, string> = {
-      k: 'backreferences',
-      g: 'subroutine calls',
-      K: '\\K (keep)',
-      G: '\\G (search start anchor)',
-      R: '\\R (general newline)',
-      X: '\\X (grapheme cluster)',
-      N: '\\N',
-      O: '\\O',
-      y: '\\y (text segment boundary)',
-      Y: '\\Y (text segment boundary)',
-      c: 'control escapes',
-      C: 'control escapes',
-      M: 'meta escapes',
+      k: 'backreferences are',
+      g: 'subroutine calls are',
+      K: '\\K (keep) is',
+      G: '\\G (search start anchor) is',
+      R: '\\R (general newline) is',
+      X: '\\X (grapheme cluster) is',
+      N: '\\N (non-newline) is',
+      O: '\\O (any character) is',
+      y: '\\y (text segment boundary) is',
+      Y: '\\Y (text segment boundary) is',
+      c: 'control escapes are',
+      C: 'control escapes are',
+      M: 'meta escapes are',
     };
     if (/^[1-9]$/.test(ch)) this.fail('backreferences are not supported');
-    return this.fail(`${names[ch] ?? `escape \\${ch}`} ${names[ch] ? 'are' : 'is'} not supported`);
+    return this.fail(`${names[ch] ?? `escape \\${ch} is`} not supported`);
   }
 
   private codePoint(cp: number): { cp: number } {
@@ -519,10 +526,10 @@ class Translator {
 
   /** `\p{Name}`, `\p{^Name}`, `\P{Name}` as a class operand with Oniguruma's set. */
   private property(negated: boolean, flags: Flags): string {
-    if (!this.eat(0x7b)) this.fail('\\p must be followed by {name}');
+    if (!this.eat(0x7b)) this.fail('\\p must be followed by {name}', true);
     if (this.eat(0x5e /* ^ */)) negated = !negated;
     const name = this.takeWhile((d) => d !== '}');
-    if (!this.eat(0x7d)) this.fail('unterminated \\p{...}');
+    if (!this.eat(0x7d)) this.fail('unterminated \\p{...}', true);
     const set = propertySet(name);
     if (set === null) this.fail(`unknown or unsupported property \\p{${name}}`);
     if (flags.i && /^(L[ult]|LC|Upper|Lower|Uppercase|Lowercase|Cased)/i.test(name))
@@ -538,7 +545,7 @@ class Translator {
     let first = true;
     for (;;) {
       const c = this.peek();
-      if (c === undefined) this.fail('premature end of char-class');
+      if (c === undefined) this.fail('premature end of char-class', true);
       if (c === 0x5d /* ] */ && !first) {
         this.pos++;
         break;
@@ -570,8 +577,8 @@ class Translator {
           continue;
         }
         const to = this.classAtom(flags);
-        if ('set' in to) this.fail('a range cannot end with a character set');
-        if (to.cp < from.cp) this.fail('empty range in char class');
+        if ('set' in to) this.fail('a range cannot end with a character set', true);
+        if (to.cp < from.cp) this.fail('empty range in char class', true);
         items.push({ from: from.cp, to: to.cp });
         continue;
       }
@@ -587,7 +594,7 @@ class Translator {
     if (c !== 0x5c) return { cp: c };
     const e = this.escape(true, flags);
     if ('cp' in e) return e;
-    if (e.kind === 'assert') this.fail('an anchor cannot be part of a char class');
+    if (e.kind === 'assert') this.fail('an anchor cannot be part of a char class', true);
     return { set: e.src };
   }
 
@@ -622,8 +629,8 @@ const MULTI_FOLD_RUNS = ['ss', 'st', 'ff', 'fi', 'fl', 'ʼn'];
 function checkFoldRun(run: string, fail: (message: string) => never): void {
   if (run === '') return;
   const lower = run.toLowerCase();
-  if (/[^\x00-\x7f]/.test(run) && /\p{L}/u.test(run.replace(/[\x00-\x7f]/g, '')))
-    fail(`non-ASCII letters inside (?i) are not supported`);
+  if ([...run].some((ch) => ch.codePointAt(0)! > 0x7f && /\p{L}/u.test(ch)))
+    fail('non-ASCII letters inside (?i) are not supported');
   for (const s of MULTI_FOLD_RUNS)
     if (lower.includes(s)) fail(`"${s}" inside (?i) also matches a ligature or ß in Oniguruma, which is not supported`);
 }
@@ -646,9 +653,9 @@ function propertySet(name: string): string | null {
   } else {
     set = `[${js}--${NEW_CLASS}]`;
   }
-  const u295 = `\\u{${LO_IN_HF_LL_IN_JS.toString(16)}}`;
-  if (LOSES_U0295.has(prop.kind === 'category' ? prop.body : loose(prop.body))) set = `[${set}--[${u295}]]`;
-  if (prop.kind === 'category' && prop.body === 'Lo') set = `[${set}${u295}]`;
+  const u295 = `\\u{${LL_IN_HF_LO_IN_JS.toString(16)}}`;
+  if (GAINS_U0295.has(prop.kind === 'category' ? prop.body : loose(prop.body))) set = `[${set}${u295}]`;
+  if (prop.kind === 'category' && prop.body === 'Lo') set = `[${set}--[${u295}]]`;
   return set;
 }
 

@@ -3,7 +3,7 @@
  * against the library over every code point (see hf-pipeline.test.ts):
  *
  * - Its regexes run on Oniguruma with Unicode 16 tables; Node's ICU has Unicode 17. The characters
- *   new in 17 are unassigned (`\p{Cn}`, script Unknown) there, and U+0295 is still `Lo` (not `Ll`).
+ *   new in 17 are unassigned (`\p{Cn}`, script Unknown) there, and U+0295 is still `Ll` (not `Lo`).
  * - Its NFC/NFD/NFKC/NFKD come from the `unicode-normalization-alignments` crate, whose tables are
  *   older still: characters added since are left alone (starters that neither decompose nor compose).
  */
@@ -61,10 +61,14 @@ export const NEW_IN_UNICODE_17: Ranges = [
   [0x323b0, 0x33479],
 ];
 
-/** U+0295: `Lo` in Unicode 16 (HF), `Ll` in 17 (JavaScript). */
-export const LO_IN_HF_LL_IN_JS = 0x295;
+/** U+0295: `Ll` in Unicode 16 (HF), `Lo` in 17 (JavaScript). */
+export const LL_IN_HF_LO_IN_JS = 0x295;
 
-/** Characters HF's normalizers leave alone (newer than their tables, or changed since). */
+/**
+ * Characters HF's normalizers leave alone: newer than their tables, and so neither decomposed,
+ * reordered nor composed there (found by comparing every code point, in context, and every
+ * canonical composition pair with HF).
+ */
 export const NORMALIZATION_INERT: Ranges = [
   [0x897, 0x898],
   [0x89c, 0x89f],
@@ -80,6 +84,8 @@ export const NORMALIZATION_INERT: Ranges = [
   [0xa7f1, 0xa7f4],
   0xab69,
   0x105c9,
+  0x105d2,
+  0x105da,
   0x105e4,
   [0x10781, 0x10785],
   [0x10787, 0x107b0],
@@ -91,16 +97,22 @@ export const NORMALIZATION_INERT: Ranges = [
   0x10f4c,
   0x10f82,
   0x10f84,
-  0x11383,
-  0x11385,
+  [0x11382, 0x11385],
+  0x1138b,
   0x1138e,
-  0x11391,
+  [0x11390, 0x11391],
+  0x113b8,
+  0x113bb,
+  0x113c2,
   0x113c5,
-  [0x113c7, 0x113c8],
+  [0x113c7, 0x113c9],
   0x1145e,
+  0x11930,
+  0x11935,
   0x11938,
-  [0x16121, 0x16128],
-  [0x16d68, 0x16d6a],
+  [0x1611e, 0x16129],
+  0x16d63,
+  [0x16d67, 0x16d6a],
   [0x1ccd6, 0x1ccf9],
   [0x1e030, 0x1e06d],
   0x1e08f,

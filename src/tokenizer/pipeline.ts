@@ -37,6 +37,7 @@ export class HfPipeline {
 
   /** Appends the ids of one normalized text piece (between added tokens). */
   encodePiece(text: string, first: boolean, out: number[]): void {
+    if (text.length === 0) return;
     const start: Word[] = [{ text, byteLevel: false, first }];
     const words = this.preTokenize === null ? start : this.preTokenize(start);
     for (const w of words) {

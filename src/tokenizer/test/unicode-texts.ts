@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import fc from 'fast-check';
+import { NEW_IN_UNICODE_17, NORMALIZATION_INERT } from '../onig-unicode.js';
 import { repoRoot } from './python.js';
 
 /** Script samples, including what normalizers and regex classes treat specially. */
@@ -123,4 +124,17 @@ export async function realTexts(seed: number, benchBytes: number): Promise<strin
   };
   corpus.generateCorpus(benchBytes, (d) => docs.push(d), seed);
   return [...readme, ...tally, ...docs];
+}
+
+/** Every code point below U+3400, every 7th to U+20000, every 61st above, and all of the version tables (± 1). */
+export function sampledCodePoints(): number[] {
+  const set = new Set<number>();
+  for (let cp = 0; cp < 0x3400; cp++) set.add(cp);
+  for (let cp = 0x3400; cp < 0x20000; cp += 7) set.add(cp);
+  for (let cp = 0x20000; cp < 0x110000; cp += 61) set.add(cp);
+  for (const r of [...NEW_IN_UNICODE_17, ...NORMALIZATION_INERT]) {
+    const [a, b] = typeof r === 'number' ? [r, r] : r;
+    for (let cp = a - 1; cp <= b + 1; cp++) set.add(cp);
+  }
+  return [...set].filter((cp) => cp < 0xd800 || cp > 0xdfff).sort((a, b) => a - b);
 }
