@@ -198,6 +198,15 @@ describe('HF tokenizer.json pipelines of model families', () => {
     expect(chat.ids[0]).toBe(llama3.special.bos);
     expect(llama3.chatTemplate.startsWith("{{ '<|begin_of_text|>' }}")).toBe(true);
     expect(llama3.special.user).toBeGreaterThanOrEqual(1505);
+    // A run saves the tokenizer and loads it back with Tokenizer.load: the same ids and specials.
+    const saved = join(dir, 'llama3-saved.json');
+    await llama3.save(saved);
+    const back = await Tokenizer.load(saved);
+    expect(back.special).toEqual(llama3.special);
+    expect(back.vocabSize).toBe(llama3.vocabSize);
+    expect(back.encode('Hello world<|eot_id|>', { addSpecialTokens: true })).toEqual(
+      llama3.encode('Hello world<|eot_id|>', { addSpecialTokens: true }),
+    );
 
     const qwen = await loadHfTokenizer(join(dir, 'qwen2'));
     expect(qwen.specialTokens.eos).toBe('<|im_end|>');

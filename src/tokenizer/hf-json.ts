@@ -51,6 +51,27 @@ export interface TokenizerSpec {
    * ByteLevel pre-tokenizer, decoder and post-processor).
    */
   components: HfComponents | null;
+  /**
+   * The model's own bos/eos/pad token strings when they stand for Lathe's (`special.bos`, ...),
+   * kept in the file as `lathe_special_tokens` (HF ignores keys it does not know).
+   */
+  specialTokens: Partial<Record<'bos' | 'eos' | 'pad', string>>;
+}
+
+const SPECIALS_KEY = 'lathe_special_tokens';
+
+function parseSpecialTokens(root: Json): Partial<Record<'bos' | 'eos' | 'pad', string>> {
+  const v = root[SPECIALS_KEY];
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) fail(`${SPECIALS_KEY} must be an object (got ${describe(v)})`);
+  const out: Partial<Record<'bos' | 'eos' | 'pad', string>> = {};
+  for (const [key, token] of Object.entries(v)) {
+    if (key !== 'bos' && key !== 'eos' && key !== 'pad') fail(`${SPECIALS_KEY}.${key} is not one of bos, eos, pad`);
+    if (typeof token !== 'string' || token === '')
+      fail(`${SPECIALS_KEY}.${key} must be a token string (got ${describe(token)})`);
+    out[key] = token;
+  }
+  return out;
 }
 
 function parseAddedTokens(root: Json): AddedToken[] {
@@ -85,7 +106,7 @@ function optionalString(obj: Json, key: string, field: string): string | null {
   return v;
 }
 
-type ModelFields = Omit<TokenizerSpec, 'addedTokens' | 'addPrefixSpace' | 'useRegex' | 'components'>;
+type ModelFields = Omit<TokenizerSpec, 'addedTokens' | 'addPrefixSpace' | 'useRegex' | 'components' | 'specialTokens'>;
 
 function parseModel(root: Json): ModelFields {
   const model = root['model'];
@@ -192,6 +213,7 @@ export function parseTokenizerJson(obj: unknown): TokenizerSpec {
     addPrefixSpace: byteLevelPre ? optionalBool(pre, 'add_prefix_space', 'pre_tokenizer', true) : false,
     useRegex: byteLevelPre ? optionalBool(pre, 'use_regex', 'pre_tokenizer', true) : true,
     components: isLathePipeline(components) ? null : components,
+    specialTokens: parseSpecialTokens(obj),
   };
 }
 
@@ -255,5 +277,6 @@ export function toTokenizerJson(spec: TokenizerSpec): Json {
       vocab,
       merges: spec.merges.map(([a, b]) => [a, b]),
     },
+    ...(Object.keys(spec.specialTokens).length > 0 ? { [SPECIALS_KEY]: { ...spec.specialTokens } } : {}),
   };
 }

@@ -295,7 +295,7 @@ describe('tokenizer.json', () => {
             behavior: 'Isolated',
             invert: false,
           }),
-        'tokenizer.json: pre_tokenizer.pattern.Regex "(?i:\'s)|(\\\\w)\\\\1": backreferences are not supported (at offset 13)',
+        'tokenizer.json: pre_tokenizer.pattern.Regex "(?i:\'s)|(\\\\w)\\\\1": backreferences are not supported (at offset 12)',
       ],
       [
         (j) => (j.pre_tokenizer = { type: 'Split', pattern: { Regex: 'a' }, behavior: 'Glued', invert: false }),

@@ -199,6 +199,7 @@ export class Tokenizer {
       continuingSubwordPrefix: null,
       endOfWordSuffix: null,
       components: null,
+      specialTokens: {},
     });
   }
 
@@ -213,7 +214,9 @@ export class Tokenizer {
     for (const id of spec.vocab.values()) next = Math.max(next, id + 1);
     for (const t of spec.addedTokens) next = Math.max(next, t.id + 1);
     const addedTokens = [...spec.addedTokens];
-    const contents: Record<SpecialTokenName, string> = { ...SPECIAL_TOKENS, ...opts.specialTokens };
+    // The file's own record (a tokenizer Lathe saved after loadHfTokenizer), unless the caller says otherwise.
+    const chosen = { ...spec.specialTokens, ...opts.specialTokens };
+    const contents: Record<SpecialTokenName, string> = { ...SPECIAL_TOKENS, ...chosen };
     for (const name of SPECIAL_TOKEN_NAMES) {
       const content = contents[name];
       const existing = addedTokens.findIndex((t) => t.content === content);
@@ -233,7 +236,10 @@ export class Tokenizer {
         normalized: false,
       });
     }
-    return new Tokenizer({ ...spec, addedTokens }, contents, opts.hf ?? null);
+    const specialTokens: Partial<Record<'bos' | 'eos' | 'pad', string>> = {};
+    for (const name of ['bos', 'eos', 'pad'] as const)
+      if (contents[name] !== SPECIAL_TOKENS[name]) specialTokens[name] = contents[name];
+    return new Tokenizer({ ...spec, addedTokens, specialTokens }, contents, opts.hf ?? null);
   }
 
   /** Loads a `tokenizer.json` written by {@link save} or by HF `tokenizers` (a BPE model). */
