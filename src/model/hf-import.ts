@@ -1,17 +1,22 @@
 /**
- * Hugging Face import: an HF LlamaForCausalLM / MixtralForCausalLM folder (Lathe's export, or one
- * saved by transformers) as a Lathe spec, weights and tokenizer. It depends on no run machinery,
+ * Hugging Face import: an HF folder of a Llama, Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE causal LM
+ * (Lathe's export, or one saved by transformers) as a Lathe spec, weights and tokenizer. It depends on no run machinery,
  * so training code can use it for `--from <hf-dir>` without an import cycle.
  */
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LatheError } from '../errors.js';
-import { paramSpecsOf } from './spec.js';
+import { familyOf, isMoeLayer, moeNames, paramSpecsOf } from './spec.js';
 import type { ModelSpec } from './spec.js';
 import { readSafetensors, toFloat32, type StoredTensor } from './safetensors.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { specFromHfConfig, type HfConfigInfo, type SpecFromHfOptions } from '../recipe/hf-config.js';
+import {
+  HF_ARCHITECTURE_OF,
+  specFromHfConfig,
+  type HfConfigInfo,
+  type SpecFromHfOptions,
+} from '../recipe/hf-config.js';
 import type { Weights as NamedWeights } from './weights.js';
 
 /** Options for {@link importHf}. */
@@ -38,7 +43,7 @@ export interface HfImport {
 }
 
 /**
- * Reads an HF Llama or Mixtral folder: config.json, model.safetensors or a sharded
+ * Reads an HF model folder (see recipe/hf-config.ts for the architectures): config.json, model.safetensors or a sharded
  * model.safetensors.index.json (F32, F16 or BF16, converted to float32), and tokenizer.json
  * (ByteLevel BPE). Errors are {@link LatheError}s that name the file and the field or tensor.
  */
@@ -154,15 +159,16 @@ function mapWeights(
     pending.delete(name);
     return t;
   };
-  // transformers 5 in memory (and any save that did not revert it): fused Mixtral experts.
+  // transformers 5 in memory (and any save that did not revert it): fused Mixtral / Qwen3-MoE experts.
   if (spec.arch === 'moe') {
     for (let i = 0; i < spec.layers; i++) {
+      if (!isMoeLayer(spec, i)) continue;
       const fused = `model.layers.${i}.mlp.experts.gate_up_proj`;
       const down = `model.layers.${i}.mlp.experts.down_proj`;
       const router = `model.layers.${i}.mlp.gate.weight`;
-      const legacy = `model.layers.${i}.block_sparse_moe`;
+      const names = moeNames(spec, i);
       if (pending.has(router))
-        got.set(`${legacy}.gate.weight`, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
+        got.set(names.router, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
       if (pending.has(fused)) {
         const t = take(fused);
         const [e, twoF, d] = t.shape as [number, number, number];
@@ -174,11 +180,11 @@ function mapWeights(
         const data = toF32(fused, t);
         const block = spec.ffnDim * spec.dim;
         for (let x = 0; x < e; x++) {
-          got.set(`${legacy}.experts.${x}.w1.weight`, {
+          got.set(names.expert(x).gate, {
             shape: [spec.ffnDim, spec.dim],
             data: data.slice(2 * x * block, (2 * x + 1) * block),
           });
-          got.set(`${legacy}.experts.${x}.w3.weight`, {
+          got.set(names.expert(x).up, {
             shape: [spec.ffnDim, spec.dim],
             data: data.slice((2 * x + 1) * block, (2 * x + 2) * block),
           });
@@ -199,7 +205,7 @@ function mapWeights(
         const data = toF32(down, t);
         const block = spec.dim * spec.ffnDim;
         for (let x = 0; x < spec.experts; x++)
-          got.set(`${legacy}.experts.${x}.w2.weight`, {
+          got.set(names.expert(x).down, {
             shape: [spec.dim, spec.ffnDim],
             data: data.slice(x * block, (x + 1) * block),
           });
@@ -226,9 +232,11 @@ function mapWeights(
   if (pending.size) {
     const names = [...pending.keys()].sort();
     const first = names[0]!;
-    const hint = /\.bias$/.test(first) ? " (Lathe's Llama has no biases)" : '';
+    const hint = /\.bias$/.test(first)
+      ? ' (this architecture has no such bias; check attention_bias and mlp_bias)'
+      : '';
     throw new LatheError(
-      `${where(first)}: tensor ${first}: not part of a ${spec.arch === 'moe' ? 'Mixtral' : 'Llama'} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`,
+      `${where(first)}: tensor ${first}: not part of a ${HF_ARCHITECTURE_OF[familyOf(spec)]} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`,
     );
   }
   return got;
