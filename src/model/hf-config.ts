@@ -43,6 +43,7 @@ function ropeFields(spec: ModelSpec): Record<string, unknown> {
 export function hfConfigOf(spec: ModelSpec, ids: HfTokenIds): Record<string, unknown> {
   const family = familyOf(spec);
   const qwen = family === 'qwen2' || family === 'qwen3' || family === 'qwen3_moe';
+  // Key order as Lathe has always written Llama and Mixtral configs.
   const config: Record<string, unknown> = {
     architectures: [HF_ARCHITECTURE_OF[family]],
     model_type: family,
@@ -59,7 +60,11 @@ export function hfConfigOf(spec: ModelSpec, ids: HfTokenIds): Record<string, unk
     rms_norm_eps: spec.normEps,
     // transformers 4 reads rope_theta/rope_scaling, transformers 5 rope_parameters.
     ...ropeFields(spec),
+    // Llama, Qwen3 and Qwen3-MoE put attention_bias on q, k, v and o; Qwen2's q/k/v biases are built
+    // in; Mistral and Mixtral have none (Mixtral's config has always said false).
+    attention_bias: spec.attentionBias === 'all',
     attention_dropout: 0.0,
+    mlp_bias: false,
     tie_word_embeddings: spec.tieEmbeddings,
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
@@ -68,11 +73,10 @@ export function hfConfigOf(spec: ModelSpec, ids: HfTokenIds): Record<string, unk
     torch_dtype: 'float32',
     dtype: 'float32',
   };
-  // Biases: Llama, Qwen3 and Qwen3-MoE say attention_bias (q, k, v and o); Qwen2's q/k/v ones are built in.
-  if (family === 'llama' || family === 'qwen3' || family === 'qwen3_moe')
-    config.attention_bias = spec.attentionBias === 'all';
-  if (family === 'llama') Object.assign(config, { mlp_bias: false, pretraining_tp: 1 });
-  if (family === 'mistral' || family === 'mixtral') config.sliding_window = spec.slidingWindow ?? null;
+  if (family === 'mistral' || family === 'qwen2') delete config.attention_bias;
+  if (family !== 'llama' && family !== 'mixtral') delete config.mlp_bias;
+  if (family === 'llama') config.pretraining_tp = 1;
+  if (family === 'mistral') config.sliding_window = spec.slidingWindow ?? null;
   if (qwen) {
     config.use_sliding_window = spec.slidingWindow !== undefined;
     config.sliding_window = spec.slidingWindow ?? null;
@@ -89,6 +93,7 @@ export function hfConfigOf(spec: ModelSpec, ids: HfTokenIds): Record<string, unk
       router_aux_loss_coef: spec.auxLossCoef,
       router_jitter_noise: 0.0,
       output_router_logits: false,
+      sliding_window: spec.slidingWindow ?? null,
     });
   }
   if (family === 'qwen3_moe') {
