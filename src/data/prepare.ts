@@ -7,6 +7,7 @@ import type { RecipeLock } from '../recipe/lock.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { Cleaner, type CleanCounts } from './clean.js';
 import { readSource, type Rejection } from './sources.js';
+import { addTokens } from './vocab.js';
 
 // Two streamed passes with bounded memory: (1) read, clean and split into train/val spools,
 // train the tokenizer on the spool's head; (2) encode the spools into uint16 token files.
@@ -15,6 +16,8 @@ import { readSource, type Rejection } from './sources.js';
 export interface PreparedSource {
   name: string;
   weight: number;
+  /** The continued pre-training replay data (data.replay), not one of data.sources. */
+  replay?: boolean;
   docs: { train: number; val: number };
   tokens: { train: number; val: number };
   bytes: number;
@@ -27,6 +30,8 @@ export interface PreparedData {
   dir: string;
   tokenizerPath: string;
   vocabSize: number;
+  /** tokenizer.addTokens added to a base model's tokenizer, with their ids. */
+  addedTokens?: { content: string; id: number }[];
   sources: PreparedSource[];
   clean: CleanCounts;
   rejected: number;
@@ -89,17 +94,34 @@ export async function prepareData(
   const spools: {
     name: string;
     weight: number;
+    replay?: boolean;
     train: string;
     val: string;
     docs: { train: number; val: number };
     bytes: number;
   }[] = [];
-  for (const [i, src] of r.data.sources.entries()) {
+  // Replay (continued pre-training) reads as one more source whose weight gives it its share.
+  const replay = r.data.replay;
+  const total = r.data.sources.reduce((a, src) => a + src.weight, 0);
+  const inputs = [
+    ...r.data.sources.map((src, i) => ({ src, i, at: `data.sources[${i}]` })),
+    ...(replay
+      ? [
+          {
+            src: { ...replay, weight: (replay.weight / (1 - replay.weight)) * total },
+            i: r.data.sources.length,
+            at: 'data.replay',
+          },
+        ]
+      : []),
+  ];
+  for (const { src, i, at } of inputs) {
     const name = lock.data[i]!.source;
     const files = lock.data[i]!.files.map((f) => f.path);
     const s = {
       name,
       weight: src.weight,
+      ...(at === 'data.replay' ? { replay: true } : {}),
       train: join(dir, `${i}.train.spool`),
       val: join(dir, `${i}.val.spool`),
       docs: { train: 0, val: 0 },
@@ -125,15 +147,17 @@ export async function prepareData(
     }
     await closeStream(wTrain);
     await closeStream(wVal);
-    if (s.docs.train === 0) opts.onNotice?.(`data.sources[${i}] (${name}): no training documents left after cleaning`);
+    if (s.docs.train === 0) opts.onNotice?.(`${at} (${name}): no training documents left after cleaning`);
     spools.push(s);
   }
   const t1 = performance.now();
 
   const tokenizerPath = join(dir, 'tokenizer.json');
   let tokenizer: Tokenizer;
+  let addedTokens: PreparedData['addedTokens'];
   if (lock.tokenizer) {
     tokenizer = await Tokenizer.load(lock.tokenizer.path);
+    if (r.tokenizer.addTokens) ({ tokenizer, added: addedTokens } = addTokens(tokenizer, r.tokenizer.addTokens));
   } else {
     opts.onProgress?.({ phase: 'tokenizer' });
     const maxBytes = r.tokenizer.maxBytes;
@@ -168,6 +192,7 @@ export async function prepareData(
     const out: PreparedSource = {
       name: s.name,
       weight: s.weight,
+      ...(s.replay ? { replay: true } : {}),
       docs: s.docs,
       bytes: s.bytes,
       tokens: { train: 0, val: 0 },
@@ -206,6 +231,7 @@ export async function prepareData(
     dir,
     tokenizerPath,
     vocabSize: tokenizer.vocabSize,
+    ...(addedTokens ? { addedTokens } : {}),
     sources,
     clean: cleaner.counts,
     rejected,

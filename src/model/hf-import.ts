@@ -18,6 +18,7 @@ import {
   type SpecFromHfOptions,
 } from '../recipe/hf-config.js';
 import type { Weights as NamedWeights } from './weights.js';
+import { resizeVocab } from './vocab.js';
 
 /** Options for {@link importHf}. */
 export interface ImportHfOptions extends SpecFromHfOptions {
@@ -62,11 +63,7 @@ export async function importHf(dir: string, opts: ImportHfOptions = {}): Promise
       );
     }
     grownVocab = [spec.vocabSize, tokenizer.vocabSize];
-    for (const name of ['model.embed_tokens.weight', 'lm_head.weight']) {
-      const w = weights.get(name);
-      if (w) weights.set(name, growRows(w, tokenizer.vocabSize));
-    }
-    spec.vocabSize = tokenizer.vocabSize;
+    resizeVocab(spec, weights, tokenizer.vocabSize);
   }
   return { spec, weights, tokenizer, info, files, grownVocab };
 }
@@ -255,15 +252,4 @@ async function readTokenizer(dir: string): Promise<Tokenizer> {
   } catch (e) {
     throw new LatheError(`${path}: ${(e as Error).message}`);
   }
-}
-
-/** Rows appended to a [rows, dim] matrix, each the mean of the existing rows. */
-function growRows(w: { shape: number[]; data: Float32Array }, rows: number): { shape: number[]; data: Float32Array } {
-  const [old, dim] = w.shape as [number, number];
-  const mean = new Float64Array(dim);
-  for (let r = 0; r < old; r++) for (let c = 0; c < dim; c++) mean[c]! += w.data[r * dim + c]!;
-  const data = new Float32Array(rows * dim);
-  data.set(w.data);
-  for (let r = old; r < rows; r++) for (let c = 0; c < dim; c++) data[r * dim + c] = mean[c]! / old;
-  return { shape: [rows, dim], data };
 }

@@ -1,4 +1,7 @@
 import type { ModelConfig, MODEL_FAMILIES } from './schema.js';
+import { familyOf } from './families.js';
+
+export { familyOf };
 import { ffnDimOf } from './validate.js';
 
 /** Everything that fixes a model's shapes: the recipe's model section plus the vocabulary size. */
@@ -45,11 +48,6 @@ export type ModelFamily = (typeof MODEL_FAMILIES)[number];
 export type RopeScaling =
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalContext: number }
   | { type: 'linear'; factor: number };
-
-/** The spec's family: its own, or the default for its arch. */
-export function familyOf(s: Pick<ModelSpec, 'arch' | 'family'>): ModelFamily {
-  return s.family ?? (s.arch === 'moe' ? 'mixtral' : 'llama');
-}
 
 /** Whether layer i attends through the sliding window. */
 export function windowed(s: ModelSpec, i: number): boolean {
@@ -99,46 +97,3 @@ export const OPEN_FIELDS = [
   'denseLayers',
   'denseFfnDim',
 ] as const satisfies readonly (keyof ModelSpec & keyof ModelConfig)[];
-
-/**
- * What a model section's open-model fields may not combine to, each with the field to fix: every
- * spec that passes is one its family's HF class computes exactly (so export writes it back).
- */
-export function familyIssues(
-  m: Partial<Pick<ModelSpec, (typeof OPEN_FIELDS)[number] | 'arch' | 'layers'>>,
-): { field: string; message: string }[] {
-  const out: { field: string; message: string }[] = [];
-  const arch = m.arch ?? 'dense';
-  const family = familyOf({ arch, family: m.family });
-  const moeFamily = family === 'mixtral' || family === 'qwen3_moe';
-  if (moeFamily !== (arch === 'moe'))
-    out.push({
-      field: 'family',
-      message: `${family} is ${moeFamily ? 'a mixture of experts: set arch "moe"' : 'dense: set arch "dense"'}`,
-    });
-  if (family === 'qwen2' && m.attentionBias !== 'qkv')
-    out.push({ field: 'attentionBias', message: 'qwen2 has q/k/v biases: set "qkv"' });
-  if (m.attentionBias === 'qkv' && family !== 'qwen2')
-    out.push({ field: 'attentionBias', message: `"qkv" is Qwen2's; ${family} has "all" or none` });
-  if (m.attentionBias === 'all' && (family === 'mistral' || family === 'mixtral' || family === 'qwen2'))
-    out.push({ field: 'attentionBias', message: `${family} has no attention_bias option` });
-  const qk = family === 'qwen3' || family === 'qwen3_moe';
-  if (qk !== Boolean(m.qkNorm))
-    out.push({ field: 'qkNorm', message: qk ? `${family} has q/k norms: set true` : `${family} has no q/k norms` });
-  if (m.slidingWindow !== undefined && family === 'llama')
-    out.push({ field: 'slidingWindow', message: 'llama has no sliding window; set family mistral or qwen2' });
-  if (m.windowLayers !== undefined && family !== 'qwen2' && family !== 'qwen3')
-    out.push({ field: 'windowLayers', message: `${family} applies its window to every layer; remove windowLayers` });
-  if (m.windowLayers !== undefined && m.slidingWindow === undefined)
-    out.push({ field: 'windowLayers', message: 'is set without slidingWindow' });
-  for (const k of ['normTopK', 'denseLayers', 'denseFfnDim'] as const)
-    if (m[k] !== undefined && family !== 'qwen3_moe')
-      out.push({ field: k, message: `is a Qwen3-MoE setting: set family "qwen3_moe"` });
-  for (const k of ['windowLayers', 'denseLayers'] as const) {
-    const bad = (m[k] ?? []).find((i) => m.layers !== undefined && i >= m.layers);
-    if (bad !== undefined) out.push({ field: k, message: `layer ${bad} is past the last layer ${m.layers! - 1}` });
-  }
-  if (m.denseLayers && m.layers !== undefined && new Set(m.denseLayers).size >= m.layers)
-    out.push({ field: 'denseLayers', message: 'leaves no layer with experts' });
-  return out;
-}

@@ -68,12 +68,28 @@ export const CleanSchema = z
   })
   .describe('Cleaning.');
 
+/** Continued pre-training: the base model's own kind of data, mixed back in so it forgets less. */
+export const ReplaySchema = z
+  .strictObject({
+    ...SourceSchema.shape,
+    weight: z
+      .number()
+      .gt(0)
+      .lt(1)
+      .default(0.25)
+      .describe('Share of training sequences drawn from the replay data (the sources share the rest).'),
+  })
+  .describe(
+    'Replay (continued pre-training, with `from`): text like the base model was trained on, mixed in at a share of the training sequences to limit forgetting; its held-out loss is reported as eval_loss_replay.',
+  );
+
 export const DataSchema = z
   .strictObject({
     sources: z
       .array(SourceSchema)
       .min(1, { error: 'add at least one source, e.g. {"path": "data/train.jsonl"}' })
       .describe('Data sources, mixed by weight.'),
+    replay: ReplaySchema.optional(),
     clean: CleanSchema.prefault({}).describe('Cleaning, dedupe and PII scrubbing.'),
     onError: z
       .enum(['skip', 'fail'])
@@ -91,6 +107,13 @@ export const DataSchema = z
 export const TokenizerSchema = z
   .strictObject({
     path: z.string().min(1).optional().describe('Load this HF tokenizer.json instead of training one.'),
+    addTokens: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe(
+        "Continued pre-training (`from`): tokens added to the base model's tokenizer, each matched whole in text and encoded as one new id; the embedding (and untied head) rows of new ids start at the mean of the base's rows.",
+      ),
     vocabSize: z
       .number()
       .int()
@@ -326,6 +349,13 @@ export const PretrainRecipeSchema = z
     seed: seedField,
     backend: backendField,
     ...engineFields,
+    from: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Continued pre-training: start from this model (a Lathe run directory, or a Hugging Face folder of a Llama, Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE model), relative to the recipe. Its architecture and tokenizer are kept (tokenizer.addTokens may add tokens); data.replay mixes in data like the base's. Unset: a fresh model.",
+      ),
     data: DataSchema.describe('Training data.'),
     tokenizer: TokenizerSchema.prefault({}).describe('Tokenizer.'),
     model: ModelSchema.prefault({}).describe('Model.'),
@@ -490,7 +520,7 @@ const fromField = z
   .min(1)
   .optional()
   .describe(
-    'Start from this model: a Lathe run directory (its latest checkpoint; a pipeline run: its last stage) or a Hugging Face Llama/Mixtral folder, relative to the recipe. The model and tokenizer then come from it. Unset: a fresh model (model and tokenizer sections apply). In a pipeline, stages after the first start from the previous stage.',
+    'Start from this model: a Lathe run directory (its latest checkpoint; a pipeline run: its last stage) or a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE), relative to the recipe. The model and tokenizer then come from it. Unset: a fresh model (model and tokenizer sections apply). In a pipeline, stages after the first start from the previous stage.',
   );
 
 /** Evaluation during a post-training stage. */
