@@ -1,10 +1,12 @@
-import type { ModelFamily, ModelSpec } from './model-spec.js';
+import type { ModelConfig, MODEL_FAMILIES } from './schema.js';
+
+type ModelFamily = (typeof MODEL_FAMILIES)[number];
 
 // Which open-model fields go with which HF family (model_type): the rules validation applies to a
 // model section, so every spec that passes is one its family's transformers class computes exactly.
 
 /** The spec's family: its own, or the default for its arch. */
-export function familyOf(s: Pick<ModelSpec, 'arch' | 'family'>): ModelFamily {
+export function familyOf(s: { arch: 'dense' | 'moe'; family?: ModelFamily }): ModelFamily {
   return s.family ?? (s.arch === 'moe' ? 'mixtral' : 'llama');
 }
 
@@ -25,7 +27,7 @@ type OpenField =
  * spec that passes is one its family's HF class computes exactly (so export writes it back).
  */
 export function familyIssues(
-  m: Partial<Pick<ModelSpec, OpenField | 'arch' | 'layers'>>,
+  m: Partial<Pick<ModelConfig, OpenField | 'arch' | 'layers'>>,
 ): { field: string; message: string }[] {
   const out: { field: string; message: string }[] = [];
   const arch = m.arch ?? 'dense';

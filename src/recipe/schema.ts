@@ -287,6 +287,12 @@ export const EvalSchema = z
   .strictObject({
     every: z.number().int().min(0).default(50).describe('Evaluate held-out loss every N steps (0: only at the end).'),
     batches: z.number().int().positive().default(4).describe('Held-out batches per evaluation.'),
+    onStart: z
+      .boolean()
+      .optional()
+      .describe(
+        "Also evaluate the starting model before the first step (a step-0 line in metrics.jsonl): with `from`, the base model's held-out loss, the baseline of continued pre-training. Default off.",
+      ),
     ...evalSuiteFields,
   })
   .describe('Evaluation during training.');

@@ -48,7 +48,7 @@ export async function pretrain(ctx: StageContext<PretrainRecipe>): Promise<Stage
   try {
     return await stepLoop(
       ctx,
-      { ...cfg, evalEvery: r.eval.every },
+      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
       {
         stage: 'pretrain',
         flopsPerToken: flopsPerToken(engine.spec),
