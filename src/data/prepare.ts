@@ -18,6 +18,8 @@ export interface PreparedSource {
   weight: number;
   /** The continued pre-training replay data (data.replay), not one of data.sources. */
   replay?: boolean;
+  /** Bytes per token id in the token files: 4 for a vocabulary past 65536 ids (an imported model's); else 2. */
+  tokenBytes?: 4;
   docs: { train: number; val: number };
   tokens: { train: number; val: number };
   bytes: number;
@@ -188,11 +190,15 @@ export async function prepareData(
 
   const sources: PreparedSource[] = [];
   const { bos, eos } = tokenizer.special;
+  // uint16 ids hold Lathe's own vocabularies; Llama 3's or Qwen's need uint32.
+  const wide = tokenizer.vocabSize > 65536;
+  const Ids = wide ? Uint32Array : Uint16Array;
   for (const s of spools) {
     const out: PreparedSource = {
       name: s.name,
       weight: s.weight,
       ...(s.replay ? { replay: true } : {}),
+      ...(wide ? { tokenBytes: 4 as const } : {}),
       docs: s.docs,
       bytes: s.bytes,
       tokens: { train: 0, val: 0 },
@@ -201,10 +207,10 @@ export async function prepareData(
     };
     for (const split of ['train', 'val'] as const) {
       const ws = createWriteStream(out[split]);
-      let buf = new Uint16Array(1 << 16);
+      let buf: Uint16Array | Uint32Array = new Ids(1 << 16);
       let len = 0;
       const flush = async () => {
-        if (len) await writeChunk(ws, new Uint8Array(buf.buffer, 0, len * 2).slice());
+        if (len) await writeChunk(ws, new Uint8Array(buf.buffer, 0, len * buf.BYTES_PER_ELEMENT).slice());
         len = 0;
       };
       let n = 0;
@@ -212,7 +218,7 @@ export async function prepareData(
         const ids = tokenizer.encode(text);
         if (len + ids.length + 2 > buf.length) {
           await flush();
-          if (ids.length + 2 > buf.length) buf = new Uint16Array(ids.length + 2);
+          if (ids.length + 2 > buf.length) buf = new Ids(ids.length + 2);
         }
         buf[len++] = bos;
         for (const id of ids) buf[len++] = id;
@@ -242,7 +248,7 @@ export async function prepareData(
   return prepared;
 }
 
-/** Size in tokens of a uint16 token file. */
-export async function tokenFileLength(path: string): Promise<number> {
-  return (await stat(path)).size / 2;
+/** Size in tokens of a token file (uint16 ids, or uint32 with tokenBytes 4). */
+export async function tokenFileLength(path: string, tokenBytes: 2 | 4 = 2): Promise<number> {
+  return (await stat(path)).size / tokenBytes;
 }
