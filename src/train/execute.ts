@@ -11,6 +11,7 @@ import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
 import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
 import { initWeights, type Weights } from '../model/weights.js';
+import { resizeVocab } from '../model/vocab.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { PostRecipe } from '../recipe/schema.js';
 import {
@@ -291,7 +292,20 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
   }
   const tokenizer = await Tokenizer.load(prepared.tokenizerPath);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
-  const fresh = () => Promise.resolve(initWeights(spec, lock.recipe.seed));
+  const base = lock.base;
+  // Continued pre-training starts from the base's weights, with rows for any added tokens.
+  const fresh = base
+    ? async () => {
+        const b = await loadBase(base);
+        resizeVocab(
+          b.spec,
+          b.weights,
+          spec.vocabSize,
+          (prepared.addedTokens ?? []).map((a) => a.id),
+        );
+        return b.weights;
+      }
+    : () => Promise.resolve(initWeights(spec, lock.recipe.seed));
   const ck = await resumePoint(rd, lock, sink, resuming);
   if (ck)
     return {
@@ -304,11 +318,16 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
       referenceWeights: fresh,
     };
   const params = numParamsOf(spec);
+  const added = prepared.addedTokens?.length
+    ? `; added ${prepared.addedTokens.length} token(s) (${prepared.addedTokens.map((a) => `${JSON.stringify(a.content)}=${a.id}`).join(', ')}), their embedding rows at the mean of the base's`
+    : '';
   if (!resuming)
     sink.event({
       type: 'started',
       step: 0,
-      message: `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
+      message: base
+        ? `continued pre-training from ${base.kind === 'run' ? base.checkpoint : `the Hugging Face model ${base.path}`}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${added}`
+        : `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
       params,
     });
   return { spec, weights: await fresh(), tokenizer, prepared, referenceWeights: fresh };
