@@ -92,7 +92,7 @@ class Server:
                 st = {'m': prefixed(tensors, 'm.'), 'v': prefixed(tensors, 'v.'), 'step': args['optimizerStep']}
             self.engine = Engine(args['spec'], prefixed(tensors, 'w.'), args['device'], args['dtype'],
                                  args.get('optimizer'), st, args.get('checkpointActivations', False),
-                                 args.get('compile', False))
+                                 args.get('compile', False), args.get('lora'), prefixed(tensors, 'a.'))
             return {'params': sum(p.numel() for p in self.engine.params), 'compileSeconds': self.engine.compile_seconds}, {}
         e = self.engine
         if e is None:
@@ -119,10 +119,15 @@ class Server:
             return {}, {}
         if op == 'set_reference':
             w = prefixed(tensors, 'w.')
-            e.set_reference(w if w else None)
+            e.set_reference(w if w else None, bool(args.get('base')))
             return {}, {}
         if op == 'weights':
             return {}, {f'w.{k}': v for k, v in e.weights().items()}
+        if op == 'adapters':
+            a = e.adapters()
+            return {'lora': a is not None}, {f'a.{k}': v for k, v in (a or {}).items()}
+        if op == 'memory':
+            return e.memory(), {}
         if op == 'optimizer_state':
             st = e.optimizer_state()
             if st is None:
