@@ -27,7 +27,10 @@ describe('PEFT export of a LoRA run', () => {
     dir = await scratch('lathe-peft-');
     const data = await tallySlice(dir, 400);
     const pre = await new Recipe(
-      tinyRecipe(data, { model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 64 }, train: { steps: 15, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 2, checkpointEvery: 0 } }),
+      tinyRecipe(data, {
+        model: { dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 64 },
+        train: { steps: 15, batchSize: 4, lr: 0.01, minLr: 0.001, warmupSteps: 2, checkpointEvery: 0 },
+      }),
       { baseDir: dir },
     ).run({ out: join(dir, 'base') });
     expect(pre.summary!.status).toBe('completed');

@@ -51,7 +51,8 @@ export const PEFT_FILES = ['adapter_config.json', 'adapter_model.safetensors'] a
 /** Where the adapter's base is, for adapter_config.json and the user. */
 function baseOf(lock: RecipeLock): ExportPeftResult['base'] {
   const b = lock.base;
-  if (b?.kind === 'hf') return { path: b.path, hint: `load it on the Hugging Face folder it was trained from: ${b.path}` };
+  if (b?.kind === 'hf')
+    return { path: b.path, hint: `load it on the Hugging Face folder it was trained from: ${b.path}` };
   if (b?.kind === 'run')
     return {
       path: b.path,
@@ -64,7 +65,11 @@ function baseOf(lock: RecipeLock): ExportPeftResult['base'] {
 }
 
 /** Writes a LoRA run's adapters as a PEFT adapter folder (or, with `merge`, the merged HF model) at `outDir`. */
-export async function exportPeft(runDir: string, outDir: string, opts: ExportPeftOptions = {}): Promise<ExportPeftResult> {
+export async function exportPeft(
+  runDir: string,
+  outDir: string,
+  opts: ExportPeftOptions = {},
+): Promise<ExportPeftResult> {
   RunDir.open(runDir);
   const dir = opts.step === undefined ? modelRunDir(runDir) : runDir;
   const rd = RunDir.open(dir);
@@ -77,7 +82,16 @@ export async function exportPeft(runDir: string, outDir: string, opts: ExportPef
   const base = baseOf(lock);
   if (opts.merge) {
     const hf = await exportHf(runDir, outDir, { step: opts.step });
-    return { dir: hf.dir, step: hf.step, checkpoint: hf.checkpoint, skipped: hf.skipped, files: hf.files, merged: true, base, hf };
+    return {
+      dir: hf.dir,
+      step: hf.step,
+      checkpoint: hf.checkpoint,
+      skipped: hf.skipped,
+      files: hf.files,
+      merged: true,
+      base,
+      hf,
+    };
   }
   const experts = lora.targets.filter((t) => /^w[123]$/.test(t));
   if (experts.length)
@@ -87,13 +101,15 @@ export async function exportPeft(runDir: string, outDir: string, opts: ExportPef
   const out = resolve(outDir);
   if (existsSync(out)) {
     if (!statSync(out).isDirectory()) throw new LatheError(`--out ${outDir}: exists and is not a directory`);
-    if (readdirSync(out).length) throw new LatheError(`--out ${outDir}: exists and is not empty; choose a new directory`);
+    if (readdirSync(out).length)
+      throw new LatheError(`--out ${outDir}: exists and is not empty; choose a new directory`);
   }
   let step = opts.step;
   let skipped: ExportPeftResult['skipped'] = [];
   if (step === undefined) ({ step, skipped } = await latestGoodCheckpoint(rd));
   else if (!(await rd.checkpointSteps()).includes(step)) step = undefined;
-  if (step === undefined) throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ' yet'}`);
+  if (step === undefined)
+    throw new LatheError(`${dir}: no checkpoint${opts.step !== undefined ? ` at step ${opts.step}` : ' yet'}`);
   const checkpoint = rd.checkpointPath(step);
   const ck = await loadCheckpoint(checkpoint);
   if (!ck.adapters) throw new LatheError(`${checkpoint}: holds a whole model, not LoRA adapters`);

@@ -166,7 +166,7 @@ export const LoraSchema = z
       .describe("Dropout on the adapters' input while training (PEFT lora_dropout)."),
     targets: z
       .array(z.enum([...new Set([...LORA_TARGETS.dense, ...LORA_TARGETS.moe])]))
-      .min(1, { error: 'name at least one projection, e.g. ["q_proj", "v_proj"]' })
+      .min(1, { error: 'add at least one projection, e.g. ["q_proj", "v_proj"]' })
       .default(['q_proj', 'v_proj'])
       .describe(
         'Projections to adapt in every block (PEFT target_modules): q_proj, k_proj, v_proj, o_proj, and gate_proj, up_proj, down_proj (dense) or w1, w2, w3 (MoE experts).',
