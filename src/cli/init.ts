@@ -21,6 +21,8 @@ export interface InitOptions {
   reward?: string;
   /** Reward-model run directory (online-dpo's judge). */
   judgeModel?: string;
+  /** Train LoRA adapters on the `--from` model. */
+  lora?: boolean;
 }
 
 const rel = (baseDir: string, p: string) => relative(baseDir, resolve(p)) || '.';
@@ -63,6 +65,7 @@ export function starterRecipe(
   }
   if (field)
     throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
+  if (o.lora && !o.from) throw new LatheError('--lora: adapts a base model; pass --from <run-dir|hf-dir> too');
   if (stage === 'online-dpo') {
     if (!o.reward && !o.judgeModel)
       throw new LatheError(
@@ -81,6 +84,7 @@ export function starterRecipe(
     ...(o.reward ? { reward: rewardOf(o.reward, baseDir) } : {}),
     ...(o.judgeModel ? { judgeModel: rel(baseDir, o.judgeModel) } : {}),
     ...(o.from ? { baseContext: baseContext(o.from) } : {}),
+    ...(o.lora ? { lora: true } : {}),
   });
 }
 
@@ -100,6 +104,7 @@ export function register(program: Command): void {
     )
     .option('--reward <module>', 'reward function module, file or file#export (grpo; online-dpo judge)')
     .option('--judge-model <run-dir>', 'reward-model run that judges online-dpo completions (mean log-prob)')
+    .option('--lora', 'train LoRA adapters (rank 16 on q, k, v, o) on the --from model instead of all its weights')
     .option('--field <name>', 'JSONL field or CSV column with the text (pretrain)')
     .option('--out <file>', 'recipe file to write (.json or .yaml)', 'recipe.json')
     .option('--force', 'overwrite --out if it exists')

@@ -21,7 +21,7 @@ import {
 } from '../runs/checkpoint.js';
 import type { Metric, RunDir, RunEvent, RunSummary } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { loadBase } from './base.js';
+import { loadBase, loraBaseWeights } from './base.js';
 import type { StageContext, StageResult, StopSignal } from './loop.js';
 import { STAGE_RUNNERS } from './stages.js';
 
@@ -278,7 +278,7 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
     return {
       spec,
       ...checkpointModel(ck, lock.recipe.train.lora !== undefined, rd.checkpointPath(ck.state.step)),
-      weights: ck.weights ?? (await fresh()),
+      weights: ck.weights ?? (await loraBaseWeights(lock, spec)),
       optimizer: optimizerOf(ck),
       tokenizer,
       prepared,
