@@ -90,6 +90,38 @@ describe('LoRA stages (wasm, from the mini Tally base)', () => {
       expect((await readFile(join(resumed.dir.checkpointPath(16), f))).equals(await readFile(join(ck, f)))).toBe(true);
   }, 300_000);
 
+  it('QLoRA int8: the same SFT on an int8 base lands within 0.03 of LoRA on the float base, and resumes to the bit', async () => {
+    const r = (quantize: 'none' | 'int8') =>
+      sft(
+        {
+          from: base,
+          backend: 'wasm',
+          seed: 3,
+          data: { sources: [{ path: chats }] },
+          train: { steps: 16, batchSize: 8, lr: 1e-2, warmupSteps: 2, checkpointEvery: 8, lora: { ...lora, quantize } },
+          eval: { every: 8, batches: 2, onStart: true },
+        },
+        { baseDir: dir },
+      );
+    const q = await r('int8').run({ out: join(dir, 'qlora') });
+    expect(q.summary!.status, q.summary!.error).toBe('completed');
+    const [mq, mf] = [
+      await q.dir.readMetrics(),
+      await (await import('../runs/index.js')).open(join(dir, 'sft')).then((x) => x.dir.readMetrics()),
+    ];
+    const at = (ms: typeof mq, step: number) => ms.find((m) => m.step === step)!.eval_loss!;
+    console.log(
+      `[qlora] held-out loss, int8 base vs float base: start ${at(mq, 0).toFixed(4)} vs ${at(mf, 0).toFixed(4)}, after 16 steps ${at(mq, 16).toFixed(4)} vs ${at(mf, 16).toFixed(4)}`,
+    );
+    expect(Math.abs(at(mq, 16) - at(mf, 16))).toBeLessThan(0.03);
+    expect(at(mq, 16)).toBeLessThan(at(mq, 0) - 0.05);
+    expect((await q.dir.readEvents()).find((e) => e.type === 'started')!.message).toMatch(/the base frozen, held int8/);
+    const split = await r('int8').run({ out: join(dir, 'qlora-split'), stopAfter: 8 });
+    const resumed = await resume(split.dir.path);
+    await resumed.done;
+    expect(untimed(await resumed.dir.readMetrics())).toEqual(untimed(mq));
+  }, 300_000);
+
   it('DPO: the reference is the base with the adapters off (zero implicit rewards at step 1, and the same after a resume)', async () => {
     const r = dpo(
       {

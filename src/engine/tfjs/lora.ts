@@ -108,7 +108,8 @@ export class TfjsLora {
             this.dropoutSeed !== undefined && cfg.dropout > 0
               ? (tf.dropout(x, cfg.dropout, undefined, Rng.derive(this.dropoutSeed, site.i).nextU32()) as tf.Tensor2D)
               : x;
-          return tf.add(y, tf.mul(linear(linear(xd, a), b), scale)) as tf.Tensor2D;
+          // The scale goes on the rank-r product, the smallest tensor on the path.
+          return tf.add(y, linear(tf.mul(linear(xd, a), scale) as tf.Tensor2D, b)) as tf.Tensor2D;
         });
       }
       this.hooked.push(v);
