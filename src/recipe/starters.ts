@@ -55,6 +55,9 @@ export const STARTER_PRESETS = {
  */
 export const STARTER_LORA = { rank: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] } as const;
 
+/** Continued pre-training moves a trained model, not a fresh one: a tenth of the fresh learning rate. */
+export const CONTINUED_PRETRAIN_LR = { lr: 3e-4, minLr: 3e-5 } as const;
+
 /** The stages with a starter, in menu order (every stage has one: the record above is keyed by Stage). */
 export const STARTER_STAGES = Object.keys(STARTER_PRESETS) as Stage[];
 
@@ -63,8 +66,10 @@ export interface StarterInput {
   stage: Stage;
   /** Data sources (pretrain may name a JSONL field or CSV column per source). */
   sources: { path: string; field?: string }[];
-  /** Base model for post-training: the recipe's `from`. Without it the starter trains STARTER_MODEL. */
+  /** Base model (post-training, continued pre-training): the recipe's `from`. Without it the starter trains STARTER_MODEL. */
   from?: string;
+  /** Continued pre-training: replay data like the base's (data.replay, at its default share). */
+  replay?: string | string[];
   /** Reward module: grpo's reward, or online-dpo's judge. */
   reward?: { module: string; export?: string };
   /** Reward-model run that judges online-dpo, instead of `reward`. */
@@ -88,6 +93,17 @@ export function starterRecipe(input: StarterInput): RecipeInput {
   // The key order is the one `lathe init` has always written.
   if (stage === 'pretrain') {
     const p = STARTER_PRESETS.pretrain;
+    if (input.from)
+      // Continued pre-training: the base's model and tokenizer, a gentler learning rate.
+      return {
+        name: 'starter',
+        stage,
+        ...common,
+        from: input.from,
+        data: { sources, ...(input.replay ? { replay: { path: input.replay } } : {}), ...p.data },
+        train: trainOf({ ...p.train, ...CONTINUED_PRETRAIN_LR }, input.lora),
+        eval: { ...p.eval },
+      };
     return {
       name: 'starter',
       stage,

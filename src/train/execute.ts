@@ -10,6 +10,7 @@ import { summarizeGates } from '../eval/gates.js';
 import { checkLoraTargets, initAdapters, loraParamCount } from '../model/lora.js';
 import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
 import { initWeights, type Weights } from '../model/weights.js';
+import { resizeVocab } from '../model/vocab.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { LoraRecipeConfig, PostRecipe } from '../recipe/schema.js';
 import {
@@ -21,7 +22,7 @@ import {
 } from '../runs/checkpoint.js';
 import type { Metric, RunDir, RunEvent, RunSummary } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { loadBase, loraBaseWeights } from './base.js';
+import { loadBase } from './base.js';
 import type { StageContext, StageResult, StopSignal } from './loop.js';
 import { STAGE_RUNNERS } from './stages.js';
 
@@ -272,13 +273,26 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
   }
   const tokenizer = await Tokenizer.load(prepared.tokenizerPath);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
-  const fresh = () => Promise.resolve(initWeights(spec, lock.recipe.seed));
+  const base = lock.base;
+  // Continued pre-training starts from the base's weights, with rows for any added tokens.
+  const fresh = base
+    ? async () => {
+        const b = await loadBase(base);
+        resizeVocab(
+          b.spec,
+          b.weights,
+          spec.vocabSize,
+          (prepared.addedTokens ?? []).map((a) => a.id),
+        );
+        return b.weights;
+      }
+    : () => Promise.resolve(initWeights(spec, lock.recipe.seed));
   const ck = await resumePoint(rd, lock, sink, resuming);
   if (ck)
     return {
       spec,
       ...checkpointModel(ck, lock.recipe.train.lora !== undefined, rd.checkpointPath(ck.state.step)),
-      weights: ck.weights ?? (await loraBaseWeights(lock, spec)),
+      weights: ck.weights ?? (await fresh()),
       optimizer: optimizerOf(ck),
       tokenizer,
       prepared,
@@ -286,11 +300,16 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
       referenceWeights: fresh,
     };
   const params = numParamsOf(spec);
+  const added = prepared.addedTokens?.length
+    ? `; added ${prepared.addedTokens.length} token(s) (${prepared.addedTokens.map((a) => `${JSON.stringify(a.content)}=${a.id}`).join(', ')}), their embedding rows at the mean of the base's`
+    : '';
   if (!resuming)
     sink.event({
       type: 'started',
       step: 0,
-      message: `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${loraNote(spec, lock.recipe.train.lora)}`,
+      message: base
+        ? `continued pre-training from ${base.kind === 'run' ? base.checkpoint : `the Hugging Face model ${base.path}`}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${added}${loraNote(spec, lock.recipe.train.lora)}`
+        : `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${loraNote(spec, lock.recipe.train.lora)}`,
       params,
     });
   return { spec, weights: await fresh(), tokenizer, prepared, referenceWeights: fresh };

@@ -33,6 +33,8 @@ export interface HfCheck {
   eos: number | number[] | null;
   texts: number[][];
   chat?: string;
+  /** The loaded config (with `config: true`). */
+  config?: Record<string, unknown>;
 }
 
 /** Runs jobs through check_hf.py; throws with the setup hint when the venv or a package is missing. */
