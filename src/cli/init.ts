@@ -21,6 +21,8 @@ export interface InitOptions {
   reward?: string;
   /** Reward-model run directory (online-dpo's judge). */
   judgeModel?: string;
+  /** Train LoRA adapters on the `--from` model. */
+  lora?: boolean;
   /** Continued pre-training (pretrain --from): replay data like the base's. */
   replay?: string[];
 }
@@ -62,12 +64,14 @@ export function starterRecipe(
     throw new LatheError(
       "--replay: mixes a base model's kind of data into continued pre-training; use it with init pretrain --from",
     );
+  if (o.lora && !o.from) throw new LatheError('--lora: adapts a base model; pass --from <run-dir|hf-dir> too');
   if (stage === 'pretrain') {
     const sources = data.map((p) => ({ path: rel(baseDir, p), ...(field ? { field } : {}) }));
     return starter({
       stage,
       sources,
       ...(o.from ? { from: rel(baseDir, o.from) } : {}),
+      ...(o.lora ? { lora: true } : {}),
       ...(o.replay
         ? { replay: o.replay.length === 1 ? rel(baseDir, o.replay[0]!) : o.replay.map((r) => rel(baseDir, r)) }
         : {}),
@@ -93,6 +97,7 @@ export function starterRecipe(
     ...(o.reward ? { reward: rewardOf(o.reward, baseDir) } : {}),
     ...(o.judgeModel ? { judgeModel: rel(baseDir, o.judgeModel) } : {}),
     ...(o.from ? { baseContext: baseContext(o.from) } : {}),
+    ...(o.lora ? { lora: true } : {}),
   });
 }
 
@@ -112,6 +117,7 @@ export function register(program: Command): void {
     )
     .option('--reward <module>', 'reward function module, file or file#export (grpo; online-dpo judge)')
     .option('--judge-model <run-dir>', 'reward-model run that judges online-dpo completions (mean log-prob)')
+    .option('--lora', 'train LoRA adapters (rank 16 on q, k, v, o) on the --from model instead of all its weights')
     .option('--field <name>', 'JSONL field or CSV column with the text (pretrain)')
     .option(
       '--replay <paths...>',

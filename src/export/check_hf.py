@@ -13,6 +13,10 @@ Jobs:
       Writes a tiny random model of that architecture with save_pretrained (its transformers config
       class, `config` overriding the small defaults; biases and norm gains randomised so a mix-up
       shows in the logits), and a ByteLevel BPE tokenizer.json trained with `tokenizers` on the texts.
+  {"op": "peft", "base": D, "adapter": A, "prompt": [ids]}
+      Loads D with AutoModelForCausalLM, then the PEFT adapter A with PeftModel.from_pretrained;
+      returns the base's logits, the adapted model's, the adapter's LoRA modules and PEFT's
+      complaints (missing or unexpected adapter keys), which must be empty for a faithful load.
 """
 import json
 import sys
@@ -42,6 +46,30 @@ def check(job):
     if tok and job.get("chat"):
         res["chat"] = tok.apply_chat_template(job["chat"], tokenize=False, add_generation_prompt=True)
     return res
+
+
+def peft(job):
+    import warnings
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(job["base"], dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    ids = torch.tensor([job["prompt"]], dtype=torch.long)
+    with torch.no_grad():
+        base = model(ids).logits[0].tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, job["adapter"])
+    peft_model.eval()
+    with torch.no_grad():
+        adapted = peft_model(ids).logits[0].tolist()
+    modules = sorted(n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}))
+    complaints = [str(w.message) for w in caught if "adapter" in str(w.message).lower() or "key" in str(w.message).lower()]
+    return {"base": base, "adapted": adapted, "modules": modules, "complaints": complaints,
+            "class": type(peft_model).__name__}
 
 
 def make(job):
@@ -91,7 +119,7 @@ def make(job):
 
 def main():
     req = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    ops = {"check": check, "make": make}
+    ops = {"check": check, "make": make, "peft": peft}
     out = [ops[j["op"]](j) for j in req["jobs"]]
     sys.stdout.write(json.dumps(out))
 

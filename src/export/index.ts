@@ -1,6 +1,6 @@
 /**
  * Export to and import from Hugging Face (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE), with
- * optional int8 weight quantization.
+ * optional int8 weight quantization; PEFT adapters of LoRA runs.
  */
 export {
   exportHf,
@@ -23,3 +23,4 @@ export {
   type SpecFromHfOptions,
 } from '../recipe/hf-config.js';
 export { quantizeInt8, quantizeRows, isQuantizedWeight, type Int8Summary, type NamedWeights } from './quantize.js';
+export { exportPeft, PEFT_FILES, type ExportPeftOptions, type ExportPeftResult } from './peft.js';

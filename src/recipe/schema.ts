@@ -253,6 +253,45 @@ export const ModelSchema = z
     "Model architecture. A fresh model must fit: its training state (16 bytes a parameter: fp32 weights, gradients and AdamW's two moments) within this machine's memory, or LATHE_MAX_MODEL_GIB GiB when set, and each tensor within 2^32 values.",
   );
 
+/** The projections LoRA can adapt, by PEFT's `target_modules` names, per architecture. */
+export const LORA_TARGETS = {
+  dense: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  moe: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'w1', 'w2', 'w3'],
+} as const;
+
+/** LoRA (PEFT's): low-rank adapters train on a frozen model; QLoRA holds that model quantized. */
+export const LoraSchema = z
+  .strictObject({
+    rank: z.number().int().min(1).max(1024).default(8).describe('Rank r of each adapter: A is r x in, B is out x r.'),
+    alpha: z
+      .number()
+      .positive()
+      .default(16)
+      .describe('Scale of the update: the adapted weight is W + (alpha / rank) · B A (PEFT lora_alpha).'),
+    dropout: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(0)
+      .describe("Dropout on the adapters' input while training (PEFT lora_dropout)."),
+    targets: z
+      .array(z.enum([...new Set([...LORA_TARGETS.dense, ...LORA_TARGETS.moe])]))
+      .min(1, { error: 'add at least one projection, e.g. ["q_proj", "v_proj"]' })
+      .default(['q_proj', 'v_proj'])
+      .describe(
+        'Projections to adapt in every block (PEFT target_modules): q_proj, k_proj, v_proj, o_proj, and gate_proj, up_proj, down_proj (dense) or w1, w2, w3 (MoE experts).',
+      ),
+    quantize: z
+      .enum(['none', 'int8', 'nf4'])
+      .default('none')
+      .describe(
+        "QLoRA: hold the frozen model's projections quantized: int8 per row (both engines), or nf4 (the torch engine on CUDA, with bitsandbytes).",
+      ),
+  })
+  .describe(
+    'Train LoRA adapters instead of the whole model: the starting model stays frozen, only the adapters and their optimizer state train and are checkpointed; `lathe export --format peft` writes them for PEFT.',
+  );
+
 export const PretrainSchema = z
   .strictObject({
     steps: z.number().int().positive().default(200).describe('Optimizer steps.'),
@@ -272,6 +311,7 @@ export const PretrainSchema = z
       .describe(
         'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
       ),
+    lora: LoraSchema.optional(),
     fimRate: z
       .number()
       .min(0)
@@ -478,6 +518,7 @@ function optimizerFields(d: {
       .describe(
         'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
       ),
+    lora: LoraSchema.optional(),
     logEvery: z.number().int().positive().default(1).describe('Write metrics every N steps.'),
     checkpointEvery: z
       .number()
@@ -832,6 +873,7 @@ export type DataConfig = z.output<typeof DataSchema>;
 export type TokenizerConfig = z.output<typeof TokenizerSchema>;
 export type ModelConfig = z.output<typeof ModelSchema>;
 export type PretrainConfig = z.output<typeof PretrainSchema>;
+export type LoraRecipeConfig = z.output<typeof LoraSchema>;
 export type EvalConfig = z.output<typeof EvalSchema>;
 export type CheckpointsConfig = z.output<typeof CheckpointsSchema>;
 export type Resources = z.output<typeof ResourcesSchema>;

@@ -49,6 +49,12 @@ export const STARTER_PRESETS = {
   },
 } as const satisfies Record<Stage, object>;
 
+/**
+ * What a starter trains when it adapts a model with LoRA (`lathe init --lora`, the extension's "from an
+ * open model" templates): rank 16 adapters on the attention projections, at twice the preset's lr.
+ */
+export const STARTER_LORA = { rank: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] } as const;
+
 /** Continued pre-training moves a trained model, not a fresh one: a tenth of the fresh learning rate. */
 export const CONTINUED_PRETRAIN_LR = { lr: 3e-4, minLr: 3e-5 } as const;
 
@@ -70,6 +76,14 @@ export interface StarterInput {
   judgeModel?: string;
   /** Context length of the `from` model, when known: rollouts keep room for the prompt. */
   baseContext?: number;
+  /** Train LoRA adapters (STARTER_LORA) on the `from` model instead of all its weights. */
+  lora?: boolean;
+}
+
+/** A preset's train section, with LoRA adapters at twice the learning rate when asked. */
+function trainOf<T extends { lr: number }>(train: T, lora: boolean | undefined) {
+  if (!lora) return { ...train };
+  return { ...train, lr: 2 * train.lr, lora: { ...STARTER_LORA, targets: [...STARTER_LORA.targets] } };
 }
 
 /** A stage's starter recipe. Throws a plain Error on input that the callers check first (a missing reward). */
@@ -87,7 +101,7 @@ export function starterRecipe(input: StarterInput): RecipeInput {
         ...common,
         from: input.from,
         data: { sources, ...(input.replay ? { replay: { path: input.replay } } : {}), ...p.data },
-        train: { ...p.train, ...CONTINUED_PRETRAIN_LR },
+        train: trainOf({ ...p.train, ...CONTINUED_PRETRAIN_LR }, input.lora),
         eval: { ...p.eval },
       };
     return {
@@ -110,17 +124,23 @@ export function starterRecipe(input: StarterInput): RecipeInput {
     case 'sft':
     case 'dpo': {
       const p = STARTER_PRESETS[stage];
-      return { ...post, stage, train: { ...p.train }, eval: { ...p.eval } };
+      return { ...post, stage, train: trainOf(p.train, input.lora), eval: { ...p.eval } };
     }
     case 'online-dpo': {
       const p = STARTER_PRESETS[stage];
       const judge = input.judgeModel ? { model: input.judgeModel } : { reward: required(input.reward, stage) };
-      const train = { ...p.train, maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext) };
+      const train = {
+        ...trainOf(p.train, input.lora),
+        maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext),
+      };
       return { ...post, stage, judge, train, eval: { ...p.eval } };
     }
     case 'grpo': {
       const p = STARTER_PRESETS[stage];
-      const train = { ...p.train, maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext) };
+      const train = {
+        ...trainOf(p.train, input.lora),
+        maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext),
+      };
       return { ...post, stage, reward: required(input.reward, stage), train, eval: { ...p.eval } };
     }
   }

@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { RecipeError, type RecipeIssue } from '../errors.js';
 import { familyIssues } from './families.js';
 import {
+  LORA_TARGETS,
   RecipeSchema,
   STAGES,
   type AnyResolvedRecipe,
@@ -214,6 +215,7 @@ function stageIssues(
   const minLr = num(t.minLr);
   if (lr !== undefined && minLr !== undefined && minLr > lr)
     out.push({ path: p('train.minLr'), message: `${minLr} exceeds train.lr ${lr}` });
+  out.push(...loraIssues(r, p, fresh));
   const tok = r.tokenizer ?? {};
   const ctx = num(m.context) ?? 128;
   if (ctx > 8192)
@@ -318,6 +320,43 @@ function stageIssues(
         message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it`,
       });
   }
+  return out;
+}
+
+/** train.lora: targets listed once and present in the model (when its architecture is known here), nf4 on torch. */
+function loraIssues(r: Raw, p: (s: string) => string, archKnown: boolean): RecipeIssue[] {
+  const lora = (r.train ?? {}).lora as Record<string, unknown> | undefined;
+  if (!lora || typeof lora !== 'object') return [];
+  const out: RecipeIssue[] = [];
+  const targets = lora.targets;
+  if (Array.isArray(targets)) {
+    const arch = (r.model ?? {}).arch === 'moe' ? 'moe' : 'dense';
+    const allowed: readonly unknown[] = LORA_TARGETS[arch];
+    const known = new Set<unknown>([...LORA_TARGETS.dense, ...LORA_TARGETS.moe]);
+    const seen = new Set<unknown>();
+    targets.forEach((t, i) => {
+      if (seen.has(t)) out.push({ path: p(`train.lora.targets[${i}]`), message: `${show(t)} is listed twice` });
+      seen.add(t);
+      if (archKnown && known.has(t) && !allowed.includes(t))
+        out.push({
+          path: p(`train.lora.targets[${i}]`),
+          message: `${show(t)} is not a projection of a ${arch} model; choose from ${allowed.join(', ')}`,
+        });
+    });
+  }
+  if ((r.tokenizer ?? {}).addTokens !== undefined)
+    out.push({
+      path: p('train.lora'),
+      message:
+        'is set together with tokenizer.addTokens: LoRA trains the projections only, so the new tokens would keep their initial rows; drop one (add the tokens in a run without train.lora first)',
+    });
+  const engine = (r as Record<string, unknown>).engine;
+  const device = (r as Record<string, unknown>).device;
+  if (lora.quantize === 'nf4' && (engine === 'tfjs' || device === 'cpu'))
+    out.push({
+      path: p('train.lora.quantize'),
+      message: `nf4 runs on the torch engine on CUDA (bitsandbytes), not on ${engine === 'tfjs' ? 'the tfjs engine' : 'the CPU'}; set engine "torch" and device "cuda", or use int8`,
+    });
   return out;
 }
 

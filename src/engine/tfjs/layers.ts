@@ -50,7 +50,8 @@ const TRANSPOSE_BUDGET = 16 * 2 ** 20;
 const transposed = new Map<tf.Tensor, { dataId: object; t: tf.Tensor2D }>();
 let keptElements = 0;
 
-function transposedWeight(w: tf.Tensor2D): tf.Tensor2D {
+/** W^T of a weight, kept until the weight changes (see above). */
+export function transposedWeight(w: tf.Tensor2D): tf.Tensor2D {
   if (!(w instanceof tf.Variable)) return tf.transpose(w);
   const hit = transposed.get(w);
   if (hit && hit.dataId === w.dataId && !hit.t.isDisposed) return hit.t;
@@ -77,9 +78,38 @@ export function releaseTransposedWeights(ws: Iterable<tf.Tensor>): void {
   for (const w of ws) forget(w);
 }
 
+// A weight may carry its own product (engine/tfjs/lora.ts: a LoRA adapter, a frozen or int8 base):
+// the model code calls linear() as always, and the weight decides.
+const linearHooks = new WeakMap<tf.Tensor, (x: tf.Tensor2D) => tf.Tensor2D>();
+
+/** Makes linear(x, w) compute `f(x)` for this weight (undefined removes the hook). */
+export function hookLinear(w: tf.Tensor, f: ((x: tf.Tensor2D) => tf.Tensor2D) | undefined): void {
+  if (f) linearHooks.set(w, f);
+  else linearHooks.delete(w);
+}
+
 /** y = x W^T for x [N, in] and W [out, in] (HF Linear layout). */
 export function linear(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D {
-  return linearOp(x, w) as tf.Tensor2D;
+  const hook = linearHooks.get(w);
+  return hook ? hook(x) : (linearOp(x, w) as tf.Tensor2D);
+}
+
+/**
+ * y = x W^T for a frozen W: the backward pass computes dx = dy W only (no dW), in the same layouts
+ * as linearOp. `w` may be a function that makes W (an int8 base dequantizes) in the layout asked
+ * for, [out, in] or transposed; it is then made again for the backward pass rather than kept.
+ */
+export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D | ((transposed: boolean) => tf.Tensor2D)): tf.Tensor2D {
+  const native = nativeMatMulActive();
+  const get = (transposed: boolean) => (typeof w === 'function' ? w(transposed) : transposed ? transposedWeight(w) : w);
+  const op = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: native ? tf.matMul(xi as tf.Tensor2D, get(false), false, true) : tf.matMul(xi as tf.Tensor2D, get(true)),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [tf.matMul(dy as tf.Tensor2D, get(false))],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x) as tf.Tensor2D;
 }
 
 /** RMSNorm over the last axis. */

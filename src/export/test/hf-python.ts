@@ -14,7 +14,16 @@ const SCRIPT = fileURLToPath(new URL('../check_hf.py', import.meta.url));
 const SETUP_HINT = 'run `npm run setup` to create .venv with the pinned transformers and torch (requirements.txt)';
 
 /** One job for check_hf.py (see its docstring). */
-export type HfJob = Record<string, unknown> & { op: 'check' | 'make' };
+export type HfJob = Record<string, unknown> & { op: 'check' | 'make' | 'peft' };
+
+/** Result of a `peft` job. */
+export interface PeftCheck {
+  class: string;
+  base: number[][];
+  adapted: number[][];
+  modules: string[];
+  complaints: string[];
+}
 
 /** Result of a `check` job. */
 export interface HfCheck {
