@@ -18,7 +18,9 @@ describe('recipe validation', () => {
       train: { lr: -1, steps: 'x' },
     });
     const byPath = Object.fromEntries(issues.map((i) => [i.path, i.message]));
-    expect(byPath['model.heads']).toBe('6 does not divide model.dim 256; pick heads from the divisors of 256');
+    expect(byPath['model.heads']).toBe(
+      '6 does not divide model.dim 256; pick heads from the divisors of 256, or set model.headDim',
+    );
     expect(byPath['model.dimm']).toMatch(/unknown field; did you mean "dim"\?/);
     expect(byPath['train.lr']).toMatch(/must be > 0, got -1/);
     expect(byPath['train.steps']).toMatch(/expected number, got "x"/);
