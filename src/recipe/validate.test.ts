@@ -116,6 +116,16 @@ describe('train.lora', () => {
     expect(issuesOf({ stage: 'sft', data, train: { lora: { targets: [] } } })).toEqual([
       { path: 'train.lora.targets', message: 'add at least one projection, e.g. ["q_proj", "v_proj"]' },
     ]);
+    // LoRA trains in one process (the torch engine's ranks replicate or shard whole models).
+    expect(
+      issuesOf({ stage: 'sft', data, from: 'base', engine: 'torch', resources: { gpus: 2 }, train: { lora: {} } }),
+    ).toEqual([
+      {
+        path: 'train.lora',
+        message:
+          'trains in one process, but resources ask for 2 ranks; drop resources.gpus/nodes, or drop train.lora to train all weights on several ranks',
+      },
+    ]);
     // The base's architecture decides when the model comes from `from`: checked when the run starts.
     expect(issuesOf({ stage: 'sft', data, from: 'base', train: { lora: { targets: ['w1'] } } })).toEqual([]);
     expect(

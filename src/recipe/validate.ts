@@ -350,6 +350,13 @@ function loraIssues(r: Raw, p: (s: string) => string, archKnown: boolean): Recip
       message:
         'is set together with tokenizer.addTokens: LoRA trains the projections only, so the new tokens would keep their initial rows; drop one (add the tokens in a run without train.lora first)',
     });
+  const res = ((r as Record<string, unknown>).resources ?? {}) as Record<string, unknown>;
+  const ranks = (typeof res.gpus === 'number' ? res.gpus : 1) * (typeof res.nodes === 'number' ? res.nodes : 1);
+  if (ranks > 1)
+    out.push({
+      path: p('train.lora'),
+      message: `trains in one process, but resources ask for ${ranks} ranks; drop resources.gpus/nodes, or drop train.lora to train all weights on several ranks`,
+    });
   const engine = (r as Record<string, unknown>).engine;
   const device = (r as Record<string, unknown>).device;
   if (lora.quantize === 'nf4' && (engine === 'tfjs' || device === 'cpu'))
