@@ -74,6 +74,11 @@ const CASES = {
     default: true,
     about: 'the same on the torch engine (cpu, fp32): LoRA r16 vs full fine-tuning, QLoRA int8 vs LoRA',
   },
+  'train-small-dense:torch-ddp2': {
+    default: true,
+    about:
+      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the torch engine on 1 rank (2 threads)',
+  },
   'train-tiny-dense:cpu': {
     default: false,
     about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)',
@@ -160,11 +165,19 @@ const MICRO = {
   // The torch engine trains the whole batch at once, as the reference does.
   torch: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   'torch-bf16': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
+  'torch-ddp2': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
 };
 /** Child arguments of a backend: the torch ones run our step on the torch engine. */
 const engineArgs = (backend) =>
   backend.startsWith('torch')
-    ? ['--engine', 'torch', '--dtype', backend === 'torch-bf16' ? 'bf16' : 'fp32']
+    ? [
+        '--engine',
+        'torch',
+        '--dtype',
+        backend === 'torch-bf16' ? 'bf16' : 'fp32',
+        '--ranks',
+        backend === 'torch-ddp2' ? '2' : '1',
+      ]
     : ['--backend', backend];
 const STEP_TIMEOUT_S = 30 * 60;
 /**
@@ -407,16 +420,37 @@ async function trainCase(caseName, model, backend) {
     ],
     OURS_ENV,
   );
-  const ref = new Server(`torch ${model}`, python, [
-    join(here, 'reference_llama.py'),
-    '--serve',
-    '--dir',
-    dir,
-    '--check-micro',
-    String(micro),
-    '--threads',
-    args['ref-threads'],
-  ]);
+  // Several ranks are measured against the same engine on one rank (the scaling the ranks give).
+  const oneRank = backend === 'torch-ddp2';
+  const ref = oneRank
+    ? new Server(
+        `ours ${model} torch 1 rank`,
+        process.execPath,
+        [
+          ...NODE_FLAGS,
+          join(here, 'train_step.mjs'),
+          'train',
+          '--serve',
+          '--model',
+          model,
+          ...engineArgs('torch'),
+          '--dir',
+          dir,
+          '--micro',
+          String(micro),
+        ],
+        OURS_ENV,
+      )
+    : new Server(`torch ${model}`, python, [
+        join(here, 'reference_llama.py'),
+        '--serve',
+        '--dir',
+        dir,
+        '--check-micro',
+        String(micro),
+        '--threads',
+        args['ref-threads'],
+      ]);
   const oursSteps = [];
   const refSteps = [];
   let error;
@@ -511,7 +545,9 @@ async function trainCase(caseName, model, backend) {
     reference: refTps,
     unit: 'tokens/s',
     ratio: oursTps / refTps,
-    note: `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
+    note: oneRank
+      ? `torch engine, 2 DDP ranks (gloo) vs the torch engine on 1 rank, batch 16, torch ${oursInfo?.torch ?? ''}`
+      : `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
     detail: {
       backend,
       params: oursInfo?.params ?? refInfo.params,
@@ -861,6 +897,7 @@ const RUNNERS = {
   'train-small-dense:torch-bf16': () => trainCase('train-small-dense:torch-bf16', 'small-dense', 'torch-bf16'),
   'lora-small-dense': () => loraCase('lora-small-dense', 'small-dense', 'wasm'),
   'lora-small-dense:torch': () => loraCase('lora-small-dense:torch', 'small-dense', 'torch'),
+  'train-small-dense:torch-ddp2': () => trainCase('train-small-dense:torch-ddp2', 'small-dense', 'torch-ddp2'),
   'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
   'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),
   'tokenizer-train': tokenizerTrain,

@@ -34,6 +34,8 @@ const { positionals, values: a } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     engine: { type: 'string', default: 'tfjs' },
     dtype: { type: 'string', default: 'fp32' },
+    // --engine torch: ranks on this machine (torchrun, DDP over gloo on the CPU).
+    ranks: { type: 'string', default: '1' },
     dir: { type: 'string' },
     batches: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '1' },
@@ -121,6 +123,9 @@ const engine = torch
       weights: initWeights(spec, TRAIN.seed),
       optimizer,
       lora,
+      ...(Number(a.ranks) > 1
+        ? { launch: { perNode: Number(a.ranks), nodes: 1, parallel: 'ddp', launcher: 'local', timeoutMs: 600_000 } }
+        : {}),
     })
   : await TfjsEngine.create({ backend: a.backend, spec, weights: initWeights(spec, TRAIN.seed), optimizer, lora });
 const model = torch ? undefined : engine.languageModel;
@@ -157,7 +162,7 @@ const { nativeStatus } = await import(new URL('engine/tfjs/native.js', dist));
 const threads = torch ? undefined : a.backend === 'wasm' ? getThreadsCount() : 1;
 const info = {
   model: a.model,
-  backend: torch ? `torch ${a.dtype}` : a.backend,
+  backend: torch ? `torch ${a.dtype}${Number(a.ranks) > 1 ? ` ddp ${a.ranks} ranks` : ''}` : a.backend,
   engine: a.engine,
   torch: torch ? engine.torchVersion : undefined,
   threads,
