@@ -65,6 +65,15 @@ const CASES = {
     default: true,
     about: 'training tokens/s, 6x384 dense, the torch engine in bf16 autocast (AMX on this CPU) vs the fp32 reference',
   },
+  'lora-small-dense': {
+    default: true,
+    about:
+      'LoRA rank 16 (q,k,v,o) vs full fine-tuning of the 6x384 dense model, wasm, same run: step time, optimizer state; QLoRA int8 base memory and loss vs LoRA',
+  },
+  'lora-small-dense:torch': {
+    default: true,
+    about: 'the same on the torch engine (cpu, fp32): LoRA r16 vs full fine-tuning, QLoRA int8 vs LoRA',
+  },
   'train-small-dense:torch-ddp2': {
     default: true,
     about:
@@ -90,6 +99,12 @@ const GOALS = {
   'train-small-dense:torch': 0.95,
   'train-small-moe:torch': 0.95,
   'train-small-dense:torch-bf16': 1.5,
+  // Issue 17: LoRA rank 16 takes <= 0.7x the step time of full fine-tuning (tokens/s ratio >= 1/0.7)
+  // and keeps <= 5% of its optimizer state (memory ratio >= 20).
+  'lora-small-dense': 1 / 0.7,
+  'lora-small-dense:optimizer-state': 20,
+  'lora-small-dense:torch': 1 / 0.7,
+  'lora-small-dense:torch:optimizer-state': 20,
 };
 
 const { values: args } = parseArgs({
@@ -570,6 +585,124 @@ async function trainCase(caseName, model, backend) {
   return [report];
 }
 
+/**
+ * LoRA against full fine-tuning of the same model, same weights and batches, in the same run: three
+ * children (full, LoRA rank 16, QLoRA int8 rank 16) take turns step by step. Rows: LoRA tokens/s
+ * against full fine-tuning's, LoRA optimizer state against full's, and the QLoRA base's memory
+ * against LoRA's full-precision base (with both losses).
+ */
+async function loraCase(caseName, model, backend) {
+  const dir = join(work, `${model}-${backend}-lora`);
+  spawnSync('mkdir', ['-p', dir]);
+  const repeats = REPEATS[model];
+  const micro = Number(args.micro ?? MICRO[backend][model]);
+  await runJson(process.execPath, [
+    join(here, 'train_step.mjs'),
+    'export',
+    '--model',
+    model,
+    '--dir',
+    dir,
+    '--batches',
+    String(repeats + 4),
+  ]);
+  const child = (label, extra) =>
+    new Server(
+      `${label} ${model} ${backend}`,
+      process.execPath,
+      [
+        ...NODE_FLAGS,
+        join(here, 'train_step.mjs'),
+        'train',
+        '--serve',
+        '--model',
+        model,
+        ...engineArgs(backend),
+        '--dir',
+        dir,
+        '--micro',
+        String(micro),
+        ...extra,
+      ],
+      OURS_ENV,
+    );
+  const kids = {
+    full: child('full', []),
+    lora: child('lora', ['--lora', '16']),
+    qlora: child('qlora', ['--lora', '16', '--lora-quantize', 'int8']),
+  };
+  const steps = { full: [], lora: [], qlora: [] };
+  const memory = {};
+  const info = {};
+  try {
+    for (const [k, c] of Object.entries(kids)) info[k] = await c.next();
+    for (const [k, c] of Object.entries(kids)) memory[k] = (await c.send('memory')).memory;
+    for (const c of Object.values(kids)) await c.send('step'); // warm-up
+    for (let r = 0; r < repeats; r++) for (const [k, c] of Object.entries(kids)) steps[k].push(await c.send('step'));
+    for (const c of Object.values(kids)) await c.quit();
+  } catch (e) {
+    for (const c of Object.values(kids)) c.kill();
+    throw e;
+  }
+  const tokens = info.full.tokensPerStep;
+  const sec = (k) => median(steps[k].map((s) => s.seconds));
+  const tps = (k) => tokens / sec(k);
+  const mb = (b) => b / 2 ** 20;
+  const engine = backend.startsWith('torch') ? `torch ${backend === 'torch-bf16' ? 'bf16' : 'fp32'}` : backend;
+  const stepRatio = sec('lora') / sec('full');
+  const optShare = memory.lora.optimizer / memory.full.optimizer;
+  const lastLoss = (k) => steps[k].at(-1).loss;
+  const detail = {
+    backend,
+    microBatch: micro,
+    lora: info.lora.lora,
+    stepSeconds: {
+      full: steps.full.map((s) => s.seconds),
+      lora: steps.lora.map((s) => s.seconds),
+      qlora: steps.qlora.map((s) => s.seconds),
+    },
+    losses: {
+      full: steps.full.map((s) => s.loss),
+      lora: steps.lora.map((s) => s.loss),
+      qlora: steps.qlora.map((s) => s.loss),
+    },
+    memoryBytes: memory,
+    stepTimeRatio: stepRatio,
+    bestOfStepTimeRatio: Math.min(...steps.lora.map((s) => s.seconds)) / Math.min(...steps.full.map((s) => s.seconds)),
+    optimizerStateShare: optShare,
+  };
+  const suffix = caseName.slice('lora-small-dense'.length);
+  return [
+    {
+      name: caseName,
+      ours: tps('lora'),
+      reference: tps('full'),
+      unit: 'tokens/s',
+      ratio: tps('lora') / tps('full'),
+      note: `LoRA r16 on q,k,v,o vs full fine-tuning, ${engine}: step time ${stepRatio.toFixed(2)}x full (goal <= 0.70x; best-of ${detail.bestOfStepTimeRatio.toFixed(2)}x)`,
+      detail,
+    },
+    {
+      name: `${caseName}:optimizer-state`,
+      ours: mb(memory.lora.optimizer),
+      reference: mb(memory.full.optimizer),
+      unit: 'MB',
+      ratio: memory.full.optimizer / memory.lora.optimizer,
+      note: `AdamW moments: LoRA ${(100 * optShare).toFixed(2)}% of full fine-tuning's (goal <= 5%)`,
+      detail: { memoryBytes: memory },
+    },
+    {
+      name: `qlora-small-dense${suffix}:memory`,
+      ours: mb(memory.qlora.weights),
+      reference: mb(memory.lora.weights),
+      unit: 'MB',
+      ratio: memory.lora.weights / memory.qlora.weights,
+      note: `frozen base held int8 (QLoRA) vs fp32 (LoRA), ${engine}; loss after ${repeats + 1} steps: QLoRA ${lastLoss('qlora').toFixed(5)}, LoRA ${lastLoss('lora').toFixed(5)}, full ${lastLoss('full').toFixed(5)}; QLoRA step ${(sec('qlora') / sec('lora')).toFixed(2)}x LoRA's`,
+      detail: { memoryBytes: memory, losses: detail.losses, stepSeconds: detail.stepSeconds },
+    },
+  ];
+}
+
 async function ensureCeiling() {
   if (ceiling) return;
   const r = await referenceMatmul();
@@ -762,6 +895,8 @@ const RUNNERS = {
   'train-small-dense:torch': () => trainCase('train-small-dense:torch', 'small-dense', 'torch'),
   'train-small-moe:torch': () => trainCase('train-small-moe:torch', 'small-moe', 'torch'),
   'train-small-dense:torch-bf16': () => trainCase('train-small-dense:torch-bf16', 'small-dense', 'torch-bf16'),
+  'lora-small-dense': () => loraCase('lora-small-dense', 'small-dense', 'wasm'),
+  'lora-small-dense:torch': () => loraCase('lora-small-dense:torch', 'small-dense', 'torch'),
   'train-small-dense:torch-ddp2': () => trainCase('train-small-dense:torch-ddp2', 'small-dense', 'torch-ddp2'),
   'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
   'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),

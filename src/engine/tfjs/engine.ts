@@ -1,10 +1,13 @@
+import { mergeAdapters } from '../../model/lora.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { Weights } from '../../model/weights.js';
-import { writeTensorFiles } from '../../runs/checkpoint.js';
+import { writeAdapterFiles, writeTensorFiles } from '../../runs/checkpoint.js';
 import type {
   DecodeSession,
   Engine,
   EngineBatch,
+  EngineLora,
+  EngineMemory,
   LossReport,
   LossSpec,
   OptimizerConfig,
@@ -12,6 +15,7 @@ import type {
   OptimResult,
 } from '../engine.js';
 import { useBackend, type EngineBackend } from './backend.js';
+import { TfjsLora } from './lora.js';
 import { namedLoss, sequenceLogProbs, tokenLogProbs } from './losses.js';
 import { disposeCache, LanguageModel } from './model.js';
 import { AdamW, restoreOptimizer } from './optimizer.js';
@@ -25,6 +29,8 @@ export interface TfjsEngineOptions {
   weights: Weights;
   /** Training: AdamW's settings, and its state when resuming. Absent: inference only. */
   optimizer?: OptimizerConfig & { state?: OptimizerState };
+  /** LoRA: `weights` are the frozen base, these adapters train (the optimizer state is theirs). */
+  lora?: EngineLora;
 }
 
 /**
@@ -36,7 +42,8 @@ export class TfjsEngine implements Engine {
   readonly kind = 'tfjs' as const;
   readonly device: EngineBackend;
   private readonly model: LanguageModel;
-  private reference?: LanguageModel;
+  private readonly lora?: TfjsLora;
+  private reference?: LanguageModel | 'base';
   private readonly opt?: AdamW;
   private readonly gradClip: number;
   private readonly vars: tf.Variable[];
@@ -47,14 +54,19 @@ export class TfjsEngine implements Engine {
   protected constructor(o: TfjsEngineOptions) {
     this.device = o.backend;
     this.model = LanguageModel.fromWeights(o.spec, o.weights);
+    if (o.lora) this.lora = new TfjsLora(this.model, o.lora, o.lora.adapters, o.lora.seed);
+    // With LoRA only the adapters train (and decay, as PEFT's trainer decays them).
+    const trained = this.lora?.params ?? this.model.params;
     this.gradClip = o.optimizer?.gradClip ?? 0;
     if (o.optimizer) {
-      const decay = new Set(this.model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
-      this.opt = new AdamW(this.model.params, decay, o.optimizer);
+      const decay = this.lora
+        ? new Set(this.lora.params.keys())
+        : new Set(this.model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
+      this.opt = new AdamW(trained, decay, o.optimizer);
       if (o.optimizer.state) restoreOptimizer(this.opt, o.optimizer.state, o.optimizer.state.step);
     }
-    this.vars = [...this.model.params.values()];
-    this.varNames = new Map([...this.model.params].map(([name, v]) => [v.name, name]));
+    this.vars = [...trained.values()];
+    this.varNames = new Map([...trained].map(([name, v]) => [v.name, name]));
   }
 
   /** Activates the backend and builds the model (and optimizer) from weights. */
@@ -83,8 +95,12 @@ export class TfjsEngine implements Engine {
   async forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
     let kept: Record<string, tf.Tensor> = {};
+    const lossOf = () =>
+      this.lora
+        ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss))
+        : namedLoss(this.model, batch, loss);
     const { value, grads } = tf.variableGrads(() => {
-      const l = namedLoss(this.model, batch, loss);
+      const l = lossOf();
       // Clones: the reported loss may be the minimised value itself, which is disposed below.
       kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
       return l.total;
@@ -148,10 +164,12 @@ export class TfjsEngine implements Engine {
   }
 
   async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
-    const model = opts.reference ? this.referenceModel() : this.model;
-    const t = tf.tidy(() =>
-      opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1]),
-    );
+    const ref = opts.reference ? this.referenceModel() : undefined;
+    const model = ref && ref !== 'base' ? ref : this.model;
+    const run = () =>
+      tf.tidy(() => (opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1])));
+    // The base reference is this model with its adapters switched off: no second copy of the weights.
+    const t = ref === 'base' ? this.lora!.withoutAdapters(run) : run();
     const data = (await t.data()) as Float32Array;
     t.dispose();
     return data;
@@ -202,19 +220,32 @@ export class TfjsEngine implements Engine {
     }
   }
 
-  private referenceModel(): LanguageModel {
+  private referenceModel(): LanguageModel | 'base' {
     if (!this.reference) throw new Error('no reference model: call setReference first');
     return this.reference;
   }
 
-  async setReference(weights?: Weights): Promise<void> {
-    const w = weights ?? (await this.model.weights());
-    this.reference?.dispose();
-    this.reference = LanguageModel.fromWeights(this.model.spec, w);
+  async setReference(weights?: Weights | 'base'): Promise<void> {
+    if (weights === 'base' && !this.lora)
+      throw new Error("setReference('base') needs LoRA adapters to switch off; this engine has none");
+    const w = weights === 'base' ? 'base' : (weights ?? (await this.weights()));
+    if (this.reference !== 'base') this.reference?.dispose();
+    this.reference = w === 'base' ? 'base' : LanguageModel.fromWeights(this.model.spec, w);
   }
 
-  weights(): Promise<Weights> {
-    return this.model.weights();
+  async weights(): Promise<Weights> {
+    if (!this.lora) return this.model.weights();
+    return mergeAdapters(this.model.spec, await this.lora.baseWeights(), await this.lora.adapters(), this.lora.cfg);
+  }
+
+  async adapters(): Promise<Weights | undefined> {
+    return this.lora?.adapters();
+  }
+
+  async memory(): Promise<EngineMemory> {
+    const held = this.lora?.heldBytes() ?? { base: this.model.numParams * 4, adapters: 0 };
+    const optimizer = this.opt ? 2 * this.vars.reduce((a, v) => a + v.size * 4, 0) : 0;
+    return { weights: held.base, adapters: held.adapters, optimizer, device: tf.memory().numBytes };
   }
 
   async optimizerState(): Promise<OptimizerState | undefined> {
@@ -224,14 +255,17 @@ export class TfjsEngine implements Engine {
 
   async saveTensors(dir: string): Promise<void> {
     const state = await this.optimizerState();
-    await writeTensorFiles(dir, await this.weights(), state && { m: state.m, v: state.v });
+    const moments = state && { m: state.m, v: state.v };
+    if (this.lora) await writeAdapterFiles(dir, await this.lora.adapters(), moments);
+    else await writeTensorFiles(dir, await this.weights(), moments);
   }
 
   async dispose(): Promise<void> {
     if (this.grads) tf.dispose([...this.grads.values()]);
     this.grads = undefined;
     this.opt?.dispose();
-    this.reference?.dispose();
+    if (this.reference !== 'base') this.reference?.dispose();
+    this.lora?.dispose();
     this.model.dispose();
   }
 }

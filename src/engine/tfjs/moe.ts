@@ -1,8 +1,8 @@
 import { tf } from './tf.js';
 import { linear, param, swiglu, type Params } from './layers.js';
-import type { ModelSpec } from '../../model/spec.js';
+import { moeNames, type ModelSpec } from '../../model/spec.js';
 
-// Mixtral: each block's feed-forward is a top-k routed mixture of SwiGLU experts.
+// Mixtral (and Qwen3-MoE): each block's feed-forward is a top-k routed mixture of SwiGLU experts.
 
 /** Router statistics of one layer, for the auxiliary losses and the utilization metric. */
 export interface RouterStats {
@@ -16,12 +16,13 @@ export interface RouterStats {
 
 /**
  * Layer i's mixture-of-experts on x [N, D]. Routing follows Mixtral: softmax over experts,
- * keep the top k, renormalise. Each expert runs on the tokens routed to it only.
+ * keep the top k, renormalise (Qwen3-MoE without norm_topk_prob keeps the probabilities as they
+ * are). Each expert runs on the tokens routed to it only.
  */
 export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
-  const m = `model.layers.${i}.block_sparse_moe`;
+  const names = moeNames(s, i);
   const n = x.shape[0];
-  const logits = linear(x, param(p, `${m}.gate.weight`));
+  const logits = linear(x, param(p, names.router));
   const probs = tf.softmax(logits, -1) as tf.Tensor2D;
   // The routing choice is discrete and made outside the tape: the mask is a constant, the kept
   // probabilities carry the gradient.
@@ -30,7 +31,7 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
   for (let slot = 0; slot < routed.length; slot++) maskData[Math.floor(slot / s.topK) * s.experts + routed[slot]!] = 1;
   const mask = tf.tensor2d(maskData, [n, s.experts]);
   const kept = tf.mul(probs, mask);
-  const gates = tf.div(kept, tf.sum(kept, -1, true)) as tf.Tensor2D;
+  const gates = (s.normTopK === false ? kept : tf.div(kept, tf.sum(kept, -1, true))) as tf.Tensor2D;
   // Dispatch: each expert runs on its own tokens. Combine: gather every token's k expert outputs
   // back into token order (gather's gradient is a segment sum, which every backend has).
   const outputs: tf.Tensor2D[] = [];
@@ -47,12 +48,8 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
     if (!rows.length) continue;
     offset += rows.length;
     const idx = tf.tensor1d(rows, 'int32');
-    const ye = swiglu(
-      tf.gather(x, idx),
-      param(p, `${m}.experts.${e}.w1.weight`),
-      param(p, `${m}.experts.${e}.w3.weight`),
-      param(p, `${m}.experts.${e}.w2.weight`),
-    );
+    const w = names.expert(e);
+    const ye = swiglu(tf.gather(x, idx), param(p, w.gate), param(p, w.up), param(p, w.down));
     outputs.push(tf.mul(ye, tf.gather(tf.slice(gates, [0, e], [n, 1]), idx)) as tf.Tensor2D);
   }
   const all = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0);
