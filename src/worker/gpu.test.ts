@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { chooseWorkerBackend, installWebGpu } from './gpu.js';
+import { installWebGpu } from '../engine/tfjs/webgpu.js';
+import { chooseWorkerBackend } from './gpu.js';
 
 // Dawn (the webgpu package) loads everywhere; an adapter exists only where a GPU is visible.
 describe('worker backend choice', () => {

@@ -1,6 +1,16 @@
 import { tf } from './tf.js';
-import { attentionCore, fusedKernels, ropeOp, ropeSplitOp, rmsNormOp, swigluOp } from './kernels.js';
+import {
+  attentionCore,
+  fusedKernels,
+  gpuAttention,
+  gpuKernels,
+  ropeOp,
+  ropeSplitOp,
+  rmsNormOp,
+  swigluOp,
+} from './kernels.js';
 import { nativeMatMulActive } from './native-kernels.js';
+import { gpuBackend } from './webgpu-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -16,11 +26,11 @@ export function param(p: Params, name: string): tf.Variable {
 // tfjs-wasm runs transposed matmuls (NT, TN) about 10x slower than plain NN ones, and the stock
 // MatMul gradient uses both. Explicit transposes are cheap, so the forward and both gradients
 // are written as NN products.
-// With the native GEMM (engine/tfjs/native-kernels.ts) transposed operands cost nothing, so the products take
-// W as stored.
+// With the native GEMM (engine/tfjs/native-kernels.ts), and on webgpu (whose matmul shader reads
+// either layout), transposed operands cost nothing, so the products take W as stored.
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
-  const native = nativeMatMulActive();
+  const native = nativeMatMulActive() || gpuBackend() !== undefined;
   return {
     value: native
       ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true)
@@ -188,8 +198,21 @@ export function attention(
     k = expand(k);
     v = expand(v);
   }
-  const mask = seq > 1 ? causalMask(seq, total, pos0) : undefined;
   let heads4: tf.Tensor4D;
+  if (gpuKernels()) {
+    // webgpu: batched products and one fused causal softmax, the mask computed in the shader.
+    const g = batch * heads;
+    const o = gpuAttention(
+      tf.reshape(q, [g, seq, headDim]),
+      tf.reshape(k, [g, total, headDim]),
+      tf.reshape(v, [g, total, headDim]),
+      1 / Math.sqrt(headDim),
+      pos0,
+    );
+    const merged = tf.transpose(tf.reshape(o, [batch, heads, seq, headDim]), [0, 2, 1, 3]);
+    return linear(tf.reshape(merged, [batch * seq, heads * headDim]) as tf.Tensor2D, w.o);
+  }
+  const mask = seq > 1 ? causalMask(seq, total, pos0) : undefined;
   // Per-head products pay for their extra dispatches only on long enough sequences: below ~64k
   // multiply-adds a head (decoding, small models) tfjs's batched product is faster.
   if (fusedKernels() && (nativeMatMulActive() || seq * total * headDim >= 65_536)) {
