@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
+import { useBackend, type BackendRequest } from '../engine/tfjs/backend.js';
 import { resume } from '../runs/index.js';
-import { positiveInt } from './options.js';
+import { backendOption, positiveInt } from './options.js';
 import { watchToEnd } from './train.js';
 
 export function register(program: Command): void {
@@ -9,9 +10,15 @@ export function register(program: Command): void {
     .description('Continue a run from its last checkpoint.')
     .argument('<run-dir>', 'run directory')
     .option('--stop-after <n>', 'stop after step n as if interrupted', positiveInt('--stop-after'))
+    .option(
+      '--backend <name>',
+      "continue a tfjs run on another backend: cpu, wasm, webgpu or auto (default: the run's own)",
+      backendOption,
+    )
     .option('--json', 'print metrics and events as JSON lines')
-    .action(async (dir: string, o: { stopAfter?: number; json?: boolean }) => {
-      const run = await resume(dir, { stopAfter: o.stopAfter });
+    .action(async (dir: string, o: { stopAfter?: number; json?: boolean; backend?: BackendRequest }) => {
+      const backend = o.backend && (await useBackend(o.backend));
+      const run = await resume(dir, { stopAfter: o.stopAfter, backend });
       await watchToEnd(run, !!o.json);
     });
 }

@@ -5,6 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { BatchV1Api, CoreV1Api, KubeConfig, V1Job, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
 import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import { WEBGPU_DRIVER_CAPABILITIES } from '../engine/tfjs/webgpu.js';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
@@ -173,6 +174,11 @@ export function jobManifests(
               image: o.image,
               command: [...(o.command ?? ['lathe']), ...args],
               ports: [{ name: 'lathe', containerPort: port }],
+              // Vulkan (Dawn's backend) needs the driver's graphics libraries mounted into the container.
+              env:
+                o.backend === 'webgpu'
+                  ? [{ name: 'NVIDIA_DRIVER_CAPABILITIES', value: WEBGPU_DRIVER_CAPABILITIES }]
+                  : undefined,
               resources: { limits, requests: Object.keys(requests).length ? requests : undefined },
               volumeMounts: mounts,
               readinessProbe: { tcpSocket: { port }, periodSeconds: 2 },

@@ -5,6 +5,7 @@ import { trainPostTokenizer } from '../data/post.js';
 import { prepareData, type PreparedData } from '../data/prepare.js';
 import type { Engine, OptimizerState } from '../engine/engine.js';
 import { createEngine, engineLabel, type EngineOptions } from '../engine/index.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
 import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
@@ -35,6 +36,8 @@ export interface ExecuteOptions {
   stopAfter?: number;
   /** Starts the stage's engine (default {@link createEngine}); a wrapper can observe or inject faults. */
   createEngine?: (o: EngineOptions) => Promise<Engine>;
+  /** The tfjs backend to continue on, when a resume moves a run to another one (default: the lock's). */
+  backend?: EngineBackend;
 }
 
 /** Where a stage's metrics and events go: its own run directory, plus a live Run (or a pipeline's mirror). */
@@ -62,8 +65,11 @@ export async function executeStage(
   try {
     const r = lock.recipe;
     const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
+    const backend = !lock.engine && opts.backend ? opts.backend : lock.backend;
+    if (backend !== lock.backend)
+      event({ type: 'notice', message: `continuing on the ${backend} backend (the run started on ${lock.backend})` });
     engine = await (opts.createEngine ?? createEngine)({
-      backend: lock.backend,
+      backend,
       engine: lock.engine,
       checkpointActivations: r.train.checkpointActivations,
       spec: start.spec,

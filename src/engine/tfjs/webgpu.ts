@@ -8,6 +8,9 @@ import { tf } from './tf.js';
 // that Dawn's validation errors are caught: a command buffer that fails validation is dropped
 // whole, with every kernel in it, so a run that saw one has wrong numbers.
 
+/** What an NVIDIA container needs for Vulkan (Dawn's backend on Linux): `graphics` mounts the Vulkan driver. */
+export const WEBGPU_DRIVER_CAPABILITIES = 'compute,utility,graphics';
+
 /** What probing for a WebGPU adapter found. */
 export interface GpuProbe {
   ok: boolean;
