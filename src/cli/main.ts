@@ -16,6 +16,7 @@ import { register as registerWorker } from './worker.js';
 import { register as registerSubmit } from './submit.js';
 import { register as registerJobs } from './jobs.js';
 import { register as registerCancel } from './cancel.js';
+import { register as registerEngineNode } from './engine-node.js';
 
 /** Builds the `lathe` command; every verb has --help. */
 export function buildProgram(): Command {
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerSubmit(program);
   registerJobs(program);
   registerCancel(program);
+  registerEngineNode(program);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }

@@ -1,3 +1,4 @@
+import type { ResourceRequest } from '../recipe/resources.js';
 import { join } from 'node:path';
 import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
@@ -35,9 +36,12 @@ export async function open(dir: string): Promise<Run> {
 
 /**
  * Continues a run from its last checkpoint, in this process; `backend` continues a tfjs run on
- * another backend (a run started on webgpu, say, resumed on wasm).
+ * another backend (a run started on webgpu, say, resumed on wasm), `resources` on other ranks.
  */
-export async function resume(dir: string, opts: { stopAfter?: number; backend?: EngineBackend } = {}): Promise<Run> {
+export async function resume(
+  dir: string,
+  opts: { stopAfter?: number; resources?: ResourceRequest; backend?: EngineBackend } = {},
+): Promise<Run> {
   return localExecutor.resume(dir, opts);
 }
 
