@@ -10,7 +10,7 @@ import {
   swigluOp,
 } from './kernels.js';
 import { nativeMatMulActive } from './native-kernels.js';
-import { gpuBackend } from './webgpu-kernels.js';
+import { gpuBackend, gpuKernel, qkvSplitFits, runGpuKernel } from './webgpu-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -88,6 +88,25 @@ export function releaseTransposedWeights(ws: Iterable<tf.Tensor>): void {
 /** y = x W^T for x [N, in] and W [out, in] (HF Linear layout). */
 export function linear(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D {
   return linearOp(x, w) as tf.Tensor2D;
+}
+
+/**
+ * The rows of the embedding table w [V, D] for token ids [N]. On webgpu the gradient is one
+ * dispatch (LatheEmbedGrad) instead of tfjs's fill, transposes and scatter.
+ */
+export function embed(w: tf.Tensor, ids: tf.Tensor1D): tf.Tensor2D {
+  if (!(gpuKernels() && w.dtype === 'float32' && gpuKernel('LatheEmbedGrad'))) return tf.gather(w, ids) as tf.Tensor2D;
+  const op = tf.customGrad(((wIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const i = tf.cast(ids, 'int32');
+    save([i]);
+    return {
+      value: tf.gather(wIn, i),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        runGpuKernel('LatheEmbedGrad', [dy as tf.Tensor, saved[0]!], { vocab: w.shape[0] })[0]!,
+      ],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(w) as tf.Tensor2D;
 }
 
 /** RMSNorm over the last axis. */
@@ -170,9 +189,23 @@ export function attention(
   const sin = tf.slice(rope.sin, [pos0, 0], [seq, headDim]);
   const splitRope = (t: tf.Tensor2D, h: number) =>
     fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin);
-  const q = splitRope(linear(x, w.q), heads);
-  let k = splitRope(linear(x, w.k), kvHeads);
-  let v = split(linear(x, w.v), kvHeads);
+  let q: tf.Tensor4D;
+  let k: tf.Tensor4D;
+  let v: tf.Tensor4D;
+  if (gpuKernels() && qkvSplitFits()) {
+    // webgpu: the three head splits, both rotations and v's transpose in one dispatch.
+    const out = runGpuKernel('LatheQkvSplit', [linear(x, w.q), linear(x, w.k), linear(x, w.v), cos, sin], {
+      batch,
+      seq,
+      heads,
+      kvHeads,
+    });
+    [q, k, v] = out as tf.Tensor4D[];
+  } else {
+    q = splitRope(linear(x, w.q), heads);
+    k = splitRope(linear(x, w.k), kvHeads);
+    v = split(linear(x, w.v), kvHeads);
+  }
   if (cache) {
     if (cache.k && cache.v) {
       k = tf.concat([cache.k, k], 2);

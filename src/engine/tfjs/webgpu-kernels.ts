@@ -431,6 +431,166 @@ defineGpuKernel({
   },
 });
 
+// An attention layer's three projections in one pass: xq [B*T, H*hd], xk and xv [B*T, KH*hd] to
+// [B, H, T, hd], [B, KH, T, hd] and [B, KH, T, hd], RoPE on q and k (LatheRopeSplit's rotation),
+// v moved only. dir -1 takes the three gradients back to the projections' layout. One dispatch a
+// way where the split, the rotations and v's transpose took five (eight storage buffers).
+const QKV_PART = (buf: string, dst: string, nh: string, first: string, rotate: boolean) => `{
+    let h = hh - ${first};
+    let tokenMajor = ((b * u.t + t) * ${nh} + h) * u.hd;
+    let headMajor = ((b * ${nh} + h) * u.t + t) * u.hd;
+    ${
+      rotate
+        ? `if (u.fwd == 1u) {
+      let a = ${buf}[tokenMajor + i];
+      let bb = ${buf}[tokenMajor + i + half];
+      ${dst}[headMajor + i] = a * c[row + i] - bb * s[row + i];
+      ${dst}[headMajor + i + half] = bb * c[row + i + half] + a * s[row + i + half];
+    } else {
+      let a = ${buf}[headMajor + i];
+      let bb = ${buf}[headMajor + i + half];
+      ${dst}[tokenMajor + i] = a * c[row + i] + bb * s[row + i + half];
+      ${dst}[tokenMajor + i + half] = bb * c[row + i + half] - a * s[row + i];
+    }`
+        : `if (u.fwd == 1u) {
+      ${dst}[headMajor + i] = ${buf}[tokenMajor + i];
+      ${dst}[headMajor + i + half] = ${buf}[tokenMajor + i + half];
+    } else {
+      ${dst}[tokenMajor + i] = ${buf}[headMajor + i];
+      ${dst}[tokenMajor + i + half] = ${buf}[headMajor + i + half];
+    }`
+    }
+  }`;
+defineGpuKernel({
+  name: 'LatheQkvSplit',
+  run(be, [xq, xk, xv, c, s], { batch, seq, heads, kvHeads, dir }) {
+    const hd = lastDim(c!);
+    const [b, t, h, kh] = [batch!, seq!, heads!, kvHeads!];
+    const outs = (
+      dir === -1
+        ? [
+            [b * t, h * hd],
+            [b * t, kh * hd],
+            [b * t, kh * hd],
+          ]
+        : [
+            [b, h, t, hd],
+            [b, kh, t, hd],
+            [b, kh, t, hd],
+          ]
+    ).map((shape) => output(be, shape));
+    const n = (b * t * (h + 2 * kh) * hd) / 2;
+    const code = `struct U { n: u32, b: u32, h: u32, kh: u32, t: u32, hd: u32, fwd: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> xq: array<f32>;
+@group(0) @binding(2) var<storage, read> xk: array<f32>;
+@group(0) @binding(3) var<storage, read> xv: array<f32>;
+@group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(5) var<storage, read> s: array<f32>;
+@group(0) @binding(6) var<storage, read_write> yq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> yk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> yv: array<f32>;
+@compute @workgroup_size(256) fn main(${FLAT_ARGS}) {
+  let half = u.hd / 2u;
+  let all = u.h + 2u * u.kh;
+  for (var k = gid.x; k < u.n; k += nwg.x * 256u) {
+    let i = k % half;
+    let rest = k / half;
+    let t = rest % u.t;
+    let hh = (rest / u.t) % all;
+    let b = rest / (u.t * all);
+    let row = t * u.hd;
+    if (hh < u.h) ${QKV_PART('xq', 'yq', 'u.h', '0u', true)} else if (hh < u.h + u.kh) ${QKV_PART('xk', 'yk', 'u.kh', 'u.h', true)} else ${QKV_PART('xv', 'yv', 'u.kh', '(u.h + u.kh)', false)}
+  }
+}`;
+    dispatch(
+      be,
+      'qkv-split',
+      code,
+      [
+        ['u32', n],
+        ['u32', b],
+        ['u32', h],
+        ['u32', kh],
+        ['u32', t],
+        ['u32', hd],
+        ['u32', dir === -1 ? 0 : 1],
+      ],
+      [xq!, xk!, xv!, c!, s!, ...outs],
+      strided(n),
+    );
+    return outs;
+  },
+});
+tf.registerGradient({
+  kernelName: 'LatheQkvSplit',
+  inputsToSave: ['x3', 'x4'],
+  gradFunc: (dys, saved, attrs) => {
+    const [dq, dk, dv] = dys as tf.Tensor[];
+    const [c, s] = saved;
+    const back = runGpuKernel('LatheQkvSplit', [dq!, dk!, dv!, c!, s!], {
+      ...(attrs as unknown as Record<string, number>),
+      dir: -1,
+    });
+    return {
+      x0: () => back[0]!,
+      x1: () => back[1]!,
+      x2: () => back[2]!,
+      x3: () => tf.zerosLike(c!),
+      x4: () => tf.zerosLike(s!),
+    };
+  },
+});
+
+/** Whether the device binds the eight storage buffers LatheQkvSplit needs in one shader stage. */
+export function qkvSplitFits(): boolean {
+  const be = gpuBackend();
+  return !!be && be.device.limits.maxStorageBuffersPerShaderStage! >= 8 && gpuKernel('LatheQkvSplit');
+}
+
+// The gradient of an embedding lookup y = w[ids]: dw [V, D], row v the sum of dy's rows whose id
+// is v, in token order (deterministic, no atomics; an id outside 0..V-1 adds nowhere). One
+// workgroup per vocabulary row, where tfjs's UnsortedSegmentSum runs a fill, four transposes and
+// the scatter.
+defineGpuKernel({
+  name: 'LatheEmbedGrad',
+  run(be, [dy, ids], { vocab }) {
+    const d = lastDim(dy!);
+    const n = ids!.shape[0]!;
+    const dw = output(be, [vocab!, d]);
+    const code = `struct U { rows: u32, d: u32, n: u32 }
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> ids: array<i32>;
+@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+@compute @workgroup_size(64) fn main(${ROW_ARGS}) {
+  ${ROW}
+  let lid = lidv.x;
+  let id = i32(row);
+  for (var c = lid; c < u.d; c += 64u) {
+    var acc = 0.0;
+    for (var j = 0u; j < u.n; j++) {
+      if (ids[j] == id) { acc += dy[j * u.d + c]; }
+    }
+    dw[row * u.d + c] = acc;
+  }
+}`;
+    dispatch(
+      be,
+      'embed-grad',
+      code,
+      [
+        ['u32', vocab!],
+        ['u32', d],
+        ['u32', n],
+      ],
+      [dy!, ids!, dw],
+      perRow(vocab!),
+    );
+    return [dw];
+  },
+});
+
 // Causal softmax of attention scores, scaled: p = softmax(scale s + mask) over each row of
 // s [G, T, S], where query t (at absolute position pos0 + t) sees keys 0..pos0+t. One workgroup per row.
 defineGpuKernel({

@@ -39,7 +39,14 @@ describe.skipIf(!!why)('webgpu kernels on SwiftShader', () => {
     expect(r.skipped).toBeUndefined();
     expect(r.adapter).toMatch(/swiftshader/i);
     // Values and gradients of each kernel, relative to the cpu backend's composition.
-    expect(Object.keys(r.errors).sort()).toEqual(['attention@0', 'attention@5', 'rmsNorm', 'swiglu', 'tokenNll']);
+    expect(Object.keys(r.errors).sort()).toEqual([
+      'attention@0',
+      'attention@5',
+      'embed',
+      'rmsNorm',
+      'swiglu',
+      'tokenNll',
+    ]);
     for (const [name, err] of Object.entries(r.errors)) expect(err, name).toBeLessThan(1e-3);
     expect(r.maskMismatches).toBe(0);
     expect(r.addN).toBe(231); // 1 + ... + 21: more inputs than one dispatch may bind

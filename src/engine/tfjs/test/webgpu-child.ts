@@ -6,7 +6,7 @@
 import { useBackend } from '../backend.js';
 import { tf } from '../tf.js';
 import { setFusedKernels } from '../kernels.js';
-import { attention, rmsNorm, ropeTables, swiglu } from '../layers.js';
+import { attention, embed, rmsNorm, ropeTables, swiglu } from '../layers.js';
 import { tokenNll } from '../losses.js';
 import { TfjsEngine } from '../engine.js';
 import { dispatchCount, installWebGpu, takeWebGpuErrors } from '../webgpu.js';
@@ -130,6 +130,11 @@ const targets = Int32Array.from({ length: n }, (_, i) => (i === 3 ? -1 : (i * 37
 await compare('tokenNll', ([x, t]) => tokenNll(x as tf.Tensor2D, t as tf.Tensor1D), [
   { data: floats(n * vocab, 14, 4), shape: [n, vocab] },
   { data: targets, shape: [n], grad: false },
+]);
+
+// The embedding lookup's gradient, with repeated ids.
+await compare('embed', ([w]) => embed(w!, tf.tensor1d([3, 7, 3, 0, 69, 1, 7, 3], 'int32')), [
+  { data: floats(vocab * d, 16), shape: [vocab, d] },
 ]);
 
 // The router's top-k mask against the host's choice (ties to the lower expert).
