@@ -3,11 +3,12 @@
 // from the same seed (so the same weights and batches), dense and MoE, per-step loss and grad_norm;
 // the checkpoint resumed on wasm; no Dawn validation error anywhere in the run's output; and the
 // reason given when Dawn finds no adapter.
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { lathe, scratch, tallySlice, tinyRecipe } from './helpers.js';
+import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 const SWIFTSHADER = { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: ICD };
@@ -98,5 +99,54 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
       /driver manifests named by VK_ICD_FILENAMES\/VK_DRIVER_FILES do not exist \(.*no-such-icd\.json\)/,
     );
     expect(r.stderr).toMatch(/libvulkan1/);
+  });
+
+  it('a worker without an adapter: its first log line says which part of Vulkan is missing (auto), or it refuses to start (webgpu)', async () => {
+    const token = join(dir, 'token');
+    await writeFile(token, 'x'.repeat(32) + '\n', { mode: 0o600 });
+    const env = { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: join(dir, 'no-such-icd.json') };
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'lathe.js'),
+        'worker',
+        '--listen',
+        '127.0.0.1:0',
+        '--token-file',
+        token,
+        '--state-dir',
+        join(dir, 'w1'),
+      ],
+      { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!/skipping webgpu/.test(err) && child.exitCode === null && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const first = err.split('\n').find((l) => /^\d{4}-\d\d-\d\dT/.test(l));
+    expect(first).toMatch(
+      /^\S+ backend auto: skipping webgpu: Dawn found no GPU adapter: .*VK_ICD_FILENAMES\/VK_DRIVER_FILES do not exist/,
+    );
+    const named = lathe(
+      [
+        'worker',
+        '--listen',
+        '127.0.0.1:0',
+        '--token-file',
+        token,
+        '--state-dir',
+        join(dir, 'w2'),
+        '--backend',
+        'webgpu',
+      ],
+      { env },
+    );
+    expect(named.status).not.toBe(0);
+    expect(named.stderr).toMatch(/--backend webgpu: Dawn found no GPU adapter: .*no-such-icd\.json/);
   });
 });
