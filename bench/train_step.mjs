@@ -275,6 +275,7 @@ console.log(
     stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds),
     medianStepSeconds: median,
     tokensPerSecond: (batch * seq) / median,
+    dispatchesPerStep: gpu ? rs.at(-1).dispatches : undefined,
     profile,
   }),
 );
