@@ -89,7 +89,7 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
     });
   }
 
-  it('lathe train --backend webgpu says why when Dawn finds no adapter (the Vulkan driver named is missing)', () => {
+  it('lathe train --backend webgpu says why when Dawn finds no adapter (the Vulkan driver named is missing); auto skips SwiftShader aloud', () => {
     const r = lathe(['train', join(dir, 'dense.json'), '--backend', 'webgpu', '--out', join(dir, 'none')], {
       env: { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: join(dir, 'no-such-icd.json') },
     });
@@ -99,6 +99,15 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
       /driver manifests named by VK_ICD_FILENAMES\/VK_DRIVER_FILES do not exist \(.*no-such-icd\.json\)/,
     );
     expect(r.stderr).toMatch(/libvulkan1/);
+    // auto passes over SwiftShader (slower than wasm) and says so; --backend webgpu takes it (above).
+    const auto = lathe(
+      ['train', join(dir, 'dense.json'), '--backend', 'auto', '--steps', '1', '--out', join(dir, 'auto')],
+      {
+        env: SWIFTSHADER,
+      },
+    );
+    expect(auto.status, auto.stderr).toBe(0);
+    expect(auto.stderr).toMatch(/backend auto: skipping webgpu: the only adapter is .*SwiftShader.*a CPU fallback/);
   });
 
   it('a worker without an adapter: its first log line says which part of Vulkan is missing (auto), or it refuses to start (webgpu)', async () => {

@@ -19,7 +19,7 @@ describe('worker backend choice', () => {
     expect(chosen.backends).toEqual({ webgpu: probe.reason, wasm: 'ok', cpu: 'ok' });
     expect(lines).toEqual([`backend auto: skipping webgpu: ${probe.reason}`]);
     await expect(chooseWorkerBackend('webgpu', () => {})).rejects.toThrow(
-      /^--backend webgpu: Dawn found no GPU adapter .*Start the worker with --backend auto/,
+      /^--backend webgpu: Dawn found no GPU adapter: .*Start the worker with --backend auto/,
     );
     const cpu = await chooseWorkerBackend('cpu', () => {});
     expect(cpu.backend).toBe('cpu');
