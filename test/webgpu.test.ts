@@ -3,12 +3,12 @@
 // from the same seed (so the same weights and batches), dense and MoE, per-step loss and grad_norm;
 // the checkpoint resumed on wasm; no Dawn validation error anywhere in the run's output; and the
 // reason given when Dawn finds no adapter.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { lathe, ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
+import { ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 const SWIFTSHADER = { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: ICD };
@@ -29,6 +29,25 @@ async function metrics(runDir: string): Promise<Record<string, number>[]> {
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Record<string, number>)
     .filter((m) => m.step > 0 && typeof m.loss === 'number' && typeof m.grad_norm === 'number');
+}
+
+/**
+ * `lathe` without blocking this worker's event loop (a SwiftShader run can outlast vitest's RPC
+ * timeout, which spawnSync would trip).
+ */
+function run(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, 'bin', 'lathe.js'), ...args],
+      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 540_000, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) =>
+        resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    );
+  });
 }
 
 let dir: string;
@@ -56,12 +75,13 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
           }),
         ),
       );
-      const cpu = lathe(['train', recipe, '--backend', 'cpu', '--out', join(dir, `${name}-cpu`)]);
+      const cpu = await run(['train', recipe, '--backend', 'cpu', '--out', join(dir, `${name}-cpu`)]);
       expect(cpu.status, cpu.stderr).toBe(0);
       const gpuDir = join(dir, `${name}-webgpu`);
-      const gpu = lathe(['train', recipe, '--backend', 'webgpu', '--out', gpuDir, '--stop-after', '5'], {
-        env: SWIFTSHADER,
-      });
+      const gpu = await run(
+        ['train', recipe, '--backend', 'webgpu', '--out', gpuDir, '--stop-after', '5'],
+        SWIFTSHADER,
+      );
       expect(gpu.status, gpu.stderr).toBe(0);
       const want = await metrics(join(dir, `${name}-cpu`));
       const got = await metrics(gpuDir);
@@ -74,7 +94,7 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
       if (name === 'moe') expect(maxRel(got, want.slice(0, 5), 'aux_loss')).toBeLessThan(1e-3);
 
       // The checkpoint webgpu wrote at step 5, continued on wasm: step 6 as on cpu.
-      const resumed = lathe(['resume', gpuDir, '--backend', 'wasm']);
+      const resumed = await run(['resume', gpuDir, '--backend', 'wasm']);
       expect(resumed.status, resumed.stderr).toBe(0);
       const all = await metrics(gpuDir);
       expect(all.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -86,12 +106,13 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
       // The run's whole log: what the CLI printed and the run directory's events.
       const log = [gpu.stdout, gpu.stderr, events].join('\n');
       expect(log).not.toMatch(/Dawn validation|Invalid (ComputePipeline|CommandBuffer|BindGroup)|device was lost/);
-    });
+    }, 600_000); // ~45 s on a quiet 2-core machine; SwiftShader shares the cores with the other test files
   }
 
-  it('lathe train --backend webgpu says why when Dawn finds no adapter (the Vulkan driver named is missing); auto skips SwiftShader aloud', () => {
-    const r = lathe(['train', join(dir, 'dense.json'), '--backend', 'webgpu', '--out', join(dir, 'none')], {
-      env: { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: join(dir, 'no-such-icd.json') },
+  it('lathe train --backend webgpu says why when Dawn finds no adapter (the Vulkan driver named is missing); auto skips SwiftShader aloud', async () => {
+    const r = await run(['train', join(dir, 'dense.json'), '--backend', 'webgpu', '--out', join(dir, 'none')], {
+      LD_LIBRARY_PATH: '/usr/lib/chromium',
+      VK_ICD_FILENAMES: join(dir, 'no-such-icd.json'),
     });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/backend webgpu is not available: Dawn found no GPU adapter/);
@@ -100,11 +121,9 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
     );
     expect(r.stderr).toMatch(/libvulkan1/);
     // auto passes over SwiftShader (slower than wasm) and says so; --backend webgpu takes it (above).
-    const auto = lathe(
+    const auto = await run(
       ['train', join(dir, 'dense.json'), '--backend', 'auto', '--steps', '1', '--out', join(dir, 'auto')],
-      {
-        env: SWIFTSHADER,
-      },
+      SWIFTSHADER,
     );
     expect(auto.status, auto.stderr).toBe(0);
     expect(auto.stderr).toMatch(/backend auto: skipping webgpu: the only adapter is .*SwiftShader.*a CPU fallback/);
@@ -141,7 +160,7 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
     expect(first).toMatch(
       /^\S+ backend auto: skipping webgpu: Dawn found no GPU adapter: .*VK_ICD_FILENAMES\/VK_DRIVER_FILES do not exist/,
     );
-    const named = lathe(
+    const named = await run(
       [
         'worker',
         '--listen',
@@ -153,7 +172,7 @@ describe.skipIf(!!why)('webgpu on SwiftShader against cpu (lathe train / resume)
         '--backend',
         'webgpu',
       ],
-      { env },
+      env,
     );
     expect(named.status).not.toBe(0);
     expect(named.stderr).toMatch(/--backend webgpu: Dawn found no GPU adapter: .*no-such-icd\.json/);
