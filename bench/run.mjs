@@ -7,7 +7,7 @@
 //
 //   node bench/run.mjs [--cases a,b] [--quick] [--out FILE] [--keep] [--list] [--micro N] [--ref-threads N] [--corpus-mb N]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -82,6 +82,11 @@ const CASES = {
   'train-tiny-dense:cpu': {
     default: false,
     about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)',
+  },
+  'train-small-dense:webgpu': {
+    default: false,
+    about:
+      'train-small-dense on the tfjs webgpu backend (Dawn): tokens/s and dispatches per step vs torch; on SwiftShader (no GPU) a correctness-only figure, ~10 min a step here',
   },
   'train-small-dense:cpu': {
     default: false,
@@ -162,6 +167,8 @@ const REPEATS = {
 const MICRO = {
   wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
   cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
+  // A GPU takes the whole batch at once (its memory is not wasm's 4 GB).
+  webgpu: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   // The torch engine trains the whole batch at once, as the reference does.
   torch: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   'torch-bf16': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
@@ -188,6 +195,19 @@ const STEP_TIMEOUT_S = 30 * 60;
  */
 const OURS_ENV = { LATHE_WASM_THREADS: process.env.LATHE_WASM_THREADS || '1' };
 const NODE_FLAGS = ['--max-semi-space-size=64'];
+/**
+ * webgpu without a Vulkan driver of the machine's own (no GPU): SwiftShader, the CPU Vulkan driver
+ * inside Debian's chromium (DESIGN, known ground), so the row still runs and checks the same model.
+ */
+function webgpuEnv() {
+  const icds = ['/etc/vulkan/icd.d', '/usr/share/vulkan/icd.d'].some(
+    (d) => existsSync(d) && readdirSync(d).some((f) => f.endsWith('.json')),
+  );
+  const swiftshader = '/usr/lib/chromium/vk_swiftshader_icd.json';
+  if (icds || process.env.VK_ICD_FILENAMES || !existsSync(swiftshader)) return {};
+  return { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: swiftshader };
+}
+const oursEnv = (backend) => (backend === 'webgpu' ? { ...OURS_ENV, ...webgpuEnv() } : OURS_ENV);
 /** tfjs-wasm on its own (XNNPACK, one thread per core, no native kernels): the previous engine. */
 const XNNPACK_ENV = { LATHE_WASM_THREADS: 'cores', LATHE_NATIVE_KERNELS: '0' };
 
@@ -418,7 +438,7 @@ async function trainCase(caseName, model, backend) {
       '--micro',
       String(micro),
     ],
-    OURS_ENV,
+    oursEnv(backend),
   );
   // Several ranks are measured against the same engine on one rank (the scaling the ranks give).
   const oneRank = backend === 'torch-ddp2';
@@ -522,7 +542,7 @@ async function trainCase(caseName, model, backend) {
         '--micro',
         String(micro),
       ],
-      OURS_ENV,
+      oursEnv(backend),
     );
     try {
       await probe.next();
@@ -576,6 +596,18 @@ async function trainCase(caseName, model, backend) {
   if (check.pass === false)
     report.note += `; SAME-MODEL CHECK FAILED: initial loss differs by ${check.initialLossDiff.toExponential(2)}`;
   if (fwdBwd?.tokensPerSecond) report.note += `; ours loss+grads alone ${fwdBwd.tokensPerSecond.toFixed(1)} tokens/s`;
+  if (backend === 'webgpu') {
+    const dispatches = oursSteps.map((x) => x.dispatches).filter((d) => d !== undefined);
+    report.detail.adapter = oursInfo?.adapter;
+    report.detail.shaderF16 = oursInfo?.shaderF16;
+    report.detail.dispatchesPerStep = dispatches.length ? median(dispatches) : undefined;
+    if (dispatches.length) report.note += `; ${median(dispatches)} GPU dispatches a step`;
+    report.note += `; adapter ${oursInfo?.adapter ?? 'none'}`;
+    if (oursInfo?.softwareAdapter) {
+      report.correctnessOnly = true;
+      report.note += ' (SwiftShader, the CPU Vulkan driver: a correctness-only figure, not a GPU speed)';
+    }
+  }
   if (flopsPerToken && ceiling)
     report.mfu = {
       ours: (oursTps * flopsPerToken) / (ceiling * 1e9),
@@ -900,6 +932,7 @@ const RUNNERS = {
   'train-small-dense:torch-ddp2': () => trainCase('train-small-dense:torch-ddp2', 'small-dense', 'torch-ddp2'),
   'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
   'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),
+  'train-small-dense:webgpu': () => trainCase('train-small-dense:webgpu', 'small-dense', 'webgpu'),
   'tokenizer-train': tokenizerTrain,
   'tokenizer-encode': tokenizerEncode,
   'peak-memory': peakMemory,

@@ -52,7 +52,7 @@ const mode = positionals[0];
 const spec = MODELS[a.model];
 if (!spec || !a.dir || !['export', 'train'].includes(mode)) {
   console.error(
-    'usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm] [--warmup N] [--steps N]',
+    'usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm|webgpu] [--warmup N] [--steps N]',
   );
   process.exit(2);
 }
@@ -82,6 +82,9 @@ if (mode === 'export') {
 }
 
 await useBackend(a.backend, () => {});
+// webgpu: compute dispatches per step (every kernel is one) and the adapter (SwiftShader or a GPU).
+const gpu = a.backend === 'webgpu' ? await import(new URL('engine/tfjs/webgpu.js', dist)) : undefined;
+const adapter = gpu ? await gpu.installWebGpu() : undefined;
 const raw = readFileSync(join(a.dir, 'tokens.bin'));
 const toks = new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 const nBatches = toks.length / (batch * (seq + 1));
@@ -174,14 +177,27 @@ const info = {
   params: engine.numParams,
   tokensPerStep: batch * seq,
   flopsPerToken: flopsPerToken(spec),
+  adapter: adapter?.adapter,
+  softwareAdapter: adapter ? /swiftshader/i.test(adapter.adapter ?? '') || adapter.software : undefined,
+  shaderF16: adapter?.f16,
 };
 let done = 0;
 async function timed() {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
+  const d0 = gpu?.dispatchCount();
   const r = await step(done++);
   const c = process.cpuUsage(c0);
-  return { ...r, step: done, seconds: (performance.now() - t0) / 1000, cpuSeconds: (c.user + c.system) / 1e6 };
+  const dispatches = gpu ? gpu.dispatchCount() - d0 : undefined;
+  const errors = gpu?.takeWebGpuErrors();
+  if (errors?.length) throw new Error(`webgpu: ${errors.join('; ')}`);
+  return {
+    ...r,
+    step: done,
+    seconds: (performance.now() - t0) / 1000,
+    cpuSeconds: (c.user + c.system) / 1e6,
+    dispatches,
+  };
 }
 
 // Loss of batch i without an update (mean over micro-batches): the same-model check.
@@ -219,7 +235,7 @@ async function kernelProfile() {
 
 const log = (r, note = '') =>
   console.error(
-    `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`,
+    `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${r.dispatches !== undefined ? ` ${r.dispatches} dispatches` : ''}${note}`,
   );
 // The wasm heap only grows, so its size is the step's peak; wasm32 stops at 4096 MB.
 const wasmHeapMb = () =>
@@ -287,6 +303,7 @@ console.log(
     stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds),
     medianStepSeconds: median,
     tokensPerSecond: (batch * seq) / median,
+    dispatchesPerStep: gpu ? rs.at(-1).dispatches : undefined,
     profile,
   }),
 );

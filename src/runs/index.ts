@@ -4,6 +4,7 @@ import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createEngine } from '../engine/index.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import { generate as generateTokens, type SampleOptions } from '../engine/sample.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
@@ -34,10 +35,13 @@ export async function open(dir: string): Promise<Run> {
   );
 }
 
-/** Continues a run from its last checkpoint, in this process. */
+/**
+ * Continues a run from its last checkpoint, in this process; `backend` continues a tfjs run on
+ * another backend (a run started on webgpu, say, resumed on wasm), `resources` on other ranks.
+ */
 export async function resume(
   dir: string,
-  opts: { stopAfter?: number; resources?: ResourceRequest } = {},
+  opts: { stopAfter?: number; resources?: ResourceRequest; backend?: EngineBackend } = {},
 ): Promise<Run> {
   return localExecutor.resume(dir, opts);
 }

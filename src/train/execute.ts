@@ -7,6 +7,7 @@ import { EngineLost, type Engine, type OptimizerState } from '../engine/engine.j
 import { worldSize } from '../engine/select.js';
 import { pickLauncher, type TorchLaunch } from '../engine/torch/launch.js';
 import { createEngine, engineLabel, type EngineOptions } from '../engine/index.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
 import { checkLoraTargets, initAdapters, loraParamCount } from '../model/lora.js';
@@ -39,6 +40,8 @@ export interface ExecuteOptions {
   stopAfter?: number;
   /** Starts the stage's engine (default {@link createEngine}); a wrapper can observe or inject faults. */
   createEngine?: (o: EngineOptions) => Promise<Engine>;
+  /** The tfjs backend to continue on, when a resume moves a run to another one (default: the lock's). */
+  backend?: EngineBackend;
 }
 
 /** Where a stage's metrics and events go: its own run directory, plus a live Run (or a pipeline's mirror). */
@@ -128,11 +131,14 @@ async function executeOnce(
   try {
     const r = lock.recipe;
     const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
+    const backend = !lock.engine && opts.backend ? opts.backend : lock.backend;
+    if (backend !== lock.backend)
+      event({ type: 'notice', message: `continuing on the ${backend} backend (the run started on ${lock.backend})` });
     const launch = launchOf(lock);
     const lora = r.train.lora;
     if (lora) checkLoraRun(lock, start.spec, lora);
     engine = await (opts.createEngine ?? createEngine)({
-      backend: lock.backend,
+      backend,
       engine: lock.engine,
       launch,
       checkpointActivations: r.train.checkpointActivations,

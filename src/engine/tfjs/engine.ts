@@ -2,6 +2,7 @@ import { mergeAdapters } from '../../model/lora.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { Weights } from '../../model/weights.js';
 import { writeAdapterFiles, writeTensorFiles } from '../../runs/checkpoint.js';
+import { LatheError } from '../../errors.js';
 import type {
   DecodeSession,
   Engine,
@@ -20,6 +21,9 @@ import { namedLoss, sequenceLogProbs, tokenLogProbs } from './losses.js';
 import { disposeCache, LanguageModel } from './model.js';
 import { AdamW, restoreOptimizer } from './optimizer.js';
 import { tf } from './tf.js';
+import { gpuKernels } from './kernels.js';
+import { takeWebGpuErrors } from './webgpu.js';
+import { gpuClipControl } from './webgpu-kernels.js';
 
 /** What a tfjs engine starts from. */
 export interface TfjsEngineOptions {
@@ -50,6 +54,8 @@ export class TfjsEngine implements Engine {
   private readonly varNames: Map<string, string>;
   private grads?: Map<string, tf.Tensor>;
   private micro = 0;
+  /** MoE on webgpu: routed fractions per layer and expert, summed over the step's micro-batches. */
+  private expertUse?: tf.Tensor2D;
 
   protected constructor(o: TfjsEngineOptions) {
     this.device = o.backend;
@@ -99,20 +105,42 @@ export class TfjsEngine implements Engine {
       this.lora
         ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss))
         : namedLoss(this.model, batch, loss);
+    let use: tf.Tensor2D | undefined;
     const { value, grads } = tf.variableGrads(() => {
       const l = lossOf();
       // Clones: the reported loss may be the minimised value itself, which is disposed below.
       kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
+      if (l.expertUse) use = tf.keep(l.expertUse);
       return l.total;
     }, this.vars);
     value.dispose();
     this.accumulate(grads);
-    return readReport(kept);
+    if (use) {
+      const prev = this.expertUse;
+      this.expertUse = prev ? tf.tidy(() => tf.add(prev, use!) as tf.Tensor2D) : use;
+      if (prev) tf.dispose([prev, use]);
+    }
+    return this.checked(await readReport(kept));
   }
 
   async forward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     const kept = tf.tidy(() => namedLoss(this.model, batch, loss).report);
-    return readReport(kept);
+    return this.checked(await readReport(kept));
+  }
+
+  /**
+   * On webgpu, fails a call after which Dawn reported a validation error: the command buffer it
+   * was in was dropped whole, so the numbers read are wrong.
+   */
+  private checked<T>(v: T): T {
+    if (this.device !== 'webgpu') return v;
+    const errors = takeWebGpuErrors();
+    if (errors.length)
+      throw new LatheError(
+        `webgpu: ${errors.join('\n')}\n(the kernels of that submit were dropped: these numbers are wrong)`,
+        1,
+      );
+    return v;
   }
 
   /** Adds one micro-batch's gradients (keyed by variable name) to the accumulated ones. */
@@ -138,6 +166,7 @@ export class TfjsEngine implements Engine {
   async optimStep(lr: number): Promise<OptimResult> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
     if (!this.grads) throw new Error('optimStep without gradients: call forwardBackward first');
+    if (this.device === 'webgpu' && gpuKernels()) return this.optimStepOnDevice(lr);
     let grads = this.grads;
     if (this.micro > 1) {
       const scale = 1 / this.micro;
@@ -161,6 +190,37 @@ export class TfjsEngine implements Engine {
     if (!skipped) this.opt.step(grads, lr);
     tf.dispose([...grads.values()]);
     return { gradNorm, skipped };
+  }
+
+  /**
+   * The step on webgpu with no read before the update: the norm, the clipping factor and the skip
+   * are computed on the device, AdamW runs in place, and only then is the norm read back.
+   */
+  private async optimStepOnDevice(lr: number): Promise<OptimResult> {
+    const grads = this.grads!;
+    const micro = this.micro;
+    const use = this.expertUse;
+    this.grads = undefined;
+    this.expertUse = undefined;
+    this.micro = 0;
+    const names = [...grads.keys()];
+    const ctl = gpuClipControl(
+      names.map((n) => grads.get(n)!),
+      this.gradClip,
+      1 / micro,
+    );
+    const experts = this.spec.experts;
+    this.opt!.stepOnDevice(grads, ctl, lr, (name) => {
+      const m = use && /^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\./.exec(name);
+      return m ? { use: use!, index: Number(m[1]) * experts + Number(m[2]) } : undefined;
+    });
+    tf.dispose([...grads.values()]);
+    use?.dispose();
+    const [gradNorm, , skip] = (await ctl.data()) as Float32Array;
+    ctl.dispose();
+    const skipped = skip! > 0.5;
+    if (skipped) this.opt!.undoStep();
+    return this.checked({ gradNorm: gradNorm!, skipped });
   }
 
   async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
@@ -262,6 +322,8 @@ export class TfjsEngine implements Engine {
 
   async dispose(): Promise<void> {
     if (this.grads) tf.dispose([...this.grads.values()]);
+    this.expertUse?.dispose();
+    this.expertUse = undefined;
     this.grads = undefined;
     this.opt?.dispose();
     if (this.reference !== 'base') this.reference?.dispose();
@@ -274,9 +336,22 @@ export class TfjsEngine implements Engine {
 async function readReport(kept: Record<string, tf.Tensor>): Promise<LossReport> {
   const values: Record<string, number | number[]> = {};
   try {
-    for (const [k, t] of Object.entries(kept)) {
-      const d = await t.data();
-      values[k] = t.rank === 0 ? d[0]! : Array.from(d);
+    const entries = Object.entries(kept);
+    if (tf.getBackend() === 'webgpu' && entries.length > 1) {
+      // One read back from the GPU rather than one per value.
+      const packed = tf.tidy(() => tf.concat(entries.map(([, t]) => tf.reshape(t, [-1]))));
+      const d = await packed.data();
+      packed.dispose();
+      let o = 0;
+      for (const [k, t] of entries) {
+        values[k] = t.rank === 0 ? d[o]! : Array.from(d.subarray(o, o + t.size));
+        o += t.size;
+      }
+    } else {
+      for (const [k, t] of entries) {
+        const d = await t.data();
+        values[k] = t.rank === 0 ? d[0]! : Array.from(d);
+      }
     }
   } finally {
     tf.dispose(Object.values(kept));

@@ -1,8 +1,18 @@
 import { tf } from './tf.js';
-import { attentionCore, fusedKernels, ropeOp, ropeSplitOp, rmsNormOp, swigluOp } from './kernels.js';
+import {
+  attentionCore,
+  fusedKernels,
+  gpuAttention,
+  gpuKernels,
+  ropeOp,
+  ropeSplitOp,
+  rmsNormOp,
+  swigluOp,
+} from './kernels.js';
 import { nativeMatMulActive } from './native-kernels.js';
 import { ropeInvFreq } from '../../model/rope.js';
 import type { RopeScaling } from '../../model/spec.js';
+import { gpuBackend, gpuKernel, qkvSplitFits, runGpuKernel } from './webgpu-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -18,11 +28,11 @@ export function param(p: Params, name: string): tf.Variable {
 // tfjs-wasm runs transposed matmuls (NT, TN) about 10x slower than plain NN ones, and the stock
 // MatMul gradient uses both. Explicit transposes are cheap, so the forward and both gradients
 // are written as NN products.
-// With the native GEMM (engine/tfjs/native-kernels.ts) transposed operands cost nothing, so the products take
-// W as stored.
+// With the native GEMM (engine/tfjs/native-kernels.ts), and on webgpu (whose matmul shader reads
+// either layout), transposed operands cost nothing, so the products take W as stored.
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
-  const native = nativeMatMulActive();
+  const native = nativeMatMulActive() || gpuBackend() !== undefined;
   return {
     value: native
       ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true)
@@ -110,6 +120,25 @@ export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D | ((transposed: bool
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return op(x) as tf.Tensor2D;
+}
+
+/**
+ * The rows of the embedding table w [V, D] for token ids [N]. On webgpu the gradient is one
+ * dispatch (LatheEmbedGrad) instead of tfjs's fill, transposes and scatter.
+ */
+export function embed(w: tf.Tensor, ids: tf.Tensor1D): tf.Tensor2D {
+  if (!(gpuKernels() && w.dtype === 'float32' && gpuKernel('LatheEmbedGrad'))) return tf.gather(w, ids) as tf.Tensor2D;
+  const op = tf.customGrad(((wIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const i = tf.cast(ids, 'int32');
+    save([i]);
+    return {
+      value: tf.gather(wIn, i),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        runGpuKernel('LatheEmbedGrad', [dy as tf.Tensor, saved[0]!], { vocab: w.shape[0] })[0]!,
+      ],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(w) as tf.Tensor2D;
 }
 
 /** RMSNorm over the last axis. */
@@ -227,9 +256,25 @@ export function attention(
   const sin = tf.slice(rope.sin, [pos0, 0], [seq, headDim]);
   const splitRope = (t: tf.Tensor2D, h: number) =>
     fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin);
-  const q = splitRope(headNorm(biased(linear(x, w.q), w.qBias), w.qNorm, headDim, shape.normEps), heads);
-  let k = splitRope(headNorm(biased(linear(x, w.k), w.kBias), w.kNorm, headDim, shape.normEps), kvHeads);
-  let v = split(biased(linear(x, w.v), w.vBias), kvHeads);
+  let q: tf.Tensor4D;
+  let k: tf.Tensor4D;
+  let v: tf.Tensor4D;
+  // The fused split knows no q/k/v biases or per-head norms (Qwen2, Qwen3): those take the ops.
+  const plain = !w.qBias && !w.kBias && !w.vBias && !w.qNorm && !w.kNorm;
+  if (plain && gpuKernels() && qkvSplitFits()) {
+    // webgpu: the three head splits, both rotations and v's transpose in one dispatch.
+    const out = runGpuKernel('LatheQkvSplit', [linear(x, w.q), linear(x, w.k), linear(x, w.v), cos, sin], {
+      batch,
+      seq,
+      heads,
+      kvHeads,
+    });
+    [q, k, v] = out as tf.Tensor4D[];
+  } else {
+    q = splitRope(headNorm(biased(linear(x, w.q), w.qBias), w.qNorm, headDim, shape.normEps), heads);
+    k = splitRope(headNorm(biased(linear(x, w.k), w.kBias), w.kNorm, headDim, shape.normEps), kvHeads);
+    v = split(biased(linear(x, w.v), w.vBias), kvHeads);
+  }
   if (cache) {
     if (cache.k && cache.v) {
       k = tf.concat([cache.k, k], 2);
@@ -257,6 +302,20 @@ export function attention(
   }
   const mask = seq > 1 || (window !== undefined && total > window) ? causalMask(seq, total, pos0, window) : undefined;
   let heads4: tf.Tensor4D;
+  // The shader's mask is causal only: a sliding window that cuts keys takes the ops below.
+  if (gpuKernels() && (window === undefined || total <= window)) {
+    // webgpu: batched products and one fused causal softmax, the mask computed in the shader.
+    const g = batch * heads;
+    const o = gpuAttention(
+      tf.reshape(q, [g, seq, headDim]),
+      tf.reshape(k, [g, total, headDim]),
+      tf.reshape(v, [g, total, headDim]),
+      1 / Math.sqrt(headDim),
+      pos0,
+    );
+    const merged = tf.transpose(tf.reshape(o, [batch, heads, seq, headDim]), [0, 2, 1, 3]);
+    return biased(linear(tf.reshape(merged, [batch * seq, heads * headDim]) as tf.Tensor2D, w.o), w.oBias);
+  }
   // Per-head products pay for their extra dispatches only on long enough sequences: below ~64k
   // multiply-adds a head (decoding, small models) tfjs's batched product is faster.
   if (fusedKernels() && (nativeMatMulActive() || seq * total * headDim >= 65_536)) {

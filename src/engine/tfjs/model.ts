@@ -3,6 +3,7 @@ import { initWeights, type Weights } from '../../model/weights.js';
 import { denseFfn } from './dense.js';
 import {
   attention,
+  embed,
   linear,
   param,
   releaseTransposedWeights,
@@ -71,7 +72,7 @@ export class LanguageModel {
     const [batch, seq] = ids.shape;
     const pos0 = opts.pos0 ?? 0;
     const p = this.params;
-    let h = tf.gather(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1])) as tf.Tensor2D;
+    let h = embed(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1]) as tf.Tensor1D);
     const router: RouterStats[] = [];
     for (let i = 0; i < s.layers; i++) {
       const l = `model.layers.${i}`;

@@ -1,6 +1,7 @@
 import { tf } from './tf.js';
 import { linear, param, swiglu, type Params } from './layers.js';
 import { moeNames, type ModelSpec } from '../../model/spec.js';
+import { gpuKernel, runGpuKernel } from './webgpu-kernels.js';
 
 // Mixtral (and Qwen3-MoE): each block's feed-forward is a top-k routed mixture of SwiGLU experts.
 
@@ -15,11 +16,45 @@ export interface RouterStats {
 }
 
 /**
+ * Layer i's mixture-of-experts on webgpu, with no read back to the host: the top-k choice is a
+ * mask made on the device, and every expert runs on every token, its output weighed by the token's
+ * gate, which is 0 where the token did not choose it. The same function and gradients as the
+ * dispatch below (an unchosen expert's weight gets an exact 0, and the engine skips its update as
+ * the other backends do where it has no gradient), at E/k times the feed-forward arithmetic.
+ */
+function moeFfnOnDevice(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
+  const names = moeNames(s, i);
+  const n = x.shape[0];
+  const logits = linear(x, param(p, names.router));
+  const probs = tf.softmax(logits, -1) as tf.Tensor2D;
+  const mask = runGpuKernel('LatheTopKMask', [probs], { k: s.topK })[0] as tf.Tensor2D;
+  const kept = tf.mul(probs, mask);
+  const gates = (s.normTopK === false ? kept : tf.div(kept, tf.sum(kept, -1, true))) as tf.Tensor2D;
+  let y: tf.Tensor2D | undefined;
+  for (let e = 0; e < s.experts; e++) {
+    const ex = names.expert(e);
+    const ye = swiglu(x, param(p, ex.gate), param(p, ex.up), param(p, ex.down));
+    const part = tf.mul(ye, tf.slice(gates, [0, e], [n, 1])) as tf.Tensor2D;
+    y = y ? (tf.add(y, part) as tf.Tensor2D) : part;
+  }
+  return { y: y!, stats: routerStats(s, n, logits, probs, mask) };
+}
+
+function routerStats(s: ModelSpec, n: number, logits: tf.Tensor2D, probs: tf.Tensor2D, mask: tf.Tensor2D): RouterStats {
+  const fraction = tf.div(tf.sum(mask, 0), n * s.topK) as tf.Tensor1D;
+  const meanProb = tf.mean(probs, 0);
+  const balance = tf.mul(tf.sum(tf.mul(fraction, meanProb)), s.experts) as tf.Scalar;
+  const z = tf.mean(tf.square(tf.logSumExp(logits, -1))) as tf.Scalar;
+  return { balance, z, utilization: fraction };
+}
+
+/**
  * Layer i's mixture-of-experts on x [N, D]. Routing follows Mixtral: softmax over experts,
  * keep the top k, renormalise (Qwen3-MoE without norm_topk_prob keeps the probabilities as they
  * are). Each expert runs on the tokens routed to it only.
  */
 export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
+  if (gpuKernel('LatheTopKMask')) return moeFfnOnDevice(p, s, i, x);
   const names = moeNames(s, i);
   const n = x.shape[0];
   const logits = linear(x, param(p, names.router));
@@ -54,11 +89,7 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
   }
   const all = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0);
   const y = tf.sum(tf.reshape(tf.gather(all, tf.tensor1d(slotPos, 'int32')), [n, s.topK, s.dim]), 1) as tf.Tensor2D;
-  const fraction = tf.div(tf.sum(mask, 0), n * s.topK) as tf.Tensor1D;
-  const meanProb = tf.mean(probs, 0);
-  const balance = tf.mul(tf.sum(tf.mul(fraction, meanProb)), s.experts) as tf.Scalar;
-  const z = tf.mean(tf.square(tf.logSumExp(logits, -1))) as tf.Scalar;
-  return { y, stats: { balance, z, utilization: fraction } };
+  return { y, stats: routerStats(s, n, logits, probs, mask) };
 }
 
 /** The k largest entries of each row (ties to the lower index), as expert ids per token slot [n*k]. */
