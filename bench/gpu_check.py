@@ -97,6 +97,7 @@ def main():
     steps = '2' if a.quick else '5'
 
     # 2. The torch engine against the standalone reference, same device.
+    refs = {}
     for model in ('small-dense', 'small-moe'):
         d = os.path.join(work, model)
         os.makedirs(d)
@@ -110,8 +111,21 @@ def main():
                                 '--threads', str(os.cpu_count() if dev == 'cuda' else 2)], 900)
                 row(f'train-{model}:torch-{dtype}', ours['tokensPerSecond'], ref['tokensPerSecond'], 'tokens/s',
                     f'losses {ours["losses"][0]:.5f} vs {ref["losses"][0]:.5f}')
+                refs[f'{model}:{dtype}'] = ref
             except Exception as e:  # a row that cannot run is reported, the rest goes on
                 row(f'train-{model}:torch-{dtype}', None, None, 'tokens/s', f'failed: {e}')
+
+    # 2b. torch.compile on the small dense model in bf16: tokens/s against eager, compile time apart.
+    d = os.path.join(work, 'small-dense')
+    try:
+        eager = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                          '--dtype', 'bf16', '--warmup', '1', '--steps', steps], 900)
+        comp = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                         '--dtype', 'bf16', '--warmup', '2', '--steps', steps, '--compile'], 1200)
+        row('train-small-dense:torch-bf16-compile', comp['tokensPerSecond'], eager['tokensPerSecond'], 'tokens/s',
+            f'torch.compile vs eager; first step {comp["firstStepSeconds"]:.1f} s with the compile vs {eager["firstStepSeconds"]:.2f} s eager')
+    except Exception as e:
+        row('train-small-dense:torch-bf16-compile', None, None, 'tokens/s', f'failed: {e}')
 
     # 3. The ~1B model in bf16: tokens/s and MFU against the measured bf16 ceiling.
     big = 'gpu-1b-quick' if a.quick else 'gpu-1b'
@@ -130,20 +144,40 @@ def main():
     except Exception as e:
         row(f'train-{big}:torch-bf16', None, None, 'tokens/s', f'failed: {e}')
 
-    # 4. Scaling over GPUs (torch.distributed; see the distributed-training issue).
-    if machine['gpus'] > 1:
-        row('scaling-1b', None, None, 'efficiency', f'{machine["gpus"]} GPUs: run bench/gpu_scaling.sh (not in this table yet)')
+    # 4. Scaling over ranks (torch.distributed, FSDP): every GPU of the machine (2 CPU processes with
+    # --device cpu) at the same batch per rank as one rank, as tokens/s against N x one rank's.
+    n = machine['gpus'] if dev == 'cuda' else 2
+    if n < 2:
+        row('scaling', None, None, 'efficiency', '1 GPU here: multi-GPU scaling not measured')
     else:
-        row('scaling-1b', None, None, 'efficiency', f'{machine["gpus"] or "no"} GPU here: multi-GPU scaling not measured')
+        m, dtype = (big, 'bf16') if dev == 'cuda' else ('small-dense', 'fp32')
+        per = int(batch) if dev == 'cuda' else 4
+        d = os.path.join(work, f'scaling-{m}')
+        os.makedirs(d)
+        try:
+            run_json([a.node, a.torch_step, 'export', '--model', m, '--dir', d, '--batches', '3', '--batch', str(per * n)], 900)
+            common = [a.node, a.torch_step, 'train', '--model', m, '--dir', d, '--device', dev, '--dtype', dtype,
+                      '--warmup', '1', '--steps', '2' if a.quick else '5']
+            one = run_json(common + ['--batch', str(per)], 1200)
+            many = run_json(common + ['--batch', str(per * n), '--ranks', str(n), '--parallel', 'fsdp'], 1200)
+            eff = many['tokensPerSecond'] / (n * one['tokensPerSecond'])
+            row(f'scaling-{m}:fsdp-{n}', many['tokensPerSecond'], n * one['tokensPerSecond'], 'tokens/s',
+                f'{n} ranks, batch {per} each: efficiency {eff:.2f} of {n} x one rank ({one["tokensPerSecond"]:.0f} tokens/s)')
+        except Exception as e:
+            row(f'scaling-{m}:fsdp-{n}', None, None, 'tokens/s', f'failed: {e}')
 
     # 5. tfjs-webgpu (needs the tfjs and webgpu packages, which are not carried by default).
     step = os.path.join(HERE, 'train_step.mjs')
     if os.path.exists(os.path.join(HERE, '..', 'node_modules', 'webgpu')):
         try:
             d = os.path.join(work, 'small-dense')
+            # The whole batch at once, as the reference; against PyTorch fp32 on the same GPU (row 2's reference).
             w = run_json([a.node, step, 'train', '--model', 'small-dense', '--backend', 'webgpu', '--dir', d,
-                          '--warmup', '1', '--steps', '2', '--micro', '4'], 900)
-            row('train-small-dense:webgpu', w['tokensPerSecond'], None, 'tokens/s', 'tfjs-webgpu, fp32')
+                          '--warmup', '1', '--steps', steps, '--micro', '16'], 900)
+            ref = refs.get('small-dense:fp32')
+            row('train-small-dense:webgpu', w['tokensPerSecond'], ref and ref['tokensPerSecond'], 'tokens/s',
+                f'tfjs-webgpu fp32 on {w.get("adapter")}, {w.get("dispatchesPerStep")} dispatches a step; '
+                f'losses {w["losses"][0]:.5f}' + (f' vs torch {ref["losses"][0]:.5f}' if ref else ''))
         except Exception as e:
             row('train-small-dense:webgpu', None, None, 'tokens/s', f'failed: {e}')
     else:

@@ -41,10 +41,12 @@ export function register(program: Command): void {
         if (!secret) throw new LatheError("engine-node: LATHE_ENGINE_SECRET must hold the run's secret", 2);
         process.env.LATHE_RDZV_ENDPOINT = rdzv;
         let stopping = false;
-        process.on('SIGTERM', () => {
-          stopping = true;
-          process.exit(0);
-        });
+        const stop = new AbortController();
+        for (const sig of ['SIGTERM', 'SIGINT'] as const)
+          process.on(sig, () => {
+            stopping = true;
+            stop.abort();
+          });
         for (;;) {
           const code = await TorchProcess.joinRun(
             {
@@ -54,14 +56,15 @@ export function register(program: Command): void {
               launcher: 'join',
               timeoutMs: (o.timeoutSeconds ?? 600) * 1000,
             },
-            { device: o.device ?? 'cpu', engineAddr, secret },
+            { device: o.device ?? 'cpu', engineAddr, secret, signal: stop.signal },
           );
           console.error(`engine-node: torchrun exited (code ${code})`);
           if (o.once || stopping) {
-            process.exitCode = code;
+            process.exitCode = stopping ? 0 : code;
             return;
           }
           await new Promise((r) => setTimeout(r, o.restartDelay ?? 2000));
+          if (stopping) return;
         }
       },
     );

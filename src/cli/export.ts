@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import { LatheError } from '../errors.js';
 import { exportGguf, GGUF_QUANTS, type ExportGgufResult, type GgufQuant } from '../export/gguf.js';
 import { exportHf } from '../export/hf.js';
+import { exportPeft } from '../export/peft.js';
 import { positiveInt } from './options.js';
 
-const FORMATS = ['hf', 'gguf'];
+const FORMATS = ['hf', 'peft', 'gguf'];
 const QUANTIZATIONS = ['int8'];
 
 function describeGguf(r: ExportGgufResult): string {
@@ -22,9 +23,10 @@ export function register(program: Command): void {
   program
     .command('export')
     .description(
-      "Write a run's checkpoint as a Hugging Face model folder (--format hf: LlamaForCausalLM or MixtralForCausalLM, config.json, model.safetensors, " +
-        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM, ' +
-        'or as one GGUF file (--format gguf) that llama.cpp loads, with the tokenizer and chat template.',
+      "Write a run's checkpoint as a Hugging Face model folder (LlamaForCausalLM or MixtralForCausalLM: config.json, model.safetensors, " +
+        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM; ' +
+        "a LoRA run's as a PEFT adapter (--format peft: adapter_config.json, adapter_model.safetensors for PeftModel.from_pretrained on its base), " +
+        'or merged into its base (--format peft --merge, or --format hf); or as one GGUF file (--format gguf) that llama.cpp loads, with the tokenizer and chat template.',
     )
     .argument('<run-dir>', 'run directory')
     .requiredOption('--format <format>', `export format (${FORMATS.join(', ')})`)
@@ -43,6 +45,7 @@ export function register(program: Command): void {
       'held-out batches for the --quantize perplexity measurement',
       positiveInt('--eval-batches'),
     )
+    .option('--merge', 'with --format peft: write the base with the adapters merged in, as an HF folder')
     .option('--json', 'print the result as JSON')
     .action(
       async (
@@ -54,11 +57,14 @@ export function register(program: Command): void {
           quantize?: string;
           quant?: string;
           evalBatches?: number;
+          merge?: boolean;
           json?: boolean;
         },
       ) => {
         if (!FORMATS.includes(o.format))
           throw new LatheError(`--format: "${o.format}" is not supported; use ${FORMATS.join(', ')}`);
+        if (o.merge && o.format !== 'peft')
+          throw new LatheError('--merge: only with --format peft (an hf export of a LoRA run is merged already)');
         if (o.format === 'gguf') {
           if (o.quantize !== undefined)
             throw new LatheError(`--quantize: applies to --format hf; for gguf use --quant ${GGUF_QUANTS.join('|')}`);
@@ -72,6 +78,22 @@ export function register(program: Command): void {
         }
         if (o.quant !== undefined)
           throw new LatheError(`--quant: applies to --format gguf; for hf use --quantize ${QUANTIZATIONS.join('|')}`);
+        if (o.format === 'peft') {
+          if (o.quantize !== undefined) throw new LatheError('--quantize: only with --format hf');
+          const p = await exportPeft(dir, o.out, { step: o.step, merge: o.merge });
+          for (const k of p.skipped) console.error(`checkpoint ${k.step} is corrupt, skipped: ${k.reason}`);
+          console.error(`checkpoint: ${p.checkpoint}`);
+          if (o.json) {
+            process.stdout.write(JSON.stringify({ ...p, hf: undefined }) + '\n');
+            return;
+          }
+          if (p.merged) process.stdout.write(`exported step ${p.step} with the adapters merged in to ${p.dir}\n`);
+          else {
+            process.stdout.write(`exported the LoRA adapter of step ${p.step} (PEFT) to ${p.dir}\n`);
+            process.stdout.write(`base: ${p.base.hint}\n`);
+          }
+          return;
+        }
         if (o.quantize !== undefined && !QUANTIZATIONS.includes(o.quantize))
           throw new LatheError(`--quantize: "${o.quantize}" is not supported; use ${QUANTIZATIONS.join(', ')}`);
         const r = await exportHf(dir, o.out, {

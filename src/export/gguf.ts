@@ -21,7 +21,8 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LatheError } from '../errors.js';
-import type { ModelSpec } from '../model/spec.js';
+import { familyOf, type ModelSpec } from '../model/spec.js';
+import { OPEN_FIELDS } from '../recipe/model-spec.js';
 import { loadModel } from '../runs/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { VERSION } from '../version.js';
@@ -84,6 +85,7 @@ export async function exportGguf(runDir: string, out: string, opts: ExportGgufOp
   const { model, tokenizer, step, checkpoint, skipped } = await loadModel(runDir, { step: opts.step });
   try {
     const spec = model.spec;
+    checkSpec(spec);
     const w = new GgufWriter();
     writeModelMetadata(w, spec, { name: basename(resolve(runDir)), quant });
     writeTokenizerMetadata(w, tokenizer, spec.vocabSize);
@@ -106,6 +108,23 @@ export async function exportGguf(runDir: string, out: string, opts: ExportGgufOp
   } finally {
     await model.dispose();
   }
+}
+
+/**
+ * Refuses what this writer does not map yet: families other than Lathe's own decoders (llama,
+ * mixtral) and their open-model features (biases, q/k norms, RoPE scaling, sliding windows, dense
+ * layers in a MoE, unnormalised top-k), which llama.cpp would read as a different model.
+ */
+function checkSpec(spec: ModelSpec): void {
+  const family = familyOf(spec);
+  const extra = OPEN_FIELDS.filter(
+    (k) => k !== 'family' && spec[k] !== undefined && !(k === 'normTopK' && spec[k] === true),
+  );
+  if ((family !== 'llama' && family !== 'mixtral') || extra.length)
+    throw new LatheError(
+      `gguf export: ${family !== 'llama' && family !== 'mixtral' ? `model family ${family}` : `model.${extra[0]}`} is not supported; ` +
+        "it writes Lathe's own dense (llama) and MoE (mixtral) decoders. Use --format hf, and llama.cpp's convert_hf_to_gguf.py on that folder",
+    );
 }
 
 function writeModelMetadata(w: GgufWriter, s: ModelSpec, o: { name: string; quant: GgufQuant }): void {

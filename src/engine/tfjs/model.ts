@@ -3,6 +3,7 @@ import { initWeights, type Weights } from '../../model/weights.js';
 import { denseFfn } from './dense.js';
 import {
   attention,
+  embed,
   linear,
   param,
   releaseTransposedWeights,
@@ -12,7 +13,7 @@ import {
   type Params,
 } from './layers.js';
 import { moeFfn, type RouterStats } from './moe.js';
-import { paramSpecsOf, type ModelSpec, type ParamSpec } from '../../model/spec.js';
+import { isMoeLayer, paramSpecsOf, windowed, type ModelSpec, type ParamSpec } from '../../model/spec.js';
 
 /** Output of a forward pass. */
 export interface ForwardResult {
@@ -34,7 +35,7 @@ export class LanguageModel {
     this.params = params;
     this.paramSpecs = paramSpecsOf(spec);
     this.rope = tf.tidy(() => {
-      const r = ropeTables(spec.context, spec.headDim, spec.ropeTheta);
+      const r = ropeTables(spec.context, spec.headDim, spec.ropeTheta, spec.ropeScaling);
       return { cos: tf.keep(r.cos), sin: tf.keep(r.sin) };
     });
   }
@@ -71,7 +72,7 @@ export class LanguageModel {
     const [batch, seq] = ids.shape;
     const pos0 = opts.pos0 ?? 0;
     const p = this.params;
-    let h = tf.gather(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1])) as tf.Tensor2D;
+    let h = embed(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1]) as tf.Tensor1D);
     const router: RouterStats[] = [];
     for (let i = 0; i < s.layers; i++) {
       const l = `model.layers.${i}`;
@@ -84,15 +85,23 @@ export class LanguageModel {
           k: param(p, `${l}.self_attn.k_proj.weight`),
           v: param(p, `${l}.self_attn.v_proj.weight`),
           o: param(p, `${l}.self_attn.o_proj.weight`),
+          // Absent for Lathe's own decoder: biases (Qwen2, attention_bias) and q/k norms (Qwen3).
+          qBias: p.get(`${l}.self_attn.q_proj.bias`),
+          kBias: p.get(`${l}.self_attn.k_proj.bias`),
+          vBias: p.get(`${l}.self_attn.v_proj.bias`),
+          oBias: p.get(`${l}.self_attn.o_proj.bias`),
+          qNorm: p.get(`${l}.self_attn.q_norm.weight`),
+          kNorm: p.get(`${l}.self_attn.k_norm.weight`),
         },
         s,
         this.rope,
         pos0,
         opts.cache?.[i],
+        windowed(s, i) ? s.slidingWindow : undefined,
       );
       h = tf.add(h, a);
       const x = rmsNorm(h, param(p, `${l}.post_attention_layernorm.weight`), s.normEps);
-      if (s.arch === 'moe') {
+      if (isMoeLayer(s, i)) {
         const { y, stats } = moeFfn(p, s, i, x);
         router.push(stats);
         h = tf.add(h, y);

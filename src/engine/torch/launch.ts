@@ -20,6 +20,8 @@ export interface TorchLaunch {
   launcher: 'local' | 'srun' | 'join';
   /** A collective or a reply that waits longer than this fails the run (a hung rank). */
   timeoutMs: number;
+  /** join: whether this node holds the rendezvous store (the trainer's does; `lathe engine-node`s do not). */
+  rdzvHost?: boolean;
 }
 
 /** The launcher a multi-rank run takes here: srun inside a Slurm job, join where an executor set a rendezvous, else local. */
@@ -47,8 +49,10 @@ export function launchCommand(
   if (l.launcher === 'local') return [...torchrun, '--standalone', '--nnodes=1', ...mod];
   const rdzv = [`--nnodes=${l.nodes}`, '--rdzv-backend=c10d', `--rdzv-id=${runId}`];
   if (l.launcher === 'join') {
-    // This node hosts the rendezvous when it is node 0; the others come to it.
-    return [...torchrun, ...rdzv, `--rdzv-endpoint=${env.LATHE_RDZV_ENDPOINT}`, ...mod];
+    // Said outright: torchrun's own guess compares the endpoint with the host name, which a pod's
+    // DNS name (job-0.service) does not match.
+    const host = `--rdzv-conf=is_host=${l.rdzvHost === false ? 0 : 1}`;
+    return [...torchrun, ...rdzv, `--rdzv-endpoint=${env.LATHE_RDZV_ENDPOINT}`, host, ...mod];
   }
   // One torchrun per node; the rendezvous store lives on this (the batch script's) node.
   return [
@@ -64,19 +68,29 @@ export function launchCommand(
 }
 
 /**
- * What went wrong, from the ranks' stderr: the rank, its host and the error when a rank said so
- * (`lathe_torch: rank R (host): ...`), else the first failure in torchrun's summary (a rank killed
- * by a signal says nothing itself).
+ * What went wrong, from the ranks' stderr: the first failure of torchrun's summary (its root cause
+ * first) that torchrun did not cause itself by stopping the survivors (SIGTERM), with that rank's
+ * own words when it said something (`lathe_torch: rank R (host): ...`); else the first rank that
+ * said something.
  */
 export function rankFailure(stderr: string): string | undefined {
+  const root = stderr.indexOf('Root Cause');
+  const sections = root >= 0 ? [stderr.slice(root), stderr.slice(0, root)] : [stderr];
+  const failures = sections.flatMap((text) =>
+    [...text.matchAll(/^\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)/gm)].map((m) => ({
+      host: m[1]!,
+      rank: m[2]!,
+      code: Number(m[3]),
+    })),
+  );
+  const first = failures.find((f) => f.code !== -15) ?? failures[0];
+  const said = (rank: string) => new RegExp(`lathe_torch: rank ${rank} \\(([^)]*)\\): ([^\\n]*)`).exec(stderr);
+  if (first) {
+    const own = said(first.rank);
+    if (own) return `rank ${first.rank} on ${own[1]} failed: ${own[2]}`;
+    const how = first.code < 0 ? `killed by signal ${-first.code}` : `exit code ${first.code}`;
+    return `rank ${first.rank} on ${first.host} ${how}`;
+  }
   const own = /lathe_torch: rank (\d+) \(([^)]*)\): ([^\n]*)/.exec(stderr);
-  if (own) return `rank ${own[1]} on ${own[2]} failed: ${own[3]}`;
-  const rank = /^\s*rank\s*:\s*(\d+)[^\n]*$/m.exec(stderr);
-  if (!rank) return undefined;
-  const from = stderr.slice(Math.max(0, rank.index - 400));
-  const host = /^\s*host\s*:\s*(\S+)/m.exec(from)?.[1];
-  const code = /^\s*exitcode\s*:\s*(-?\d+)/m.exec(from.slice(400))?.[1];
-  const trace = /^\s*traceback\s*:\s*([^\n]+)/m.exec(from.slice(400))?.[1];
-  const signal = code && Number(code) < 0 ? `killed by signal ${-Number(code)}` : code ? `exit code ${code}` : 'failed';
-  return `rank ${rank[1]}${host ? ` on ${host}` : ''} ${signal}${trace && !/N\/A|Signal/.test(trace) ? `: ${trace}` : ''}`;
+  return own ? `rank ${own[1]} on ${own[2]} failed: ${own[3]}` : undefined;
 }

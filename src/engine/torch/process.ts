@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -219,7 +220,10 @@ export class TorchProcess {
    * torchrun joins the rendezvous and its rank 0, wherever it lands, connects to `engineAddr` with
    * the run's secret. Resolves with torchrun's exit code.
    */
-  static joinRun(l: TorchLaunch, o: { device: string; engineAddr: string; secret: string }): Promise<number> {
+  static joinRun(
+    l: TorchLaunch,
+    o: { device: string; engineAddr: string; secret: string; signal?: AbortSignal },
+  ): Promise<number> {
     const env = {
       ...TorchProcess.env(),
       LATHE_PARALLEL: l.parallel,
@@ -229,13 +233,20 @@ export class TorchProcess {
       LATHE_DIST_TIMEOUT: String(Math.max(1, Math.round(l.timeoutMs / 1000))),
     };
     const argv = launchCommand(
-      { ...l, launcher: 'join' },
+      { ...l, launcher: 'join', rdzvHost: false },
       enginePython(),
       0,
       process.env.LATHE_RDZV_ID ?? 'lathe',
       env,
     );
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit'], env });
+    // torchrun passes SIGTERM on to its ranks.
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env,
+      signal: o.signal,
+      killSignal: 'SIGTERM',
+    });
+    child.on('error', () => {});
     return new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
   }
 
@@ -326,6 +337,18 @@ export class TorchProcess {
 
   /** Stops every rank (the process group of a launch). */
   private kill(): void {
+    // torchrun starts each rank in a session of its own: the launch's group does not reach them.
+    if (this.launch) {
+      const here = new Set([hostname(), advertisedHost()]);
+      for (const r of this.ranks) {
+        if (!here.has(r.host) || r.pid <= 0) continue;
+        try {
+          process.kill(r.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     try {
       if (this.launch && this.child.pid) process.kill(-this.child.pid, 'SIGKILL');

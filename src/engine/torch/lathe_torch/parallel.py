@@ -211,7 +211,7 @@ def wrap(model, spec, world, weights):
     _load_full(model, weights, world)
     # MoE: an expert no row of this rank chose has no gradient here; DDP must not wait for it.
     return DistributedDataParallel(model, device_ids=[world.local_rank] if model.cos.is_cuda else None,
-                                   find_unused_parameters=spec['arch'] == 'moe', broadcast_buffers=False)
+                                   find_unused_parameters=spec['arch'] == 'moe', forward_sync_buffers=False)
 
 
 def moments(p, name, state, world):
