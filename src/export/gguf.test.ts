@@ -311,7 +311,7 @@ describe('GGUF export', () => {
     });
   }
 
-  it('bad input: an existing file, an unknown quant, a run without checkpoints', async () => {
+  it('bad input: an existing file, an unknown quant, a missing checkpoint, a family it does not map', async () => {
     const fail = async (args: string[], re: RegExp) => {
       const e = await runCli(args).catch((x: unknown) => x);
       expect(e instanceof LatheError || e instanceof CommanderError, String(e)).toBe(true);
@@ -324,5 +324,19 @@ describe('GGUF export', () => {
     await writeFile(notDir, 'x');
     await fail(['export', run, '--format', 'gguf', '--out', notDir], /exists and is neither a directory nor a \.gguf/);
     await expect(exportGguf(run, join(dir, 'y.gguf'), { step: 7 })).rejects.toThrow(/no checkpoint at step 7/);
+    // An open-model family it does not map (Qwen2's q/k/v biases) is refused, not written wrong.
+    const qwen = join(dir, 'qwen2');
+    await new Recipe(
+      tinyRecipe(await tallySlice(dir, 40), {
+        model: { family: 'qwen2', attentionBias: 'qkv', dim: 32, layers: 1, heads: 2, context: 32 },
+        train: { steps: 2, batchSize: 2, warmupSteps: 1, checkpointEvery: 0 },
+        eval: { every: 0, batches: 1 },
+      }),
+      { baseDir: dir },
+    ).run({ out: qwen });
+    await fail(
+      ['export', qwen, '--format', 'gguf', '--out', join(dir, 'q.gguf')],
+      /gguf export: model family qwen2 is not supported; .*Use --format hf/,
+    );
   });
 });

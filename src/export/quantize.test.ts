@@ -317,7 +317,7 @@ describe('lathe export', () => {
     };
     await fail(
       ['export', run, '--format', 'onnx', '--out', join(dir, 'x1')],
-      /--format: "onnx" is not supported; use hf, gguf/,
+      /--format: "onnx" is not supported; use hf, peft, gguf/,
     );
     await fail(
       ['export', run, '--format', 'gguf', '--out', join(dir, 'x1.gguf'), '--quant', 'q5_k'],
