@@ -36,4 +36,4 @@ export {
 } from './rollout.js';
 export { RewardHost, type RewardOutcome, type RewardHostOptions } from './reward.js';
 export { resolveBase, modelRunDir, type BaseModelRef } from '../recipe/base.js';
-export { loadBase } from './base.js';
+export { loadBase } from '../engine/open.js';

@@ -11,7 +11,7 @@ import { Rng } from '../random.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { loadBase } from './base.js';
+import { loadBase } from '../engine/open.js';
 import { RewardHost, type RewardHostOptions, type RewardOutcome } from './reward.js';
 import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, seqBatch } from './batch.js';

@@ -3,6 +3,7 @@ import { initWeights, type Weights } from '../../model/weights.js';
 import { denseFfn } from './dense.js';
 import {
   attention,
+  attentionRows,
   linear,
   param,
   releaseTransposedWeights,
@@ -103,6 +104,40 @@ export class LanguageModel {
     h = rmsNorm(h, param(p, 'model.norm.weight'), s.normEps);
     const head = s.tieEmbeddings ? param(p, 'model.embed_tokens.weight') : param(p, 'lm_head.weight');
     return { logits: linear(h, head), router };
+  }
+
+  /**
+   * One new token per row, each row with its own KV cache and position (continuous batching):
+   * tokens [B], caches[r] row r's per-layer cache, positions[r] the absolute position of its token.
+   * Returns next-token logits [B, V] and appends to every row's cache.
+   */
+  forwardRows(tokens: Int32Array, caches: LayerCache[][], positions: readonly number[]): tf.Tensor2D {
+    const s = this.spec;
+    const p = this.params;
+    const pos = tf.tensor1d(Int32Array.from(positions), 'int32');
+    let h = tf.gather(param(p, 'model.embed_tokens.weight'), tf.tensor1d(tokens, 'int32')) as tf.Tensor2D;
+    for (let i = 0; i < s.layers; i++) {
+      const l = `model.layers.${i}`;
+      const a = attentionRows(
+        rmsNorm(h, param(p, `${l}.input_layernorm.weight`), s.normEps),
+        {
+          q: param(p, `${l}.self_attn.q_proj.weight`),
+          k: param(p, `${l}.self_attn.k_proj.weight`),
+          v: param(p, `${l}.self_attn.v_proj.weight`),
+          o: param(p, `${l}.self_attn.o_proj.weight`),
+        },
+        s,
+        this.rope,
+        pos,
+        caches.map((c) => c[i]!),
+      );
+      h = tf.add(h, a);
+      const x = rmsNorm(h, param(p, `${l}.post_attention_layernorm.weight`), s.normEps);
+      h = tf.add(h, s.arch === 'moe' ? moeFfn(p, s, i, x).y : denseFfn(p, i, x));
+    }
+    h = rmsNorm(h, param(p, 'model.norm.weight'), s.normEps);
+    const head = s.tieEmbeddings ? param(p, 'model.embed_tokens.weight') : param(p, 'lm_head.weight');
+    return linear(h, head);
   }
 
   /** A fresh, empty KV cache for generation. */

@@ -6,7 +6,7 @@ import { z } from 'zod';
 // buffers} or {id, ok: false, error, user, trace}. Batches and weights travel as binary, never JSON.
 
 /** Bumped when a request or reply changes shape; both ends check it on every request. */
-export const TORCH_PROTOCOL_VERSION = 1;
+export const TORCH_PROTOCOL_VERSION = 2;
 
 /** A typed array on the wire: float32 or int32, with its shape. */
 export interface WireTensor {

@@ -5,4 +5,4 @@ owns tensors: the model, its gradients and optimizer state, the named losses and
 It speaks a small framed protocol on stdin/stdout (see protocol.py and src/engine/torch/protocol.ts).
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
