@@ -107,7 +107,7 @@ describe('lathe serve with the openai Python client', () => {
     expect(report.chat_stream.finishes).toEqual([report.chat.finish]);
     expect(report.chat_stream.usage_chunks).toBe(1);
     expect(report.chat_stream.usage).toEqual(report.chat.usage);
-    // <|bos|><|system|>You write Tally.<|end|><|user|>Finish: let px = 4<|end|><|assistant|>: more than the text's tokens alone.
+    // <|bos|><|system|>Tally.<|end|><|user|>let px = 4<|end|><|assistant|>: six special tokens and the text's.
     expect(report.chat.usage.prompt_tokens).toBeGreaterThan(8);
   });
 
@@ -121,6 +121,7 @@ describe('lathe serve with the openai Python client', () => {
   });
 
   it('eight concurrent clients get what each gets alone', () => {
+    expect(new Set(report.concurrent.alone).size).toBeGreaterThan(4);
     expect(report.concurrent.together).toEqual(report.concurrent.alone);
   });
 

@@ -34,12 +34,12 @@ for chunk in client.completions.create(model=model, prompt=prompt, max_tokens=ma
 out['completion_stream'] = {'text': ''.join(parts), 'chunks': len(parts), 'finishes': finishes, 'usage': usage}
 
 # Chat: the chat template, greedy, non-streaming and streaming (with stream_options.include_usage).
-messages = [{'role': 'system', 'content': 'You write Tally.'}, {'role': 'user', 'content': 'Finish: let px = 4'}]
-ch = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
+messages = [{'role': 'system', 'content': 'Tally.'}, {'role': 'user', 'content': 'let px = 4'}]
+ch = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
 out['chat'] = {'text': ch.choices[0].message.content, 'role': ch.choices[0].message.role,
                'finish': ch.choices[0].finish_reason, 'usage': ch.usage.model_dump(), 'object': ch.object}
 parts, roles, finishes, usage, empty = [], [], [], None, 0
-for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
+for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0,
                                             stream=True, stream_options={'include_usage': True}):
     if not chunk.choices:
         empty += 1
@@ -67,18 +67,22 @@ out['stopped'] = {'text': st.choices[0].text, 'finish': st.choices[0].finish_rea
 batch = client.completions.create(model=model, prompt=[prompt, 'let qty = '], max_tokens=8, temperature=0)
 out['batch_prompts'] = [x.index for x in batch.choices]
 
-# Eight clients at once: every answer equals the one it gets alone.
-alone = [client.completions.create(model=model, prompt=f'let x{i} = ', max_tokens=max_tokens, temperature=0)
-         .choices[0].text for i in range(8)]
+# Eight clients at once: every answer equals the one it gets alone (sampled with its own seed, so the
+# answers differ and a row given another's logits or cache would show).
+def ask(i):
+    return client.completions.create(model=model, prompt=f'let x{i} = ', max_tokens=max_tokens, temperature=1.0,
+                                     seed=100 + i).choices[0].text
+
+
+alone = [ask(i) for i in range(8)]
 together = [None] * 8
 
 
-def ask(i):
-    together[i] = client.completions.create(model=model, prompt=f'let x{i} = ', max_tokens=max_tokens,
-                                            temperature=0).choices[0].text
+def ask_into(i):
+    together[i] = ask(i)
 
 
-threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+threads = [threading.Thread(target=ask_into, args=(i,)) for i in range(8)]
 for t in threads:
     t.start()
 for t in threads:
