@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lathe, ROOT, scratch } from '../../test/helpers.js';
 import { miniBase } from '../../test/post-helpers.js';
 import { PYTHON } from '../export/test/hf-python.js';
-import { serve, type Serving } from './index.js';
+import { runs } from '../index.js';
+import type { Serving } from './index.js';
 
 const TOKEN = 'serve-test-token-0123456789abcdef';
 const PROMPT = 'let px = ';
@@ -142,11 +143,11 @@ describe('lathe serve with the openai Python client', () => {
   });
 });
 
-describe('the server under load and hang-ups (in process)', () => {
+describe('the server under load and hang-ups (runs.serve, as a notebook calls it)', () => {
   let s: Serving;
   const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
   beforeAll(async () => {
-    s = await serve(run, { port: 0, token: TOKEN, maxBatch: 4 });
+    s = await runs.serve(await runs.open(run), { token: TOKEN, maxBatch: 4 });
   }, 60_000);
   afterAll(async () => {
     await s?.close();
