@@ -130,11 +130,27 @@ def main():
     except Exception as e:
         row(f'train-{big}:torch-bf16', None, None, 'tokens/s', f'failed: {e}')
 
-    # 4. Scaling over GPUs (torch.distributed; see the distributed-training issue).
-    if machine['gpus'] > 1:
-        row('scaling-1b', None, None, 'efficiency', f'{machine["gpus"]} GPUs: run bench/gpu_scaling.sh (not in this table yet)')
+    # 4. Scaling over ranks (torch.distributed, FSDP): every GPU of the machine (2 CPU processes with
+    # --device cpu) at the same batch per rank as one rank, as tokens/s against N x one rank's.
+    n = machine['gpus'] if dev == 'cuda' else 2
+    if n < 2:
+        row('scaling', None, None, 'efficiency', '1 GPU here: multi-GPU scaling not measured')
     else:
-        row('scaling-1b', None, None, 'efficiency', f'{machine["gpus"] or "no"} GPU here: multi-GPU scaling not measured')
+        m, dtype = (big, 'bf16') if dev == 'cuda' else ('small-dense', 'fp32')
+        per = int(batch) if dev == 'cuda' else 4
+        d = os.path.join(work, f'scaling-{m}')
+        os.makedirs(d)
+        try:
+            run_json([a.node, a.torch_step, 'export', '--model', m, '--dir', d, '--batches', '3', '--batch', str(per * n)], 900)
+            common = [a.node, a.torch_step, 'train', '--model', m, '--dir', d, '--device', dev, '--dtype', dtype,
+                      '--warmup', '1', '--steps', '2' if a.quick else '5']
+            one = run_json(common + ['--batch', str(per)], 1200)
+            many = run_json(common + ['--batch', str(per * n), '--ranks', str(n), '--parallel', 'fsdp'], 1200)
+            eff = many['tokensPerSecond'] / (n * one['tokensPerSecond'])
+            row(f'scaling-{m}:fsdp-{n}', many['tokensPerSecond'], n * one['tokensPerSecond'], 'tokens/s',
+                f'{n} ranks, batch {per} each: efficiency {eff:.2f} of {n} x one rank ({one["tokensPerSecond"]:.0f} tokens/s)')
+        except Exception as e:
+            row(f'scaling-{m}:fsdp-{n}', None, None, 'tokens/s', f'failed: {e}')
 
     # 5. tfjs-webgpu (needs the tfjs and webgpu packages, which are not carried by default).
     step = os.path.join(HERE, 'train_step.mjs')

@@ -75,6 +75,11 @@ const CASES = {
     default: true,
     about: 'serve-throughput on the torch engine (CPU, fp32)',
   },
+  'train-small-dense:torch-ddp2': {
+    default: true,
+    about:
+      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the standalone PyTorch reference (2 threads)',
+  },
   'train-tiny-dense:cpu': {
     default: false,
     about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)',
@@ -155,11 +160,19 @@ const MICRO = {
   // The torch engine trains the whole batch at once, as the reference does.
   torch: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   'torch-bf16': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
+  'torch-ddp2': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
 };
 /** Child arguments of a backend: the torch ones run our step on the torch engine. */
 const engineArgs = (backend) =>
   backend.startsWith('torch')
-    ? ['--engine', 'torch', '--dtype', backend === 'torch-bf16' ? 'bf16' : 'fp32']
+    ? [
+        '--engine',
+        'torch',
+        '--dtype',
+        backend === 'torch-bf16' ? 'bf16' : 'fp32',
+        '--ranks',
+        backend === 'torch-ddp2' ? '2' : '1',
+      ]
     : ['--backend', backend];
 const STEP_TIMEOUT_S = 30 * 60;
 /**
@@ -736,6 +749,7 @@ const RUNNERS = {
   'train-small-dense:torch': () => trainCase('train-small-dense:torch', 'small-dense', 'torch'),
   'train-small-moe:torch': () => trainCase('train-small-moe:torch', 'small-moe', 'torch'),
   'train-small-dense:torch-bf16': () => trainCase('train-small-dense:torch-bf16', 'small-dense', 'torch-bf16'),
+  'train-small-dense:torch-ddp2': () => trainCase('train-small-dense:torch-ddp2', 'small-dense', 'torch-ddp2'),
   'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
   'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),
   'tokenizer-train': tokenizerTrain,

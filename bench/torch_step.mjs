@@ -28,6 +28,9 @@ const { positionals, values: a } = parseArgs({
     steps: { type: 'string', default: '3' },
     micro: { type: 'string' },
     checkpointActivations: { type: 'boolean', default: false },
+    // Ranks on this machine (torchrun): one per GPU on cuda, processes on the CPU; ddp or fsdp.
+    ranks: { type: 'string', default: '1' },
+    parallel: { type: 'string', default: 'ddp' },
   },
 });
 const spec = MODELS[a.model];
@@ -85,6 +88,11 @@ const engine = await TorchEngine.create({
     gradClip: TRAIN.gradClip,
   },
   checkpointActivations: a.checkpointActivations,
+  ...(Number(a.ranks) > 1
+    ? {
+        launch: { perNode: Number(a.ranks), nodes: 1, parallel: a.parallel, launcher: 'local', timeoutMs: 1_200_000 },
+      }
+    : {}),
 });
 const startSeconds = (performance.now() - t0) / 1000;
 const total = (r) => r.loss + (r.values.aux_loss ?? 0) * spec.auxLossCoef + (r.values.z_loss ?? 0) * spec.zLossCoef;

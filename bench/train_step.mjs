@@ -31,6 +31,8 @@ const { positionals, values: a } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     engine: { type: 'string', default: 'tfjs' },
     dtype: { type: 'string', default: 'fp32' },
+    // --engine torch: ranks on this machine (torchrun, DDP over gloo on the CPU).
+    ranks: { type: 'string', default: '1' },
     dir: { type: 'string' },
     batches: { type: 'string', default: '8' },
     warmup: { type: 'string', default: '1' },
@@ -100,7 +102,16 @@ const optimizer = {
 const torch = a.engine === 'torch';
 const { TorchEngine } = torch ? await import(new URL('engine/torch/engine.js', dist)) : {};
 const engine = torch
-  ? await TorchEngine.create({ device: 'cpu', dtype: a.dtype, spec, weights: initWeights(spec, TRAIN.seed), optimizer })
+  ? await TorchEngine.create({
+      device: 'cpu',
+      dtype: a.dtype,
+      spec,
+      weights: initWeights(spec, TRAIN.seed),
+      optimizer,
+      ...(Number(a.ranks) > 1
+        ? { launch: { perNode: Number(a.ranks), nodes: 1, parallel: 'ddp', launcher: 'local', timeoutMs: 600_000 } }
+        : {}),
+    })
   : await TfjsEngine.create({ backend: a.backend, spec, weights: initWeights(spec, TRAIN.seed), optimizer });
 const model = torch ? undefined : engine.languageModel;
 const vars = torch ? [] : [...model.params.values()];
@@ -136,7 +147,7 @@ const { nativeStatus } = await import(new URL('engine/tfjs/native.js', dist));
 const threads = torch ? undefined : a.backend === 'wasm' ? getThreadsCount() : 1;
 const info = {
   model: a.model,
-  backend: torch ? `torch ${a.dtype}` : a.backend,
+  backend: torch ? `torch ${a.dtype}${Number(a.ranks) > 1 ? ` ddp ${a.ranks} ranks` : ''}` : a.backend,
   engine: a.engine,
   torch: torch ? engine.torchVersion : undefined,
   threads,

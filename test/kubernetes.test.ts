@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -8,8 +8,10 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiErrorMessage, jobManifests, jobName, kubernetes, loadKubeConfig } from '../src/dispatch/kubernetes.js';
 import { Recipe } from '../src/runs/recipe.js';
+import type { Metric } from '../src/runs/rundir.js';
 import { WorkerServer } from '../src/worker/server.js';
-import { scratch, tallySlice, tinyRecipe } from './helpers.js';
+import { freePort } from './collab-jupyter.js';
+import { ROOT, scratch, tallySlice, tinyRecipe } from './helpers.js';
 
 const TOKEN = 'kubernetes-test-token-0123456789abcdef';
 
@@ -29,6 +31,7 @@ interface Recorded {
 function fakeApiServer(
   podIP: string,
   tls: { key: Buffer; cert: Buffer },
+  onCreate?: (kind: string, obj: Record<string, unknown>) => void,
 ): { server: Server; requests: Recorded[]; objects: Map<string, Record<string, unknown>> } {
   const requests: Recorded[] = [];
   const objects = new Map<string, Record<string, unknown>>();
@@ -67,7 +70,7 @@ function fakeApiServer(
     }
     if (
       req.method === 'POST' &&
-      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)$/.exec(url.pathname))
+      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs|services)$/.exec(url.pathname))
     ) {
       const key = `${m[2]}/${m[1]}/${body.metadata.name}`;
       if (objects.has(key)) return status(409, 'AlreadyExists', `${m[2]} "${body.metadata.name}" already exists`);
@@ -81,21 +84,32 @@ function fakeApiServer(
         },
       };
       objects.set(key, obj);
+      onCreate?.(m[2]!, obj);
       return send(201, obj);
     }
     if (req.method === 'GET' && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
       const jobName = /^job-name=(.+)$/.exec(url.searchParams.get('labelSelector') ?? '')?.[1];
-      const job = jobName && objects.get(`jobs/${m[1]}/${jobName}`);
-      const items = job
-        ? [
-            {
-              apiVersion: 'v1',
-              kind: 'Pod',
-              metadata: { name: `${jobName}-abcde`, namespace: m[1], labels: { 'job-name': jobName } },
-              status: { phase: 'Running', podIP, conditions: [{ type: 'Ready', status: 'True' }] },
-            },
-          ]
-        : [];
+      const job = jobName ? (objects.get(`jobs/${m[1]}/${jobName}`) as { spec: Record<string, unknown> }) : undefined;
+      // An Indexed Job's pods carry their index; the executor must pick pod 0 (listed last here).
+      const indexed = job?.spec.completionMode === 'Indexed';
+      const count = indexed ? Number(job.spec.completions) : job ? 1 : 0;
+      const items = Array.from({ length: count }, (_, i) => count - 1 - i).map((i) => ({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name: `${jobName}-${i}-abcde`,
+          namespace: m![1],
+          labels: {
+            'job-name': jobName,
+            ...(indexed ? { 'batch.kubernetes.io/job-completion-index': String(i) } : {}),
+          },
+        },
+        status: {
+          phase: 'Running',
+          podIP,
+          conditions: [{ type: 'Ready', status: i === 0 ? 'True' : 'False' }],
+        },
+      }));
       return send(200, { apiVersion: 'v1', kind: 'PodList', metadata: { resourceVersion: '1' }, items });
     }
     if (req.method === 'GET' && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
@@ -106,7 +120,7 @@ function fakeApiServer(
     }
     if (
       req.method === 'DELETE' &&
-      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs)\/([^/]+)$/.exec(url.pathname))
+      (m = /^\/(?:api\/v1|apis\/batch\/v1)\/namespaces\/([^/]+)\/(secrets|jobs|services)\/([^/]+)$/.exec(url.pathname))
     ) {
       const key = `${m[2]}/${m[1]}/${m[3]}`;
       if (!objects.delete(key)) return status(404, 'NotFound', `${m[2]} "${m[3]}" not found`);
@@ -505,4 +519,196 @@ describe('kubernetes executor', () => {
       }
     }
   });
+});
+
+describe('a torch run over 2 nodes (Indexed Job, headless Service)', () => {
+  const torchLock = { kind: 'torch' as const, device: 'cuda' as const, dtype: 'bf16' as const, torch: '2.13.0' };
+  const resources = { gpus: 4, nodes: 2, parallel: 'fsdp' as const, timeoutSeconds: 300, restarts: 1 };
+
+  it('one pod per node: pod 0 the worker, the others `lathe engine-node` joining its rendezvous', () => {
+    const name = 'lathe-big-0123abcd';
+    const { secret, job, service } = jobManifests(name, {
+      image: 'i',
+      token: TOKEN,
+      backend: 'cpu',
+      namespace: 'ml',
+      gpus: 1,
+      engine: torchLock,
+      resources,
+      engineSecret: 'e'.repeat(48),
+    });
+    expect(Buffer.from(secret.data!['engine-secret']!, 'base64').toString()).toBe('e'.repeat(48));
+    expect(service).toMatchObject({
+      kind: 'Service',
+      metadata: { name, namespace: 'ml' },
+      spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector: { 'lathe.dev/run': name } },
+    });
+    const spec = job.spec!;
+    expect(spec).toMatchObject({
+      completionMode: 'Indexed',
+      completions: 2,
+      parallelism: 2,
+      successPolicy: { rules: [{ succeededIndexes: '0' }] },
+      backoffLimit: 1,
+    });
+    const pod = spec.template.spec!;
+    expect(pod.subdomain).toBe(name);
+    const c = pod.containers[0]!;
+    // The GPUs of a node: the run's 4 per node, not the executor's default 1.
+    expect(c.resources!.limits).toEqual({ 'nvidia.com/gpu': '4' });
+    expect(c.command!.slice(0, 2)).toEqual(['/bin/sh', '-c']);
+    expect(c.command![2]).toBe(
+      'if [ "$JOB_COMPLETION_INDEX" = 0 ]; then exec lathe worker --listen 0.0.0.0:8765 --token-file /var/run/lathe/token ' +
+        '--state-dir /state --backend cpu --once --engine torch --device cuda --dtype bf16; ' +
+        'else exec lathe engine-node --gpus 4 --nodes 2 --parallel fsdp --device cuda --timeout-seconds 300; fi',
+    );
+    const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value ?? e.valueFrom]));
+    expect(env).toEqual({
+      LATHE_RDZV_ENDPOINT: `${name}-0.${name}:29400`,
+      LATHE_RDZV_ID: name,
+      LATHE_HOST: `${name}-0.${name}`,
+      LATHE_ENGINE_PORT: '29500',
+      LATHE_ENGINE_ADDR: `${name}-0.${name}:29500`,
+      LATHE_ENGINE_SECRET: { secretKeyRef: { name: `${name}-token`, key: 'engine-secret' } },
+    });
+    // No secret in the Job itself.
+    expect(JSON.stringify(job)).not.toContain('e'.repeat(48));
+    // One node: a plain Job, no Service, the worker told its engine.
+    const one = jobManifests(name, {
+      image: 'i',
+      token: TOKEN,
+      backend: 'cpu',
+      engine: torchLock,
+      resources: { ...resources, nodes: 1 },
+    });
+    expect(one.service).toBeUndefined();
+    expect(one.job.spec!.completionMode).toBeUndefined();
+    expect(one.job.spec!.template.spec!.containers[0]!.command!.slice(-6)).toEqual([
+      '--engine',
+      'torch',
+      '--device',
+      'cuda',
+      '--dtype',
+      'bf16',
+    ]);
+  });
+
+  /**
+   * Runs an Indexed Job's pods on this machine as a kubelet would: every index runs the container's
+   * command with its env (Secret references resolved from the API server's objects) and
+   * JOB_COMPLETION_INDEX; the pod's DNS name points here and its volumes at folders.
+   */
+  function runPods(
+    job: Record<string, any>,
+    objects: Map<string, Record<string, any>>,
+    volumes: Record<string, string>,
+  ) {
+    const { name, namespace } = job.metadata;
+    const c = job.spec.template.spec.containers[0];
+    const fromSecret = (ref: { name: string; key: string }) =>
+      Buffer.from(objects.get(`secrets/${namespace}/${ref.name}`)!.data[ref.key], 'base64').toString();
+    const env: Record<string, string> = {};
+    for (const e of c.env)
+      env[e.name] =
+        e.value !== undefined
+          ? e.value.replaceAll(`${name}-0.${name}`, '127.0.0.1')
+          : fromSecret(e.valueFrom.secretKeyRef);
+    let script: string = c.command[2];
+    for (const [mount, folder] of Object.entries(volumes)) script = script.replaceAll(` ${mount}`, ` ${folder}`);
+    return Array.from({ length: job.spec.completions as number }, (_, i) => {
+      const child = spawn(c.command[0], [c.command[1], script], {
+        env: { ...process.env, ...env, JOB_COMPLETION_INDEX: String(i) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
+      let log = '';
+      child.stdout!.on('data', (d: Buffer) => (log += d));
+      child.stderr!.on('data', (d: Buffer) => (log += d));
+      return { child, log: () => log };
+    });
+  }
+
+  it('runs for real through the executor: the same losses as 2 ranks on one machine, and the Service goes after', async () => {
+    const dir = await scratch('lathe-k8s-nodes-');
+    const tls = await selfSigned(dir);
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+    await mkdir(join(dir, 'state'));
+    const pods: { child: ChildProcess; log: () => string }[] = [];
+    const api = fakeApiServer('127.0.0.1', tls, (kind, obj) => {
+      if (kind === 'jobs')
+        pods.push(...runPods(obj, api.objects, { '/var/run/lathe/token': tokenFile, '/state': join(dir, 'state') }));
+    });
+    const server = `https://127.0.0.1:${await listen(api.server)}`;
+    const kubeconfig = join(dir, 'kubeconfig');
+    await writeFile(kubeconfig, kubeconfigYaml(server, 'k8s-bearer', tls.cert, 'ml'));
+    const data = await tallySlice(dir, 200);
+    const recipe = (res: Record<string, unknown>) =>
+      new Recipe(
+        tinyRecipe(data, {
+          engine: 'torch',
+          model: { dim: 32, layers: 2, heads: 4, context: 32 },
+          train: { steps: 6, batchSize: 4, warmupSteps: 1, checkpointEvery: 3 },
+          eval: { every: 0, batches: 1 },
+          resources: res,
+        }),
+        { baseDir: dir },
+      );
+    try {
+      const local = await recipe({ gpus: 2 }).start({ out: join(dir, 'local') });
+      expect((await local.done).status).toBe('completed');
+      const ex = kubernetes({
+        kubeconfig,
+        image: 'registry.example/lathe:0.1',
+        token: TOKEN,
+        gpus: 0,
+        port: await freePort(),
+        rdzvPort: await freePort(),
+        enginePort: await freePort(),
+        command: [process.execPath, join(ROOT, 'bin', 'lathe.js')],
+        pollMs: 200,
+      });
+      const notices: string[] = [];
+      const run = await recipe({ gpus: 1, nodes: 2, timeoutSeconds: 120 }).start({
+        on: ex,
+        out: join(dir, 'k8s'),
+        onNotice: (m) => notices.push(m),
+      });
+      expect(run.lock.engine).toMatchObject({ kind: 'torch', device: 'cpu' });
+      const summary = await run.done;
+      expect(summary.status, pods.map((p) => p.log()).join('\n---\n')).toBe('completed');
+      const events = (await readFile(join(dir, 'k8s', 'events.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const world = events.find((e) => e.type === 'notice' && /^torch\.distributed:/.test(e.message));
+      expect(world.message).toMatch(
+        /^torch\.distributed: 2 ranks \(ddp, 2 nodes × 1\): rank 0 pid \d+ on \S+, rank 1 pid \d+ on \S+$/,
+      );
+      const losses = async (d: string) =>
+        (await readFile(join(dir, d, 'metrics.jsonl'), 'utf8'))
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Metric)
+          .filter((m) => typeof m.loss === 'number')
+          .map((m) => m.loss as number);
+      const [a, b] = [await losses('local'), await losses('k8s')];
+      expect(b).toHaveLength(6);
+      for (let i = 0; i < 6; i++) expect(Math.abs(a[i]! - b[i]!) / a[i]!).toBeLessThan(1e-6);
+      // Created: Secret, Service, Job; after the run, the Secret and the Service are gone.
+      const made = api.requests.filter((r) => r.method === 'POST').map((r) => r.path.split('/').pop());
+      expect(made).toEqual(['secrets', 'services', 'jobs']);
+      expect([...api.objects.keys()].filter((k) => !k.startsWith('jobs/'))).toEqual([]);
+    } finally {
+      for (const p of pods) {
+        try {
+          process.kill(-p.child.pid!, 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+      await Promise.all(pods.map((p) => (p.child.exitCode === null ? new Promise((r) => p.child.once('exit', r)) : 0)));
+      await new Promise((r) => api.server.close(r));
+    }
+  }, 240_000);
 });

@@ -68,5 +68,7 @@ export function meanMetric(ms: Metric[], key: string, from: number, to: number):
 
 /** Metrics without timing fields (for bit-exact comparisons). */
 export function untimed(ms: Metric[]): Metric[] {
-  return ms.map(({ tokens_per_s: _a, gflops: _b, step_ms: _c, ...rest }) => rest as Metric);
+  return ms.map(
+    ({ tokens_per_s: _a, gflops: _b, step_ms: _c, rank_tokens_per_s: _d, slowest_rank: _e, ...rest }) => rest as Metric,
+  );
 }

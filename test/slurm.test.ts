@@ -111,4 +111,34 @@ describe('slurm executor (real Slurm)', () => {
     const after = JSON.parse(await readFile(join(dir, 'cancelled', 'slurm.json'), 'utf8'));
     expect(after).toMatchObject({ job_state: 'CANCELLED', state_from: 'sacct' });
   });
+
+  it('a torch run over 2 nodes: one batch job of 2 tasks, torchrun on each through srun (c10d rendezvous on the first); sacct says COMPLETED', async () => {
+    const data = await tallySlice(dir, 200);
+    // This cluster has one node: the two tasks (two torchrun "nodes" of one rank each) share it.
+    const ex = slurm({ sharedDir: join(dir, 'shared'), tokenFile, env: cluster.env, pollMs: 200, packTasks: true });
+    const r = new Recipe(
+      tinyRecipe(data, {
+        engine: 'torch',
+        resources: { gpus: 1, nodes: 2, timeoutSeconds: 120 },
+        train: { steps: 4, batchSize: 4, warmupSteps: 1, checkpointEvery: 2 },
+      }),
+      { baseDir: dir },
+    );
+    const lock = await ex.lockRecipe(r, {});
+    expect(lock.engine).toMatchObject({ kind: 'torch', device: 'cpu' });
+    expect(ex.sbatchArgs('/shared/y', 'multi', lock)).toContain('--ntasks=2');
+    expect(slurm({ sharedDir: '/s', tokenFile }).sbatchArgs('/shared/y', 'multi', lock)).toEqual(
+      expect.arrayContaining(['--nodes=2', '--ntasks-per-node=1']),
+    );
+    const run = await ex.start(lock, { out: join(dir, 'multi') });
+    const s = await run.done;
+    expect(s.status, s.error).toBe('completed');
+    const ms = await run.dir.readMetrics();
+    expect(ms.at(-1)).toMatchObject({ step: 4 });
+    expect(ms.find((m) => m.step === 2)?.rank_tokens_per_s).toHaveLength(2);
+    const events = await readFile(join(dir, 'multi', 'events.jsonl'), 'utf8');
+    expect(events).toMatch(/torch\.distributed: 2 ranks \(ddp, 2 nodes × 1\)/);
+    const rec = JSON.parse(await readFile(join(dir, 'multi', 'slurm.json'), 'utf8'));
+    expect(rec).toMatchObject({ job_state: 'COMPLETED', state_from: 'sacct' });
+  }, 600_000);
 });

@@ -19,6 +19,12 @@ const TOKEN = 'worker-test-token-0123456789abcdef';
 /** Metrics without their timing fields (what reproduce compares). */
 const strip = (ms: Metric[]) =>
   ms.map((m) => Object.fromEntries(Object.entries(m).filter(([k]) => !TIMING_KEYS.has(k))));
+/** The first step whose metrics differ (-1: none), so a failure says where a run parted. */
+const firstDiff = (a: Metric[], b: Metric[]) => {
+  const [x, y] = [strip(a), strip(b)];
+  const i = x.findIndex((m, k) => JSON.stringify(m) !== JSON.stringify(y[k]));
+  return i < 0 ? -1 : (x[i]!.step as number);
+};
 const readJsonl = async (p: string) =>
   (await readFile(p, 'utf8'))
     .trim()
@@ -291,7 +297,9 @@ describe('worker', () => {
     expect((await a.done).status).toBe('completed');
     const remote = await readJsonl(join(jobDir, 'run', 'metrics.jsonl'));
     expect(remote).toHaveLength(120);
-    expect(strip(remote)).toEqual(strip(await readJsonl(join(dir, 'straight', 'metrics.jsonl'))));
+    const straightMetrics = await readJsonl(join(dir, 'straight', 'metrics.jsonl'));
+    expect(firstDiff(remote, straightMetrics), 'the first step that differs').toBe(-1);
+    expect(strip(remote)).toEqual(strip(straightMetrics));
     const resumed = (await readJsonl(join(jobDir, 'run', 'events.jsonl'))).find((e) => e.type === 'resumed');
     expect(resumed.step).toBeGreaterThanOrEqual(20);
     w.close();

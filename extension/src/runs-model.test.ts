@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatElapsed, mergeRows, rowFromDir, rowFromKernel, workspacePath } from './runs-model';
+import { formatElapsed, mergeRows, ranksOf, rowFromDir, rowFromKernel, workspacePath } from './runs-model';
 
 describe('runs panel rows', () => {
   const lock = { recipe: { name: 'tally', stage: 'pretrain', train: { steps: 300 } } };
@@ -66,5 +66,19 @@ describe('runs panel rows', () => {
     expect(formatElapsed(185)).toBe('3m 05s');
     expect(formatElapsed(3720)).toBe('1h 02m');
     expect(formatElapsed(null)).toBe('');
+  });
+
+  it('shows the ranks of a multi-rank run and names a straggler', () => {
+    expect(ranksOf(null, { step: 1 })).toBeNull();
+    expect(ranksOf({ ranks: 1, parallel: 'ddp' }, { step: 1 })).toBeNull();
+    const even = ranksOf({ ranks: 2, parallel: 'ddp' }, { step: 5, rank_tokens_per_s: [1000, 950] });
+    expect(even).toEqual({ text: '2 ddp', title: 'rank 0: 1000 tok/s\nrank 1: 950 tok/s', straggler: null });
+    const slow = ranksOf({ ranks: 3, parallel: 'fsdp' }, { step: 5, rank_tokens_per_s: [1000, 400, 990] });
+    expect(slow).toMatchObject({ text: '3 fsdp · rank 1 slow', straggler: 1 });
+    const row = rowFromDir('runs/d', {
+      lock: { recipe: { ...lock.recipe, resources: { gpus: 2, nodes: 1, parallel: 'ddp' } } },
+      metrics: [{ step: 3, loss: 5, rank_tokens_per_s: [300, 1000] }],
+    });
+    expect(row.ranks).toMatchObject({ text: '2 ddp · rank 0 slow', straggler: 0 });
   });
 });

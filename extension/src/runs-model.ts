@@ -28,6 +28,44 @@ export interface RunRow {
   startedAt?: number;
   /** The run's room (kernel runs, when run rooms are on). */
   roomRef?: { name: string; path: string; param: string; token: string; role: string };
+  /** A run over several ranks: how many, and the slowest when it lags (see {@link ranksOf}). */
+  ranks: RanksCell | null;
+}
+
+/** The Runs panel's ranks cell: "2 ddp", and the straggler named when one lags. */
+export interface RanksCell {
+  text: string;
+  /** Every rank's tokens/s, for the tooltip. */
+  title: string;
+  straggler: number | null;
+}
+
+/** A rank slower than this share of the median is named (as src/train/ranks.ts does). */
+const STRAGGLER_SHARE = 0.8;
+
+/** The ranks cell from the world size and the last metric line's per-rank tokens/s. */
+export function ranksOf(world: { ranks: number; parallel: string } | null, last?: MetricLine): RanksCell | null {
+  if (!world || world.ranks < 2) return null;
+  const rates = Array.isArray(last?.rank_tokens_per_s) ? (last.rank_tokens_per_s as number[]) : [];
+  const cell: RanksCell = { text: `${world.ranks} ${world.parallel}`, title: '', straggler: null };
+  if (rates.length < 2) return cell;
+  const sorted = [...rates].sort((a, b) => a - b);
+  // The median of the other ranks: with two ranks, the slowest is compared with the faster one.
+  const median = sorted[1 + Math.floor((sorted.length - 2) / 2)]!;
+  const slow = rates.indexOf(sorted[0]!);
+  cell.title = rates.map((x, i) => `rank ${i}: ${Math.round(x)} tok/s`).join('\n');
+  if (sorted[0]! < STRAGGLER_SHARE * median) {
+    cell.straggler = slow;
+    cell.text += ` · rank ${slow} slow`;
+  }
+  return cell;
+}
+
+function worldOfLock(lock: Record<string, unknown>): { ranks: number; parallel: string } | null {
+  const r = ((lock.recipe ?? {}) as Record<string, unknown>).resources as
+    { gpus?: number; nodes?: number; parallel?: string } | undefined;
+  if (!r) return null;
+  return { ranks: (r.gpus ?? 1) * (r.nodes ?? 1), parallel: r.parallel ?? 'ddp' };
 }
 
 /** Path of `abs` relative to the server root, or null when outside it. */
@@ -69,6 +107,7 @@ export function rowFromDir(
     dir,
     source: 'workspace',
     startedAt: started ? Date.parse(started) : undefined,
+    ranks: ranksOf(worldOfLock(lock), last),
   };
 }
 
@@ -100,6 +139,7 @@ export function rowFromKernel(
     source: 'kernel',
     kernelId,
     startedAt,
+    ranks: ranksOf(info.world ?? null, last),
     ...(info.roomRef ? { roomRef: info.roomRef } : {}),
   };
 }

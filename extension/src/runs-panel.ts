@@ -106,7 +106,7 @@ export class RunsPanel extends Widget {
     const t = this.table;
     t.replaceChildren();
     const head = t.createTHead().insertRow();
-    for (const h of ['', 'run', 'status', 'stage', 'step', 'loss', 'tok/s', 'elapsed', 'where', 'who']) {
+    for (const h of ['', 'run', 'status', 'stage', 'step', 'loss', 'tok/s', 'ranks', 'elapsed', 'where', 'who']) {
       const th = document.createElement('th');
       th.textContent = h;
       head.append(th);
@@ -134,12 +134,21 @@ export class RunsPanel extends Widget {
         r.steps ? `${r.step}/${r.steps}` : String(r.step),
         r.loss === null ? '' : r.loss.toFixed(4),
         r.tokensPerS === null ? '' : String(Math.round(r.tokensPerS)),
+        r.ranks?.text ?? '',
         formatElapsed(elapsed),
         r.source,
       ];
       const first = tr.insertCell();
       first.append(box);
       for (const c of cells) tr.insertCell().textContent = c;
+      if (r.ranks) {
+        const cell = tr.cells[8]!;
+        cell.title = r.ranks.title;
+        if (r.ranks.straggler !== null) {
+          cell.className = 'lathe-RunsPanel-straggler';
+          tr.dataset.straggler = String(r.ranks.straggler);
+        }
+      }
       const who = tr.insertCell();
       who.className = 'lathe-RunsPanel-who';
       const room = this.roomOf(r);

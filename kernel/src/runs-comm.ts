@@ -27,7 +27,13 @@ export function runInfo(run: Lathe.Run): RunInfo {
     loss: run.summary?.loss ?? last?.loss ?? null,
     live: run.status === 'running',
     ...(ref ? { roomRef: ref } : {}),
+    ...worldOf(run.lock.recipe.resources),
   };
+}
+
+/** The world of a multi-rank run, for the Runs panel. */
+function worldOf(r: { gpus: number; nodes: number; parallel: string } | undefined): Pick<RunInfo, 'world'> {
+  return r && r.gpus * r.nodes > 1 ? { world: { ranks: r.gpus * r.nodes, parallel: r.parallel } } : {};
 }
 
 /** Registers `lathe.runs`; `known()` lists the runs this kernel has seen (live first). */

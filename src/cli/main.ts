@@ -17,6 +17,7 @@ import { register as registerSubmit } from './submit.js';
 import { register as registerJobs } from './jobs.js';
 import { register as registerCancel } from './cancel.js';
 import { register as registerServe } from './serve.js';
+import { register as registerEngineNode } from './engine-node.js';
 
 /** Builds the `lathe` command; every verb has --help. */
 export function buildProgram(): Command {
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerSubmit(program);
   registerJobs(program);
   registerCancel(program);
+  registerEngineNode(program);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 
 /** Commander parser for a positive integer option. */
 export function positiveInt(name: string) {
@@ -52,3 +52,40 @@ export const engineOptions = [
     parse: choice('--dtype', ['fp32', 'bf16'] as const),
   },
 ];
+
+/** The resource options of train, submit and resume: --gpus, --nodes, --parallel. */
+export const resourceOptions = [
+  {
+    flags: '--gpus <n>',
+    about:
+      'torch engine: ranks per node (GPUs on cuda, processes on cpu) over torch.distributed; overrides resources.gpus',
+    parse: positiveInt('--gpus'),
+  },
+  {
+    flags: '--nodes <n>',
+    about: 'torch engine: nodes (inside a Slurm allocation: srun starts torchrun on each); overrides resources.nodes',
+    parse: positiveInt('--nodes'),
+  },
+  {
+    flags: '--parallel <kind>',
+    about:
+      'ddp (replicate the model) or fsdp (shard parameters, gradients and optimizer state); overrides resources.parallel',
+    parse: choice('--parallel', ['ddp', 'fsdp'] as const),
+  },
+];
+
+/** What {@link resourceOptions} parse to. */
+export interface ResourceFlags {
+  gpus?: number;
+  nodes?: number;
+  parallel?: 'ddp' | 'fsdp';
+}
+
+/** Adds {@link resourceOptions} to a command. */
+export function withResourceOptions(c: Command): Command {
+  const [gpus, nodes, parallel] = resourceOptions;
+  return c
+    .option(gpus!.flags, gpus!.about, gpus!.parse as (v: string) => number)
+    .option(nodes!.flags, nodes!.about, nodes!.parse as (v: string) => number)
+    .option(parallel!.flags, parallel!.about, parallel!.parse as (v: string) => string);
+}

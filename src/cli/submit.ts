@@ -5,7 +5,7 @@ import { LatheError } from '../errors.js';
 import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import { readTokenFile } from '../worker/auth.js';
-import { backendOption, engineOptions, positiveInt } from './options.js';
+import { backendOption, engineOptions, positiveInt, withResourceOptions, type ResourceFlags } from './options.js';
 import { followRun } from './progress.js';
 import { progressMode, reportEnd } from './train.js';
 
@@ -19,7 +19,7 @@ export function readCa(path: string | undefined): Buffer | undefined {
   }
 }
 
-interface SubmitOptions {
+interface SubmitOptions extends ResourceFlags {
   worker: string;
   tokenFile: string;
   attach?: string;
@@ -42,11 +42,13 @@ const SUBMIT_ONLY: [keyof SubmitOptions, string][] = [
   ['backend', '--backend'],
   ['name', '--name'],
   ['detach', '--detach'],
+  ['gpus', '--gpus'],
+  ['nodes', '--nodes'],
+  ['parallel', '--parallel'],
 ];
 
 export function register(program: Command): void {
-  program
-    .command('submit')
+  withResourceOptions(program.command('submit'))
     .description(
       'Train a recipe on a worker: uploads the data the worker lacks (by content hash; worker:<path> files stay on the worker), streams progress, ' +
         'and downloads the run directory (metrics, events, summary, final checkpoint) into --out when the job ends. ' +
@@ -117,6 +119,9 @@ export function register(program: Command): void {
             engine: o.engine,
             device: o.device,
             dtype: o.dtype,
+            gpus: o.gpus,
+            nodes: o.nodes,
+            parallel: o.parallel,
           });
           run = await exec.start(lock, { out: o.out, name: o.name, onNotice: notice });
           const job = exec.lastJob!;

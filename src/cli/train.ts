@@ -3,7 +3,7 @@ import { loadRecipe } from '../runs/recipe.js';
 import type { Run } from '../runs/run.js';
 import type { RunSummary } from '../runs/rundir.js';
 import { engineLabel } from '../engine/index.js';
-import { backendOption, engineOptions, positiveInt } from './options.js';
+import { backendOption, engineOptions, positiveInt, withResourceOptions, type ResourceFlags } from './options.js';
 import { followRun, type ProgressMode } from './progress.js';
 
 /** First Ctrl-C stops at the next step with a checkpoint; a second one exits at once. */
@@ -45,8 +45,7 @@ export function progressMode(json: boolean | undefined): ProgressMode {
 }
 
 export function register(program: Command): void {
-  program
-    .command('train')
+  withResourceOptions(program.command('train'))
     .description('Train a recipe in this process, writing a run directory.')
     .argument('<recipe>', 'recipe file (.json, .yaml)')
     .option('--out <dir>', 'run directory to create (default: runs/<name>-<lock id>)')
@@ -65,7 +64,7 @@ export function register(program: Command): void {
     .action(
       async (
         file: string,
-        o: {
+        o: ResourceFlags & {
           out?: string;
           steps?: number;
           backend?: 'cpu' | 'wasm' | 'webgpu' | 'auto';
@@ -87,6 +86,9 @@ export function register(program: Command): void {
           dtype: o.dtype,
           stopAfter: o.stopAfter,
           private: o.private,
+          gpus: o.gpus,
+          nodes: o.nodes,
+          parallel: o.parallel,
         });
         if (!o.json)
           console.log(

@@ -3,19 +3,36 @@ import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { BatchV1Api, CoreV1Api, KubeConfig, V1Job, V1Pod, V1Secret, V1Volume } from '@kubernetes/client-node';
-import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import type {
+  BatchV1Api,
+  CoreV1Api,
+  KubeConfig,
+  V1EnvVar,
+  V1Job,
+  V1Pod,
+  V1Probe,
+  V1Secret,
+  V1Service,
+  V1Volume,
+} from '@kubernetes/client-node';
+import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
-import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
+import type { AnyLock, EngineLock } from '../recipe/lock.js';
+import type { Resources } from '../recipe/schema.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
-import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import type { Run } from '../runs/run.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
 import { readTokenFile } from '../worker/auth.js';
 import { WorkerClient } from '../worker/client.js';
-import { isWorkerPath, recipePathFields } from '../worker/paths.js';
 import type { StartOptions } from '../runs/run.js';
-import { attachRemoteRun, submitLock, withSteps, type LockingExecutor, type RemoteStartOptions } from './worker.js';
+import { lockAhead } from './lock-ahead.js';
+import {
+  attachRemoteRun,
+  submitLock,
+  type LockingExecutor,
+  type RemoteLockOptions,
+  type RemoteStartOptions,
+} from './worker.js';
 
 // Kubernetes: each run is a batch/v1 Job whose pod runs a worker for that run (`lathe worker --once`),
 // asking for GPUs as a resource (nvidia.com/gpu), reading its token from a Secret and its data from a
@@ -23,6 +40,10 @@ import { attachRemoteRun, submitLock, withSteps, type LockingExecutor, type Remo
 // running, submits the lock, streams the run and downloads it; cancel deletes the Job. Every call to
 // the API server goes through @kubernetes/client-node (CoreV1Api, BatchV1Api), which handles the
 // kubeconfig's auth (tokens, client certificates, exec plugins) and TLS.
+// A torch run over several nodes is an Indexed Job of one pod per node behind a headless Service:
+// pod 0 runs the worker, whose trainer holds the c10d rendezvous and rank 0's report port; the
+// other pods run `lathe engine-node`, which joins every rendezvous the trainer starts (restarts too).
+// The Job succeeds when pod 0 does.
 
 /** Where the worker's data comes from: a PersistentVolumeClaim, an NFS export, or a node path. Mounted read-only at /data. */
 export type DataVolume = { claimName: string } | { nfs: { server: string; path: string } } | { hostPath: string };
@@ -55,6 +76,9 @@ export interface KubernetesOptions {
   state?: { claimName: string };
   /** The worker's port (default 8765). */
   port?: number;
+  /** Multi-node torch runs: the c10d rendezvous port and rank 0's report port on pod 0 (default 29400, 29500). */
+  rdzvPort?: number;
+  enginePort?: number;
   /** The worker's --backend (default webgpu with GPUs, else cpu). */
   backend?: BackendRequest;
   /** The command that runs lathe in the image (default ["lathe"]). */
@@ -84,6 +108,8 @@ export interface ClusterAccess {
 
 const LABEL = 'lathe.dev/run';
 const TOKEN_DIR = '/var/run/lathe';
+/** Set by the Job controller on an Indexed Job's pods. */
+const INDEX_LABEL = 'batch.kubernetes.io/job-completion-index';
 
 /** A DNS-1123 name for a run's Job: lathe-<name>-<random>, at most 63 characters. */
 export function jobName(runName: string): string {
@@ -96,14 +122,31 @@ export function jobName(runName: string): string {
   return `lathe-${slug}-${randomBytes(4).toString('hex')}`.replace(/-+/g, '-');
 }
 
-/** The Secret and the Job for one run's worker (what the executor creates; pure, so it can be checked). */
+/** What a run's lock asks of its pods: the torch engine, and ranks over nodes. */
+export interface PodRequest {
+  backend: EngineBackend;
+  engine?: EngineLock;
+  resources?: Resources;
+  /** The secret rank 0 shows the trainer (multi-node: it goes into the Secret, key engine-secret). */
+  engineSecret?: string;
+}
+
+/** The key of a Job's Secret that holds the multi-node run's engine secret. */
+const ENGINE_SECRET_KEY = 'engine-secret';
+
+/**
+ * The Secret, the Job and (over several nodes) the headless Service for one run's worker: what the
+ * executor creates; pure, so it can be checked.
+ */
 export function jobManifests(
   name: string,
-  o: KubernetesOptions & { token: string; backend: EngineBackend },
-): { secret: V1Secret; job: V1Job } {
+  o: KubernetesOptions & { token: string } & PodRequest,
+): { secret: V1Secret; job: V1Job; service?: V1Service } {
   const namespace = o.namespace ?? 'default';
   const port = o.port ?? 8765;
-  const gpus = o.gpus ?? 1;
+  const res = o.engine ? o.resources : undefined;
+  const nodes = res?.nodes ?? 1;
+  const gpus = o.engine?.device === 'cuda' && res ? Math.max(res.gpus, o.gpus ?? 0) : (o.gpus ?? 1);
   const labels = { 'app.kubernetes.io/name': 'lathe-worker', 'app.kubernetes.io/managed-by': 'lathe', [LABEL]: name };
   const secretName = `${name}-token`;
   const volumes: V1Volume[] = [
@@ -144,26 +187,98 @@ export function jobManifests(
     o.backend,
     '--once',
   ];
+  if (o.engine) args.push('--engine', 'torch', '--device', o.engine.device, '--dtype', o.engine.dtype);
   if (o.data) args.push('--data-root', '/data');
+  const lathe = o.command ?? ['lathe'];
+  const data: Record<string, string> = { token: Buffer.from(o.token).toString('base64') };
+  let command = [...lathe, ...args];
+  let env: V1EnvVar[] | undefined;
+  let probe: V1Probe = { tcpSocket: { port }, periodSeconds: 2 };
+  let service: V1Service | undefined;
+  if (nodes > 1 && res) {
+    if (!o.engineSecret) throw new LatheError('kubernetes: a multi-node run needs an engine secret');
+    data[ENGINE_SECRET_KEY] = Buffer.from(o.engineSecret).toString('base64');
+    const first = `${name}-0.${name}`;
+    env = [
+      { name: 'LATHE_RDZV_ENDPOINT', value: `${first}:${o.rdzvPort ?? 29400}` },
+      { name: 'LATHE_RDZV_ID', value: name },
+      { name: 'LATHE_HOST', value: first },
+      { name: 'LATHE_ENGINE_PORT', value: String(o.enginePort ?? 29500) },
+      { name: 'LATHE_ENGINE_ADDR', value: `${first}:${o.enginePort ?? 29500}` },
+      { name: 'LATHE_ENGINE_SECRET', valueFrom: { secretKeyRef: { name: secretName, key: ENGINE_SECRET_KEY } } },
+    ];
+    const node = [
+      ...lathe,
+      'engine-node',
+      '--gpus',
+      String(res.gpus),
+      '--nodes',
+      String(nodes),
+      '--parallel',
+      res.parallel,
+      '--device',
+      o.engine!.device,
+      '--timeout-seconds',
+      String(res.timeoutSeconds),
+    ];
+    // One template for every index: pod 0 is the worker, the others its ranks' nodes.
+    command = [
+      '/bin/sh',
+      '-c',
+      `if [ "$JOB_COMPLETION_INDEX" = 0 ]; then exec ${shellJoin(lathe.concat(args))}; else exec ${shellJoin(node)}; fi`,
+    ];
+    // Only pod 0 listens; the others are ready as soon as they run.
+    const check = `require('net').connect(${port},'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))`;
+    probe = {
+      exec: { command: ['/bin/sh', '-c', `[ "$JOB_COMPLETION_INDEX" != 0 ] || exec node -e "${check}"`] },
+      periodSeconds: 5,
+    };
+    service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace, labels },
+      spec: {
+        clusterIP: 'None',
+        // The rendezvous name must resolve before pod 0 is ready (its worker starts the trainer later).
+        publishNotReadyAddresses: true,
+        selector: { [LABEL]: name },
+        ports: [
+          { name: 'rdzv', port: o.rdzvPort ?? 29400 },
+          { name: 'engine', port: o.enginePort ?? 29500 },
+        ],
+      },
+    };
+  }
   const secret: V1Secret = {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: { name: secretName, namespace, labels },
     type: 'Opaque',
-    data: { token: Buffer.from(o.token).toString('base64') },
+    data,
   };
   const job: V1Job = {
     apiVersion: 'batch/v1',
     kind: 'Job',
     metadata: { name, namespace, labels },
     spec: {
-      // With a state volume a new pod resumes the job from its checkpoint; without one a retry would start over.
-      backoffLimit: o.state ? 3 : 0,
+      // With a state volume a new pod resumes the job from its checkpoint; without one a retry would
+      // start over. A replaced rank pod rejoins when the trainer restarts (resources.restarts).
+      backoffLimit: (o.state ? 3 : 0) + (service ? res!.restarts : 0),
       ttlSecondsAfterFinished: 3600,
+      ...(service
+        ? {
+            completionMode: 'Indexed',
+            completions: nodes,
+            parallelism: nodes,
+            successPolicy: { rules: [{ succeededIndexes: '0' }] },
+          }
+        : {}),
       template: {
         metadata: { labels },
         spec: {
           restartPolicy: 'Never',
+          // Pods named <job>-<index>.<service>: how the others find pod 0.
+          subdomain: service ? name : undefined,
           serviceAccountName: o.serviceAccountName,
           nodeSelector: o.nodeSelector,
           tolerations: o.tolerations,
@@ -171,11 +286,12 @@ export function jobManifests(
             {
               name: 'worker',
               image: o.image,
-              command: [...(o.command ?? ['lathe']), ...args],
+              command,
+              env,
               ports: [{ name: 'lathe', containerPort: port }],
               resources: { limits, requests: Object.keys(requests).length ? requests : undefined },
               volumeMounts: mounts,
-              readinessProbe: { tcpSocket: { port }, periodSeconds: 2 },
+              readinessProbe: probe,
             },
           ],
           volumes,
@@ -183,7 +299,12 @@ export function jobManifests(
       },
     },
   };
-  return { secret, job };
+  return { secret, job, service };
+}
+
+/** argv as one POSIX shell line. */
+function shellJoin(argv: string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
 /** The executor that runs each job as a Kubernetes Job holding a worker. */
@@ -192,6 +313,8 @@ export class KubernetesExecutor implements LockingExecutor {
   readonly opts: KubernetesOptions;
   private token: string;
   private apiPromise?: Promise<KubeApis>;
+  // Jobs this executor made with a headless Service (multi-node).
+  private services = new Set<string>();
 
   constructor(opts: KubernetesOptions) {
     this.opts = opts;
@@ -223,38 +346,45 @@ export class KubernetesExecutor implements LockingExecutor {
     return (this.opts.gpus ?? 1) > 0 ? 'webgpu' : 'cpu';
   }
 
-  /** Locks a recipe here, for the backend the pod will use. */
-  async lockRecipe(
-    recipe: Recipe | Pipeline,
-    opts: { steps?: number; backend?: BackendRequest } = {},
-  ): Promise<AnyLock> {
-    const backend = this.backendFor(
-      opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend,
-    );
-    const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
-    const bad = recipePathFields(config as unknown as Record<string, unknown>).find((f) => isWorkerPath(f.value));
-    if (bad)
-      throw new LatheError(
-        `${bad.where}: worker: data is not supported through Kubernetes yet; upload it (name a local file)`,
-      );
-    return config.stage === 'pipeline'
-      ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
-      : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
+  /** Locks a recipe here, for the backend (or torch engine) and resources the pods will use. */
+  lockRecipe(recipe: Recipe | Pipeline, opts: RemoteLockOptions = {}): Promise<AnyLock> {
+    return lockAhead(recipe, opts, {
+      backendFor: (b: BackendRequest | undefined) => this.backendFor(b),
+      defaultDevice: (this.opts.gpus ?? 1) > 0 ? 'cuda' : 'cpu',
+      where: 'Kubernetes (upload it: name a local file)',
+    });
   }
 
   /** Creates the Secret and the Job for a run's worker; returns the Job's name. */
   async create(lock: AnyLock): Promise<string> {
     const { core, batch, namespace } = await this.api();
     const name = jobName(lock.recipe.name ?? lock.recipe.stage);
-    const { secret, job } = jobManifests(name, { ...this.opts, namespace, token: this.token, backend: lock.backend });
+    const { secret, job, service } = jobManifests(name, {
+      ...this.opts,
+      namespace,
+      token: this.token,
+      backend: lock.backend,
+      engine: lock.engine,
+      resources: lock.recipe.resources,
+      engineSecret: randomBytes(24).toString('hex'),
+    });
     await core.createNamespacedSecret({ namespace, body: secret }).catch((e: unknown) => {
       throw new LatheError(
         `kubernetes: creating Secret ${secret.metadata!.name} in ${namespace} failed: ${apiErrorMessage(e)}`,
         1,
       );
     });
+    if (service)
+      await core
+        .createNamespacedService({ namespace, body: service })
+        .then(() => this.services.add(name))
+        .catch(async (e: unknown) => {
+          await this.deleteSecret(name);
+          throw new LatheError(`kubernetes: creating Service ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
+        });
     await batch.createNamespacedJob({ namespace, body: job }).catch(async (e: unknown) => {
       await this.deleteSecret(name);
+      if (service) await this.deleteService(name);
       throw new LatheError(`kubernetes: creating Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
     });
     return name;
@@ -277,6 +407,14 @@ export class KubernetesExecutor implements LockingExecutor {
         throw new LatheError(`kubernetes: deleting Job ${name} in ${namespace} failed: ${apiErrorMessage(e)}`, 1);
     });
     await this.deleteSecret(name);
+    if (this.services.has(name)) await this.deleteService(name);
+  }
+
+  // A multi-node run's headless Service (none for one node: not found is no error); best effort.
+  private async deleteService(name: string): Promise<void> {
+    const { core, namespace } = await this.api();
+    this.services.delete(name);
+    await core.deleteNamespacedService({ namespace, name }).catch(() => {});
   }
 
   // The token Secret goes once the worker has it no more use (or the Job failed to be created); best effort.
@@ -301,6 +439,7 @@ export class KubernetesExecutor implements LockingExecutor {
         });
       const pod = pods.items.find(
         (p) =>
+          (p.metadata?.labels?.[INDEX_LABEL] ?? '0') === '0' &&
           p.status?.phase === 'Running' &&
           p.status.podIP &&
           p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
@@ -328,6 +467,7 @@ export class KubernetesExecutor implements LockingExecutor {
   /** Creates the Job, then submits the lock to its worker once the pod runs; the Run is live at once. */
   async start(lock: AnyLock, opts: RemoteStartOptions = {}): Promise<Run> {
     const rd = await RunDir.create(lock, opts.out);
+    const service = (lock.engine && (lock.recipe.resources?.nodes ?? 1) > 1) || false;
     const name = await this.create(lock).catch(async (e: unknown) => {
       await rm(rd.path, { recursive: true, force: true });
       throw e;
@@ -360,7 +500,7 @@ export class KubernetesExecutor implements LockingExecutor {
         after: async (s: RunSummary) => {
           // A cancelled run's Job goes before we leave (its --once worker would otherwise end by itself, "succeeded").
           if (s.status === 'cancelled') await this.cancel(name).catch(() => {});
-          else await this.deleteSecret(name);
+          else await Promise.all([this.deleteSecret(name), service ? this.deleteService(name) : undefined]);
           client!.close();
           await record({ worker: url, status: s.status });
         },

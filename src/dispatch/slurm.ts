@@ -5,18 +5,23 @@ import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { backendFromEnv, type BackendRequest, type EngineBackend } from '../engine/tfjs/backend.js';
+import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
-import { lockPipeline, lockRecipe, type AnyLock } from '../recipe/lock.js';
+import type { AnyLock, EngineLock } from '../recipe/lock.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
-import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
 import type { Run } from '../runs/run.js';
 import { RunDir, type RunSummary } from '../runs/rundir.js';
 import { readTokenFile } from '../worker/auth.js';
 import { WorkerClient } from '../worker/client.js';
-import { isWorkerPath, recipePathFields } from '../worker/paths.js';
 import type { StartOptions } from '../runs/run.js';
-import { attachRemoteRun, submitLock, withSteps, type LockingExecutor, type RemoteStartOptions } from './worker.js';
+import { lockAhead } from './lock-ahead.js';
+import {
+  attachRemoteRun,
+  submitLock,
+  type LockingExecutor,
+  type RemoteLockOptions,
+  type RemoteStartOptions,
+} from './worker.js';
 
 const run = promisify(execFile);
 
@@ -24,6 +29,9 @@ const run = promisify(execFile);
 // with its state in a folder the submitting machine and the compute node share. The executor
 // sbatch-es it, follows it with squeue (and sacct once it leaves the queue), connects to the worker
 // when it announces its URL, submits the lock, streams the run, and downloads it. scancel cancels it.
+// A torch run over several nodes asks for one task per node (and `resources.gpus` GPUs on each); the
+// worker runs on the first node and its trainer starts torchrun on every node with srun, with the
+// c10d rendezvous on the first (src/engine/torch/launch.ts).
 
 /** How to run workers through Slurm. */
 export interface SlurmOptions {
@@ -57,6 +65,11 @@ export interface SlurmOptions {
   pollMs?: number;
   /** Give up if the worker has not announced itself this long after sbatch (default 24 h: a busy queue). */
   startTimeoutMs?: number;
+  /**
+   * Multi-node runs: let Slurm place the tasks (one torchrun each) wherever it finds room, several to
+   * a node (`--ntasks` alone), instead of one per node. For a small or single-node test cluster.
+   */
+  packTasks?: boolean;
 }
 
 /** A Slurm job's state: from squeue while queued or running, else from sacct. */
@@ -103,27 +116,20 @@ export class SlurmExecutor implements LockingExecutor {
     return b;
   }
 
-  /** Locks a recipe here, for the backend the worker will use (the worker does not exist yet to ask). */
-  async lockRecipe(
-    recipe: Recipe | Pipeline,
-    opts: { steps?: number; backend?: BackendRequest } = {},
-  ): Promise<AnyLock> {
-    const backend = this.backendFor(
-      opts.backend ?? backendFromEnv() ?? (recipe.input as { backend?: BackendRequest }).backend,
-    );
-    const config = withSteps({ ...recipe.config, backend } as ResolvedRecipe | ResolvedPipeline, opts.steps);
-    const bad = recipePathFields(config as unknown as Record<string, unknown>).find((f) => isWorkerPath(f.value));
-    if (bad)
-      throw new LatheError(
-        `${bad.where}: worker: data is not supported through Slurm yet; name the file on the shared filesystem instead`,
-      );
-    return config.stage === 'pipeline'
-      ? lockPipeline(config as ResolvedPipeline, { baseDir: recipe.baseDir, backend })
-      : lockRecipe(config as ResolvedRecipe, { baseDir: recipe.baseDir, backend });
+  /** Locks a recipe here, for the backend (or torch engine) and resources the worker will use. */
+  lockRecipe(recipe: Recipe | Pipeline, opts: RemoteLockOptions = {}): Promise<AnyLock> {
+    return lockAhead(recipe, opts, {
+      backendFor: (b: BackendRequest | undefined) => this.backendFor(b),
+      defaultDevice: this.opts.gpus ? 'cuda' : 'cpu',
+      where: 'Slurm (name the file on the shared filesystem)',
+    });
   }
 
-  /** The sbatch arguments for a job folder (without the script). */
-  sbatchArgs(dir: string, name: string): string[] {
+  /**
+   * The sbatch arguments for a job folder (without the script). A lock over several nodes asks for
+   * one task per node (torchrun's), and its GPUs per node on CUDA.
+   */
+  sbatchArgs(dir: string, name: string, lock?: AnyLock): string[] {
     const o = this.opts;
     const args = [
       '--parsable',
@@ -131,8 +137,12 @@ export class SlurmExecutor implements LockingExecutor {
       `--output=${join(dir, 'slurm-%j.out')}`,
       `--chdir=${dir}`,
     ];
+    const res = lock?.recipe.resources;
     if (o.partition) args.push(`--partition=${o.partition}`);
-    if (o.gpus) args.push(`--gres=gpu:${o.gpus}`);
+    if (res && res.nodes > 1)
+      args.push(...(o.packTasks ? [`--ntasks=${res.nodes}`] : [`--nodes=${res.nodes}`, '--ntasks-per-node=1']));
+    const gpus = lock?.engine?.device === 'cuda' && res ? Math.max(res.gpus, o.gpus ?? 0) : o.gpus;
+    if (gpus) args.push(`--gres=gpu:${gpus}`);
     if (o.cpus) args.push(`--cpus-per-task=${o.cpus}`);
     if (o.mem) args.push(`--mem=${o.mem}`);
     if (o.time) args.push(`--time=${o.time}`);
@@ -141,7 +151,7 @@ export class SlurmExecutor implements LockingExecutor {
   }
 
   /** The batch script: exec a worker for this one job, announcing its URL in the job folder. */
-  script(dir: string, backend: EngineBackend): string {
+  script(dir: string, backend: EngineBackend, engine?: EngineLock): string {
     const o = this.opts;
     const cmd = [
       ...(o.lathe ?? defaultLathe()),
@@ -157,6 +167,7 @@ export class SlurmExecutor implements LockingExecutor {
       '--backend',
       backend,
       '--once',
+      ...(engine ? ['--engine', 'torch', '--device', engine.device, '--dtype', engine.dtype] : []),
       ...(o.dataRoot ? ['--data-root', resolve(o.dataRoot)] : []),
     ];
     return [
@@ -175,9 +186,9 @@ export class SlurmExecutor implements LockingExecutor {
     );
     await mkdir(dir, { recursive: true });
     const script = join(dir, 'job.sh');
-    await writeFile(script, this.script(dir, lock.backend));
+    await writeFile(script, this.script(dir, lock.backend, lock.engine));
     await chmod(script, 0o755);
-    const out = await run('sbatch', [...this.sbatchArgs(dir, lock.recipe.name ?? lock.recipe.stage), script], {
+    const out = await run('sbatch', [...this.sbatchArgs(dir, lock.recipe.name ?? lock.recipe.stage, lock), script], {
       env: this.env,
     }).catch((e: Error & { stderr?: string }) => {
       throw new LatheError(`sbatch failed: ${(e.stderr || e.message).trim()}`, 1);
@@ -313,10 +324,10 @@ export class SlurmExecutor implements LockingExecutor {
     const prev = JSON.parse(readFileSync(p, 'utf8')) as { dir: string };
     const remote = (JSON.parse(readFileSync(w, 'utf8')) as { job: string }).job;
     const lock = rd.readLock() as AnyLock;
-    await writeFile(join(prev.dir, 'job.sh'), this.script(prev.dir, lock.backend));
+    await writeFile(join(prev.dir, 'job.sh'), this.script(prev.dir, lock.backend, lock.engine));
     const out = await run(
       'sbatch',
-      [...this.sbatchArgs(prev.dir, lock.recipe.name ?? lock.recipe.stage), join(prev.dir, 'job.sh')],
+      [...this.sbatchArgs(prev.dir, lock.recipe.name ?? lock.recipe.stage, lock), join(prev.dir, 'job.sh')],
       { env: this.env },
     );
     const job = out.stdout.trim().split(';')[0]!;

@@ -1,12 +1,13 @@
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { engineFromEnv, type EngineRequest } from '../engine/select.js';
+import { engineFromEnv, worldSize, type EngineRequest } from '../engine/select.js';
+import { resourcesFor, type ResourceRequest } from '../recipe/resources.js';
 import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { lockPipeline, lockRecipe, type AnyLock, type EngineLock } from '../recipe/lock.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
-import type { ResolvedPipeline, ResolvedRecipe } from '../recipe/schema.js';
+import type { ResolvedPipeline, ResolvedRecipe, Resources } from '../recipe/schema.js';
 import { registerLive } from '../runs/live.js';
 import { localExecutor } from '../runs/local.js';
 import { Run } from '../runs/run.js';
@@ -46,7 +47,7 @@ export interface LockingExecutor extends Executor {
 }
 
 /** What a lock made for a worker may override: steps, the backend, and the engine, device and dtype. */
-export interface RemoteLockOptions extends Omit<EngineRequest, 'backend'> {
+export interface RemoteLockOptions extends Omit<EngineRequest, 'backend'>, ResourceRequest {
   steps?: number;
   backend?: BackendRequest;
 }
@@ -127,6 +128,15 @@ export class WorkerExecutor implements LockingExecutor {
     return { kind: 'torch', device, dtype: request.dtype ?? e?.dtype ?? 'fp32', torch: torch.version };
   }
 
+  /** Several ranks need torch on the worker, and on one CUDA machine no more GPUs than it has. */
+  private checkResources(r: Resources | undefined, engine: EngineLock | undefined): void {
+    if (worldSize(r) <= 1) return;
+    if (!engine) throw new LatheError(`resources: ${worldSize(r)} ranks need the torch engine (--engine torch)`, 2);
+    const have = this.client.hello.engines?.torch?.devices ?? 0;
+    if (engine.device === 'cuda' && r!.nodes === 1 && r!.gpus > have)
+      throw new LatheError(`resources.gpus: ${r!.gpus} GPUs asked for, the worker at ${this.url} has ${have}`, 2);
+  }
+
   /** Locks a recipe for this worker; recipes that name `worker:` data are locked by the worker, which hashes that data where it lives. */
   async lockRecipe(recipe: Recipe | Pipeline, opts: RemoteLockOptions = {}): Promise<AnyLock> {
     const input = recipe.input as EngineRequest;
@@ -140,7 +150,12 @@ export class WorkerExecutor implements LockingExecutor {
       ? 'cpu'
       : this.backendFor(opts.backend ?? env.backend ?? (recipe.input as { backend?: BackendRequest }).backend);
     const named = engine ? { engine: 'torch' as const, device: engine.device, dtype: engine.dtype } : {};
-    const config = withSteps({ ...recipe.config, backend, ...named } as ResolvedRecipe | ResolvedPipeline, opts.steps);
+    const resources = resourcesFor(opts, recipe.config.resources);
+    this.checkResources(resources, engine);
+    const config = withSteps(
+      { ...recipe.config, backend, ...named, ...(resources ? { resources } : {}) } as ResolvedRecipe | ResolvedPipeline,
+      opts.steps,
+    );
     const onWorker = recipePathFields(config as unknown as Record<string, unknown>).some((f) => isWorkerPath(f.value));
     if (!onWorker) {
       return config.stage === 'pipeline'

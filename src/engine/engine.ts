@@ -1,4 +1,5 @@
 import type { TokenBatch } from '../data/batches.js';
+import { LatheError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Weights } from '../model/weights.js';
 
@@ -10,6 +11,12 @@ import type { Weights } from '../model/weights.js';
 // Calls are queued in call order. An engine starts a call's work when it is called and resolves the
 // promise when the values it returns are read, so a stage may issue every micro-batch before it
 // awaits the first report.
+
+/**
+ * The engine's process (or one of its ranks) is gone: killed, crashed, hung past its timeout. What
+ * it held is lost; a run can resume from its last checkpoint (resources.restarts does it at once).
+ */
+export class EngineLost extends LatheError {}
 
 /** Which engine runs the numerics. */
 export type EngineKind = 'tfjs' | 'torch';
@@ -77,12 +84,23 @@ export interface LossReport {
   values: Record<string, number | number[]>;
 }
 
+/** What one rank of a multi-rank engine did since the previous optimizer step. */
+export interface RankWork {
+  rank: number;
+  host: string;
+  /** Tokens of its shards, and the seconds its forward and backward passes took. */
+  tokens: number;
+  seconds: number;
+}
+
 /** The result of an optimizer step. */
 export interface OptimResult {
   /** Global gradient norm before clipping (over the accumulated, averaged gradients). */
   gradNorm: number;
   /** True when the norm was not finite: no weight or moment changed. */
   skipped: boolean;
+  /** Several ranks: each one's work in this step (stragglers show here). */
+  ranks?: RankWork[];
 }
 
 /** AdamW hyper-parameters and clipping; the learning rate comes with each step. */
@@ -141,6 +159,8 @@ export interface Engine {
   readonly numParams: number;
   /** Completed optimizer steps (skipped ones not counted). */
   readonly optimizerSteps: number;
+  /** Several ranks: each one's pid and host (absent for one process). */
+  readonly ranks?: readonly { rank: number; pid: number; host: string }[];
 
   /** Forward and backward pass of a named loss; adds the gradients to those accumulated since the last step. */
   forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport>;

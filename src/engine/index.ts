@@ -5,8 +5,10 @@ import type { Engine, OptimizerConfig, OptimizerState } from './engine.js';
 import type { EngineBackend } from './tfjs/backend.js';
 import { TfjsEngine } from './tfjs/engine.js';
 import { TorchEngine } from './torch/engine.js';
+import type { TorchLaunch } from './torch/launch.js';
 
 export type * from './engine.js';
+export { EngineLost } from './engine.js';
 export { generate, sampleToken, type SampleOptions } from './sample.js';
 export { engineFromEnv, resolveEngine, type EngineRequest, type ResolvedEngine } from './select.js';
 export { TfjsEngine } from './tfjs/engine.js';
@@ -24,6 +26,8 @@ export interface EngineOptions {
   optimizer?: OptimizerConfig & { state?: OptimizerState };
   /** torch: recompute each block's activations in the backward pass. */
   checkpointActivations?: boolean;
+  /** torch: several ranks (DDP or FSDP); absent: one process. */
+  launch?: TorchLaunch;
 }
 
 /** Starts an engine: the model on its device, ready to train or to decode. */
@@ -36,6 +40,7 @@ export async function createEngine(o: EngineOptions): Promise<Engine> {
       weights: o.weights,
       optimizer: o.optimizer,
       checkpointActivations: o.checkpointActivations,
+      launch: o.launch,
     });
   return TfjsEngine.create({ backend: o.backend, spec: o.spec, weights: o.weights, optimizer: o.optimizer });
 }

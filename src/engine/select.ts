@@ -1,5 +1,6 @@
 import { LatheError } from '../errors.js';
 import type { EngineLock } from '../recipe/lock.js';
+import type { Resources } from '../recipe/schema.js';
 import { backendFromEnv, useBackend, type BackendRequest, type EngineBackend } from './tfjs/backend.js';
 import { TORCH_FIX, torchInfo } from './torch/process.js';
 
@@ -82,4 +83,30 @@ export async function resolveEngine(
       `engine auto: torch ${info.torch} on ${device}${device === 'cpu' ? ' (no CUDA device)' : ''}; skipping tfjs (slower than torch here)`,
     );
   return { backend: 'cpu', engine: { kind: 'torch', device, dtype, torch: info.torch } };
+}
+
+/** Ranks in all: GPUs (or CPU processes) per node times nodes. */
+export function worldSize(r: Resources | undefined): number {
+  return r ? r.gpus * r.nodes : 1;
+}
+
+/**
+ * Checks a run's resources against its engine before anything starts: several ranks need the torch
+ * engine, and on one CUDA machine no more GPUs than torch sees.
+ */
+export function checkResources(r: Resources | undefined, engine: EngineLock | undefined): void {
+  if (worldSize(r) <= 1) return;
+  if (!engine)
+    throw new LatheError(
+      `resources: ${r!.gpus} × ${r!.nodes} ranks need the torch engine (--engine torch); the tfjs engine runs in one process`,
+      2,
+    );
+  if (engine.device === 'cuda' && r!.nodes === 1) {
+    const have = torchInfo().info?.devices ?? 0;
+    if (r!.gpus > have)
+      throw new LatheError(
+        `resources.gpus: ${r!.gpus} GPUs asked for, torch ${engine.torch} sees ${have} on this machine`,
+        2,
+      );
+  }
 }

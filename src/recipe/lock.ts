@@ -138,7 +138,13 @@ function lockId(body: Omit<RecipeLock, 'id' | 'baseDir' | 'createdAt'>, baseDir:
   // Identity follows content, not where the files sit on this machine.
   const pin = (b: BaseModelRef | undefined) => b && { kind: b.kind, step: b.step, sha256: b.sha256 };
   // `from` is pinned by hash below; checkpoint retention does not change what trains.
-  const recipe = { ...body.recipe, checkpoints: undefined, ...('from' in body.recipe ? { from: undefined } : {}) };
+  // Nor where it runs: a run saved on N ranks resumes on M.
+  const recipe = {
+    ...body.recipe,
+    checkpoints: undefined,
+    resources: undefined,
+    ...('from' in body.recipe ? { from: undefined } : {}),
+  };
   const portable = {
     ...body,
     recipe,
@@ -188,7 +194,7 @@ export async function lockPipeline(
 ): Promise<PipelineLock> {
   const stages: RecipeLock[] = [];
   for (const [i, st] of pipeline.stages.entries()) {
-    const stage = { ...st, backend: opts.backend } as ResolvedRecipe;
+    const stage = { ...st, backend: opts.backend, resources: st.resources ?? pipeline.resources } as ResolvedRecipe;
     if (i === 0 && pipeline.from !== undefined && stage.stage !== 'pretrain')
       (stage as { from?: string }).from = pipeline.from;
     try {
@@ -208,7 +214,18 @@ export async function lockPipeline(
     stages: stages.map((s) => s.id),
   };
   const id = createHash('sha256')
-    .update(canonicalJson({ ...body, recipe: { ...pipeline, from: undefined }, base: stages[0]!.base?.sha256 }))
+    .update(
+      canonicalJson({
+        ...body,
+        recipe: {
+          ...pipeline,
+          from: undefined,
+          resources: undefined,
+          stages: pipeline.stages.map((st) => ({ ...st, resources: undefined })),
+        },
+        base: stages[0]!.base?.sha256,
+      }),
+    )
     .digest('hex')
     .slice(0, 16);
   return {

@@ -198,8 +198,44 @@ const seedField = z
 const backendField = BackendSchema.default('cpu').describe(
   'tfjs backend: cpu, wasm, webgpu, or auto (best available, said aloud).',
 );
+/** Where a torch run's ranks go: GPUs (or CPU processes) per node, nodes, and how the model spreads. */
+export const ResourcesSchema = z
+  .strictObject({
+    gpus: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('Ranks per node: one per GPU on cuda; processes on cpu (gloo). More than 1 needs the torch engine.'),
+    nodes: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('Machines (Slurm nodes, Kubernetes pods), each running `gpus` ranks.'),
+    parallel: z
+      .enum(['ddp', 'fsdp'])
+      .default('ddp')
+      .describe(
+        'ddp replicates the model on every rank; fsdp (FSDP2) shards parameters, gradients and optimizer state.',
+      ),
+    timeoutSeconds: z
+      .number()
+      .positive()
+      .default(600)
+      .describe('A collective or reply that waits longer fails the run (a hung rank) instead of blocking it.'),
+    restarts: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe('When a rank or the engine process dies, resume from the last checkpoint up to this many times.'),
+  })
+  .describe('Several GPUs or nodes for one run (torch.distributed). Not part of the run identity.');
+
 /** The engine fields: optional, so a recipe that names none keeps its identity (tfjs on `backend`). */
 const engineFields = {
+  resources: ResourcesSchema.optional(),
   engine: z
     .enum(['tfjs', 'torch', 'auto'])
     .optional()
@@ -689,6 +725,7 @@ export type ModelConfig = z.output<typeof ModelSchema>;
 export type PretrainConfig = z.output<typeof PretrainSchema>;
 export type EvalConfig = z.output<typeof EvalSchema>;
 export type CheckpointsConfig = z.output<typeof CheckpointsSchema>;
+export type Resources = z.output<typeof ResourcesSchema>;
 export type Backend = z.output<typeof BackendSchema>;
 export type PostSourceConfig = z.output<typeof PostSourceSchema>;
 export type PostDataConfig = z.output<typeof PostDataSchema>;

@@ -32,6 +32,8 @@ export interface RunInfo {
   live: boolean;
   /** How a browser joins the run's room (a read token), when run rooms are on. */
   roomRef?: RoomRef;
+  /** Ranks of a run over several processes (torch.distributed), and their parallelism. */
+  world?: { ranks: number; parallel: string };
 }
 
 // ---- frontend → kernel -------------------------------------------------------------------------
@@ -244,6 +246,7 @@ const runInfo = object<RunInfo>({
   loss: nullable(number),
   live: boolean,
   roomRef: optional(roomRef),
+  world: optional(object<{ ranks: number; parallel: string }>({ ranks: number, parallel: string })),
 });
 
 // One check per message type: the mapped types make a missing type a compile error.

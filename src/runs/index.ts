@@ -1,3 +1,4 @@
+import type { ResourceRequest } from '../recipe/resources.js';
 import { join } from 'node:path';
 import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
@@ -33,7 +34,10 @@ export async function open(dir: string): Promise<Run> {
 }
 
 /** Continues a run from its last checkpoint, in this process. */
-export async function resume(dir: string, opts: { stopAfter?: number } = {}): Promise<Run> {
+export async function resume(
+  dir: string,
+  opts: { stopAfter?: number; resources?: ResourceRequest } = {},
+): Promise<Run> {
   return localExecutor.resume(dir, opts);
 }
 

@@ -1,5 +1,7 @@
 import { LatheError } from '../errors.js';
+import { checkResources, worldSize } from '../engine/select.js';
 import { isPipelineLock, type AnyLock } from '../recipe/lock.js';
+import { resourcesFor, type ResourceRequest } from '../recipe/resources.js';
 import { executeStage, type Sink } from '../train/execute.js';
 import { executePipeline } from '../train/pipeline.js';
 import type { StopSignal } from '../train/loop.js';
@@ -42,6 +44,19 @@ function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolea
   return run;
 }
 
+/** A run resumed on other resources: the lock records them (its id stays), and an event says so. */
+async function moveRun(rd: RunDir, lock: AnyLock, req: ResourceRequest): Promise<AnyLock> {
+  const was = lock.recipe.resources;
+  const resources = resourcesFor(req, was);
+  checkResources(resources, lock.engine);
+  const moved = { ...lock, recipe: { ...lock.recipe, resources } } as AnyLock;
+  if (isPipelineLock(moved)) moved.stages = moved.stages.map((st) => ({ ...st, recipe: { ...st.recipe, resources } }));
+  await rd.writeLock(moved);
+  const ranks = (r: typeof was) => `${worldSize(r)} rank${worldSize(r) === 1 ? '' : 's'}${r ? ` (${r.parallel})` : ''}`;
+  rd.appendEvent({ type: 'notice', message: `resources: resuming on ${ranks(resources)}; it ran on ${ranks(was)}` });
+  return moved;
+}
+
 /** The executor that trains in this process (the notebook kernel or the CLI). */
 export const localExecutor: Executor = {
   name: 'local',
@@ -51,10 +66,11 @@ export const localExecutor: Executor = {
   },
   async resume(runDir, opts = {}) {
     const rd = RunDir.open(runDir);
-    const lock = readAnyLock(rd);
+    let lock = readAnyLock(rd);
     const summary = await rd.readSummary();
     if (summary?.status === 'completed')
       throw new LatheError(`${runDir}: run already completed ${summary.step} steps; nothing to resume`);
+    if (opts.resources) lock = await moveRun(rd, lock, opts.resources);
     return launch(rd, lock, { ...opts, resume: true });
   },
 };

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import YAML from 'yaml';
 import { parseRecipeText } from '../recipe/parse.js';
-import { engineFromEnv, resolveEngine, type EngineRequest } from '../engine/select.js';
+import { checkResources, engineFromEnv, resolveEngine, type EngineRequest } from '../engine/select.js';
 import type { BackendRequest } from '../engine/tfjs/backend.js';
 import type { Executor } from './run.js';
 import { localExecutor } from './local.js';
@@ -13,6 +13,7 @@ import { lockPipeline, lockRecipe, type AnyLock, type PipelineLock, type RecipeL
 import type {
   DpoRecipe,
   GrpoRecipe,
+  Resources,
   OnlineDpoRecipe,
   PipelineInput,
   PretrainRecipe,
@@ -22,6 +23,7 @@ import type {
   SftRecipe,
 } from '../recipe/schema.js';
 import { checkRecipe, normalizeKeys, resolveAnyRecipe, resolveRecipe } from '../recipe/validate.js';
+import { resourcesFor } from '../recipe/resources.js';
 
 /** How to run a recipe. */
 export interface RunOptions {
@@ -43,10 +45,19 @@ export interface RunOptions {
   stopAfter?: number;
   /** Make the run directory its owner's alone (0700): it holds tokenized data. */
   private?: boolean;
+  /** torch: ranks per node (GPUs, or CPU processes), overriding the recipe's resources.gpus. */
+  gpus?: number;
+  /** torch: nodes, overriding resources.nodes. */
+  nodes?: number;
+  /** torch: ddp or fsdp, overriding resources.parallel. */
+  parallel?: Resources['parallel'];
 }
 
-/** What a lock may override: steps, and the engine, device, dtype and backend. */
-export type LockRequest = Pick<RunOptions, 'backend' | 'steps' | 'engine' | 'device' | 'dtype'>;
+/** What a lock may override: steps, the engine, device, dtype and backend, and the resources. */
+export type LockRequest = Pick<
+  RunOptions,
+  'backend' | 'steps' | 'engine' | 'device' | 'dtype' | 'gpus' | 'nodes' | 'parallel'
+>;
 
 /** The engine request of a run: its options, else the environment, else the recipe. */
 function engineRequest(opts: LockRequest, recipe: EngineRequest): EngineRequest {
@@ -105,7 +116,14 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
       config.train.warmupSteps = Math.min(config.train.warmupSteps, Math.max(0, opts.steps - 1));
     }
     const { backend, engine } = await resolveEngine(engineRequest(opts, config));
-    config = { ...config, backend, ...(engine ? { engine: 'torch', device: engine.device, dtype: engine.dtype } : {}) };
+    const resources = resourcesFor(opts, config.resources);
+    checkResources(resources, engine);
+    config = {
+      ...config,
+      backend,
+      ...(engine ? { engine: 'torch', device: engine.device, dtype: engine.dtype } : {}),
+      ...(resources ? { resources } : {}),
+    };
     return lockRecipe(config, { baseDir: this.baseDir, backend, engine });
   }
 
@@ -215,7 +233,12 @@ export class Pipeline {
         dtype: config.dtype ?? first.dtype,
       }),
     );
-    return lockPipeline({ ...config, backend }, { baseDir: this.baseDir, backend, engine });
+    const resources = resourcesFor(opts, config.resources ?? first.resources);
+    checkResources(resources, engine);
+    return lockPipeline(
+      { ...config, backend, ...(resources ? { resources } : {}) },
+      { baseDir: this.baseDir, backend, engine },
+    );
   }
 
   /** Starts the pipeline and returns the live Run at once (metrics carry a global step, the stage and stage_step). */

@@ -1,3 +1,4 @@
+import type { ResourceRequest } from '../recipe/resources.js';
 import { basename } from 'node:path';
 import { LatheError } from '../errors.js';
 import type { AnyLock } from '../recipe/lock.js';
@@ -13,6 +14,8 @@ export interface StartOptions {
   onNotice?: (message: string) => void;
   /** Make the run directory its owner's alone (0700): it holds tokenized data. */
   private?: boolean;
+  /** Resume: run on other resources than the lock's (a run saved on N ranks resumes on M). */
+  resources?: ResourceRequest;
 }
 
 /** Where a run executes: in this process, or on a worker. Small on purpose (tslab's executor style). */

@@ -61,7 +61,14 @@ export interface RunSummary {
 }
 
 /** Metric keys that measure time, not the computation, so reproduce ignores them. */
-export const TIMING_KEYS = new Set(['tokens_per_s', 'elapsed_s', 'gflops', 'step_ms']);
+export const TIMING_KEYS = new Set([
+  'tokens_per_s',
+  'elapsed_s',
+  'gflops',
+  'step_ms',
+  'rank_tokens_per_s',
+  'slowest_rank',
+]);
 
 /** The on-disk run directory (DESIGN contract): lock, metrics, events, checkpoints, summary. */
 export class RunDir {
@@ -133,6 +140,11 @@ export class RunDir {
     } catch (e) {
       throw new LatheError(`${this.lockPath}: cannot read the lock (${(e as Error).message})`);
     }
+  }
+
+  /** Rewrites the lock (a resume on other resources: they are not part of its identity). */
+  async writeLock(lock: AnyLock): Promise<void> {
+    await writeFileAtomic(this.lockPath, JSON.stringify(lock, null, 2) + '\n');
   }
 
   appendMetric(m: Metric): void {

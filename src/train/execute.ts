@@ -3,7 +3,9 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { trainPostTokenizer } from '../data/post.js';
 import { prepareData, type PreparedData } from '../data/prepare.js';
-import type { Engine, OptimizerState } from '../engine/engine.js';
+import { EngineLost, type Engine, type OptimizerState } from '../engine/engine.js';
+import { worldSize } from '../engine/select.js';
+import { pickLauncher, type TorchLaunch } from '../engine/torch/launch.js';
 import { createEngine, engineLabel, type EngineOptions } from '../engine/index.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
@@ -47,7 +49,11 @@ export interface Sink {
   truncate?(step: number): Promise<void>;
 }
 
-/** Runs one stage in this process, writing its run directory as it goes. */
+/**
+ * Runs one stage in this process, writing its run directory as it goes. When the engine is lost
+ * (a rank killed, a hung rank timed out) and `resources.restarts` allows, the stage resumes from
+ * its last checkpoint in place, with a new engine.
+ */
 export async function executeStage(
   rd: RunDir,
   lock: RecipeLock,
@@ -56,15 +62,75 @@ export async function executeStage(
   stop: StopSignal,
   opts: ExecuteOptions,
 ): Promise<RunSummary> {
-  const { emit, event } = sink;
   const t0 = performance.now();
+  let restarts = lock.recipe.resources?.restarts ?? 0;
+  let resume = opts.resume;
+  for (;;) {
+    try {
+      return await executeOnce(rd, lock, runId, sink, stop, { ...opts, resume }, t0);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      if (e instanceof EngineLost && restarts > 0 && !stop.reason && (await rd.checkpointSteps()).length) {
+        restarts--;
+        sink.event({
+          type: 'notice',
+          message: `${message}; restarting from the last checkpoint (resources.restarts: ${restarts} left)`,
+        });
+        resume = true;
+        continue;
+      }
+      sink.event({ type: 'failed', message });
+      const metrics = await rd.readMetrics();
+      await rd.writeSummary({
+        id: runId,
+        lockId: lock.id,
+        stage: lock.recipe.stage,
+        status: 'failed',
+        step: metrics.at(-1)?.step ?? 0,
+        steps: lock.recipe.train.steps,
+        tokens: Number(metrics.at(-1)?.tokens ?? 0),
+        seconds: 0,
+        backend: lock.backend,
+        lathe: lock.lathe,
+        error: message,
+      });
+      throw e;
+    }
+  }
+}
+
+/** The torch launch of a run over several ranks (undefined for one process). */
+function launchOf(lock: RecipeLock): TorchLaunch | undefined {
+  const res = lock.recipe.resources;
+  if (!lock.engine || worldSize(res) <= 1) return undefined;
+  return {
+    perNode: res!.gpus,
+    nodes: res!.nodes,
+    parallel: res!.parallel,
+    launcher: pickLauncher(res!.nodes),
+    timeoutMs: res!.timeoutSeconds * 1000,
+  };
+}
+
+async function executeOnce(
+  rd: RunDir,
+  lock: RecipeLock,
+  runId: string,
+  sink: Sink,
+  stop: StopSignal,
+  opts: ExecuteOptions,
+  t0: number,
+): Promise<RunSummary> {
+  const { emit, event } = sink;
   let engine: Engine | undefined;
   try {
     const r = lock.recipe;
     const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
+    const launch = launchOf(lock);
     engine = await (opts.createEngine ?? createEngine)({
       backend: lock.backend,
       engine: lock.engine,
+      launch,
       checkpointActivations: r.train.checkpointActivations,
       spec: start.spec,
       weights: start.weights,
@@ -77,6 +143,12 @@ export async function executeStage(
         state: start.optimizer,
       },
     });
+    if (launch && engine.ranks) {
+      event({
+        type: 'notice',
+        message: `torch.distributed: ${engine.ranks.length} ranks (${launch.parallel}, ${launch.nodes} node${launch.nodes > 1 ? 's' : ''} × ${launch.perNode}): ${engine.ranks.map((x) => `rank ${x.rank} pid ${x.pid} on ${x.host}`).join(', ')}`,
+      });
+    }
     const ctx: StageContext = {
       lock,
       rd,
@@ -118,24 +190,6 @@ export async function executeStage(
     if (gates) summary.gates = gates;
     await rd.writeSummary(summary);
     return summary;
-  } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    event({ type: 'failed', message });
-    const metrics = await rd.readMetrics();
-    await rd.writeSummary({
-      id: runId,
-      lockId: lock.id,
-      stage: lock.recipe.stage,
-      status: 'failed',
-      step: metrics.at(-1)?.step ?? 0,
-      steps: lock.recipe.train.steps,
-      tokens: Number(metrics.at(-1)?.tokens ?? 0),
-      seconds: 0,
-      backend: lock.backend,
-      lathe: lock.lathe,
-      error: message,
-    });
-    throw e;
   } finally {
     await engine?.dispose();
   }

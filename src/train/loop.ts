@@ -9,7 +9,11 @@ import { pruneCheckpoints, saveCheckpoint, type CheckpointState } from '../runs/
 import type { Metric, RunDir, RunEvent, RunStatus } from '../runs/rundir.js';
 import type { SamplerState } from '../data/batches.js';
 import type { Tokenizer } from '../tokenizer/index.js';
+import { RankMonitor } from './ranks.js';
 import { learningRate } from './schedule.js';
+
+// Optimizer steps' per-rank work, until the step loop reads it into the step's metric line.
+const rankWork = new WeakMap<Engine, RankMonitor>();
 
 // The one step loop under every stage (pretrain, SFT, DPO, online DPO, GRPO): it runs a stage's
 // step body, writes metrics (always with step and stage), evaluates and checkpoints on schedule, and
@@ -97,6 +101,11 @@ export interface StageHooks {
  */
 export async function optimize(ctx: Pick<StageContext, 'engine' | 'event'>, step: number, lr: number): Promise<number> {
   const r = await ctx.engine.optimStep(lr);
+  if (r.ranks) {
+    let mon = rankWork.get(ctx.engine);
+    if (!mon) rankWork.set(ctx.engine, (mon = new RankMonitor()));
+    mon.record(r.ranks);
+  }
   if (r.skipped) {
     ctx.event({
       type: 'skipped',
@@ -191,6 +200,11 @@ export async function stepLoop(
         step_ms: Math.round(dt * 1000),
       };
       if (hooks.flopsPerToken) m.gflops = (hooks.flopsPerToken * out.tokens) / dt / 1e9;
+      const ranks = rankWork.get(engine)?.take(step);
+      if (ranks) {
+        Object.assign(m, ranks.metrics);
+        if (ranks.straggler) ctx.event({ type: 'notice', step, message: ranks.straggler });
+      }
       const loss = typeof m.loss === 'number' ? m.loss : undefined;
       lastLoss = loss;
       if (loss !== undefined && !Number.isFinite(loss)) {

@@ -11,9 +11,11 @@ import type {
   OptimizerConfig,
   OptimizerState,
   OptimResult,
+  RankWork,
 } from '../engine.js';
 import { HelloSchema, ReportSchema, TORCH_PROTOCOL_VERSION, type WireTensor } from './protocol.js';
-import { TORCH_FIX, torchInfo, TorchProcess } from './process.js';
+import type { TorchLaunch } from './launch.js';
+import { TORCH_FIX, torchInfo, TorchProcess, type RankInfo } from './process.js';
 
 /** Where the torch engine runs and at what precision. */
 export type TorchDevice = 'cpu' | 'cuda';
@@ -34,6 +36,8 @@ export interface TorchEngineOptions {
   compile?: boolean;
   /** CPU threads of the engine process (default: torch's, one per core). */
   threads?: number;
+  /** Several ranks (DDP or FSDP over torch.distributed); absent: one process. */
+  launch?: TorchLaunch;
 }
 
 const weightTensors = (w: Weights, prefix: string): Record<string, WireTensor> =>
@@ -104,7 +108,14 @@ export class TorchEngine implements Engine {
         `device cuda: torch ${probe.info.torch} here has no CUDA (a CPU build, or no GPU visible); use --device cpu, or install a CUDA build of torch (${TORCH_FIX})`,
         2,
       );
-    const proc = new TorchProcess({ threads: o.threads });
+    if (o.launch && o.device === 'cuda' && o.launch.launcher === 'local' && o.launch.perNode > probe.info.devices)
+      throw new LatheError(
+        `resources.gpus: ${o.launch.perNode} GPUs asked for, torch ${probe.info.torch} sees ${probe.info.devices} here`,
+        2,
+      );
+    const proc = o.launch
+      ? await TorchProcess.launch(o.launch, { device: o.device, threads: o.threads })
+      : TorchProcess.spawn({ threads: o.threads });
     try {
       const hello = HelloSchema.parse((await proc.request('hello')).result);
       if (hello.version !== TORCH_PROTOCOL_VERSION)
@@ -151,6 +162,11 @@ export class TorchEngine implements Engine {
     return this.proc.pid;
   }
 
+  /** The ranks: their pids and hosts (one entry for a single process). */
+  get ranks(): readonly RankInfo[] {
+    return this.proc.ranks;
+  }
+
   private async report(op: 'forward_backward' | 'forward', batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     const wire = lossWire(loss);
     const r = await this.proc.request(
@@ -176,10 +192,11 @@ export class TorchEngine implements Engine {
       gradNormText: string;
       skipped: boolean;
       optimizerSteps: number;
+      ranks?: RankWork[];
     };
     this.steps = r.optimizerSteps;
     const gradNorm = r.gradNorm ?? (r.gradNormText === 'nan' ? NaN : Number(r.gradNormText.replace('inf', 'Infinity')));
-    return { gradNorm, skipped: r.skipped };
+    return r.ranks ? { gradNorm, skipped: r.skipped, ranks: r.ranks } : { gradNorm, skipped: r.skipped };
   }
 
   async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {

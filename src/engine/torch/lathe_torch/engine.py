@@ -6,29 +6,36 @@ import os
 import time
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 
+from . import parallel
 from .losses import LOSSES, sequence_logprobs, token_logprobs
+from .errors import EngineError
 from .model import LanguageModel, RowCache
-
-
-class EngineError(Exception):
-    """A request the engine cannot serve (the TS side turns it into a LatheError)."""
+from .weights import load_weights
 
 
 class Engine:
     def __init__(self, spec, weights, device='cpu', dtype='fp32', optimizer=None, state=None,
-                 checkpoint_activations=False, compile=False):
-        if device == 'cuda' and not torch.cuda.is_available():
+                 checkpoint_activations=False, compile=False, world=None):
+        if device.startswith('cuda') and not torch.cuda.is_available():
             raise EngineError('device cuda: torch.cuda.is_available() is false (a CPU build of torch, or no GPU)')
-        self.device = torch.device(device)
+        # On several ranks: parallel.World; the model is replicated (DDP) or sharded (FSDP2), and
+        # only rank 0 holds `weights` and `state` (the others receive them through torch.distributed).
+        self.world = world
+        self.device = world.device(torch.device(device).type) if world else torch.device(device)
         self.bf16 = dtype == 'bf16'
         if self.bf16 and self.device.type == 'cpu' and not torch.backends.mkldnn.is_available():
             raise EngineError('dtype bf16: this CPU build of torch has no oneDNN (mkldnn) for bf16 matmuls')
         self.spec = spec
         self.model = LanguageModel(spec).to(self.device)
-        self.load_weights(self.model, weights)
         self.model.checkpoint_activations = bool(checkpoint_activations)
+        if world is None:
+            load_weights(self.model, weights)
+            self.step_fn = self.model
+        else:
+            self.step_fn = parallel.wrap(self.model, spec, world, weights)
         self.names = {p: n for n, p in self.model.named_parameters()}
         self.params = [p for p in self.model.parameters()]
         self.reference = None
@@ -38,10 +45,10 @@ class Engine:
         self.micro = 0
         self.steps = 0
         self.compile_seconds = 0.0
-        self.step_fn = self.model
+        self.stats = {'tokens': 0, 'seconds': 0.0}
         if compile:
             t0 = time.perf_counter()
-            self.step_fn = torch.compile(self.model)
+            self.step_fn = torch.compile(self.step_fn)
             self.compile_seconds = time.perf_counter() - t0
         self.opt = None
         if optimizer is not None:
@@ -58,19 +65,10 @@ class Engine:
 
     # ---- weights ----
 
-    def load_weights(self, model, weights):
-        own = dict(model.named_parameters())
-        missing = [n for n in own if n not in weights]
-        if missing:
-            raise EngineError(f'weights lack {missing[0]}' + (f' and {len(missing) - 1} more' if len(missing) > 1 else ''))
-        with torch.no_grad():
-            for n, p in own.items():
-                w = weights[n]
-                if tuple(w.shape) != tuple(p.shape):
-                    raise EngineError(f'{n}: shape {list(w.shape)} does not match the model\'s {list(p.shape)}')
-                p.copy_(w.to(p.device))
-
     def weights(self):
+        """The full weights (on several ranks: gathered on rank 0; the others get {})."""
+        if self.world is not None:
+            return parallel.full_weights(self.model, self.world)
         return {n: p.detach().float().cpu().contiguous() for n, p in self.model.named_parameters()}
 
     def init_optimizer_state(self, state):
@@ -80,8 +78,11 @@ class Engine:
         self.steps = int(state['step']) if state else 0
         for p in self.params:
             name = self.names[p]
-            m = state['m'][name].to(self.device) if state else torch.zeros_like(p)
-            v = state['v'][name].to(self.device) if state else torch.zeros_like(p)
+            if self.world is not None:
+                    m, v = parallel.moments(p, name, state, self.world)
+            else:
+                m = state['m'][name].to(self.device) if state else torch.zeros_like(p)
+                v = state['v'][name].to(self.device) if state else torch.zeros_like(p)
             if tuple(m.shape) != tuple(p.shape) or tuple(v.shape) != tuple(p.shape):
                 raise EngineError(f'optimizer state of {name}: shape {list(m.shape)} does not match {list(p.shape)}')
             self.opt.state[p] = {
@@ -94,15 +95,21 @@ class Engine:
         if self.opt is None:
             return None
         m, v = {}, {}
+        full = (lambda t: t.float().cpu().contiguous())
+        if self.world is not None:
+            full = (lambda t: parallel.full_tensor(t, self.world))
         for p in self.params:
             st = self.opt.state[p]
-            m[self.names[p]] = st['exp_avg'].float().cpu().contiguous()
-            v[self.names[p]] = st['exp_avg_sq'].float().cpu().contiguous()
+            m[self.names[p]] = full(st['exp_avg'])
+            v[self.names[p]] = full(st['exp_avg_sq'])
         return m, v, self.steps
 
     def save(self, folder):
-        save_file(self.weights(), os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+        w = self.weights()
         st = self.optimizer_state()
+        if self.world is not None and not self.world.leader:
+            return
+        save_file(w, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
         if st is not None:
             m, v, _ = st
             both = {f'm.{k}': t for k, t in m.items()}
@@ -110,9 +117,12 @@ class Engine:
             save_file(both, os.path.join(folder, 'optimizer.safetensors'))
 
     def set_reference(self, weights):
-        ref = copy.deepcopy(self.model) if weights is None else LanguageModel(self.spec).to(self.device)
-        if weights is not None:
-            self.load_weights(ref, weights)
+        if self.world is not None:
+            ref = parallel.reference(self.model, self.spec, self.world, weights)
+        else:
+            ref = copy.deepcopy(self.model) if weights is None else LanguageModel(self.spec).to(self.device)
+            if weights is not None:
+                load_weights(ref, weights)
         for p in ref.parameters():
             p.requires_grad_(False)
         self.reference = ref
@@ -150,11 +160,19 @@ class Engine:
         if fn is None:
             raise EngineError(f'unknown loss {spec["name"]!r}')
         self.model.train()
+        self.trace(b)
+        t0 = time.perf_counter()
         with self.autocast():
             total, report = fn(self.step_fn, self.to_device(b), self.loss_spec(spec))
         total.backward()
         self.micro += 1
-        return self.read(report)
+        out = self.read(report)
+        if self.world is not None:  # per-rank throughput, read after the work is done
+            if self.device.type == 'cuda':
+                torch.cuda.synchronize(self.device)
+            self.stats['tokens'] += b['batch'] * b['seq']
+            self.stats['seconds'] += time.perf_counter() - t0
+        return out
 
     def forward(self, b, spec):
         fn = LOSSES.get(spec['name'])
@@ -162,8 +180,28 @@ class Engine:
             raise EngineError(f'unknown loss {spec["name"]!r}')
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            _, report = fn(self.model, self.to_device(b), self.loss_spec(spec))
+            _, report = fn(self.eval_model(), self.to_device(b), self.loss_spec(spec))
         return self.read(report)
+
+    def trace(self, b):
+        """With LATHE_TRACE_ROWS=<dir>: every trained row's tokens (its inputs, then its last target), one
+        line per row in <dir>/rank<R>.txt after the call number; shows which rank read which sequence."""
+        folder = os.environ.get('LATHE_TRACE_ROWS')
+        if not folder:
+            return
+        self.calls = getattr(self, 'calls', 0) + 1
+        rank = self.world.rank if self.world else 0
+        inputs = b['inputs'].view(b['batch'], b['seq'])
+        targets = b['targets'].view(b['batch'], b['seq'])
+        with open(os.path.join(folder, f'rank{rank}.txt'), 'a') as f:
+            for row in range(b['batch']):
+                toks = inputs[row].tolist() + [int(targets[row, -1])]
+                f.write(f'{self.calls} {" ".join(map(str, toks))}\n')
+
+    def eval_model(self, reference=False):
+        """The model for passes without gradients: the module itself (DDP needs no hooks there; an
+        FSDP model is the sharded module, which every rank runs)."""
+        return self.reference if reference else self.model
 
     def optim_step(self, lr):
         if self.opt is None:
@@ -174,7 +212,10 @@ class Engine:
         if self.micro > 1:
             torch._foreach_mul_(grads, 1.0 / self.micro)
         self.micro = 0
-        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        if self.world is not None and self.world.parallel == 'fsdp':
+            norm = parallel.grad_norm(grads)
+        else:  # one process, or DDP: the gradients are whole and the same on every rank
+            norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         skipped = not (norm == norm and norm not in (float('inf'), float('-inf')))
         if not skipped:
             if self.clip > 0 and norm > self.clip:
@@ -190,10 +231,16 @@ class Engine:
         self.opt.zero_grad(set_to_none=True)
         return norm, skipped
 
+    def rank_stats(self):
+        """Every rank's tokens and compute seconds since the last call (all ranks call it)."""
+        mine = {'rank': self.world.rank, 'host': self.world.host, **self.stats}
+        self.stats = {'tokens': 0, 'seconds': 0.0}
+        return self.world.all_gather(mine)
+
     # ---- inference ----
 
     def logprobs(self, b, reference=False, total=False):
-        model = self.reference if reference else self.model
+        model = self.eval_model(reference)
         if model is None:
             raise EngineError('no reference model: call setReference first')
         model.eval()

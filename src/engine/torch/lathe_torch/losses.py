@@ -1,5 +1,10 @@
 """The named losses, as the tfjs engine computes them (src/engine/tfjs/losses.ts): each returns what
-is minimised and the values it reports, named as they appear in metrics."""
+is minimised and the values it reports, named as they appear in metrics.
+
+On one rank of several (spec['shard'], see parallel.py) a loss divides by the whole batch's
+denominators instead of its own rows', so the reported values are this rank's shares of the
+one-process values, and what it minimises is scaled by the world size: DDP and FSDP average the
+ranks' gradients, which then equal the one-process gradient."""
 import torch
 import torch.nn.functional as F
 
@@ -12,22 +17,31 @@ def token_logprobs(logits, targets):
     return torch.where(ok, lp, torch.zeros_like(lp))
 
 
+def _mean(x, w, shard, norm):
+    """The weighted mean of x, or on a rank this rank's share of the whole batch's."""
+    if shard is not None:
+        return ((x * w).sum() if w is not None else x.sum()) / shard['norms'][norm]
+    return (x * w).sum() / w.sum().clamp(min=1) if w is not None else x.mean()
+
+
 def cross_entropy(model, b, spec):
     logits, routers = model(b['inputs'])
     nll = -token_logprobs(logits, b['targets'])
     w = b.get('weights')
-    ce = (nll * w).sum() / w.sum().clamp(min=1) if w is not None else nll.mean()
-    total = ce
+    shard = spec.get('shard')
+    ce = _mean(nll, w, shard, 'tokens')
+    total = ce * shard['size'] if shard else ce
     report = {'loss': ce}
     if routers:
+        # Router statistics are per rank (like per micro-batch): each rank's own means.
         balance = torch.stack([r[0] for r in routers]).mean()
         z = torch.stack([r[1] for r in routers]).mean()
         util = torch.stack([r[2] for r in routers]).mean(0)
-        total = ce + balance * model.s['auxLossCoef'] + z * model.s['zLossCoef']
+        total = total + balance * model.s['auxLossCoef'] + z * model.s['zLossCoef']
         report.update({'aux_loss': balance, 'z_loss': z, 'expert_util': util})
     if spec.get('accuracy'):
         hit = (logits.argmax(-1) == b['targets']).float()
-        report['accuracy'] = (hit * w).sum() / w.sum().clamp(min=1) if w is not None else hit.mean()
+        report['accuracy'] = _mean(hit, w, shard, 'tokens')
     return total, report
 
 
@@ -49,16 +63,18 @@ def dpo(model, b, spec):
     eps = spec['labelSmoothing']
     if eps > 0:
         losses = losses * (1 - eps) + F.softplus(logits) * eps
-    loss = losses.mean()
+    shard = spec.get('shard')
+    mean = (lambda x: x.sum() / shard['norms']['pairs']) if shard else (lambda x: x.mean())
+    loss = mean(losses)
     beta = spec['beta']
-    return loss, {
+    return loss * shard['size'] if shard else loss, {
         'loss': loss,
-        'rewards/chosen': (chosen * beta).mean(),
-        'rewards/rejected': (rejected * beta).mean(),
-        'rewards/margins': logits.mean(),
-        'rewards/accuracies': (logits > 0).float().mean(),
-        'logps/chosen': policy[:n].mean(),
-        'logps/rejected': policy[n:].mean(),
+        'rewards/chosen': mean(chosen * beta),
+        'rewards/rejected': mean(rejected * beta),
+        'rewards/margins': mean(logits),
+        'rewards/accuracies': mean((logits > 0).float()),
+        'logps/chosen': mean(policy[:n]),
+        'logps/rejected': mean(policy[n:]),
     }
 
 
@@ -80,10 +96,13 @@ def policy_gradient(model, b, spec):
         if spec['beta'] > 0:
             per_token = per_token + kl * spec['beta']
     per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
-    loss = (per_seq * valid.view(-1)).sum() / valid.sum().clamp(min=1)
-    n_tok = mask.sum().clamp(min=1)
+    shard = spec.get('shard')
+    n_valid = shard['norms']['valid'] if shard else valid.sum().clamp(min=1)
+    n_tok = shard['norms']['tokens'] if shard else mask.sum().clamp(min=1)
+    loss = (per_seq * valid.view(-1)).sum() / n_valid
     clipped = ((mask > 0) & (s1 != torch.minimum(s1, s2))).float()
-    return loss, {'loss': loss, 'kl': (kl * mask).sum() / n_tok, 'clip_ratio': clipped.sum() / n_tok}
+    report = {'loss': loss, 'kl': (kl * mask).sum() / n_tok, 'clip_ratio': clipped.sum() / n_tok}
+    return loss * shard['size'] if shard else loss, report
 
 
 LOSSES = {'cross_entropy': cross_entropy, 'dpo': dpo, 'policy_gradient': policy_gradient}
