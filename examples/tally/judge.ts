@@ -6,7 +6,7 @@
  * the reference answer (a reference-guided rubric, as the mini Tally prompt rows carry `answer`).
  *
  *   judgeCases(n, seed)       the cases, half of them right
- *   judgeChats(cases)         SFT rows: the grader's rubric as the user turn, the verdict as the answer
+ *   judgeTexts(cases)         pre-training rows: the grader's rubric filled in, then the verdict
  *   JUDGE_GRADER              the grader file (src/recipe/grader-schema.ts) that asks a judge run the same
  */
 import { createRng, type Rng } from './generator.js';
@@ -27,8 +27,14 @@ export interface JudgeCase {
   /** The interpreter's verdict: 1 when prompt + completion prints `expected`. */
   verdict: 0 | 1;
   /** How the answer was made. */
-  kind: 'right' | 'undefined' | 'earlier' | 'syntax';
+  kind: 'right' | JudgeWrongKind;
 }
+
+/**
+ * Wrong answers: a variable the program never defines, an earlier variable (both need the judge to
+ * compare names), broken syntax, a number literal, or a keyword (visible in the answer's form).
+ */
+export type JudgeWrongKind = 'undefined' | 'earlier' | 'syntax' | 'number' | 'keyword';
 
 /** A 2-4 line program: each line defines a variable from the previous one; the answer is the last. */
 function program(rng: Rng): { lines: string[]; names: string[] } {
@@ -51,11 +57,14 @@ export function verdictOf(prompt: string, completion: string, expected: string):
   return r.ok && r.output === expected ? 1 : 0;
 }
 
-/** The kinds of wrong answers by default: undefined variables, earlier variables and broken syntax. */
-export const WRONG_KINDS: readonly JudgeCase['kind'][] = ['undefined', 'earlier', 'syntax'];
+/** The kinds of wrong answers by default: those visible in the answer's form. */
+export const FORM_ERRORS: readonly JudgeWrongKind[] = ['syntax', 'number', 'keyword'];
+
+/** Wrong answers that name the wrong variable. */
+export const NAME_ERRORS: readonly JudgeWrongKind[] = ['undefined', 'earlier'];
 
 /** n graded answers, half right, the others of the given wrong kinds; the same seed gives the same cases. */
-export function judgeCases(n: number, seed: number, wrong: readonly JudgeCase['kind'][] = WRONG_KINDS): JudgeCase[] {
+export function judgeCases(n: number, seed: number, wrong: readonly JudgeWrongKind[] = FORM_ERRORS): JudgeCase[] {
   const rng = createRng(seed);
   const out: JudgeCase[] = [];
   while (out.length < n) {
@@ -70,7 +79,9 @@ export function judgeCases(n: number, seed: number, wrong: readonly JudgeCase['k
       kind = rng.pick(wrong);
       if (kind === 'undefined') completion = ` ${rng.pick(NAMES.filter((x) => !names.includes(x)))}`;
       else if (kind === 'earlier') completion = ` ${rng.pick(names.slice(0, -1))}`;
-      else if (kind === 'syntax') completion = rng.next() < 0.5 ? ` ${answer} *` : ` (${answer}`;
+      else if (kind === 'syntax') completion = rng.pick([` ${answer} *`, ` (${answer}`, ` ${answer})`, ` ${answer} +`]);
+      else if (kind === 'number') completion = ` ${rng.int(1, 99)}`;
+      else completion = rng.pick([' let', ' emit', ` let ${answer}`]);
     }
     out.push({
       prompt,
@@ -84,25 +95,23 @@ export function judgeCases(n: number, seed: number, wrong: readonly JudgeCase['k
   return out;
 }
 
-/** The judge's rubric (the grader file's `rubric`): the program as answered, then the reference answer. */
-export const JUDGE_RUBRIC = '{prompt}{completion}\nreference: emit {answer}\nGrade 1 or 0';
+/**
+ * The judge's rubric (the grader file's `rubric`, plain text after bos): the program as answered, then
+ * the reference answer; the judge continues with " 1" or " 0".
+ */
+export const JUDGE_RUBRIC = '{prompt}{completion} ? {answer}:';
 
-/** SFT rows that teach a judge the verdicts: the rubric as the user turn, "1" or "0" as the answer. */
-export function judgeChats(cases: readonly JudgeCase[]): { messages: { role: string; content: string }[] }[] {
-  return cases.map((c) => ({
-    messages: [
-      {
-        role: 'user',
-        content: JUDGE_RUBRIC.replace('{prompt}', c.prompt)
-          .replace('{completion}', c.completion)
-          .replace('{answer}', c.answer),
-      },
-      { role: 'assistant', content: String(c.verdict) },
-    ],
-  }));
+/** The rubric filled in for a case. */
+export function judgeQuestion(c: JudgeCase): string {
+  return JUDGE_RUBRIC.replace('{prompt}', c.prompt).replace('{completion}', c.completion).replace('{answer}', c.answer);
+}
+
+/** Pre-training rows that teach a judge the verdicts: the filled rubric followed by " 1" or " 0". */
+export function judgeTexts(cases: readonly JudgeCase[]): { text: string }[] {
+  return cases.map((c) => ({ text: `${judgeQuestion(c)} ${c.verdict}` }));
 }
 
 /** The grader file for a judge run at `judge` (relative to the grader file). */
 export function judgeGrader(judge: string): Record<string, unknown> {
-  return { kind: 'model', judge, rubric: JUDGE_RUBRIC, maxTokens: 3, score: { min: 0, max: 1 } };
+  return { kind: 'model', judge, rubric: JUDGE_RUBRIC, chat: false, maxTokens: 2, score: { min: 0, max: 1 } };
 }
