@@ -1,7 +1,8 @@
 // Model graders for real: a judge trained here to grade Tally answers, measured against the interpreter
 // on held-out cases, then the same grader file used as an eval suite's scorer, a release gate, the GRPO
 // reward and the online DPO judge; a grader whose judge never answers in range is counted, not crashed on.
-import { writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -15,8 +16,9 @@ import {
 import { ModelGrader } from '../src/eval/grader.js';
 import { evaluateRun } from '../src/eval/standalone.js';
 import { sha256File } from '../src/hash.js';
+import type { SynthLock } from '../src/train/synth.js';
 import { grpo, onlineDpo, pretrain } from '../src/runs/recipe.js';
-import { scratch } from './helpers.js';
+import { lathe, scratch } from './helpers.js';
 import { miniBase, TALLY_REWARD } from './post-helpers.js';
 
 const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
@@ -196,4 +198,94 @@ describe('a model grader with a Tally judge', () => {
     expect(ms.map((m) => m.step)).toEqual([1, 2]);
     for (const m of ms) expect(m.reward_errors as number).toBeLessThanOrEqual(8);
   });
+
+  it('lathe data synth: teacher answers filtered by the grader, repeats and near-duplicates dropped, a lock, the same bytes for the same seed', async () => {
+    // Five prompts, each asked twice: the second asks repeat the first at temperature 0.
+    const five = (await readFile(prompts, 'utf8')).split('\n').slice(0, 5).join('\n') + '\n';
+    await writeFile(join(dir, 'five.jsonl'), five);
+    const synth = (out: string, more: string[] = []) => {
+      const r = lathe(
+        [
+          'data',
+          'synth',
+          '--teacher',
+          base,
+          '--prompts',
+          'five.jsonl',
+          '--n',
+          '10',
+          '--out',
+          out,
+          '--max-tokens',
+          '6',
+          ...more,
+        ],
+        { cwd: dir },
+      );
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      return JSON.parse(readFileSync(join(dir, `${out}.lock.json`), 'utf8')) as SynthLock;
+    };
+    const greedy = synth('greedy.jsonl', ['--temperature', '0']);
+    expect(greedy.counts).toMatchObject({ generated: 10, exactRepeats: 5 - greedy.counts.empty });
+    expect(greedy.teacher).toMatchObject({ kind: 'run', path: base });
+    expect(greedy.prompts.sha256).toBe((await sha256File(join(dir, 'five.jsonl'))).sha256);
+
+    // Graded: every kept answer scores at least --min when graded again; the counts add up.
+    const graded = synth('graded.jsonl', ['--grader', 'grader.json', '--min', '1', '--seed', '3']);
+    const c = graded.counts;
+    expect(c.kept + c.belowMin + c.ungraded + c.exactRepeats + c.nearDuplicates + c.empty).toBe(10);
+    expect(graded.grader).toMatchObject({ path: grader, min: 1, judge: { path: judgeRun } });
+    const rows = readFileSync(join(dir, 'graded.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { messages: { content: string }[]; source: string });
+    expect(rows.length).toBe(c.kept);
+    const byPrompt = new Map(
+      five
+        .trim()
+        .split('\n')
+        .map((l) => [JSON.parse(l).prompt as string, JSON.parse(l) as Record<string, unknown>]),
+    );
+    const g = await ModelGrader.open(grader);
+    const again = await g.grade(
+      rows.map((r) => ({ completion: r.messages[1]!.content, row: byPrompt.get(r.messages[0]!.content)! })),
+    );
+    await g.close();
+    expect(again.every((x) => !('error' in x) && x.score >= 1)).toBe(true);
+    if (process.env.LATHE_MEASURE) console.log('synth', { greedy: greedy.counts, graded: c });
+
+    // The same seed gives the same bytes; another seed other answers.
+    const sampled = synth('a.jsonl', ['--seed', '7']);
+    synth('b.jsonl', ['--seed', '7']);
+    synth('c.jsonl', ['--seed', '8']);
+    const bytes = (f: string) => readFileSync(join(dir, f), 'utf8');
+    expect(bytes('b.jsonl')).toBe(bytes('a.jsonl'));
+    expect(bytes('c.jsonl')).not.toBe(bytes('a.jsonl'));
+    expect(sampled.out.sha256).toBe((await sha256File(join(dir, 'a.jsonl'))).sha256);
+
+    // With a.jsonl as training data, the same run keeps nothing: every answer is a near-duplicate of it.
+    const dedup = synth('d.jsonl', ['--seed', '7', '--dedupe-against', 'a.jsonl']);
+    expect(dedup.counts).toMatchObject({ kept: 0, nearDuplicates: sampled.counts.kept });
+    expect(dedup.dedupeAgainst).toEqual([{ path: join(dir, 'a.jsonl'), sha256: sampled.out.sha256 }]);
+
+    // lathe data inspect shows the synthetic source as such.
+    await writeFile(
+      join(dir, 'student.json'),
+      JSON.stringify({ stage: 'sft', from: base, data: { sources: [{ path: 'a.jsonl' }] } }),
+    );
+    const inspect = lathe(['data', 'inspect', 'student.json'], { cwd: dir });
+    expect(inspect.status).toBe(0);
+    expect(inspect.stdout).toContain(
+      `synthetic source: ${join(dir, 'a.jsonl')} (teacher ${base}; ${sampled.counts.kept} of 10 generated kept)`,
+    );
+
+    await writeFile(join(dir, 'bad.jsonl'), '{"prompt": "let px = 1\\nemit"}\n{"text": "no prompt"}\n');
+    const bad = lathe(
+      ['data', 'synth', '--teacher', base, '--prompts', 'bad.jsonl', '--n', '2', '--out', 'x.jsonl'],
+      { cwd: dir },
+    );
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain(`${join(dir, 'bad.jsonl')}:2: prompt: expected a string field "prompt"`);
+  }, 300_000);
 });
