@@ -281,10 +281,9 @@ describe('a model grader with a Tally judge', () => {
     );
 
     await writeFile(join(dir, 'bad.jsonl'), '{"prompt": "let px = 1\\nemit"}\n{"text": "no prompt"}\n');
-    const bad = lathe(
-      ['data', 'synth', '--teacher', base, '--prompts', 'bad.jsonl', '--n', '2', '--out', 'x.jsonl'],
-      { cwd: dir },
-    );
+    const bad = lathe(['data', 'synth', '--teacher', base, '--prompts', 'bad.jsonl', '--n', '2', '--out', 'x.jsonl'], {
+      cwd: dir,
+    });
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain(`${join(dir, 'bad.jsonl')}:2: prompt: expected a string field "prompt"`);
   }, 300_000);
