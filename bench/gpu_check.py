@@ -97,6 +97,7 @@ def main():
     steps = '2' if a.quick else '5'
 
     # 2. The torch engine against the standalone reference, same device.
+    refs = {}
     for model in ('small-dense', 'small-moe'):
         d = os.path.join(work, model)
         os.makedirs(d)
@@ -110,8 +111,21 @@ def main():
                                 '--threads', str(os.cpu_count() if dev == 'cuda' else 2)], 900)
                 row(f'train-{model}:torch-{dtype}', ours['tokensPerSecond'], ref['tokensPerSecond'], 'tokens/s',
                     f'losses {ours["losses"][0]:.5f} vs {ref["losses"][0]:.5f}')
+                refs[f'{model}:{dtype}'] = ref
             except Exception as e:  # a row that cannot run is reported, the rest goes on
                 row(f'train-{model}:torch-{dtype}', None, None, 'tokens/s', f'failed: {e}')
+
+    # 2b. torch.compile on the small dense model in bf16: tokens/s against eager, compile time apart.
+    d = os.path.join(work, 'small-dense')
+    try:
+        eager = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                          '--dtype', 'bf16', '--warmup', '1', '--steps', steps], 900)
+        comp = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
+                         '--dtype', 'bf16', '--warmup', '2', '--steps', steps, '--compile'], 1200)
+        row('train-small-dense:torch-bf16-compile', comp['tokensPerSecond'], eager['tokensPerSecond'], 'tokens/s',
+            f'torch.compile vs eager; first step {comp["firstStepSeconds"]:.1f} s with the compile vs {eager["firstStepSeconds"]:.2f} s eager')
+    except Exception as e:
+        row('train-small-dense:torch-bf16-compile', None, None, 'tokens/s', f'failed: {e}')
 
     # 3. The ~1B model in bf16: tokens/s and MFU against the measured bf16 ceiling.
     big = 'gpu-1b-quick' if a.quick else 'gpu-1b'
@@ -157,9 +171,13 @@ def main():
     if os.path.exists(os.path.join(HERE, '..', 'node_modules', 'webgpu')):
         try:
             d = os.path.join(work, 'small-dense')
+            # The whole batch at once, as the reference; against PyTorch fp32 on the same GPU (row 2's reference).
             w = run_json([a.node, step, 'train', '--model', 'small-dense', '--backend', 'webgpu', '--dir', d,
-                          '--warmup', '1', '--steps', '2', '--micro', '4'], 900)
-            row('train-small-dense:webgpu', w['tokensPerSecond'], None, 'tokens/s', 'tfjs-webgpu, fp32')
+                          '--warmup', '1', '--steps', steps, '--micro', '16'], 900)
+            ref = refs.get('small-dense:fp32')
+            row('train-small-dense:webgpu', w['tokensPerSecond'], ref and ref['tokensPerSecond'], 'tokens/s',
+                f'tfjs-webgpu fp32 on {w.get("adapter")}, {w.get("dispatchesPerStep")} dispatches a step; '
+                f'losses {w["losses"][0]:.5f}' + (f' vs torch {ref["losses"][0]:.5f}' if ref else ''))
         except Exception as e:
             row('train-small-dense:webgpu', None, None, 'tokens/s', f'failed: {e}')
     else:

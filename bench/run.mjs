@@ -7,7 +7,7 @@
 //
 //   node bench/run.mjs [--cases a,b] [--quick] [--out FILE] [--keep] [--list] [--micro N] [--ref-threads N] [--corpus-mb N]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -75,14 +75,28 @@ const CASES = {
     default: true,
     about: 'serve-throughput on the torch engine (CPU, fp32)',
   },
+  'lora-small-dense': {
+    default: true,
+    about:
+      'LoRA rank 16 (q,k,v,o) vs full fine-tuning of the 6x384 dense model, wasm, same run: step time, optimizer state; QLoRA int8 base memory and loss vs LoRA',
+  },
+  'lora-small-dense:torch': {
+    default: true,
+    about: 'the same on the torch engine (cpu, fp32): LoRA r16 vs full fine-tuning, QLoRA int8 vs LoRA',
+  },
   'train-small-dense:torch-ddp2': {
     default: true,
     about:
-      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the standalone PyTorch reference (2 threads)',
+      'training tokens/s, 6x384 dense, the torch engine on 2 DDP ranks (torchrun, gloo, one thread each) vs the torch engine on 1 rank (2 threads)',
   },
   'train-tiny-dense:cpu': {
     default: false,
     about: 'train-tiny-dense on the tfjs cpu backend (slow: ~5-12 min a step here)',
+  },
+  'train-small-dense:webgpu': {
+    default: false,
+    about:
+      'train-small-dense on the tfjs webgpu backend (Dawn): tokens/s and dispatches per step vs torch; on SwiftShader (no GPU) a correctness-only figure, ~10 min a step here',
   },
   'train-small-dense:cpu': {
     default: false,
@@ -100,6 +114,12 @@ const GOALS = {
   'train-small-dense:torch': 0.95,
   'train-small-moe:torch': 0.95,
   'train-small-dense:torch-bf16': 1.5,
+  // Issue 17: LoRA rank 16 takes <= 0.7x the step time of full fine-tuning (tokens/s ratio >= 1/0.7)
+  // and keeps <= 5% of its optimizer state (memory ratio >= 20).
+  'lora-small-dense': 1 / 0.7,
+  'lora-small-dense:optimizer-state': 20,
+  'lora-small-dense:torch': 1 / 0.7,
+  'lora-small-dense:torch:optimizer-state': 20,
 };
 
 const { values: args } = parseArgs({
@@ -157,6 +177,8 @@ const REPEATS = {
 const MICRO = {
   wasm: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
   cpu: { 'small-dense': 4, 'small-moe': 4, 'tiny-dense': 4 },
+  // A GPU takes the whole batch at once (its memory is not wasm's 4 GB).
+  webgpu: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   // The torch engine trains the whole batch at once, as the reference does.
   torch: { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
   'torch-bf16': { 'small-dense': 16, 'small-moe': 16, 'tiny-dense': 16 },
@@ -183,6 +205,19 @@ const STEP_TIMEOUT_S = 30 * 60;
  */
 const OURS_ENV = { LATHE_WASM_THREADS: process.env.LATHE_WASM_THREADS || '1' };
 const NODE_FLAGS = ['--max-semi-space-size=64'];
+/**
+ * webgpu without a Vulkan driver of the machine's own (no GPU): SwiftShader, the CPU Vulkan driver
+ * inside Debian's chromium (DESIGN, known ground), so the row still runs and checks the same model.
+ */
+function webgpuEnv() {
+  const icds = ['/etc/vulkan/icd.d', '/usr/share/vulkan/icd.d'].some(
+    (d) => existsSync(d) && readdirSync(d).some((f) => f.endsWith('.json')),
+  );
+  const swiftshader = '/usr/lib/chromium/vk_swiftshader_icd.json';
+  if (icds || process.env.VK_ICD_FILENAMES || !existsSync(swiftshader)) return {};
+  return { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: swiftshader };
+}
+const oursEnv = (backend) => (backend === 'webgpu' ? { ...OURS_ENV, ...webgpuEnv() } : OURS_ENV);
 /** tfjs-wasm on its own (XNNPACK, one thread per core, no native kernels): the previous engine. */
 const XNNPACK_ENV = { LATHE_WASM_THREADS: 'cores', LATHE_NATIVE_KERNELS: '0' };
 
@@ -413,18 +448,39 @@ async function trainCase(caseName, model, backend) {
       '--micro',
       String(micro),
     ],
-    OURS_ENV,
+    oursEnv(backend),
   );
-  const ref = new Server(`torch ${model}`, python, [
-    join(here, 'reference_llama.py'),
-    '--serve',
-    '--dir',
-    dir,
-    '--check-micro',
-    String(micro),
-    '--threads',
-    args['ref-threads'],
-  ]);
+  // Several ranks are measured against the same engine on one rank (the scaling the ranks give).
+  const oneRank = backend === 'torch-ddp2';
+  const ref = oneRank
+    ? new Server(
+        `ours ${model} torch 1 rank`,
+        process.execPath,
+        [
+          ...NODE_FLAGS,
+          join(here, 'train_step.mjs'),
+          'train',
+          '--serve',
+          '--model',
+          model,
+          ...engineArgs('torch'),
+          '--dir',
+          dir,
+          '--micro',
+          String(micro),
+        ],
+        OURS_ENV,
+      )
+    : new Server(`torch ${model}`, python, [
+        join(here, 'reference_llama.py'),
+        '--serve',
+        '--dir',
+        dir,
+        '--check-micro',
+        String(micro),
+        '--threads',
+        args['ref-threads'],
+      ]);
   const oursSteps = [];
   const refSteps = [];
   let error;
@@ -496,7 +552,7 @@ async function trainCase(caseName, model, backend) {
         '--micro',
         String(micro),
       ],
-      OURS_ENV,
+      oursEnv(backend),
     );
     try {
       await probe.next();
@@ -519,7 +575,9 @@ async function trainCase(caseName, model, backend) {
     reference: refTps,
     unit: 'tokens/s',
     ratio: oursTps / refTps,
-    note: `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
+    note: oneRank
+      ? `torch engine, 2 DDP ranks (gloo) vs the torch engine on 1 rank, batch 16, torch ${oursInfo?.torch ?? ''}`
+      : `${backend}${oursInfo?.threads ? ` ${oursInfo.threads} threads` : ''}${oursInfo?.native ? `, ${oursInfo.native.replace(/^native kernels: /, 'native ')}` : ''}${oursInfo?.fusedKernels === false ? ' plain ops' : ''} micro-batch ${micro}x${16 / micro} vs torch ${refInfo.torch} batch 16, ${refInfo.threads} threads`,
     detail: {
       backend,
       params: oursInfo?.params ?? refInfo.params,
@@ -548,6 +606,18 @@ async function trainCase(caseName, model, backend) {
   if (check.pass === false)
     report.note += `; SAME-MODEL CHECK FAILED: initial loss differs by ${check.initialLossDiff.toExponential(2)}`;
   if (fwdBwd?.tokensPerSecond) report.note += `; ours loss+grads alone ${fwdBwd.tokensPerSecond.toFixed(1)} tokens/s`;
+  if (backend === 'webgpu') {
+    const dispatches = oursSteps.map((x) => x.dispatches).filter((d) => d !== undefined);
+    report.detail.adapter = oursInfo?.adapter;
+    report.detail.shaderF16 = oursInfo?.shaderF16;
+    report.detail.dispatchesPerStep = dispatches.length ? median(dispatches) : undefined;
+    if (dispatches.length) report.note += `; ${median(dispatches)} GPU dispatches a step`;
+    report.note += `; adapter ${oursInfo?.adapter ?? 'none'}`;
+    if (oursInfo?.softwareAdapter) {
+      report.correctnessOnly = true;
+      report.note += ' (SwiftShader, the CPU Vulkan driver: a correctness-only figure, not a GPU speed)';
+    }
+  }
   if (flopsPerToken && ceiling)
     report.mfu = {
       ours: (oursTps * flopsPerToken) / (ceiling * 1e9),
@@ -555,6 +625,124 @@ async function trainCase(caseName, model, backend) {
     };
   training[`${model}:${backend}`] = report;
   return [report];
+}
+
+/**
+ * LoRA against full fine-tuning of the same model, same weights and batches, in the same run: three
+ * children (full, LoRA rank 16, QLoRA int8 rank 16) take turns step by step. Rows: LoRA tokens/s
+ * against full fine-tuning's, LoRA optimizer state against full's, and the QLoRA base's memory
+ * against LoRA's full-precision base (with both losses).
+ */
+async function loraCase(caseName, model, backend) {
+  const dir = join(work, `${model}-${backend}-lora`);
+  spawnSync('mkdir', ['-p', dir]);
+  const repeats = REPEATS[model];
+  const micro = Number(args.micro ?? MICRO[backend][model]);
+  await runJson(process.execPath, [
+    join(here, 'train_step.mjs'),
+    'export',
+    '--model',
+    model,
+    '--dir',
+    dir,
+    '--batches',
+    String(repeats + 4),
+  ]);
+  const child = (label, extra) =>
+    new Server(
+      `${label} ${model} ${backend}`,
+      process.execPath,
+      [
+        ...NODE_FLAGS,
+        join(here, 'train_step.mjs'),
+        'train',
+        '--serve',
+        '--model',
+        model,
+        ...engineArgs(backend),
+        '--dir',
+        dir,
+        '--micro',
+        String(micro),
+        ...extra,
+      ],
+      OURS_ENV,
+    );
+  const kids = {
+    full: child('full', []),
+    lora: child('lora', ['--lora', '16']),
+    qlora: child('qlora', ['--lora', '16', '--lora-quantize', 'int8']),
+  };
+  const steps = { full: [], lora: [], qlora: [] };
+  const memory = {};
+  const info = {};
+  try {
+    for (const [k, c] of Object.entries(kids)) info[k] = await c.next();
+    for (const [k, c] of Object.entries(kids)) memory[k] = (await c.send('memory')).memory;
+    for (const c of Object.values(kids)) await c.send('step'); // warm-up
+    for (let r = 0; r < repeats; r++) for (const [k, c] of Object.entries(kids)) steps[k].push(await c.send('step'));
+    for (const c of Object.values(kids)) await c.quit();
+  } catch (e) {
+    for (const c of Object.values(kids)) c.kill();
+    throw e;
+  }
+  const tokens = info.full.tokensPerStep;
+  const sec = (k) => median(steps[k].map((s) => s.seconds));
+  const tps = (k) => tokens / sec(k);
+  const mb = (b) => b / 2 ** 20;
+  const engine = backend.startsWith('torch') ? `torch ${backend === 'torch-bf16' ? 'bf16' : 'fp32'}` : backend;
+  const stepRatio = sec('lora') / sec('full');
+  const optShare = memory.lora.optimizer / memory.full.optimizer;
+  const lastLoss = (k) => steps[k].at(-1).loss;
+  const detail = {
+    backend,
+    microBatch: micro,
+    lora: info.lora.lora,
+    stepSeconds: {
+      full: steps.full.map((s) => s.seconds),
+      lora: steps.lora.map((s) => s.seconds),
+      qlora: steps.qlora.map((s) => s.seconds),
+    },
+    losses: {
+      full: steps.full.map((s) => s.loss),
+      lora: steps.lora.map((s) => s.loss),
+      qlora: steps.qlora.map((s) => s.loss),
+    },
+    memoryBytes: memory,
+    stepTimeRatio: stepRatio,
+    bestOfStepTimeRatio: Math.min(...steps.lora.map((s) => s.seconds)) / Math.min(...steps.full.map((s) => s.seconds)),
+    optimizerStateShare: optShare,
+  };
+  const suffix = caseName.slice('lora-small-dense'.length);
+  return [
+    {
+      name: caseName,
+      ours: tps('lora'),
+      reference: tps('full'),
+      unit: 'tokens/s',
+      ratio: tps('lora') / tps('full'),
+      note: `LoRA r16 on q,k,v,o vs full fine-tuning, ${engine}: step time ${stepRatio.toFixed(2)}x full (goal <= 0.70x; best-of ${detail.bestOfStepTimeRatio.toFixed(2)}x)`,
+      detail,
+    },
+    {
+      name: `${caseName}:optimizer-state`,
+      ours: mb(memory.lora.optimizer),
+      reference: mb(memory.full.optimizer),
+      unit: 'MB',
+      ratio: memory.full.optimizer / memory.lora.optimizer,
+      note: `AdamW moments: LoRA ${(100 * optShare).toFixed(2)}% of full fine-tuning's (goal <= 5%)`,
+      detail: { memoryBytes: memory },
+    },
+    {
+      name: `qlora-small-dense${suffix}:memory`,
+      ours: mb(memory.qlora.weights),
+      reference: mb(memory.lora.weights),
+      unit: 'MB',
+      ratio: memory.lora.weights / memory.qlora.weights,
+      note: `frozen base held int8 (QLoRA) vs fp32 (LoRA), ${engine}; loss after ${repeats + 1} steps: QLoRA ${lastLoss('qlora').toFixed(5)}, LoRA ${lastLoss('lora').toFixed(5)}, full ${lastLoss('full').toFixed(5)}; QLoRA step ${(sec('qlora') / sec('lora')).toFixed(2)}x LoRA's`,
+      detail: { memoryBytes: memory, losses: detail.losses, stepSeconds: detail.stepSeconds },
+    },
+  ];
 }
 
 async function ensureCeiling() {
@@ -749,9 +937,12 @@ const RUNNERS = {
   'train-small-dense:torch': () => trainCase('train-small-dense:torch', 'small-dense', 'torch'),
   'train-small-moe:torch': () => trainCase('train-small-moe:torch', 'small-moe', 'torch'),
   'train-small-dense:torch-bf16': () => trainCase('train-small-dense:torch-bf16', 'small-dense', 'torch-bf16'),
+  'lora-small-dense': () => loraCase('lora-small-dense', 'small-dense', 'wasm'),
+  'lora-small-dense:torch': () => loraCase('lora-small-dense:torch', 'small-dense', 'torch'),
   'train-small-dense:torch-ddp2': () => trainCase('train-small-dense:torch-ddp2', 'small-dense', 'torch-ddp2'),
   'train-tiny-dense:cpu': () => trainCase('train-tiny-dense:cpu', 'tiny-dense', 'cpu'),
   'train-small-dense:cpu': () => trainCase('train-small-dense:cpu', 'small-dense', 'cpu'),
+  'train-small-dense:webgpu': () => trainCase('train-small-dense:webgpu', 'small-dense', 'webgpu'),
   'tokenizer-train': tokenizerTrain,
   'tokenizer-encode': tokenizerEncode,
   'peak-memory': peakMemory,

@@ -28,6 +28,8 @@ const { positionals, values: a } = parseArgs({
     steps: { type: 'string', default: '3' },
     micro: { type: 'string' },
     checkpointActivations: { type: 'boolean', default: false },
+    // torch.compile the model; its first step (the compile) is reported apart as firstStepSeconds.
+    compile: { type: 'boolean', default: false },
     // Ranks on this machine (torchrun): one per GPU on cuda, processes on the CPU; ddp or fsdp.
     ranks: { type: 'string', default: '1' },
     parallel: { type: 'string', default: 'ddp' },
@@ -88,6 +90,7 @@ const engine = await TorchEngine.create({
     gradClip: TRAIN.gradClip,
   },
   checkpointActivations: a.checkpointActivations,
+  compile: a.compile,
   ...(Number(a.ranks) > 1
     ? {
         launch: { perNode: Number(a.ranks), nodes: 1, parallel: a.parallel, launcher: 'local', timeoutMs: 1_200_000 },
@@ -121,6 +124,8 @@ console.log(
     torch: engine.torchVersion,
     params: engine.numParams,
     startSeconds,
+    firstStepSeconds: steps[0].seconds,
+    compile: a.compile,
     losses: steps.map((s) => s.loss),
     stepSeconds: times,
     medianStepSeconds: median,

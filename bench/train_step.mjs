@@ -8,7 +8,9 @@
 //   node bench/train_step.mjs train --model small-dense --backend wasm --dir D --warmup 1 --steps 3 [--micro 4] [--tf-profile]
 //       trains on D/tokens.bin from the same seed's weights and reports losses, step times, peak RSS
 //   ... train ... --serve
-//       reads commands from stdin (loss | step | grads | profile | quit) so bench/run.mjs can interleave it with the reference
+//       reads commands from stdin (loss | step | grads | profile | memory | quit) so bench/run.mjs can interleave it with the reference
+//   ... train ... --lora 16 [--lora-targets q_proj,k_proj,v_proj,o_proj] [--lora-quantize int8]
+//       trains LoRA adapters of that rank on the frozen model instead (QLoRA with --lora-quantize)
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +23,7 @@ const { LanguageModel } = await import(new URL('engine/tfjs/model.js', dist));
 const { lmLoss } = await import(new URL('engine/tfjs/losses.js', dist));
 const { TfjsEngine } = await import(new URL('engine/tfjs/engine.js', dist));
 const { initWeights } = await import(new URL('model/weights.js', dist));
+const { initAdapters } = await import(new URL('model/lora.js', dist));
 const { encodeSafetensors, f32 } = await import(new URL('model/safetensors.js', dist));
 const { Rng } = await import(new URL('random.js', dist));
 
@@ -39,6 +42,9 @@ const { positionals, values: a } = parseArgs({
     steps: { type: 'string', default: '3' },
     micro: { type: 'string' },
     'tf-profile': { type: 'boolean', default: false },
+    lora: { type: 'string' },
+    'lora-targets': { type: 'string', default: 'q_proj,k_proj,v_proj,o_proj' },
+    'lora-quantize': { type: 'string', default: 'none' },
     serve: { type: 'boolean', default: false },
   },
 });
@@ -46,7 +52,7 @@ const mode = positionals[0];
 const spec = MODELS[a.model];
 if (!spec || !a.dir || !['export', 'train'].includes(mode)) {
   console.error(
-    'usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm] [--warmup N] [--steps N]',
+    'usage: train_step.mjs export|train --model NAME --dir DIR [--backend cpu|wasm|webgpu] [--warmup N] [--steps N]',
   );
   process.exit(2);
 }
@@ -76,6 +82,9 @@ if (mode === 'export') {
 }
 
 await useBackend(a.backend, () => {});
+// webgpu: compute dispatches per step (every kernel is one) and the adapter (SwiftShader or a GPU).
+const gpu = a.backend === 'webgpu' ? await import(new URL('engine/tfjs/webgpu.js', dist)) : undefined;
+const adapter = gpu ? await gpu.installWebGpu() : undefined;
 const raw = readFileSync(join(a.dir, 'tokens.bin'));
 const toks = new Int32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 const nBatches = toks.length / (batch * (seq + 1));
@@ -101,6 +110,14 @@ const optimizer = {
 // --engine torch: the same step through the torch engine (a Python child process), fp32 or bf16.
 const torch = a.engine === 'torch';
 const { TorchEngine } = torch ? await import(new URL('engine/torch/engine.js', dist)) : {};
+const loraCfg = a.lora && {
+  rank: Number(a.lora),
+  alpha: 2 * Number(a.lora),
+  dropout: 0,
+  targets: a['lora-targets'].split(','),
+  quantize: a['lora-quantize'],
+};
+const lora = loraCfg && { ...loraCfg, seed: TRAIN.seed, adapters: initAdapters(spec, loraCfg, TRAIN.seed) };
 const engine = torch
   ? await TorchEngine.create({
       device: 'cpu',
@@ -108,11 +125,12 @@ const engine = torch
       spec,
       weights: initWeights(spec, TRAIN.seed),
       optimizer,
+      lora,
       ...(Number(a.ranks) > 1
         ? { launch: { perNode: Number(a.ranks), nodes: 1, parallel: 'ddp', launcher: 'local', timeoutMs: 600_000 } }
         : {}),
     })
-  : await TfjsEngine.create({ backend: a.backend, spec, weights: initWeights(spec, TRAIN.seed), optimizer });
+  : await TfjsEngine.create({ backend: a.backend, spec, weights: initWeights(spec, TRAIN.seed), optimizer, lora });
 const model = torch ? undefined : engine.languageModel;
 const vars = torch ? [] : [...model.params.values()];
 
@@ -155,17 +173,31 @@ const info = {
   fusedKernels: torch ? undefined : fusedKernels(),
   microBatch: micro,
   batch,
+  lora: loraCfg,
   params: engine.numParams,
   tokensPerStep: batch * seq,
   flopsPerToken: flopsPerToken(spec),
+  adapter: adapter?.adapter,
+  softwareAdapter: adapter ? /swiftshader/i.test(adapter.adapter ?? '') || adapter.software : undefined,
+  shaderF16: adapter?.f16,
 };
 let done = 0;
 async function timed() {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
+  const d0 = gpu?.dispatchCount();
   const r = await step(done++);
   const c = process.cpuUsage(c0);
-  return { ...r, step: done, seconds: (performance.now() - t0) / 1000, cpuSeconds: (c.user + c.system) / 1e6 };
+  const dispatches = gpu ? gpu.dispatchCount() - d0 : undefined;
+  const errors = gpu?.takeWebGpuErrors();
+  if (errors?.length) throw new Error(`webgpu: ${errors.join('; ')}`);
+  return {
+    ...r,
+    step: done,
+    seconds: (performance.now() - t0) / 1000,
+    cpuSeconds: (c.user + c.system) / 1e6,
+    dispatches,
+  };
 }
 
 // Loss of batch i without an update (mean over micro-batches): the same-model check.
@@ -203,7 +235,7 @@ async function kernelProfile() {
 
 const log = (r, note = '') =>
   console.error(
-    `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${note}`,
+    `[train_step ${a.model} ${a.backend}] step ${r.step} loss ${r.loss.toFixed(6)} ${r.seconds.toFixed(2)} s (cpu ${r.cpuSeconds.toFixed(2)} s)${r.dispatches !== undefined ? ` ${r.dispatches} dispatches` : ''}${note}`,
   );
 // The wasm heap only grows, so its size is the step's peak; wasm32 stops at 4096 MB.
 const wasmHeapMb = () =>
@@ -242,6 +274,7 @@ if (a.serve) {
       console.log(JSON.stringify({ step: done, seconds: (performance.now() - t0) / 1000 }));
     } else if (cmd === 'loss') console.log(JSON.stringify({ initialLoss: await forwardLoss(0) }));
     else if (cmd === 'profile') console.log(JSON.stringify({ profile: await kernelProfile() }));
+    else if (cmd === 'memory') console.log(JSON.stringify({ memory: await engine.memory() }));
     else if (cmd === 'quit') break;
   }
   console.log(JSON.stringify(final()));
@@ -270,6 +303,7 @@ console.log(
     stepCpuSeconds: rs.slice(warmup).map((r) => r.cpuSeconds),
     medianStepSeconds: median,
     tokensPerSecond: (batch * seq) / median,
+    dispatchesPerStep: gpu ? rs.at(-1).dispatches : undefined,
     profile,
   }),
 );

@@ -231,6 +231,11 @@ describe('kubernetes executor', () => {
       '--data-root',
       '/data',
     ]);
+    // Vulkan in an NVIDIA container needs the graphics capability (the webgpu backend).
+    expect(c.env).toEqual([{ name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'compute,utility,graphics' }]);
+    const cpuPod = jobManifests(name, { image: 'i', token: TOKEN, backend: 'cpu', namespace: 'ml', gpus: 0 }).job.spec!
+      .template.spec!;
+    expect(cpuPod.containers[0]!.env).toBeUndefined();
     expect(c.resources).toEqual({
       limits: { 'nvidia.com/gpu': '2', cpu: '8', memory: '32Gi' },
       requests: { cpu: '8', memory: '32Gi' },

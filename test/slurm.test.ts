@@ -55,6 +55,9 @@ describe('slurm executor (real Slurm)', () => {
     expect(ex.script('/shared/x', 'webgpu')).toMatch(
       /^exec '.+' '.+bin\/lathe\.js' 'worker' '--listen' '0\.0\.0\.0:0' '--token-file' '.+' '--state-dir' '\/shared\/x\/worker' '--announce' '\/shared\/x\/worker\.url' '--backend' 'webgpu' '--once'$/m,
     );
+    // Vulkan in a GPU container needs the driver's graphics capability; a cpu worker is left alone.
+    expect(ex.script('/shared/x', 'webgpu')).toMatch(/^export NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics$/m);
+    expect(ex.script('/shared/x', 'cpu')).not.toMatch(/NVIDIA_DRIVER_CAPABILITIES/);
   });
 
   it('sbatch-es a worker for the run, streams it, downloads it; squeue tracks it and sacct reports it COMPLETED', async () => {

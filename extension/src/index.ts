@@ -11,6 +11,8 @@ import {
   DATA_HINTS,
   DEFAULT_DATA,
   DEFAULT_REWARD,
+  OPEN_MODEL_STAGES,
+  openModelLabel,
   recipeNotebook,
   STAGE_LABELS,
   STAGES,
@@ -70,7 +72,8 @@ async function createNotebook(
 /** Launcher and palette entries: a blank Lathe notebook, and a recipe notebook per stage. */
 const launcherPlugin: JupyterFrontEndPlugin<void> = {
   id: 'lathe-jupyterlab:launcher',
-  description: 'New Lathe notebook; new recipe from template (pretrain, SFT, DPO, online DPO, GRPO).',
+  description:
+    'New Lathe notebook; new recipe from template (pretrain, SFT, DPO, online DPO, GRPO), and from an open model (LoRA).',
   autoStart: true,
   optional: [ILauncher, ICommandPalette, IDefaultFileBrowser],
   activate: (
@@ -86,7 +89,12 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => createNotebook(app, cwd(), 'lathe', blankNotebook()),
     });
     app.commands.addCommand('lathe:new-recipe', {
-      label: (args) => (args.stage ? `${STAGE_LABELS[args.stage as Stage]} recipe` : 'New recipe from template…'),
+      label: (args) =>
+        args.stage
+          ? args.open
+            ? openModelLabel(args.stage as Stage)
+            : `${STAGE_LABELS[args.stage as Stage]} recipe`
+          : 'New recipe from template…',
       caption: 'A notebook with a starter recipe for your data',
       execute: async (args) => {
         let stage = args.stage as Stage | undefined;
@@ -105,7 +113,16 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
         if (!data.button.accept || !data.value) return;
         let from: string | undefined;
         let reward: string | undefined;
-        if (stage !== 'pretrain') {
+        const open = Boolean(args.open);
+        if (open) {
+          const f = await InputDialog.getText({
+            title:
+              'The open model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) or a run directory',
+            text: (args.from as string) ?? '',
+          });
+          if (!f.button.accept || !f.value?.trim()) return;
+          from = f.value.trim();
+        } else if (stage !== 'pretrain') {
           const f = await InputDialog.getText({
             title: 'Base model: a run directory or a Hugging Face folder (empty: train a fresh small model)',
             text: (args.from as string) ?? '',
@@ -128,8 +145,8 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
         await createNotebook(
           app,
           cwd(),
-          `${stage}-recipe`,
-          recipeNotebook({ stage, data: paths, notebookDir: cwd(), from, reward }),
+          open ? `${stage}-open-model` : `${stage}-recipe`,
+          recipeNotebook({ stage, data: paths, notebookDir: cwd(), from, reward, lora: open }),
         );
       },
     });
@@ -139,6 +156,15 @@ const launcherPlugin: JupyterFrontEndPlugin<void> = {
       launcher.add({ command: 'lathe:new-notebook', category: CATEGORY, rank: 0 });
       STAGES.forEach((stage, i) =>
         launcher.add({ command: 'lathe:new-recipe', category: CATEGORY, rank: i + 1, args: { stage } }),
+      );
+      // "From an open model": LoRA on a Hugging Face folder, exported for PEFT.
+      OPEN_MODEL_STAGES.forEach((stage, i) =>
+        launcher.add({
+          command: 'lathe:new-recipe',
+          category: CATEGORY,
+          rank: STAGES.length + i + 1,
+          args: { stage, open: true },
+        }),
       );
     }
   },

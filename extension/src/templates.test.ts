@@ -2,9 +2,18 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { starterRecipe as initStarter } from '../../src/cli/init.js';
 import { STAGES as SCHEMA_STAGES } from '../../src/recipe/schema.js';
-import { STARTER_MODEL, STARTER_PRESETS } from '../../src/recipe/starters.js';
+import { STARTER_LORA, STARTER_MODEL, STARTER_PRESETS } from '../../src/recipe/starters.js';
 import { checkRecipe } from '../../src/recipe/validate.js';
-import { DEFAULT_DATA, DEFAULT_REWARD, recipeNotebook, relativePath, STAGES, starterRecipe } from './templates';
+import {
+  DEFAULT_DATA,
+  DEFAULT_REWARD,
+  OPEN_MODEL_STAGES,
+  openModelLabel,
+  recipeNotebook,
+  relativePath,
+  STAGES,
+  starterRecipe,
+} from './templates';
 
 const repo = resolve(__dirname, '..', '..');
 
@@ -58,5 +67,50 @@ describe('recipe templates', () => {
     expect(cell).toContain('path: "../d/p.jsonl"');
     expect(cell).toContain('module: "../r.ts"');
     expect(cell).not.toContain('stage:');
+  });
+});
+
+describe('templates from an open model', () => {
+  it('offer every post-training stage with LoRA on the base, as `lathe init --from --lora` does', () => {
+    expect(OPEN_MODEL_STAGES).toEqual(['sft', 'dpo', 'online-dpo', 'grpo']);
+    expect(openModelLabel('sft')).toBe('SFT from an open model (LoRA)');
+    for (const stage of OPEN_MODEL_STAGES) {
+      const reward = stage === 'grpo' || stage === 'online-dpo' ? { reward: DEFAULT_REWARD } : {};
+      const ours = starterRecipe({
+        stage,
+        data: [DEFAULT_DATA[stage]],
+        notebookDir: 'nb',
+        from: 'models/qwen',
+        lora: true,
+        ...reward,
+      });
+      const init = initStarter(stage, [join(repo, DEFAULT_DATA[stage])], join(repo, 'nb'), undefined, {
+        from: join(repo, 'models/qwen'),
+        lora: true,
+        ...(reward.reward ? { reward: join(repo, 'examples/tally/reward.ts') + '#programReward' } : {}),
+      });
+      expect(ours).toEqual(JSON.parse(JSON.stringify(init)));
+      expect(ours).toMatchObject({
+        from: '../models/qwen',
+        train: { lora: STARTER_LORA, lr: 2 * STARTER_PRESETS[stage].train.lr },
+      });
+      expect(checkRecipe(ours).ok).toBe(true);
+    }
+  });
+  it('writes a notebook that trains the adapters and exports them for PEFT and merged', () => {
+    const nb = recipeNotebook({
+      stage: 'sft',
+      data: ['d/c.jsonl'],
+      notebookDir: 'w',
+      from: 'models/qwen',
+      lora: true,
+    }) as {
+      cells: { source: string }[];
+    };
+    expect(nb.cells[0]!.source).toMatch(/^# SFT from an open model \(LoRA\)/);
+    expect(nb.cells[1]!.source).toContain("import { recipe, runs, exporter } from 'lathe'");
+    expect(nb.cells[2]!.source).toMatch(/lora: \{\n\s+rank: 16/);
+    expect(nb.cells.at(-1)!.source).toContain('exporter.exportPeft(run.dir.path');
+    expect(nb.cells.at(-1)!.source).toContain('{ merge: true }');
   });
 });

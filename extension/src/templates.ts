@@ -48,6 +48,16 @@ export interface TemplateInput {
   from?: string;
   /** Reward module `file#export` (grpo, online-dpo). */
   reward?: string;
+  /** "From an open model": LoRA adapters on the `from` model (a Hugging Face folder), exported for PEFT. */
+  lora?: boolean;
+}
+
+/** The post-training stages offered "from an open model" (LoRA on a Hugging Face folder), in menu order. */
+export const OPEN_MODEL_STAGES: readonly Stage[] = STAGES.filter((s) => s !== 'pretrain');
+
+/** The launcher's label of a stage's "from an open model" template. */
+export function openModelLabel(stage: Stage): string {
+  return `${STAGE_LABELS[stage].replace(/ \(.*\)$/, '')} from an open model (LoRA)`;
 }
 
 /** POSIX relative path from folder `from` to `to`, both relative to one root. */
@@ -77,6 +87,7 @@ export function starterRecipe(t: TemplateInput): RecipeInput {
     ...(post && t.from ? { from: rel(t.from) } : {}),
     // As `lathe init --reward` does; the base's context is not read here, so rollouts get the preset's length.
     ...(post ? { reward: rewardOf(t.reward ?? DEFAULT_REWARD, t.notebookDir) } : {}),
+    ...(post && t.from && t.lora ? { lora: true } : {}),
   });
 }
 
@@ -111,14 +122,16 @@ export function recipeNotebook(t: TemplateInput): Record<string, unknown> {
   const { stage: _stage, ...fields } = r;
   void _stage;
   const body = JSON.stringify(fields, null, 2).replace(/"([A-Za-z_$][\w$]*)":/g, '$1:');
+  const open = Boolean(t.lora && t.from);
+  const title = open ? openModelLabel(t.stage) : `${STAGE_LABELS[t.stage]} on your data`;
+  const about = open
+    ? `LoRA adapters (rank 16 on the attention projections) train on \`${t.from}\`, which stays frozen; checkpoints hold only the adapters. Edit the fields, run the cells; the chart updates live.`
+    : 'A starter recipe sized for a CPU (a few minutes). Edit the fields, run the cells; the chart updates live.';
   const cells: Cell[] = [
-    markdown(
-      'lathe-0',
-      `# ${STAGE_LABELS[t.stage]} on your data\n\nA starter recipe sized for a CPU (a few minutes). Edit the fields, run the cells; the chart updates live.\nData: ${t.data.map((d) => '`' + d + '`').join(', ')}.`,
-    ),
+    markdown('lathe-0', `# ${title}\n\n${about}\nData: ${t.data.map((d) => '`' + d + '`').join(', ')}.`),
     code(
       'lathe-1',
-      `import { recipe, runs } from 'lathe';\n\n// Tests set LATHE_STEPS to train a few steps; unset, the recipe's own schedule runs.\nconst steps = process.env.LATHE_STEPS ? Number(process.env.LATHE_STEPS) : undefined;`,
+      `import { recipe, runs${open ? ', exporter' : ''} } from 'lathe';\n\n// Tests set LATHE_STEPS to train a few steps; unset, the recipe's own schedule runs.\nconst steps = process.env.LATHE_STEPS ? Number(process.env.LATHE_STEPS) : undefined;`,
     ),
     code('lathe-2', `const r = recipe.${FACTORY[t.stage]}(${body});\nr`),
     markdown(
@@ -127,6 +140,17 @@ export function recipeNotebook(t: TemplateInput): Record<string, unknown> {
     ),
     code('lathe-4', 'const run = await r.run({ steps });\nrun.summary'),
   ];
+  if (open)
+    cells.push(
+      markdown(
+        'lathe-5',
+        'Export the adapter for PEFT (`PeftModel.from_pretrained` on the base folder), and the base with the adapter merged in as a Hugging Face folder.',
+      ),
+      code(
+        'lathe-6',
+        'const adapter = await exporter.exportPeft(run.dir.path, `${run.dir.path}-peft`);\nconst merged = await exporter.exportPeft(run.dir.path, `${run.dir.path}-merged`, { merge: true });\n({ adapter: adapter.dir, base: adapter.base.hint, merged: merged.dir })',
+      ),
+    );
   return {
     cells,
     metadata: {

@@ -34,6 +34,7 @@ describe('notebook gallery', () => {
         'online-dpo.ipynb',
         'grpo.ipynb',
         'export-hf.ipynb',
+        'open-model.ipynb',
       ]),
     );
   });
@@ -148,6 +149,30 @@ describe('notebook gallery', () => {
         ).toEqual([1, 0.5, 0]);
       },
     );
+
+    it("open-model: continued pre-training reports both held-out losses; the LoRA checkpoint is a fraction of the full one; PEFT and the merged folder give Lathe's logits", () => {
+      const outs = outputsOf(join(out, 'open-model.ipynb'));
+      const imported = text(outs.find((o) => text(o).includes('architecture'))!);
+      expect(imported).toMatch(/architecture\s+Qwen3ForCausalLM/);
+      const losses = text(outs.find((o) => text(o).includes('eval_loss_new'))!)
+        .split('\n')
+        .slice(2)
+        .map((l) => l.trim().split(/\s+/).map(Number));
+      expect(losses.map((r) => r[0])).toEqual([0, 4]);
+      expect(losses.every((r) => r.length === 3 && r.slice(1).every((x) => x > 0 && x < 10))).toBe(true);
+      const sizes = Object.fromEntries(
+        text(outs.find((o) => text(o).includes('checkpoint bytes'))!)
+          .split('\n')
+          .slice(2)
+          .map((l) => [l.split(/\s+/)[0], Number(l.trim().split(/\s+/).at(-1)!.replaceAll(',', ''))]),
+      );
+      expect(sizes['sft-lora']).toBeLessThan(sizes['sft-full']! / 5);
+      const parity = text(outs.find((o) => text(o).includes('within 1e-4'))!)
+        .split('\n')
+        .slice(2);
+      expect(parity).toHaveLength(2);
+      for (const row of parity) expect(row.trimEnd()).toMatch(/\btrue$/);
+    });
 
     it('export-hf: the export is a LlamaForCausalLM folder that Lathe and transformers load, decoding the same tokens', () => {
       const outs = outputsOf(join(out, 'export-hf.ipynb'));

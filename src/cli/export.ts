@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { LatheError } from '../errors.js';
 import { exportHf } from '../export/hf.js';
+import { exportPeft } from '../export/peft.js';
 import { positiveInt } from './options.js';
 
-const FORMATS = ['hf'];
+const FORMATS = ['hf', 'peft'];
 const QUANTIZATIONS = ['int8'];
 
 export function register(program: Command): void {
@@ -11,7 +12,9 @@ export function register(program: Command): void {
     .command('export')
     .description(
       "Write a run's checkpoint as a Hugging Face model folder (LlamaForCausalLM or MixtralForCausalLM: config.json, model.safetensors, " +
-        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM.',
+        'tokenizer.json, tokenizer_config.json with the chat template, generation_config.json) that transformers loads with AutoModelForCausalLM; ' +
+        "a LoRA run's as a PEFT adapter (--format peft: adapter_config.json, adapter_model.safetensors for PeftModel.from_pretrained on its base), " +
+        'or merged into its base (--format peft --merge, or --format hf).',
     )
     .argument('<run-dir>', 'run directory')
     .requiredOption('--format <format>', `export format (${FORMATS.join(', ')})`)
@@ -26,14 +29,41 @@ export function register(program: Command): void {
       'held-out batches for the --quantize perplexity measurement',
       positiveInt('--eval-batches'),
     )
+    .option('--merge', 'with --format peft: write the base with the adapters merged in, as an HF folder')
     .option('--json', 'print the result as JSON')
     .action(
       async (
         dir: string,
-        o: { format: string; out: string; step?: number; quantize?: string; evalBatches?: number; json?: boolean },
+        o: {
+          format: string;
+          out: string;
+          step?: number;
+          quantize?: string;
+          evalBatches?: number;
+          merge?: boolean;
+          json?: boolean;
+        },
       ) => {
         if (!FORMATS.includes(o.format))
           throw new LatheError(`--format: "${o.format}" is not supported; use ${FORMATS.join(', ')}`);
+        if (o.merge && o.format !== 'peft')
+          throw new LatheError('--merge: only with --format peft (an hf export of a LoRA run is merged already)');
+        if (o.format === 'peft') {
+          if (o.quantize !== undefined) throw new LatheError('--quantize: only with --format hf');
+          const p = await exportPeft(dir, o.out, { step: o.step, merge: o.merge });
+          for (const k of p.skipped) console.error(`checkpoint ${k.step} is corrupt, skipped: ${k.reason}`);
+          console.error(`checkpoint: ${p.checkpoint}`);
+          if (o.json) {
+            process.stdout.write(JSON.stringify({ ...p, hf: undefined }) + '\n');
+            return;
+          }
+          if (p.merged) process.stdout.write(`exported step ${p.step} with the adapters merged in to ${p.dir}\n`);
+          else {
+            process.stdout.write(`exported the LoRA adapter of step ${p.step} (PEFT) to ${p.dir}\n`);
+            process.stdout.write(`base: ${p.base.hint}\n`);
+          }
+          return;
+        }
         if (o.quantize !== undefined && !QUANTIZATIONS.includes(o.quantize))
           throw new LatheError(`--quantize: "${o.quantize}" is not supported; use ${QUANTIZATIONS.join(', ')}`);
         const r = await exportHf(dir, o.out, {

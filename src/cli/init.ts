@@ -21,6 +21,10 @@ export interface InitOptions {
   reward?: string;
   /** Reward-model run directory (online-dpo's judge). */
   judgeModel?: string;
+  /** Train LoRA adapters on the `--from` model. */
+  lora?: boolean;
+  /** Continued pre-training (pretrain --from): replay data like the base's. */
+  replay?: string[];
 }
 
 const rel = (baseDir: string, p: string) => relative(baseDir, resolve(p)) || '.';
@@ -56,10 +60,22 @@ export function starterRecipe(
 ): RecipeInput {
   if (!(STAGES as readonly string[]).includes(stage))
     throw new LatheError(`init: stage must be one of ${STAGES.join(', ')}; got "${stage}"`);
+  if (o.replay && (stage !== 'pretrain' || !o.from))
+    throw new LatheError(
+      "--replay: mixes a base model's kind of data into continued pre-training; use it with init pretrain --from",
+    );
+  if (o.lora && !o.from) throw new LatheError('--lora: adapts a base model; pass --from <run-dir|hf-dir> too');
   if (stage === 'pretrain') {
-    if (o.from) throw new LatheError('--from: pretrain trains a fresh model; use sft to continue training a model');
     const sources = data.map((p) => ({ path: rel(baseDir, p), ...(field ? { field } : {}) }));
-    return starter({ stage, sources });
+    return starter({
+      stage,
+      sources,
+      ...(o.from ? { from: rel(baseDir, o.from) } : {}),
+      ...(o.lora ? { lora: true } : {}),
+      ...(o.replay
+        ? { replay: o.replay.length === 1 ? rel(baseDir, o.replay[0]!) : o.replay.map((r) => rel(baseDir, r)) }
+        : {}),
+    });
   }
   if (field)
     throw new LatheError(`--field: ${stage} reads structured rows (chat messages, pairs or prompts), not a text field`);
@@ -81,6 +97,7 @@ export function starterRecipe(
     ...(o.reward ? { reward: rewardOf(o.reward, baseDir) } : {}),
     ...(o.judgeModel ? { judgeModel: rel(baseDir, o.judgeModel) } : {}),
     ...(o.from ? { baseContext: baseContext(o.from) } : {}),
+    ...(o.lora ? { lora: true } : {}),
   });
 }
 
@@ -96,11 +113,16 @@ export function register(program: Command): void {
     )
     .option(
       '--from <run-dir|hf-dir>',
-      'start from this model: a Lathe run directory or a Hugging Face Llama/Mixtral folder (post-training stages)',
+      'start from this model: a Lathe run directory or a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE); with pretrain, continued pre-training',
     )
     .option('--reward <module>', 'reward function module, file or file#export (grpo; online-dpo judge)')
     .option('--judge-model <run-dir>', 'reward-model run that judges online-dpo completions (mean log-prob)')
+    .option('--lora', 'train LoRA adapters (rank 16 on q, k, v, o) on the --from model instead of all its weights')
     .option('--field <name>', 'JSONL field or CSV column with the text (pretrain)')
+    .option(
+      '--replay <paths...>',
+      "pretrain --from: data like the base model's, mixed in (data.replay, a quarter of the sequences) to limit forgetting",
+    )
     .option('--out <file>', 'recipe file to write (.json or .yaml)', 'recipe.json')
     .option('--force', 'overwrite --out if it exists')
     .action(async (stage: string, o: InitOptions & { out: string; force?: boolean }) => {
@@ -110,6 +132,8 @@ export function register(program: Command): void {
       if (existsSync(out) && !o.force) throw new LatheError(`--out ${o.out}: exists; pass --force to overwrite`);
       for (const p of o.data)
         if (!/[*?[{]/.test(p) && !existsSync(p)) throw new LatheError(`--data ${p}: does not exist`);
+      for (const p of o.replay ?? [])
+        if (!/[*?[{]/.test(p) && !existsSync(p)) throw new LatheError(`--replay ${p}: does not exist`);
       if (o.from !== undefined) {
         if (!existsSync(o.from) || !statSync(o.from).isDirectory())
           throw new LatheError(

@@ -40,15 +40,16 @@ class WindowFile {
     private readonly seq: number,
     private readonly seed: number,
     private readonly sourceIndex: number,
+    private readonly width: 2 | 4 = 2,
   ) {
-    const tokens = statSync(path).size / 2;
+    const tokens = statSync(path).size / width;
     this.windows = tokens > seq ? Math.floor((tokens - 1) / seq) : 0;
     this.fd = openSync(path, 'r');
   }
 
   /** Window w of this file: tokens [w*seq, w*seq+seq+1). */
-  read(w: number, into: Uint16Array): void {
-    const bytes = readSync(this.fd, into, 0, into.byteLength, w * this.seq * 2);
+  read(w: number, into: Uint16Array | Uint32Array): void {
+    const bytes = readSync(this.fd, into, 0, into.byteLength, w * this.seq * this.width);
     if (bytes !== into.byteLength) throw new Error(`${this.path}: short read at window ${w}`);
   }
 
@@ -81,14 +82,14 @@ export class BatchSampler {
   private files: WindowFile[];
   private cum: number[];
   private state: SamplerState;
-  private scratch: Uint16Array;
+  private scratch: Uint16Array | Uint32Array;
 
   constructor(
     sources: PreparedSource[],
     private readonly o: { seq: number; batch: number; seed: number; fimRate?: number; fim?: FimTokens },
     state?: SamplerState,
   ) {
-    this.files = sources.map((s, i) => new WindowFile(s.train, o.seq, o.seed, i));
+    this.files = sources.map((s, i) => new WindowFile(s.train, o.seq, o.seed, i, s.tokenBytes));
     const usable = sources.map((s, i) => (this.files[i]!.windows > 0 ? s.weight : 0));
     const total = usable.reduce((a, b) => a + b, 0);
     if (total <= 0) {
@@ -100,7 +101,7 @@ export class BatchSampler {
     let acc = 0;
     this.cum = usable.map((w) => (acc += w / total));
     this.state = state ? structuredClone(state) : { sources: sources.map(() => ({ epoch: 0, index: 0 })) };
-    this.scratch = new Uint16Array(o.seq + 1);
+    this.scratch = sources.some((s) => s.tokenBytes === 4) ? new Uint32Array(o.seq + 1) : new Uint16Array(o.seq + 1);
   }
 
   /** The data position, to store in a checkpoint. */
@@ -168,13 +169,14 @@ export function toFim(window: ArrayLike<number>, fim: FimTokens, rng: Rng): Int3
 
 /** Fixed held-out batches: the first windows of every source's validation tokens, in order. */
 export function evalBatches(sources: PreparedSource[], o: { seq: number; batch: number; count: number }): TokenBatch[] {
+  const width = sources.some((s) => s.tokenBytes === 4) ? 4 : 2;
   const files = sources
-    .map((s) => ({ path: s.val, windows: Math.max(0, Math.floor((statSync(s.val).size / 2 - 1) / o.seq)) }))
+    .map((s) => ({ path: s.val, windows: Math.max(0, Math.floor((statSync(s.val).size / width - 1) / o.seq)) }))
     .filter((f) => f.windows > 0);
   const out: TokenBatch[] = [];
   if (!files.length) return out;
   const fds = files.map((f) => openSync(f.path, 'r'));
-  const buf = new Uint16Array(o.seq + 1);
+  const buf = width === 4 ? new Uint32Array(o.seq + 1) : new Uint16Array(o.seq + 1);
   const next = files.map(() => 0);
   try {
     let turn = 0;
@@ -186,7 +188,7 @@ export function evalBatches(sources: PreparedSource[], o: { seq: number; batch: 
         const f = turn++ % files.length;
         const w = next[f]! % files[f]!.windows;
         next[f]!++;
-        readSync(fds[f]!, buf, 0, buf.byteLength, w * o.seq * 2);
+        readSync(fds[f]!, buf, 0, buf.byteLength, w * o.seq * width);
         for (let t = 0; t < o.seq; t++) {
           inputs[row * o.seq + t] = buf[t]!;
           targets[row * o.seq + t] = buf[t + 1]!;

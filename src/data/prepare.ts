@@ -7,6 +7,7 @@ import type { RecipeLock } from '../recipe/lock.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import { Cleaner, type CleanCounts } from './clean.js';
 import { readSource, type Rejection } from './sources.js';
+import { addTokens } from './vocab.js';
 
 // Two streamed passes with bounded memory: (1) read, clean and split into train/val spools,
 // train the tokenizer on the spool's head; (2) encode the spools into uint16 token files.
@@ -15,6 +16,10 @@ import { readSource, type Rejection } from './sources.js';
 export interface PreparedSource {
   name: string;
   weight: number;
+  /** The continued pre-training replay data (data.replay), not one of data.sources. */
+  replay?: boolean;
+  /** Bytes per token id in the token files: 4 for a vocabulary past 65536 ids (an imported model's); else 2. */
+  tokenBytes?: 4;
   docs: { train: number; val: number };
   tokens: { train: number; val: number };
   bytes: number;
@@ -27,6 +32,8 @@ export interface PreparedData {
   dir: string;
   tokenizerPath: string;
   vocabSize: number;
+  /** tokenizer.addTokens added to a base model's tokenizer, with their ids. */
+  addedTokens?: { content: string; id: number }[];
   sources: PreparedSource[];
   clean: CleanCounts;
   rejected: number;
@@ -89,17 +96,34 @@ export async function prepareData(
   const spools: {
     name: string;
     weight: number;
+    replay?: boolean;
     train: string;
     val: string;
     docs: { train: number; val: number };
     bytes: number;
   }[] = [];
-  for (const [i, src] of r.data.sources.entries()) {
+  // Replay (continued pre-training) reads as one more source whose weight gives it its share.
+  const replay = r.data.replay;
+  const total = r.data.sources.reduce((a, src) => a + src.weight, 0);
+  const inputs = [
+    ...r.data.sources.map((src, i) => ({ src, i, at: `data.sources[${i}]` })),
+    ...(replay
+      ? [
+          {
+            src: { ...replay, weight: (replay.weight / (1 - replay.weight)) * total },
+            i: r.data.sources.length,
+            at: 'data.replay',
+          },
+        ]
+      : []),
+  ];
+  for (const { src, i, at } of inputs) {
     const name = lock.data[i]!.source;
     const files = lock.data[i]!.files.map((f) => f.path);
     const s = {
       name,
       weight: src.weight,
+      ...(at === 'data.replay' ? { replay: true } : {}),
       train: join(dir, `${i}.train.spool`),
       val: join(dir, `${i}.val.spool`),
       docs: { train: 0, val: 0 },
@@ -125,15 +149,17 @@ export async function prepareData(
     }
     await closeStream(wTrain);
     await closeStream(wVal);
-    if (s.docs.train === 0) opts.onNotice?.(`data.sources[${i}] (${name}): no training documents left after cleaning`);
+    if (s.docs.train === 0) opts.onNotice?.(`${at} (${name}): no training documents left after cleaning`);
     spools.push(s);
   }
   const t1 = performance.now();
 
   const tokenizerPath = join(dir, 'tokenizer.json');
   let tokenizer: Tokenizer;
+  let addedTokens: PreparedData['addedTokens'];
   if (lock.tokenizer) {
     tokenizer = await Tokenizer.load(lock.tokenizer.path);
+    if (r.tokenizer.addTokens) ({ tokenizer, added: addedTokens } = addTokens(tokenizer, r.tokenizer.addTokens));
   } else {
     opts.onProgress?.({ phase: 'tokenizer' });
     const maxBytes = r.tokenizer.maxBytes;
@@ -164,10 +190,15 @@ export async function prepareData(
 
   const sources: PreparedSource[] = [];
   const { bos, eos } = tokenizer.special;
+  // uint16 ids hold Lathe's own vocabularies; Llama 3's or Qwen's need uint32.
+  const wide = tokenizer.vocabSize > 65536;
+  const Ids = wide ? Uint32Array : Uint16Array;
   for (const s of spools) {
     const out: PreparedSource = {
       name: s.name,
       weight: s.weight,
+      ...(s.replay ? { replay: true } : {}),
+      ...(wide ? { tokenBytes: 4 as const } : {}),
       docs: s.docs,
       bytes: s.bytes,
       tokens: { train: 0, val: 0 },
@@ -176,10 +207,10 @@ export async function prepareData(
     };
     for (const split of ['train', 'val'] as const) {
       const ws = createWriteStream(out[split]);
-      let buf = new Uint16Array(1 << 16);
+      let buf: Uint16Array | Uint32Array = new Ids(1 << 16);
       let len = 0;
       const flush = async () => {
-        if (len) await writeChunk(ws, new Uint8Array(buf.buffer, 0, len * 2).slice());
+        if (len) await writeChunk(ws, new Uint8Array(buf.buffer, 0, len * buf.BYTES_PER_ELEMENT).slice());
         len = 0;
       };
       let n = 0;
@@ -187,7 +218,7 @@ export async function prepareData(
         const ids = tokenizer.encode(text);
         if (len + ids.length + 2 > buf.length) {
           await flush();
-          if (ids.length + 2 > buf.length) buf = new Uint16Array(ids.length + 2);
+          if (ids.length + 2 > buf.length) buf = new Ids(ids.length + 2);
         }
         buf[len++] = bos;
         for (const id of ids) buf[len++] = id;
@@ -206,6 +237,7 @@ export async function prepareData(
     dir,
     tokenizerPath,
     vocabSize: tokenizer.vocabSize,
+    ...(addedTokens ? { addedTokens } : {}),
     sources,
     clean: cleaner.counts,
     rejected,
@@ -216,7 +248,7 @@ export async function prepareData(
   return prepared;
 }
 
-/** Size in tokens of a uint16 token file. */
-export async function tokenFileLength(path: string): Promise<number> {
-  return (await stat(path)).size / 2;
+/** Size in tokens of a token file (uint16 ids, or uint32 with tokenBytes 4). */
+export async function tokenFileLength(path: string, tokenBytes: 2 | 4 = 2): Promise<number> {
+  return (await stat(path)).size / tokenBytes;
 }

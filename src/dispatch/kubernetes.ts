@@ -16,6 +16,7 @@ import type {
   V1Volume,
 } from '@kubernetes/client-node';
 import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
+import { WEBGPU_DRIVER_CAPABILITIES } from '../engine/tfjs/webgpu.js';
 import { LatheError } from '../errors.js';
 import type { AnyLock, EngineLock } from '../recipe/lock.js';
 import type { Resources } from '../recipe/schema.js';
@@ -287,7 +288,11 @@ export function jobManifests(
               name: 'worker',
               image: o.image,
               command,
-              env,
+              // Vulkan (Dawn's backend) needs the driver's graphics libraries mounted into the container.
+              env:
+                o.backend === 'webgpu'
+                  ? [...(env ?? []), { name: 'NVIDIA_DRIVER_CAPABILITIES', value: WEBGPU_DRIVER_CAPABILITIES }]
+                  : env,
               ports: [{ name: 'lathe', containerPort: port }],
               resources: { limits, requests: Object.keys(requests).length ? requests : undefined },
               volumeMounts: mounts,

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { BackendRequest, EngineBackend } from '../engine/tfjs/backend.js';
+import { WEBGPU_DRIVER_CAPABILITIES } from '../engine/tfjs/webgpu.js';
 import { LatheError } from '../errors.js';
 import type { AnyLock, EngineLock } from '../recipe/lock.js';
 import type { Pipeline, Recipe } from '../runs/recipe.js';
@@ -173,6 +174,8 @@ export class SlurmExecutor implements LockingExecutor {
     return [
       '#!/bin/bash',
       '# A Lathe worker for one run; it stops when the run has ended and its client has left.',
+      // Vulkan (Dawn's backend) needs the driver's graphics libraries in a GPU container.
+      ...(backend === 'webgpu' ? [`export NVIDIA_DRIVER_CAPABILITIES=${WEBGPU_DRIVER_CAPABILITIES}`] : []),
       `exec ${cmd.map(quote).join(' ')}`,
       '',
     ].join('\n');

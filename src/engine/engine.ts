@@ -1,5 +1,6 @@
 import type { TokenBatch } from '../data/batches.js';
 import { LatheError } from '../errors.js';
+import type { LoraConfig } from '../model/lora.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Weights } from '../model/weights.js';
 
@@ -121,6 +122,29 @@ export interface OptimizerState {
   step: number;
 }
 
+/**
+ * LoRA on an engine: the engine's weights are the frozen base (held quantized with `quantize`), and
+ * only these adapters train; the optimizer state, checkpoints and `adapters()` are theirs.
+ */
+export interface EngineLora extends LoraConfig {
+  /** The adapters to start from (initial ones from src/model/lora.ts, or a checkpoint's). */
+  adapters: Weights;
+  /** Seeds the adapter dropout masks (with the optimizer step and micro-batch). */
+  seed: number;
+}
+
+/** Bytes an engine holds, by part. */
+export interface EngineMemory {
+  /** The model's weights (with LoRA: the frozen base, as held: float32, or int8 values and scales). */
+  weights: number;
+  /** LoRA adapters (0 without). */
+  adapters: number;
+  /** Optimizer state: AdamW's two moments of what trains. */
+  optimizer: number;
+  /** Everything the engine's device holds now (tfjs: tf.memory(); torch: allocated tensor bytes). */
+  device: number;
+}
+
 /** A KV-cached decode of n rows that share one prompt. */
 export interface DecodeSession {
   /** Appends one token to every row and returns the next-token logits [n * V]. */
@@ -183,13 +207,23 @@ export interface Engine {
   decode(prompt: number[], n: number): Promise<{ logits: Float32Array; session: DecodeSession }>;
   /** A decoder for rows with different prompts and positions (serving, judging many outputs at once). */
   batchDecoder(): BatchDecoder;
-  /** Freezes a reference model for `logprobs({ reference })`: these weights, or a copy of the current ones. */
-  setReference(weights?: Weights): Promise<void>;
-  /** The trained weights, by HF name. */
+  /**
+   * Freezes a reference model for `logprobs({ reference })`: these weights, a copy of the current
+   * ones, or `'base'`: with LoRA, the frozen base with the adapters switched off (no second copy).
+   */
+  setReference(weights?: Weights | 'base'): Promise<void>;
+  /** The trained weights, by HF name (with LoRA: the base with the adapters merged in). */
   weights(): Promise<Weights>;
+  /** The LoRA adapters by name (`<module>.lora_A.weight`, `<module>.lora_B.weight`); undefined without LoRA. */
+  adapters(): Promise<Weights | undefined>;
+  /** What the engine holds in memory, by part. */
+  memory(): Promise<EngineMemory>;
   /** The optimizer state (undefined for an engine made without an optimizer). */
   optimizerState(): Promise<OptimizerState | undefined>;
-  /** Writes model.safetensors (and optimizer.safetensors when there is an optimizer) into `dir`. */
+  /**
+   * Writes model.safetensors (with LoRA: adapter.safetensors instead), and optimizer.safetensors
+   * when there is an optimizer, into `dir`.
+   */
   saveTensors(dir: string): Promise<void>;
   /** Frees everything the engine holds. */
   dispose(): Promise<void>;

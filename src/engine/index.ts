@@ -1,7 +1,9 @@
+import { LatheError } from '../errors.js';
+import { checkAdapters, checkLoraTargets } from '../model/lora.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Weights } from '../model/weights.js';
 import type { EngineLock } from '../recipe/lock.js';
-import type { Engine, OptimizerConfig, OptimizerState } from './engine.js';
+import type { Engine, EngineLora, OptimizerConfig, OptimizerState } from './engine.js';
 import type { EngineBackend } from './tfjs/backend.js';
 import { TfjsEngine } from './tfjs/engine.js';
 import { TorchEngine } from './torch/engine.js';
@@ -28,10 +30,20 @@ export interface EngineOptions {
   checkpointActivations?: boolean;
   /** torch: several ranks (DDP or FSDP); absent: one process. */
   launch?: TorchLaunch;
+  /** LoRA: `weights` are the frozen base, these adapters train. */
+  lora?: EngineLora;
 }
 
 /** Starts an engine: the model on its device, ready to train or to decode. */
 export async function createEngine(o: EngineOptions): Promise<Engine> {
+  if (o.lora) {
+    checkLoraTargets(o.spec, o.lora);
+    checkAdapters(o.spec, o.lora, o.lora.adapters, 'LoRA adapters');
+    if (o.lora.quantize === 'nf4' && o.engine?.kind !== 'torch')
+      throw new LatheError(
+        'train.lora.quantize: nf4 runs on the torch engine on CUDA (bitsandbytes); on the tfjs engine use int8',
+      );
+  }
   if (o.engine?.kind === 'torch')
     return TorchEngine.create({
       device: o.engine.device,
@@ -41,8 +53,15 @@ export async function createEngine(o: EngineOptions): Promise<Engine> {
       optimizer: o.optimizer,
       checkpointActivations: o.checkpointActivations,
       launch: o.launch,
+      lora: o.lora,
     });
-  return TfjsEngine.create({ backend: o.backend, spec: o.spec, weights: o.weights, optimizer: o.optimizer });
+  return TfjsEngine.create({
+    backend: o.backend,
+    spec: o.spec,
+    weights: o.weights,
+    optimizer: o.optimizer,
+    lora: o.lora,
+  });
 }
 
 /** How a lock's engine reads in messages: `torch cpu fp32`, or the tfjs backend. */

@@ -1,13 +1,15 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LatheError } from '../errors.js';
 import { sha256File } from '../hash.js';
 import { importHf } from '../model/hf-import.js';
 import { modelSpec, type ModelSpec } from '../model/spec.js';
-import type { Weights } from '../model/weights.js';
-import { resolveBase, type BaseModelRef } from '../recipe/base.js';
-import type { EngineLock } from '../recipe/lock.js';
+import { mergeAdapters } from '../model/lora.js';
+import { initWeights, type Weights } from '../model/weights.js';
+import { checkpointWeightsFile, hfFolderSha256, resolveBase, type BaseModelRef } from '../recipe/base.js';
+import type { EngineLock, RecipeLock } from '../recipe/lock.js';
 import { loadCheckpoint } from '../runs/checkpoint.js';
+import { RunDir } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import type { Engine } from './engine.js';
 import { createEngine } from './index.js';
@@ -18,7 +20,8 @@ import { activeBackend, type EngineBackend } from './tfjs/backend.js';
 
 /**
  * Loads a pinned base (a run's checkpoint or an HF folder): its spec, weights and tokenizer.
- * Checks a run checkpoint's weights are still the pinned ones.
+ * Checks the files are still the pinned ones. A LoRA run's checkpoint stands for its own base with
+ * the adapters merged in.
  */
 export async function loadBase(
   base: BaseModelRef,
@@ -26,19 +29,36 @@ export async function loadBase(
 ): Promise<{ spec: ModelSpec; weights: Weights; tokenizer: Tokenizer }> {
   if (base.kind === 'run') {
     const ck = base.checkpoint!;
-    if (!existsSync(join(ck, 'model.safetensors')))
-      throw new LatheError(`${where}: the pinned checkpoint ${ck} is gone`);
-    const now = await sha256File(join(ck, 'model.safetensors'));
+    const file = checkpointWeightsFile(ck);
+    if (!file) throw new LatheError(`${where}: the pinned checkpoint ${ck} is gone`);
+    const now = await sha256File(file);
     if (now.sha256 !== base.sha256)
       throw new LatheError(
         `${where}: ${ck} changed since the recipe was locked (sha256 ${now.sha256.slice(0, 12)}… ≠ ${base.sha256.slice(0, 12)}…)`,
       );
     const tokenizer = await Tokenizer.load(base.tokenizer);
-    const { weights } = await loadCheckpoint(ck);
-    return { spec: modelSpec(base.model, tokenizer.vocabSize), weights, tokenizer };
+    const spec = modelSpec(base.model, tokenizer.vocabSize);
+    const loaded = await loadCheckpoint(ck);
+    if (loaded.weights) return { spec, weights: loaded.weights, tokenizer };
+    const lock = RunDir.open(base.path).readLock();
+    const lora = lock.recipe.train.lora;
+    if (!lora) throw new LatheError(`${where}: ${ck} holds LoRA adapters, but ${base.path} has no train.lora`);
+    const under = await loraBaseWeights(lock, spec, `${where} (${base.path}'s base)`);
+    return { spec, weights: mergeAdapters(spec, under, loaded.adapters, lora), tokenizer };
   }
+  const now = await hfFolderSha256(base.path);
+  if (now !== base.sha256)
+    throw new LatheError(
+      `${where}: the Hugging Face folder ${base.path} changed since the recipe was locked (sha256 ${now.slice(0, 12)}… ≠ ${base.sha256.slice(0, 12)}…)`,
+    );
   const imported = await importHf(base.path);
   return { spec: imported.spec, weights: imported.weights, tokenizer: imported.tokenizer };
+}
+
+/** The frozen base a LoRA stage adapts: its pinned `from`, or the stage's fresh model under its seed. */
+export async function loraBaseWeights(lock: RecipeLock, spec: ModelSpec, where = 'from'): Promise<Weights> {
+  if (lock.base) return (await loadBase(lock.base, where)).weights;
+  return initWeights(spec, lock.recipe.seed);
 }
 
 /** A model opened for inference: its engine, tokenizer, and what it was loaded from (pinned by hash). */

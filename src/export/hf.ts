@@ -1,7 +1,7 @@
 /**
- * Hugging Face export and import: a run's checkpoint as an HF LlamaForCausalLM /
- * MixtralForCausalLM folder that `AutoModelForCausalLM` and `AutoTokenizer` load, and such a
- * folder (ours, or saved by transformers) back as a Lathe model.
+ * Hugging Face export and import: a run's checkpoint as an HF folder of its architecture (Llama,
+ * Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE) that `AutoModelForCausalLM` and `AutoTokenizer`
+ * load, and such a folder (ours, or saved by transformers) back as a Lathe model.
  *
  * Parameter names are already HF's (see src/model/spec.ts), so export writes them as they are.
  * Import lives in hf-import.ts (re-exported here), which also reads transformers 5's fused
@@ -17,7 +17,7 @@ import { LatheError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createEngine } from '../engine/index.js';
 import { activeBackend, type EngineBackend } from '../engine/tfjs/backend.js';
-import { paramSpecsOf } from '../model/spec.js';
+import { familyOf, paramSpecsOf } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec.js';
 import { loadModel } from '../runs/index.js';
 import { RunDir } from '../runs/rundir.js';
@@ -26,7 +26,7 @@ import { writeFileAtomic } from '../runs/atomic.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { evaluateLoss } from '../eval/loss.js';
 import { VERSION } from '../version.js';
-import { HF_ARCHITECTURES, hfConfigJson, hfConfigOf } from '../model/hf-config.js';
+import { HF_ARCHITECTURE_OF, hfConfigJson, hfConfigOf } from '../model/hf-config.js';
 import { quantizeInt8, type Int8Summary, type NamedWeights } from './quantize.js';
 import { importHf, type HfImport, type ImportHfOptions } from '../model/hf-import.js';
 
@@ -94,7 +94,6 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
   if (opts.quantize !== undefined && opts.quantize !== 'int8')
     throw new LatheError(`quantize: "${String(opts.quantize)}" is not supported; use int8`);
   const { model, tokenizer, step, checkpoint, skipped } = await loadModel(runDir, { step: opts.step });
-  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     const spec = model.spec;
     let weights = await model.weights();
@@ -104,21 +103,60 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
       quantization = { ...q.summary, ...(await measureHeldOut(rd, model, q.weights, opts.evalBatches)) };
       weights = q.weights;
     }
-    const special = tokenizer.special;
-    const files: Record<string, string | Uint8Array> = {
-      'config.json': hfConfigJson(hfConfigOf(spec, { bos: special.bos, eos: special.eos, pad: special.pad })),
-      'generation_config.json': json({
-        bos_token_id: special.bos,
-        // Plain text ends with <|eos|>, a chat turn with <|end|>.
-        eos_token_id: [special.eos, special.end],
-        pad_token_id: special.pad,
-      }),
-      'model.safetensors': encodeSafetensors(storedTensors(spec, weights), { format: 'pt' }),
-      'tokenizer.json': JSON.stringify(tokenizer.toJSON()),
-      'tokenizer_config.json': json(tokenizer.hfTokenizerConfig({ modelMaxLength: spec.context })),
-      'special_tokens_map.json': json(specialTokensMap(tokenizer)),
-    };
+    const files = hfFiles(spec, weights, tokenizer);
     if (quantization) files['quantization.json'] = json({ lathe: VERSION, step, ...quantization });
+    await writeFolder(out, files);
+    return {
+      dir: out,
+      step,
+      checkpoint,
+      skipped,
+      architecture: HF_ARCHITECTURE_OF[familyOf(spec)],
+      files: Object.keys(files).sort(),
+      quantization,
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+/**
+ * Writes a model (spec, weights, tokenizer: an {@link importHf} result, or an engine's weights) as an
+ * HF folder at `outDir`, as {@link exportHf} does for a run. `outDir` must not exist or be empty.
+ */
+export async function saveHf(
+  outDir: string,
+  model: { spec: ModelSpec; weights: NamedWeights; tokenizer: Tokenizer },
+): Promise<{ dir: string; architecture: string; files: string[] }> {
+  const out = resolve(outDir);
+  checkOutDir(outDir, out);
+  const files = hfFiles(model.spec, model.weights, model.tokenizer);
+  await writeFolder(out, files);
+  return { dir: out, architecture: HF_ARCHITECTURE_OF[familyOf(model.spec)], files: Object.keys(files).sort() };
+}
+
+/** The files of an HF folder for a model. */
+function hfFiles(spec: ModelSpec, weights: NamedWeights, tokenizer: Tokenizer): Record<string, string | Uint8Array> {
+  const special = tokenizer.special;
+  return {
+    'config.json': hfConfigJson(hfConfigOf(spec, { bos: special.bos, eos: special.eos, pad: special.pad })),
+    'generation_config.json': json({
+      bos_token_id: special.bos,
+      // Plain text ends with <|eos|>, a chat turn with <|end|>.
+      eos_token_id: [special.eos, special.end],
+      pad_token_id: special.pad,
+    }),
+    'model.safetensors': encodeSafetensors(storedTensors(spec, weights), { format: 'pt' }),
+    'tokenizer.json': JSON.stringify(tokenizer.toJSON()),
+    'tokenizer_config.json': json(tokenizer.hfTokenizerConfig({ modelMaxLength: spec.context })),
+    'special_tokens_map.json': json(specialTokensMap(tokenizer)),
+  };
+}
+
+/** Writes the files into a temporary sibling of `out`, then renames it into place (whole or not at all). */
+async function writeFolder(out: string, files: Record<string, string | Uint8Array>): Promise<void> {
+  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
     await mkdir(dirname(out), { recursive: true });
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp);
@@ -126,20 +164,9 @@ export async function exportHf(runDir: string, outDir: string, opts: ExportHfOpt
     // An empty directory that was already there is replaced; anything else was refused above.
     if (existsSync(out)) await rmdir(out);
     await rename(tmp, out);
-    return {
-      dir: out,
-      step,
-      checkpoint,
-      skipped,
-      architecture: HF_ARCHITECTURES[spec.arch],
-      files: Object.keys(files).sort(),
-      quantization,
-    };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
-  } finally {
-    await model.dispose();
   }
 }
 

@@ -114,10 +114,10 @@ describe('HF import of folders saved by transformers', () => {
           const end = hf.greedy.indexOf(1);
           expect(greedy).toEqual(end >= 0 ? hf.greedy.slice(0, end) : hf.greedy);
         }
-        // The spec can seed a recipe (`--from`) unless its head size is not dim / heads.
-        if (s.expect.headDim * 4 === 32)
-          expect(modelConfigOf(imported.spec)).toMatchObject({ dim: 32, kvHeads: 2, context: 64 });
-        else expect(() => modelConfigOf(imported.spec)).toThrow(/head_dim: 16/);
+        // The spec seeds a recipe (`from`); a head size other than dim / heads is said as headDim.
+        const m = modelConfigOf(imported.spec);
+        expect(m).toMatchObject({ dim: 32, kvHeads: 2, context: 64, vocabSize: imported.spec.vocabSize });
+        expect(m.headDim).toBe(s.expect.headDim * 4 === 32 ? undefined : s.expect.headDim);
       } finally {
         await model.dispose();
       }
@@ -195,17 +195,26 @@ describe('HF import: bad input', () => {
     expect(r.spec).toMatchObject({ dim: 16, layers: 1, tieEmbeddings: true });
   });
 
-  it('rope_scaling set (transformers 4 spelling)', async () => {
+  it('a RoPE type Lathe does not implement (transformers 4 spelling)', async () => {
     const d = await validFolder(root, 'rope4', tok);
-    await editConfig(d, (c) => (c.rope_scaling = { rope_type: 'llama3', factor: 8 }));
-    expect((await importError(d)).message).toMatch(/\/rope4\/config\.json: rope_scaling: .*llama3.* not supported/);
+    await editConfig(d, (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 8 }));
+    expect((await importError(d)).message).toMatch(
+      /\/rope4\/config\.json: rope_scaling\.rope_type: "yarn" is not supported; Lathe implements RoPE types default, linear and llama3/,
+    );
   });
 
-  it('rope scaling in rope_parameters (transformers 5 spelling)', async () => {
+  it('a RoPE type Lathe does not implement (transformers 5 spelling), and a bad llama3 field', async () => {
     const d = await validFolder(root, 'rope5', tok);
-    await editConfig(d, (c) => (c.rope_parameters = { rope_type: 'linear', rope_theta: 10000, factor: 2 }));
+    await editConfig(d, (c) => (c.rope_parameters = { rope_type: 'dynamic', rope_theta: 10000, factor: 2 }));
     expect((await importError(d)).message).toMatch(
-      /config\.json: rope_parameters\.rope_type: "linear" is not supported/,
+      /config\.json: rope_parameters\.rope_type: "dynamic" is not supported/,
+    );
+    await editConfig(
+      d,
+      (c) => (c.rope_parameters = { rope_type: 'llama3', rope_theta: 10000, factor: 8, low_freq_factor: 1 }),
+    );
+    expect((await importError(d)).message).toMatch(
+      /config\.json: rope_parameters\.high_freq_factor: must be a number above 0, got undefined/,
     );
   });
 
@@ -216,33 +225,50 @@ describe('HF import: bad input', () => {
       c.model_type = 'gpt2';
     });
     expect((await importError(d)).message).toMatch(
-      /\/gpt2\/config\.json: architectures: "GPT2LMHeadModel" is not supported; Lathe imports LlamaForCausalLM and MixtralForCausalLM/,
+      /\/gpt2\/config\.json: architectures: "GPT2LMHeadModel" is not supported; Lathe imports LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM/,
     );
     await editConfig(d, (c) => delete c.architectures);
     expect((await importError(d)).message).toMatch(/config\.json: model_type: "gpt2" is not supported/);
   });
 
-  it('biases, another activation, a short sliding window, a quantized checkpoint', async () => {
+  it('every refused config field is named (REFUSED_FIELDS)', async () => {
     const d = await validFolder(root, 'fields', tok);
+    const qwen3Moe = (c: Record<string, unknown>) =>
+      Object.assign(c, {
+        architectures: ['Qwen3MoeForCausalLM'],
+        model_type: 'qwen3_moe',
+        num_experts: 2,
+        num_experts_per_tok: 1,
+      });
     const cases: [(c: Record<string, unknown>) => void, RegExp][] = [
-      [(c) => (c.attention_bias = true), /config\.json: attention_bias: true is not supported/],
       [(c) => (c.mlp_bias = true), /config\.json: mlp_bias: true is not supported/],
+      [(c) => (c.attention_dropout = 0.1), /config\.json: attention_dropout: 0\.1 is not supported/],
+      [(c) => (c.partial_rotary_factor = 0.5), /config\.json: partial_rotary_factor: 0\.5 is not supported/],
+      [
+        (c) =>
+          Object.assign(c, {
+            architectures: ['Qwen2ForCausalLM'],
+            model_type: 'qwen2',
+            use_sliding_window: false,
+            layer_types: ['sliding_attention'],
+          }),
+        /config\.json: layer_types: names sliding_attention layers but the sliding window is off/,
+      ],
+      [(c) => Object.assign(qwen3Moe(c), { num_experts: 0 }), /config\.json: num_experts: 0 is not supported/],
+      [
+        (c) => Object.assign(qwen3Moe(c), { decoder_sparse_step: 0 }),
+        /config\.json: decoder_sparse_step: must be a positive integer, got 0/,
+      ],
+      [
+        (c) => Object.assign(qwen3Moe(c), { mlp_only_layers: [0] }),
+        /config\.json: mlp_only_layers: leaves no layer with experts/,
+      ],
       [(c) => (c.hidden_act = 'gelu'), /config\.json: hidden_act: "gelu" is not supported/],
       [(c) => (c.num_key_value_heads = 3), /config\.json: num_key_value_heads: 3 must divide num_attention_heads 2/],
       [(c) => (c.hidden_size = 'big'), /config\.json: hidden_size: must be a positive integer/],
       [
         (c) => (c.quantization_config = { quant_method: 'gptq' }),
         /config\.json: quantization_config: quantized checkpoints \(gptq\)/,
-      ],
-      [
-        (c) =>
-          Object.assign(c, {
-            architectures: ['MixtralForCausalLM'],
-            model_type: 'mixtral',
-            num_local_experts: 2,
-            sliding_window: 8,
-          }),
-        /config\.json: sliding_window: 8 is shorter than the context 16/,
       ],
     ];
     const original = await readFile(join(d, 'config.json'), 'utf8');
@@ -251,6 +277,19 @@ describe('HF import: bad input', () => {
       await editConfig(d, edit);
       expect((await importError(d)).message).toMatch(re);
     }
+  });
+
+  it('attention_bias without bias tensors, or bias tensors the config does not name', async () => {
+    const d = await validFolder(root, 'bias', tok);
+    await editConfig(d, (c) => (c.attention_bias = true));
+    expect((await importError(d)).message).toMatch(
+      /model\.safetensors: tensor model\.layers\.0\.self_attn\.q_proj\.bias: missing/,
+    );
+    const withBias = await validFolder(root, 'bias2', tok, { attentionBias: 'all' });
+    await editConfig(withBias, (c) => (c.attention_bias = false));
+    expect((await importError(withBias)).message).toMatch(
+      /tensor model\.layers\.0\.self_attn\.k_proj\.bias: not part of a LlamaForCausalLM model of .*config\.json \(this architecture has no such bias; check attention_bias and mlp_bias\) \(and 3 more\)/,
+    );
   });
 
   it('missing or wrong weights files and tensors', async () => {
@@ -297,6 +336,81 @@ describe('HF import: bad input', () => {
     await rm(join(d, 'config.json'));
     expect((await importError(d)).message).toMatch(/\/files\/config\.json: cannot read \(no such file\)/);
     expect(existsSync(join(d, 'model.safetensors'))).toBe(true);
+  });
+
+  it('llama3 RoPE scaling reads the same in the transformers 4 and 5 spellings', () => {
+    const base = {
+      architectures: ['LlamaForCausalLM'],
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      vocab_size: 300,
+      max_position_embeddings: 1024,
+    };
+    const scaling = { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 };
+    const v4 = specFromHfConfig(
+      { ...base, rope_theta: 500000.0, rope_scaling: { rope_type: 'llama3', ...scaling } },
+      'config.json',
+    ).spec;
+    const v5 = specFromHfConfig(
+      { ...base, rope_parameters: { rope_type: 'llama3', rope_theta: 500000.0, ...scaling } },
+      'config.json',
+    ).spec;
+    expect(v4).toEqual(v5);
+    expect(v4).toMatchObject({
+      ropeTheta: 500000,
+      ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 64 },
+    });
+    // Without original_max_position_embeddings, transformers takes max_position_embeddings.
+    const { original_max_position_embeddings: _, ...rest } = scaling;
+    expect(
+      specFromHfConfig({ ...base, rope_parameters: { rope_type: 'llama3', ...rest } }, 'config.json').spec.ropeScaling,
+    ).toMatchObject({ originalContext: 1024 });
+  });
+
+  it('family defaults follow transformers (MistralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig)', () => {
+    const minimal = {
+      hidden_size: 64,
+      intermediate_size: 32,
+      num_hidden_layers: 4,
+      num_attention_heads: 32,
+      vocab_size: 300,
+    };
+    // Mistral: a 4096 window unless the config says null.
+    expect(specFromHfConfig({ ...minimal, model_type: 'mistral' }, 'c').spec).toMatchObject({
+      family: 'mistral',
+      kvHeads: 8,
+      slidingWindow: 4096,
+    });
+    expect(specFromHfConfig({ ...minimal, model_type: 'mistral', sliding_window: null }, 'c').spec.slidingWindow).toBe(
+      undefined,
+    );
+    // Qwen2: biases; the window only with use_sliding_window, from max_window_layers (28) on.
+    const q2 = specFromHfConfig({ ...minimal, model_type: 'qwen2', sliding_window: 16 }, 'c').spec;
+    expect(q2).toMatchObject({ attentionBias: 'qkv', context: 32768, normEps: 1e-6 });
+    expect(q2.slidingWindow).toBe(undefined);
+    expect(
+      specFromHfConfig(
+        { ...minimal, model_type: 'qwen2', use_sliding_window: true, sliding_window: 16, max_window_layers: 2 },
+        'c',
+      ).spec,
+    ).toMatchObject({ slidingWindow: 16, windowLayers: [2, 3] });
+    // Qwen3: head_dim 128 unless given, q/k norms.
+    expect(specFromHfConfig({ ...minimal, model_type: 'qwen3' }, 'c').spec).toMatchObject({
+      headDim: 128,
+      qkNorm: true,
+    });
+    // Qwen3-MoE: 128 experts, top 8, moe_intermediate_size 768, no renormalisation.
+    expect(specFromHfConfig({ ...minimal, model_type: 'qwen3_moe', decoder_sparse_step: 2 }, 'c').spec).toMatchObject({
+      arch: 'moe',
+      experts: 128,
+      topK: 8,
+      ffnDim: 768,
+      denseFfnDim: 32,
+      normTopK: false,
+      denseLayers: [0, 2],
+    });
   });
 
   it('config defaults follow transformers (LlamaConfig / MixtralConfig) for omitted fields', () => {

@@ -13,6 +13,7 @@
 /** Named float32 weights, as `LanguageModel.weights()` returns them. */
 export type { Weights as NamedWeights } from '../model/weights.js';
 import type { Weights as NamedWeights } from '../model/weights.js';
+import { isLinearProjection, quantizeRows } from '../model/quantize.js';
 
 /** What {@link quantizeInt8} did. */
 export interface Int8Summary {
@@ -30,40 +31,12 @@ export interface Int8Summary {
   relativeRmsError: number;
 }
 
-const LINEAR = /(\.self_attn\.[qkvo]_proj\.weight|\.mlp\.(gate|up|down)_proj\.weight|\.experts\.\d+\.w[123]\.weight)$/;
-
 /** Whether a weight is quantized by {@link quantizeInt8}. */
 export function isQuantizedWeight(name: string): boolean {
-  return LINEAR.test(name) || name === 'lm_head.weight';
+  return isLinearProjection(name) || name === 'lm_head.weight';
 }
 
-/**
- * Quantizes one [rows, cols] matrix per row. Returns the int8 values, the float32 row scales and
- * the dequantized matrix.
- */
-export function quantizeRows(
-  data: Float32Array,
-  rows: number,
-  cols: number,
-): { q: Int8Array; scales: Float32Array; dequant: Float32Array } {
-  const q = new Int8Array(rows * cols);
-  const scales = new Float32Array(rows);
-  const dequant = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    let max = 0;
-    for (let c = 0; c < cols; c++) max = Math.max(max, Math.abs(data[r * cols + c]!));
-    const scale = Math.fround(max / 127);
-    scales[r] = scale;
-    if (scale === 0) continue;
-    for (let c = 0; c < cols; c++) {
-      const x = data[r * cols + c]! / scale;
-      const v = Math.max(-127, Math.min(127, Math.sign(x) * Math.round(Math.abs(x))));
-      q[r * cols + c] = v;
-      dequant[r * cols + c] = v * scale;
-    }
-  }
-  return { q, scales, dequant };
-}
+export { quantizeRows };
 
 /** Quantize-dequantizes the Linear weights of a model (see the module comment for which). */
 export function quantizeInt8(weights: NamedWeights): { weights: NamedWeights; summary: Int8Summary } {

@@ -1,18 +1,24 @@
 /**
- * Hugging Face import: an HF LlamaForCausalLM / MixtralForCausalLM folder (Lathe's export, or one
- * saved by transformers) as a Lathe spec, weights and tokenizer. It depends on no run machinery,
+ * Hugging Face import: an HF folder of a Llama, Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE causal LM
+ * (Lathe's export, or one saved by transformers) as a Lathe spec, weights and tokenizer. It depends on no run machinery,
  * so training code can use it for `--from <hf-dir>` without an import cycle.
  */
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LatheError } from '../errors.js';
-import { paramSpecsOf } from './spec.js';
+import { familyOf, isMoeLayer, moeNames, paramSpecsOf } from './spec.js';
 import type { ModelSpec } from './spec.js';
 import { readSafetensors, toFloat32, type StoredTensor } from './safetensors.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { specFromHfConfig, type HfConfigInfo, type SpecFromHfOptions } from '../recipe/hf-config.js';
+import {
+  HF_ARCHITECTURE_OF,
+  specFromHfConfig,
+  type HfConfigInfo,
+  type SpecFromHfOptions,
+} from '../recipe/hf-config.js';
 import type { Weights as NamedWeights } from './weights.js';
+import { resizeVocab } from './vocab.js';
 
 /** Options for {@link importHf}. */
 export interface ImportHfOptions extends SpecFromHfOptions {
@@ -38,7 +44,7 @@ export interface HfImport {
 }
 
 /**
- * Reads an HF Llama or Mixtral folder: config.json, model.safetensors or a sharded
+ * Reads an HF model folder (see recipe/hf-config.ts for the architectures): config.json, model.safetensors or a sharded
  * model.safetensors.index.json (F32, F16 or BF16, converted to float32), and tokenizer.json
  * (ByteLevel BPE). Errors are {@link LatheError}s that name the file and the field or tensor.
  */
@@ -57,11 +63,7 @@ export async function importHf(dir: string, opts: ImportHfOptions = {}): Promise
       );
     }
     grownVocab = [spec.vocabSize, tokenizer.vocabSize];
-    for (const name of ['model.embed_tokens.weight', 'lm_head.weight']) {
-      const w = weights.get(name);
-      if (w) weights.set(name, growRows(w, tokenizer.vocabSize));
-    }
-    spec.vocabSize = tokenizer.vocabSize;
+    resizeVocab(spec, weights, tokenizer.vocabSize);
   }
   return { spec, weights, tokenizer, info, files, grownVocab };
 }
@@ -154,15 +156,16 @@ function mapWeights(
     pending.delete(name);
     return t;
   };
-  // transformers 5 in memory (and any save that did not revert it): fused Mixtral experts.
+  // transformers 5 in memory (and any save that did not revert it): fused Mixtral / Qwen3-MoE experts.
   if (spec.arch === 'moe') {
     for (let i = 0; i < spec.layers; i++) {
+      if (!isMoeLayer(spec, i)) continue;
       const fused = `model.layers.${i}.mlp.experts.gate_up_proj`;
       const down = `model.layers.${i}.mlp.experts.down_proj`;
       const router = `model.layers.${i}.mlp.gate.weight`;
-      const legacy = `model.layers.${i}.block_sparse_moe`;
+      const names = moeNames(spec, i);
       if (pending.has(router))
-        got.set(`${legacy}.gate.weight`, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
+        got.set(names.router, { shape: pending.get(router)!.shape, data: toF32(router, take(router)) });
       if (pending.has(fused)) {
         const t = take(fused);
         const [e, twoF, d] = t.shape as [number, number, number];
@@ -174,11 +177,11 @@ function mapWeights(
         const data = toF32(fused, t);
         const block = spec.ffnDim * spec.dim;
         for (let x = 0; x < e; x++) {
-          got.set(`${legacy}.experts.${x}.w1.weight`, {
+          got.set(names.expert(x).gate, {
             shape: [spec.ffnDim, spec.dim],
             data: data.slice(2 * x * block, (2 * x + 1) * block),
           });
-          got.set(`${legacy}.experts.${x}.w3.weight`, {
+          got.set(names.expert(x).up, {
             shape: [spec.ffnDim, spec.dim],
             data: data.slice((2 * x + 1) * block, (2 * x + 2) * block),
           });
@@ -199,7 +202,7 @@ function mapWeights(
         const data = toF32(down, t);
         const block = spec.dim * spec.ffnDim;
         for (let x = 0; x < spec.experts; x++)
-          got.set(`${legacy}.experts.${x}.w2.weight`, {
+          got.set(names.expert(x).down, {
             shape: [spec.dim, spec.ffnDim],
             data: data.slice(x * block, (x + 1) * block),
           });
@@ -226,9 +229,11 @@ function mapWeights(
   if (pending.size) {
     const names = [...pending.keys()].sort();
     const first = names[0]!;
-    const hint = /\.bias$/.test(first) ? " (Lathe's Llama has no biases)" : '';
+    const hint = /\.bias$/.test(first)
+      ? ' (this architecture has no such bias; check attention_bias and mlp_bias)'
+      : '';
     throw new LatheError(
-      `${where(first)}: tensor ${first}: not part of a ${spec.arch === 'moe' ? 'Mixtral' : 'Llama'} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`,
+      `${where(first)}: tensor ${first}: not part of a ${HF_ARCHITECTURE_OF[familyOf(spec)]} model of ${configPath}${hint}${names.length > 1 ? ` (and ${names.length - 1} more)` : ''}`,
     );
   }
   return got;
@@ -247,15 +252,4 @@ async function readTokenizer(dir: string): Promise<Tokenizer> {
   } catch (e) {
     throw new LatheError(`${path}: ${(e as Error).message}`);
   }
-}
-
-/** Rows appended to a [rows, dim] matrix, each the mean of the existing rows. */
-function growRows(w: { shape: number[]; data: Float32Array }, rows: number): { shape: number[]; data: Float32Array } {
-  const [old, dim] = w.shape as [number, number];
-  const mean = new Float64Array(dim);
-  for (let r = 0; r < old; r++) for (let c = 0; c < dim; c++) mean[c]! += w.data[r * dim + c]!;
-  const data = new Float32Array(rows * dim);
-  data.set(w.data);
-  for (let r = old; r < rows; r++) for (let c = 0; c < dim; c++) data[r * dim + c] = mean[c]! / old;
-  return { shape: [rows, dim], data };
 }

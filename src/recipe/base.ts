@@ -16,7 +16,10 @@ export interface BaseModelRef {
   /** Run bases: the pinned checkpoint folder (absolute) and its step. */
   checkpoint?: string;
   step?: number;
-  /** sha256 of the weights (run: the checkpoint's model.safetensors; HF: config.json and every .safetensors file). */
+  /**
+   * sha256 of the weights (run: the checkpoint's model.safetensors, or a LoRA run's
+   * adapter.safetensors, whose own lock pins its base; HF: config.json and every .safetensors file).
+   */
   sha256: string;
   /** The base model's architecture, as a recipe's model section. */
   model: ModelConfig;
@@ -55,11 +58,30 @@ function checkpointSteps(dir: string): number[] {
   const c = join(dir, 'checkpoints');
   if (!existsSync(c)) return [];
   return readdirSync(c)
-    .filter(
-      (n) => /^\d+$/.test(n) && existsSync(join(c, n, 'state.json')) && existsSync(join(c, n, 'model.safetensors')),
-    )
+    .filter((n) => /^\d+$/.test(n) && existsSync(join(c, n, 'state.json')) && checkpointWeightsFile(join(c, n)))
     .map(Number)
     .sort((a, b) => a - b);
+}
+
+/** The tensor file that pins a checkpoint: model.safetensors, or a LoRA checkpoint's adapter.safetensors. */
+export function checkpointWeightsFile(checkpoint: string): string | undefined {
+  for (const f of ['model.safetensors', 'adapter.safetensors'])
+    if (existsSync(join(checkpoint, f))) return join(checkpoint, f);
+  return undefined;
+}
+
+/** sha256 over an HF folder's config.json and every .safetensors file (what a lock pins an HF base by). */
+export async function hfFolderSha256(dir: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const h = createHash('sha256');
+  for (const f of [
+    'config.json',
+    ...readdirSync(dir)
+      .filter((n) => n.endsWith('.safetensors'))
+      .sort(),
+  ])
+    h.update(`${f}:${(await sha256File(join(dir, f))).sha256}\n`);
+  return h.digest('hex');
 }
 
 /** Resolves `from` (relative to baseDir) into a pinned base model; `where` names the recipe field in errors. */
@@ -79,7 +101,7 @@ export async function resolveBase(from: string, baseDir: string, where = 'from')
     const checkpoint = join(dir, 'checkpoints', String(step));
     const tokenizer = join(dir, 'data', 'tokenizer.json');
     if (!existsSync(tokenizer)) throw new LatheError(`${where}: ${from} has no data/tokenizer.json`);
-    const { sha256 } = await sha256File(join(checkpoint, 'model.safetensors'));
+    const { sha256 } = await sha256File(checkpointWeightsFile(checkpoint)!);
     return { kind: 'run', path: dir, checkpoint, step, sha256, model: lock.recipe.model, tokenizer };
   }
   if (existsSync(join(abs, 'config.json'))) {
@@ -94,16 +116,7 @@ export async function resolveBase(from: string, baseDir: string, where = 'from')
     const model = modelConfigOf(spec);
     const tokenizer = join(abs, 'tokenizer.json');
     if (!existsSync(tokenizer)) throw new LatheError(`${where}: ${from} has no tokenizer.json`);
-    const { createHash } = await import('node:crypto');
-    const h = createHash('sha256');
-    for (const f of [
-      'config.json',
-      ...readdirSync(abs)
-        .filter((n) => n.endsWith('.safetensors'))
-        .sort(),
-    ])
-      h.update(`${f}:${(await sha256File(join(abs, f))).sha256}\n`);
-    return { kind: 'hf', path: abs, sha256: h.digest('hex'), model, tokenizer };
+    return { kind: 'hf', path: abs, sha256: await hfFolderSha256(abs), model, tokenizer };
   }
   throw new LatheError(
     `${where}: ${from} is neither a Lathe run directory (no recipe.lock.json) nor a Hugging Face model folder (no config.json)`,

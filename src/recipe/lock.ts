@@ -36,7 +36,7 @@ export interface RecipeLock {
   data: { source: string; files: { path: string; sha256: string; bytes: number }[] }[];
   /** The loaded tokenizer file, when the recipe names one (or the base model's, when starting `from` one). */
   tokenizer?: { path: string; sha256: string };
-  /** Post-training: the pinned starting model (`from`); its architecture is `recipe.model`. */
+  /** The pinned starting model (`from`: post-training, continued pre-training); its architecture is `recipe.model`. */
   base?: BaseModelRef;
   /** GRPO / online DPO: the reward module, hashed (its own imports are not). */
   reward?: { path: string; export: string; sha256: string };
@@ -77,12 +77,20 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
     for (const f of files) entries.push({ path: f, ...(await sha256File(f)) });
     data.push({ source: sourceName(recipe, i), files: entries });
   }
+  // Continued pre-training's replay data is the entry after the sources.
+  const replay = recipe.stage === 'pretrain' ? recipe.data.replay : undefined;
+  if (replay) {
+    const files = await resolveSourceFiles(replay, opts.baseDir, 'data.replay');
+    const entries = [];
+    for (const f of files) entries.push({ path: f, ...(await sha256File(f)) });
+    data.push({ source: replay.name ?? 'replay', files: entries });
+  }
   let tokenizer: RecipeLock['tokenizer'];
   let base: BaseModelRef | undefined;
   let reward: RecipeLock['reward'];
   let judge: BaseModelRef | undefined;
   let resolved = recipe;
-  if (recipe.stage !== 'pretrain' && recipe.from !== undefined && !opts.deferBase) {
+  if (recipe.from !== undefined && !opts.deferBase) {
     base = await resolveBase(recipe.from, opts.baseDir);
     // The base model fixes the architecture and the tokenizer.
     resolved = { ...recipe, model: base.model };
@@ -195,8 +203,7 @@ export async function lockPipeline(
   const stages: RecipeLock[] = [];
   for (const [i, st] of pipeline.stages.entries()) {
     const stage = { ...st, backend: opts.backend, resources: st.resources ?? pipeline.resources } as ResolvedRecipe;
-    if (i === 0 && pipeline.from !== undefined && stage.stage !== 'pretrain')
-      (stage as { from?: string }).from = pipeline.from;
+    if (i === 0 && pipeline.from !== undefined) (stage as { from?: string }).from = pipeline.from;
     try {
       stages.push(await lockRecipe(stage, { ...opts, deferBase: i > 0 }));
     } catch (e) {

@@ -68,12 +68,28 @@ export const CleanSchema = z
   })
   .describe('Cleaning.');
 
+/** Continued pre-training: the base model's own kind of data, mixed back in so it forgets less. */
+export const ReplaySchema = z
+  .strictObject({
+    ...SourceSchema.shape,
+    weight: z
+      .number()
+      .gt(0)
+      .lt(1)
+      .default(0.25)
+      .describe('Share of training sequences drawn from the replay data (the sources share the rest).'),
+  })
+  .describe(
+    'Replay (continued pre-training, with `from`): text like the base model was trained on, mixed in at a share of the training sequences to limit forgetting; its held-out loss is reported as eval_loss_replay.',
+  );
+
 export const DataSchema = z
   .strictObject({
     sources: z
       .array(SourceSchema)
       .min(1, { error: 'add at least one source, e.g. {"path": "data/train.jsonl"}' })
       .describe('Data sources, mixed by weight.'),
+    replay: ReplaySchema.optional(),
     clean: CleanSchema.prefault({}).describe('Cleaning, dedupe and PII scrubbing.'),
     onError: z
       .enum(['skip', 'fail'])
@@ -91,6 +107,13 @@ export const DataSchema = z
 export const TokenizerSchema = z
   .strictObject({
     path: z.string().min(1).optional().describe('Load this HF tokenizer.json instead of training one.'),
+    addTokens: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe(
+        "Continued pre-training (`from`): tokens added to the base model's tokenizer, each matched whole in text and encoded as one new id; the embedding (and untied head) rows of new ids start at the mean of the base's rows.",
+      ),
     vocabSize: z
       .number()
       .int()
@@ -107,6 +130,35 @@ export const TokenizerSchema = z
       .describe('Train on at most this many bytes of cleaned text.'),
   })
   .describe('Tokenizer: byte-level BPE, trained on the recipe data or loaded.');
+
+/** The Hugging Face architectures a model section can describe (its `model_type`). */
+export const MODEL_FAMILIES = ['llama', 'mistral', 'qwen2', 'qwen3', 'mixtral', 'qwen3_moe'] as const;
+
+/** RoPE scaling as transformers' `rope_parameters`: Llama 3.x's `llama3`, or position interpolation (`linear`). */
+export const RopeScalingSchema = z.discriminatedUnion('type', [
+  z
+    .strictObject({
+      type: z.literal('llama3'),
+      factor: z.number().positive().describe('Scaling factor of the low frequencies.'),
+      lowFreqFactor: z.number().positive().describe('Wavelengths above originalContext / lowFreqFactor are scaled.'),
+      highFreqFactor: z
+        .number()
+        .positive()
+        .describe('Wavelengths below originalContext / highFreqFactor are kept; in between they are blended.'),
+      originalContext: z
+        .number()
+        .int()
+        .positive()
+        .describe('The context the model was first trained at (original_max_position_embeddings).'),
+    })
+    .describe('Llama 3.1 frequency scaling.'),
+  z
+    .strictObject({
+      type: z.literal('linear'),
+      factor: z.number().positive().describe('Positions are divided by this.'),
+    })
+    .describe('Linear position interpolation.'),
+]);
 
 export const ModelSchema = z
   .strictObject({
@@ -138,9 +190,106 @@ export const ModelSchema = z
     topK: z.number().int().min(1).default(2).describe('MoE: experts each token is routed to.'),
     auxLossCoef: z.number().min(0).default(0.01).describe('MoE: load-balancing auxiliary loss weight.'),
     zLossCoef: z.number().min(0).default(0.001).describe('MoE: router z-loss weight.'),
+    // Fields an imported open model sets (`from` a Hugging Face folder); a fresh model may use them too.
+    // Absent means Lathe's own decoder, so recipes that name none keep their identity.
+    family: z
+      .enum(MODEL_FAMILIES)
+      .optional()
+      .describe(
+        'The Hugging Face architecture the model exports as, and its parameter names: llama, mistral, qwen2, qwen3 (dense) or mixtral, qwen3_moe (moe); default llama for dense, mixtral for moe.',
+      ),
+    headDim: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Size of each attention head; defaults to dim / heads (imported models may differ).'),
+    vocabSize: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Embedding rows when there are more than the tokenizer's ids (an imported model's padded vocabulary); default the tokenizer's size.",
+      ),
+    attentionBias: z
+      .enum(['qkv', 'all'])
+      .optional()
+      .describe('Biases on the q, k and v projections (qkv, as Qwen2), or on q, k, v and o (all); default none.'),
+    qkNorm: z.boolean().optional().describe('RMSNorm over each head of q and k before RoPE (Qwen3); default off.'),
+    ropeScaling: RopeScalingSchema.optional().describe('RoPE frequency scaling for long contexts; default none.'),
+    slidingWindow: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'Sliding-window attention: each position sees itself and the N - 1 before it (Mistral), in training and decoding; default the whole context.',
+      ),
+    windowLayers: z
+      .array(z.number().int().min(0))
+      .optional()
+      .describe('The layers slidingWindow applies to (Qwen2 layer_types); default every layer.'),
+    normTopK: z
+      .boolean()
+      .optional()
+      .describe(
+        "MoE: renormalise each token's top-k router probabilities to sum to 1 (Mixtral; Qwen3-MoE's norm_topk_prob); default true.",
+      ),
+    denseLayers: z
+      .array(z.number().int().min(0))
+      .optional()
+      .describe(
+        "MoE: layers with one dense SwiGLU MLP instead of experts (Qwen3-MoE's mlp_only_layers and decoder_sparse_step); default none.",
+      ),
+    denseFfnDim: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('MoE: hidden size of the denseLayers MLPs; default ffnDim.'),
   })
   .describe(
     "Model architecture. A fresh model must fit: its training state (16 bytes a parameter: fp32 weights, gradients and AdamW's two moments) within this machine's memory, or LATHE_MAX_MODEL_GIB GiB when set, and each tensor within 2^32 values.",
+  );
+
+/** The projections LoRA can adapt, by PEFT's `target_modules` names, per architecture. */
+export const LORA_TARGETS = {
+  dense: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  moe: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'w1', 'w2', 'w3'],
+} as const;
+
+/** LoRA (PEFT's): low-rank adapters train on a frozen model; QLoRA holds that model quantized. */
+export const LoraSchema = z
+  .strictObject({
+    rank: z.number().int().min(1).max(1024).default(8).describe('Rank r of each adapter: A is r x in, B is out x r.'),
+    alpha: z
+      .number()
+      .positive()
+      .default(16)
+      .describe('Scale of the update: the adapted weight is W + (alpha / rank) · B A (PEFT lora_alpha).'),
+    dropout: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(0)
+      .describe("Dropout on the adapters' input while training (PEFT lora_dropout)."),
+    targets: z
+      .array(z.enum([...new Set([...LORA_TARGETS.dense, ...LORA_TARGETS.moe])]))
+      .min(1, { error: 'add at least one projection, e.g. ["q_proj", "v_proj"]' })
+      .default(['q_proj', 'v_proj'])
+      .describe(
+        'Projections to adapt in every block (PEFT target_modules): q_proj, k_proj, v_proj, o_proj, and gate_proj, up_proj, down_proj (dense) or w1, w2, w3 (MoE experts).',
+      ),
+    quantize: z
+      .enum(['none', 'int8', 'nf4'])
+      .default('none')
+      .describe(
+        "QLoRA: hold the frozen model's projections quantized: int8 per row (both engines), or nf4 (the torch engine on CUDA, with bitsandbytes).",
+      ),
+  })
+  .describe(
+    'Train LoRA adapters instead of the whole model: the starting model stays frozen, only the adapters and their optimizer state train and are checkpointed; `lathe export --format peft` writes them for PEFT.',
   );
 
 export const PretrainSchema = z
@@ -162,6 +311,7 @@ export const PretrainSchema = z
       .describe(
         'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
       ),
+    lora: LoraSchema.optional(),
     fimRate: z
       .number()
       .min(0)
@@ -177,6 +327,12 @@ export const EvalSchema = z
   .strictObject({
     every: z.number().int().min(0).default(50).describe('Evaluate held-out loss every N steps (0: only at the end).'),
     batches: z.number().int().positive().default(4).describe('Held-out batches per evaluation.'),
+    onStart: z
+      .boolean()
+      .optional()
+      .describe(
+        "Also evaluate the starting model before the first step (a step-0 line in metrics.jsonl): with `from`, the base model's held-out loss, the baseline of continued pre-training. Default off.",
+      ),
     ...evalSuiteFields,
   })
   .describe('Evaluation during training.');
@@ -275,6 +431,13 @@ export const PretrainRecipeSchema = z
     seed: seedField,
     backend: backendField,
     ...engineFields,
+    from: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Continued pre-training: start from this model (a Lathe run directory, or a Hugging Face folder of a Llama, Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE model), relative to the recipe. Its architecture and tokenizer are kept (tokenizer.addTokens may add tokens); data.replay mixes in data like the base's. Unset: a fresh model.",
+      ),
     data: DataSchema.describe('Training data.'),
     tokenizer: TokenizerSchema.prefault({}).describe('Tokenizer.'),
     model: ModelSchema.prefault({}).describe('Model.'),
@@ -355,6 +518,7 @@ function optimizerFields(d: {
       .describe(
         'torch engine: recompute each block in the backward pass instead of keeping its activations (less memory).',
       ),
+    lora: LoraSchema.optional(),
     logEvery: z.number().int().positive().default(1).describe('Write metrics every N steps.'),
     checkpointEvery: z
       .number()
@@ -453,7 +617,7 @@ const fromField = z
   .min(1)
   .optional()
   .describe(
-    'Start from this model: a Lathe run directory (its latest checkpoint; a pipeline run: its last stage) or a Hugging Face Llama/Mixtral folder, relative to the recipe. The model and tokenizer then come from it. Unset: a fresh model (model and tokenizer sections apply). In a pipeline, stages after the first start from the previous stage.',
+    'Start from this model: a Lathe run directory (its latest checkpoint; a pipeline run: its last stage) or a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE), relative to the recipe. The model and tokenizer then come from it. Unset: a fresh model (model and tokenizer sections apply). In a pipeline, stages after the first start from the previous stage.',
   );
 
 /** Evaluation during a post-training stage. */
@@ -723,6 +887,7 @@ export type DataConfig = z.output<typeof DataSchema>;
 export type TokenizerConfig = z.output<typeof TokenizerSchema>;
 export type ModelConfig = z.output<typeof ModelSchema>;
 export type PretrainConfig = z.output<typeof PretrainSchema>;
+export type LoraRecipeConfig = z.output<typeof LoraSchema>;
 export type EvalConfig = z.output<typeof EvalSchema>;
 export type CheckpointsConfig = z.output<typeof CheckpointsSchema>;
 export type Resources = z.output<typeof ResourcesSchema>;

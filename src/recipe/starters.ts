@@ -49,6 +49,15 @@ export const STARTER_PRESETS = {
   },
 } as const satisfies Record<Stage, object>;
 
+/**
+ * What a starter trains when it adapts a model with LoRA (`lathe init --lora`, the extension's "from an
+ * open model" templates): rank 16 adapters on the attention projections, at twice the preset's lr.
+ */
+export const STARTER_LORA = { rank: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] } as const;
+
+/** Continued pre-training moves a trained model, not a fresh one: a tenth of the fresh learning rate. */
+export const CONTINUED_PRETRAIN_LR = { lr: 3e-4, minLr: 3e-5 } as const;
+
 /** The stages with a starter, in menu order (every stage has one: the record above is keyed by Stage). */
 export const STARTER_STAGES = Object.keys(STARTER_PRESETS) as Stage[];
 
@@ -57,14 +66,24 @@ export interface StarterInput {
   stage: Stage;
   /** Data sources (pretrain may name a JSONL field or CSV column per source). */
   sources: { path: string; field?: string }[];
-  /** Base model for post-training: the recipe's `from`. Without it the starter trains STARTER_MODEL. */
+  /** Base model (post-training, continued pre-training): the recipe's `from`. Without it the starter trains STARTER_MODEL. */
   from?: string;
+  /** Continued pre-training: replay data like the base's (data.replay, at its default share). */
+  replay?: string | string[];
   /** Reward module: grpo's reward, or online-dpo's judge. */
   reward?: { module: string; export?: string };
   /** Reward-model run that judges online-dpo, instead of `reward`. */
   judgeModel?: string;
   /** Context length of the `from` model, when known: rollouts keep room for the prompt. */
   baseContext?: number;
+  /** Train LoRA adapters (STARTER_LORA) on the `from` model instead of all its weights. */
+  lora?: boolean;
+}
+
+/** A preset's train section, with LoRA adapters at twice the learning rate when asked. */
+function trainOf<T extends { lr: number }>(train: T, lora: boolean | undefined) {
+  if (!lora) return { ...train };
+  return { ...train, lr: 2 * train.lr, lora: { ...STARTER_LORA, targets: [...STARTER_LORA.targets] } };
 }
 
 /** A stage's starter recipe. Throws a plain Error on input that the callers check first (a missing reward). */
@@ -74,6 +93,17 @@ export function starterRecipe(input: StarterInput): RecipeInput {
   // The key order is the one `lathe init` has always written.
   if (stage === 'pretrain') {
     const p = STARTER_PRESETS.pretrain;
+    if (input.from)
+      // Continued pre-training: the base's model and tokenizer, a gentler learning rate.
+      return {
+        name: 'starter',
+        stage,
+        ...common,
+        from: input.from,
+        data: { sources, ...(input.replay ? { replay: { path: input.replay } } : {}), ...p.data },
+        train: trainOf({ ...p.train, ...CONTINUED_PRETRAIN_LR }, input.lora),
+        eval: { ...p.eval },
+      };
     return {
       name: 'starter',
       stage,
@@ -94,17 +124,23 @@ export function starterRecipe(input: StarterInput): RecipeInput {
     case 'sft':
     case 'dpo': {
       const p = STARTER_PRESETS[stage];
-      return { ...post, stage, train: { ...p.train }, eval: { ...p.eval } };
+      return { ...post, stage, train: trainOf(p.train, input.lora), eval: { ...p.eval } };
     }
     case 'online-dpo': {
       const p = STARTER_PRESETS[stage];
       const judge = input.judgeModel ? { model: input.judgeModel } : { reward: required(input.reward, stage) };
-      const train = { ...p.train, maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext) };
+      const train = {
+        ...trainOf(p.train, input.lora),
+        maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext),
+      };
       return { ...post, stage, judge, train, eval: { ...p.eval } };
     }
     case 'grpo': {
       const p = STARTER_PRESETS[stage];
-      const train = { ...p.train, maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext) };
+      const train = {
+        ...trainOf(p.train, input.lora),
+        maxNewTokens: rolloutLength(p.train.maxNewTokens, input.baseContext),
+      };
       return { ...post, stage, reward: required(input.reward, stage), train, eval: { ...p.eval } };
     }
   }

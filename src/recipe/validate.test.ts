@@ -68,3 +68,68 @@ describe('model size', () => {
     expect(issuesOf({ stage: 'pretrain', data })).toEqual([]);
   });
 });
+
+describe('train.lora', () => {
+  it('resolves defaults (PEFT-like: rank 8, alpha 16, q_proj and v_proj, full-precision base) on every stage', () => {
+    for (const stage of ['pretrain', 'sft', 'dpo', 'online-dpo', 'grpo']) {
+      const extra =
+        stage === 'grpo'
+          ? { reward: { module: 'r.mjs' } }
+          : stage === 'online-dpo'
+            ? { judge: { reward: { module: 'r.mjs' } } }
+            : {};
+      const r = checkRecipe({ stage, data, ...extra, train: { lora: {} } });
+      expect(r.ok, JSON.stringify(r)).toBe(true);
+      expect((r as { recipe: { train: { lora: unknown } } }).recipe.train.lora).toEqual({
+        rank: 8,
+        alpha: 16,
+        dropout: 0,
+        targets: ['q_proj', 'v_proj'],
+        quantize: 'none',
+      });
+    }
+  });
+
+  it('refuses bad fields with errors that name them', () => {
+    const issues = issuesOf({
+      stage: 'sft',
+      data,
+      engine: 'tfjs',
+      model: { arch: 'dense' },
+      train: {
+        lora: { rank: 0, alpha: -1, dropout: 1, targets: ['q_proj', 'w1', 'q_proj', 'qkv'], quantize: 'nf4', rnak: 4 },
+      },
+    });
+    const at = Object.fromEntries(issues.map((i) => [i.path, i.message]));
+    expect(at['train.lora.rank']).toBe('must be >= 1, got 0');
+    expect(at['train.lora.alpha']).toBe('must be > 0, got -1');
+    expect(at['train.lora.dropout']).toBe('must be < 1, got 1');
+    expect(at['train.lora.targets[3]']).toMatch(/^must be one of "q_proj", "k_proj", .*"w3", got "qkv"$/);
+    expect(at['train.lora.rnak']).toBe('unknown field; did you mean "rank"?');
+    expect(at['train.lora.targets[1]']).toBe(
+      '"w1" is not a projection of a dense model; choose from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj',
+    );
+    expect(at['train.lora.targets[2]']).toBe('"q_proj" is listed twice');
+    expect(at['train.lora.quantize']).toBe(
+      'nf4 runs on the torch engine on CUDA (bitsandbytes), not on the tfjs engine; set engine "torch" and device "cuda", or use int8',
+    );
+    expect(issuesOf({ stage: 'sft', data, train: { lora: { targets: [] } } })).toEqual([
+      { path: 'train.lora.targets', message: 'add at least one projection, e.g. ["q_proj", "v_proj"]' },
+    ]);
+    // LoRA trains in one process (the torch engine's ranks replicate or shard whole models).
+    expect(
+      issuesOf({ stage: 'sft', data, from: 'base', engine: 'torch', resources: { gpus: 2 }, train: { lora: {} } }),
+    ).toEqual([
+      {
+        path: 'train.lora',
+        message:
+          'trains in one process, but resources ask for 2 ranks; drop resources.gpus/nodes, or drop train.lora to train all weights on several ranks',
+      },
+    ]);
+    // The base's architecture decides when the model comes from `from`: checked when the run starts.
+    expect(issuesOf({ stage: 'sft', data, from: 'base', train: { lora: { targets: ['w1'] } } })).toEqual([]);
+    expect(
+      issuesOf({ stage: 'sft', data, model: { arch: 'moe' }, train: { lora: { targets: ['w1', 'q_proj'] } } }),
+    ).toEqual([]);
+  });
+});

@@ -1,7 +1,9 @@
 import { totalmem } from 'node:os';
 import type { z } from 'zod';
 import { RecipeError, type RecipeIssue } from '../errors.js';
+import { familyIssues } from './families.js';
 import {
+  LORA_TARGETS,
   RecipeSchema,
   STAGES,
   type AnyResolvedRecipe,
@@ -163,7 +165,11 @@ const STAGE_DEFAULTS: Record<string, { steps: number; warmupSteps: number }> = {
 const REWARD_EXT = /\.(js|mjs|cjs|ts|mts|cts)$/i;
 
 /** Rules that span fields of one stage recipe; `at` prefixes paths (e.g. `stages[1].`). */
-function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: boolean }): RecipeIssue[] {
+function stageIssues(
+  r: Raw,
+  at: string,
+  where: { inPipeline: boolean; first: boolean; pipelineFrom?: boolean },
+): RecipeIssue[] {
   const out: RecipeIssue[] = [];
   const p = (s: string) => at + s;
   const stage = typeof r.stage === 'string' ? (r.stage as unknown as string) : 'pretrain';
@@ -172,13 +178,18 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const dim = num(m.dim) ?? 128;
   const heads = num(m.heads) ?? 4;
   const kvHeads = num(m.kvHeads) ?? heads;
-  if (heads > 0 && dim % heads !== 0)
+  const headDim = num(m.headDim);
+  if (headDim !== undefined) {
+    if (headDim % 2 !== 0) out.push({ path: p('model.headDim'), message: `${headDim} must be even for RoPE` });
+  } else if (heads > 0 && dim % heads !== 0)
     out.push({
       path: p('model.heads'),
-      message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}`,
+      message: `${heads} does not divide model.dim ${dim}; pick heads from the divisors of ${dim}, or set model.headDim`,
     });
   else if (heads > 0 && (dim / heads) % 2 !== 0)
     out.push({ path: p('model.heads'), message: `head size ${dim}/${heads} = ${dim / heads} must be even for RoPE` });
+  for (const f of familyIssues({ ...(m as Parameters<typeof familyIssues>[0]), layers: num(m.layers) ?? 2 }))
+    out.push({ path: p(`model.${f.field}`), message: f.message });
   if (kvHeads > 0 && heads % kvHeads !== 0)
     out.push({ path: p('model.kvHeads'), message: `${kvHeads} does not divide model.heads ${heads}` });
   if (kvHeads > heads) out.push({ path: p('model.kvHeads'), message: `${kvHeads} exceeds model.heads ${heads}` });
@@ -186,8 +197,8 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const topK = num(m.topK) ?? 2;
   if (topK > experts) out.push({ path: p('model.topK'), message: `${topK} exceeds model.experts ${experts}` });
   const from = (r as Record<string, unknown>).from;
-  const fresh = !post || (from === undefined && !(where.inPipeline && !where.first));
-  if (fresh && heads > 0 && dim % heads === 0) {
+  const fresh = from === undefined && !(post && where.inPipeline && !where.first);
+  if (fresh && heads > 0 && (headDim !== undefined || dim % heads === 0)) {
     const vocab = num((r.tokenizer ?? {}).vocabSize) ?? 1024;
     out.push(...modelSizeIssues(m, vocab, p));
   }
@@ -204,6 +215,7 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
   const minLr = num(t.minLr);
   if (lr !== undefined && minLr !== undefined && minLr > lr)
     out.push({ path: p('train.minLr'), message: `${minLr} exceeds train.lr ${lr}` });
+  out.push(...loraIssues(r, p, fresh));
   const tok = r.tokenizer ?? {};
   const ctx = num(m.context) ?? 128;
   if (ctx > 8192)
@@ -219,8 +231,46 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
       out.push({
         path: p('stage'),
         message:
-          'pretrain trains a fresh model, so it can only be the first stage of a pipeline; move it first or use sft to continue training',
+          'pretrain starts a model (fresh, or `from` one), so it can only be the first stage of a pipeline; move it first or use sft to continue training',
       });
+    const data = (r.data ?? {}) as Record<string, unknown>;
+    const tokenizer = (r.tokenizer ?? {}) as Record<string, unknown>;
+    const continued = from !== undefined || (where.inPipeline && where.first && where.pipelineFrom);
+    if (continued) {
+      // Continued pre-training: the base fixes the architecture and the tokenizer.
+      if (r.model !== undefined)
+        out.push({
+          path: p('model'),
+          message: 'comes from the base model named by from; remove model, or remove from to train a fresh model',
+        });
+      for (const k of Object.keys(tokenizer).filter((k) => k !== 'addTokens'))
+        out.push({
+          path: p(`tokenizer.${k}`),
+          message: "the base model's tokenizer is kept with from; only tokenizer.addTokens applies",
+        });
+    } else {
+      if (data.replay !== undefined)
+        out.push({
+          path: p('data.replay'),
+          message:
+            "mixes the base model's kind of data back in during continued pre-training; set from, or remove replay",
+        });
+      if (tokenizer.addTokens !== undefined)
+        out.push({
+          path: p('tokenizer.addTokens'),
+          message:
+            "adds tokens to a base model's tokenizer (with from); a trained tokenizer learns its own, so remove addTokens",
+        });
+    }
+    const added = tokenizer.addTokens;
+    if (Array.isArray(added)) {
+      const seen = new Set<unknown>();
+      added.forEach((t, i) => {
+        if (seen.has(t))
+          out.push({ path: p(`tokenizer.addTokens[${i}]`), message: `${JSON.stringify(t)} is listed twice` });
+        seen.add(t);
+      });
+    }
     return out;
   }
   // Where the starting model comes from.
@@ -278,6 +328,50 @@ function stageIssues(r: Raw, at: string, where: { inPipeline: boolean; first: bo
         message: `${maxNew} leaves no room for the prompt in model.context ${ctx}; lower it`,
       });
   }
+  return out;
+}
+
+/** train.lora: targets listed once and present in the model (when its architecture is known here), nf4 on torch. */
+function loraIssues(r: Raw, p: (s: string) => string, archKnown: boolean): RecipeIssue[] {
+  const lora = (r.train ?? {}).lora as Record<string, unknown> | undefined;
+  if (!lora || typeof lora !== 'object') return [];
+  const out: RecipeIssue[] = [];
+  const targets = lora.targets;
+  if (Array.isArray(targets)) {
+    const arch = (r.model ?? {}).arch === 'moe' ? 'moe' : 'dense';
+    const allowed: readonly unknown[] = LORA_TARGETS[arch];
+    const known = new Set<unknown>([...LORA_TARGETS.dense, ...LORA_TARGETS.moe]);
+    const seen = new Set<unknown>();
+    targets.forEach((t, i) => {
+      if (seen.has(t)) out.push({ path: p(`train.lora.targets[${i}]`), message: `${show(t)} is listed twice` });
+      seen.add(t);
+      if (archKnown && known.has(t) && !allowed.includes(t))
+        out.push({
+          path: p(`train.lora.targets[${i}]`),
+          message: `${show(t)} is not a projection of a ${arch} model; choose from ${allowed.join(', ')}`,
+        });
+    });
+  }
+  if ((r.tokenizer ?? {}).addTokens !== undefined)
+    out.push({
+      path: p('train.lora'),
+      message:
+        'is set together with tokenizer.addTokens: LoRA trains the projections only, so the new tokens would keep their initial rows; drop one (add the tokens in a run without train.lora first)',
+    });
+  const res = ((r as Record<string, unknown>).resources ?? {}) as Record<string, unknown>;
+  const ranks = (typeof res.gpus === 'number' ? res.gpus : 1) * (typeof res.nodes === 'number' ? res.nodes : 1);
+  if (ranks > 1)
+    out.push({
+      path: p('train.lora'),
+      message: `trains in one process, but resources ask for ${ranks} ranks; drop resources.gpus/nodes, or drop train.lora to train all weights on several ranks`,
+    });
+  const engine = (r as Record<string, unknown>).engine;
+  const device = (r as Record<string, unknown>).device;
+  if (lora.quantize === 'nf4' && (engine === 'tfjs' || device === 'cpu'))
+    out.push({
+      path: p('train.lora.quantize'),
+      message: `nf4 runs on the torch engine on CUDA (bitsandbytes), not on ${engine === 'tfjs' ? 'the tfjs engine' : 'the CPU'}; set engine "torch" and device "cuda", or use int8`,
+    });
   return out;
 }
 
@@ -387,16 +481,11 @@ function crossFieldIssues(input: unknown): RecipeIssue[] {
   stages.forEach((st, i) => {
     if (!st || typeof st !== 'object') return;
     const sr = st as Raw;
-    out.push(...stageIssues(sr, `stages[${i}].`, { inPipeline: true, first: i === 0 }));
-    if (i === 0 && from !== undefined) {
-      if ((sr as Record<string, unknown>).from !== undefined)
-        out.push({ path: 'from', message: 'is set on the pipeline and on stages[0]; keep one' });
-      if ((sr.stage as unknown) === 'pretrain')
-        out.push({
-          path: 'from',
-          message: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft',
-        });
-    }
+    out.push(
+      ...stageIssues(sr, `stages[${i}].`, { inPipeline: true, first: i === 0, pipelineFrom: from !== undefined }),
+    );
+    if (i === 0 && from !== undefined && (sr as Record<string, unknown>).from !== undefined)
+      out.push({ path: 'from', message: 'is set on the pipeline and on stages[0]; keep one' });
   });
   return out;
 }

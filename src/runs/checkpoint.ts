@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SamplerState } from '../data/batches.js';
@@ -25,6 +26,11 @@ export interface CheckpointState {
   evalLoss?: number;
   /** The metric lines written since the previous checkpoint: a resume restores them if metrics.jsonl lost them. */
   metrics?: Metric[];
+  /**
+   * LoRA checkpoints: they hold adapter.safetensors (the adapters) instead of the model, and adapt
+   * this base (sha256 as the lock pins it; `init` for the stage's fresh model under its seed).
+   */
+  lora?: { base: string };
 }
 
 /** A checkpoint whose files are missing, unreadable or not what its state.json recorded. */
@@ -52,6 +58,27 @@ export async function writeTensorFiles(
     const both = new Map([...stored(moments.m, 'm.'), ...stored(moments.v, 'v.')]);
     await writeFileAtomic(join(dir, 'optimizer.safetensors'), encodeSafetensors(both));
   }
+}
+
+/** The tensor file of a LoRA checkpoint: the adapters by name, with their optimizer state beside. */
+export const ADAPTER_FILE = 'adapter.safetensors';
+
+/** Writes a LoRA checkpoint's tensor files into `dir`: adapter.safetensors and, with moments, optimizer.safetensors. */
+export async function writeAdapterFiles(
+  dir: string,
+  adapters: Weights,
+  moments?: { m: Weights; v: Weights },
+): Promise<void> {
+  await writeFileAtomic(join(dir, ADAPTER_FILE), encodeSafetensors(stored(adapters), { format: 'pt' }));
+  if (moments) {
+    const both = new Map([...stored(moments.m, 'm.'), ...stored(moments.v, 'v.')]);
+    await writeFileAtomic(join(dir, 'optimizer.safetensors'), encodeSafetensors(both));
+  }
+}
+
+/** Whether a checkpoint folder holds LoRA adapters rather than a whole model. */
+export function isAdapterCheckpoint(dir: string): boolean {
+  return existsSync(join(dir, ADAPTER_FILE));
 }
 
 /**
@@ -101,14 +128,18 @@ export async function verifyCheckpoint(dir: string, state?: CheckpointState): Pr
   return s;
 }
 
-/** Reads the tensor files of a checkpoint folder (see {@link writeTensorFiles}): weights, and moments when saved. */
-export async function readTensorFiles(
-  dir: string,
-): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights } }> {
-  const weights: Weights = new Map();
+/** A checkpoint's tensors: the model's weights, or (LoRA) its adapters; and the optimizer moments when saved. */
+export type CheckpointTensors = (
+  { weights: Weights; adapters?: undefined } | { adapters: Weights; weights?: undefined }
+) & { moments?: { m: Weights; v: Weights } };
+
+/** Reads the tensor files of a checkpoint folder (see {@link writeTensorFiles}, {@link writeAdapterFiles}). */
+export async function readTensorFiles(dir: string): Promise<CheckpointTensors> {
+  const lora = isAdapterCheckpoint(dir);
+  const tensors: Weights = new Map();
   try {
-    for (const [k, t] of (await readSafetensors(join(dir, 'model.safetensors'))).tensors)
-      weights.set(k, { shape: t.shape, data: toFloat32(t) });
+    for (const [k, t] of (await readSafetensors(join(dir, lora ? ADAPTER_FILE : 'model.safetensors'))).tensors)
+      tensors.set(k, { shape: t.shape, data: toFloat32(t) });
   } catch (e) {
     throw new CorruptCheckpoint((e as Error).message);
   }
@@ -119,13 +150,11 @@ export async function readTensorFiles(
     for (const [k, t] of opt.tensors)
       (k.startsWith('m.') ? moments.m : moments.v).set(k.slice(2), { shape: t.shape, data: toFloat32(t) });
   }
-  return { weights, moments };
+  return lora ? { adapters: tensors, moments } : { weights: tensors, moments };
 }
 
 /** Reads a checkpoint folder, verified: model weights, optimizer moments (if saved) and state. */
-export async function loadCheckpoint(
-  dir: string,
-): Promise<{ weights: Weights; moments?: { m: Weights; v: Weights }; state: CheckpointState }> {
+export async function loadCheckpoint(dir: string): Promise<CheckpointTensors & { state: CheckpointState }> {
   const state = await verifyCheckpoint(dir);
   return { ...(await readTensorFiles(dir)), state };
 }

@@ -4,12 +4,14 @@ import { localExecutor } from './local.js';
 import { LatheError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createEngine } from '../engine/index.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import { generate as generateTokens, type SampleOptions } from '../engine/sample.js';
 import { modelSpec } from '../model/spec.js';
 import { Tokenizer } from '../tokenizer/index.js';
 import type { AnyLock } from '../recipe/lock.js';
 import { modelRunDir } from '../recipe/base.js';
 import { latestGoodCheckpoint, loadCheckpoint } from './checkpoint.js';
+import { loraBaseWeights } from '../engine/open.js';
 import { firstDivergence, missingSteps, verifyLockData, type Divergence } from './reproduce.js';
 import { Run } from './run.js';
 import { RunDir } from './rundir.js';
@@ -33,10 +35,13 @@ export async function open(dir: string): Promise<Run> {
   );
 }
 
-/** Continues a run from its last checkpoint, in this process. */
+/**
+ * Continues a run from its last checkpoint, in this process; `backend` continues a tfjs run on
+ * another backend (a run started on webgpu, say, resumed on wasm), `resources` on other ranks.
+ */
 export async function resume(
   dir: string,
-  opts: { stopAfter?: number; resources?: ResourceRequest } = {},
+  opts: { stopAfter?: number; resources?: ResourceRequest; backend?: EngineBackend } = {},
 ): Promise<Run> {
   return localExecutor.resume(dir, opts);
 }
@@ -66,7 +71,7 @@ export async function reproduce(
 
 /**
  * Loads a run's latest checkpoint that verifies (or `step`) into an engine for inference, with its
- * tokenizer. `checkpoint` names the folder used; `skipped` the newer ones that failed their checksums.
+ * tokenizer (a LoRA run: its base with the adapters on). `checkpoint` names the folder used; `skipped` the newer ones that failed their checksums.
  */
 export async function loadModel(
   dir: string,
@@ -95,8 +100,20 @@ export async function loadModel(
   const checkpoint = rd.checkpointPath(step);
   const ck = await loadCheckpoint(checkpoint);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
+  const lora = lock.recipe.train.lora;
+  if (ck.adapters && !lora) throw new LatheError(`${checkpoint}: holds LoRA adapters, but the run has no train.lora`);
+  // A LoRA run's model is its pinned base (held as it trained: quantized with QLoRA) with the adapters on.
+  const model = ck.adapters
+    ? await createEngine({
+        backend: lock.backend,
+        engine: lock.engine,
+        spec,
+        weights: await loraBaseWeights(lock, spec),
+        lora: { ...lora!, seed: lock.recipe.seed, adapters: ck.adapters },
+      })
+    : await createEngine({ backend: lock.backend, engine: lock.engine, spec, weights: ck.weights! });
   return {
-    model: await createEngine({ backend: lock.backend, engine: lock.engine, spec, weights: ck.weights }),
+    model,
     tokenizer,
     step,
     checkpoint,

@@ -5,6 +5,7 @@ import { resourcesFor, type ResourceRequest } from '../recipe/resources.js';
 import { executeStage, type Sink } from '../train/execute.js';
 import { executePipeline } from '../train/pipeline.js';
 import type { StopSignal } from '../train/loop.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import type { Executor, StartOptions } from './run.js';
 import { registerLive } from './live.js';
 import { Run } from './run.js';
@@ -26,7 +27,7 @@ function readAnyLock(rd: RunDir): AnyLock {
   return rd.readLock() as AnyLock;
 }
 
-function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolean }): Run {
+function launch(rd: RunDir, lock: AnyLock, opts: StartOptions & { resume: boolean; backend?: EngineBackend }): Run {
   const stop: StopSignal = {};
   let resolveExec!: (p: Promise<RunSummary>) => void;
   const exec = new Promise<RunSummary>((r) => (resolveExec = r)).then((p) => p);
@@ -64,7 +65,8 @@ export const localExecutor: Executor = {
     const rd = await RunDir.create(lock, opts.out, { private: opts.private });
     return launch(rd, lock, { ...opts, resume: false });
   },
-  async resume(runDir, opts = {}) {
+  /** Continues a run here; `backend` moves a tfjs run to another backend (its checkpoints load on every one). */
+  async resume(runDir: string, opts: Omit<StartOptions, 'out'> & { backend?: EngineBackend } = {}) {
     const rd = RunDir.open(runDir);
     let lock = readAnyLock(rd);
     const summary = await rd.readSummary();

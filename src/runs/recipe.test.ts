@@ -18,7 +18,9 @@ describe('recipe validation', () => {
       train: { lr: -1, steps: 'x' },
     });
     const byPath = Object.fromEntries(issues.map((i) => [i.path, i.message]));
-    expect(byPath['model.heads']).toBe('6 does not divide model.dim 256; pick heads from the divisors of 256');
+    expect(byPath['model.heads']).toBe(
+      '6 does not divide model.dim 256; pick heads from the divisors of 256, or set model.headDim',
+    );
     expect(byPath['model.dimm']).toMatch(/unknown field; did you mean "dim"\?/);
     expect(byPath['train.lr']).toMatch(/must be > 0, got -1/);
     expect(byPath['train.steps']).toMatch(/expected number, got "x"/);
@@ -201,8 +203,14 @@ describe('post-training recipes', () => {
     );
     expect(nested['stages[1].train.lrr']).toBe('unknown field; did you mean "lr"?');
     expect(nested['stages[2].stage']).toBe('must be one of "pretrain", "sft", "dpo", "online-dpo", "grpo", got "rlhf"');
-    expect(byPath(validate({ stage: 'pipeline', from: 'runs/x', stages: [{ stage: 'pretrain', data }] }))).toEqual({
-      from: 'the first stage is pretrain, which trains a fresh model; remove from or start with sft',
+    // A pipeline from a model may open with continued pre-training, which keeps the base's architecture.
+    expect(byPath(validate({ stage: 'pipeline', from: 'runs/x', stages: [{ stage: 'pretrain', data }] }))).toEqual({});
+    expect(
+      byPath(
+        validate({ stage: 'pipeline', from: 'runs/x', stages: [{ stage: 'pretrain', data, model: { dim: 64 } }] }),
+      ),
+    ).toEqual({
+      'stages[0].model': 'comes from the base model named by from; remove model, or remove from to train a fresh model',
     });
     expect(validate({ stage: 'pipeline', stages: [] })).toEqual([
       { path: 'stages', message: 'add at least one stage' },

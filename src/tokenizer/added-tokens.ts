@@ -17,7 +17,7 @@ export interface AddedToken {
   lstrip: boolean;
   /** Swallow whitespace on the right. */
   rstrip: boolean;
-  /** Match against normalized text (we support no normalizer, so only the split order differs). */
+  /** Match (this token's normalized content) against normalized text, after the `normalized: false` tokens. */
   normalized: boolean;
 }
 
@@ -40,11 +40,22 @@ function escapeRegExp(s: string): string {
   return s.replace(/[\\^$.*+?()[\]{}|/-]/g, '\\$&');
 }
 
-function buildMatcher(tokens: readonly AddedToken[]): RegExp | null {
-  if (tokens.length === 0) return null;
+/** A piece of normalized text for the pre-tokenizer (`id === -1`), or an added token. */
+export interface NormalizedPiece {
+  id: number;
+  /** The normalized text ('' for a token). */
+  text: string;
+  /** Whether the piece starts at offset 0 of the input (for Metaspace `prepend_scheme: first`). */
+  first: boolean;
+  /** Offset in the input where this piece (or the part of the input it was normalized from) starts. */
+  at: number;
+}
+
+function buildMatcher(contents: readonly string[]): RegExp | null {
+  if (contents.length === 0) return null;
   // Longest first: at a given position JS alternation takes the first alternative that matches.
-  const contents = [...new Set(tokens.map((t) => t.content))].sort((a, b) => b.length - a.length);
-  return new RegExp(contents.map(escapeRegExp).join('|'), 'g');
+  const sorted = [...new Set(contents)].sort((a, b) => b.length - a.length);
+  return new RegExp(sorted.map(escapeRegExp).join('|'), 'g');
 }
 
 function wordCharBefore(s: string, i: number): boolean {
@@ -62,28 +73,77 @@ function wordCharAt(s: string, i: number): boolean {
 /** Splits text on a fixed set of added tokens. */
 export class AddedTokenSplitter {
   private readonly byContent = new Map<string, AddedToken>();
+  private readonly byNormalizedContent = new Map<string, AddedToken>();
   private readonly rawMatcher: RegExp | null;
   private readonly normalizedMatcher: RegExp | null;
+  private readonly normalizedContentMatcher: RegExp | null;
 
-  constructor(tokens: readonly AddedToken[]) {
+  /** `normalize`: the tokenizer's normalizer, which `normalized: true` tokens are matched after (HF `AddedVocabulary`). */
+  constructor(
+    tokens: readonly AddedToken[],
+    private readonly normalize: ((text: string) => string) | null = null,
+  ) {
     const usable = tokens.filter((t) => t.content.length > 0);
     for (const t of usable) this.byContent.set(t.content, t);
     const unique = [...this.byContent.values()];
-    this.rawMatcher = buildMatcher(unique.filter((t) => !t.normalized));
-    this.normalizedMatcher = buildMatcher(unique.filter((t) => t.normalized));
+    this.rawMatcher = buildMatcher(unique.filter((t) => !t.normalized).map((t) => t.content));
+    const normalizedTokens = unique.filter((t) => t.normalized);
+    this.normalizedMatcher = buildMatcher(normalizedTokens.map((t) => t.content));
+    for (const t of normalizedTokens) {
+      const n = normalize === null ? t.content : normalize(t.content);
+      if (n.length > 0 && !this.byNormalizedContent.has(n)) this.byNormalizedContent.set(n, t);
+    }
+    this.normalizedContentMatcher = buildMatcher([...this.byNormalizedContent.keys()]);
   }
 
-  /** Pieces covering `text` in order (an empty text gives no pieces). */
+  /**
+   * HF `extract_and_normalize`: splits on `normalized: false` tokens, normalizes each text piece,
+   * then splits those on the (normalized) `normalized: true` tokens.
+   */
+  splitNormalized(text: string): NormalizedPiece[] {
+    const out: NormalizedPiece[] = [];
+    if (text.length === 0) return out; // HF drops the empty split before normalizing
+    const raw: Piece[] =
+      this.rawMatcher === null
+        ? [{ id: -1, start: 0, end: text.length, at: 0 }]
+        : this.findMatches(text, 0, text.length, this.rawMatcher, this.byContent);
+    for (const p of raw) {
+      if (p.id >= 0) {
+        out.push({ id: p.id, text: '', first: p.start === 0, at: p.at });
+        continue;
+      }
+      const piece = text.slice(p.start, p.end);
+      const normalized = this.normalize === null ? piece : this.normalize(piece);
+      if (this.normalizedContentMatcher === null) {
+        if (normalized.length > 0) out.push({ id: -1, text: normalized, first: p.start === 0, at: p.start });
+        continue;
+      }
+      for (const q of this.findMatches(
+        normalized,
+        0,
+        normalized.length,
+        this.normalizedContentMatcher,
+        this.byNormalizedContent,
+      )) {
+        const first = p.start === 0 && q.start === 0;
+        if (q.id >= 0) out.push({ id: q.id, text: '', first, at: p.start });
+        else if (q.end > q.start) out.push({ id: -1, text: normalized.slice(q.start, q.end), first, at: p.start });
+      }
+    }
+    return out;
+  }
+
+  /** Pieces covering `text` in order (an empty text gives no pieces), for a tokenizer without a normalizer. */
   split(text: string): Piece[] {
     const n = text.length;
     if (n === 0) return [];
     let pieces: Piece[] = [{ id: -1, start: 0, end: n, at: 0 }];
-    if (this.rawMatcher !== null) pieces = this.findMatches(text, 0, n, this.rawMatcher);
+    if (this.rawMatcher !== null) pieces = this.findMatches(text, 0, n, this.rawMatcher, this.byContent);
     if (this.normalizedMatcher !== null) {
       const refined: Piece[] = [];
       for (const p of pieces) {
         if (p.id >= 0) refined.push(p);
-        else refined.push(...this.findMatches(text, p.start, p.end, this.normalizedMatcher));
+        else refined.push(...this.findMatches(text, p.start, p.end, this.normalizedMatcher, this.byContent));
       }
       pieces = refined;
     }
@@ -91,13 +151,19 @@ export class AddedTokenSplitter {
   }
 
   /** HF `find_matches` over `text[from, to)`, treated as a sentence of its own. */
-  private findMatches(text: string, from: number, to: number, matcher: RegExp): Piece[] {
+  private findMatches(
+    text: string,
+    from: number,
+    to: number,
+    matcher: RegExp,
+    tokens: ReadonlyMap<string, AddedToken>,
+  ): Piece[] {
     const s = from === 0 && to === text.length ? text : text.slice(from, to);
     const out: Piece[] = [];
     let offset = 0;
     matcher.lastIndex = 0;
     for (let m = matcher.exec(s); m !== null; m = matcher.exec(s)) {
-      const token = this.byContent.get(m[0])!;
+      const token = tokens.get(m[0])!;
       const at = m.index;
       let start = at;
       let stop = at + m[0].length;

@@ -45,32 +45,42 @@ export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool'] as const;
 const ROLES = new Set<string>(CHAT_ROLES);
 const defined = (v: string): string => `${v} is defined and ${v} is not none`;
 
+/**
+ * The Jinja chat template (HF `tokenizer_config.json` `chat_template`) producing the same text as
+ * {@link renderChatText} with the same `bos` (an imported model keeps its own beginning-of-sequence token).
+ */
+export function chatTemplateFor(bos: string): string {
+  const quoted = bos.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
+  return (
+    `{{ '${quoted}' }}` +
+    `{% if tools %}{{ '${SPECIAL_TOKENS.system}<tools>' + (tools | tojson) + '</tools>${SPECIAL_TOKENS.end}' }}{% endif %}` +
+    `{% for message in messages %}` +
+    `{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}` +
+    `{{ raise_exception('Unknown chat role: ' + message['role']) }}` +
+    `{% endif %}` +
+    `{% if message['role'] == 'tool' %}` +
+    `{{ '<|tool|><tool_result' }}` +
+    `{% if ${defined("message['tool_call_id']")} %}{{ ' id=' + (message['tool_call_id'] | tojson) }}{% endif %}` +
+    `{% if ${defined("message['name']")} %}{{ ' name=' + (message['name'] | tojson) }}{% endif %}` +
+    `{{ '>' + message['content'] + '</tool_result>' }}` +
+    `{% else %}` +
+    `{{ '<|' + message['role'] + '|>' }}{% if message['content'] %}{{ message['content'] }}{% endif %}` +
+    `{% if message['role'] == 'assistant' and message['tool_calls'] %}{% for call in message['tool_calls'] %}` +
+    `{{ '<tool_call>{' }}{% if ${defined("call['id']")} %}{{ '"id": ' + (call['id'] | tojson) + ', ' }}{% endif %}` +
+    `{{ '"name": ' + (call['function']['name'] | tojson) + ', "arguments": ' }}` +
+    `{% if call['function']['arguments'] is string %}{{ call['function']['arguments'] }}` +
+    `{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}` +
+    `{{ '}</tool_call>' }}` +
+    `{% endfor %}{% endif %}` +
+    `{% endif %}` +
+    `{{ '${SPECIAL_TOKENS.end}' }}` +
+    `{% endfor %}` +
+    `{% if add_generation_prompt %}{{ '${SPECIAL_TOKENS.assistant}' }}{% endif %}`
+  );
+}
+
 /** Jinja chat template (HF `tokenizer_config.json` `chat_template`) producing the same text as {@link renderChatText}. */
-export const CHAT_TEMPLATE: string =
-  `{{ '${SPECIAL_TOKENS.bos}' }}` +
-  `{% if tools %}{{ '${SPECIAL_TOKENS.system}<tools>' + (tools | tojson) + '</tools>${SPECIAL_TOKENS.end}' }}{% endif %}` +
-  `{% for message in messages %}` +
-  `{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}` +
-  `{{ raise_exception('Unknown chat role: ' + message['role']) }}` +
-  `{% endif %}` +
-  `{% if message['role'] == 'tool' %}` +
-  `{{ '<|tool|><tool_result' }}` +
-  `{% if ${defined("message['tool_call_id']")} %}{{ ' id=' + (message['tool_call_id'] | tojson) }}{% endif %}` +
-  `{% if ${defined("message['name']")} %}{{ ' name=' + (message['name'] | tojson) }}{% endif %}` +
-  `{{ '>' + message['content'] + '</tool_result>' }}` +
-  `{% else %}` +
-  `{{ '<|' + message['role'] + '|>' }}{% if message['content'] %}{{ message['content'] }}{% endif %}` +
-  `{% if message['role'] == 'assistant' and message['tool_calls'] %}{% for call in message['tool_calls'] %}` +
-  `{{ '<tool_call>{' }}{% if ${defined("call['id']")} %}{{ '"id": ' + (call['id'] | tojson) + ', ' }}{% endif %}` +
-  `{{ '"name": ' + (call['function']['name'] | tojson) + ', "arguments": ' }}` +
-  `{% if call['function']['arguments'] is string %}{{ call['function']['arguments'] }}` +
-  `{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}` +
-  `{{ '}</tool_call>' }}` +
-  `{% endfor %}{% endif %}` +
-  `{% endif %}` +
-  `{{ '${SPECIAL_TOKENS.end}' }}` +
-  `{% endfor %}` +
-  `{% if add_generation_prompt %}{{ '${SPECIAL_TOKENS.assistant}' }}{% endif %}`;
+export const CHAT_TEMPLATE: string = chatTemplateFor(SPECIAL_TOKENS.bos);
 
 /** Rendered chat text plus the [start, end) ranges (UTF-16 indices) whose tokens are trained on. */
 export interface RenderedChat {
@@ -93,13 +103,14 @@ export function renderToolCalls(calls: readonly ToolCall[] | undefined): string 
   return out;
 }
 
-/** Renders messages (and tool definitions) exactly as {@link CHAT_TEMPLATE} does. */
+/** Renders messages (and tool definitions) exactly as {@link chatTemplateFor}(`bos`) does. */
 export function renderChatText(
   messages: readonly ChatMessage[],
   addGenerationPrompt = false,
   tools?: readonly ToolSpec[],
+  bos: string = SPECIAL_TOKENS.bos,
 ): RenderedChat {
-  let text: string = SPECIAL_TOKENS.bos;
+  let text: string = bos;
   if (tools?.length) text += `${SPECIAL_TOKENS.system}<tools>${pythonJson(tools)}</tools>${SPECIAL_TOKENS.end}`;
   const trainedSpans: Array<[number, number]> = [];
   messages.forEach((m, i) => {

@@ -1,79 +1,77 @@
 /**
- * Reading and writing Hugging Face `tokenizer.json` for byte-level BPE tokenizers.
- * Parsing validates every field we depend on and rejects features we cannot reproduce exactly
- * (normalizers, other pre-tokenizers or models, template post-processors, dropout, ...), naming
- * the offending field.
+ * Reading and writing Hugging Face `tokenizer.json` with a BPE model. Parsing checks every field
+ * Lathe depends on, compiles each pipeline component (normalizer, pre-tokenizer, decoder,
+ * post-processor) so that an unsupported one fails at load time, naming its field, e.g.
+ * `tokenizer.json: pre_tokenizer.pretokenizers[1].type "Whitespace" is not supported`.
+ * The components are written back as they were read.
  */
 import type { AddedToken } from './added-tokens.js';
+import { readDecoder } from './decoders.js';
+import { describe, fail, isObject, optionalBool, typeOf, type Json } from './hf-components.js';
+import { readNormalizer } from './normalizers.js';
+import { readPostProcessor } from './post-processors.js';
+import { readPreTokenizer } from './pre-tokenizers.js';
 
-/** Everything that determines a byte-level BPE tokenizer's behaviour. */
+/** The pipeline components of a `tokenizer.json` other than the model, as JSON (null: none). */
+export interface HfComponents {
+  normalizer: Json | null;
+  pre_tokenizer: Json | null;
+  post_processor: Json | null;
+  decoder: Json | null;
+  truncation: Json | null;
+  padding: Json | null;
+}
+
+/** Everything that determines a BPE tokenizer's behaviour. */
 export interface TokenizerSpec {
-  /** `model.vocab`: token (byte-level string) -> id. */
+  /** `model.vocab`: token -> id. */
   vocab: Map<string, number>;
   /** `model.merges` in rank order. */
   merges: Array<[string, string]>;
   /** `added_tokens`, including the special tokens. */
   addedTokens: AddedToken[];
-  /** `pre_tokenizer.add_prefix_space`. */
+  /** `pre_tokenizer.add_prefix_space` of a plain ByteLevel pipeline. */
   addPrefixSpace: boolean;
-  /** `pre_tokenizer.use_regex`. */
+  /** `pre_tokenizer.use_regex` of a plain ByteLevel pipeline. */
   useRegex: boolean;
   /** `model.ignore_merges`: a word found whole in the vocab is emitted as one token. */
   ignoreMerges: boolean;
-  /** `model.unk_token`, used for bytes missing from the vocab. */
+  /** `model.unk_token`, used for characters (or bytes) missing from the vocab. */
   unkToken: string | null;
   /** `model.fuse_unk`. */
   fuseUnk: boolean;
+  /** `model.byte_fallback`: characters missing from the vocab become `<0xNN>` byte tokens. */
+  byteFallback: boolean;
+  /** `model.continuing_subword_prefix`. */
+  continuingSubwordPrefix: string | null;
+  /** `model.end_of_word_suffix`. */
+  endOfWordSuffix: string | null;
+  /**
+   * The other components as read from the file; null for Lathe's own pipeline (no normalizer,
+   * ByteLevel pre-tokenizer, decoder and post-processor).
+   */
+  components: HfComponents | null;
+  /**
+   * The model's own bos/eos/pad token strings when they stand for Lathe's (`special.bos`, ...),
+   * kept in the file as `lathe_special_tokens` (HF ignores keys it does not know).
+   */
+  specialTokens: Partial<Record<'bos' | 'eos' | 'pad', string>>;
 }
 
-const PREFIX = 'tokenizer.json:';
+const SPECIALS_KEY = 'lathe_special_tokens';
 
-function fail(message: string): never {
-  throw new Error(`${PREFIX} ${message}`);
-}
-
-type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return JSON.stringify(v);
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  return typeof v;
-}
-
-function optionalBool(obj: Json, key: string, field: string, fallback: boolean): boolean {
-  const v = obj[key];
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'boolean') fail(`${field}.${key} must be a boolean (got ${describe(v)})`);
-  return v;
-}
-
-function typeOf(obj: Json, field: string): string | undefined {
-  const t = obj['type'];
-  if (t === undefined) return undefined;
-  if (typeof t !== 'string') fail(`${field}.type must be a string (got ${describe(t)})`);
-  return t;
-}
-
-function checkByteLevelComponent(root: Json, field: string, allowNull: boolean): Json | null {
-  const v = root[field];
-  if (v === undefined || v === null) {
-    if (allowNull) return null;
-    fail(`${field} is ${v === null ? 'null' : 'missing'} (expected {"type": "ByteLevel"})`);
+function parseSpecialTokens(root: Json): Partial<Record<'bos' | 'eos' | 'pad', string>> {
+  const v = root[SPECIALS_KEY];
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) fail(`${SPECIALS_KEY} must be an object (got ${describe(v)})`);
+  const out: Partial<Record<'bos' | 'eos' | 'pad', string>> = {};
+  for (const [key, token] of Object.entries(v)) {
+    if (key !== 'bos' && key !== 'eos' && key !== 'pad') fail(`${SPECIALS_KEY}.${key} is not one of bos, eos, pad`);
+    if (typeof token !== 'string' || token === '')
+      fail(`${SPECIALS_KEY}.${key} must be a token string (got ${describe(token)})`);
+    out[key] = token;
   }
-  if (!isObject(v)) fail(`${field} must be an object (got ${describe(v)})`);
-  const t = typeOf(v, field);
-  if (t !== 'ByteLevel') {
-    fail(
-      `${field}.type ${t === undefined ? 'is missing' : `"${t}" is not supported`} (expected "ByteLevel"${allowNull ? ' or null' : ''})`,
-    );
-  }
-  return v;
+  return out;
 }
 
 function parseAddedTokens(root: Json): AddedToken[] {
@@ -101,7 +99,16 @@ function parseAddedTokens(root: Json): AddedToken[] {
   });
 }
 
-function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignoreMerges' | 'unkToken' | 'fuseUnk'> {
+function optionalString(obj: Json, key: string, field: string): string | null {
+  const v = obj[key];
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'string') fail(`${field}.${key} must be a string or null (got ${describe(v)})`);
+  return v;
+}
+
+type ModelFields = Omit<TokenizerSpec, 'addedTokens' | 'addPrefixSpace' | 'useRegex' | 'components' | 'specialTokens'>;
+
+function parseModel(root: Json): ModelFields {
   const model = root['model'];
   if (model === undefined || model === null)
     fail(`model is ${model === null ? 'null' : 'missing'} (expected an object with "type": "BPE")`);
@@ -113,13 +120,9 @@ function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignor
   }
   const dropout = model['dropout'];
   if (dropout !== undefined && dropout !== null && dropout !== 0)
-    fail(`model.dropout ${describe(dropout)} is not supported (expected null)`);
-  for (const key of ['continuing_subword_prefix', 'end_of_word_suffix']) {
-    const v = model[key];
-    if (v !== undefined && v !== null && v !== '') fail(`model.${key} ${describe(v)} is not supported (expected null)`);
-  }
-  if (optionalBool(model, 'byte_fallback', 'model', false))
-    fail('model.byte_fallback true is not supported (byte-level BPE needs no fallback)');
+    fail(`model.dropout ${describe(dropout)} is not supported (expected null: dropout makes encoding random)`);
+  const prefix = optionalString(model, 'continuing_subword_prefix', 'model');
+  const suffix = optionalString(model, 'end_of_word_suffix', 'model');
 
   const rawVocab = model['vocab'];
   if (!isObject(rawVocab)) fail(`model.vocab must be an object mapping tokens to ids (got ${describe(rawVocab)})`);
@@ -133,74 +136,91 @@ function parseModel(root: Json): Pick<TokenizerSpec, 'vocab' | 'merges' | 'ignor
 
   const rawMerges = model['merges'] ?? [];
   if (!Array.isArray(rawMerges)) fail(`model.merges must be an array (got ${describe(rawMerges)})`);
-  const merges = rawMerges.map((m: unknown, i): [string, string] => {
+  const merges: Array<[string, string]> = [];
+  rawMerges.forEach((m: unknown, i) => {
     let pair: [string, string] | null = null;
     if (typeof m === 'string') {
-      // Legacy "left right" form; tokens never contain a plain space in byte-level vocabularies.
+      if (m.startsWith('#version')) return; // HF skips these header lines of merges.txt
+      // Legacy "left right" form: exactly one space, as HF requires.
       const parts = m.split(' ');
       if (parts.length === 2) pair = [parts[0]!, parts[1]!];
     } else if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') {
       pair = [m[0], m[1]];
     }
     if (pair === null) fail(`model.merges[${i}] must be ["left", "right"] or "left right" (got ${JSON.stringify(m)})`);
-    for (const part of [pair[0], pair[1], pair[0] + pair[1]]) {
+    const merged = pair[0] + pair[1].slice(prefix?.length ?? 0);
+    for (const part of [pair[0], pair[1], merged]) {
       if (!vocab.has(part)) fail(`model.merges[${i}] uses ${JSON.stringify(part)}, which is not in model.vocab`);
     }
-    return pair;
+    merges.push(pair);
   });
 
-  const unk = model['unk_token'];
-  if (unk !== undefined && unk !== null && typeof unk !== 'string')
-    fail(`model.unk_token must be a string or null (got ${describe(unk)})`);
   return {
     vocab,
     merges,
     ignoreMerges: optionalBool(model, 'ignore_merges', 'model', false),
-    unkToken: typeof unk === 'string' ? unk : null,
+    unkToken: optionalString(model, 'unk_token', 'model'),
     fuseUnk: optionalBool(model, 'fuse_unk', 'model', false),
+    byteFallback: optionalBool(model, 'byte_fallback', 'model', false),
+    continuingSubwordPrefix: prefix,
+    endOfWordSuffix: suffix,
   };
 }
 
-/** Validates a parsed `tokenizer.json` and extracts what a byte-level BPE tokenizer needs. */
+function component(root: Json, key: keyof HfComponents): Json | null {
+  const v = root[key];
+  if (v === undefined || v === null) return null;
+  if (!isObject(v)) fail(`${key} must be an object or null (got ${describe(v)})`);
+  return v;
+}
+
+/** Whether the components are Lathe's own pipeline, which {@link toTokenizerJson} writes from the spec alone. */
+function isLathePipeline(c: HfComponents): boolean {
+  return (
+    c.normalizer === null &&
+    c.pre_tokenizer !== null &&
+    c.pre_tokenizer['type'] === 'ByteLevel' &&
+    c.decoder !== null &&
+    c.decoder['type'] === 'ByteLevel' &&
+    (c.post_processor === null || c.post_processor['type'] === 'ByteLevel') &&
+    c.truncation === null &&
+    c.padding === null
+  );
+}
+
+/** Validates a parsed `tokenizer.json` and extracts a {@link TokenizerSpec}. */
 export function parseTokenizerJson(obj: unknown): TokenizerSpec {
   if (!isObject(obj)) fail(`expected a JSON object at the top level (got ${describe(obj)})`);
-  const normalizer = obj['normalizer'];
-  if (normalizer !== undefined && normalizer !== null) {
-    const t = isObject(normalizer) ? normalizer['type'] : undefined;
-    fail(`normalizer${typeof t === 'string' ? `.type "${t}"` : ''} is not supported (expected null)`);
-  }
-  const pre = checkByteLevelComponent(obj, 'pre_tokenizer', false)!;
-  checkByteLevelComponent(obj, 'decoder', false);
-  checkByteLevelComponent(obj, 'post_processor', true);
+  const components: HfComponents = {
+    normalizer: component(obj, 'normalizer'),
+    pre_tokenizer: component(obj, 'pre_tokenizer'),
+    post_processor: component(obj, 'post_processor'),
+    decoder: component(obj, 'decoder'),
+    truncation: component(obj, 'truncation'),
+    padding: component(obj, 'padding'),
+  };
+  // Compile each component once so that anything unsupported fails here, naming its field.
+  if (components.normalizer) readNormalizer(components.normalizer, 'normalizer');
+  if (components.pre_tokenizer) readPreTokenizer(components.pre_tokenizer, 'pre_tokenizer');
+  if (components.decoder) readDecoder(components.decoder, 'decoder');
+  if (components.post_processor) readPostProcessor(components.post_processor, 'post_processor');
   const model = parseModel(obj);
+  const pre = components.pre_tokenizer;
+  const byteLevelPre = pre !== null && pre['type'] === 'ByteLevel';
   return {
     ...model,
     addedTokens: parseAddedTokens(obj),
-    addPrefixSpace: optionalBool(pre, 'add_prefix_space', 'pre_tokenizer', true),
-    useRegex: optionalBool(pre, 'use_regex', 'pre_tokenizer', true),
+    addPrefixSpace: byteLevelPre ? optionalBool(pre, 'add_prefix_space', 'pre_tokenizer', true) : false,
+    useRegex: byteLevelPre ? optionalBool(pre, 'use_regex', 'pre_tokenizer', true) : true,
+    components: isLathePipeline(components) ? null : components,
+    specialTokens: parseSpecialTokens(obj),
   };
 }
 
-/** Serializes a spec as an HF `tokenizer.json` object (merges in the current `[left, right]` form). */
-export function toTokenizerJson(spec: TokenizerSpec): Json {
-  // Null prototype: a token may legitimately be spelled "__proto__".
-  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
-  for (const [token, id] of [...spec.vocab].sort((a, b) => a[1] - b[1])) vocab[token] = id;
+/** The components of a spec: as read, or Lathe's own byte-level pipeline. */
+export function componentsOf(spec: TokenizerSpec): HfComponents {
+  if (spec.components !== null) return spec.components;
   return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [...spec.addedTokens]
-      .sort((a, b) => a.id - b.id)
-      .map((t) => ({
-        id: t.id,
-        content: t.content,
-        single_word: t.singleWord,
-        lstrip: t.lstrip,
-        rstrip: t.rstrip,
-        normalized: t.normalized,
-        special: t.special,
-      })),
     normalizer: null,
     pre_tokenizer: {
       type: 'ByteLevel',
@@ -215,17 +235,48 @@ export function toTokenizerJson(spec: TokenizerSpec): Json {
       use_regex: spec.useRegex,
     },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    truncation: null,
+    padding: null,
+  };
+}
+
+/** Serializes a spec as an HF `tokenizer.json` object (merges in the current `[left, right]` form). */
+export function toTokenizerJson(spec: TokenizerSpec): Json {
+  // Null prototype: a token may legitimately be spelled "__proto__".
+  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
+  for (const [token, id] of [...spec.vocab].sort((a, b) => a[1] - b[1])) vocab[token] = id;
+  const c = componentsOf(spec);
+  return {
+    version: '1.0',
+    truncation: c.truncation,
+    padding: c.padding,
+    added_tokens: [...spec.addedTokens]
+      .sort((a, b) => a.id - b.id)
+      .map((t) => ({
+        id: t.id,
+        content: t.content,
+        single_word: t.singleWord,
+        lstrip: t.lstrip,
+        rstrip: t.rstrip,
+        normalized: t.normalized,
+        special: t.special,
+      })),
+    normalizer: c.normalizer,
+    pre_tokenizer: c.pre_tokenizer,
+    post_processor: c.post_processor,
+    decoder: c.decoder,
     model: {
       type: 'BPE',
       dropout: null,
       unk_token: spec.unkToken,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
+      continuing_subword_prefix: spec.continuingSubwordPrefix,
+      end_of_word_suffix: spec.endOfWordSuffix,
       fuse_unk: spec.fuseUnk,
-      byte_fallback: false,
+      byte_fallback: spec.byteFallback,
       ignore_merges: spec.ignoreMerges,
       vocab,
       merges: spec.merges.map(([a, b]) => [a, b]),
     },
+    ...(Object.keys(spec.specialTokens).length > 0 ? { [SPECIALS_KEY]: { ...spec.specialTokens } } : {}),
   };
 }

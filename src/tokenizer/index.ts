@@ -1,15 +1,19 @@
-/** Byte-level BPE tokenizer compatible with Hugging Face `tokenizers`. */
+/** BPE tokenizers compatible with Hugging Face `tokenizers`. */
 
-/** Byte-level BPE tokenizer: train, encode/decode, chat rendering, HF `tokenizer.json` load/save. */
+/** BPE tokenizer: train, encode/decode, chat rendering, HF `tokenizer.json` load/save. */
 export { Tokenizer } from './tokenizer.js';
-/** Option and result types of {@link Tokenizer} methods. */
+/** Option and result types of {@link Tokenizer} methods, and what an HF folder's tokenizer_config.json says. */
 export type {
   DecodeOptions,
   EncodeOptions,
+  FromJsonOptions,
   HfTokenizerConfigOptions,
+  HfTokenizerInfo,
   RenderChatOptions,
   RenderedChatIds,
 } from './tokenizer.js';
+/** The tokenizer of an HF model folder (tokenizer.json + tokenizer_config.json), and that config alone. */
+export { loadHfTokenizer, readHfTokenizerInfo } from './hf-folder.js';
 /** Training options, progress reports and accepted input for {@link Tokenizer.train}. */
 export type { TrainInput, TrainOptions, TrainProgress } from './train.js';
 /** Lower-level BPE trainer returning merges as byte-level string pairs. */
@@ -21,7 +25,7 @@ export { SPECIAL_TOKENS } from './special-tokens.js';
 /** Special token role names and the per-tokenizer id record. */
 export type { SpecialTokenIds, SpecialTokenName } from './special-tokens.js';
 /** Jinja chat template (HF `apply_chat_template`) used by every tokenizer. */
-export { CHAT_TEMPLATE, CHAT_ROLES, renderToolCalls, pythonJson } from './chat-template.js';
+export { CHAT_TEMPLATE, CHAT_ROLES, chatTemplateFor, renderToolCalls, pythonJson } from './chat-template.js';
 /** One chat message, tool call and tool definition for {@link Tokenizer.renderChat}. */
 export type { ChatMessage, ToolCall, ToolSpec } from './chat-template.js';
 /** GPT-2 / HF ByteLevel pre-tokenizer: split text into BPE words. */

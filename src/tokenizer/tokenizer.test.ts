@@ -273,26 +273,56 @@ describe('tokenizer.json', () => {
     const cases: Array<[(j: Record<string, any>) => void, string]> = [
       [(j) => delete j.model, 'tokenizer.json: model is missing (expected an object with "type": "BPE")'],
       [(j) => (j.model = null), 'tokenizer.json: model is null'],
-      [(j) => (j.model.type = 'WordPiece'), 'tokenizer.json: model.type "WordPiece" is not supported (expected "BPE")'],
-      [(j) => (j.model.type = 'Unigram'), 'tokenizer.json: model.type "Unigram" is not supported (expected "BPE")'],
+      [(j) => (j.model.type = 'WordPiece'), 'tokenizer.json: model.type "WordPiece" is not supported (expected "BPE"'],
+      [(j) => (j.model.type = 'Unigram'), 'tokenizer.json: model.type "Unigram" is not supported (expected "BPE"'],
       [
-        (j) => (j.normalizer = { type: 'NFC' }),
-        'tokenizer.json: normalizer.type "NFC" is not supported (expected null)',
+        (j) => (j.normalizer = { type: 'Sequence', normalizers: [{ type: 'NFC' }, { type: 'BertNormalizer' }] }),
+        'tokenizer.json: normalizer.normalizers[1].type "BertNormalizer" is not supported',
       ],
       [
-        (j) => (j.pre_tokenizer = { type: 'Whitespace' }),
-        'tokenizer.json: pre_tokenizer.type "Whitespace" is not supported (expected "ByteLevel")',
+        (j) =>
+          (j.pre_tokenizer = {
+            type: 'Sequence',
+            pretokenizers: [{ type: 'Digits', individual_digits: true }, { type: 'UnicodeScripts' }],
+          }),
+        'tokenizer.json: pre_tokenizer.pretokenizers[1].type "UnicodeScripts" is not supported (supported: ByteLevel, Split,',
       ],
-      [(j) => (j.pre_tokenizer = null), 'tokenizer.json: pre_tokenizer is null (expected {"type": "ByteLevel"})'],
+      [
+        (j) =>
+          (j.pre_tokenizer = {
+            type: 'Split',
+            pattern: { Regex: "(?i:'s)|(\\w)\\1" },
+            behavior: 'Isolated',
+            invert: false,
+          }),
+        'tokenizer.json: pre_tokenizer.pattern.Regex "(?i:\'s)|(\\\\w)\\\\1": backreferences are not supported (at offset 12)',
+      ],
+      [
+        (j) => (j.pre_tokenizer = { type: 'Split', pattern: { Regex: 'a' }, behavior: 'Glued', invert: false }),
+        'tokenizer.json: pre_tokenizer.behavior "Glued" is not one of Removed, Isolated',
+      ],
+      [
+        (j) => (j.pre_tokenizer = { type: 'Metaspace', replacement: '▁▁' }),
+        'tokenizer.json: pre_tokenizer.replacement must be one character (got "▁▁")',
+      ],
       [
         (j) => (j.decoder = { type: 'WordPiece' }),
-        'tokenizer.json: decoder.type "WordPiece" is not supported (expected "ByteLevel")',
+        'tokenizer.json: decoder.type "WordPiece" is not supported (supported: ByteLevel, Metaspace',
       ],
       [
-        (j) => (j.post_processor = { type: 'TemplateProcessing' }),
-        'tokenizer.json: post_processor.type "TemplateProcessing" is not supported',
+        (j) => (j.post_processor = { type: 'TemplateProcessing', single: [], special_tokens: {} }),
+        'tokenizer.json: post_processor.single has no {"Sequence": {"id": "A"}}',
       ],
-      [(j) => (j.model.dropout = 0.1), 'tokenizer.json: model.dropout 0.1 is not supported (expected null)'],
+      [
+        (j) =>
+          (j.post_processor = {
+            type: 'TemplateProcessing',
+            single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+            special_tokens: {},
+          }),
+        'tokenizer.json: post_processor.single[0] names special token "<s>", which is not in post_processor.special_tokens',
+      ],
+      [(j) => (j.model.dropout = 0.1), 'tokenizer.json: model.dropout 0.1 is not supported (expected null'],
       [
         (j) => (j.model.vocab = [1, 2]),
         'tokenizer.json: model.vocab must be an object mapping tokens to ids (got an array)',

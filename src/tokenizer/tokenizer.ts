@@ -1,29 +1,67 @@
 /**
- * Byte-level BPE tokenizer, compatible with Hugging Face `tokenizers` (`tokenizer.json`).
+ * BPE tokenizer, compatible with Hugging Face `tokenizers` (`tokenizer.json`).
  *
  * Id layout of tokenizers trained here: 0..9 are the special tokens in {@link SPECIAL_TOKENS}
  * order, 10..265 are the 256 bytes (id = 10 + byte value), then merged tokens in merge order.
  * Loaded tokenizers keep the file's ids; special tokens the file lacks are appended after its
- * highest id.
+ * highest id. Lathe's own pipeline (byte-level, no normalizer) runs on a fast path; other
+ * `tokenizer.json` pipelines (Llama 3, Qwen2, Mistral, SmolLM2, ...) run on {@link HfPipeline}.
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AddedTokenSplitter, type AddedToken } from './added-tokens.js';
-import { BYTE_TO_CHAR, byteLevelToBytes, writeUtf8 } from './bytes.js';
-import { CHAT_TEMPLATE, renderChatText, type ChatMessage, type ToolSpec } from './chat-template.js';
-import { parseTokenizerJson, toTokenizerJson, type TokenizerSpec } from './hf-json.js';
-import { MergeRanks } from './merge-ranks.js';
+import { BpeModel } from './bpe.js';
+import { BYTE_TO_CHAR, byteLevelToBytes } from './bytes.js';
+import { chatTemplateFor, renderChatText, type ChatMessage, type ToolSpec } from './chat-template.js';
+import { componentsOf, parseTokenizerJson, toTokenizerJson, type TokenizerSpec } from './hf-json.js';
+import { HfPipeline } from './pipeline.js';
+import type { Wrap } from './post-processors.js';
 import { nextPretoken } from './pretokenize.js';
 import { SPECIAL_TOKEN_NAMES, SPECIAL_TOKENS, type SpecialTokenIds, type SpecialTokenName } from './special-tokens.js';
 import { trainBpe, type TrainInput, type TrainOptions } from './train.js';
 
 /** Options for {@link Tokenizer.encode}. */
 export interface EncodeOptions {
-  /** Prepend `<|bos|>`. */
+  /** Prepend {@link Tokenizer.special}`.bos`. */
   bos?: boolean;
-  /** Append `<|eos|>`. */
+  /** Append {@link Tokenizer.special}`.eos`. */
   eos?: boolean;
+  /**
+   * Add the special tokens the file's post-processor adds, as HF `encode(text)` and transformers'
+   * `tokenizer(text)` do (Llama 3's `<|begin_of_text|>`, Llama 2's `<s>`, ...). transformers 5 ignores
+   * tokenizer_config.json's `add_bos_token`/`add_eos_token` when there is a tokenizer.json, and so does Lathe.
+   */
+  addSpecialTokens?: boolean;
+}
+
+/** What an HF folder's tokenizer_config.json (or special_tokens_map.json) says about the tokenizer. */
+export interface HfTokenizerInfo {
+  /** `bos_token`, `eos_token`, `pad_token`, `unk_token` (null when unset). */
+  bosToken: string | null;
+  eosToken: string | null;
+  padToken: string | null;
+  unkToken: string | null;
+  /** `add_bos_token` / `add_eos_token`, when set (transformers 5 ignores them when there is a tokenizer.json). */
+  addBosToken?: boolean;
+  addEosToken?: boolean;
+  /** The model's own Jinja chat template (`chat_template`, or chat_template.jinja), or null. */
+  chatTemplate: string | null;
+  /** `model_max_length`, when set. */
+  modelMaxLength?: number;
+  /** `tokenizer_class`, when set. */
+  tokenizerClass?: string;
+}
+
+/** Options for {@link Tokenizer.fromJSON}. */
+export interface FromJsonOptions {
+  /**
+   * The strings of the bos, eos and pad tokens (e.g. `<|begin_of_text|>`), which then stand for
+   * `special.bos`/`eos`/`pad` instead of Lathe's `<|bos|>`, `<|eos|>`, `<|pad|>`.
+   */
+  specialTokens?: Partial<Record<'bos' | 'eos' | 'pad', string>>;
+  /** What the folder's tokenizer_config.json says, kept as {@link Tokenizer.hf}. */
+  hf?: HfTokenizerInfo;
 }
 
 /** Options for {@link Tokenizer.decode}. */
@@ -52,37 +90,41 @@ export interface HfTokenizerConfigOptions {
   modelMaxLength?: number;
 }
 
-// Words longer than this (in UTF-16 units) are not cached, as in HF.
-const MAX_CACHED_WORD = 256;
-// Entries per cache generation; at most two generations are alive.
-const CACHE_GENERATION = 1 << 16;
-
 const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
-/** A byte-level BPE tokenizer. Immutable once built. */
+/** A BPE tokenizer. Immutable once built. */
 export class Tokenizer {
-  /** Ids of the special tokens (`<|bos|>`, `<|eos|>`, `<|pad|>`, chat roles, `<|end|>`, FIM markers). */
+  /**
+   * Ids of the special tokens (`<|bos|>`, `<|eos|>`, `<|pad|>`, chat roles, `<|end|>`, FIM markers);
+   * for a tokenizer loaded with `loadHfTokenizer`, bos, eos and pad are the model's own.
+   */
   readonly special: SpecialTokenIds;
+  /** The token strings of {@link special}. */
+  readonly specialTokens: Readonly<Record<SpecialTokenName, string>>;
   /** Jinja chat template for HF `apply_chat_template`; renders the same text as {@link renderChat}. */
-  readonly chatTemplate: string = CHAT_TEMPLATE;
+  readonly chatTemplate: string;
+  /** What the HF folder's tokenizer_config.json said, for a tokenizer loaded with `loadHfTokenizer`. */
+  readonly hf: HfTokenizerInfo | null;
 
   private readonly spec: TokenizerSpec;
   private readonly idToTokenTable: Array<string | undefined>;
   private readonly tokenToIdTable = new Map<string, number>();
   private readonly tokenBytes: Array<Uint8Array | undefined>;
   private readonly isSpecial: Uint8Array;
-  private readonly byteToId = new Int32Array(256).fill(-1);
-  private readonly unkId: number;
-  private readonly ranks: MergeRanks;
+  private readonly model: BpeModel;
+  /** Null on the fast path: Lathe's own byte-level pipeline. */
+  private readonly pipeline: HfPipeline | null;
   private readonly splitter: AddedTokenSplitter;
-  // Two-generation word cache: hits in the old generation are promoted; a full current generation
-  // becomes the old one. Values: a single id, or several.
-  private cache = new Map<string, number | number[]>();
-  private oldCache = new Map<string, number | number[]>();
-  private scratch = new Int32Array(256);
+  private readonly wrap: Wrap;
 
-  private constructor(spec: TokenizerSpec) {
+  private constructor(
+    spec: TokenizerSpec,
+    specialContents: Readonly<Record<SpecialTokenName, string>> = SPECIAL_TOKENS,
+    hf: HfTokenizerInfo | null = null,
+  ) {
     this.spec = spec;
+    this.hf = hf;
+    this.specialTokens = Object.freeze({ ...specialContents });
     let size = 0;
     for (const id of spec.vocab.values()) size = Math.max(size, id + 1);
     for (const t of spec.addedTokens) size = Math.max(size, t.id + 1);
@@ -105,20 +147,22 @@ export class Tokenizer {
     this.isSpecial = new Uint8Array(size);
     for (const t of spec.addedTokens) if (t.special) this.isSpecial[t.id] = 1;
 
-    for (let b = 0; b < 256; b++) this.byteToId[b] = spec.vocab.get(BYTE_TO_CHAR[b]!) ?? -1;
-    this.unkId = spec.unkToken === null ? -1 : (spec.vocab.get(spec.unkToken) ?? -1);
-    this.ranks = new MergeRanks(
-      spec.merges.map(([a, b]) => [spec.vocab.get(a)!, spec.vocab.get(b)!, spec.vocab.get(a + b)!] as const),
-    );
-    this.splitter = new AddedTokenSplitter(spec.addedTokens);
+    this.model = new BpeModel(spec);
+    // The fast path needs Lathe's pipeline and a model that sees bytes the way the byte table does.
+    this.pipeline =
+      spec.components === null && this.model.bytesExact ? null : new HfPipeline(componentsOf(spec), this.model);
+    this.splitter = new AddedTokenSplitter(spec.addedTokens, this.pipeline?.normalize ?? null);
 
     const special: Partial<Record<SpecialTokenName, number>> = {};
     for (const name of SPECIAL_TOKEN_NAMES) {
-      const id = spec.addedTokens.find((t) => t.content === SPECIAL_TOKENS[name])?.id;
-      if (id === undefined) throw new Error(`tokenizer: special token ${SPECIAL_TOKENS[name]} is missing`);
+      const id = spec.addedTokens.find((t) => t.content === specialContents[name])?.id;
+      if (id === undefined) throw new Error(`tokenizer: special token ${specialContents[name]} is missing`);
       special[name] = id;
     }
     this.special = Object.freeze(special as Record<SpecialTokenName, number>);
+    this.chatTemplate = chatTemplateFor(specialContents.bos);
+    // transformers 5 also takes the post-processor from tokenizer.json (it drops add_bos_token/add_eos_token then).
+    this.wrap = this.pipeline?.wrap ?? { before: [], after: [] };
   }
 
   /**
@@ -151,21 +195,30 @@ export class Tokenizer {
       ignoreMerges: false,
       unkToken: null,
       fuseUnk: false,
+      byteFallback: false,
+      continuingSubwordPrefix: null,
+      endOfWordSuffix: null,
+      components: null,
+      specialTokens: {},
     });
   }
 
   /**
-   * Builds a tokenizer from a parsed HF `tokenizer.json` (ByteLevel BPE). Special tokens the file
-   * lacks are added as special added tokens (reusing a vocab id if the string is in the vocab).
+   * Builds a tokenizer from a parsed HF `tokenizer.json` (a BPE model; see README for the pipeline
+   * components it accepts). Special tokens the file lacks are added as special added tokens
+   * (reusing a vocab id if the string is in the vocab).
    */
-  static fromJSON(obj: unknown): Tokenizer {
+  static fromJSON(obj: unknown, opts: FromJsonOptions = {}): Tokenizer {
     const spec = parseTokenizerJson(obj);
     let next = 0;
     for (const id of spec.vocab.values()) next = Math.max(next, id + 1);
     for (const t of spec.addedTokens) next = Math.max(next, t.id + 1);
     const addedTokens = [...spec.addedTokens];
+    // The file's own record (a tokenizer Lathe saved after loadHfTokenizer), unless the caller says otherwise.
+    const chosen = { ...spec.specialTokens, ...opts.specialTokens };
+    const contents: Record<SpecialTokenName, string> = { ...SPECIAL_TOKENS, ...chosen };
     for (const name of SPECIAL_TOKEN_NAMES) {
-      const content = SPECIAL_TOKENS[name];
+      const content = contents[name];
       const existing = addedTokens.findIndex((t) => t.content === content);
       if (existing >= 0) {
         // Must be cut out of text before BPE for chat rendering to work; HF would do the same.
@@ -183,10 +236,13 @@ export class Tokenizer {
         normalized: false,
       });
     }
-    return new Tokenizer({ ...spec, addedTokens });
+    const specialTokens: Partial<Record<'bos' | 'eos' | 'pad', string>> = {};
+    for (const name of ['bos', 'eos', 'pad'] as const)
+      if (contents[name] !== SPECIAL_TOKENS[name]) specialTokens[name] = contents[name];
+    return new Tokenizer({ ...spec, addedTokens, specialTokens }, contents, opts.hf ?? null);
   }
 
-  /** Loads a `tokenizer.json` written by {@link save} or by HF `tokenizers` (ByteLevel BPE). */
+  /** Loads a `tokenizer.json` written by {@link save} or by HF `tokenizers` (a BPE model). */
   static async load(path: string): Promise<Tokenizer> {
     const text = await readFile(path, 'utf8');
     let obj: unknown;
@@ -242,12 +298,14 @@ export class Tokenizer {
       'fimMiddle',
       'fimSuffix',
     ];
+    const hf = this.hf;
     return {
       added_tokens_decoder: decoder,
-      additional_special_tokens: roleTokens.map((n) => SPECIAL_TOKENS[n]),
-      bos_token: SPECIAL_TOKENS.bos,
-      eos_token: SPECIAL_TOKENS.eos,
-      pad_token: SPECIAL_TOKENS.pad,
+      additional_special_tokens: roleTokens.map((n) => this.specialTokens[n]),
+      bos_token: this.specialTokens.bos,
+      eos_token: this.specialTokens.eos,
+      pad_token: this.specialTokens.pad,
+      ...(hf?.unkToken ? { unk_token: hf.unkToken } : {}),
       chat_template: this.chatTemplate,
       clean_up_tokenization_spaces: false,
       model_max_length: opts.modelMaxLength ?? 2048,
@@ -270,28 +328,50 @@ export class Tokenizer {
     return this.tokenToIdTable.get(token);
   }
 
-  /** Encodes text. Special-token strings in the text become their special ids, as in HF. */
+  /**
+   * Encodes text as HF `encode(text, add_special_tokens=False)` does (unless `addSpecialTokens`).
+   * Added-token strings in the text (special or not) become their ids, as in HF.
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
     if (opts.bos) out.push(this.special.bos);
-    for (const piece of this.splitter.split(text)) {
-      if (piece.id >= 0) out.push(piece.id);
-      else
-        this.encodeOrdinary(
-          piece.start === 0 && piece.end === text.length ? text : text.slice(piece.start, piece.end),
-          out,
-        );
+    if (opts.addSpecialTokens) out.push(...this.wrap.before);
+    if (this.pipeline === null) {
+      for (const piece of this.splitter.split(text)) {
+        if (piece.id >= 0) out.push(piece.id);
+        else
+          this.encodeOrdinary(
+            piece.start === 0 && piece.end === text.length ? text : text.slice(piece.start, piece.end),
+            out,
+          );
+      }
+    } else {
+      for (const piece of this.splitter.splitNormalized(text)) {
+        if (piece.id >= 0) out.push(piece.id);
+        else this.pipeline.encodePiece(piece.text, piece.first, out);
+      }
     }
+    if (opts.addSpecialTokens) out.push(...this.wrap.after);
     if (opts.eos) out.push(this.special.eos);
     return out;
   }
 
   /**
-   * Decodes ids to text; the exact inverse of {@link encode}. Byte sequences that are not valid
-   * UTF-8 (e.g. a character cut between tokens) become U+FFFD. Unknown ids are skipped, as in HF.
+   * Decodes ids to text as HF `decode` does; for byte-level tokenizers the exact inverse of
+   * {@link encode}. Byte sequences that are not valid UTF-8 (e.g. a character cut between tokens)
+   * become U+FFFD. Unknown ids are skipped, as in HF.
    */
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
     const skip = opts.skipSpecial === true;
+    if (this.pipeline !== null && !this.pipeline.byteLevelDecoder) {
+      const tokens: string[] = [];
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!;
+        const t = this.idToTokenTable[id];
+        if (t !== undefined && !(skip && this.isSpecial[id] === 1)) tokens.push(t);
+      }
+      return this.pipeline.decodeTokens(tokens);
+    }
     let total = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
@@ -317,17 +397,37 @@ export class Tokenizer {
    * of the rendered text.
    */
   renderChat(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): RenderedChatIds {
-    const { text, trainedSpans } = renderChatText(messages, opts.addGenerationPrompt === true, opts.tools);
+    const { text, trainedSpans } = renderChatText(
+      messages,
+      opts.addGenerationPrompt === true,
+      opts.tools,
+      this.specialTokens.bos,
+    );
     const ids: number[] = [];
     const mask: number[] = [];
     let span = 0;
-    for (const piece of this.splitter.split(text)) {
-      // Pieces never straddle a span boundary: every span starts after and ends with a special token.
+    // Each piece encodes to ids at input offset `at`; pieces never straddle a span boundary, as every
+    // span starts after and ends with a special token.
+    const pieces: Array<{ at: number; encode: () => void }> = [];
+    if (this.pipeline === null) {
+      for (const p of this.splitter.split(text))
+        pieces.push({
+          at: p.at,
+          encode: () => (p.id >= 0 ? ids.push(p.id) : this.encodeOrdinary(text.slice(p.start, p.end), ids)),
+        });
+    } else {
+      const pipeline = this.pipeline;
+      for (const p of this.splitter.splitNormalized(text))
+        pieces.push({
+          at: p.at,
+          encode: () => (p.id >= 0 ? ids.push(p.id) : pipeline.encodePiece(p.text, p.first, ids)),
+        });
+    }
+    for (const piece of pieces) {
       while (span < trainedSpans.length && trainedSpans[span]![1] <= piece.at) span++;
       const inSpan = span < trainedSpans.length && trainedSpans[span]![0] <= piece.at ? 1 : 0;
       const before = ids.length;
-      if (piece.id >= 0) ids.push(piece.id);
-      else this.encodeOrdinary(text.slice(piece.start, piece.end), ids);
+      piece.encode();
       for (let i = before; i < ids.length; i++) mask.push(inSpan);
     }
     return { ids, mask };
@@ -348,51 +448,6 @@ export class Tokenizer {
   }
 
   private encodeWord(word: string, out: number[]): void {
-    let hit = this.cache.get(word);
-    if (hit === undefined) {
-      hit = this.oldCache.get(word);
-      if (hit === undefined) hit = this.bpe(word);
-      if (word.length <= MAX_CACHED_WORD) {
-        if (this.cache.size >= CACHE_GENERATION) {
-          this.oldCache = this.cache;
-          this.cache = new Map();
-        }
-        this.cache.set(word, hit);
-      }
-    }
-    if (typeof hit === 'number') out.push(hit);
-    else for (let i = 0; i < hit.length; i++) out.push(hit[i]!);
-  }
-
-  /** BPE for one pre-token word (uncached). */
-  private bpe(word: string): number | number[] {
-    if (this.spec.ignoreMerges) {
-      let spelled = '';
-      const bytes = Buffer.from(word, 'utf8');
-      for (const b of bytes) spelled += BYTE_TO_CHAR[b]!;
-      const id = this.spec.vocab.get(spelled);
-      if (id !== undefined) return id;
-    }
-    if (this.scratch.length < word.length * 3) this.scratch = new Int32Array(word.length * 3);
-    const sym = this.scratch;
-    const nBytes = writeUtf8(word, 0, word.length, sym, 0);
-    let n = 0;
-    let lastWasUnk = false;
-    for (let i = 0; i < nBytes; i++) {
-      const id = this.byteToId[sym[i]!]!;
-      if (id >= 0) {
-        sym[n++] = id;
-        lastWasUnk = false;
-      } else if (this.unkId >= 0) {
-        // HF: bytes missing from the vocab become unk (consecutive ones fused if fuse_unk), or vanish.
-        if (!(this.spec.fuseUnk && lastWasUnk)) sym[n++] = this.unkId;
-        lastWasUnk = true;
-      }
-    }
-    n = this.ranks.apply(sym, n);
-    if (n === 1) return sym[0]!;
-    const ids = new Array<number>(n);
-    for (let i = 0; i < n; i++) ids[i] = sym[i]!;
-    return ids;
+    this.model.encodeBytes(word, out);
   }
 }

@@ -7,12 +7,15 @@ import { EngineLost, type Engine, type OptimizerState } from '../engine/engine.j
 import { worldSize } from '../engine/select.js';
 import { pickLauncher, type TorchLaunch } from '../engine/torch/launch.js';
 import { createEngine, engineLabel, type EngineOptions } from '../engine/index.js';
+import type { EngineBackend } from '../engine/tfjs/backend.js';
 import { LatheError } from '../errors.js';
 import { summarizeGates } from '../eval/gates.js';
+import { checkLoraTargets, initAdapters, loraParamCount } from '../model/lora.js';
 import { modelSpec, numParamsOf, type ModelSpec } from '../model/spec.js';
 import { initWeights, type Weights } from '../model/weights.js';
+import { resizeVocab } from '../model/vocab.js';
 import type { RecipeLock } from '../recipe/lock.js';
-import type { PostRecipe } from '../recipe/schema.js';
+import type { LoraRecipeConfig, PostRecipe } from '../recipe/schema.js';
 import {
   latestGoodCheckpoint,
   loadCheckpoint,
@@ -37,6 +40,8 @@ export interface ExecuteOptions {
   stopAfter?: number;
   /** Starts the stage's engine (default {@link createEngine}); a wrapper can observe or inject faults. */
   createEngine?: (o: EngineOptions) => Promise<Engine>;
+  /** The tfjs backend to continue on, when a resume moves a run to another one (default: the lock's). */
+  backend?: EngineBackend;
 }
 
 /** Where a stage's metrics and events go: its own run directory, plus a live Run (or a pipeline's mirror). */
@@ -126,9 +131,14 @@ async function executeOnce(
   try {
     const r = lock.recipe;
     const start = await (r.stage === 'pretrain' ? startPretrain : startPost)(rd, lock, sink, opts.resume);
+    const backend = !lock.engine && opts.backend ? opts.backend : lock.backend;
+    if (backend !== lock.backend)
+      event({ type: 'notice', message: `continuing on the ${backend} backend (the run started on ${lock.backend})` });
     const launch = launchOf(lock);
+    const lora = r.train.lora;
+    if (lora) checkLoraRun(lock, start.spec, lora);
     engine = await (opts.createEngine ?? createEngine)({
-      backend: lock.backend,
+      backend,
       engine: lock.engine,
       launch,
       checkpointActivations: r.train.checkpointActivations,
@@ -142,6 +152,7 @@ async function executeOnce(
         gradClip: r.train.gradClip,
         state: start.optimizer,
       },
+      lora: lora && { ...lora, seed: r.seed, adapters: start.adapters ?? initAdapters(start.spec, lora, r.seed) },
     });
     if (launch && engine.ranks) {
       event({
@@ -154,7 +165,8 @@ async function executeOnce(
       rd,
       engine,
       tokenizer: start.tokenizer,
-      referenceWeights: start.referenceWeights,
+      // With LoRA the reference is the frozen base with the adapters switched off.
+      referenceWeights: lora ? () => Promise.resolve('base' as const) : start.referenceWeights,
       prepared: start.prepared,
       resume: start.resume,
       fresh: !opts.resume,
@@ -195,10 +207,35 @@ async function executeOnce(
   }
 }
 
+/** Refuses a LoRA run the engine cannot serve, naming the recipe field, before anything loads on it. */
+function checkLoraRun(lock: RecipeLock, spec: ModelSpec, lora: LoraRecipeConfig): void {
+  checkLoraTargets(spec, lora);
+  if (worldSize(lock.recipe.resources) > 1)
+    throw new LatheError(
+      'train.lora: LoRA adapters train in one process; remove resources.gpus/nodes above 1, or drop train.lora to train all weights on several ranks',
+    );
+  if (lora.quantize === 'nf4' && lock.engine?.device !== 'cuda')
+    throw new LatheError(
+      `train.lora.quantize: nf4 runs on the torch engine on CUDA (bitsandbytes); this run is on ${engineLabel(lock)}. Use --engine torch --device cuda, or quantize int8`,
+    );
+}
+
+/** The LoRA part of a stage's "started" message: what trains, of how much. */
+function loraNote(spec: ModelSpec, lora: LoraRecipeConfig | undefined): string {
+  if (!lora) return '';
+  const n = loraParamCount(spec, lora);
+  const pct = (100 * n) / numParamsOf(spec);
+  const base = lora.quantize === 'none' ? 'frozen' : `frozen, held ${lora.quantize}`;
+  return `; LoRA rank ${lora.rank} on ${lora.targets.join(', ')} trains ${n.toLocaleString('en-US')} (${pct.toFixed(2)}%), the base ${base}`;
+}
+
 /** Where a stage starts: its model and tokenizer, fresh or from the checkpoint it resumes. */
 interface StageStart {
   spec: ModelSpec;
+  /** The weights: the model to train, or with LoRA the frozen base. */
   weights: Weights;
+  /** LoRA: the adapters of the checkpoint being resumed (absent: fresh ones under the seed). */
+  adapters?: Weights;
   /** The optimizer state of the checkpoint being resumed. */
   optimizer?: OptimizerState;
   tokenizer: Tokenizer;
@@ -271,6 +308,15 @@ async function resumePoint(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: b
   return undefined;
 }
 
+/** A resumed checkpoint's adapters; a checkpoint that does not match the recipe's LoRA setting is refused. */
+function checkpointModel(ck: { adapters?: Weights }, lora: boolean, where: string): { adapters?: Weights } {
+  if (lora !== (ck.adapters !== undefined))
+    throw new LatheError(
+      `${where}: holds ${ck.adapters ? 'LoRA adapters' : 'a whole model'}, but the recipe ${lora ? 'trains LoRA adapters' : 'has no train.lora'}`,
+    );
+  return { adapters: ck.adapters };
+}
+
 /** The checkpoint's optimizer state, in the engine's terms. */
 function optimizerOf(ck: { moments?: { m: Weights; v: Weights }; state: CheckpointState }): OptimizerState | undefined {
   return ck.moments && { ...ck.moments, step: ck.state.optimizerStep };
@@ -291,12 +337,26 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
   }
   const tokenizer = await Tokenizer.load(prepared.tokenizerPath);
   const spec = modelSpec(lock.recipe.model, tokenizer.vocabSize);
-  const fresh = () => Promise.resolve(initWeights(spec, lock.recipe.seed));
+  const base = lock.base;
+  // Continued pre-training starts from the base's weights, with rows for any added tokens.
+  const fresh = base
+    ? async () => {
+        const b = await loadBase(base);
+        resizeVocab(
+          b.spec,
+          b.weights,
+          spec.vocabSize,
+          (prepared.addedTokens ?? []).map((a) => a.id),
+        );
+        return b.weights;
+      }
+    : () => Promise.resolve(initWeights(spec, lock.recipe.seed));
   const ck = await resumePoint(rd, lock, sink, resuming);
   if (ck)
     return {
       spec,
-      weights: ck.weights,
+      ...checkpointModel(ck, lock.recipe.train.lora !== undefined, rd.checkpointPath(ck.state.step)),
+      weights: ck.weights ?? (await fresh()),
       optimizer: optimizerOf(ck),
       tokenizer,
       prepared,
@@ -304,11 +364,16 @@ async function startPretrain(rd: RunDir, lock: RecipeLock, sink: Sink, resuming:
       referenceWeights: fresh,
     };
   const params = numParamsOf(spec);
+  const added = prepared.addedTokens?.length
+    ? `; added ${prepared.addedTokens.length} token(s) (${prepared.addedTokens.map((a) => `${JSON.stringify(a.content)}=${a.id}`).join(', ')}), their embedding rows at the mean of the base's`
+    : '';
   if (!resuming)
     sink.event({
       type: 'started',
       step: 0,
-      message: `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
+      message: base
+        ? `continued pre-training from ${base.kind === 'run' ? base.checkpoint : `the Hugging Face model ${base.path}`}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${added}${loraNote(spec, lock.recipe.train.lora)}`
+        : `training ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${loraNote(spec, lock.recipe.train.lora)}`,
       params,
     });
   return { spec, weights: await fresh(), tokenizer, prepared, referenceWeights: fresh };
@@ -330,7 +395,8 @@ async function startPost(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boo
     const spec = modelSpec(r.model, tokenizer.vocabSize);
     return {
       spec,
-      weights: ck.weights,
+      ...checkpointModel(ck, r.train.lora !== undefined, rd.checkpointPath(ck.state.step)),
+      weights: ck.weights ?? (await referenceWeights()),
       optimizer: optimizerOf(ck),
       tokenizer,
       resume: { state: ck.state },
@@ -355,7 +421,7 @@ async function startPost(rd: RunDir, lock: RecipeLock, sink: Sink, resuming: boo
   sink.event({
     type: 'started',
     step: 0,
-    message: `${r.stage} ${from}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}`,
+    message: `${r.stage} ${from}: ${params.toLocaleString('en-US')} parameters on ${engineLabel(lock)}${loraNote(spec, r.train.lora)}`,
     params,
   });
   return { spec, weights, tokenizer, referenceWeights };

@@ -43,8 +43,11 @@ export interface StageContext<R extends ResolvedRecipe = ResolvedRecipe> {
   /** The engine holding the trained model (the starting model, or the checkpoint being resumed). */
   engine: Engine;
   tokenizer: Tokenizer;
-  /** The frozen reference's weights: the starting model's, loaded on demand. */
-  referenceWeights(): Promise<Weights>;
+  /**
+   * The frozen reference for `engine.setReference`: the starting model's weights, loaded on demand;
+   * with LoRA `'base'`, the frozen base with the adapters switched off.
+   */
+  referenceWeights(): Promise<Weights | 'base'>;
   /** Pretrain: the prepared token data. */
   prepared?: PreparedData;
   resume?: { state: CheckpointState };
@@ -151,6 +154,8 @@ export async function stepLoop(
         extra: snapshot.extra,
         evalLoss,
         metrics: recent,
+        // A LoRA checkpoint names the base its adapters belong to.
+        lora: lock.recipe.train.lora && { base: lock.base?.sha256 ?? 'init' },
       };
       const path = await saveCheckpoint(rd, state, (dir) => engine.saveTensors(dir));
       recent = [];

@@ -169,7 +169,9 @@ describe('pipelines and --from', () => {
         ],
         { baseDir: dir },
       );
-    expect(bad).toThrow(/stages\[1\]\.stage: pretrain trains a fresh model, so it can only be the first stage/);
+    expect(bad).toThrow(
+      /stages\[1\]\.stage: pretrain starts a model \(fresh, or `from` one\), so it can only be the first stage/,
+    );
     expect(bad).toThrow(
       /stages\[2\]\.from: a pipeline stage after the first starts from the previous stage's checkpoint; remove from/,
     );

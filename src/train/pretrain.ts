@@ -9,7 +9,9 @@ const CE: CrossEntropyLoss = { name: 'cross_entropy' };
 
 /**
  * Pre-training: causal LM (optionally with fill-in-the-middle), AdamW, warmup + cosine,
- * global-norm clipping, gradient accumulation, periodic held-out eval and checkpoints.
+ * global-norm clipping, gradient accumulation, periodic held-out eval and checkpoints. With `from`
+ * it continues a base model's pre-training (execute.ts starts from its weights), optionally mixing
+ * in replay data.
  */
 export async function pretrain(ctx: StageContext<PretrainRecipe>): Promise<StageResult> {
   const { lock, engine } = ctx;
@@ -31,11 +33,22 @@ export async function pretrain(ctx: StageContext<PretrainRecipe>): Promise<Stage
     ctx.resume?.state.sampler,
   );
   const evals = evalBatches(prepared.sources, { seq, batch: cfg.batchSize, count: r.eval.batches });
+  // With replay, the held-out loss of the new data and of the replayed data, each on its own: what
+  // continued pre-training learns, and what it forgets.
+  const split = prepared.sources.some((s) => s.replay)
+    ? (['new', 'replay'] as const).map((k) => ({
+        key: `eval_loss_${k}`,
+        batches: evalBatches(
+          prepared.sources.filter((s) => Boolean(s.replay) === (k === 'replay')),
+          { seq, batch: cfg.batchSize, count: r.eval.batches },
+        ),
+      }))
+    : [];
   const moe = engine.spec.arch === 'moe';
   try {
     return await stepLoop(
       ctx,
-      { ...cfg, evalEvery: r.eval.every },
+      { ...cfg, evalEvery: r.eval.every, evalOnStart: r.eval.onStart },
       {
         stage: 'pretrain',
         flopsPerToken: flopsPerToken(engine.spec),
@@ -62,7 +75,13 @@ export async function pretrain(ctx: StageContext<PretrainRecipe>): Promise<Stage
           metrics.epoch = round4(Math.max(...sampler.epochs()));
           return { metrics, tokens: cfg.batchSize * cfg.gradAccum * seq };
         },
-        evaluate: evals.length ? async () => ({ eval_loss: (await evaluateLoss(engine, evals))! }) : undefined,
+        evaluate: evals.length
+          ? async () => {
+              const out: Record<string, number> = { eval_loss: (await evaluateLoss(engine, evals))! };
+              for (const s of split) if (s.batches.length) out[s.key] = (await evaluateLoss(engine, s.batches))!;
+              return out;
+            }
+          : undefined,
       },
     );
   } finally {

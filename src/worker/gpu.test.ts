@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { chooseWorkerBackend, installWebGpu } from './gpu.js';
+import { installWebGpu } from '../engine/tfjs/webgpu.js';
+import { chooseWorkerBackend } from './gpu.js';
 
 // Dawn (the webgpu package) loads everywhere; an adapter exists only where a GPU is visible.
 describe('worker backend choice', () => {
@@ -18,7 +19,7 @@ describe('worker backend choice', () => {
     expect(chosen.backends).toEqual({ webgpu: probe.reason, wasm: 'ok', cpu: 'ok' });
     expect(lines).toEqual([`backend auto: skipping webgpu: ${probe.reason}`]);
     await expect(chooseWorkerBackend('webgpu', () => {})).rejects.toThrow(
-      /^--backend webgpu: Dawn found no GPU adapter .*Start the worker with --backend auto/,
+      /^--backend webgpu: Dawn found no GPU adapter: .*Start the worker with --backend auto/,
     );
     const cpu = await chooseWorkerBackend('cpu', () => {});
     expect(cpu.backend).toBe('cpu');

@@ -62,6 +62,13 @@ export function recipePathFields(recipe: Obj, prefix = ''): PathField[] {
       );
     } else field(src, 'path', `data.sources[${i}].path`, 'data');
   }
+  const replay = obj(obj(recipe.data)?.replay);
+  if (replay && Array.isArray(replay.path)) {
+    const arr = replay.path as string[];
+    arr.forEach((p, j) =>
+      out.push({ where: `${prefix}data.replay.path[${j}]`, kind: 'data', value: p, set: (v) => (arr[j] = v) }),
+    );
+  } else field(replay, 'path', 'data.replay.path', 'data');
   field(obj(recipe.tokenizer), 'path', 'tokenizer.path', 'file');
   field(obj(recipe.reward), 'module', 'reward.module', 'file');
   field(obj(obj(recipe.judge)?.reward), 'module', 'judge.reward.module', 'file');

@@ -242,11 +242,12 @@ export class WorkerServer {
       read: this.dataRoot ? [this.dataRoot] : [],
       network: o.moduleNetwork === true,
     });
+    // The backend first: where webgpu is skipped, the first log line says which part of Vulkan is missing.
+    this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
     if (!canUnshareNetwork())
       this.log(
         "warning: `unshare --net` does not work here (no user namespaces): jobs' reward and scorer modules are not cut off from the network",
       );
-    this.backends = await chooseWorkerBackend(o.backend ?? 'auto', (l) => this.log(l));
     // Importing torch takes a second or two: a worker that does not default to it answers clients meanwhile.
     this.engines = torchInfoAsync().then((torch) => ({
       default: o.engine?.engine ?? 'tfjs',

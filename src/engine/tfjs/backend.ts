@@ -5,6 +5,8 @@ import { registerCpuKernels } from './cpu-kernels.js';
 import { registerWasmGradientKernels } from './wasm-kernels.js';
 import { registerNativeKernels } from './native-kernels.js';
 import { prepareWasmThreads, wasmThreadsFromEnv } from './wasm-threads.js';
+import { installWebGpu } from './webgpu.js';
+import { registerWebGpuKernels } from './webgpu-kernels.js';
 
 /** A concrete tfjs backend Lathe can train on. */
 export type EngineBackend = 'cpu' | 'wasm' | 'webgpu';
@@ -22,12 +24,13 @@ export function backendFromEnv(): BackendRequest | undefined {
   return v as BackendRequest;
 }
 
-async function tryBackend(name: EngineBackend): Promise<string | undefined> {
+async function tryBackend(name: EngineBackend, auto = false): Promise<string | undefined> {
   try {
     if (name === 'webgpu') {
-      const factory = tf.findBackendFactory('webgpu');
-      if (!factory)
-        return 'the webgpu backend is not installed in this build (needs a GPU worker with the webgpu package)';
+      const gpu = await installWebGpu();
+      if (!gpu.ok) return gpu.reason;
+      if (auto && gpu.software)
+        return `the only adapter is ${gpu.adapter}, a CPU fallback slower than wasm (--backend webgpu uses it anyway)`;
     }
     let restore = () => {};
     installLeanBackprop();
@@ -46,6 +49,7 @@ async function tryBackend(name: EngineBackend): Promise<string | undefined> {
     }
     if (!ok) return `tfjs could not initialise the ${name} backend`;
     await tf.ready();
+    if (name === 'webgpu') registerWebGpuKernels();
     quietCpuBanner();
     return undefined;
   } catch (e) {
@@ -60,7 +64,8 @@ function wasmInstantiated(): boolean {
 
 /**
  * Activates a backend. A named backend that cannot start is an error (never a silent fallback);
- * `auto` tries webgpu, wasm, cpu in order and reports each one it skipped through `onNotice`.
+ * `auto` tries webgpu, wasm, cpu in order and reports each one it skipped through `onNotice`
+ * (webgpu needs an adapter from Dawn, and auto passes over a CPU fallback adapter such as SwiftShader).
  * The first activation of wasm starts tfjs's multi-threaded SIMD build when LATHE_WASM_THREADS
  * asks for more than one thread (a number, or `cores`); by default it stays single-threaded.
  * On wasm and cpu, matmuls, exp, softmax and reductions run on onnxruntime-node's native kernels when
@@ -81,7 +86,7 @@ export async function useBackend(
   }
   for (const name of ORDER) {
     if (tf.getBackend() === name) return name;
-    const why = await tryBackend(name);
+    const why = await tryBackend(name, true);
     if (!why) return name;
     onNotice(`backend auto: skipping ${name}: ${why}`);
   }

@@ -1,11 +1,15 @@
+import { mergeAdapters } from '../../model/lora.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { Weights } from '../../model/weights.js';
-import { writeTensorFiles } from '../../runs/checkpoint.js';
+import { writeAdapterFiles, writeTensorFiles } from '../../runs/checkpoint.js';
+import { LatheError } from '../../errors.js';
 import type {
   BatchDecoder,
   DecodeSession,
   Engine,
   EngineBatch,
+  EngineLora,
+  EngineMemory,
   LossReport,
   LossSpec,
   OptimizerConfig,
@@ -13,11 +17,15 @@ import type {
   OptimResult,
 } from '../engine.js';
 import { useBackend, type EngineBackend } from './backend.js';
+import { TfjsLora } from './lora.js';
 import { namedLoss, sequenceLogProbs, tokenLogProbs } from './losses.js';
 import type { LayerCache } from './layers.js';
 import { disposeCache, LanguageModel } from './model.js';
 import { AdamW, restoreOptimizer } from './optimizer.js';
 import { tf } from './tf.js';
+import { gpuKernels } from './kernels.js';
+import { takeWebGpuErrors } from './webgpu.js';
+import { gpuClipControl } from './webgpu-kernels.js';
 
 /** What a tfjs engine starts from. */
 export interface TfjsEngineOptions {
@@ -27,6 +35,8 @@ export interface TfjsEngineOptions {
   weights: Weights;
   /** Training: AdamW's settings, and its state when resuming. Absent: inference only. */
   optimizer?: OptimizerConfig & { state?: OptimizerState };
+  /** LoRA: `weights` are the frozen base, these adapters train (the optimizer state is theirs). */
+  lora?: EngineLora;
 }
 
 /**
@@ -38,25 +48,33 @@ export class TfjsEngine implements Engine {
   readonly kind = 'tfjs' as const;
   readonly device: EngineBackend;
   private readonly model: LanguageModel;
-  private reference?: LanguageModel;
+  private readonly lora?: TfjsLora;
+  private reference?: LanguageModel | 'base';
   private readonly opt?: AdamW;
   private readonly gradClip: number;
   private readonly vars: tf.Variable[];
   private readonly varNames: Map<string, string>;
   private grads?: Map<string, tf.Tensor>;
   private micro = 0;
+  /** MoE on webgpu: routed fractions per layer and expert, summed over the step's micro-batches. */
+  private expertUse?: tf.Tensor2D;
 
   protected constructor(o: TfjsEngineOptions) {
     this.device = o.backend;
     this.model = LanguageModel.fromWeights(o.spec, o.weights);
+    if (o.lora) this.lora = new TfjsLora(this.model, o.lora, o.lora.adapters, o.lora.seed);
+    // With LoRA only the adapters train (and decay, as PEFT's trainer decays them).
+    const trained = this.lora?.params ?? this.model.params;
     this.gradClip = o.optimizer?.gradClip ?? 0;
     if (o.optimizer) {
-      const decay = new Set(this.model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
-      this.opt = new AdamW(this.model.params, decay, o.optimizer);
+      const decay = this.lora
+        ? new Set(this.lora.params.keys())
+        : new Set(this.model.paramSpecs.filter((p) => p.decay).map((p) => p.name));
+      this.opt = new AdamW(trained, decay, o.optimizer);
       if (o.optimizer.state) restoreOptimizer(this.opt, o.optimizer.state, o.optimizer.state.step);
     }
-    this.vars = [...this.model.params.values()];
-    this.varNames = new Map([...this.model.params].map(([name, v]) => [v.name, name]));
+    this.vars = [...trained.values()];
+    this.varNames = new Map([...trained].map(([name, v]) => [v.name, name]));
   }
 
   /** Activates the backend and builds the model (and optimizer) from weights. */
@@ -85,20 +103,46 @@ export class TfjsEngine implements Engine {
   async forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
     let kept: Record<string, tf.Tensor> = {};
+    const lossOf = () =>
+      this.lora
+        ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss))
+        : namedLoss(this.model, batch, loss);
+    let use: tf.Tensor2D | undefined;
     const { value, grads } = tf.variableGrads(() => {
-      const l = namedLoss(this.model, batch, loss);
+      const l = lossOf();
       // Clones: the reported loss may be the minimised value itself, which is disposed below.
       kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
+      if (l.expertUse) use = tf.keep(l.expertUse);
       return l.total;
     }, this.vars);
     value.dispose();
     this.accumulate(grads);
-    return readReport(kept);
+    if (use) {
+      const prev = this.expertUse;
+      this.expertUse = prev ? tf.tidy(() => tf.add(prev, use!) as tf.Tensor2D) : use;
+      if (prev) tf.dispose([prev, use]);
+    }
+    return this.checked(await readReport(kept));
   }
 
   async forward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     const kept = tf.tidy(() => namedLoss(this.model, batch, loss).report);
-    return readReport(kept);
+    return this.checked(await readReport(kept));
+  }
+
+  /**
+   * On webgpu, fails a call after which Dawn reported a validation error: the command buffer it
+   * was in was dropped whole, so the numbers read are wrong.
+   */
+  private checked<T>(v: T): T {
+    if (this.device !== 'webgpu') return v;
+    const errors = takeWebGpuErrors();
+    if (errors.length)
+      throw new LatheError(
+        `webgpu: ${errors.join('\n')}\n(the kernels of that submit were dropped: these numbers are wrong)`,
+        1,
+      );
+    return v;
   }
 
   /** Adds one micro-batch's gradients (keyed by variable name) to the accumulated ones. */
@@ -124,6 +168,7 @@ export class TfjsEngine implements Engine {
   async optimStep(lr: number): Promise<OptimResult> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
     if (!this.grads) throw new Error('optimStep without gradients: call forwardBackward first');
+    if (this.device === 'webgpu' && gpuKernels()) return this.optimStepOnDevice(lr);
     let grads = this.grads;
     if (this.micro > 1) {
       const scale = 1 / this.micro;
@@ -149,11 +194,44 @@ export class TfjsEngine implements Engine {
     return { gradNorm, skipped };
   }
 
-  async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
-    const model = opts.reference ? this.referenceModel() : this.model;
-    const t = tf.tidy(() =>
-      opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1]),
+  /**
+   * The step on webgpu with no read before the update: the norm, the clipping factor and the skip
+   * are computed on the device, AdamW runs in place, and only then is the norm read back.
+   */
+  private async optimStepOnDevice(lr: number): Promise<OptimResult> {
+    const grads = this.grads!;
+    const micro = this.micro;
+    const use = this.expertUse;
+    this.grads = undefined;
+    this.expertUse = undefined;
+    this.micro = 0;
+    const names = [...grads.keys()];
+    const ctl = gpuClipControl(
+      names.map((n) => grads.get(n)!),
+      this.gradClip,
+      1 / micro,
     );
+    const experts = this.spec.experts;
+    this.opt!.stepOnDevice(grads, ctl, lr, (name) => {
+      const m = use && /^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\./.exec(name);
+      return m ? { use: use!, index: Number(m[1]) * experts + Number(m[2]) } : undefined;
+    });
+    tf.dispose([...grads.values()]);
+    use?.dispose();
+    const [gradNorm, , skip] = (await ctl.data()) as Float32Array;
+    ctl.dispose();
+    const skipped = skip! > 0.5;
+    if (skipped) this.opt!.undoStep();
+    return this.checked({ gradNorm: gradNorm!, skipped });
+  }
+
+  async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
+    const ref = opts.reference ? this.referenceModel() : undefined;
+    const model = ref && ref !== 'base' ? ref : this.model;
+    const run = () =>
+      tf.tidy(() => (opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1])));
+    // The base reference is this model with its adapters switched off: no second copy of the weights.
+    const t = ref === 'base' ? this.lora!.withoutAdapters(run) : run();
     const data = (await t.data()) as Float32Array;
     t.dispose();
     return data;
@@ -274,19 +352,32 @@ export class TfjsEngine implements Engine {
     };
   }
 
-  private referenceModel(): LanguageModel {
+  private referenceModel(): LanguageModel | 'base' {
     if (!this.reference) throw new Error('no reference model: call setReference first');
     return this.reference;
   }
 
-  async setReference(weights?: Weights): Promise<void> {
-    const w = weights ?? (await this.model.weights());
-    this.reference?.dispose();
-    this.reference = LanguageModel.fromWeights(this.model.spec, w);
+  async setReference(weights?: Weights | 'base'): Promise<void> {
+    if (weights === 'base' && !this.lora)
+      throw new Error("setReference('base') needs LoRA adapters to switch off; this engine has none");
+    const w = weights === 'base' ? 'base' : (weights ?? (await this.weights()));
+    if (this.reference !== 'base') this.reference?.dispose();
+    this.reference = w === 'base' ? 'base' : LanguageModel.fromWeights(this.model.spec, w);
   }
 
-  weights(): Promise<Weights> {
-    return this.model.weights();
+  async weights(): Promise<Weights> {
+    if (!this.lora) return this.model.weights();
+    return mergeAdapters(this.model.spec, await this.lora.baseWeights(), await this.lora.adapters(), this.lora.cfg);
+  }
+
+  async adapters(): Promise<Weights | undefined> {
+    return this.lora?.adapters();
+  }
+
+  async memory(): Promise<EngineMemory> {
+    const held = this.lora?.heldBytes() ?? { base: this.model.numParams * 4, adapters: 0 };
+    const optimizer = this.opt ? 2 * this.vars.reduce((a, v) => a + v.size * 4, 0) : 0;
+    return { weights: held.base, adapters: held.adapters, optimizer, device: tf.memory().numBytes };
   }
 
   async optimizerState(): Promise<OptimizerState | undefined> {
@@ -296,14 +387,19 @@ export class TfjsEngine implements Engine {
 
   async saveTensors(dir: string): Promise<void> {
     const state = await this.optimizerState();
-    await writeTensorFiles(dir, await this.weights(), state && { m: state.m, v: state.v });
+    const moments = state && { m: state.m, v: state.v };
+    if (this.lora) await writeAdapterFiles(dir, await this.lora.adapters(), moments);
+    else await writeTensorFiles(dir, await this.weights(), moments);
   }
 
   async dispose(): Promise<void> {
     if (this.grads) tf.dispose([...this.grads.values()]);
+    this.expertUse?.dispose();
+    this.expertUse = undefined;
     this.grads = undefined;
     this.opt?.dispose();
-    this.reference?.dispose();
+    if (this.reference !== 'base') this.reference?.dispose();
+    this.lora?.dispose();
     this.model.dispose();
   }
 }
@@ -312,9 +408,22 @@ export class TfjsEngine implements Engine {
 async function readReport(kept: Record<string, tf.Tensor>): Promise<LossReport> {
   const values: Record<string, number | number[]> = {};
   try {
-    for (const [k, t] of Object.entries(kept)) {
-      const d = await t.data();
-      values[k] = t.rank === 0 ? d[0]! : Array.from(d);
+    const entries = Object.entries(kept);
+    if (tf.getBackend() === 'webgpu' && entries.length > 1) {
+      // One read back from the GPU rather than one per value.
+      const packed = tf.tidy(() => tf.concat(entries.map(([, t]) => tf.reshape(t, [-1]))));
+      const d = await packed.data();
+      packed.dispose();
+      let o = 0;
+      for (const [k, t] of entries) {
+        values[k] = t.rank === 0 ? d[o]! : Array.from(d.subarray(o, o + t.size));
+        o += t.size;
+      }
+    } else {
+      for (const [k, t] of entries) {
+        const d = await t.data();
+        values[k] = t.rank === 0 ? d[0]! : Array.from(d);
+      }
     }
   } finally {
     tf.dispose(Object.values(kept));

@@ -1,6 +1,7 @@
 import { tf } from './tf.js';
 import { nativeMatMulActive } from './native-kernels.js';
 import { arrayKernel, defineArrayKernel, runArrayKernel } from './array-kernels.js';
+import { gpuBackend, gpuKernel, runGpuKernel } from './webgpu-kernels.js';
 
 // Fused ops with hand-written gradients, for the hot spots of a training step on tfjs-wasm.
 // tfjs-wasm sends a matmul to XNNPACK only when it is a plain 2-D product (no transposed operand,
@@ -26,6 +27,41 @@ export function setFusedKernels(on: boolean): boolean {
   const prev = fused;
   fused = on;
   return prev;
+}
+
+/** Whether the fused kernel `name` runs on the active backend: as a JS pass (wasm, cpu) or WGSL (webgpu). */
+function fusedKernel(name: string): boolean {
+  return arrayKernel(name) || gpuKernel(name);
+}
+
+/** Whether the model runs on webgpu with Lathe's WGSL kernels (fused kernels on). */
+export function gpuKernels(): boolean {
+  return fused && gpuBackend() !== undefined;
+}
+
+/**
+ * Causal attention on webgpu: softmax(scale q k^T + mask) v for q [G, T, hd], k and v [G, S, hd],
+ * query t at absolute position pos0 + t. Batched products (one dispatch each, transposes folded
+ * in) around one fused kernel for the scale, mask and softmax; the backward pass is five products
+ * and one fused kernel for dS = scale P (dP - rowsum(dP P)).
+ */
+export function gpuAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, pos0: number): tf.Tensor3D {
+  const op = tf.customGrad(((qIn: tf.Tensor3D, kIn: tf.Tensor3D, vIn: tf.Tensor3D, save: tf.GradSaveFunc) => {
+    const scores = tf.matMul(qIn, kIn, false, true);
+    const probs = runGpuKernel('LatheCausalSoftmax', [scores], { scale, pos0 })[0] as tf.Tensor3D;
+    save([qIn, kIn, vIn, probs]);
+    return {
+      value: tf.matMul(probs, vIn),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sq, sk, sv, p] = saved as tf.Tensor3D[];
+        const dO = dy as tf.Tensor3D;
+        const dP = tf.matMul(dO, sv!, false, true);
+        const dS = runGpuKernel('LatheSoftmaxGrad', [p!, dP], { scale })[0] as tf.Tensor3D;
+        return [tf.matMul(dS, sk!), tf.matMul(dS, sq!, true, false), tf.matMul(p!, dO, true, false)];
+      },
+    };
+  }) as unknown as GradFn);
+  return op(q, k, v) as tf.Tensor3D;
 }
 
 /** Products a[i] b[i] of stacks given as lists of 2-D tensors, restacked: G XNNPACK matmuls. */
@@ -89,6 +125,25 @@ export function attentionCore(
  * dw = sum over rows of dy * xr: 8 kernels where tfjs's autograd of the composition runs ~15.
  */
 export function rmsNormOp(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2D {
+  if (x.dtype === 'float32' && gpuKernel('LatheRmsNorm')) {
+    // webgpu: one dispatch forward (y and r), two backward (dx by rows, dw by columns).
+    const gpu = tf.customGrad(((xIn: tf.Tensor2D, wIn: tf.Tensor1D, save: tf.GradSaveFunc) => {
+      const [y, r] = runGpuKernel('LatheRmsNorm', [xIn, wIn], { eps });
+      save([xIn, wIn, r!]);
+      return {
+        value: y!,
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+          const [sx, sw, sr] = saved;
+          const d = dy as tf.Tensor;
+          return [
+            runGpuKernel('LatheRmsNormGradX', [d, sx!, sw!, sr!])[0]!,
+            runGpuKernel('LatheRmsNormGradW', [d, sx!, sr!])[0]!,
+          ];
+        },
+      };
+    }) as unknown as GradFn);
+    return gpu(x, w) as tf.Tensor2D;
+  }
   const op = tf.customGrad(((xIn: tf.Tensor2D, wIn: tf.Tensor1D, save: tf.GradSaveFunc) => {
     const r = tf.rsqrt(tf.add(tf.mean(tf.square(xIn), -1, true), eps));
     const xr = tf.mul(xIn, r);
@@ -258,7 +313,7 @@ export function ropeSplitOp(
   sin: tf.Tensor2D,
 ): tf.Tensor4D {
   const hd = cos.shape[1];
-  if (x.dtype !== 'float32' || !arrayKernel('LatheRopeSplit'))
+  if (x.dtype !== 'float32' || !fusedKernel('LatheRopeSplit'))
     return ropeOp(tf.transpose(tf.reshape(x, [batch, seq, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D, cos, sin);
   const attrs = { batch, seq, heads };
   const op = tf.customGrad(((xIn: tf.Tensor, save: tf.GradSaveFunc) => {
@@ -290,8 +345,19 @@ defineArrayKernel({
   },
 });
 
-/** silu(g) * u for the SwiGLU feed-forward, with the one-pass gradient above (wasm, cpu). */
+/** silu(g) * u for the SwiGLU feed-forward, with the one-pass gradient above (wasm, cpu; WGSL on webgpu). */
 export function swigluOp(g: tf.Tensor2D, u: tf.Tensor2D): tf.Tensor2D {
+  if (g.dtype === 'float32' && u.dtype === 'float32' && gpuKernel('LatheSwiglu') && gpuKernel('LatheSwigluGrad')) {
+    const gpu = tf.customGrad(((gIn: tf.Tensor2D, uIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
+      save([gIn, uIn]);
+      return {
+        value: runGpuKernel('LatheSwiglu', [gIn, uIn])[0]!,
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+          runGpuKernel('LatheSwigluGrad', [dy as tf.Tensor, saved[0]!, saved[1]!]),
+      };
+    }) as unknown as GradFn);
+    return gpu(g, u) as tf.Tensor2D;
+  }
   if (g.dtype !== 'float32' || u.dtype !== 'float32' || !arrayKernel('LatheSwigluGrad'))
     return tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
   const op = tf.customGrad(((gIn: tf.Tensor2D, uIn: tf.Tensor2D, save: tf.GradSaveFunc) => {

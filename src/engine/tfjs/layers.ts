@@ -1,6 +1,18 @@
 import { tf } from './tf.js';
-import { attentionCore, fusedKernels, ropeOp, ropeSplitOp, rmsNormOp, swigluOp } from './kernels.js';
+import {
+  attentionCore,
+  fusedKernels,
+  gpuAttention,
+  gpuKernels,
+  ropeOp,
+  ropeSplitOp,
+  rmsNormOp,
+  swigluOp,
+} from './kernels.js';
 import { nativeMatMulActive } from './native-kernels.js';
+import { ropeInvFreq } from '../../model/rope.js';
+import type { RopeScaling } from '../../model/spec.js';
+import { gpuBackend, gpuKernel, qkvSplitFits, runGpuKernel } from './webgpu-kernels.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -16,11 +28,11 @@ export function param(p: Params, name: string): tf.Variable {
 // tfjs-wasm runs transposed matmuls (NT, TN) about 10x slower than plain NN ones, and the stock
 // MatMul gradient uses both. Explicit transposes are cheap, so the forward and both gradients
 // are written as NN products.
-// With the native GEMM (engine/tfjs/native-kernels.ts) transposed operands cost nothing, so the products take
-// W as stored.
+// With the native GEMM (engine/tfjs/native-kernels.ts), and on webgpu (whose matmul shader reads
+// either layout), transposed operands cost nothing, so the products take W as stored.
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
-  const native = nativeMatMulActive();
+  const native = nativeMatMulActive() || gpuBackend() !== undefined;
   return {
     value: native
       ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true)
@@ -48,7 +60,8 @@ const TRANSPOSE_BUDGET = 16 * 2 ** 20;
 const transposed = new Map<tf.Tensor, { dataId: object; t: tf.Tensor2D }>();
 let keptElements = 0;
 
-function transposedWeight(w: tf.Tensor2D): tf.Tensor2D {
+/** W^T of a weight, kept until the weight changes (see above). */
+export function transposedWeight(w: tf.Tensor2D): tf.Tensor2D {
   if (!(w instanceof tf.Variable)) return tf.transpose(w);
   const hit = transposed.get(w);
   if (hit && hit.dataId === w.dataId && !hit.t.isDisposed) return hit.t;
@@ -75,9 +88,57 @@ export function releaseTransposedWeights(ws: Iterable<tf.Tensor>): void {
   for (const w of ws) forget(w);
 }
 
+// A weight may carry its own product (engine/tfjs/lora.ts: a LoRA adapter, a frozen or int8 base):
+// the model code calls linear() as always, and the weight decides.
+const linearHooks = new WeakMap<tf.Tensor, (x: tf.Tensor2D) => tf.Tensor2D>();
+
+/** Makes linear(x, w) compute `f(x)` for this weight (undefined removes the hook). */
+export function hookLinear(w: tf.Tensor, f: ((x: tf.Tensor2D) => tf.Tensor2D) | undefined): void {
+  if (f) linearHooks.set(w, f);
+  else linearHooks.delete(w);
+}
+
 /** y = x W^T for x [N, in] and W [out, in] (HF Linear layout). */
 export function linear(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D {
-  return linearOp(x, w) as tf.Tensor2D;
+  const hook = linearHooks.get(w);
+  return hook ? hook(x) : (linearOp(x, w) as tf.Tensor2D);
+}
+
+/**
+ * y = x W^T for a frozen W: the backward pass computes dx = dy W only (no dW), in the same layouts
+ * as linearOp. `w` may be a function that makes W (an int8 base dequantizes) in the layout asked
+ * for, [out, in] or transposed; it is then made again for the backward pass rather than kept.
+ */
+export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D | ((transposed: boolean) => tf.Tensor2D)): tf.Tensor2D {
+  const native = nativeMatMulActive();
+  const get = (transposed: boolean) => (typeof w === 'function' ? w(transposed) : transposed ? transposedWeight(w) : w);
+  const op = tf.customGrad(((xi: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: native ? tf.matMul(xi as tf.Tensor2D, get(false), false, true) : tf.matMul(xi as tf.Tensor2D, get(true)),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [tf.matMul(dy as tf.Tensor2D, get(false))],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x) as tf.Tensor2D;
+}
+
+/**
+ * The rows of the embedding table w [V, D] for token ids [N]. On webgpu the gradient is one
+ * dispatch (LatheEmbedGrad) instead of tfjs's fill, transposes and scatter.
+ */
+export function embed(w: tf.Tensor, ids: tf.Tensor1D): tf.Tensor2D {
+  if (!(gpuKernels() && w.dtype === 'float32' && gpuKernel('LatheEmbedGrad'))) return tf.gather(w, ids) as tf.Tensor2D;
+  const op = tf.customGrad(((wIn: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const i = tf.cast(ids, 'int32');
+    save([i]);
+    return {
+      value: tf.gather(wIn, i),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => [
+        runGpuKernel('LatheEmbedGrad', [dy as tf.Tensor, saved[0]!], { vocab: w.shape[0] })[0]!,
+      ],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(w) as tf.Tensor2D;
 }
 
 /** RMSNorm over the last axis. */
@@ -96,14 +157,20 @@ export function swiglu(x: tf.Tensor2D, gate: tf.Tensor, up: tf.Tensor, down: tf.
 }
 
 /** Rotary tables (HF rotate_half layout): cos and sin of shape [maxLen, headDim]. */
-export function ropeTables(maxLen: number, headDim: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+export function ropeTables(
+  maxLen: number,
+  headDim: number,
+  theta: number,
+  scaling?: RopeScaling,
+): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const half = headDim / 2;
   const cos = new Float32Array(maxLen * headDim);
   const sin = new Float32Array(maxLen * headDim);
+  const inv = ropeInvFreq(headDim, theta, scaling);
   for (let pos = 0; pos < maxLen; pos++) {
     for (let i = 0; i < half; i++) {
       // Same float32 rounding as HF: inv_freq in fp32, then pos * inv_freq.
-      const invFreq = Math.fround(1 / Math.pow(theta, (2 * i) / headDim));
+      const invFreq = inv[i]!;
       const a = Math.fround(pos * invFreq);
       const c = Math.cos(a);
       const s = Math.sin(a);
@@ -137,21 +204,50 @@ export interface AttentionShape {
   heads: number;
   kvHeads: number;
   headDim: number;
+  /** RMSNorm epsilon (of the q/k norms). */
+  normEps: number;
+}
+
+/** An attention block's weights: projections, their optional biases (Qwen2) and q/k norms (Qwen3). */
+export interface AttentionWeights {
+  q: tf.Tensor;
+  k: tf.Tensor;
+  v: tf.Tensor;
+  o: tf.Tensor;
+  qBias?: tf.Tensor;
+  kBias?: tf.Tensor;
+  vBias?: tf.Tensor;
+  oBias?: tf.Tensor;
+  qNorm?: tf.Tensor;
+  kNorm?: tf.Tensor;
+}
+
+/** A projection plus its bias, when it has one. */
+function biased(y: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
+  return b ? (tf.add(y, b) as tf.Tensor2D) : y;
+}
+
+/** RMSNorm over each head [headDim] of a projection [N, H*hd]. */
+function headNorm(y: tf.Tensor2D, w: tf.Tensor | undefined, hd: number, eps: number): tf.Tensor2D {
+  if (!w) return y;
+  return tf.reshape(rmsNorm(tf.reshape(y, [-1, hd]), w, eps), y.shape);
 }
 
 /**
  * Causal grouped-query self-attention over x [B*T, D]. With a cache, keys/values of earlier
  * positions are reused and the new ones appended (the cache tensors are kept; the caller disposes them).
+ * With a window, each position sees itself and the window - 1 positions before it (also when decoding).
  */
 export function attention(
   x: tf.Tensor2D,
   batch: number,
   seq: number,
-  w: { q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; o: tf.Tensor },
+  w: AttentionWeights,
   shape: AttentionShape,
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D },
   pos0: number,
   cache?: LayerCache,
+  window?: number,
 ): tf.Tensor2D {
   const { heads, kvHeads, headDim } = shape;
   const split = (t: tf.Tensor2D, h: number) =>
@@ -160,9 +256,25 @@ export function attention(
   const sin = tf.slice(rope.sin, [pos0, 0], [seq, headDim]);
   const splitRope = (t: tf.Tensor2D, h: number) =>
     fusedKernels() ? ropeSplitOp(t, batch, seq, h, cos, sin) : applyRope(split(t, h), cos, sin);
-  const q = splitRope(linear(x, w.q), heads);
-  let k = splitRope(linear(x, w.k), kvHeads);
-  let v = split(linear(x, w.v), kvHeads);
+  let q: tf.Tensor4D;
+  let k: tf.Tensor4D;
+  let v: tf.Tensor4D;
+  // The fused split knows no q/k/v biases or per-head norms (Qwen2, Qwen3): those take the ops.
+  const plain = !w.qBias && !w.kBias && !w.vBias && !w.qNorm && !w.kNorm;
+  if (plain && gpuKernels() && qkvSplitFits()) {
+    // webgpu: the three head splits, both rotations and v's transpose in one dispatch.
+    const out = runGpuKernel('LatheQkvSplit', [linear(x, w.q), linear(x, w.k), linear(x, w.v), cos, sin], {
+      batch,
+      seq,
+      heads,
+      kvHeads,
+    });
+    [q, k, v] = out as tf.Tensor4D[];
+  } else {
+    q = splitRope(headNorm(biased(linear(x, w.q), w.qBias), w.qNorm, headDim, shape.normEps), heads);
+    k = splitRope(headNorm(biased(linear(x, w.k), w.kBias), w.kNorm, headDim, shape.normEps), kvHeads);
+    v = split(biased(linear(x, w.v), w.vBias), kvHeads);
+  }
   if (cache) {
     if (cache.k && cache.v) {
       k = tf.concat([cache.k, k], 2);
@@ -177,8 +289,22 @@ export function attention(
   const total = k.shape[2];
   k = repeatKv(k, heads);
   v = repeatKv(v, heads);
-  const mask = seq > 1 ? causalMask(seq, total, pos0) : undefined;
+  const mask = seq > 1 || (window !== undefined && total > window) ? causalMask(seq, total, pos0, window) : undefined;
   let heads4: tf.Tensor4D;
+  // The shader's mask is causal only: a sliding window that cuts keys takes the ops below.
+  if (gpuKernels() && (window === undefined || total <= window)) {
+    // webgpu: batched products and one fused causal softmax, the mask computed in the shader.
+    const g = batch * heads;
+    const o = gpuAttention(
+      tf.reshape(q, [g, seq, headDim]),
+      tf.reshape(k, [g, total, headDim]),
+      tf.reshape(v, [g, total, headDim]),
+      1 / Math.sqrt(headDim),
+      pos0,
+    );
+    const merged = tf.transpose(tf.reshape(o, [batch, heads, seq, headDim]), [0, 2, 1, 3]);
+    return biased(linear(tf.reshape(merged, [batch * seq, heads * headDim]) as tf.Tensor2D, w.o), w.oBias);
+  }
   // Per-head products pay for their extra dispatches only on long enough sequences: below ~64k
   // multiply-adds a head (decoding, small models) tfjs's batched product is faster.
   if (fusedKernels() && (nativeMatMulActive() || seq * total * headDim >= 65_536)) {
@@ -197,7 +323,7 @@ export function attention(
     heads4 = tf.matMul(tf.softmax(scores, -1), v) as tf.Tensor4D;
   }
   const out = tf.reshape(tf.transpose(heads4, [0, 2, 1, 3]), [batch * seq, heads * headDim]) as tf.Tensor2D;
-  return linear(out, w.o);
+  return biased(linear(out, w.o), w.oBias);
 }
 
 /** Grouped-query keys or values [B, kvHeads, S, hd] repeated to `heads` heads (HF repeat_kv order). */
@@ -220,11 +346,12 @@ function repeatKv(t: tf.Tensor4D, heads: number): tf.Tensor4D {
  */
 export function attentionRows(
   x: tf.Tensor2D,
-  w: { q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; o: tf.Tensor },
+  w: AttentionWeights,
   shape: AttentionShape,
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D },
   positions: tf.Tensor1D,
   caches: LayerCache[],
+  window?: number,
 ): tf.Tensor2D {
   const { heads, kvHeads, headDim } = shape;
   const b = caches.length;
@@ -238,9 +365,14 @@ export function attentionRows(
     return tf.add(tf.mul(t, cos), tf.mul(tf.concat([tf.neg(t2), t1], 3), sin)) as tf.Tensor4D;
   };
   // One token per row: [B, H*hd] is [B, H, 1, hd] in memory.
-  const q = rotate(tf.reshape(linear(x, w.q), [b, heads, 1, headDim]));
-  const k = rotate(tf.reshape(linear(x, w.k), [b, kvHeads, 1, headDim]));
-  const v = tf.reshape(linear(x, w.v), [b, kvHeads, 1, headDim]);
+  const eps = shape.normEps;
+  const q = rotate(
+    tf.reshape(headNorm(biased(linear(x, w.q), w.qBias), w.qNorm, headDim, eps), [b, heads, 1, headDim]),
+  );
+  const k = rotate(
+    tf.reshape(headNorm(biased(linear(x, w.k), w.kBias), w.kNorm, headDim, eps), [b, kvHeads, 1, headDim]),
+  );
+  const v = tf.reshape(biased(linear(x, w.v), w.vBias), [b, kvHeads, 1, headDim]);
   const outs: tf.Tensor2D[] = [];
   for (let r = 0; r < b; r++) {
     const c = caches[r]!;
@@ -253,23 +385,36 @@ export function attentionRows(
     oldK?.dispose();
     oldV?.dispose();
     const qr = tf.slice(q, [r, 0, 0, 0], [1, -1, -1, -1]);
-    const scores = tf.mul(tf.matMul(qr, repeatKv(keys, heads), false, true), 1 / Math.sqrt(headDim));
-    const o = tf.matMul(tf.softmax(scores, -1), repeatKv(values, heads));
+    // A sliding window: the new token sees itself and the window - 1 keys before it.
+    const total = keys.shape[2];
+    const from = window !== undefined && total > window ? total - window : 0;
+    const [kw, vw] = from ? [tf.slice(keys, [0, 0, from, 0]), tf.slice(values, [0, 0, from, 0])] : [keys, values];
+    const scores = tf.mul(tf.matMul(qr, repeatKv(kw as tf.Tensor4D, heads), false, true), 1 / Math.sqrt(headDim));
+    const o = tf.matMul(tf.softmax(scores, -1), repeatKv(vw as tf.Tensor4D, heads));
     outs.push(tf.reshape(o, [1, heads * headDim]));
   }
-  return linear(outs.length === 1 ? outs[0]! : tf.concat(outs, 0), w.o);
+  return biased(linear(outs.length === 1 ? outs[0]! : tf.concat(outs, 0), w.o), w.oBias);
 }
 
 const maskCache = new Map<string, tf.Tensor2D>();
 
-/** Additive mask [T, S]: query t (at absolute position pos0+t) sees keys at positions <= pos0+t. */
-function causalMask(seq: number, total: number, pos0: number): tf.Tensor2D {
-  const key = `${tf.getBackend()}:${seq}:${total}:${pos0}`;
+/**
+ * Additive mask [T, S]: query t (at absolute position pos0+t) sees keys at positions <= pos0+t,
+ * and with a window only those > pos0+t-window (transformers' sliding_window_overlay).
+ */
+function causalMask(seq: number, total: number, pos0: number, window = Infinity): tf.Tensor2D {
+  const make = () => {
+    const vals = new Float32Array(seq * total);
+    for (let t = 0; t < seq; t++)
+      for (let s = 0; s < total; s++) vals[t * total + s] = s <= pos0 + t && s > pos0 + t - window ? 0 : -1e9;
+    return tf.tensor2d(vals, [seq, total]);
+  };
+  // A decoding step's mask (one query, windowed) differs at every position: made, not kept.
+  if (seq === 1) return make();
+  const key = `${tf.getBackend()}:${seq}:${total}:${pos0}:${window}`;
   let m = maskCache.get(key);
   if (!m || m.isDisposed) {
-    const vals = new Float32Array(seq * total);
-    for (let t = 0; t < seq; t++) for (let s = 0; s < total; s++) vals[t * total + s] = s <= pos0 + t ? 0 : -1e9;
-    m = tf.keep(tf.tensor2d(vals, [seq, total]));
+    m = tf.keep(make());
     maskCache.set(key, m);
   }
   return m;

@@ -3,6 +3,8 @@ import type { LossSpec, PolicyGradientLoss } from '../engine.js';
 import { arrayKernel, defineArrayKernel, runArrayKernel } from './array-kernels.js';
 import { tf } from './tf.js';
 import type { LanguageModel } from './model.js';
+import { gpuKernel, runGpuKernel } from './webgpu-kernels.js';
+import { gpuKernels } from './kernels.js';
 
 /** The scalar parts of a language-model loss. */
 export interface LossParts {
@@ -18,6 +20,8 @@ export interface LossParts {
   utilization?: tf.Tensor1D;
   /** Tokens predicted correctly among counted ones, divided by their number. */
   accuracy?: tf.Scalar;
+  /** MoE on webgpu: each layer's routed fraction per expert [layers, E] (0: no token chose it). */
+  expertUse?: tf.Tensor2D;
 }
 
 // The loss over the vocabulary is memory-bound: the [N, V] logits (16 MB a micro-batch for the
@@ -62,6 +66,20 @@ defineArrayKernel({
  */
 export function tokenNll(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
   const [n, v] = logits.shape;
+  if (logits.dtype === 'float32' && gpuKernel('LatheNll') && gpuKernel('LatheNllGrad')) {
+    // webgpu: one dispatch a way over the [N, V] logits (the row's max, exp-sum and pick fused).
+    const t = tf.cast(targets, 'int32');
+    const gpu = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
+      const [nll, lse] = runGpuKernel('LatheNll', [x, t]);
+      save([x, lse!, t]);
+      return {
+        value: nll!,
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+          runGpuKernel('LatheNllGrad', [saved[0]!, saved[1]!, dy as tf.Tensor, saved[2]!]),
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]);
+    return gpu(logits) as tf.Tensor1D;
+  }
   if (!(logits.dtype === 'float32' && arrayKernel('LatheNllPick') && arrayKernel('LatheNllGrad'))) {
     const onehot = tf.cast(tf.oneHot(targets, v), 'float32');
     return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits, -1), onehot), -1)) as tf.Tensor1D;
@@ -97,8 +115,10 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
   let balance: tf.Scalar = tf.scalar(0);
   let z: tf.Scalar = tf.scalar(0);
   let utilization: tf.Tensor1D | undefined;
+  let expertUse: tf.Tensor2D | undefined;
   let total = ce;
   if (router.length) {
+    if (gpuKernels()) expertUse = tf.stack(router.map((r) => r.utilization)) as tf.Tensor2D;
     balance = tf.div(tf.addN(router.map((r) => r.balance)), router.length) as tf.Scalar;
     z = tf.div(tf.addN(router.map((r) => r.z)), router.length) as tf.Scalar;
     utilization = tf.div(tf.addN(router.map((r) => r.utilization)), router.length) as tf.Tensor1D;
@@ -111,7 +131,7 @@ export function lmLoss(model: LanguageModel, b: TokenBatch, opts: { accuracy?: b
       weights ? tf.div(tf.sum(tf.mul(hit, weights)), tf.maximum(tf.sum(weights), 1)) : tf.mean(hit)
     ) as tf.Scalar;
   }
-  return { total, ce, balance, z, utilization, accuracy };
+  return { total, ce, balance, z, utilization, accuracy, expertUse };
 }
 
 /** log p(target) at every position [B, T]. Call inside a tidy or a gradient scope. */
@@ -189,6 +209,8 @@ export function policyGradientLoss(model: LanguageModel, b: TokenBatch, o: Polic
 export interface NamedLoss {
   total: tf.Scalar;
   report: Record<string, tf.Tensor>;
+  /** MoE on webgpu: which experts the batch routed to, per layer [layers, E] (see LossParts). */
+  expertUse?: tf.Tensor2D;
 }
 
 /** Builds a named loss on a model (inside a tidy or a gradient scope). */
@@ -200,7 +222,7 @@ export function namedLoss(model: LanguageModel, b: TokenBatch, spec: LossSpec): 
       if (model.spec.arch === 'moe')
         Object.assign(report, { aux_loss: l.balance, z_loss: l.z, expert_util: l.utilization! });
       if (l.accuracy) report.accuracy = l.accuracy;
-      return { total: l.total, report };
+      return { total: l.total, report, expertUse: l.expertUse };
     }
     case 'dpo':
       return dpoLoss(

@@ -4,16 +4,18 @@ import { denseFfn } from './dense.js';
 import {
   attention,
   attentionRows,
+  embed,
   linear,
   param,
   releaseTransposedWeights,
   rmsNorm,
   ropeTables,
+  type AttentionWeights,
   type LayerCache,
   type Params,
 } from './layers.js';
 import { moeFfn, type RouterStats } from './moe.js';
-import { paramSpecsOf, type ModelSpec, type ParamSpec } from '../../model/spec.js';
+import { isMoeLayer, paramSpecsOf, windowed, type ModelSpec, type ParamSpec } from '../../model/spec.js';
 
 /** Output of a forward pass. */
 export interface ForwardResult {
@@ -35,7 +37,7 @@ export class LanguageModel {
     this.params = params;
     this.paramSpecs = paramSpecsOf(spec);
     this.rope = tf.tidy(() => {
-      const r = ropeTables(spec.context, spec.headDim, spec.ropeTheta);
+      const r = ropeTables(spec.context, spec.headDim, spec.ropeTheta, spec.ropeScaling);
       return { cos: tf.keep(r.cos), sin: tf.keep(r.sin) };
     });
   }
@@ -72,7 +74,7 @@ export class LanguageModel {
     const [batch, seq] = ids.shape;
     const pos0 = opts.pos0 ?? 0;
     const p = this.params;
-    let h = tf.gather(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1])) as tf.Tensor2D;
+    let h = embed(param(p, 'model.embed_tokens.weight'), tf.reshape(ids, [-1]) as tf.Tensor1D);
     const router: RouterStats[] = [];
     for (let i = 0; i < s.layers; i++) {
       const l = `model.layers.${i}`;
@@ -80,20 +82,16 @@ export class LanguageModel {
         rmsNorm(h, param(p, `${l}.input_layernorm.weight`), s.normEps),
         batch,
         seq,
-        {
-          q: param(p, `${l}.self_attn.q_proj.weight`),
-          k: param(p, `${l}.self_attn.k_proj.weight`),
-          v: param(p, `${l}.self_attn.v_proj.weight`),
-          o: param(p, `${l}.self_attn.o_proj.weight`),
-        },
+        this.attentionWeights(i),
         s,
         this.rope,
         pos0,
         opts.cache?.[i],
+        windowed(s, i) ? s.slidingWindow : undefined,
       );
       h = tf.add(h, a);
       const x = rmsNorm(h, param(p, `${l}.post_attention_layernorm.weight`), s.normEps);
-      if (s.arch === 'moe') {
+      if (isMoeLayer(s, i)) {
         const { y, stats } = moeFfn(p, s, i, x);
         router.push(stats);
         h = tf.add(h, y);
@@ -115,29 +113,44 @@ export class LanguageModel {
     const s = this.spec;
     const p = this.params;
     const pos = tf.tensor1d(Int32Array.from(positions), 'int32');
-    let h = tf.gather(param(p, 'model.embed_tokens.weight'), tf.tensor1d(tokens, 'int32')) as tf.Tensor2D;
+    let h = embed(param(p, 'model.embed_tokens.weight'), tf.tensor1d(tokens, 'int32'));
     for (let i = 0; i < s.layers; i++) {
       const l = `model.layers.${i}`;
       const a = attentionRows(
         rmsNorm(h, param(p, `${l}.input_layernorm.weight`), s.normEps),
-        {
-          q: param(p, `${l}.self_attn.q_proj.weight`),
-          k: param(p, `${l}.self_attn.k_proj.weight`),
-          v: param(p, `${l}.self_attn.v_proj.weight`),
-          o: param(p, `${l}.self_attn.o_proj.weight`),
-        },
+        this.attentionWeights(i),
         s,
         this.rope,
         pos,
         caches.map((c) => c[i]!),
+        windowed(s, i) ? s.slidingWindow : undefined,
       );
       h = tf.add(h, a);
       const x = rmsNorm(h, param(p, `${l}.post_attention_layernorm.weight`), s.normEps);
-      h = tf.add(h, s.arch === 'moe' ? moeFfn(p, s, i, x).y : denseFfn(p, i, x));
+      h = tf.add(h, isMoeLayer(s, i) ? moeFfn(p, s, i, x).y : denseFfn(p, i, x));
     }
     h = rmsNorm(h, param(p, 'model.norm.weight'), s.normEps);
     const head = s.tieEmbeddings ? param(p, 'model.embed_tokens.weight') : param(p, 'lm_head.weight');
     return linear(h, head);
+  }
+
+  /** Layer i's attention weights. */
+  private attentionWeights(i: number): AttentionWeights {
+    const p = this.params;
+    const l = `model.layers.${i}`;
+    return {
+      q: param(p, `${l}.self_attn.q_proj.weight`),
+      k: param(p, `${l}.self_attn.k_proj.weight`),
+      v: param(p, `${l}.self_attn.v_proj.weight`),
+      o: param(p, `${l}.self_attn.o_proj.weight`),
+      // Absent for Lathe's own decoder: biases (Qwen2, attention_bias) and q/k norms (Qwen3).
+      qBias: p.get(`${l}.self_attn.q_proj.bias`),
+      kBias: p.get(`${l}.self_attn.k_proj.bias`),
+      vBias: p.get(`${l}.self_attn.v_proj.bias`),
+      oBias: p.get(`${l}.self_attn.o_proj.bias`),
+      qNorm: p.get(`${l}.self_attn.q_norm.weight`),
+      kNorm: p.get(`${l}.self_attn.k_norm.weight`),
+    };
   }
 
   /** A fresh, empty KV cache for generation. */

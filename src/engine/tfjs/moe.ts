@@ -1,8 +1,9 @@
 import { tf } from './tf.js';
 import { linear, param, swiglu, type Params } from './layers.js';
-import type { ModelSpec } from '../../model/spec.js';
+import { moeNames, type ModelSpec } from '../../model/spec.js';
+import { gpuKernel, runGpuKernel } from './webgpu-kernels.js';
 
-// Mixtral: each block's feed-forward is a top-k routed mixture of SwiGLU experts.
+// Mixtral (and Qwen3-MoE): each block's feed-forward is a top-k routed mixture of SwiGLU experts.
 
 /** Router statistics of one layer, for the auxiliary losses and the utilization metric. */
 export interface RouterStats {
@@ -15,13 +16,48 @@ export interface RouterStats {
 }
 
 /**
+ * Layer i's mixture-of-experts on webgpu, with no read back to the host: the top-k choice is a
+ * mask made on the device, and every expert runs on every token, its output weighed by the token's
+ * gate, which is 0 where the token did not choose it. The same function and gradients as the
+ * dispatch below (an unchosen expert's weight gets an exact 0, and the engine skips its update as
+ * the other backends do where it has no gradient), at E/k times the feed-forward arithmetic.
+ */
+function moeFfnOnDevice(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
+  const names = moeNames(s, i);
+  const n = x.shape[0];
+  const logits = linear(x, param(p, names.router));
+  const probs = tf.softmax(logits, -1) as tf.Tensor2D;
+  const mask = runGpuKernel('LatheTopKMask', [probs], { k: s.topK })[0] as tf.Tensor2D;
+  const kept = tf.mul(probs, mask);
+  const gates = (s.normTopK === false ? kept : tf.div(kept, tf.sum(kept, -1, true))) as tf.Tensor2D;
+  let y: tf.Tensor2D | undefined;
+  for (let e = 0; e < s.experts; e++) {
+    const ex = names.expert(e);
+    const ye = swiglu(x, param(p, ex.gate), param(p, ex.up), param(p, ex.down));
+    const part = tf.mul(ye, tf.slice(gates, [0, e], [n, 1])) as tf.Tensor2D;
+    y = y ? (tf.add(y, part) as tf.Tensor2D) : part;
+  }
+  return { y: y!, stats: routerStats(s, n, logits, probs, mask) };
+}
+
+function routerStats(s: ModelSpec, n: number, logits: tf.Tensor2D, probs: tf.Tensor2D, mask: tf.Tensor2D): RouterStats {
+  const fraction = tf.div(tf.sum(mask, 0), n * s.topK) as tf.Tensor1D;
+  const meanProb = tf.mean(probs, 0);
+  const balance = tf.mul(tf.sum(tf.mul(fraction, meanProb)), s.experts) as tf.Scalar;
+  const z = tf.mean(tf.square(tf.logSumExp(logits, -1))) as tf.Scalar;
+  return { balance, z, utilization: fraction };
+}
+
+/**
  * Layer i's mixture-of-experts on x [N, D]. Routing follows Mixtral: softmax over experts,
- * keep the top k, renormalise. Each expert runs on the tokens routed to it only.
+ * keep the top k, renormalise (Qwen3-MoE without norm_topk_prob keeps the probabilities as they
+ * are). Each expert runs on the tokens routed to it only.
  */
 export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
-  const m = `model.layers.${i}.block_sparse_moe`;
+  if (gpuKernel('LatheTopKMask')) return moeFfnOnDevice(p, s, i, x);
+  const names = moeNames(s, i);
   const n = x.shape[0];
-  const logits = linear(x, param(p, `${m}.gate.weight`));
+  const logits = linear(x, param(p, names.router));
   const probs = tf.softmax(logits, -1) as tf.Tensor2D;
   // The routing choice is discrete and made outside the tape: the mask is a constant, the kept
   // probabilities carry the gradient.
@@ -30,7 +66,7 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
   for (let slot = 0; slot < routed.length; slot++) maskData[Math.floor(slot / s.topK) * s.experts + routed[slot]!] = 1;
   const mask = tf.tensor2d(maskData, [n, s.experts]);
   const kept = tf.mul(probs, mask);
-  const gates = tf.div(kept, tf.sum(kept, -1, true)) as tf.Tensor2D;
+  const gates = (s.normTopK === false ? kept : tf.div(kept, tf.sum(kept, -1, true))) as tf.Tensor2D;
   // Dispatch: each expert runs on its own tokens. Combine: gather every token's k expert outputs
   // back into token order (gather's gradient is a segment sum, which every backend has).
   const outputs: tf.Tensor2D[] = [];
@@ -47,21 +83,13 @@ export function moeFfn(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y:
     if (!rows.length) continue;
     offset += rows.length;
     const idx = tf.tensor1d(rows, 'int32');
-    const ye = swiglu(
-      tf.gather(x, idx),
-      param(p, `${m}.experts.${e}.w1.weight`),
-      param(p, `${m}.experts.${e}.w3.weight`),
-      param(p, `${m}.experts.${e}.w2.weight`),
-    );
+    const w = names.expert(e);
+    const ye = swiglu(tf.gather(x, idx), param(p, w.gate), param(p, w.up), param(p, w.down));
     outputs.push(tf.mul(ye, tf.gather(tf.slice(gates, [0, e], [n, 1]), idx)) as tf.Tensor2D);
   }
   const all = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0);
   const y = tf.sum(tf.reshape(tf.gather(all, tf.tensor1d(slotPos, 'int32')), [n, s.topK, s.dim]), 1) as tf.Tensor2D;
-  const fraction = tf.div(tf.sum(mask, 0), n * s.topK) as tf.Tensor1D;
-  const meanProb = tf.mean(probs, 0);
-  const balance = tf.mul(tf.sum(tf.mul(fraction, meanProb)), s.experts) as tf.Scalar;
-  const z = tf.mean(tf.square(tf.logSumExp(logits, -1))) as tf.Scalar;
-  return { y, stats: { balance, z, utilization: fraction } };
+  return { y, stats: routerStats(s, n, logits, probs, mask) };
 }
 
 /** The k largest entries of each row (ties to the lower index), as expert ids per token slot [n*k]. */

@@ -1,6 +1,7 @@
 import { tf } from './tf.js';
 import { arrayKernel, defineArrayKernel, runArrayKernel } from './array-kernels.js';
 import { fusedKernels } from './kernels.js';
+import { gpuAdamW } from './webgpu-kernels.js';
 import { LatheError } from '../../errors.js';
 import type { Weights } from '../../model/weights.js';
 
@@ -120,6 +121,43 @@ export class AdamW {
         p.assign(next);
       });
     }
+  }
+
+  /**
+   * One update on webgpu, in place, one dispatch per parameter: the gradients are scaled by the
+   * clipping control ctl (see gpuClipControl), and the whole step is skipped on the device where
+   * ctl says the norm was not finite; the caller then takes back the step count (undoStep).
+   * `active` names an MoE expert weight's entry in a usage tensor (0: no token chose it, no update).
+   */
+  stepOnDevice(
+    grads: Map<string, tf.Tensor>,
+    ctl: tf.Tensor,
+    lr: number,
+    active: (name: string) => { use: tf.Tensor; index: number } | undefined = () => undefined,
+  ): void {
+    this.t += 1;
+    const { beta1, beta2, eps, weightDecay } = this.cfg;
+    const bc1 = 1 - Math.pow(beta1, this.t);
+    const bc2 = 1 - Math.pow(beta2, this.t);
+    for (const [name, p] of this.params) {
+      const g = grads.get(name);
+      if (!g) continue;
+      const decay = weightDecay > 0 && this.decay.has(name) ? weightDecay : 0;
+      gpuAdamW(
+        p,
+        g,
+        this.m.get(name)!,
+        this.v.get(name)!,
+        ctl,
+        { beta1, beta2, bc1, bc2, eps, lr, decay },
+        active(name),
+      );
+    }
+  }
+
+  /** Takes back the step count of an update the device skipped (a non-finite gradient norm). */
+  undoStep(): void {
+    this.t -= 1;
   }
 
   /** Frees the moment buffers. */

@@ -1,3 +1,4 @@
+import { loraSites } from '../../model/lora.js';
 import { numParamsOf, type ModelSpec } from '../../model/spec.js';
 import type { Weights } from '../../model/weights.js';
 import { LatheError } from '../../errors.js';
@@ -6,6 +7,8 @@ import type {
   DecodeSession,
   Engine,
   EngineBatch,
+  EngineLora,
+  EngineMemory,
   LossReport,
   LossSpec,
   OptimizerConfig,
@@ -38,6 +41,8 @@ export interface TorchEngineOptions {
   threads?: number;
   /** Several ranks (DDP or FSDP over torch.distributed); absent: one process. */
   launch?: TorchLaunch;
+  /** LoRA: `weights` are the frozen base (quantized with `quantize`), these adapters train. */
+  lora?: EngineLora;
 }
 
 const weightTensors = (w: Weights, prefix: string): Record<string, WireTensor> =>
@@ -124,6 +129,15 @@ export class TorchEngine implements Engine {
       const tensors = {
         ...weightTensors(o.weights, 'w.'),
         ...(st ? { ...weightTensors(st.m, 'm.'), ...weightTensors(st.v, 'v.') } : {}),
+        ...(o.lora ? weightTensors(o.lora.adapters, 'a.') : {}),
+      };
+      const lora = o.lora && {
+        rank: o.lora.rank,
+        alpha: o.lora.alpha,
+        dropout: o.lora.dropout,
+        quantize: o.lora.quantize,
+        seed: o.lora.seed,
+        modules: loraSites(o.spec, o.lora.targets).map((s) => s.module),
       };
       const optimizer = o.optimizer && {
         beta1: o.optimizer.beta1,
@@ -143,6 +157,7 @@ export class TorchEngine implements Engine {
           checkpointActivations: !!o.checkpointActivations,
           compile: !!o.compile,
           threads: o.threads,
+          lora,
         },
         tensors,
       );
@@ -267,12 +282,22 @@ export class TorchEngine implements Engine {
     };
   }
 
-  async setReference(weights?: Weights): Promise<void> {
-    await this.proc.request('set_reference', {}, weights ? weightTensors(weights, 'w.') : {});
+  async setReference(weights?: Weights | 'base'): Promise<void> {
+    if (weights === 'base') await this.proc.request('set_reference', { base: true });
+    else await this.proc.request('set_reference', {}, weights ? weightTensors(weights, 'w.') : {});
   }
 
   async weights(): Promise<Weights> {
     return toWeights((await this.proc.request('weights')).tensors, 'w.');
+  }
+
+  async adapters(): Promise<Weights | undefined> {
+    const r = await this.proc.request('adapters');
+    return r.result.lora ? toWeights(r.tensors, 'a.') : undefined;
+  }
+
+  async memory(): Promise<EngineMemory> {
+    return (await this.proc.request('memory')).result as unknown as EngineMemory;
   }
 
   async optimizerState(): Promise<OptimizerState | undefined> {

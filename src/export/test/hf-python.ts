@@ -14,7 +14,16 @@ const SCRIPT = fileURLToPath(new URL('../check_hf.py', import.meta.url));
 const SETUP_HINT = 'run `npm run setup` to create .venv with the pinned transformers and torch (requirements.txt)';
 
 /** One job for check_hf.py (see its docstring). */
-export type HfJob = Record<string, unknown> & { op: 'check' | 'make' };
+export type HfJob = Record<string, unknown> & { op: 'check' | 'make' | 'peft' };
+
+/** Result of a `peft` job. */
+export interface PeftCheck {
+  class: string;
+  base: number[][];
+  adapted: number[][];
+  modules: string[];
+  complaints: string[];
+}
 
 /** Result of a `check` job. */
 export interface HfCheck {
@@ -24,6 +33,8 @@ export interface HfCheck {
   eos: number | number[] | null;
   texts: number[][];
   chat?: string;
+  /** The loaded config (with `config: true`). */
+  config?: Record<string, unknown>;
 }
 
 /** Runs jobs through check_hf.py; throws with the setup hint when the venv or a package is missing. */

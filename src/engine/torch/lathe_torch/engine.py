@@ -1,6 +1,7 @@
 """The engine: a model on a device with its optimizer, the named losses, decoding with a KV cache,
 a frozen reference, and checkpoints in Lathe's format (model.safetensors with HF names, fp32, and
-optimizer.safetensors with m.<name> / v.<name>)."""
+optimizer.safetensors with m.<name> / v.<name>). With LoRA (lora.py) the model is a frozen base,
+only the adapters train, and checkpoints hold adapter.safetensors instead of the model."""
 import copy
 import os
 import time
@@ -12,13 +13,14 @@ from safetensors.torch import save_file
 from . import parallel
 from .losses import LOSSES, sequence_logprobs, token_logprobs
 from .errors import EngineError
+from .lora import Lora, LoraError, check_quantize, quantize_base
 from .model import LanguageModel, RowCache
 from .weights import load_weights
 
 
 class Engine:
     def __init__(self, spec, weights, device='cpu', dtype='fp32', optimizer=None, state=None,
-                 checkpoint_activations=False, compile=False, world=None):
+                 checkpoint_activations=False, compile=False, world=None, lora=None, adapters=None):
         if device.startswith('cuda') and not torch.cuda.is_available():
             raise EngineError('device cuda: torch.cuda.is_available() is false (a CPU build of torch, or no GPU)')
         # On several ranks: parallel.World; the model is replicated (DDP) or sharded (FSDP2), and
@@ -35,9 +37,23 @@ class Engine:
             load_weights(self.model, weights)
             self.step_fn = self.model
         else:
+            if lora is not None:
+                raise EngineError('train.lora: LoRA adapters train in one process; drop resources.gpus/nodes '
+                                  '(or train all weights on several ranks)')
             self.step_fn = parallel.wrap(self.model, spec, world, weights)
-        self.names = {p: n for n, p in self.model.named_parameters()}
-        self.params = [p for p in self.model.parameters()]
+        self.lora = None
+        if lora is not None:
+            try:
+                scheme = lora.get('quantize', 'none')
+                check_quantize(scheme, self.device)
+                if scheme != 'none':
+                    quantize_base(self.model, scheme, self.device, torch.bfloat16 if self.bf16 else torch.float32)
+                self.lora = Lora(self.model, lora, adapters or {}, self.device)
+            except LoraError as e:
+                raise EngineError(str(e)) from e
+        trained = self.lora.params() if self.lora else list(self.model.named_parameters())
+        self.names = {p: n for n, p in trained}
+        self.params = [p for _, p in trained]
         self.reference = None
         self.sessions = {}
         self.next_session = 1
@@ -53,6 +69,7 @@ class Engine:
         self.opt = None
         if optimizer is not None:
             self.clip = optimizer['gradClip']
+            # Adapters all decay (as PEFT's trainer decays them); a whole model: matrices, not norm gains.
             decay = [p for p in self.params if p.ndim >= 2]
             no_decay = [p for p in self.params if p.ndim < 2]
             fused = self.device.type == 'cuda'
@@ -66,10 +83,30 @@ class Engine:
     # ---- weights ----
 
     def weights(self):
-        """The full weights (on several ranks: gathered on rank 0; the others get {})."""
+        """The full weights (on several ranks: gathered on rank 0; the others get {}; with LoRA merged)."""
         if self.world is not None:
             return parallel.full_weights(self.model, self.world)
+        if self.lora:
+            return self.lora.weights(merge=True)
         return {n: p.detach().float().cpu().contiguous() for n, p in self.model.named_parameters()}
+
+    def adapters(self):
+        return self.lora.adapters() if self.lora else None
+
+    def memory(self):
+        """Bytes held: the model's weights (with LoRA the frozen base as held), adapters, optimizer
+        moments, and what the device holds now (CUDA: allocated; CPU: the tensors above)."""
+        if self.lora:
+            base, adapters = self.lora.held_bytes()
+        else:
+            base = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            adapters = 0
+        opt = 0
+        if self.opt is not None:
+            for st in self.opt.state.values():
+                opt += sum(t.numel() * t.element_size() for k, t in st.items() if k != 'step')
+        device = torch.cuda.memory_allocated(self.device) if self.device.type == 'cuda' else base + adapters + opt
+        return {'weights': base, 'adapters': adapters, 'optimizer': opt, 'device': device}
 
     def init_optimizer_state(self, state):
         """Moments for every parameter up front (zeros, or a checkpoint's), and one global step count:
@@ -105,18 +142,34 @@ class Engine:
         return m, v, self.steps
 
     def save(self, folder):
+        if self.lora:
+            st = self.optimizer_state()
+            save_file(self.lora.adapters(), os.path.join(folder, 'adapter.safetensors'), metadata={'format': 'pt'})
+            self.save_optimizer(folder, st)
+            return
         w = self.weights()
         st = self.optimizer_state()
         if self.world is not None and not self.world.leader:
             return
         save_file(w, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+        self.save_optimizer(folder, st)
+
+    @staticmethod
+    def save_optimizer(folder, st):
         if st is not None:
             m, v, _ = st
             both = {f'm.{k}': t for k, t in m.items()}
             both.update({f'v.{k}': t for k, t in v.items()})
             save_file(both, os.path.join(folder, 'optimizer.safetensors'))
 
-    def set_reference(self, weights):
+    def set_reference(self, weights, base=False):
+        if base:
+            if self.lora is None:
+                raise EngineError("setReference('base') needs LoRA adapters to switch off; this engine has none")
+            self.reference = 'base'
+            return
+        if weights is None and self.lora is not None:
+            weights = self.weights()
         if self.world is not None:
             ref = parallel.reference(self.model, self.spec, self.world, weights)
         else:
@@ -160,6 +213,8 @@ class Engine:
         if fn is None:
             raise EngineError(f'unknown loss {spec["name"]!r}')
         self.model.train()
+        if self.lora:
+            self.lora.set_dropout(self.steps, self.micro)
         self.trace(b)
         t0 = time.perf_counter()
         with self.autocast():
@@ -243,13 +298,22 @@ class Engine:
         model = self.eval_model(reference)
         if model is None:
             raise EngineError('no reference model: call setReference first')
-        model.eval()
-        bd = self.to_device(b)
-        with torch.no_grad(), self.autocast():
-            if total:
-                return sequence_logprobs(model, bd).float().cpu()
-            logits, _ = model(bd['inputs'])
-            return token_logprobs(logits, bd['targets']).float().cpu()
+        # The base reference is this model with its adapters switched off: no second copy.
+        off = isinstance(model, str)
+        if off:
+            model = self.model
+            self.lora.set_enabled(False)
+        try:
+            model.eval()
+            bd = self.to_device(b)
+            with torch.no_grad(), self.autocast():
+                if total:
+                    return sequence_logprobs(model, bd).float().cpu()
+                logits, _ = model(bd['inputs'])
+                return token_logprobs(logits, bd['targets']).float().cpu()
+        finally:
+            if off:
+                self.lora.set_enabled(True)
 
     def logits(self, ids):
         self.model.eval()

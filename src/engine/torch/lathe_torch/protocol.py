@@ -109,7 +109,7 @@ class Server:
                 st = {'m': prefixed(tensors, 'm.'), 'v': prefixed(tensors, 'v.'), 'step': args['optimizerStep']}
             self.engine = Engine(args['spec'], prefixed(tensors, 'w.'), args['device'], args['dtype'],
                                  args.get('optimizer'), st, args.get('checkpointActivations', False),
-                                 args.get('compile', False), self.world)
+                                 args.get('compile', False), self.world, args.get('lora'), prefixed(tensors, 'a.'))
             return {'params': sum(p.numel() for p in self.engine.params), 'compileSeconds': self.engine.compile_seconds}, {}
         e = self.engine
         if e is None:
@@ -151,10 +151,15 @@ class Server:
         if op == 'set_reference':
             w = prefixed(tensors, 'w.')
             # On several ranks only rank 0 holds the weights; `given` says the same to every rank.
-            e.set_reference(w if args.get('given', bool(w)) else None)
+            e.set_reference(w if args.get('given', bool(w)) else None, bool(args.get('base')))
             return {}, {}
         if op == 'weights':
             return {}, {f'w.{k}': v for k, v in e.weights().items()}
+        if op == 'adapters':
+            a = e.adapters()
+            return {'lora': a is not None}, {f'a.{k}': v for k, v in (a or {}).items()}
+        if op == 'memory':
+            return e.memory(), {}
         if op == 'optimizer_state':
             st = e.optimizer_state()
             if st is None:

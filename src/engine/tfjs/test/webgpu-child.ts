@@ -1,0 +1,233 @@
+// Child process for webgpu.test.ts, run where Dawn has an adapter (SwiftShader in CI): each of
+// Lathe's WGSL kernels against the cpu backend's ops on the same inputs (values and gradients),
+// and the dispatches of one training step of a small dense model with Lathe's kernels and with
+// tfjs's own compositions (LATHE_FUSED_KERNELS=0's path), and greedy generation on both backends.
+// Prints one JSON line.
+import { useBackend } from '../backend.js';
+import { tf } from '../tf.js';
+import { setFusedKernels } from '../kernels.js';
+import { attention, embed, rmsNorm, ropeTables, swiglu } from '../layers.js';
+import { tokenNll } from '../losses.js';
+import { TfjsEngine } from '../engine.js';
+import { dispatchCount, installWebGpu, takeWebGpuErrors } from '../webgpu.js';
+import { runGpuKernel } from '../webgpu-kernels.js';
+import { initWeights } from '../../../model/weights.js';
+import { generate } from '../../sample.js';
+import type { ModelSpec } from '../../../model/spec.js';
+
+const probe = await installWebGpu();
+if (!probe.ok) {
+  console.log(JSON.stringify({ skipped: probe.reason }));
+  process.exit(0);
+}
+
+/** Deterministic inputs: a float array from a seed (and an integer one). */
+function floats(n: number, seed: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return a;
+}
+
+/** The value and the gradients (of sum(value * probe)) of f at inputs, on one backend. */
+async function run(
+  backend: 'cpu' | 'webgpu',
+  f: (xs: tf.Tensor[]) => tf.Tensor,
+  inputs: { data: Float32Array | Int32Array; shape: number[]; grad?: boolean }[],
+): Promise<Float32Array[]> {
+  await useBackend(backend, () => {});
+  const xs = inputs.map((i) =>
+    i.data instanceof Int32Array ? tf.tensor(i.data, i.shape, 'int32') : tf.tensor(i.data, i.shape),
+  );
+  const diff = xs.filter((_, i) => inputs[i]!.grad !== false);
+  const out = f(xs);
+  const weight = tf.tensor(floats(out.size, 99), out.shape);
+  const grads = tf.grads((...ys: tf.Tensor[]) => {
+    const all = xs.map((x) => (diff.includes(x) ? ys[diff.indexOf(x)]! : x));
+    return tf.sum(tf.mul(f(all), weight));
+  })(diff);
+  const res = [out, ...grads];
+  const values = await Promise.all(res.map(async (t) => (await t.data()) as Float32Array));
+  tf.dispose([...xs, weight, ...res]);
+  return values;
+}
+
+/** Largest |a - b| / (|b| + 1e-3) over every output. */
+function maxRel(a: Float32Array[], b: Float32Array[]): number {
+  let m = 0;
+  a.forEach((x, k) => {
+    const y = b[k]!;
+    if (x.length !== y.length) m = Infinity;
+    for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!) / (Math.abs(y[i]!) + 1e-3));
+  });
+  return m;
+}
+
+const errors: Record<string, number> = {};
+async function compare(
+  name: string,
+  f: (xs: tf.Tensor[]) => tf.Tensor,
+  inputs: { data: Float32Array | Int32Array; shape: number[]; grad?: boolean }[],
+): Promise<void> {
+  const want = await run('cpu', f, inputs);
+  const got = await run('webgpu', f, inputs);
+  errors[name] = maxRel(got, want);
+}
+
+const [n, d] = [48, 40];
+await compare('rmsNorm', ([x, w]) => rmsNorm(x as tf.Tensor2D, w!, 1e-5), [
+  { data: floats(n * d, 1), shape: [n, d] },
+  { data: floats(d, 2), shape: [d] },
+]);
+const pw = (seed: number, o: number, i: number) => ({ data: floats(o * i, seed, 0.3), shape: [o, i] });
+await compare('swiglu', ([x, g, u, dn]) => swiglu(x as tf.Tensor2D, g!, u!, dn!), [
+  { data: floats(n * d, 3), shape: [n, d] },
+  pw(4, 56, d),
+  pw(5, 56, d),
+  pw(6, d, 56),
+]);
+// Attention with RoPE and a grouped-query layout, from a fresh start and with a KV cache offset.
+const [batch, seq, heads, kvHeads, headDim] = [2, 12, 4, 2, 8];
+const dim = heads * headDim;
+const rope = () => ropeTables(32, headDim, 10000);
+for (const pos0 of [0, 5]) {
+  await compare(
+    `attention@${pos0}`,
+    ([x, q, k, v, o]) => {
+      const tables = rope();
+      const cache = pos0
+        ? {
+            k: tf.tensor4d(floats(batch * kvHeads * pos0 * headDim, 7), [batch, kvHeads, pos0, headDim]),
+            v: tf.tensor4d(floats(batch * kvHeads * pos0 * headDim, 8), [batch, kvHeads, pos0, headDim]),
+          }
+        : undefined;
+      const y = attention(
+        x as tf.Tensor2D,
+        batch,
+        seq,
+        { q: q!, k: k!, v: v!, o: o! },
+        { heads, kvHeads, headDim, normEps: 1e-5 },
+        tables,
+        pos0,
+        cache,
+      );
+      return y;
+    },
+    [
+      { data: floats(batch * seq * dim, 9), shape: [batch * seq, dim] },
+      pw(10, dim, dim),
+      pw(11, kvHeads * headDim, dim),
+      pw(12, kvHeads * headDim, dim),
+      pw(13, dim, dim),
+    ],
+  );
+}
+const vocab = 70;
+const targets = Int32Array.from({ length: n }, (_, i) => (i === 3 ? -1 : (i * 37) % vocab));
+await compare('tokenNll', ([x, t]) => tokenNll(x as tf.Tensor2D, t as tf.Tensor1D), [
+  { data: floats(n * vocab, 14, 4), shape: [n, vocab] },
+  { data: targets, shape: [n], grad: false },
+]);
+
+// The embedding lookup's gradient, with repeated ids.
+await compare('embed', ([w]) => embed(w!, tf.tensor1d([3, 7, 3, 0, 69, 1, 7, 3], 'int32')), [
+  { data: floats(vocab * d, 16), shape: [vocab, d] },
+]);
+
+// The router's top-k mask against the host's choice (ties to the lower expert).
+await useBackend('webgpu', () => {});
+const probs = floats(64 * 6, 15).map((v) => Math.round(Math.abs(v) * 8) / 8); // with ties
+const mask = await runGpuKernel('LatheTopKMask', [tf.tensor2d(probs, [64, 6])], { k: 2 })[0]!.data();
+let maskMismatches = 0;
+for (let r = 0; r < 64; r++) {
+  const row = Array.from(probs.subarray(r * 6, r * 6 + 6));
+  const order = row.map((p, e) => [p, e] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  const chosen = new Set([order[0]![1], order[1]![1]]);
+  for (let e = 0; e < 6; e++) if ((mask[r * 6 + e] === 1) !== chosen.has(e)) maskMismatches++;
+}
+
+// AddN over more inputs than a shader stage may bind (the grad_norm fault's cause).
+const parts = Array.from({ length: 21 }, (_, i) => tf.scalar(i + 1));
+const addN = (await tf.addN(parts).data())[0];
+
+// Dispatches of one training step (forwardBackward, then optimStep) of a small dense model.
+const spec: ModelSpec = {
+  arch: 'dense',
+  vocabSize: 256,
+  dim: 64,
+  layers: 2,
+  heads: 4,
+  kvHeads: 4,
+  headDim: 16,
+  ffnDim: 160,
+  context: 32,
+  ropeTheta: 10000,
+  normEps: 1e-5,
+  tieEmbeddings: true,
+  initStd: 0.02,
+  experts: 4,
+  topK: 2,
+  auxLossCoef: 0.01,
+  zLossCoef: 0.001,
+};
+const stepBatch = {
+  batch: 2,
+  seq: 32,
+  inputs: Int32Array.from({ length: 64 }, (_, i) => (i * 31) % 256),
+  targets: Int32Array.from({ length: 64 }, (_, i) => (i * 17 + 1) % 256),
+};
+async function stepDispatches(fused: boolean): Promise<{ dispatches: number; loss: number; gradNorm: number }> {
+  const prev = setFusedKernels(fused);
+  const e = await TfjsEngine.create({
+    backend: 'webgpu',
+    spec,
+    weights: initWeights(spec, 5),
+    optimizer: { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 },
+  });
+  const step = async () => {
+    const r = await e.forwardBackward(stepBatch, { name: 'cross_entropy' });
+    return { loss: r.loss, gradNorm: (await e.optimStep(1e-3)).gradNorm };
+  };
+  await step(); // first step: compiles the pipelines
+  const c0 = dispatchCount();
+  const r = await step();
+  const dispatches = dispatchCount() - c0;
+  await e.dispose();
+  setFusedKernels(prev);
+  return { dispatches, ...r };
+}
+const lathe = await stepDispatches(true);
+const plain = await stepDispatches(false);
+
+// Greedy generation (the KV-cache decode path) from the same random weights on cpu and webgpu,
+// dense and MoE; a larger init scale than training's makes the greedy choice vary from token to token.
+async function greedy(backend: 'cpu' | 'webgpu', s: ModelSpec): Promise<number[]> {
+  await useBackend(backend, () => {});
+  const e = await TfjsEngine.create({ backend, spec: s, weights: initWeights(s, 9) });
+  const ids = await generate(e, [1, 17, 42, 99, 5], { temperature: 0, maxTokens: 8 });
+  await e.dispose();
+  return ids;
+}
+const generated: Record<string, { cpu: number[]; webgpu: number[] }> = {};
+for (const arch of ['dense', 'moe'] as const) {
+  const s: ModelSpec = { ...spec, arch, initStd: 0.5, layers: 1 };
+  generated[arch] = { cpu: await greedy('cpu', s), webgpu: await greedy('webgpu', s) };
+}
+
+console.log(
+  JSON.stringify({
+    adapter: probe.adapter,
+    f16: probe.f16,
+    errors,
+    maskMismatches,
+    addN,
+    lathe,
+    plain,
+    generated,
+    validation: takeWebGpuErrors(),
+  }),
+);
+process.exit(0);

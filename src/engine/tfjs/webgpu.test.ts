@@ -1,0 +1,77 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { vulkanDiagnosis } from './webgpu.js';
+
+// Lathe's WGSL kernels on SwiftShader (Dawn's Vulkan adapter on the CPU, from Debian's chromium:
+// DESIGN, known ground), in a child process that has the Vulkan environment: values and gradients
+// against the cpu backend, one training step's dispatches, greedy generation on both backends.
+
+const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const why = existsSync(ICD)
+  ? undefined
+  : `${ICD} is missing: npm test's setup installs Debian's chromium, which ships SwiftShader`;
+if (why) console.warn(`webgpu kernel tests skipped: ${why}`);
+
+interface ChildReport {
+  skipped?: string;
+  adapter: string;
+  f16: boolean;
+  errors: Record<string, number>;
+  maskMismatches: number;
+  addN: number;
+  lathe: { dispatches: number; loss: number; gradNorm: number };
+  plain: { dispatches: number; loss: number; gradNorm: number };
+  generated: Record<'dense' | 'moe', { cpu: number[]; webgpu: number[] }>;
+  validation: string[];
+}
+
+describe.skipIf(!!why)('webgpu kernels on SwiftShader', () => {
+  it('match the cpu backend, cut one step to a fifth of the dispatches, and generate the same greedy tokens', async () => {
+    const child = fileURLToPath(new URL('./test/webgpu-child.ts', import.meta.url));
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', child], {
+      env: { ...process.env, LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: ICD },
+      timeout: 540_000,
+    });
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as ChildReport;
+    expect(r.skipped).toBeUndefined();
+    expect(r.adapter).toMatch(/swiftshader/i);
+    // Values and gradients of each kernel, relative to the cpu backend's composition.
+    expect(Object.keys(r.errors).sort()).toEqual([
+      'attention@0',
+      'attention@5',
+      'embed',
+      'rmsNorm',
+      'swiglu',
+      'tokenNll',
+    ]);
+    for (const [name, err] of Object.entries(r.errors)) expect(err, name).toBeLessThan(1e-3);
+    expect(r.maskMismatches).toBe(0);
+    expect(r.addN).toBe(231); // 1 + ... + 21: more inputs than one dispatch may bind
+    // One step of the small dense model: Lathe's kernels against tfjs's own compositions.
+    console.log(`dispatches per training step: ${r.lathe.dispatches} (tfjs compositions: ${r.plain.dispatches})`);
+    expect(r.lathe.dispatches * 5).toBeLessThanOrEqual(r.plain.dispatches);
+    expect(Math.abs(r.lathe.loss - r.plain.loss) / r.plain.loss).toBeLessThan(1e-5);
+    expect(Math.abs(r.lathe.gradNorm - r.plain.gradNorm) / r.plain.gradNorm).toBeLessThan(1e-5);
+    for (const arch of ['dense', 'moe'] as const) {
+      const g = r.generated[arch];
+      expect(g.webgpu, arch).toEqual(g.cpu);
+      expect(new Set(g.cpu).size, arch).toBeGreaterThan(2);
+    }
+    expect(r.validation).toEqual([]);
+  }, 600_000); // ~50 s on a quiet 2-core machine
+});
+
+describe('vulkanDiagnosis', () => {
+  it('names the missing part: the loader, or the driver manifests named by VK_ICD_FILENAMES', () => {
+    expect(vulkanDiagnosis({ LD_LIBRARY_PATH: '/nonexistent' })).toMatch(
+      existsSync('/usr/lib/x86_64-linux-gnu/libvulkan.so.1') ? /Vulkan loader is there/ : /no Vulkan loader/,
+    );
+    if (existsSync('/usr/lib/chromium/libvulkan.so.1'))
+      expect(vulkanDiagnosis({ LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: '/x/icd.json' })).toMatch(
+        /manifests named by VK_ICD_FILENAMES\/VK_DRIVER_FILES do not exist \(\/x\/icd\.json\)/,
+      );
+  });
+});
