@@ -14,10 +14,31 @@ const moe = modelSpec(
   ModelSchema.parse({ dim: 32, layers: 2, heads: 4, kvHeads: 2, context: 24, arch: 'moe', experts: 4, topK: 2 }),
   V,
 );
-// Larger weights than training's init, so the logits spread and a wrong position or cache shows.
+// Qwen-style attention: q/k/v/o biases, per-head q/k norms, and a sliding window of 4 on layer 1 (the
+// prompts and decodes run past it).
+const qwen = modelSpec(
+  ModelSchema.parse({
+    dim: 32,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    context: 24,
+    attentionBias: 'all',
+    qkNorm: true,
+    slidingWindow: 4,
+    windowLayers: [1],
+  }),
+  V,
+);
+// Larger weights than training's init, so the logits spread and a wrong position or cache shows;
+// biases and norm weights off their zeros and ones, so leaving one out shows too.
 const weightsOf = (spec: ModelSpec) => {
   const w = initWeights(spec, 11);
-  for (const t of w.values()) if (t.shape.length === 2) for (let i = 0; i < t.data.length; i++) t.data[i]! *= 8;
+  for (const [name, t] of w) {
+    if (t.shape.length === 2) for (let i = 0; i < t.data.length; i++) t.data[i]! *= 8;
+    else if (/(bias|_norm\.weight)$/.test(name))
+      for (let i = 0; i < t.data.length; i++) t.data[i]! += 0.5 * Math.sin(i + 1);
+  }
   return w;
 };
 
@@ -103,6 +124,7 @@ afterAll(async () => {
 describe.each([
   ['dense', dense],
   ['moe', moe],
+  ['qwen-style, windowed', qwen],
 ])('batch decoder (%s)', (_name, spec) => {
   it('rows of different prompts joining and leaving get the logits of a one-prompt decode, on tfjs and torch alike', async () => {
     const weights = weightsOf(spec);
