@@ -18,6 +18,7 @@ import { MODELS } from './configs.mjs';
 import { kernelLatency } from './kernel.mjs';
 import { browserChart } from './browser.mjs';
 import { benchRooms } from './rooms.mjs';
+import { benchServe } from './serve.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const here = join(root, 'bench');
@@ -64,6 +65,15 @@ const CASES = {
   'train-small-dense:torch-bf16': {
     default: true,
     about: 'training tokens/s, 6x384 dense, the torch engine in bf16 autocast (AMX on this CPU) vs the fp32 reference',
+  },
+  'serve-throughput': {
+    default: true,
+    about:
+      'lathe serve: tokens/s and time to first token (p50/p95) of 8 concurrent streaming clients vs one client at a time, tfjs (bench/serve.mjs)',
+  },
+  'serve-throughput:torch': {
+    default: true,
+    about: 'serve-throughput on the torch engine (CPU, fp32)',
   },
   'lora-small-dense': {
     default: true,
@@ -939,6 +949,8 @@ const RUNNERS = {
   'kernel-latency': () => kernelLatency({ quick }),
   'chart-latency': () => browserChart({ quick }),
   'rooms-propagation': async () => (await benchRooms(quick ? { samples: 100, points: 20_000 } : {})).cases,
+  'serve-throughput': () => benchServe({ quick }),
+  'serve-throughput:torch': () => benchServe({ quick, engine: 'torch' }),
 };
 
 // ---------------------------------------------------------------- machine, table, results

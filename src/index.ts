@@ -8,7 +8,7 @@ export * as tokenizer from './tokenizer/index.js';
 export * as model from './api/model.js';
 export * as train from './train/index.js';
 export * as evaluate from './eval/index.js';
-export * as runs from './runs/index.js';
+export * as runs from './api/runs.js';
 export * as workers from './dispatch/index.js';
 export * as backend from './engine/tfjs/index.js';
 export * as exporter from './export/index.js';

@@ -8,6 +8,8 @@ import { prepareData } from '../data/prepare.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import { loadRecipe } from '../runs/recipe.js';
 import { Tokenizer } from '../tokenizer/index.js';
+import { synthesize } from '../train/synth.js';
+import { finiteNumber, positiveInt } from './options.js';
 
 /** The tokenizer a post-training lock will use: its base's, the named file, or one trained on its rows. */
 async function postTokenizer(lock: RecipeLock): Promise<Tokenizer> {
@@ -68,4 +70,46 @@ export function register(program: Command): void {
         await rm(dir, { recursive: true, force: true });
       }
     });
+  data
+    .command('synth')
+    .description(
+      'Generate chat examples from a teacher model, filtered by a grader score, with exact repeats and near-duplicates of the training data dropped; writes <out> and <out>.lock.json (teacher, prompts, grader, seed, counts).',
+    )
+    .requiredOption('--teacher <run|hf-dir>', 'the teacher: a run directory or a Hugging Face folder')
+    .requiredOption('--prompts <file>', 'JSONL of {"prompt": "..."} rows (other fields reach the grader rubric)')
+    .requiredOption('--n <n>', 'examples to generate (prompts used in order, cycling)', positiveInt('--n'))
+    .requiredOption('--out <file>', 'the chat JSONL to write')
+    .option('--grader <file>', 'a grader file (see lathe eval --scorer); answers scoring below --min are dropped')
+    .option('--min <s>', 'lowest grader score kept, in [0, 1] (default 0.5)', finiteNumber('--min'))
+    .option(
+      '--dedupe-against <file>',
+      'training data (JSONL, text or messages): drop near-duplicates of it (MinHash); repeatable',
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .option('--seed <n>', 'sampling seed (default 0); the same seed gives the same file', finiteNumber('--seed'))
+    .option('--max-tokens <n>', 'tokens per answer (default 64)', positiveInt('--max-tokens'))
+    .option('--temperature <t>', 'sampling temperature (default 0.8)', finiteNumber('--temperature'))
+    .option('--top-p <p>', 'nucleus sampling (default 1: off)', finiteNumber('--top-p'))
+    .action(
+      async (o: {
+        teacher: string;
+        prompts: string;
+        n: number;
+        out: string;
+        grader?: string;
+        min?: number;
+        dedupeAgainst: string[];
+        seed?: number;
+        maxTokens?: number;
+        temperature?: number;
+        topP?: number;
+      }) => {
+        const lock = await synthesize(o);
+        const c = lock.counts;
+        console.log(
+          `${lock.out.path}: ${c.kept} of ${c.generated} kept (${c.belowMin} below --min, ${c.ungraded} ungraded, ${c.exactRepeats} exact repeats, ${c.nearDuplicates} near-duplicates, ${c.empty} empty); lock ${lock.out.path}.lock.json`,
+        );
+      },
+    );
 }

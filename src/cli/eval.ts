@@ -31,13 +31,14 @@ interface EvalOptions {
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v];
 
-/** `--scorer`: a built-in name, or a module path with an optional #export. */
+/** `--scorer`: a built-in name, a grader file (.json, .yaml), or a module path with an optional #export. */
 export function scorerOption(v: string): ScorerInput {
   if ((BUILTIN_SCORERS as readonly string[]).includes(v)) return v as ScorerInput;
+  if (/\.(json|ya?ml)$/i.test(v)) return { grader: v };
   const [module, exp] = v.split('#') as [string, string | undefined];
   if (!/\.(m?js|cjs|m?ts|cts)$/i.test(module)) {
     throw new InvalidArgumentError(
-      `--scorer must be one of ${BUILTIN_SCORERS.join(', ')}, or a module path such as ./score.mjs#myScorer; got "${v}"`,
+      `--scorer must be one of ${BUILTIN_SCORERS.join(', ')}, a grader file such as ./grader.json, or a module path such as ./score.mjs#myScorer; got "${v}"`,
     );
   }
   return exp ? { module, export: exp } : { module };
@@ -175,7 +176,7 @@ export function register(program: Command): void {
     )
     .option(
       '--scorer <s>',
-      `${BUILTIN_SCORERS.join(', ')}, or a module ./file.mjs[#export] with (completion, example) => number | boolean`,
+      `${BUILTIN_SCORERS.join(', ')}, a grader file ./grader.json (a judge model and its rubric), or a module ./file.mjs[#export] with (completion, example) => number | boolean`,
       scorerOption,
     )
     .option('--name <name>', 'suite name for the metrics (default: the file name)')

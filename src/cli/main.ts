@@ -16,6 +16,7 @@ import { register as registerWorker } from './worker.js';
 import { register as registerSubmit } from './submit.js';
 import { register as registerJobs } from './jobs.js';
 import { register as registerCancel } from './cancel.js';
+import { register as registerServe } from './serve.js';
 import { register as registerEngineNode } from './engine-node.js';
 
 /** Builds the `lathe` command; every verb has --help. */
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
     registerGenerate,
     registerEval,
     registerExport,
+    registerServe,
   ])
     reg(program);
   registerRooms(program);

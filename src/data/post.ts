@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { type RecipeLock } from '../recipe/lock.js';
 import { canonicalJson } from '../hash.js';
 import type { PostRecipe, SourceConfig } from '../recipe/schema.js';
@@ -100,6 +101,46 @@ export interface PostManifest {
   truncated: number;
   tokens: { train: number; val: number };
   vocabSize: number;
+  /** Source files made by `lathe data synth` (a synthetic lock beside them). */
+  synthetic?: SyntheticSource[];
+}
+
+/** A synthetic source file, as its lock (`<file>.lock.json`, written by `lathe data synth`) describes it. */
+export interface SyntheticSource {
+  file: string;
+  teacher: string;
+  generated: number;
+  kept: number;
+  grader?: string;
+}
+
+/** The source files of a lock that `lathe data synth` made: those with a synthetic lock beside them. */
+export function syntheticSources(lock: RecipeLock): SyntheticSource[] {
+  const out: SyntheticSource[] = [];
+  for (const d of lock.data)
+    for (const f of d.files) {
+      const side = `${f.path}.lock.json`;
+      if (!existsSync(side)) continue;
+      try {
+        const l = JSON.parse(readFileSync(side, 'utf8')) as {
+          kind?: string;
+          teacher?: { path?: string };
+          counts?: { generated?: number; kept?: number };
+          grader?: { path?: string };
+        };
+        if (l.kind !== 'synthetic') continue;
+        out.push({
+          file: f.path,
+          teacher: l.teacher?.path ?? '?',
+          generated: l.counts?.generated ?? 0,
+          kept: l.counts?.kept ?? 0,
+          ...(l.grader?.path ? { grader: l.grader.path } : {}),
+        });
+      } catch {
+        // An unreadable side file is not a synthetic lock; the source is reported as plain data.
+      }
+    }
+  return out;
 }
 
 /**
@@ -169,6 +210,7 @@ export async function inspectPost(lock: RecipeLock, tokenizer: Tokenizer): Promi
   };
   const rows = await readPostRows({ ...lock, recipe: { ...r, data: { ...r.data, onError: 'skip' } } }, convert);
   const sum = (xs: Located<{ tokens: number }>[]) => xs.reduce((a, x) => a + x.value.tokens, 0);
+  const synthetic = syntheticSources(lock);
   return {
     stage: r.stage,
     examples: { train: rows.train.length, val: rows.val.length },
@@ -178,6 +220,7 @@ export async function inspectPost(lock: RecipeLock, tokenizer: Tokenizer): Promi
     truncated: [...rows.train, ...rows.val].filter((x) => x.value.truncated).length,
     tokens: { train: sum(rows.train), val: sum(rows.val) },
     vocabSize: tokenizer.vocabSize,
+    ...(synthetic.length ? { synthetic } : {}),
   };
 }
 
@@ -190,5 +233,9 @@ export function formatPostInspect(rep: Omit<PostManifest, 'lock'>): string {
     ...rep.rejections.map((x) => `  ${x.file}:${x.line}: ${x.reason}`),
   ];
   if (rep.rejected > rep.rejections.length) lines.push(`  … and ${rep.rejected - rep.rejections.length} more`);
+  for (const x of rep.synthetic ?? [])
+    lines.push(
+      `synthetic source: ${x.file} (teacher ${x.teacher}${x.grader ? `, grader ${x.grader}` : ''}; ${x.kept} of ${x.generated} generated kept)`,
+    );
   return lines.join('\n');
 }

@@ -153,6 +153,27 @@ export interface DecodeSession {
   close(): void;
 }
 
+/**
+ * A KV-cached decode of rows with different prompts, each at its own position: continuous batching.
+ * Rows join with their prompt (prefilled on its own), then every step advances the rows it names in
+ * one forward pass, and a finished row leaves without disturbing the others.
+ */
+export interface BatchDecoder {
+  /**
+   * Prefills `prompt` into `copies` new rows (default 1) that share it; returns their ids and the
+   * next-token logits after the prompt [V] (the same for every copy).
+   */
+  add(prompt: number[], copies?: number): Promise<{ rows: number[]; logits: Float32Array }>;
+  /** Appends tokens[i] to rows[i] (distinct live rows), all in one forward; returns their next-token logits [rows.length * V]. */
+  step(rows: readonly number[], tokens: Int32Array): Promise<Float32Array>;
+  /** Frees a row's cache (an unknown or dropped row is ignored). */
+  drop(row: number): void;
+  /** Rows holding a cache now. */
+  readonly size: number;
+  /** Frees every row. */
+  close(): void;
+}
+
 /** The training and inference primitives under every stage. */
 export interface Engine {
   readonly kind: EngineKind;
@@ -184,6 +205,8 @@ export interface Engine {
   logits(ids: number[]): Promise<Float32Array>;
   /** Starts decoding `n` rows from one prompt: returns the logits after the prompt [V] and the session. */
   decode(prompt: number[], n: number): Promise<{ logits: Float32Array; session: DecodeSession }>;
+  /** A decoder for rows with different prompts and positions (serving, judging many outputs at once). */
+  batchDecoder(): BatchDecoder;
   /**
    * Freezes a reference model for `logprobs({ reference })`: these weights, a copy of the current
    * ones, or `'base'`: with LoRA, the frozen base with the adapters switched off (no second copy).

@@ -89,3 +89,68 @@ export async function generate(engine: Engine, prompt: number[], o: SampleOption
     session.close();
   }
 }
+
+/**
+ * Generates continuations of many prompts at once through the engine's batch decoder: up to `batch`
+ * rows decode together, and a finished row's place goes to the next prompt. Prompt i samples with
+ * Rng(seeds[i] ?? seed + i); each result is token for token what {@link generate} gives that prompt
+ * alone with that seed (up to the float rounding of batched products).
+ */
+export async function generateBatch(
+  engine: Engine,
+  prompts: readonly number[][],
+  o: Omit<SampleOptions, 'seed'> & { seed?: number; seeds?: readonly number[]; batch?: number } = {},
+): Promise<number[][]> {
+  const maxTokens = o.maxTokens ?? 64;
+  const stop = new Set(o.stop ?? []);
+  const ctx = engine.spec.context;
+  const width = Math.max(1, o.batch ?? 16);
+  const out: number[][] = prompts.map(() => []);
+  const d = engine.batchDecoder();
+  type Live = { i: number; row: number; rng: Rng; pos: number; next: number };
+  let live: Live[] = [];
+  let queued = 0;
+  /** Samples a row's next token; false when the row is done. */
+  const take = (r: Live, logits: Float32Array): boolean => {
+    const next = sampleToken(logits, o, r.rng);
+    if (stop.has(next)) return false;
+    out[r.i]!.push(next);
+    r.pos++;
+    r.next = next;
+    return out[r.i]!.length < maxTokens && r.pos < ctx;
+  };
+  try {
+    while (queued < prompts.length || live.length) {
+      while (queued < prompts.length && live.length < width) {
+        const i = queued++;
+        const p = prompts[i]!;
+        if (!p.length) throw new Error(`generateBatch: prompt ${i} is empty (start it with bos)`);
+        const input = p.slice(-ctx);
+        const { rows, logits } = await d.add(input);
+        const r: Live = {
+          i,
+          row: rows[0]!,
+          rng: new Rng(o.seeds?.[i] ?? (o.seed ?? 0) + i),
+          pos: input.length,
+          next: 0,
+        };
+        if (maxTokens > 0 && input.length < ctx && take(r, logits)) live.push(r);
+        else d.drop(r.row);
+      }
+      if (!live.length) continue;
+      const logits = await d.step(
+        live.map((r) => r.row),
+        Int32Array.from(live.map((r) => r.next)),
+      );
+      const V = logits.length / live.length;
+      live = live.filter((r, k) => {
+        if (take(r, logits.subarray(k * V, (k + 1) * V))) return true;
+        d.drop(r.row);
+        return false;
+      });
+    }
+    return out;
+  } finally {
+    d.close();
+  }
+}

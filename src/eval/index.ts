@@ -8,6 +8,7 @@ export {
   BUILTIN_SCORERS,
   GATE_OPS,
   GateSchema,
+  GraderScorerSchema,
   ModuleScorerSchema,
   ScorerSchema,
   SuiteSchema,
@@ -17,6 +18,7 @@ export {
   parseSuiteConfig,
   type Gate,
   type GateOp,
+  type GraderScorerConfig,
   type ModuleScorerConfig,
   type ScorerConfig,
   type ScorerInput,
@@ -34,6 +36,7 @@ export {
   expectedAnswers,
   expectedNumbers,
   firstNumber,
+  loadGraderScorer,
   loadModuleScorer,
   numericScore,
   outcomeOf,
@@ -74,6 +77,18 @@ export {
   type GateResult,
   type LatestMetrics,
 } from './gates.js';
+
+/** Model graders: a grader file (a judge model, its rubric, how its answer becomes a score), loaded and run in batches. */
+export {
+  ModelGrader,
+  parseScore,
+  renderRubric,
+  type Grade,
+  type GradeItem,
+  type GraderErrors,
+  type GraderOpenOptions,
+} from './grader.js';
+export { GraderSchema, readGraderFile, type GraderConfig, type GraderFile } from '../recipe/grader-schema.js';
 
 /** The comparison table across runs. */
 export { compareRuns, formatComparison, type ComparisonRow } from './compare.js';

@@ -6,7 +6,8 @@ import type { Tokenizer } from '../tokenizer/index.js';
 import type { TokenBatch } from '../data/batches.js';
 import { evaluateLoss } from './loss.js';
 import { ModuleHost, type ModuleHostOptions } from './module-host.js';
-import type { ModuleScorerConfig, Tolerance } from '../recipe/eval-schema.js';
+import type { GraderScorerConfig, ModuleScorerConfig, Tolerance } from '../recipe/eval-schema.js';
+import { ModelGrader } from './grader.js';
 
 // Scorers turn a completion into a number (1 = right, 0 = wrong; custom scorers may give partial
 // credit). Built-ins are pure functions; custom modules run in the module host (their own process) so
@@ -215,6 +216,32 @@ export async function loadModuleScorer(
     callTimeoutMs: opts.timeoutMs ?? 5000,
     readable: [opts.baseDir, ...(opts.suiteFile ? [dirname(opts.suiteFile)] : [])],
   });
+}
+
+/**
+ * A model grader as a suite's scorer (`scorer: {grader}`): the judge scores each completion in [0, 1];
+ * an answer with no score counts as an `invalid` scorer error and scores 0. The grader file resolves
+ * against baseDir (the recipe's folder), else the suite file's folder.
+ */
+export async function loadGraderScorer(
+  spec: GraderScorerConfig,
+  opts: { baseDir: string; suiteFile?: string },
+): Promise<Scorer & { grader: ModelGrader }> {
+  const candidates = [
+    resolve(opts.baseDir, spec.grader),
+    ...(opts.suiteFile ? [resolve(dirname(opts.suiteFile), spec.grader)] : []),
+  ];
+  const path = candidates.find((p) => existsSync(p)) ?? candidates[0]!;
+  const grader = await ModelGrader.open(path);
+  return {
+    name: `model ${spec.grader}`,
+    grader,
+    score: async (completion, example) => {
+      const [g] = await grader.grade([{ completion, row: example.row }]);
+      return 'error' in g! ? { score: 0, error: 'invalid', message: `${g.error}: ${g.message}` } : { score: g!.score };
+    },
+    close: () => grader.close(),
+  };
 }
 
 /** Result of {@link textPerplexity}. */

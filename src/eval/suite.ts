@@ -13,6 +13,7 @@ import {
   compilePattern,
   expectedAnswers,
   expectedNumbers,
+  loadGraderScorer,
   loadModuleScorer,
   textPerplexity,
   type ScoredExample,
@@ -96,8 +97,8 @@ export async function loadSuite(config: SuiteConfig, baseDir: string): Promise<S
     if (!docs.length) throw new LatheError(`suite "${config.name}": ${file} has no text`);
     return { config, file, kind: 'perplexity', examples: [], docs, close: async () => {} };
   }
-  const scorerName = typeof config.scorer === 'string' ? config.scorer : 'custom';
-  const needsExpected = scorerName !== 'custom';
+  const scorerName = typeof config.scorer === 'string' ? config.scorer : 'grader' in config.scorer ? 'model' : 'custom';
+  const needsExpected = scorerName !== 'custom' && scorerName !== 'model';
   const examples: ScoredExample[] = [];
   const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
   let line = 0;
@@ -143,7 +144,9 @@ export async function loadSuite(config: SuiteConfig, baseDir: string): Promise<S
   const scorer =
     typeof config.scorer === 'string'
       ? builtinScorer(config.scorer as 'exact' | 'contains' | 'regex' | 'numeric', config.tolerance)
-      : await loadModuleScorer(config.scorer, { baseDir, suiteFile: file, timeoutMs: config.timeoutMs });
+      : 'grader' in config.scorer
+        ? await loadGraderScorer(config.scorer, { baseDir, suiteFile: file })
+        : await loadModuleScorer(config.scorer, { baseDir, suiteFile: file, timeoutMs: config.timeoutMs });
   return { config, file, kind: 'generation', examples, docs: [], scorer, close: () => scorer.close() };
 }
 

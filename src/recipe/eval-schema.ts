@@ -24,10 +24,22 @@ export const ModuleScorerSchema = z
   })
   .describe('A custom scorer module.');
 
+/** A model grader (scorer kind `model`): a grader file naming a judge model and its rubric. */
+export const GraderScorerSchema = z
+  .strictObject({
+    grader: z
+      .string()
+      .min(1)
+      .describe(
+        'A grader file (JSON or YAML, src/recipe/grader-schema.ts: {kind: "model", judge, rubric, ...}), relative to the recipe (or the suite file).',
+      ),
+  })
+  .describe('A model grader: a judge model scores each completion; unparsable answers score 0 and are counted.');
+
 export const ScorerSchema = z
-  .union([z.enum(BUILTIN_SCORERS), ModuleScorerSchema])
+  .union([z.enum(BUILTIN_SCORERS), ModuleScorerSchema, GraderScorerSchema])
   .describe(
-    'How a completion is scored: exact (trimmed), contains, regex (expected is a pattern), numeric (within tolerance), perplexity (path is a text file), or {module, export}.',
+    'How a completion is scored: exact (trimmed), contains, regex (expected is a pattern), numeric (within tolerance), perplexity (path is a text file), {module, export}, or {grader} (a judge model).',
   );
 
 /** Numeric tolerance: a number is absolute; {abs, rel} passes when |got - expected| <= max(abs, rel·|expected|). */
@@ -159,6 +171,7 @@ export type ScorerConfig = z.output<typeof ScorerSchema>;
 /** A scorer as a user writes it (export may be left out). */
 export type ScorerInput = z.input<typeof ScorerSchema>;
 export type ModuleScorerConfig = z.output<typeof ModuleScorerSchema>;
+export type GraderScorerConfig = z.output<typeof GraderScorerSchema>;
 export type Tolerance = z.output<typeof ToleranceSchema>;
 
 /** Validates a suite config (e.g. from CLI flags), filling defaults; errors name the field. */

@@ -4,6 +4,7 @@ import { canonicalJson, sha256File } from '../hash.js';
 import { LatheError } from '../errors.js';
 import { resolveSourceFiles } from './files.js';
 import { resolveBase, type BaseModelRef } from './base.js';
+import { readGraderFile } from './grader-schema.js';
 import { VERSION } from '../version.js';
 import type { ResolvedPipeline, ResolvedRecipe } from './schema.js';
 
@@ -41,6 +42,8 @@ export interface RecipeLock {
   reward?: { path: string; export: string; sha256: string };
   /** Online DPO with a reward-model judge: the pinned judge run. */
   judge?: BaseModelRef;
+  /** GRPO / online DPO rewarded by a grader file: the file, hashed, and its judge model, pinned. */
+  grader?: { path: string; sha256: string; judge: BaseModelRef };
   /** Directory that relative paths in the recipe resolve against (not part of the identity). */
   baseDir: string;
   createdAt: string;
@@ -100,7 +103,21 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
   }
   const rewardCfg =
     recipe.stage === 'grpo' ? recipe.reward : recipe.stage === 'online-dpo' ? recipe.judge.reward : undefined;
-  if (rewardCfg) {
+  let grader: RecipeLock['grader'];
+  if (rewardCfg?.grader !== undefined) {
+    const where = recipe.stage === 'grpo' ? 'reward.grader' : 'judge.reward.grader';
+    let g: ReturnType<typeof readGraderFile>;
+    try {
+      g = readGraderFile(rewardCfg.grader, opts.baseDir);
+    } catch (e) {
+      throw new LatheError(`${where}: ${(e as Error).message}`);
+    }
+    grader = {
+      path: g.path,
+      sha256: (await sha256File(g.path)).sha256,
+      judge: await resolveBase(g.config.judge, g.dir, `${where}: judge`),
+    };
+  } else if (rewardCfg?.module !== undefined) {
     const where = recipe.stage === 'grpo' ? 'reward.module' : 'judge.reward.module';
     const p = resolve(opts.baseDir, rewardCfg.module);
     const hashed = await sha256File(p).catch(() => undefined);
@@ -120,6 +137,7 @@ export async function lockRecipe(recipe: ResolvedRecipe, opts: LockOptions): Pro
     base,
     reward,
     judge,
+    grader,
   };
   return { id: lockId(body, opts.baseDir), ...body, baseDir: opts.baseDir, createdAt: new Date().toISOString() };
 }
@@ -142,6 +160,7 @@ function lockId(body: Omit<RecipeLock, 'id' | 'baseDir' | 'createdAt'>, baseDir:
     tokenizer: body.tokenizer && { sha256: body.tokenizer.sha256 },
     base: pin(body.base),
     judge: pin(body.judge),
+    grader: body.grader && { sha256: body.grader.sha256, judge: pin(body.grader.judge) },
     reward: body.reward && { export: body.reward.export, sha256: body.reward.sha256 },
   };
   return createHash('sha256').update(canonicalJson(portable)).digest('hex').slice(0, 16);

@@ -548,10 +548,24 @@ const samplingFields = {
     ),
 };
 
-/** A reward function: a JS/TS module's export called as (completion, example) => number | Promise<number>. */
+/**
+ * A reward: a JS/TS module's export called as (completion, example) => number | Promise<number>, or a
+ * grader file whose judge model scores each completion in [0, 1] (exactly one of module and grader).
+ */
 export const RewardSchema = z
   .strictObject({
-    module: z.string().min(1).describe('The module file (.js, .mjs, .cjs, .ts, .mts), relative to the recipe file.'),
+    module: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('The module file (.js, .mjs, .cjs, .ts, .mts), relative to the recipe file.'),
+    grader: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Instead of a module: a grader file (a judge model and its rubric; see lathe eval graders), relative to the recipe file. The reward is its score in [0, 1]; an answer with no score is counted in reward_errors and skipped.',
+      ),
     export: z
       .string()
       .min(1)

@@ -290,6 +290,14 @@ function stageIssues(
       });
   }
   const rewardIssues = (rw: Record<string, unknown> | undefined, path: string) => {
+    if (rw && typeof rw === 'object' && (rw.module === undefined) === (rw.grader === undefined))
+      out.push({
+        path: p(path),
+        message:
+          rw.module === undefined
+            ? 'name a reward module ({"module": "reward.mjs"}) or a grader file ({"grader": "grader.json"})'
+            : 'set only one of module and grader',
+      });
     if (!rw || typeof rw.module !== 'string') return;
     if (!REWARD_EXT.test(rw.module))
       out.push({

@@ -11,7 +11,7 @@ import { Tokenizer } from '../tokenizer/index.js';
 import type { AnyLock } from '../recipe/lock.js';
 import { modelRunDir } from '../recipe/base.js';
 import { latestGoodCheckpoint, loadCheckpoint } from './checkpoint.js';
-import { loraBaseWeights } from '../train/base.js';
+import { loraBaseWeights } from '../engine/open.js';
 import { firstDivergence, missingSteps, verifyLockData, type Divergence } from './reproduce.js';
 import { Run } from './run.js';
 import { RunDir } from './rundir.js';

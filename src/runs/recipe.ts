@@ -162,10 +162,12 @@ function absolutizePaths(input: Record<string, unknown>, baseDir: string): Recor
   if (out.from !== undefined) out.from = abs(out.from);
   const tok = out.tokenizer as { path?: unknown } | undefined;
   if (tok?.path !== undefined) tok.path = abs(tok.path);
-  const reward = out.reward as { module?: unknown } | undefined;
+  const reward = out.reward as { module?: unknown; grader?: unknown } | undefined;
   if (reward?.module !== undefined) reward.module = abs(reward.module);
-  const judge = out.judge as { reward?: { module?: unknown }; model?: unknown } | undefined;
+  if (reward?.grader !== undefined) reward.grader = abs(reward.grader);
+  const judge = out.judge as { reward?: { module?: unknown; grader?: unknown }; model?: unknown } | undefined;
   if (judge?.reward?.module !== undefined) judge.reward.module = abs(judge.reward.module);
+  if (judge?.reward?.grader !== undefined) judge.reward.grader = abs(judge.reward.grader);
   if (judge?.model !== undefined) judge.model = abs(judge.model);
   return out;
 }

@@ -25,7 +25,7 @@ import {
 } from '../runs/checkpoint.js';
 import type { Metric, RunDir, RunEvent, RunSummary } from '../runs/rundir.js';
 import { Tokenizer } from '../tokenizer/index.js';
-import { loadBase } from './base.js';
+import { loadBase } from '../engine/open.js';
 import type { StageContext, StageResult, StopSignal } from './loop.js';
 import { STAGE_RUNNERS } from './stages.js';
 

@@ -28,6 +28,7 @@ export {
   evaluateRollouts,
   RewardJudge,
   ModelJudge,
+  GraderJudge,
   openJudge,
   type Completion,
   type RolloutOptions,
@@ -36,4 +37,6 @@ export {
 } from './rollout.js';
 export { RewardHost, type RewardOutcome, type RewardHostOptions } from './reward.js';
 export { resolveBase, modelRunDir, type BaseModelRef } from '../recipe/base.js';
-export { loadBase } from './base.js';
+export { loadBase } from '../engine/open.js';
+/** Synthetic chat data from a teacher (`lathe data synth`). */
+export { synthesize, type SynthCounts, type SynthLock, type SynthOptions } from './synth.js';

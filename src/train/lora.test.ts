@@ -11,7 +11,7 @@ import { loadModel, resume } from '../runs/index.js';
 import { dpo, grpo, onlineDpo, Recipe, sft } from '../runs/recipe.js';
 import { resolveBase } from '../recipe/base.js';
 import type { LoraRecipeConfig } from '../recipe/schema.js';
-import { loadBase } from './base.js';
+import { loadBase } from '../engine/open.js';
 
 const lora: LoraRecipeConfig = {
   rank: 4,

@@ -11,8 +11,9 @@ import { Rng } from '../random.js';
 import type { RecipeLock } from '../recipe/lock.js';
 import type { GrpoRecipe, OnlineDpoRecipe } from '../recipe/schema.js';
 import type { Tokenizer } from '../tokenizer/index.js';
-import { loadBase } from './base.js';
+import { loadBase } from '../engine/open.js';
 import { RewardHost, type RewardHostOptions, type RewardOutcome } from './reward.js';
+import { ModelGrader } from '../eval/grader.js';
 import { announce, noRowsError } from './sft.js';
 import { ExampleOrder, seqBatch } from './batch.js';
 import { round4, StageFailure, type StageContext } from './loop.js';
@@ -224,8 +225,33 @@ export class ModelJudge implements Judge {
   }
 }
 
-/** Opens the judge a lock names: its reward module, or its reward-model run. */
+/** A judge that asks a grader file's judge model: reward = its score in [0, 1]; no score is a counted error. */
+export class GraderJudge implements Judge {
+  constructor(private readonly grader: ModelGrader) {}
+
+  get label(): string {
+    return this.grader.label;
+  }
+
+  async scoreGroup(prompt: PromptItem, completions: Completion[]): Promise<RewardOutcome[]> {
+    const grades = await this.grader.grade(completions.map((c) => ({ completion: c.text, row: prompt.row })));
+    return grades.map((g) => ('error' in g ? { error: g.message, kind: 'invalid' as const } : { value: g.score }));
+  }
+
+  close(): Promise<void> {
+    return this.grader.close();
+  }
+}
+
+/** Opens the judge a lock names: its reward module, its grader file, or its reward-model run. */
 export async function openJudge(lock: RecipeLock, r: OnlineDpoRecipe | GrpoRecipe): Promise<Judge> {
+  if (lock.grader)
+    return new GraderJudge(
+      await ModelGrader.open(lock.grader.path, {
+        judge: lock.grader.judge,
+        engine: { backend: lock.backend, engine: lock.engine },
+      }),
+    );
   const cfg = r.stage === 'grpo' ? r.reward : r.judge.reward;
   if (cfg && lock.reward)
     return RewardJudge.open({

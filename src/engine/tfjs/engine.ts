@@ -4,6 +4,7 @@ import type { Weights } from '../../model/weights.js';
 import { writeAdapterFiles, writeTensorFiles } from '../../runs/checkpoint.js';
 import { LatheError } from '../../errors.js';
 import type {
+  BatchDecoder,
   DecodeSession,
   Engine,
   EngineBatch,
@@ -18,6 +19,7 @@ import type {
 import { useBackend, type EngineBackend } from './backend.js';
 import { TfjsLora } from './lora.js';
 import { namedLoss, sequenceLogProbs, tokenLogProbs } from './losses.js';
+import type { LayerCache } from './layers.js';
 import { disposeCache, LanguageModel } from './model.js';
 import { AdamW, restoreOptimizer } from './optimizer.js';
 import { tf } from './tf.js';
@@ -278,6 +280,76 @@ export class TfjsEngine implements Engine {
       disposeCache(cache);
       throw e;
     }
+  }
+
+  batchDecoder(): BatchDecoder {
+    const model = this.model;
+    const ctx = model.spec.context;
+    const rows = new Map<number, { cache: LayerCache[]; pos: number }>();
+    let next = 0;
+    return {
+      add: async (prompt, copies = 1) => {
+        if (!prompt.length) throw new Error('batchDecoder.add: the prompt is empty (start it with bos)');
+        if (prompt.length > ctx)
+          throw new Error(`batchDecoder.add: ${prompt.length} prompt tokens exceed the context ${ctx}`);
+        const cache = model.newCache();
+        try {
+          const t = tf.tidy(() => {
+            const { logits } = model.forward(tf.tensor2d([prompt], [1, prompt.length], 'int32'), { cache, pos0: 0 });
+            return tf.slice(logits, [prompt.length - 1, 0], [1, -1]);
+          });
+          const logits = (await t.data()) as Float32Array;
+          t.dispose();
+          const ids: number[] = [];
+          for (let c = 0; c < copies; c++) {
+            // Cache tensors are never written in place, so copies share the prefill's data.
+            const own =
+              c === 0 ? cache : cache.map((l) => ({ k: tf.keep(tf.clone(l.k!)), v: tf.keep(tf.clone(l.v!)) }));
+            rows.set(next, { cache: own, pos: prompt.length });
+            ids.push(next++);
+          }
+          return { rows: ids, logits };
+        } catch (e) {
+          disposeCache(cache);
+          throw e;
+        }
+      },
+      step: async (ids, tokens) => {
+        if (ids.length !== tokens.length)
+          throw new Error(`batchDecoder.step: ${ids.length} rows but ${tokens.length} tokens`);
+        const live = ids.map((id) => {
+          const r = rows.get(id);
+          if (!r) throw new Error(`batchDecoder.step: row ${id} is not live`);
+          if (r.pos >= ctx) throw new Error(`batchDecoder.step: row ${id} is at the end of the context (${ctx})`);
+          return r;
+        });
+        if (new Set(ids).size !== ids.length) throw new Error('batchDecoder.step: a row is named twice');
+        const t = tf.tidy(() =>
+          model.forwardRows(
+            tokens,
+            live.map((r) => r.cache),
+            live.map((r) => r.pos),
+          ),
+        );
+        for (const r of live) r.pos++;
+        const data = (await t.data()) as Float32Array;
+        t.dispose();
+        return data;
+      },
+      drop: (id) => {
+        const r = rows.get(id);
+        if (!r) return;
+        disposeCache(r.cache);
+        rows.delete(id);
+      },
+      get size() {
+        return rows.size;
+      },
+      close: () => {
+        for (const r of rows.values()) disposeCache(r.cache);
+        rows.clear();
+      },
+    };
   }
 
   private referenceModel(): LanguageModel | 'base' {

@@ -287,19 +287,8 @@ export function attention(
     oldV?.dispose();
   }
   const total = k.shape[2];
-  if (kvHeads !== heads) {
-    const rep = heads / kvHeads;
-    const expand = (t: tf.Tensor4D) =>
-      // Same head order as HF repeat_kv (head = kv * rep + r); rank 3 because tile's gradient stops at rank 4.
-      tf.reshape(tf.tile(tf.reshape(t, [batch * kvHeads, 1, total * headDim]), [1, rep, 1]), [
-        batch,
-        heads,
-        total,
-        headDim,
-      ]) as tf.Tensor4D;
-    k = expand(k);
-    v = expand(v);
-  }
+  k = repeatKv(k, heads);
+  v = repeatKv(v, heads);
   const mask = seq > 1 || (window !== undefined && total > window) ? causalMask(seq, total, pos0, window) : undefined;
   let heads4: tf.Tensor4D;
   // The shader's mask is causal only: a sliding window that cuts keys takes the ops below.
@@ -335,6 +324,76 @@ export function attention(
   }
   const out = tf.reshape(tf.transpose(heads4, [0, 2, 1, 3]), [batch * seq, heads * headDim]) as tf.Tensor2D;
   return biased(linear(out, w.o), w.oBias);
+}
+
+/** Grouped-query keys or values [B, kvHeads, S, hd] repeated to `heads` heads (HF repeat_kv order). */
+function repeatKv(t: tf.Tensor4D, heads: number): tf.Tensor4D {
+  const [batch, kvHeads, total, headDim] = t.shape;
+  if (kvHeads === heads) return t;
+  // Same head order as HF repeat_kv (head = kv * rep + r); rank 3 because tile's gradient stops at rank 4.
+  return tf.reshape(tf.tile(tf.reshape(t, [batch * kvHeads, 1, total * headDim]), [1, heads / kvHeads, 1]), [
+    batch,
+    heads,
+    total,
+    headDim,
+  ]) as tf.Tensor4D;
+}
+
+/**
+ * Self-attention of one new token per row, x [B, D], where each row has its own cache and position
+ * (continuous batching). The projections run batched; each row attends to its own keys. Appends the
+ * new keys and values to each row's cache (kept; the caller disposes them).
+ */
+export function attentionRows(
+  x: tf.Tensor2D,
+  w: AttentionWeights,
+  shape: AttentionShape,
+  rope: { cos: tf.Tensor2D; sin: tf.Tensor2D },
+  positions: tf.Tensor1D,
+  caches: LayerCache[],
+  window?: number,
+): tf.Tensor2D {
+  const { heads, kvHeads, headDim } = shape;
+  const b = caches.length;
+  // Rotary tables at each row's own position, [B, 1, 1, hd]: they broadcast over heads.
+  const cos = tf.reshape(tf.gather(rope.cos, positions), [b, 1, 1, headDim]);
+  const sin = tf.reshape(tf.gather(rope.sin, positions), [b, 1, 1, headDim]);
+  const rotate = (t: tf.Tensor4D): tf.Tensor4D => {
+    const half = headDim / 2;
+    const t1 = tf.slice(t, [0, 0, 0, 0], [-1, -1, -1, half]);
+    const t2 = tf.slice(t, [0, 0, 0, half], [-1, -1, -1, half]);
+    return tf.add(tf.mul(t, cos), tf.mul(tf.concat([tf.neg(t2), t1], 3), sin)) as tf.Tensor4D;
+  };
+  // One token per row: [B, H*hd] is [B, H, 1, hd] in memory.
+  const eps = shape.normEps;
+  const q = rotate(
+    tf.reshape(headNorm(biased(linear(x, w.q), w.qBias), w.qNorm, headDim, eps), [b, heads, 1, headDim]),
+  );
+  const k = rotate(
+    tf.reshape(headNorm(biased(linear(x, w.k), w.kBias), w.kNorm, headDim, eps), [b, kvHeads, 1, headDim]),
+  );
+  const v = tf.reshape(biased(linear(x, w.v), w.vBias), [b, kvHeads, 1, headDim]);
+  const outs: tf.Tensor2D[] = [];
+  for (let r = 0; r < b; r++) {
+    const c = caches[r]!;
+    const kr = tf.slice(k, [r, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+    const vr = tf.slice(v, [r, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+    const [oldK, oldV] = [c.k, c.v];
+    const keys = tf.keep(oldK ? tf.concat([oldK, kr], 2) : kr);
+    const values = tf.keep(oldV ? tf.concat([oldV, vr], 2) : vr);
+    [c.k, c.v] = [keys, values];
+    oldK?.dispose();
+    oldV?.dispose();
+    const qr = tf.slice(q, [r, 0, 0, 0], [1, -1, -1, -1]);
+    // A sliding window: the new token sees itself and the window - 1 keys before it.
+    const total = keys.shape[2];
+    const from = window !== undefined && total > window ? total - window : 0;
+    const [kw, vw] = from ? [tf.slice(keys, [0, 0, from, 0]), tf.slice(values, [0, 0, from, 0])] : [keys, values];
+    const scores = tf.mul(tf.matMul(qr, repeatKv(kw as tf.Tensor4D, heads), false, true), 1 / Math.sqrt(headDim));
+    const o = tf.matMul(tf.softmax(scores, -1), repeatKv(vw as tf.Tensor4D, heads));
+    outs.push(tf.reshape(o, [1, heads * headDim]));
+  }
+  return biased(linear(outs.length === 1 ? outs[0]! : tf.concat(outs, 0), w.o), w.oBias);
 }
 
 const maskCache = new Map<string, tf.Tensor2D>();

@@ -3,12 +3,14 @@ import { initWeights, type Weights } from '../../model/weights.js';
 import { denseFfn } from './dense.js';
 import {
   attention,
+  attentionRows,
   embed,
   linear,
   param,
   releaseTransposedWeights,
   rmsNorm,
   ropeTables,
+  type AttentionWeights,
   type LayerCache,
   type Params,
 } from './layers.js';
@@ -80,19 +82,7 @@ export class LanguageModel {
         rmsNorm(h, param(p, `${l}.input_layernorm.weight`), s.normEps),
         batch,
         seq,
-        {
-          q: param(p, `${l}.self_attn.q_proj.weight`),
-          k: param(p, `${l}.self_attn.k_proj.weight`),
-          v: param(p, `${l}.self_attn.v_proj.weight`),
-          o: param(p, `${l}.self_attn.o_proj.weight`),
-          // Absent for Lathe's own decoder: biases (Qwen2, attention_bias) and q/k norms (Qwen3).
-          qBias: p.get(`${l}.self_attn.q_proj.bias`),
-          kBias: p.get(`${l}.self_attn.k_proj.bias`),
-          vBias: p.get(`${l}.self_attn.v_proj.bias`),
-          oBias: p.get(`${l}.self_attn.o_proj.bias`),
-          qNorm: p.get(`${l}.self_attn.q_norm.weight`),
-          kNorm: p.get(`${l}.self_attn.k_norm.weight`),
-        },
+        this.attentionWeights(i),
         s,
         this.rope,
         pos0,
@@ -112,6 +102,55 @@ export class LanguageModel {
     h = rmsNorm(h, param(p, 'model.norm.weight'), s.normEps);
     const head = s.tieEmbeddings ? param(p, 'model.embed_tokens.weight') : param(p, 'lm_head.weight');
     return { logits: linear(h, head), router };
+  }
+
+  /**
+   * One new token per row, each row with its own KV cache and position (continuous batching):
+   * tokens [B], caches[r] row r's per-layer cache, positions[r] the absolute position of its token.
+   * Returns next-token logits [B, V] and appends to every row's cache.
+   */
+  forwardRows(tokens: Int32Array, caches: LayerCache[][], positions: readonly number[]): tf.Tensor2D {
+    const s = this.spec;
+    const p = this.params;
+    const pos = tf.tensor1d(Int32Array.from(positions), 'int32');
+    let h = embed(param(p, 'model.embed_tokens.weight'), tf.tensor1d(tokens, 'int32'));
+    for (let i = 0; i < s.layers; i++) {
+      const l = `model.layers.${i}`;
+      const a = attentionRows(
+        rmsNorm(h, param(p, `${l}.input_layernorm.weight`), s.normEps),
+        this.attentionWeights(i),
+        s,
+        this.rope,
+        pos,
+        caches.map((c) => c[i]!),
+        windowed(s, i) ? s.slidingWindow : undefined,
+      );
+      h = tf.add(h, a);
+      const x = rmsNorm(h, param(p, `${l}.post_attention_layernorm.weight`), s.normEps);
+      h = tf.add(h, isMoeLayer(s, i) ? moeFfn(p, s, i, x).y : denseFfn(p, i, x));
+    }
+    h = rmsNorm(h, param(p, 'model.norm.weight'), s.normEps);
+    const head = s.tieEmbeddings ? param(p, 'model.embed_tokens.weight') : param(p, 'lm_head.weight');
+    return linear(h, head);
+  }
+
+  /** Layer i's attention weights. */
+  private attentionWeights(i: number): AttentionWeights {
+    const p = this.params;
+    const l = `model.layers.${i}`;
+    return {
+      q: param(p, `${l}.self_attn.q_proj.weight`),
+      k: param(p, `${l}.self_attn.k_proj.weight`),
+      v: param(p, `${l}.self_attn.v_proj.weight`),
+      o: param(p, `${l}.self_attn.o_proj.weight`),
+      // Absent for Lathe's own decoder: biases (Qwen2, attention_bias) and q/k norms (Qwen3).
+      qBias: p.get(`${l}.self_attn.q_proj.bias`),
+      kBias: p.get(`${l}.self_attn.k_proj.bias`),
+      vBias: p.get(`${l}.self_attn.v_proj.bias`),
+      oBias: p.get(`${l}.self_attn.o_proj.bias`),
+      qNorm: p.get(`${l}.self_attn.q_norm.weight`),
+      kNorm: p.get(`${l}.self_attn.k_norm.weight`),
+    };
   }
 
   /** A fresh, empty KV cache for generation. */

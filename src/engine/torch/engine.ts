@@ -3,6 +3,7 @@ import { numParamsOf, type ModelSpec } from '../../model/spec.js';
 import type { Weights } from '../../model/weights.js';
 import { LatheError } from '../../errors.js';
 import type {
+  BatchDecoder,
   DecodeSession,
   Engine,
   EngineBatch,
@@ -91,6 +92,7 @@ export class TorchEngine implements Engine {
   readonly compileSeconds: number;
   private steps: number;
   private readonly proc: TorchProcess;
+  private nextDecoder = 1;
 
   private constructor(proc: TorchProcess, o: TorchEngineOptions, info: { torch: string; compileSeconds: number }) {
     this.proc = proc;
@@ -240,6 +242,44 @@ export class TorchEngine implements Engine {
       close: () => void this.proc.request('decode_close', { session: id }).catch(() => {}),
     };
     return { logits: r.tensors.out!.data as Float32Array, session };
+  }
+
+  batchDecoder(): BatchDecoder {
+    // The id is chosen here, so opening costs no round trip; the engine process makes the decoder on first use.
+    const decoder = this.nextDecoder++;
+    const live = new Set<number>();
+    const proc = this.proc;
+    return {
+      add: async (prompt, copies = 1) => {
+        const r = await proc.request(
+          'batch_add',
+          { decoder, copies },
+          { prompt: { data: Int32Array.from(prompt), shape: [prompt.length] } },
+        );
+        const rows = r.result.rows as number[];
+        for (const id of rows) live.add(id);
+        return { rows, logits: r.tensors.out!.data as Float32Array };
+      },
+      step: async (rows, tokens) =>
+        (
+          await proc.request(
+            'batch_step',
+            { decoder, rows: [...rows] },
+            { tokens: { data: tokens, shape: [tokens.length] } },
+          )
+        ).tensors.out!.data as Float32Array,
+      drop: (row) => {
+        if (!live.delete(row)) return;
+        void proc.request('batch_drop', { decoder, row }).catch(() => {});
+      },
+      get size() {
+        return live.size;
+      },
+      close: () => {
+        live.clear();
+        void proc.request('batch_close', { decoder }).catch(() => {});
+      },
+    };
   }
 
   async setReference(weights?: Weights | 'base'): Promise<void> {

@@ -14,7 +14,7 @@ from . import parallel
 from .losses import LOSSES, sequence_logprobs, token_logprobs
 from .errors import EngineError
 from .lora import Lora, LoraError, check_quantize, quantize_base
-from .model import LanguageModel
+from .model import LanguageModel, RowCache
 from .weights import load_weights
 
 
@@ -57,6 +57,7 @@ class Engine:
         self.reference = None
         self.sessions = {}
         self.next_session = 1
+        self.decoders = {}
         self.micro = 0
         self.steps = 0
         self.compile_seconds = 0.0
@@ -345,3 +346,100 @@ class Engine:
 
     def decode_close(self, sid):
         self.sessions.pop(sid, None)
+
+    # ---- batched decoding of different prompts ----
+
+    def decoder(self, did):
+        d = self.decoders.get(did)
+        if d is None:
+            d = self.decoders[did] = BatchDecoder(self)
+        return d
+
+    def batch_close(self, did):
+        self.decoders.pop(did, None)
+
+
+class BatchDecoder:
+    """Rows with their own prompts and positions (continuous batching). Each row owns a slot of
+    preallocated per-layer key/value buffers [slots, kvHeads, context, hd], grown by doubling; a step
+    writes each row's new key in place at its position and attends with a mask up to it."""
+
+    def __init__(self, engine):
+        self.e = engine
+        self.k = None
+        self.v = None
+        self.rows = {}  # row id -> [slot, next position]
+        self.free = []
+        self.next_row = 0
+
+    def ensure(self, need, like):
+        """Room for `need` rows: the buffers grow (by doubling) in the dtype and device of `like`."""
+        s = self.e.spec
+        have = 0 if self.k is None else self.k[0].shape[0]
+        if need <= have:
+            return
+        cap = max(4, have)
+        while cap < need:
+            cap *= 2
+
+        def zeros(n):
+            return torch.zeros((n, s['kvHeads'], s['context'], s['headDim']), dtype=like.dtype, device=like.device)
+
+        if self.k is None:
+            self.k = [zeros(cap) for _ in range(s['layers'])]
+            self.v = [zeros(cap) for _ in range(s['layers'])]
+        else:
+            self.k = [torch.cat([t, zeros(cap - have)]) for t in self.k]
+            self.v = [torch.cat([t, zeros(cap - have)]) for t in self.v]
+        self.free.extend(range(have, cap))
+
+    def add(self, prompt, copies):
+        t = prompt.numel()
+        if t == 0:
+            raise EngineError('batch decode: the prompt is empty (start it with bos)')
+        if t > self.e.spec['context']:
+            raise EngineError(f'batch decode: {t} prompt tokens exceed the context {self.e.spec["context"]}')
+        self.e.model.eval()
+        cache = [dict() for _ in range(self.e.spec['layers'])]
+        with torch.no_grad(), self.e.autocast():
+            logits, _ = self.e.model(prompt.to(self.e.device, torch.long).view(1, -1), 0, cache)
+        self.ensure(len(self.rows) + copies, cache[0]['k'])
+        rows = []
+        for _ in range(copies):
+            slot = self.free.pop(0)
+            for i, c in enumerate(cache):
+                self.k[i][slot, :, :t] = c['k'][0].to(self.k[i].dtype)
+                self.v[i][slot, :, :t] = c['v'][0].to(self.v[i].dtype)
+            self.rows[self.next_row] = [slot, t]
+            rows.append(self.next_row)
+            self.next_row += 1
+        return rows, logits[-1].float().cpu()
+
+    def step(self, rows, tokens):
+        if len(rows) != tokens.numel():
+            raise EngineError(f'batch decode: {len(rows)} rows but {tokens.numel()} tokens')
+        if len(set(rows)) != len(rows):
+            raise EngineError('batch decode: a row is named twice')
+        live = []
+        for r in rows:
+            if r not in self.rows:
+                raise EngineError(f'batch decode: row {r} is not live')
+            if self.rows[r][1] >= self.e.spec['context']:
+                raise EngineError(f'batch decode: row {r} is at the end of the context ({self.e.spec["context"]})')
+            live.append(self.rows[r])
+        dev = self.e.device
+        slots = torch.tensor([s for s, _ in live], dtype=torch.long, device=dev)
+        pos = torch.tensor([p for _, p in live], dtype=torch.long, device=dev)
+        length = max(p for _, p in live) + 1
+        caches = [RowCache(self.k[i], self.v[i], slots, pos, length) for i in range(self.e.spec['layers'])]
+        with torch.no_grad(), self.e.autocast():
+            logits = self.e.model.forward_rows(tokens.to(dev, torch.long).view(-1, 1), pos, caches)
+        for row in live:
+            row[1] += 1
+        return logits.cpu()
+
+    def drop(self, row):
+        r = self.rows.pop(row, None)
+        if r is not None:
+            self.free.append(r[0])
+            self.free.sort()

@@ -78,8 +78,11 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cache=None):
         """x [B, T, D]; cos/sin sliced to the T positions. With a cache dict, keys and values of earlier
-        positions are reused and the new ones appended (decoding). With a window, each position sees
-        itself and the window - 1 before it."""
+        positions are reused and the new ones appended (decoding); with a RowCache, one token per row at
+        each row's own position (continuous batching). With a window, each position sees itself and the
+        window - 1 before it."""
+        if isinstance(cache, RowCache):
+            return self.forward_rows(x, cos, sin, cache)
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.h, self.hd)
         k = self.k_proj(x).view(b, t, self.kvh, self.hd)
@@ -113,6 +116,44 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and t > 1)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.hd))
+
+
+    def forward_rows(self, x, cos, sin, c):
+        """x [B, 1, D], cos/sin [B, 1, 1, hd] at each row's position: writes the new key and value into each
+        row's slot at its position, then attends over keys 0..pos of that row (a mask hides the rest; with a
+        window, also keys window or more positions back)."""
+        b = x.shape[0]
+        q = self.q_proj(x).view(b, 1, self.h, self.hd)
+        k = self.k_proj(x).view(b, 1, self.kvh, self.hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = self.v_proj(x).view(b, 1, self.kvh, self.hd).transpose(1, 2)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        c.k[c.slots, :, c.pos] = k[:, :, 0].to(c.k.dtype)
+        c.v[c.slots, :, c.pos] = v[:, :, 0].to(c.v.dtype)
+        keys = c.k[c.slots, :, :c.length].to(q.dtype)
+        values = c.v[c.slots, :, :c.length].to(q.dtype)
+        if self.kvh != self.h:
+            keys = keys.repeat_interleave(self.h // self.kvh, dim=1)
+            values = values.repeat_interleave(self.h // self.kvh, dim=1)
+        at = torch.arange(c.length, device=x.device)[None, :]
+        seen = at <= c.pos[:, None]
+        if self.window is not None:  # a sliding window: the new token sees itself and window - 1 before it
+            seen = seen & (at > c.pos[:, None] - self.window)
+        mask = seen[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, 1, self.h * self.hd))
+
+
+class RowCache:
+    """One layer's view of a batch decoder's slots for one step: key and value buffers [slots, kvHeads,
+    context, hd], the slot of each row, each row's position, and the longest row's length."""
+
+    def __init__(self, k, v, slots, pos, length):
+        self.k, self.v, self.slots, self.pos, self.length = k, v, slots, pos, length
 
 
 class SwiGLU(nn.Module):
@@ -226,6 +267,16 @@ class LanguageModel(nn.Module):
 
     def head(self):
         return self.model.embed_tokens.weight if self.s['tieEmbeddings'] else self.lm_head.weight
+
+    def forward_rows(self, ids, pos, caches):
+        """One token per row, ids [B, 1], each at its own position pos [B] (long), with one RowCache per
+        layer: next-token logits [B, V] (fp32)."""
+        cos, sin = self.cos[pos][:, None, None, :], self.sin[pos][:, None, None, :]
+        h = self.model.embed_tokens(ids)
+        for layer, c in zip(self.model.layers, caches):
+            h, _ = layer(h, cos, sin, c)
+        h = self.model.norm(h)
+        return F.linear(h.reshape(-1, h.shape[-1]), self.head().to(h.dtype)).float()
 
     def forward(self, ids, pos0=0, cache=None):
         """Logits [B*T, V] (fp32) and the router statistics of each MoE layer."""

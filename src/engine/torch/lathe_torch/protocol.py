@@ -137,6 +137,17 @@ class Server:
         if op == 'decode_close':
             e.decode_close(int(args['session']))
             return {}, {}
+        if op == 'batch_add':
+            rows, logits = e.decoder(int(args['decoder'])).add(tensors['prompt'], int(args.get('copies', 1)))
+            return {'rows': rows}, {'out': logits}
+        if op == 'batch_step':
+            return {}, {'out': e.decoder(int(args['decoder'])).step([int(r) for r in args['rows']], tensors['tokens'])}
+        if op == 'batch_drop':
+            e.decoder(int(args['decoder'])).drop(int(args['row']))
+            return {}, {}
+        if op == 'batch_close':
+            e.batch_close(int(args['decoder']))
+            return {}, {}
         if op == 'set_reference':
             w = prefixed(tensors, 'w.')
             # On several ranks only rank 0 holds the weights; `given` says the same to every rank.
