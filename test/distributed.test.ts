@@ -118,8 +118,8 @@ describe('one run over several ranks (torch.distributed on gloo)', () => {
     }
   }, 600_000);
 
-  it('kill -9 of one rank mid-run: the run comes back from its last checkpoint and ends with the same metrics', async () => {
-    const r = recipe({ steps: 12, checkpointEvery: 4 }, { resources: { gpus: 2, restarts: 1 } });
+  it('kill -9 of one rank mid-run (FSDP, checkpoints sharded through DCP): the run comes back from its last checkpoint and ends with the same metrics', async () => {
+    const r = recipe({ steps: 12, checkpointEvery: 4 }, { resources: { gpus: 2, parallel: 'fsdp', restarts: 1 } });
     const straight = await r.run({ out: join(dir, 'uninterrupted') });
     expect(straight.summary!.status, straight.summary!.error).toBe('completed');
     const run = await r.start({ out: join(dir, 'killed') });

@@ -4,6 +4,7 @@ optimizer.safetensors with m.<name> / v.<name>). With LoRA (lora.py) the model i
 only the adapters train, and checkpoints hold adapter.safetensors instead of the model."""
 import copy
 import os
+import shutil
 import time
 
 import torch
@@ -147,12 +148,20 @@ class Engine:
             save_file(self.lora.adapters(), os.path.join(folder, 'adapter.safetensors'), metadata={'format': 'pt'})
             self.save_optimizer(folder, st)
             return
-        w = self.weights()
-        st = self.optimizer_state()
+        if self.world is not None and parallel.one_host(self.world):
+            # Sharded through torch.distributed.checkpoint, then converted to Lathe's format.
+            w, m, v = parallel.save_sharded(self.params, self.names, self.opt.state if self.opt else None,
+                                            self.world, folder)
+            st = (m, v, self.steps) if m is not None else None
+        else:
+            w = self.weights()
+            st = self.optimizer_state()
         if self.world is not None and not self.world.leader:
             return
         save_file(w, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
         self.save_optimizer(folder, st)
+        # The checkpoint is Lathe's files (any world size, either engine); the shards were the way there.
+        shutil.rmtree(os.path.join(folder, 'dcp'), ignore_errors=True)
 
     @staticmethod
     def save_optimizer(folder, st):

@@ -3,8 +3,10 @@
 Rank 0 alone speaks to the TS controller; every request reaches the other ranks through
 torch.distributed (a scatter of row shards for batch requests, the same header for the rest). The
 model is replicated with DistributedDataParallel or sharded with FSDP2 (`fully_shard`); full weights
-and optimizer state move in and out through torch.distributed.checkpoint's state-dict API, so a
-checkpoint is Lathe's format whatever the world size, and a run saved on N ranks resumes on M."""
+and optimizer state come in through torch.distributed.checkpoint's state-dict API, and checkpoints
+go out as shards written by every rank through torch.distributed.checkpoint, converted by rank 0 to
+Lathe's format, so a checkpoint is the same whatever the world size and a run saved on N ranks
+resumes on M."""
 import datetime
 import os
 import socket
@@ -247,6 +249,36 @@ def full_weights(model, world):
         if world.leader:
             out[n] = t
     return out
+
+
+def one_host(world):
+    """Whether every rank runs on this host (a checkpoint folder they can all write)."""
+    return len({d['host'] for d in world.describe()}) == 1
+
+
+def save_sharded(params, names, opt_state, world, folder):
+    """Each rank writes its own shards through torch.distributed.checkpoint into folder/dcp (no
+    gather over the network); then rank 0 converts those files to Lathe's format, full fp32 tensors
+    by HF name: (weights, m, v) on rank 0, (None, None, None) elsewhere. Needs a folder every rank
+    writes to (one host, or a shared filesystem)."""
+    import torch.distributed.checkpoint as dcp
+    path = os.path.join(folder, 'dcp')
+    sd = {}
+    for p in params:
+        n = names[p]
+        sd[f'w.{n}'] = p.detach()
+        if opt_state is not None:
+            sd[f'm.{n}'] = opt_state[p]['exp_avg']
+            sd[f'v.{n}'] = opt_state[p]['exp_avg_sq']
+    dcp.save(sd, checkpoint_id=path)
+    dist.barrier()
+    if not world.leader:
+        return None, None, None
+    # Global shapes (a DTensor's shape is the whole tensor's); DCP fills them from every rank's file.
+    full = {k: torch.empty(tuple(t.shape), dtype=torch.float32) for k, t in sd.items()}
+    dcp.load(full, checkpoint_id=path, no_dist=True)
+    part = (lambda pre: {k[len(pre):]: t for k, t in full.items() if k.startswith(pre)})
+    return part('w.'), (part('m.') if opt_state is not None else None), part('v.')
 
 
 def reference(model, spec, world, weights):
