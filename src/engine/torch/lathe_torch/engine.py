@@ -148,7 +148,7 @@ class Engine:
             save_file(self.lora.adapters(), os.path.join(folder, 'adapter.safetensors'), metadata={'format': 'pt'})
             self.save_optimizer(folder, st)
             return
-        if self.world is not None and parallel.one_host(self.world):
+        if self.world is not None and parallel.shared_folder(self.world, folder):
             # Sharded through torch.distributed.checkpoint, then converted to Lathe's format.
             w, m, v = parallel.save_sharded(self.params, self.names, self.opt.state if self.opt else None,
                                             self.world, folder)

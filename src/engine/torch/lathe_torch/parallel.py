@@ -251,9 +251,18 @@ def full_weights(model, world):
     return out
 
 
-def one_host(world):
-    """Whether every rank runs on this host (a checkpoint folder they can all write)."""
-    return len({d['host'] for d in world.describe()}) == 1
+def shared_folder(world, folder):
+    """Whether every rank sees rank 0's checkpoint folder (one host, or a shared filesystem): rank 0
+    leaves a mark there and every rank looks for it."""
+    mark = os.path.join(folder, '.lathe-shared')
+    if world.leader:
+        os.makedirs(folder, exist_ok=True)
+        open(mark, 'w').close()
+    dist.barrier()
+    seen = world.all_gather(os.path.exists(mark))
+    if world.leader:
+        os.remove(mark)
+    return all(seen)
 
 
 def save_sharded(params, names, opt_state, world, folder):
