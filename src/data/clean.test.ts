@@ -224,8 +224,9 @@ describe('hash64 and Hash64Set', () => {
   });
 });
 
-describe('speed', () => {
-  it('cleans tens of thousands of docs per second, with and without near dedupe', () => {
+// Speed is printed here, not asserted (a loaded CI machine is no clock); the bench measures it.
+describe('a large batch', () => {
+  it('cleans 20k docs with and without near dedupe, counting every PII hit', () => {
     let s = 1;
     const r = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
     // A 5000-word vocabulary drawn with a skew toward common words, like running text.
@@ -251,7 +252,6 @@ describe('speed', () => {
       );
       expect(c.counts.pii.email).toBe(400);
     }
-    expect(rates.exact).toBeGreaterThan(20_000);
-    expect(rates.near).toBeGreaterThan(5_000);
+    console.log(`clean rates (docs/s): ${JSON.stringify(rates)}`);
   });
 });
