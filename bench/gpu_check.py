@@ -118,6 +118,8 @@ def main():
     # 2b. torch.compile on the small dense model in bf16: tokens/s against eager, compile time apart.
     d = os.path.join(work, 'small-dense')
     try:
+        if dev != 'cuda' and a.quick:
+            raise RuntimeError('not run with --device cpu --quick (the CPU compile alone takes minutes)')
         eager = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
                           '--dtype', 'bf16', '--warmup', '1', '--steps', steps], 900)
         comp = run_json([a.node, a.torch_step, 'train', '--model', 'small-dense', '--dir', d, '--device', dev,
