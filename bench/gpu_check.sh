@@ -14,7 +14,8 @@ if [ -z "$node" ] && [ -f "$here/node.xz" ]; then
 fi
 [ -n "$node" ] || { echo "gpu_check: no node here and no $here/node.xz (run bench/gpu_prepare.sh and carry bench/.gpu)" >&2; exit 2; }
 step=bench/torch_step.mjs
-[ -f "$here/torch_step.mjs" ] && step="$here/torch_step.mjs"
+# The bundle is for a machine without the built tree; here, dist/ is current and a bundle may be stale.
+[ ! -d dist ] && [ -f "$here/torch_step.mjs" ] && step="$here/torch_step.mjs"
 [ -d dist ] || [ "$step" != bench/torch_step.mjs ] || { echo "gpu_check: dist/ is missing; run npm run build (or bench/gpu_prepare.sh)" >&2; exit 2; }
 py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
