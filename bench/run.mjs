@@ -432,45 +432,31 @@ async function trainCase(caseName, model, backend) {
     '--batches',
     String(repeats + 4),
   ]);
-  const ours = new Server(
-    `ours ${model} ${backend}`,
-    process.execPath,
-    [
-      ...NODE_FLAGS,
-      join(here, 'train_step.mjs'),
-      'train',
-      '--serve',
-      '--model',
-      model,
-      ...engineArgs(backend),
-      '--dir',
-      dir,
-      '--micro',
-      String(micro),
-    ],
-    oursEnv(backend),
-  );
+  // A train_step.mjs child serving our steps (engine: engineArgs) for this model and folder.
+  const stepChild = (label, engine) =>
+    new Server(
+      label,
+      process.execPath,
+      [
+        ...NODE_FLAGS,
+        join(here, 'train_step.mjs'),
+        'train',
+        '--serve',
+        '--model',
+        model,
+        ...engine,
+        '--dir',
+        dir,
+        '--micro',
+        String(micro),
+      ],
+      oursEnv(backend),
+    );
+  const ours = stepChild(`ours ${model} ${backend}`, engineArgs(backend));
   // Several ranks are measured against the same engine on one rank (the scaling the ranks give).
   const oneRank = backend === 'torch-ddp2';
   const ref = oneRank
-    ? new Server(
-        `ours ${model} torch 1 rank`,
-        process.execPath,
-        [
-          ...NODE_FLAGS,
-          join(here, 'train_step.mjs'),
-          'train',
-          '--serve',
-          '--model',
-          model,
-          ...engineArgs('torch'),
-          '--dir',
-          dir,
-          '--micro',
-          String(micro),
-        ],
-        OURS_ENV,
-      )
+    ? stepChild(`ours ${model} torch 1 rank`, engineArgs('torch'))
     : new Server(`torch ${model}`, python, [
         join(here, 'reference_llama.py'),
         '--serve',
@@ -535,25 +521,7 @@ async function trainCase(caseName, model, backend) {
   if (error) {
     // Our full step cannot run: time the loss and gradients alone in a fresh child, so the table
     // still shows what the step costs before the optimizer.
-    const probe = new Server(
-      `ours ${model} ${backend} (grads only)`,
-      process.execPath,
-      [
-        ...NODE_FLAGS,
-        join(here, 'train_step.mjs'),
-        'train',
-        '--serve',
-        '--model',
-        model,
-        '--backend',
-        backend,
-        '--dir',
-        dir,
-        '--micro',
-        String(micro),
-      ],
-      oursEnv(backend),
-    );
+    const probe = stepChild(`ours ${model} ${backend} (grads only)`, ['--backend', backend]);
     try {
       await probe.next();
       const timed = await probe.send('grads'); // one cold step: the full step already took minutes
