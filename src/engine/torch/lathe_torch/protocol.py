@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import PROTOCOL_VERSION
-from . import parallel
+from . import parallel, vml
 from .engine import Engine
 from .errors import EngineError
 
@@ -290,6 +290,7 @@ def main():
     # The protocol owns stdout: anything printed (warnings, libraries) goes to stderr.
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
+    vml.settle()
     world = parallel.World.from_env()
     if world is None:
         Server().serve(sys.stdin.buffer, out)
