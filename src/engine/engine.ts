@@ -186,6 +186,13 @@ export interface Engine {
   /** Several ranks: each one's pid and host (absent for one process). */
   readonly ranks?: readonly { rank: number; pid: number; host: string }[];
 
+  /**
+   * optimStep may be called before the step's forwardBackward reports are read: the calls run in call
+   * order, and an optimStep queued behind a forwardBackward that failed throws without an update. A
+   * GPU then runs the whole step without waiting on the host inside it (see train/loop.ts stepOn).
+   */
+  readonly queuesSteps?: boolean;
+
   /** Forward and backward pass of a named loss; adds the gradients to those accumulated since the last step. */
   forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport>;
   /** The loss report of a batch without gradients (evaluation). */

@@ -180,6 +180,57 @@ describe('the step loop', () => {
   }, 120_000);
 });
 
+describe('stepOn', () => {
+  it('on an engine that queues steps: a micro-batch that fails fails the step with its own error and updates nothing; the next step trains', async () => {
+    const { initWeights } = await import('../model/weights.js');
+    const { modelSpec } = await import('../model/spec.js');
+    const { ModelSchema } = await import('../recipe/schema.js');
+    const { stepOn } = await import('./loop.js');
+    const spec = modelSpec(ModelSchema.parse({ dim: 16, layers: 1, heads: 2, context: 8 }), 32);
+    let failOn = 2; // the call (counted from 1) whose backward pass throws
+    let calls = 0;
+    class Failing extends TfjsEngine {
+      protected override accumulate(grads: tf.NamedTensorMap): void {
+        if (++calls === failOn) throw new Error('backward failed here');
+        super.accumulate(grads);
+      }
+    }
+    const e = await Failing.create({
+      backend: 'cpu',
+      spec,
+      weights: initWeights(spec, 1),
+      optimizer: { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, gradClip: 1 },
+    });
+    expect(e.queuesSteps).toBe(true);
+    const batch = {
+      batch: 1,
+      seq: 8,
+      inputs: Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8]),
+      targets: new Int32Array(8).fill(3),
+    };
+    const micro = () => e.forwardBackward(batch, { name: 'cross_entropy' });
+    const events: RunEvent[] = [];
+    const ctx = { engine: e, event: (ev: RunEvent) => events.push(ev) };
+    const before = await e.weights();
+    await expect(stepOn(ctx, 1, 0.1, [micro, micro, micro])).rejects.toThrow(/^backward failed here$/);
+    expect(e.optimizerSteps).toBe(0);
+    for (const [name, w] of await e.weights())
+      expect(Array.from(w.data), name).toEqual(Array.from(before.get(name)!.data));
+    failOn = 0;
+    const { reports, gradNorm } = await stepOn(ctx, 1, 0.1, [micro, micro]);
+    expect(reports).toHaveLength(2);
+    expect(reports[0]!.loss).toBeCloseTo(Math.log(32), 1);
+    expect(gradNorm).toBeGreaterThan(0);
+    expect(e.optimizerSteps).toBe(1);
+    const moved = [...(await e.weights())].filter(
+      ([n, w]) => !Buffer.from(w.data.buffer).equals(Buffer.from(before.get(n)!.data.buffer)),
+    );
+    expect(moved.length).toBeGreaterThan(0);
+    expect(events).toEqual([]);
+    await e.dispose();
+  });
+});
+
 /** The initial weights of a run's recipe (the fresh model under its seed), as raw bytes by name. */
 async function initialWeights(runDir: string, r: Recipe): Promise<Map<string, Uint8Array>> {
   const { initWeights } = await import('../model/weights.js');

@@ -1,5 +1,5 @@
 import type { PreparedData } from '../data/prepare.js';
-import type { Engine } from '../engine/engine.js';
+import type { Engine, LossReport } from '../engine/engine.js';
 import { describeResult } from '../eval/suite.js';
 import { TrainingEvals } from '../eval/training.js';
 import type { Weights } from '../model/weights.js';
@@ -117,6 +117,29 @@ export async function optimize(ctx: Pick<StageContext, 'engine' | 'event'>, step
     });
   }
   return r.gradNorm;
+}
+
+/**
+ * One step's micro-batches (`calls`, each starting one forwardBackward), then {@link optimize}. On an
+ * engine that queues steps the optimizer step is called before the reports are read, so the step's
+ * numbers come back in one read after its last kernel is queued; a failed micro-batch fails the step
+ * with its own error, and the engine makes no update.
+ */
+export async function stepOn(
+  ctx: Pick<StageContext, 'engine' | 'event'>,
+  step: number,
+  lr: number,
+  calls: (() => Promise<LossReport>)[],
+): Promise<{ reports: LossReport[]; gradNorm: number }> {
+  const pending = calls.map((c) => c());
+  if (!ctx.engine.queuesSteps) {
+    const reports = await Promise.all(pending);
+    return { reports, gradNorm: await optimize(ctx, step, lr) };
+  }
+  const [reports, stepped] = await Promise.allSettled([Promise.all(pending), optimize(ctx, step, lr)]);
+  if (reports.status === 'rejected') throw reports.reason;
+  if (stepped.status === 'rejected') throw stepped.reason;
+  return { reports: reports.value, gradNorm: stepped.value };
 }
 
 /** Runs a stage's steps from the checkpoint it resumes (or step 0) to `cfg.steps`, or until it stops. */

@@ -3,7 +3,7 @@ import type { CrossEntropyLoss } from '../engine/engine.js';
 import { evaluateLoss } from '../eval/loss.js';
 import { flopsPerToken } from '../model/spec.js';
 import type { PretrainRecipe } from '../recipe/schema.js';
-import { meanOf, optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
+import { meanOf, round4, stepLoop, stepOn, type StageContext, type StageResult } from './loop.js';
 
 const CE: CrossEntropyLoss = { name: 'cross_entropy' };
 
@@ -55,11 +55,11 @@ export async function pretrain(ctx: StageContext<PretrainRecipe>): Promise<Stage
         state: () => ({ sampler: sampler.position }),
         async body(step, lr) {
           // Accumulate gradients over micro-batches, then clip by global norm and step.
-          const pending = [];
-          for (let micro = 0; micro < cfg.gradAccum; micro++)
-            pending.push(engine.forwardBackward(sampler.next(step, micro), CE));
-          const reports = await Promise.all(pending);
-          const gradNorm = await optimize(ctx, step, lr);
+          const calls = Array.from({ length: cfg.gradAccum }, (_, micro) => {
+            const batch = sampler.next(step, micro);
+            return () => engine.forwardBackward(batch, CE);
+          });
+          const { reports, gradNorm } = await stepOn(ctx, step, lr, calls);
           const metrics: Record<string, number | number[]> = {
             loss: meanOf(reports, (x) => x.loss),
             grad_norm: gradNorm,

@@ -6,7 +6,7 @@ import { LatheError } from '../errors.js';
 import type { CrossEntropyLoss, Engine } from '../engine/engine.js';
 import type { SftRecipe } from '../recipe/schema.js';
 import type { TokenBatch } from '../data/batches.js';
-import { meanOf, optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
+import { meanOf, round4, stepLoop, stepOn, type StageContext, type StageResult } from './loop.js';
 
 // Supervised fine-tuning: chat rows rendered with the tokenizer's chat template, the loss on
 // assistant tokens only (a per-token weight: lmLoss's masked cross-entropy), whole conversations
@@ -90,8 +90,8 @@ export async function sft(ctx: StageContext<SftRecipe>): Promise<StageResult> {
       state: () => ({ sampler: sampler.position }),
       async body(step, lr) {
         const batches = Array.from({ length: cfg.gradAccum }, () => sampler.next());
-        const reports = await Promise.all(batches.map((b) => engine.forwardBackward(b, CE_ACCURACY)));
-        const gradNorm = await optimize(ctx, step, lr);
+        const calls = batches.map((b) => () => engine.forwardBackward(b, CE_ACCURACY));
+        const { reports, gradNorm } = await stepOn(ctx, step, lr, calls);
         const trained = batches.reduce((a, b) => a + b.weights!.reduce((x, y) => x + y, 0), 0);
         return {
           metrics: {

@@ -46,6 +46,7 @@ export interface TfjsEngineOptions {
  */
 export class TfjsEngine implements Engine {
   readonly kind = 'tfjs' as const;
+  readonly queuesSteps = true;
   readonly device: EngineBackend;
   private readonly model: LanguageModel;
   private readonly lora?: TfjsLora;
@@ -58,6 +59,8 @@ export class TfjsEngine implements Engine {
   private micro = 0;
   /** MoE on webgpu: routed fractions per layer and expert, summed over the step's micro-batches. */
   private expertUse?: tf.Tensor2D;
+  /** A forwardBackward that failed since the last optimStep: that optimStep must not update. */
+  private failed?: Error;
 
   protected constructor(o: TfjsEngineOptions) {
     this.device = o.backend;
@@ -108,20 +111,27 @@ export class TfjsEngine implements Engine {
         ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss))
         : namedLoss(this.model, batch, loss);
     let use: tf.Tensor2D | undefined;
-    const { value, grads } = tf.variableGrads(() => {
-      const l = lossOf();
-      // Clones: the reported loss may be the minimised value itself, which is disposed below.
-      kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
-      if (l.expertUse) use = tf.keep(l.expertUse);
-      return l.total;
-    }, this.vars);
-    value.dispose();
-    this.accumulate(grads);
+    try {
+      const { value, grads } = tf.variableGrads(() => {
+        const l = lossOf();
+        // Clones: the reported loss may be the minimised value itself, which is disposed below.
+        kept = Object.fromEntries(Object.entries(l.report).map(([k, t]) => [k, tf.keep(t.clone())]));
+        if (l.expertUse) use = tf.keep(l.expertUse);
+        return l.total;
+      }, this.vars);
+      value.dispose();
+      this.accumulate(grads);
+    } catch (e) {
+      this.failed = e as Error;
+      tf.dispose(Object.values(kept));
+      throw e;
+    }
     if (use) {
       const prev = this.expertUse;
       this.expertUse = prev ? tf.tidy(() => tf.add(prev, use!) as tf.Tensor2D) : use;
       if (prev) tf.dispose([prev, use]);
     }
+    // Everything above is queued before this first await: an optimStep called now runs after it.
     return this.checked(await readReport(kept));
   }
 
@@ -167,6 +177,15 @@ export class TfjsEngine implements Engine {
 
   async optimStep(lr: number): Promise<OptimResult> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
+    if (this.failed) {
+      // Queued behind a forwardBackward that failed (queuesSteps): drop the step, update nothing.
+      const cause = this.failed;
+      this.failed = undefined;
+      if (this.grads) tf.dispose([...this.grads.values()]);
+      this.expertUse?.dispose();
+      [this.grads, this.expertUse, this.micro] = [undefined, undefined, 0];
+      throw new Error(`optimStep after a failed forwardBackward (${cause.message}): no update`);
+    }
     if (!this.grads) throw new Error('optimStep without gradients: call forwardBackward first');
     if (this.device === 'webgpu' && gpuKernels()) return this.optimStepOnDevice(lr);
     let grads = this.grads;

@@ -22,7 +22,7 @@ interface ChildReport {
   errors: Record<string, number>;
   maskMismatches: number;
   addN: number;
-  lathe: { dispatches: number; loss: number; gradNorm: number };
+  lathe: { dispatches: number; loss: number; gradNorm: number; waits: { awaited: number; queued: number } };
   plain: { dispatches: number; loss: number; gradNorm: number };
   generated: Record<'dense' | 'moe', { cpu: number[]; webgpu: number[] }>;
   validation: string[];
@@ -53,6 +53,10 @@ describe.skipIf(!!why)('webgpu kernels on SwiftShader', () => {
     // One step of the small dense model: Lathe's kernels against tfjs's own compositions.
     console.log(`dispatches per training step: ${r.lathe.dispatches} (tfjs compositions: ${r.plain.dispatches})`);
     expect(r.lathe.dispatches * 5).toBeLessThanOrEqual(r.plain.dispatches);
+    // Host waits inside a step: reading the loss before optimStep waits once; the loop's stepOn never.
+    console.log(`reads back before the step's last dispatch: ${JSON.stringify(r.lathe.waits)}`);
+    expect(r.lathe.waits.awaited).toBeGreaterThanOrEqual(1);
+    expect(r.lathe.waits.queued).toBe(0);
     expect(Math.abs(r.lathe.loss - r.plain.loss) / r.plain.loss).toBeLessThan(1e-5);
     expect(Math.abs(r.lathe.gradNorm - r.plain.gradNorm) / r.plain.gradNorm).toBeLessThan(1e-5);
     for (const arch of ['dense', 'moe'] as const) {

@@ -46,6 +46,7 @@ const DAWN_FLAGS = ['enable-dawn-features=vulkan_enable_f16_on_nvidia'];
 
 let probed: Promise<GpuProbe> | undefined;
 let dispatches = 0;
+let readsBack: number[] = [];
 const errors: string[] = [];
 let device: GpuDevice | undefined;
 
@@ -61,6 +62,16 @@ export function installWebGpu(): Promise<GpuProbe> {
 /** Compute dispatches recorded so far in this process (every kernel of every backend on Dawn). */
 export function dispatchCount(): number {
   return dispatches;
+}
+
+/**
+ * For each GPU-to-host read completed since the last call, the dispatch count when it came back;
+ * empties the list. A step whose dispatches all came before its first read never waited on the host.
+ */
+export function takeReadsBack(): number[] {
+  const r = readsBack;
+  readsBack = [];
+  return r;
 }
 
 /** The device the webgpu backend runs on, once it has started. */
@@ -95,6 +106,7 @@ async function probe(): Promise<GpuProbe> {
   const f16 = adapter.features.has('shader-f16');
   Object.assign(globalThis, dawn.globals);
   countDispatches(dawn.globals.GPUComputePassEncoder!.prototype);
+  noteReads(dawn.globals.GPUBuffer!.prototype);
   const g = globalThis as { navigator?: object };
   if (!g.navigator) g.navigator = {};
   Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
@@ -135,6 +147,19 @@ function countDispatches(proto: Record<string, unknown>): void {
   proto.dispatchWorkgroups = function (this: unknown, ...a: number[]) {
     dispatches++;
     return dispatch.apply(this, a);
+  };
+  proto[key as unknown as string] = true;
+}
+
+function noteReads(proto: Record<string, unknown>): void {
+  const key = Symbol.for('lathe.notedRead');
+  if (proto[key as unknown as string]) return;
+  const mapAsync = proto.mapAsync as (...a: unknown[]) => Promise<void>;
+  proto.mapAsync = function (this: unknown, ...a: unknown[]) {
+    return mapAsync.apply(this, a).then(() => {
+      readsBack.push(dispatches);
+      if (readsBack.length > 1024) readsBack.shift(); // bounded when no one takes them
+    });
   };
   proto[key as unknown as string] = true;
 }

@@ -9,7 +9,8 @@ import { setFusedKernels } from '../kernels.js';
 import { attention, embed, rmsNorm, ropeTables, swiglu } from '../layers.js';
 import { tokenNll } from '../losses.js';
 import { TfjsEngine } from '../engine.js';
-import { dispatchCount, installWebGpu, takeWebGpuErrors } from '../webgpu.js';
+import { dispatchCount, installWebGpu, takeReadsBack, takeWebGpuErrors } from '../webgpu.js';
+import { stepOn } from '../../../train/loop.js';
 import { runGpuKernel } from '../webgpu-kernels.js';
 import { initWeights } from '../../../model/weights.js';
 import { generate } from '../../sample.js';
@@ -179,7 +180,12 @@ const stepBatch = {
   inputs: Int32Array.from({ length: 64 }, (_, i) => (i * 31) % 256),
   targets: Int32Array.from({ length: 64 }, (_, i) => (i * 17 + 1) % 256),
 };
-async function stepDispatches(fused: boolean): Promise<{ dispatches: number; loss: number; gradNorm: number }> {
+/** Reads that came back while the step was still queuing kernels (the host waited inside the step). */
+const waitsInside = (end: number) => takeReadsBack().filter((at) => at < end).length;
+
+async function stepDispatches(
+  fused: boolean,
+): Promise<{ dispatches: number; loss: number; gradNorm: number; waits: { awaited: number; queued: number } }> {
   const prev = setFusedKernels(fused);
   const e = await TfjsEngine.create({
     backend: 'webgpu',
@@ -193,11 +199,17 @@ async function stepDispatches(fused: boolean): Promise<{ dispatches: number; los
   };
   await step(); // first step: compiles the pipelines
   const c0 = dispatchCount();
+  takeReadsBack();
   const r = await step();
   const dispatches = dispatchCount() - c0;
+  const awaited = waitsInside(dispatchCount());
+  // The loop's way (stepOn): optimStep queued before the reports are read.
+  const ctx = { engine: e, event: () => {} };
+  await stepOn(ctx, 3, 1e-3, [() => e.forwardBackward(stepBatch, { name: 'cross_entropy' })]);
+  const queued = waitsInside(dispatchCount());
   await e.dispose();
   setFusedKernels(prev);
-  return { dispatches, ...r };
+  return { dispatches, ...r, waits: { awaited, queued } };
 }
 const lathe = await stepDispatches(true);
 const plain = await stepDispatches(false);
