@@ -28,7 +28,10 @@ function firstSqrt(settle: boolean): Promise<{ threads: number; halves: number[]
  * that widens the race; without the spinner it bit 0 of 12 processes here, with it about 1 in 10).
  */
 async function storm(settle: boolean, pairs: number) {
-  const spinner = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  // Spins for at most two minutes, so a test killed mid-storm leaves no busy process behind.
+  const spinner = spawn(process.execPath, ['-e', 'const end = Date.now() + 120_000; while (Date.now() < end);'], {
+    stdio: 'ignore',
+  });
   try {
     const all = [];
     for (let i = 0; i < pairs; i++) all.push(...(await Promise.all([firstSqrt(settle), firstSqrt(settle)])));
