@@ -308,5 +308,30 @@ class TorchTests(KernelCase):
         self.send("shell", "comm_close", {"comm_id": comm_id, "data": {}})
 
 
+class WebGpuTests(KernelCase):
+    """Run with the Vulkan environment of SwiftShader (protocol.test.ts sets it for this case)."""
+
+    def test_webgpu_run_in_the_kernel_matches_cpu(self):
+        tiny = "{ model: { dim: 32, layers: 1, heads: 2, context: 32 }, train: { batchSize: 4, warmupSteps: 1, checkpointEvery: 3 }, eval: { every: 0, batches: 1 } }"
+        gpu, cpu = os.path.join(OUT, "webgpu-run"), os.path.join(OUT, "webgpu-cpu")
+        msgs = self.run_ok(
+            f"const tiny = r.with({tiny});\n"
+            f"const wg = await tiny.run({{ steps: 3, out: {json.dumps(gpu)}, backend: 'webgpu' }});\n"
+            f"await tiny.run({{ steps: 3, out: {json.dumps(cpu)}, backend: 'cpu' }});\n"
+            "JSON.stringify({ backend: wg.lock.backend, status: wg.summary?.status })",
+            300,
+        )
+        self.assertEqual(json.loads(self.result_text(msgs).strip("'")), {"backend": "webgpu", "status": "completed"})
+        got, want = read_jsonl(os.path.join(gpu, "metrics.jsonl")), read_jsonl(os.path.join(cpu, "metrics.jsonl"))
+        self.assertEqual([m["step"] for m in got], [1, 2, 3])
+        for g, w in zip(got, want):
+            for key in ("loss", "grad_norm"):
+                self.assertLess(abs(g[key] - w[key]) / abs(w[key]), 1e-3, (key, g, w))
+        printed = "\n".join(str(m["content"]) for m in msgs if m["msg_type"] in ("stream", "error"))
+        with open(os.path.join(gpu, "events.jsonl")) as f:
+            printed += f.read()
+        self.assertNotRegex(printed, r"Dawn validation|Invalid (ComputePipeline|CommandBuffer|BindGroup)|device was lost")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

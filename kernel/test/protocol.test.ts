@@ -1,13 +1,15 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../src/kernel.js';
 import { jupyterEnv, python, requireSetup, tempRuns, unittestSummary } from './jupyter.js';
 
 // Each case starts the kernel through jupyter_client and trains the Tally example for a few steps.
-async function protocolCase(name: string): Promise<string> {
+async function protocolCase(name: string, extra: Record<string, string> = {}): Promise<string> {
   const env = jupyterEnv({
     LATHE_TEST_RECIPE: join(REPO_ROOT, 'examples', 'recipes', 'tally-pretrain.json'),
     LATHE_TEST_OUT: tempRuns('kernel'),
+    ...extra,
   });
   const { code, out } = await python(['-m', 'unittest', '-v', `protocol.${name}`], env, 380_000);
   const s = unittestSummary(out);
@@ -15,6 +17,11 @@ async function protocolCase(name: string): Promise<string> {
   expect(s.ok && s.ran > 0 && s.skipped === 0, out).toBe(true);
   return out;
 }
+
+// SwiftShader, Dawn's Vulkan adapter on the CPU, from Debian's chromium (DESIGN: known ground).
+const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const noVulkan = existsSync(ICD) ? undefined : `${ICD} is missing: npm test's setup installs Debian's chromium`;
+if (noVulkan) console.warn(`the kernel's webgpu case is skipped: ${noVulkan}`);
 
 describe('kernel protocol through jupyter_client', () => {
   beforeAll(requireSetup);
@@ -35,6 +42,15 @@ describe('kernel protocol through jupyter_client', () => {
     const out = await protocolCase('DisplayTests');
     expect(out).toMatch(/test_live_run_display_updates_in_place_and_ends_complete .* ok/);
   }, 300_000);
+
+  it.skipIf(!!noVulkan)(
+    'webgpu in the kernel: r.run({ backend: "webgpu" }) on SwiftShader trains, matches cpu within 1e-3 (loss, grad_norm) and logs no Dawn error',
+    async () => {
+      const out = await protocolCase('WebGpuTests', { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: ICD });
+      expect(out).toMatch(/test_webgpu_run_in_the_kernel_matches_cpu .* ok/);
+    },
+    400_000,
+  );
 
   it('the torch engine in the kernel: await r.run({ engine: "torch" }) shows the same live chart; a torch run is listed, followed and cancelled (with a checkpoint) over lathe.runs', async () => {
     const out = await protocolCase('TorchTests');
