@@ -5,7 +5,7 @@ import { readPostRows, type PostManifest } from '../data/post.js';
 import type { Engine, LossReport } from '../engine/engine.js';
 import type { DpoRecipe } from '../recipe/schema.js';
 import { ExampleOrder, seqBatch } from './batch.js';
-import { meanOf, optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
+import { meanOf, round4, stepLoop, stepOn, type StageContext, type StageResult } from './loop.js';
 import { announce, noRowsError } from './sft.js';
 
 // DPO (Rafailov et al. 2023), sigmoid loss: with h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)),
@@ -118,8 +118,8 @@ export async function dpo(ctx: StageContext<DpoRecipe>): Promise<StageResult> {
         );
         const refs: Float32Array[] = [];
         for (const b of batches) refs.push(await engine.logprobs(b, { sum: true, reference: true }));
-        const reports = await Promise.all(
-          batches.map((b, i) =>
+        const calls = batches.map(
+          (b, i) => () =>
             engine.forwardBackward(b, {
               name: 'dpo',
               pairs: cfg.batchSize,
@@ -127,9 +127,8 @@ export async function dpo(ctx: StageContext<DpoRecipe>): Promise<StageResult> {
               beta: cfg.beta,
               labelSmoothing: cfg.labelSmoothing,
             }),
-          ),
         );
-        const gradNorm = await optimize(ctx, step, lr);
+        const { reports, gradNorm } = await stepOn(ctx, step, lr, calls);
         return {
           metrics: {
             ...dpoMetrics(reports),

@@ -1,7 +1,7 @@
 import type { PolicyGradientLoss } from '../engine/engine.js';
 import type { GrpoRecipe } from '../recipe/schema.js';
 import { seqBatch, type SeqBatch } from './batch.js';
-import { optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
+import { round4, stepLoop, stepOn, type StageContext, type StageResult } from './loop.js';
 import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
 
 // GRPO (Shao et al. 2024, DeepSeekMath) with verifiable rewards. Each step: sample a group of G
@@ -70,8 +70,9 @@ export async function grpo(ctx: StageContext<GrpoRecipe>): Promise<StageResult> 
           let clip = 0;
           let loss = 0;
           for (let k = 0; k < cfg.innerSteps; k++) {
-            const reports = await Promise.all(micro.map((m) => engine.forwardBackward(m.b, m.loss)));
-            gradNorm = await optimize(ctx, step, lr);
+            const calls = micro.map((m) => () => engine.forwardBackward(m.b, m.loss));
+            const { reports, gradNorm: norm } = await stepOn(ctx, step, lr, calls);
+            gradNorm = norm;
             loss += reports.reduce((a, x) => a + x.loss, 0) / cfg.gradAccum / cfg.innerSteps;
             kl += reports.reduce((a, x) => a + (x.values.kl as number), 0) / cfg.gradAccum / cfg.innerSteps;
             clip += reports.reduce((a, x) => a + (x.values.clip_ratio as number), 0) / cfg.gradAccum / cfg.innerSteps;

@@ -2,6 +2,7 @@
 export {
   stepLoop,
   optimize,
+  stepOn,
   StageFailure,
   type StageContext,
   type StageResult,

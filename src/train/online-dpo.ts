@@ -2,7 +2,7 @@ import type { PairExample } from '../data/pairs.js';
 import type { OnlineDpoRecipe } from '../recipe/schema.js';
 import { seqBatch } from './batch.js';
 import { dpoMetrics, pairBatch } from './dpo.js';
-import { optimize, round4, stepLoop, type StageContext, type StageResult } from './loop.js';
+import { round4, stepLoop, stepOn, type StageContext, type StageResult } from './loop.js';
 import { meanStd, openOnlineStage, rolloutAndJudge, type PromptItem } from './rollout.js';
 
 // Online DPO (Guo et al. 2024): each step the policy samples k completions per prompt, a judge
@@ -88,8 +88,8 @@ export async function onlineDpo(ctx: StageContext<OnlineDpoRecipe>): Promise<Sta
           const batches = chunks.map((c) => pairBatch(c, pad));
           const refs: Float32Array[] = [];
           for (const b of batches) refs.push(await engine.logprobs(b, { sum: true, reference: true }));
-          const reports = await Promise.all(
-            batches.map((b, i) =>
+          const calls = batches.map(
+            (b, i) => () =>
               engine.forwardBackward(b, {
                 name: 'dpo',
                 pairs: chunks[i]!.length,
@@ -97,9 +97,8 @@ export async function onlineDpo(ctx: StageContext<OnlineDpoRecipe>): Promise<Sta
                 beta: cfg.beta,
                 labelSmoothing: 0,
               }),
-            ),
           );
-          const gradNorm = await optimize(ctx, step, lr);
+          const { reports, gradNorm } = await stepOn(ctx, step, lr, calls);
           Object.assign(metrics, { ...dpoMetrics(reports), grad_norm: gradNorm });
           return { metrics, tokens: batches.reduce((a, b) => a + b.batch * b.seq, 0) };
         },
