@@ -3,26 +3,9 @@ import { LanguageModel } from './model.js';
 import { setLeanBackprop } from './backprop.js';
 import { useBackend } from './backend.js';
 import { tf } from './tf.js';
+import { tinySpec } from '../test/fixtures.js';
 
-const spec = {
-  arch: 'dense' as const,
-  vocabSize: 64,
-  dim: 32,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 8,
-  ffnDim: 64,
-  context: 16,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.1,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = tinySpec();
 
 /** Gradients of a small model's loss, and the peak of live tensor bytes while computing them. */
 function gradsAndPeak(arch: 'dense' | 'moe'): { loss: number; grads: number[][]; peakBytes: number } {

@@ -1,42 +1,18 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initAdapters, loraParamCount, mergeAdapters, type LoraConfig } from '../../model/lora.js';
-import type { ModelSpec } from '../../model/spec.js';
 import { initWeights, type Weights } from '../../model/weights.js';
 import { quantizeInt8 } from '../../export/quantize.js';
 import { Rng } from '../../random.js';
-import type { EngineBatch } from '../engine.js';
 import { useBackend } from './backend.js';
 import { TfjsEngine } from './engine.js';
 import { tf } from './tf.js';
+import { tinySpec, randomBatch } from '../test/fixtures.js';
 
-const spec: ModelSpec = {
-  arch: 'dense',
-  vocabSize: 64,
-  dim: 32,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 8,
-  ffnDim: 64,
-  context: 16,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.1,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = tinySpec();
 const opt = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 };
 const cfg: LoraConfig = { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj', 'down_proj'], quantize: 'none' };
 
-function batchOf(seed: number, b = 4, t = 16): EngineBatch {
-  const rng = new Rng(seed);
-  const inputs = Int32Array.from({ length: b * t }, () => rng.int(spec.vocabSize));
-  const targets = Int32Array.from({ length: b * t }, () => rng.int(spec.vocabSize));
-  return { inputs, targets, batch: b, seq: t };
-}
+const batchOf = (seed: number, b = 4, t = 16) => randomBatch(seed, spec.vocabSize, b, t);
 
 const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
 

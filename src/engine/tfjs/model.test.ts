@@ -5,27 +5,9 @@ import { generate } from '../sample.js';
 import { initWeights } from '../../model/weights.js';
 import { TfjsEngine } from './engine.js';
 import { LanguageModel } from './model.js';
-import type { ModelSpec } from '../../model/spec.js';
+import { tinySpec } from '../test/fixtures.js';
 
-const base: ModelSpec = {
-  arch: 'dense',
-  vocabSize: 50,
-  dim: 32,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 8,
-  ffnDim: 64,
-  context: 16,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: false,
-  initStd: 0.1,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const base = tinySpec({ vocabSize: 50, tieEmbeddings: false });
 
 for (const backend of ['cpu', 'wasm'] as const) {
   describe(`model on ${backend}`, () => {

@@ -6,43 +6,19 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../../../test/helpers.js';
 import { initAdapters, loraParamCount, type LoraConfig } from '../../model/lora.js';
-import type { ModelSpec } from '../../model/spec.js';
 import { initWeights } from '../../model/weights.js';
-import { Rng } from '../../random.js';
-import type { Engine, EngineBatch } from '../engine.js';
+import type { Engine } from '../engine.js';
 import { createEngine } from '../index.js';
 import { TfjsEngine } from '../tfjs/engine.js';
 import { TorchEngine } from './engine.js';
 import { enginePython } from './process.js';
+import { tinySpec, randomBatch } from '../test/fixtures.js';
 
-const spec: ModelSpec = {
-  arch: 'dense',
-  vocabSize: 64,
-  dim: 32,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 8,
-  ffnDim: 64,
-  context: 16,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.1,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = tinySpec();
 const optimizer = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 };
 const base = initWeights(spec, 3);
 
-function batchOf(seed: number, b = 4, t = 16): EngineBatch {
-  const rng = new Rng(seed);
-  const inputs = Int32Array.from({ length: b * t }, () => rng.int(spec.vocabSize));
-  const targets = Int32Array.from({ length: b * t }, () => rng.int(spec.vocabSize));
-  return { inputs, targets, batch: b, seq: t };
-}
+const batchOf = (seed: number, b = 4, t = 16) => randomBatch(seed, spec.vocabSize, b, t);
 const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-12);
 

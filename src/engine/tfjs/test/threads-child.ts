@@ -7,6 +7,7 @@ import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { useBackend } from '../backend.js';
 import { tf } from '../tf.js';
 import { LanguageModel } from '../model.js';
+import { tinySpec } from '../../test/fixtures.js';
 
 await useBackend('wasm', () => {});
 const a = tf.randomNormal([300, 200], 0, 1, 'float32', 1);
@@ -17,25 +18,7 @@ const product = {
   sha256: createHash('sha256').update(new Uint8Array(productBits.buffer)).digest('hex'),
   first: Array.from(productBits.slice(0, 4)),
 };
-const spec = {
-  arch: 'dense' as const,
-  vocabSize: 64,
-  dim: 32,
-  layers: 2,
-  heads: 4,
-  kvHeads: 4,
-  headDim: 8,
-  ffnDim: 64,
-  context: 16,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.1,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = tinySpec({ kvHeads: 4 });
 const m = LanguageModel.init(spec, 7);
 const ids = tf.tensor2d(
   Array.from({ length: 32 }, (_, i) => (i * 7) % 64),
