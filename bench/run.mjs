@@ -132,9 +132,23 @@ const { values: args } = parseArgs({
     'corpus-mb': { type: 'string', default: '50' },
     micro: { type: 'string' },
     'ref-threads': { type: 'string', default: '2' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
+if (args.help) {
+  console.log(`npm run bench -- [options]: Lathe against its references on this machine; a table and bench/results.json
+
+  --cases a,b        run these cases (--list names them; default: the default ones)
+  --list             list the cases, default or opt-in, and what each measures
+  --quick            fewer repeats (a smoke run, not a figure)
+  --out FILE         where the JSON goes (default bench/results.json)
+  --keep             keep the scratch folder
+  --micro N          micro-batches per training step (default: per model and backend)
+  --ref-threads N    CPU threads of the PyTorch/numpy references (default 2)
+  --corpus-mb N      size of the tokenizer corpus in MB (default 50)`);
+  process.exit(0);
+}
 if (args.list) {
   for (const [name, c] of Object.entries(CASES))
     console.log(`${name.padEnd(24)} ${c.default ? 'default' : 'opt-in '}  ${c.about}`);
@@ -416,22 +430,20 @@ async function matmulCeiling() {
   ];
 }
 
-/** Ours and the PyTorch reference on one model, steps interleaved: ref, ours, ref, ours, ..., ref. */
-async function trainCase(caseName, model, backend) {
-  const dir = join(work, `${model}-${backend}`);
+/** A case's folder with the model's exported weights and batches, its step count and micro-batch. */
+async function caseFolder(model, backend, suffix) {
+  const dir = join(work, `${model}-${backend}${suffix}`);
   spawnSync('mkdir', ['-p', dir]);
   const repeats = REPEATS[model];
   const micro = Number(args.micro ?? MICRO[backend][model]);
-  await runJson(process.execPath, [
-    join(here, 'train_step.mjs'),
-    'export',
-    '--model',
-    model,
-    '--dir',
-    dir,
-    '--batches',
-    String(repeats + 4),
-  ]);
+  const exported = ['export', '--model', model, '--dir', dir, '--batches', String(repeats + 4)];
+  await runJson(process.execPath, [join(here, 'train_step.mjs'), ...exported]);
+  return { dir, repeats, micro };
+}
+
+/** Ours and the PyTorch reference on one model, steps interleaved: ref, ours, ref, ours, ..., ref. */
+async function trainCase(caseName, model, backend) {
+  const { dir, repeats, micro } = await caseFolder(model, backend, '');
   // A train_step.mjs child serving our steps (engine: engineArgs) for this model and folder.
   const stepChild = (label, engine) =>
     new Server(
@@ -602,20 +614,7 @@ async function trainCase(caseName, model, backend) {
  * against LoRA's full-precision base (with both losses).
  */
 async function loraCase(caseName, model, backend) {
-  const dir = join(work, `${model}-${backend}-lora`);
-  spawnSync('mkdir', ['-p', dir]);
-  const repeats = REPEATS[model];
-  const micro = Number(args.micro ?? MICRO[backend][model]);
-  await runJson(process.execPath, [
-    join(here, 'train_step.mjs'),
-    'export',
-    '--model',
-    model,
-    '--dir',
-    dir,
-    '--batches',
-    String(repeats + 4),
-  ]);
+  const { dir, repeats, micro } = await caseFolder(model, backend, '-lora');
   const child = (label, extra) =>
     new Server(
       `${label} ${model} ${backend}`,
