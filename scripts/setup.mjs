@@ -326,4 +326,11 @@ if (forTests) {
     writeFileSync(llamaStamp, key);
   }
 }
+// 9. Tests only (`--tests`): Mesa's lavapipe, a CPU Vulkan driver with shader-f16, for the webgpu
+//    f16-storage test (scripts/lavapipe.mjs). Without it that test skips, saying why.
+if (forTests) {
+  const { ensureLavapipe } = await import('./lavapipe.mjs');
+  const r = ensureLavapipe({ log });
+  if (!r.ok) log(`lavapipe is not available, the shader-f16 test will skip saying so: ${r.reason}`);
+}
 if (!quiet && statSync(join(root, 'dist')).isDirectory()) log('ready');

@@ -48,7 +48,8 @@ export const engineOptions = [
   },
   {
     flags: '--dtype <name>',
-    about: 'torch engine: fp32, or bf16 autocast with fp32 master weights; overrides the recipe and LATHE_DTYPE',
+    about:
+      'torch engine: fp32, or bf16 autocast with fp32 master weights; webgpu: fp32 turns off f16 weight storage; overrides the recipe and LATHE_DTYPE',
     parse: choice('--dtype', ['fp32', 'bf16'] as const),
   },
 ];

@@ -192,6 +192,8 @@ export interface Engine {
    * GPU then runs the whole step without waiting on the host inside it (see train/loop.ts stepOn).
    */
   readonly queuesSteps?: boolean;
+  /** Storage narrower than fp32 the engine chose by itself, in words (webgpu's f16 weight copies); absent: fp32. */
+  readonly storage?: string;
 
   /** Forward and backward pass of a named loss; adds the gradients to those accumulated since the last step. */
   forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport>;

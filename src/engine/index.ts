@@ -32,6 +32,8 @@ export interface EngineOptions {
   launch?: TorchLaunch;
   /** LoRA: `weights` are the frozen base, these adapters train. */
   lora?: EngineLora;
+  /** tfjs on webgpu: f16 weight storage where the adapter has shader-f16 (default true; a recipe's `dtype: fp32` turns it off). */
+  halfStorage?: boolean;
 }
 
 /** Starts an engine: the model on its device, ready to train or to decode. */
@@ -61,6 +63,7 @@ export async function createEngine(o: EngineOptions): Promise<Engine> {
     weights: o.weights,
     optimizer: o.optimizer,
     lora: o.lora,
+    halfStorage: o.halfStorage,
   });
 }
 

@@ -405,7 +405,9 @@ const engineFields = {
   dtype: z
     .enum(['fp32', 'bf16'])
     .optional()
-    .describe('torch engine: fp32 (default), or bf16 autocast with fp32 master weights.'),
+    .describe(
+      'torch engine: fp32 (default), or bf16 autocast with fp32 master weights. tfjs on webgpu: f16 weight storage where the adapter has shader-f16 unless fp32 is named.',
+    ),
 };
 
 /** Which checkpoints a run keeps: the last few, milestones, and the best by held-out loss. */

@@ -115,13 +115,19 @@ export class Recipe<C extends ResolvedRecipe = ResolvedRecipe> {
       config.train.steps = opts.steps;
       config.train.warmupSteps = Math.min(config.train.warmupSteps, Math.max(0, opts.steps - 1));
     }
-    const { backend, engine } = await resolveEngine(engineRequest(opts, config));
+    const req = engineRequest(opts, config);
+    const { backend, engine } = await resolveEngine(req);
     const resources = resourcesFor(opts, config.resources);
     checkResources(resources, engine);
     config = {
       ...config,
       backend,
-      ...(engine ? { engine: 'torch', device: engine.device, dtype: engine.dtype } : {}),
+      // tfjs: a dtype asked for (fp32 turns webgpu's f16 weight storage off) is the lock's too.
+      ...(engine
+        ? { engine: 'torch', device: engine.device, dtype: engine.dtype }
+        : req.dtype
+          ? { dtype: req.dtype }
+          : {}),
       ...(resources ? { resources } : {}),
     };
     return lockRecipe(config, { baseDir: this.baseDir, backend, engine });

@@ -153,7 +153,9 @@ async function executeOnce(
         state: start.optimizer,
       },
       lora: lora && { ...lora, seed: r.seed, adapters: start.adapters ?? initAdapters(start.spec, lora, r.seed) },
+      halfStorage: r.dtype !== 'fp32',
     });
+    if (engine.storage) event({ type: 'notice', message: `${backend}: ${engine.storage}; dtype fp32 keeps fp32` });
     if (launch && engine.ranks) {
       event({
         type: 'notice',

@@ -26,6 +26,7 @@ import { tf } from './tf.js';
 import { gpuKernels } from './kernels.js';
 import { takeWebGpuErrors } from './webgpu.js';
 import { gpuClipControl } from './webgpu-kernels.js';
+import { halfStorage, setHalfStorage } from './webgpu-half.js';
 
 /** What a tfjs engine starts from. */
 export interface TfjsEngineOptions {
@@ -37,6 +38,8 @@ export interface TfjsEngineOptions {
   optimizer?: OptimizerConfig & { state?: OptimizerState };
   /** LoRA: `weights` are the frozen base, these adapters train (the optimizer state is theirs). */
   lora?: EngineLora;
+  /** webgpu: f16 weight storage where the adapter has shader-f16 (default); false keeps fp32 (recipe `dtype: fp32`). */
+  halfStorage?: boolean;
 }
 
 /**
@@ -47,6 +50,12 @@ export interface TfjsEngineOptions {
 export class TfjsEngine implements Engine {
   readonly kind = 'tfjs' as const;
   readonly queuesSteps = true;
+  /** f16 weight copies on webgpu (webgpu-half.ts), said in words; absent: fp32 storage. */
+  get storage(): string | undefined {
+    return halfStorage()
+      ? 'f16 weight storage (the adapter has shader-f16); fp32 master weights, gradients, optimizer state and accumulation'
+      : undefined;
+  }
   readonly device: EngineBackend;
   private readonly model: LanguageModel;
   private readonly lora?: TfjsLora;
@@ -83,6 +92,7 @@ export class TfjsEngine implements Engine {
   /** Activates the backend and builds the model (and optimizer) from weights. */
   static async create(o: TfjsEngineOptions): Promise<TfjsEngine> {
     await useBackend(o.backend);
+    setHalfStorage(o.halfStorage ?? true);
     return new this(o);
   }
 

@@ -13,6 +13,7 @@ import { nativeMatMulActive } from './native-kernels.js';
 import { ropeInvFreq } from '../../model/rope.js';
 import type { RopeScaling } from '../../model/spec.js';
 import { gpuBackend, gpuKernel, qkvSplitFits, runGpuKernel } from './webgpu-kernels.js';
+import { halfCopy, halfMatMul, halfStorage } from './webgpu-half.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -30,9 +31,21 @@ export function param(p: Params, name: string): tf.Variable {
 // are written as NN products.
 // With the native GEMM (engine/tfjs/native-kernels.ts), and on webgpu (whose matmul shader reads
 // either layout), transposed operands cost nothing, so the products take W as stored.
+// With f16 storage (engine/tfjs/webgpu-half.ts) the forward and dx read W's f16 copy; dW stays fp32.
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
   const native = nativeMatMulActive() || gpuBackend() !== undefined;
+  if (native && w instanceof tf.Variable && w.dtype === 'float32' && halfStorage()) {
+    const h = halfCopy(w);
+    const [out, inn] = w.shape as [number, number];
+    return {
+      value: halfMatMul(x as tf.Tensor2D, h, out, 1),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const g = dy as tf.Tensor2D;
+        return [halfMatMul(g, h, inn, 0), tf.matMul(g, saved[0] as tf.Tensor2D, true, false)];
+      },
+    };
+  }
   return {
     value: native
       ? tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true)

@@ -1,3 +1,4 @@
+import { releaseHalfCopies } from './webgpu-half.js';
 import { tf } from './tf.js';
 import { initWeights, type Weights } from '../../model/weights.js';
 import { denseFfn } from './dense.js';
@@ -169,6 +170,7 @@ export class LanguageModel {
   /** Frees the weights and tables. */
   dispose(): void {
     releaseTransposedWeights(this.params.values());
+    releaseHalfCopies(this.params.values());
     for (const v of this.params.values()) v.dispose();
     this.rope.cos.dispose();
     this.rope.sin.dispose();

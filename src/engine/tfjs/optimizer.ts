@@ -2,6 +2,7 @@ import { tf } from './tf.js';
 import { arrayKernel, defineArrayKernel, runArrayKernel } from './array-kernels.js';
 import { fusedKernels } from './kernels.js';
 import { gpuAdamW } from './webgpu-kernels.js';
+import { halfCopyOf } from './webgpu-half.js';
 import { LatheError } from '../../errors.js';
 import type { Weights } from '../../model/weights.js';
 
@@ -151,6 +152,7 @@ export class AdamW {
         ctl,
         { beta1, beta2, bc1, bc2, eps, lr, decay },
         active(name),
+        halfCopyOf(p),
       );
     }
   }

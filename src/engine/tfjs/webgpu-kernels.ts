@@ -49,7 +49,7 @@ export interface WebGpuBackend {
   submitQueue(): void;
 }
 
-type Uniform = ['u32' | 'i32' | 'f32', number];
+export type Uniform = ['u32' | 'i32' | 'f32', number];
 
 const pipelines = new WeakMap<Device, Map<string, Pipeline>>();
 
@@ -59,7 +59,7 @@ export function gpuBackend(): WebGpuBackend | undefined {
 }
 
 /** Workgroups for a grid-stride loop over n items, at most 65535 in x. */
-function strided(n: number, size = 256): [number, number, number] {
+export function strided(n: number, size = 256): [number, number, number] {
   return [Math.max(1, Math.min(Math.ceil(n / size), 4096)), 1, 1];
 }
 
@@ -101,10 +101,10 @@ fn max${n}(v: f32, lid: u32) -> f32 {
 const REDUCE = reduceFns(64);
 
 const ROW_ARGS = '@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lidv: vec3<u32>';
-const FLAT_ARGS = '@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>';
+export const FLAT_ARGS = '@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>';
 
 /** Records one dispatch of a WGSL shader on the backend's encoder: binding 0 the uniforms, then the buffers in order. */
-function dispatch(
+export function dispatch(
   be: WebGpuBackend,
   key: string,
   code: string,
@@ -154,12 +154,12 @@ function dispatch(
 const GPU_USAGE = { COPY_DST: 0x0008, UNIFORM: 0x0040 };
 
 /** A new float32 output on the backend (its buffer is allocated on first dispatch). */
-function output(be: WebGpuBackend, shape: number[]): tf.TensorInfo {
+export function output(be: WebGpuBackend, shape: number[]): tf.TensorInfo {
   return be.makeTensorInfo(shape, 'float32');
 }
 
 /** Marks a tensor written in place: a copy of its values kept on the CPU by an earlier read is stale. */
-function written(be: WebGpuBackend, t: tf.TensorInfo): void {
+export function written(be: WebGpuBackend, t: tf.TensorInfo): void {
   be.tensorMap.get(t.dataId).values = null;
 }
 
@@ -173,7 +173,7 @@ interface GpuKernel {
 
 const kernels = new Map<string, GpuKernel>();
 
-function defineGpuKernel(k: GpuKernel): void {
+export function defineGpuKernel(k: GpuKernel): void {
   kernels.set(k.name, k);
 }
 
@@ -922,6 +922,7 @@ export function gpuAdamW(
   ctl: tf.Tensor,
   a: GpuAdamW,
   active?: { use: tf.Tensor; index: number },
+  half?: tf.Tensor,
 ): void {
   const be = gpuBackend()!;
   const n = p.size;
@@ -929,7 +930,8 @@ export function gpuAdamW(
     be.uploadToGPU(t.dataId);
     written(be, t);
   }
-  const code = `struct U { n: u32, b1: f32, b2: f32, bc1: f32, bc2: f32, eps: f32, lr: f32, decay: f32, idx: i32 }
+  // With `half` (p's f16 copy, webgpu-half.ts) the new p is also written there, rounded.
+  const code = `${half ? 'enable f16;\n' : ''}struct U { n: u32, b1: f32, b2: f32, bc1: f32, bc2: f32, eps: f32, lr: f32, decay: f32, idx: i32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read_write> p: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
@@ -937,6 +939,7 @@ export function gpuAdamW(
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read> ctl: array<f32>;
 @group(0) @binding(6) var<storage, read> used: array<f32>;
+${half ? '@group(0) @binding(7) var<storage, read_write> h: array<f16>;' : ''}
 @compute @workgroup_size(256) fn main(${FLAT_ARGS}) {
   if (ctl[2] > 0.5) { return; }
   if (u.idx >= 0 && used[u.idx] <= 0.0) { return; }
@@ -948,12 +951,15 @@ export function gpuAdamW(
     m[i] = mi;
     v[i] = vi;
     let pi = p[i];
-    p[i] = pi - u.lr * (mi / u.bc1 / (sqrt(vi / u.bc2) + u.eps)) - u.lr * u.decay * pi;
+    let pn = pi - u.lr * (mi / u.bc1 / (sqrt(vi / u.bc2) + u.eps)) - u.lr * u.decay * pi;
+    p[i] = pn;
+    ${half ? 'h[i] = f16(clamp(pn, -65504.0, 65504.0));' : ''}
   }
 }`;
+  if (half) written(be, half);
   dispatch(
     be,
-    'adamw',
+    half ? 'adamw-half' : 'adamw',
     code,
     [
       ['u32', n],
@@ -966,7 +972,7 @@ export function gpuAdamW(
       ['f32', a.decay],
       ['i32', active ? active.index : -1],
     ],
-    [p, g, m, v, ctl, active ? active.use : ctl],
+    [p, g, m, v, ctl, active ? active.use : ctl, ...(half ? [half] : [])],
     strided(n),
   );
 }
