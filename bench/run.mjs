@@ -590,6 +590,8 @@ async function trainCase(caseName, model, backend) {
     const dispatches = oursSteps.map((x) => x.dispatches).filter((d) => d !== undefined);
     report.detail.adapter = oursInfo?.adapter;
     report.detail.shaderF16 = oursInfo?.shaderF16;
+    report.detail.storage = oursInfo?.storage ?? 'fp32';
+    if (oursInfo?.storage) report.note += '; f16 weight storage';
     report.detail.dispatchesPerStep = dispatches.length ? median(dispatches) : undefined;
     if (dispatches.length) report.note += `; ${median(dispatches)} GPU dispatches a step`;
     report.note += `; adapter ${oursInfo?.adapter ?? 'none'}`;

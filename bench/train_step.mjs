@@ -180,6 +180,7 @@ const info = {
   adapter: adapter?.adapter,
   softwareAdapter: adapter ? /swiftshader/i.test(adapter.adapter ?? '') || adapter.software : undefined,
   shaderF16: adapter?.f16,
+  storage: engine.storage,
 };
 let done = 0;
 async function timed() {
