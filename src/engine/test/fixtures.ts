@@ -34,3 +34,29 @@ export function randomBatch(seed: number, vocab: number, b = 4, t = 16): EngineB
   const targets = Int32Array.from({ length: b * t }, () => rng.int(vocab));
   return { inputs, targets, batch: b, seq: t };
 }
+
+/** `n` floats in [-scale, scale) from a seeded LCG (the same inputs on every backend and run). */
+export function seededFloats(n: number, seed: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return a;
+}
+
+/** The small dense model of the webgpu tests (vocabulary 256, width 64, two layers). */
+export function smallGpuSpec(over: Partial<ModelSpec> = {}): ModelSpec {
+  return tinySpec({
+    vocabSize: 256,
+    dim: 64,
+    heads: 4,
+    kvHeads: 4,
+    headDim: 16,
+    ffnDim: 160,
+    context: 32,
+    initStd: 0.02,
+    ...over,
+  });
+}

@@ -15,22 +15,12 @@ import { runGpuKernel } from '../webgpu-kernels.js';
 import { initWeights } from '../../../model/weights.js';
 import { generate } from '../../sample.js';
 import type { ModelSpec } from '../../../model/spec.js';
+import { seededFloats, smallGpuSpec } from '../../test/fixtures.js';
 
 const probe = await installWebGpu();
 if (!probe.ok) {
   console.log(JSON.stringify({ skipped: probe.reason }));
   process.exit(0);
-}
-
-/** Deterministic inputs: a float array from a seed (and an integer one). */
-function floats(n: number, seed: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return a;
 }
 
 /** The value and the gradients (of sum(value * probe)) of f at inputs, on one backend. */
@@ -45,7 +35,7 @@ async function run(
   );
   const diff = xs.filter((_, i) => inputs[i]!.grad !== false);
   const out = f(xs);
-  const weight = tf.tensor(floats(out.size, 99), out.shape);
+  const weight = tf.tensor(seededFloats(out.size, 99), out.shape);
   const grads = tf.grads((...ys: tf.Tensor[]) => {
     const all = xs.map((x) => (diff.includes(x) ? ys[diff.indexOf(x)]! : x));
     return tf.sum(tf.mul(f(all), weight));
@@ -80,12 +70,12 @@ async function compare(
 
 const [n, d] = [48, 40];
 await compare('rmsNorm', ([x, w]) => rmsNorm(x as tf.Tensor2D, w!, 1e-5), [
-  { data: floats(n * d, 1), shape: [n, d] },
-  { data: floats(d, 2), shape: [d] },
+  { data: seededFloats(n * d, 1), shape: [n, d] },
+  { data: seededFloats(d, 2), shape: [d] },
 ]);
-const pw = (seed: number, o: number, i: number) => ({ data: floats(o * i, seed, 0.3), shape: [o, i] });
+const pw = (seed: number, o: number, i: number) => ({ data: seededFloats(o * i, seed, 0.3), shape: [o, i] });
 await compare('swiglu', ([x, g, u, dn]) => swiglu(x as tf.Tensor2D, g!, u!, dn!), [
-  { data: floats(n * d, 3), shape: [n, d] },
+  { data: seededFloats(n * d, 3), shape: [n, d] },
   pw(4, 56, d),
   pw(5, 56, d),
   pw(6, d, 56),
@@ -101,8 +91,8 @@ for (const pos0 of [0, 5]) {
       const tables = rope();
       const cache = pos0
         ? {
-            k: tf.tensor4d(floats(batch * kvHeads * pos0 * headDim, 7), [batch, kvHeads, pos0, headDim]),
-            v: tf.tensor4d(floats(batch * kvHeads * pos0 * headDim, 8), [batch, kvHeads, pos0, headDim]),
+            k: tf.tensor4d(seededFloats(batch * kvHeads * pos0 * headDim, 7), [batch, kvHeads, pos0, headDim]),
+            v: tf.tensor4d(seededFloats(batch * kvHeads * pos0 * headDim, 8), [batch, kvHeads, pos0, headDim]),
           }
         : undefined;
       const y = attention(
@@ -118,7 +108,7 @@ for (const pos0 of [0, 5]) {
       return y;
     },
     [
-      { data: floats(batch * seq * dim, 9), shape: [batch * seq, dim] },
+      { data: seededFloats(batch * seq * dim, 9), shape: [batch * seq, dim] },
       pw(10, dim, dim),
       pw(11, kvHeads * headDim, dim),
       pw(12, kvHeads * headDim, dim),
@@ -129,18 +119,18 @@ for (const pos0 of [0, 5]) {
 const vocab = 70;
 const targets = Int32Array.from({ length: n }, (_, i) => (i === 3 ? -1 : (i * 37) % vocab));
 await compare('tokenNll', ([x, t]) => tokenNll(x as tf.Tensor2D, t as tf.Tensor1D), [
-  { data: floats(n * vocab, 14, 4), shape: [n, vocab] },
+  { data: seededFloats(n * vocab, 14, 4), shape: [n, vocab] },
   { data: targets, shape: [n], grad: false },
 ]);
 
 // The embedding lookup's gradient, with repeated ids.
 await compare('embed', ([w]) => embed(w!, tf.tensor1d([3, 7, 3, 0, 69, 1, 7, 3], 'int32')), [
-  { data: floats(vocab * d, 16), shape: [vocab, d] },
+  { data: seededFloats(vocab * d, 16), shape: [vocab, d] },
 ]);
 
 // The router's top-k mask against the host's choice (ties to the lower expert).
 await useBackend('webgpu', () => {});
-const probs = floats(64 * 6, 15).map((v) => Math.round(Math.abs(v) * 8) / 8); // with ties
+const probs = seededFloats(64 * 6, 15).map((v) => Math.round(Math.abs(v) * 8) / 8); // with ties
 const mask = await runGpuKernel('LatheTopKMask', [tf.tensor2d(probs, [64, 6])], { k: 2 })[0]!.data();
 let maskMismatches = 0;
 for (let r = 0; r < 64; r++) {
@@ -155,25 +145,7 @@ const parts = Array.from({ length: 21 }, (_, i) => tf.scalar(i + 1));
 const addN = (await tf.addN(parts).data())[0];
 
 // Dispatches of one training step (forwardBackward, then optimStep) of a small dense model.
-const spec: ModelSpec = {
-  arch: 'dense',
-  vocabSize: 256,
-  dim: 64,
-  layers: 2,
-  heads: 4,
-  kvHeads: 4,
-  headDim: 16,
-  ffnDim: 160,
-  context: 32,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.02,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = smallGpuSpec();
 const stepBatch = {
   batch: 2,
   seq: 32,

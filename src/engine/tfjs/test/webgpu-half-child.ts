@@ -8,7 +8,7 @@ import { TfjsEngine } from '../engine.js';
 import { dispatchCount, installWebGpu, takeWebGpuErrors } from '../webgpu.js';
 import { halfCopy, halfCopyOf, halfMatMul, halfStorage } from '../webgpu-half.js';
 import { initWeights } from '../../../model/weights.js';
-import type { ModelSpec } from '../../../model/spec.js';
+import { seededFloats, smallGpuSpec } from '../../test/fixtures.js';
 
 const probe = await installWebGpu();
 if (!probe.ok || !probe.f16) {
@@ -18,16 +18,6 @@ if (!probe.ok || !probe.f16) {
   process.exit(0);
 }
 await useBackend('webgpu', () => {});
-
-function floats(n: number, seed: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return a;
-}
 
 /** IEEE binary16 to a number. */
 function fromHalf(b: number): number {
@@ -63,9 +53,9 @@ function maxRel(got: Float32Array, want: Float64Array): number {
 
 // Odd sizes: every edge of the 64x64 tiles and the 16-deep K steps is crossed.
 const [M, K, N] = [37, 70, 45];
-const w = tf.variable(tf.tensor(floats(N * K, 3, 0.7), [N, K]));
-const x = tf.tensor(floats(M * K, 4), [M, K]) as tf.Tensor2D;
-const dy = tf.tensor(floats(M * N, 5), [M, N]) as tf.Tensor2D;
+const w = tf.variable(tf.tensor(seededFloats(N * K, 3, 0.7), [N, K]));
+const x = tf.tensor(seededFloats(M * K, 4), [M, K]) as tf.Tensor2D;
+const dy = tf.tensor(seededFloats(M * N, 5), [M, N]) as tf.Tensor2D;
 const wHost = (await w.data()) as Float32Array;
 const wHalf = await halves(halfCopy(w), N * K);
 // Round to nearest: within half an f16 ulp (2^-11 relative; normal numbers here).
@@ -86,25 +76,7 @@ const reassigned = maxRel(
 );
 
 // 50 steps of the small dense model, f16 storage against fp32, from the same weights and batches.
-const spec: ModelSpec = {
-  arch: 'dense',
-  vocabSize: 256,
-  dim: 64,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 16,
-  ffnDim: 160,
-  context: 32,
-  ropeTheta: 10000,
-  normEps: 1e-5,
-  tieEmbeddings: true,
-  initStd: 0.02,
-  experts: 4,
-  topK: 2,
-  auxLossCoef: 0.01,
-  zLossCoef: 0.001,
-};
+const spec = smallGpuSpec({ kvHeads: 2 });
 // Four batches of sequences with a learnable next token, taken in turn.
 const batches = [0, 1, 2, 3].map((b) => {
   const ids = Int32Array.from({ length: 4 * 33 }, (_, i) => ((i % 33) * (7 + b) + Math.floor(i / 33) * 13) % 256);
