@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -45,14 +45,16 @@ describe('streaming data pipeline', () => {
         tokenizer: { vocabSize: 512, maxBytes: 8 * 1024 * 1024 },
       };
       await writeFile(join(dir, 'r.json'), JSON.stringify(recipe));
-      // A small heap: the pipeline must stream, not hold the file.
-      const res = spawnSync(
-        process.execPath,
-        ['--max-old-space-size=384', join(ROOT, 'test', 'stream-1gb.mjs'), join(dir, 'r.json'), join(dir, 'prep')],
-        {
-          encoding: 'utf8',
-          timeout: 1_500_000,
-        },
+      // A small heap: the pipeline must stream, not hold the file. Not spawnSync: a child that runs
+      // past a minute would block this worker past vitest's RPC timeout.
+      const res = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          process.execPath,
+          ['--max-old-space-size=384', join(ROOT, 'test', 'stream-1gb.mjs'), join(dir, 'r.json'), join(dir, 'prep')],
+          { encoding: 'utf8', timeout: 1_500_000, maxBuffer: 64 << 20 },
+          (err, stdout, stderr) =>
+            resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+        ),
       );
       expect(res.status, res.stderr).toBe(0);
       const out = JSON.parse(res.stdout.trim().split('\n').at(-1)!);

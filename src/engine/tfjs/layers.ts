@@ -111,6 +111,11 @@ export function hookLinear(w: tf.Tensor, f: ((x: tf.Tensor2D) => tf.Tensor2D) | 
   else linearHooks.delete(w);
 }
 
+/** Whether this weight carries its own product (LoRA, a frozen or int8 base). */
+export function hasLinearHook(w: tf.Tensor): boolean {
+  return linearHooks.has(w);
+}
+
 /** y = x W^T for x [N, in] and W [out, in] (HF Linear layout). */
 export function linear(x: tf.Tensor2D, w: tf.Tensor): tf.Tensor2D {
   const hook = linearHooks.get(w);
@@ -162,11 +167,17 @@ export function rmsNorm(x: tf.Tensor2D, w: tf.Tensor, eps: number): tf.Tensor2D 
 }
 
 /** SwiGLU feed-forward: down(silu(gate x) * up x). */
-export function swiglu(x: tf.Tensor2D, gate: tf.Tensor, up: tf.Tensor, down: tf.Tensor): tf.Tensor2D {
-  const g = linear(x, gate);
-  if (fusedKernels()) return linear(swigluOp(g, linear(x, up)), down);
+export function swiglu(
+  x: tf.Tensor2D,
+  gate: tf.Tensor,
+  up: tf.Tensor,
+  down: tf.Tensor,
+  lin: (x: tf.Tensor2D, w: tf.Tensor) => tf.Tensor2D = linear,
+): tf.Tensor2D {
+  const g = lin(x, gate);
+  if (fusedKernels()) return lin(swigluOp(g, lin(x, up)), down);
   const silu = tf.mul(g, tf.sigmoid(g)) as tf.Tensor2D;
-  return linear(tf.mul(silu, linear(x, up)) as tf.Tensor2D, down);
+  return lin(tf.mul(silu, lin(x, up)) as tf.Tensor2D, down);
 }
 
 /** Rotary tables (HF rotate_half layout): cos and sin of shape [maxLen, headDim]. */

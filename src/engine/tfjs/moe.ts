@@ -1,7 +1,8 @@
 import { tf } from './tf.js';
-import { linear, param, swiglu, type Params } from './layers.js';
+import { hasLinearHook, linear, param, swiglu, type Params } from './layers.js';
 import { moeNames, type ModelSpec } from '../../model/spec.js';
 import { gpuKernel, runGpuKernel } from './webgpu-kernels.js';
+import { expertCombine, expertGather, expertLinear, route } from './webgpu-moe.js';
 
 // Mixtral (and Qwen3-MoE): each block's feed-forward is a top-k routed mixture of SwiGLU experts.
 
@@ -17,10 +18,12 @@ export interface RouterStats {
 
 /**
  * Layer i's mixture-of-experts on webgpu, with no read back to the host: the top-k choice is a
- * mask made on the device, and every expert runs on every token, its output weighed by the token's
- * gate, which is 0 where the token did not choose it. The same function and gradients as the
- * dispatch below (an unchosen expert's weight gets an exact 0, and the engine skips its update as
- * the other backends do where it has no gradient), at E/k times the feed-forward arithmetic.
+ * mask made on the device, and so is the routing (webgpu-moe.ts): each expert gathers its tokens,
+ * runs its SwiGLU on those rows only, and adds its output back to them weighed by their gates. The
+ * same function and gradients as the dispatch below (an unchosen expert's weight gets an exact 0,
+ * and the engine skips its update as the other backends do where it has no gradient). Experts with
+ * a product of their own (LoRA, an int8 base) run on every token instead, weighed by the gate (0
+ * where the token did not choose them).
  */
 function moeFfnOnDevice(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y: tf.Tensor2D; stats: RouterStats } {
   const names = moeNames(s, i);
@@ -30,11 +33,18 @@ function moeFfnOnDevice(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y
   const mask = runGpuKernel('LatheTopKMask', [probs], { k: s.topK })[0] as tf.Tensor2D;
   const kept = tf.mul(probs, mask);
   const gates = (s.normTopK === false ? kept : tf.div(kept, tf.sum(kept, -1, true))) as tf.Tensor2D;
+  const r = route(mask);
   let y: tf.Tensor2D | undefined;
   for (let e = 0; e < s.experts; e++) {
     const ex = names.expert(e);
-    const ye = swiglu(x, param(p, ex.gate), param(p, ex.up), param(p, ex.down));
-    const part = tf.mul(ye, tf.slice(gates, [0, e], [n, 1])) as tf.Tensor2D;
+    const [wg, wu, wd] = [param(p, ex.gate), param(p, ex.up), param(p, ex.down)];
+    const gate = tf.slice(gates, [0, e], [n, 1]) as tf.Tensor2D;
+    let part: tf.Tensor2D;
+    if ([wg, wu, wd].some(hasLinearHook)) part = tf.mul(swiglu(x, wg, wu, wd), gate) as tf.Tensor2D;
+    else {
+      const lin = (a: tf.Tensor2D, w: tf.Tensor) => expertLinear(a, w as tf.Variable, r, e);
+      part = expertCombine(swiglu(expertGather(x, r, e), wg, wu, wd, lin), gate, r, e);
+    }
     y = y ? (tf.add(y, part) as tf.Tensor2D) : part;
   }
   return { y: y!, stats: routerStats(s, n, logits, probs, mask) };

@@ -28,6 +28,7 @@ interface ChildReport {
   reassigned: number;
   f16: Run;
   fp32: Run;
+  moe: { f16: Run; fp32: Run };
   validation: string[];
 }
 
@@ -59,6 +60,15 @@ describe.skipIf(!!why)('webgpu f16 storage on lavapipe', () => {
     expect(Math.max(...rel)).toBeGreaterThan(0); // the f16 run did read f16 weights
     for (const run of [r.f16, r.fp32]) expect(run.losses[49]!).toBeLessThan(run.losses[0]! - 3);
     expect(r.f16.dispatches).toBe(r.fp32.dispatches);
+    // MoE, 20 steps: the routed experts' products read f16 copies as well.
+    const moeRel = r.moe.f16.losses.map((l, i) => Math.abs(l - r.moe.fp32.losses[i]!) / r.moe.fp32.losses[i]!);
+    console.log(
+      `MoE f16 storage vs fp32 over 20 steps: max relative loss difference ${Math.max(...moeRel).toExponential(2)}`,
+    );
+    expect(Math.max(...moeRel)).toBeLessThan(1e-2);
+    expect(Math.max(...moeRel)).toBeGreaterThan(0);
+    expect(r.moe.f16.copyOff).toBeLessThanOrEqual(1);
+    expect(r.moe.f16.losses[19]!).toBeLessThan(r.moe.f16.losses[0]! - 1);
     expect(r.validation).toEqual([]);
   }, 300_000); // ~20 s on a quiet 2-core machine
 });

@@ -20,6 +20,7 @@ interface ChildReport {
   adapter: string;
   f16: boolean;
   errors: Record<string, number>;
+  matmul: Record<string, number>;
   maskMismatches: number;
   addN: number;
   lathe: { dispatches: number; loss: number; gradNorm: number; waits: { awaited: number; queued: number } };
@@ -43,12 +44,17 @@ describe.skipIf(!!why)('webgpu kernels on SwiftShader', () => {
       'attention@0',
       'attention@5',
       'embed',
+      'moe',
+      'moe-skewed',
       'rmsNorm',
       'swiglu',
       'tokenNll',
     ]);
     for (const [name, err] of Object.entries(r.errors)) expect(err, name).toBeLessThan(1e-3);
     expect(r.maskMismatches).toBe(0);
+    // The tiled product: NN, NT (a Linear weight) and TN (a weight's gradient), whole or bounded by a count.
+    expect(Object.keys(r.matmul).length).toBe(9);
+    for (const [form, err] of Object.entries(r.matmul)) expect(err, form).toBeLessThan(1e-5);
     expect(r.addN).toBe(231); // 1 + ... + 21: more inputs than one dispatch may bind
     // One step of the small dense model: Lathe's kernels against tfjs's own compositions.
     console.log(`dispatches per training step: ${r.lathe.dispatches} (tfjs compositions: ${r.plain.dispatches})`);

@@ -12,6 +12,9 @@ import { TfjsEngine } from '../engine.js';
 import { dispatchCount, installWebGpu, takeReadsBack, takeWebGpuErrors } from '../webgpu.js';
 import { stepOn } from '../../../train/loop.js';
 import { runGpuKernel } from '../webgpu-kernels.js';
+import { gpuMatMul } from '../webgpu-matmul.js';
+import { moeFfn } from '../moe.js';
+import { moeNames } from '../../../model/spec.js';
 import { initWeights } from '../../../model/weights.js';
 import { generate } from '../../sample.js';
 import type { ModelSpec } from '../../../model/spec.js';
@@ -128,6 +131,64 @@ await compare('embed', ([w]) => embed(w!, tf.tensor1d([3, 7, 3, 0, 69, 1, 7, 3],
   { data: seededFloats(vocab * d, 16), shape: [vocab, d] },
 ]);
 
+// An MoE layer (routed on the device on webgpu, on the host on cpu): 8 experts, top 2; in the
+// skewed case experts 0, 6 and 7 get no token (their counts are 0).
+const moeSpec = smallGpuSpec({ arch: 'moe', dim: d, ffnDim: 56, experts: 8, topK: 2 });
+for (const skewed of [false, true]) {
+  const names = moeNames(moeSpec, 0);
+  const shapes: [string, number[]][] = [[names.router, [8, d]]];
+  for (let e = 0; e < 8; e++) {
+    const x = names.expert(e);
+    shapes.push([x.gate, [56, d]], [x.up, [56, d]], [x.down, [d, 56]]);
+  }
+  const router = seededFloats(8 * d, 17, 0.3);
+  if (skewed) router.fill(-0.3, 6 * d);
+  await compare(
+    skewed ? 'moe-skewed' : 'moe',
+    ([x, ...ws]) => moeFfn(new Map(shapes.map(([k], i) => [k, ws[i] as tf.Variable])), moeSpec, 0, x as tf.Tensor2D).y,
+    [
+      { data: skewed ? seededFloats(n * d, 18).map(Math.abs) : seededFloats(n * d, 18), shape: [n, d] },
+      { data: router, shape: [8, d] },
+      // An expert no token reached is not in the cpu path's graph at all: no gradient to compare.
+      ...shapes.slice(1).map(([, shape], i) => ({
+        data: seededFloats(shape[0]! * shape[1]!, 19 + i, 0.3),
+        shape,
+        grad: !(skewed && [0, 6, 7].includes(Math.floor(i / 3))),
+      })),
+    ],
+  );
+}
+
+// Lathe's tiled product in each layout, bounded by a row count on the device, against float64.
+await useBackend('webgpu', () => {});
+const matmul: Record<string, number> = {};
+{
+  const [M, K, N] = [70, 45, 37];
+  const counts = tf.tensor1d([0, 29, 70], 'int32');
+  for (const form of ['nn', 'nt', 'tn'] as const)
+    for (const limit of [undefined, 'rows', 'depth'] as const) {
+      const [at, bt] = [form[0] === 't', form[1] === 't'];
+      const a = seededFloats(M * K, 21);
+      const b = seededFloats(K * N, 22);
+      const got = (await gpuMatMul(tf.tensor2d(a, at ? [K, M] : [M, K]), tf.tensor(b, bt ? [N, K] : [K, N]), {
+        n: N,
+        at,
+        bt,
+        ...(limit ? { limit, counts, expert: 1 } : {}),
+      }).data()) as Float32Array;
+      let err = 0;
+      for (let i = 0; i < M; i++)
+        for (let j = 0; j < N; j++) {
+          let want = 0;
+          if (!(limit === 'rows' && i >= 29))
+            for (let q = 0; q < (limit === 'depth' ? 29 : K); q++)
+              want += a[at ? q * M + i : i * K + q]! * b[bt ? j * K + q : q * N + j]!;
+          err = Math.max(err, Math.abs(got[i * N + j]! - want) / 8);
+        }
+      matmul[`${form}${limit ? `-${limit}` : ''}`] = err;
+    }
+}
+
 // The router's top-k mask against the host's choice (ties to the lower expert).
 await useBackend('webgpu', () => {});
 const probs = seededFloats(64 * 6, 15).map((v) => Math.round(Math.abs(v) * 8) / 8); // with ties
@@ -206,6 +267,7 @@ console.log(
     adapter: probe.adapter,
     f16: probe.f16,
     errors,
+    matmul,
     maskMismatches,
     addN,
     lathe,

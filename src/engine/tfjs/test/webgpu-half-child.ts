@@ -9,6 +9,7 @@ import { dispatchCount, installWebGpu, takeWebGpuErrors } from '../webgpu.js';
 import { halfCopy, halfCopyOf, halfMatMul, halfStorage } from '../webgpu-half.js';
 import { initWeights } from '../../../model/weights.js';
 import { seededFloats, smallGpuSpec } from '../../test/fixtures.js';
+import type { ModelSpec } from '../../../model/spec.js';
 
 const probe = await installWebGpu();
 if (!probe.ok || !probe.f16) {
@@ -89,7 +90,7 @@ const batches = [0, 1, 2, 3].map((b) => {
   };
 });
 
-async function train(half: boolean) {
+async function train(half: boolean, spec: ModelSpec, steps: number) {
   const e = await TfjsEngine.create({
     backend: 'webgpu',
     spec,
@@ -100,7 +101,7 @@ async function train(half: boolean) {
   const active = halfStorage();
   const losses: number[] = [];
   let dispatches = 0;
-  for (let step = 0; step < 50; step++) {
+  for (let step = 0; step < steps; step++) {
     const c0 = dispatchCount();
     const r = await e.forwardBackward(batches[step % 4]!, { name: 'cross_entropy' });
     await e.optimStep(3e-3);
@@ -123,8 +124,11 @@ async function train(half: boolean) {
   await e.dispose();
   return { active, losses, dispatches, copyOff };
 }
-const f16 = await train(true);
-const fp32 = await train(false);
+const f16 = await train(true, spec, 50);
+const fp32 = await train(false, spec, 50);
+// MoE (8 experts, top 2): the experts' products read f16 copies too, on their routed rows.
+const moeSpec = smallGpuSpec({ arch: 'moe', kvHeads: 2, experts: 8, topK: 2, ffnDim: 64 });
+const moe = { f16: await train(true, moeSpec, 20), fp32: await train(false, moeSpec, 20) };
 
 console.log(
   JSON.stringify({
@@ -135,6 +139,7 @@ console.log(
     reassigned,
     f16,
     fp32,
+    moe,
     validation: takeWebGpuErrors(),
   }),
 );
