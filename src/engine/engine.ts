@@ -43,8 +43,11 @@ export interface CrossEntropyLoss {
 export interface DpoLoss {
   name: 'dpo';
   pairs: number;
-  /** Reference sequence log-probabilities [2n]. */
-  reference: Float32Array;
+  /**
+   * Reference sequence log-probabilities [2n], or 'engine': the engine computes them from its
+   * reference (`setReference`) itself; the tfjs engine does so on its device, with no read back.
+   */
+  reference: Float32Array | 'engine';
   beta: number;
   /** Conservative DPO's ε (0: plain DPO). */
   labelSmoothing: number;

@@ -116,14 +116,13 @@ export async function dpo(ctx: StageContext<DpoRecipe>): Promise<StageResult> {
             pad,
           ),
         );
-        const refs: Float32Array[] = [];
-        for (const b of batches) refs.push(await engine.logprobs(b, { sum: true, reference: true }));
+        // The engine computes the reference's log-probs itself (on webgpu: no read back before the step).
         const calls = batches.map(
-          (b, i) => () =>
+          (b) => () =>
             engine.forwardBackward(b, {
               name: 'dpo',
               pairs: cfg.batchSize,
-              reference: refs[i]!,
+              reference: 'engine',
               beta: cfg.beta,
               labelSmoothing: cfg.labelSmoothing,
             }),

@@ -86,14 +86,12 @@ export async function onlineDpo(ctx: StageContext<OnlineDpoRecipe>): Promise<Sta
           const nChunks = Math.min(cfg.gradAccum, pairs.length);
           const chunks = Array.from({ length: nChunks }, (_, m) => pairs.filter((_, k) => k % nChunks === m));
           const batches = chunks.map((c) => pairBatch(c, pad));
-          const refs: Float32Array[] = [];
-          for (const b of batches) refs.push(await engine.logprobs(b, { sum: true, reference: true }));
           const calls = batches.map(
             (b, i) => () =>
               engine.forwardBackward(b, {
                 name: 'dpo',
                 pairs: chunks[i]!.length,
-                reference: refs[i]!,
+                reference: 'engine',
                 beta: cfg.beta,
                 labelSmoothing: 0,
               }),

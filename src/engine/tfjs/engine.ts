@@ -116,10 +116,12 @@ export class TfjsEngine implements Engine {
   async forwardBackward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
     if (!this.opt) throw new Error('this engine was made for inference: it has no optimizer');
     let kept: Record<string, tf.Tensor> = {};
+    // DPO's 'engine' reference: computed here, before the tape, and never read back.
+    const ref = loss.name === 'dpo' && loss.reference === 'engine' ? this.referenceTensor(batch, true) : undefined;
     const lossOf = () =>
       this.lora
-        ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss))
-        : namedLoss(this.model, batch, loss);
+        ? this.lora.training(this.opt!.t, this.micro, () => namedLoss(this.model, batch, loss, ref))
+        : namedLoss(this.model, batch, loss, ref);
     let use: tf.Tensor2D | undefined;
     try {
       const { value, grads } = tf.variableGrads(() => {
@@ -135,6 +137,8 @@ export class TfjsEngine implements Engine {
       this.failed = e as Error;
       tf.dispose(Object.values(kept));
       throw e;
+    } finally {
+      ref?.dispose();
     }
     if (use) {
       const prev = this.expertUse;
@@ -146,7 +150,9 @@ export class TfjsEngine implements Engine {
   }
 
   async forward(batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
-    const kept = tf.tidy(() => namedLoss(this.model, batch, loss).report);
+    const ref = loss.name === 'dpo' && loss.reference === 'engine' ? this.referenceTensor(batch, true) : undefined;
+    const kept = tf.tidy(() => namedLoss(this.model, batch, loss, ref).report);
+    ref?.dispose();
     return this.checked(await readReport(kept));
   }
 
@@ -255,15 +261,24 @@ export class TfjsEngine implements Engine {
   }
 
   async logprobs(batch: EngineBatch, opts: { reference?: boolean; sum?: boolean } = {}): Promise<Float32Array> {
-    const ref = opts.reference ? this.referenceModel() : undefined;
-    const model = ref && ref !== 'base' ? ref : this.model;
-    const run = () =>
-      tf.tidy(() => (opts.sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1])));
-    // The base reference is this model with its adapters switched off: no second copy of the weights.
-    const t = ref === 'base' ? this.lora!.withoutAdapters(run) : run();
+    const t = opts.reference
+      ? this.referenceTensor(batch, !!opts.sum)
+      : this.logprobTensor(this.model, batch, !!opts.sum);
     const data = (await t.data()) as Float32Array;
     t.dispose();
     return data;
+  }
+
+  private logprobTensor(model: LanguageModel, batch: EngineBatch, sum: boolean): tf.Tensor1D {
+    return tf.tidy(() => (sum ? sequenceLogProbs(model, batch) : tf.reshape(tokenLogProbs(model, batch), [-1])));
+  }
+
+  /** The reference's log-probabilities of a batch, on the device (summed per sequence, or per token). */
+  private referenceTensor(batch: EngineBatch, sum: boolean): tf.Tensor1D {
+    const ref = this.referenceModel();
+    // The base reference is this model with its adapters switched off: no second copy of the weights.
+    if (ref === 'base') return this.lora!.withoutAdapters(() => this.logprobTensor(this.model, batch, sum));
+    return this.logprobTensor(ref, batch, sum);
   }
 
   async logits(ids: number[]): Promise<Float32Array> {

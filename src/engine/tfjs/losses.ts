@@ -213,8 +213,8 @@ export interface NamedLoss {
   expertUse?: tf.Tensor2D;
 }
 
-/** Builds a named loss on a model (inside a tidy or a gradient scope). */
-export function namedLoss(model: LanguageModel, b: TokenBatch, spec: LossSpec): NamedLoss {
+/** Builds a named loss on a model (inside a tidy or a gradient scope); `reference`: DPO's 'engine' reference, computed. */
+export function namedLoss(model: LanguageModel, b: TokenBatch, spec: LossSpec, reference?: tf.Tensor1D): NamedLoss {
   switch (spec.name) {
     case 'cross_entropy': {
       const l = lmLoss(model, b, { accuracy: spec.accuracy });
@@ -227,7 +227,7 @@ export function namedLoss(model: LanguageModel, b: TokenBatch, spec: LossSpec): 
     case 'dpo':
       return dpoLoss(
         sequenceLogProbs(model, b),
-        tf.tensor1d(spec.reference),
+        spec.reference === 'engine' ? reference! : tf.tensor1d(spec.reference),
         spec.pairs,
         spec.beta,
         spec.labelSmoothing,

@@ -25,6 +25,7 @@ interface ChildReport {
   addN: number;
   lathe: { dispatches: number; loss: number; gradNorm: number; waits: { awaited: number; queued: number } };
   plain: { dispatches: number; loss: number; gradNorm: number };
+  dpo: { given: number; engine: number };
   generated: Record<'dense' | 'moe', { cpu: number[]; webgpu: number[] }>;
   validation: string[];
 }
@@ -63,6 +64,12 @@ describe.skipIf(!!why)('webgpu kernels on SwiftShader', () => {
     console.log(`reads back before the step's last dispatch: ${JSON.stringify(r.lathe.waits)}`);
     expect(r.lathe.waits.awaited).toBeGreaterThanOrEqual(1);
     expect(r.lathe.waits.queued).toBe(0);
+    // DPO: reading the reference's log-probs first waits inside the step; the engine's own reference never does.
+    console.log(
+      `DPO step reads back inside the step: reference given ${r.dpo.given}, computed by the engine ${r.dpo.engine}`,
+    );
+    expect(r.dpo.given).toBeGreaterThanOrEqual(1);
+    expect(r.dpo.engine).toBe(0);
     expect(Math.abs(r.lathe.loss - r.plain.loss) / r.plain.loss).toBeLessThan(1e-5);
     expect(Math.abs(r.lathe.gradNorm - r.plain.gradNorm) / r.plain.gradNorm).toBeLessThan(1e-5);
     for (const arch of ['dense', 'moe'] as const) {

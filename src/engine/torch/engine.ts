@@ -183,6 +183,8 @@ export class TorchEngine implements Engine {
   }
 
   private async report(op: 'forward_backward' | 'forward', batch: EngineBatch, loss: LossSpec): Promise<LossReport> {
+    if (loss.name === 'dpo' && loss.reference === 'engine')
+      loss = { ...loss, reference: await this.logprobs(batch, { reference: true, sum: true }) };
     const wire = lossWire(loss);
     const r = await this.proc.request(
       op,

@@ -65,6 +65,18 @@ describe('LoRA on the torch engine, against tfjs (cpu, fp32)', () => {
         ];
         expect(maxDiff(ra, rc)).toBeLessThan(1e-3);
         const dpo = { name: 'dpo' as const, pairs: 2, reference: ra, beta: 0.1, labelSmoothing: 0 };
+        // reference 'engine': each engine computes the same reference log-probs itself.
+        for (const [e, r] of [
+          [tf, ra],
+          [pt, rc],
+        ] as const) {
+          const [given, own] = [
+            await e.forward(pairs, { ...dpo, reference: r }),
+            await e.forward(pairs, { ...dpo, reference: 'engine' }),
+          ];
+          expect(own.loss, e.kind).toBe(given.loss);
+          expect(own.values, e.kind).toEqual(given.values);
+        }
         const [da, dc] = [await tf.forwardBackward(pairs, dpo), await pt.forwardBackward(pairs, dpo)];
         expect(rel(da.loss, dc.loss)).toBeLessThan(1e-4);
         const [aa, ac] = [(await tf.adapters())!, (await pt.adapters())!];

@@ -247,6 +247,32 @@ async function stepDispatches(
 const lathe = await stepDispatches(true);
 const plain = await stepDispatches(false);
 
+// A DPO step through stepOn: reads back while it still queued kernels, with the reference's
+// log-probs read first (the old way) and computed by the engine ('engine').
+async function dpoWaits(own: boolean): Promise<number> {
+  const e = await TfjsEngine.create({
+    backend: 'webgpu',
+    spec,
+    weights: initWeights(spec, 5),
+    optimizer: { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 },
+  });
+  await e.setReference(initWeights(spec, 6));
+  const pairs = { ...stepBatch, weights: new Float32Array(64).fill(1) };
+  const ctx = { engine: e, event: () => {} };
+  const step = async (n: number) => {
+    const reference = own ? ('engine' as const) : await e.logprobs(pairs, { sum: true, reference: true });
+    const loss = { name: 'dpo' as const, pairs: 1, reference, beta: 0.1, labelSmoothing: 0 };
+    await stepOn(ctx, n, 1e-3, [() => e.forwardBackward(pairs, loss)]);
+  };
+  await step(1); // compiles the pipelines
+  takeReadsBack();
+  await step(2);
+  const waits = waitsInside(dispatchCount());
+  await e.dispose();
+  return waits;
+}
+const dpo = { given: await dpoWaits(false), engine: await dpoWaits(true) };
+
 // Greedy generation (the KV-cache decode path) from the same random weights on cpu and webgpu,
 // dense and MoE; a larger init scale than training's makes the greedy choice vary from token to token.
 async function greedy(backend: 'cpu' | 'webgpu', s: ModelSpec): Promise<number[]> {
@@ -272,6 +298,7 @@ console.log(
     addN,
     lathe,
     plain,
+    dpo,
     generated,
     validation: takeWebGpuErrors(),
   }),
