@@ -96,7 +96,7 @@ const CASES = {
   'train-small-dense:webgpu': {
     default: false,
     about:
-      'train-small-dense on the tfjs webgpu backend (Dawn): tokens/s and dispatches per step vs torch; on SwiftShader (no GPU) a correctness-only figure, ~10 min a step here',
+      'train-small-dense on the tfjs webgpu backend (Dawn): tokens/s and dispatches per step vs torch; on a CPU Vulkan driver (lavapipe or SwiftShader, no GPU) a correctness-only figure',
   },
   'train-small-dense:cpu': {
     default: false,
@@ -220,15 +220,20 @@ const STEP_TIMEOUT_S = 30 * 60;
 const OURS_ENV = { LATHE_WASM_THREADS: process.env.LATHE_WASM_THREADS || '1' };
 const NODE_FLAGS = ['--max-semi-space-size=64'];
 /**
- * webgpu without a Vulkan driver of the machine's own (no GPU): SwiftShader, the CPU Vulkan driver
- * inside Debian's chromium (DESIGN, known ground), so the row still runs and checks the same model.
+ * webgpu without a Vulkan driver of the machine's own (no GPU): a CPU Vulkan driver, so the row
+ * still runs and checks the same model: Mesa's lavapipe where npm test's setup unpacked it (faster,
+ * and it has shader-f16), else SwiftShader from Debian's chromium (DESIGN, known ground).
  */
 function webgpuEnv() {
   const icds = ['/etc/vulkan/icd.d', '/usr/share/vulkan/icd.d'].some(
     (d) => existsSync(d) && readdirSync(d).some((f) => f.endsWith('.json')),
   );
+  if (icds || process.env.VK_ICD_FILENAMES) return {};
+  const lavapipe = join(root, '.cache', 'lavapipe', 'lvp_icd.json');
+  if (existsSync(lavapipe))
+    return { VK_ICD_FILENAMES: lavapipe, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' };
   const swiftshader = '/usr/lib/chromium/vk_swiftshader_icd.json';
-  if (icds || process.env.VK_ICD_FILENAMES || !existsSync(swiftshader)) return {};
+  if (!existsSync(swiftshader)) return {};
   return { LD_LIBRARY_PATH: '/usr/lib/chromium', VK_ICD_FILENAMES: swiftshader };
 }
 const oursEnv = (backend) => (backend === 'webgpu' ? { ...OURS_ENV, ...webgpuEnv() } : OURS_ENV);
@@ -597,7 +602,7 @@ async function trainCase(caseName, model, backend) {
     report.note += `; adapter ${oursInfo?.adapter ?? 'none'}`;
     if (oursInfo?.softwareAdapter) {
       report.correctnessOnly = true;
-      report.note += ' (SwiftShader, the CPU Vulkan driver: a correctness-only figure, not a GPU speed)';
+      report.note += ' (a CPU Vulkan driver: a correctness-only figure, not a GPU speed)';
     }
   }
   if (flopsPerToken && ceiling)
