@@ -13,7 +13,7 @@ import { nativeMatMulActive } from './native-kernels.js';
 import { ropeInvFreq } from '../../model/rope.js';
 import type { RopeScaling } from '../../model/spec.js';
 import { gpuBackend, gpuKernel, qkvSplitFits, runGpuKernel } from './webgpu-kernels.js';
-import { halfCopy, halfMatMul, halfStorage } from './webgpu-half.js';
+import { halfMatMul, halfWeight } from './webgpu-half.js';
 
 // Building blocks shared by the dense and MoE decoders. Weights follow HF Linear: [out, in].
 
@@ -35,8 +35,8 @@ export function param(p: Params, name: string): tf.Variable {
 const linearOp = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
   const native = nativeMatMulActive() || gpuBackend() !== undefined;
-  if (native && w instanceof tf.Variable && w.dtype === 'float32' && halfStorage()) {
-    const h = halfCopy(w);
+  const h = native ? halfWeight(w) : undefined;
+  if (h) {
     const [out, inn] = w.shape as [number, number];
     return {
       value: halfMatMul(x as tf.Tensor2D, h, out, 1),

@@ -42,7 +42,7 @@ function moeFfnOnDevice(p: Params, s: ModelSpec, i: number, x: tf.Tensor2D): { y
     let part: tf.Tensor2D;
     if ([wg, wu, wd].some(hasLinearHook)) part = tf.mul(swiglu(x, wg, wu, wd), gate) as tf.Tensor2D;
     else {
-      const lin = (a: tf.Tensor2D, w: tf.Tensor) => expertLinear(a, w as tf.Variable, r, e);
+      const lin = (a: tf.Tensor2D, w: tf.Tensor) => expertLinear(a, w, r, e);
       part = expertCombine(swiglu(expertGather(x, r, e), wg, wu, wd, lin), gate, r, e);
     }
     y = y ? (tf.add(y, part) as tf.Tensor2D) : part;

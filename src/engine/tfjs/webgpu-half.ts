@@ -1,5 +1,5 @@
 import { tf } from './tf.js';
-import { FLAT_ARGS, dispatch, gpuBackend, output, strided, type WebGpuBackend } from './webgpu-kernels.js';
+import { FLAT_ARGS, dispatch, gpuBackend, halfOf, output, strided, type WebGpuBackend } from './webgpu-kernels.js';
 import { gpuMatMul } from './webgpu-matmul.js';
 
 // f16 storage on webgpu where the adapter has shader-f16: each weight a product reads keeps an f16
@@ -42,12 +42,17 @@ struct U { n: u32 }
 @group(0) @binding(1) var<storage, read> p: array<f32>;
 @group(0) @binding(2) var<storage, read_write> h: array<f16>;
 @compute @workgroup_size(256) fn main(${FLAT_ARGS}) {
-  for (var i = gid.x; i < u.n; i += nwg.x * 256u) { h[i] = f16(clamp(p[i], -65504.0, 65504.0)); }
+  for (var i = gid.x; i < u.n; i += nwg.x * 256u) { h[i] = ${halfOf('p[i]')}; }
 }`;
   dispatch(be, 'to-half', code, [['u32', w.size]], [w, info], strided(w.size));
   const h = tf.keep(tf.engine().makeTensorFromTensorInfo(info));
   copies.set(w.dataId, h);
   return h;
+}
+
+/** The f16 copy a product reads for weight `w` under f16 storage (a float32 variable), else undefined. */
+export function halfWeight(w: tf.Tensor): tf.Tensor | undefined {
+  return w instanceof tf.Variable && w.dtype === 'float32' && halfStorage() ? halfCopy(w) : undefined;
 }
 
 /** The f16 copy of `p` kept now, if any: an in-place update of `p` must write it too. */

@@ -64,12 +64,12 @@ export function strided(n: number, size = 256): [number, number, number] {
 }
 
 /** One workgroup per row, rows laid out over x then y (each at most 65535). */
-function perRow(rows: number): [number, number, number] {
+export function perRow(rows: number): [number, number, number] {
   const x = Math.min(rows, 65535);
   return [Math.max(1, x), Math.max(1, Math.ceil(rows / 65535)), 1];
 }
 
-const ROW = `let row = wid.x + wid.y * 65535u;
+export const ROW = `let row = wid.x + wid.y * 65535u;
   if (row >= u.rows) { return; }`;
 
 /** Workgroup tree reductions sumN and maxN for workgroups of n threads (a power of two). */
@@ -98,9 +98,12 @@ fn max${n}(v: f32, lid: u32) -> f32 {
   return r;
 }`;
 }
-const REDUCE = reduceFns(64);
+export const REDUCE = reduceFns(64);
 
-const ROW_ARGS = '@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lidv: vec3<u32>';
+export const ROW_ARGS = '@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lidv: vec3<u32>';
+/** WGSL: an f32 expression rounded to f16, saturating (an f16 weight copy holds no inf for a large weight). */
+export const halfOf = (e: string) => `f16(clamp(${e}, -65504.0, 65504.0))`;
+
 export const FLAT_ARGS = '@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>';
 
 /** Records one dispatch of a WGSL shader on the backend's encoder: binding 0 the uniforms, then the buffers in order. */
@@ -953,7 +956,7 @@ ${half ? '@group(0) @binding(7) var<storage, read_write> h: array<f16>;' : ''}
     let pi = p[i];
     let pn = pi - u.lr * (mi / u.bc1 / (sqrt(vi / u.bc2) + u.eps)) - u.lr * u.decay * pi;
     p[i] = pn;
-    ${half ? 'h[i] = f16(clamp(pn, -65504.0, 65504.0));' : ''}
+    ${half ? `h[i] = ${halfOf('pn')};` : ''}
   }
 }`;
   if (half) written(be, half);

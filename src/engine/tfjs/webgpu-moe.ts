@@ -1,7 +1,18 @@
 import { tf } from './tf.js';
-import { FLAT_ARGS, defineGpuKernel, dispatch, runGpuKernel, strided } from './webgpu-kernels.js';
+import {
+  FLAT_ARGS,
+  REDUCE,
+  ROW,
+  ROW_ARGS,
+  defineGpuKernel,
+  dispatch,
+  perRow,
+  runGpuKernel,
+  strided,
+  type WebGpuBackend,
+} from './webgpu-kernels.js';
 import { gpuMatMul } from './webgpu-matmul.js';
-import { halfCopy, halfStorage } from './webgpu-half.js';
+import { halfWeight } from './webgpu-half.js';
 
 // An MoE layer's token dispatch on webgpu with no read back: the routing (which tokens each expert
 // takes, in token order) is made on the device from the top-k mask, each expert gathers its tokens
@@ -16,8 +27,7 @@ export interface Routing {
   counts: tf.Tensor;
 }
 
-const int = (be: Parameters<Parameters<typeof defineGpuKernel>[0]['run']>[0], shape: number[]) =>
-  be.makeTensorInfo(shape, 'int32');
+const int = (be: WebGpuBackend, shape: number[]) => be.makeTensorInfo(shape, 'int32');
 
 // One workgroup per expert: each thread counts a contiguous block of tokens, a scan over the 256
 // block counts gives each block its first row, and the block writes its rows in token order.
@@ -76,7 +86,12 @@ var<workgroup> part: array<u32, 256>;
     return [rows, pos, counts];
   },
 });
-tf.registerGradient({ kernelName: 'LatheRoute', gradFunc: (dy) => ({ x0: () => tf.zerosLike(dy as tf.Tensor) }) });
+// The routing is discrete: no gradient flows back to the mask.
+tf.registerGradient({
+  kernelName: 'LatheRoute',
+  inputsToSave: ['x0'],
+  gradFunc: (_dy, [mask]) => ({ x0: () => tf.zerosLike(mask!) }),
+});
 
 // Expert x's rows from token rows: dst[r] = src[rows[x, r]] for r < counts[x], 0 after.
 defineGpuKernel({
@@ -166,29 +181,23 @@ defineGpuKernel({
     const [n, d] = dy!.shape as [number, number];
     const e = pos!.shape[1]!;
     const dg = be.makeTensorInfo([n, 1], 'float32');
-    const code = `struct U { n: u32, d: u32, e: u32, x: u32 }
+    const code = `struct U { rows: u32, d: u32, e: u32, x: u32 }
 @group(0) @binding(0) var<uniform> u: U;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read> pos: array<i32>;
 @group(0) @binding(4) var<storage, read_write> dg: array<f32>;
-var<workgroup> red: array<f32, 64>;
-@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lidv: vec3<u32>) {
-  let t = wid.x + wid.y * 65535u;
-  if (t >= u.n) { return; }
+${REDUCE}
+@compute @workgroup_size(64) fn main(${ROW_ARGS}) {
+  ${ROW}
   let lid = lidv.x;
-  let p = pos[t * u.e + u.x];
+  let p = pos[row * u.e + u.x];
   var s = 0.0;
   if (p >= 0) {
-    for (var i = lid; i < u.d; i += 64u) { s += dy[t * u.d + i] * y[u32(p) * u.d + i]; }
+    for (var i = lid; i < u.d; i += 64u) { s += dy[row * u.d + i] * y[u32(p) * u.d + i]; }
   }
-  red[lid] = s;
-  workgroupBarrier();
-  for (var w = 32u; w > 0u; w = w / 2u) {
-    if (lid < w) { red[lid] += red[lid + w]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { dg[t] = red[0]; }
+  let t = sum64(s, lid);
+  if (lid == 0u) { dg[row] = t; }
 }`;
     dispatch(
       be,
@@ -201,7 +210,7 @@ var<workgroup> red: array<f32, 64>;
         ['u32', expert!],
       ],
       [dy!, y!, pos!, dg],
-      [Math.min(n, 65535), Math.ceil(n / 65535), 1],
+      perRow(n),
     );
     return [dg];
   },
@@ -220,6 +229,7 @@ export function expertGather(x: tf.Tensor2D, r: Routing, e: number): tf.Tensor2D
     return {
       value: runGpuKernel('LatheExpertGather', [xi, r.rows, r.counts], { expert: e })[0]!,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], [pos]: tf.Tensor[]) => [
+        // Unweighted: pos stands in for the weights it does not read.
         runGpuKernel('LatheExpertScatter', [dy as tf.Tensor, pos!, pos!], { expert: e, weighted: 0 })[0]!,
       ],
     };
@@ -248,10 +258,11 @@ export function expertCombine(y: tf.Tensor2D, g: tf.Tensor2D, r: Routing, e: num
  * y = x W^T on expert `e`'s first counts[e] rows of x [N, in] (W [out, in]); the rest of y is 0. The
  * gradients bound the same rows, and dW sums over them only. With f16 storage, W's f16 copy.
  */
-export function expertLinear(x: tf.Tensor2D, w: tf.Variable, r: Routing, e: number): tf.Tensor2D {
+export function expertLinear(x: tf.Tensor2D, w: tf.Tensor, r: Routing, e: number): tf.Tensor2D {
   const [out, inn] = w.shape as [number, number];
-  const half = halfStorage();
-  const b = half ? halfCopy(w) : w;
+  const h = halfWeight(w);
+  const half = h !== undefined;
+  const b = h ?? w;
   const op = tf.customGrad(((xi: tf.Tensor2D, wi: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([xi, r.counts]);
     const rows = { limit: 'rows' as const, counts: r.counts, expert: e };
